@@ -1,0 +1,117 @@
+"""Read, check and write checkpoints with errors that name the offending keys.
+
+Layout (the authors' release): a dict whose ``"model"`` entry is the state dict; backbone
+keys as timm names them, predictors under ``score_predictor.{i}.in_conv/out_conv``.
+Raw state dicts, ``"state_dict"``/``"model_ema"`` entries and a DDP ``module.`` prefix
+are accepted too.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from timm.models.vision_transformer import checkpoint_filter_fn as vit_filter
+from torch import nn
+
+__all__ = ["CheckpointError", "read_state_dict", "load_checkpoint", "save_checkpoint", "atomic_save"]
+
+_STATE_KEYS = ("model", "state_dict", "model_ema")
+_LIST_LIMIT = 8
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or does not fit the model."""
+
+
+def _read(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint file at {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for truncated or foreign files
+        raise CheckpointError(f"cannot read checkpoint {path} (corrupt or not a PyTorch file): {err}") from None
+
+
+def read_state_dict(source: str | os.PathLike | dict) -> dict[str, torch.Tensor]:
+    """The model state dict inside a checkpoint file or checkpoint dict."""
+    obj = _read(source) if isinstance(source, (str, os.PathLike)) else source
+    if isinstance(obj, dict):
+        for key in _STATE_KEYS:
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{source}: no state dict of tensors found (looked at the top level and {_STATE_KEYS})")
+    if all(k.startswith("module.") for k in obj):
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
+    return obj
+
+
+def _names(keys: list[str]) -> str:
+    more = f" … (+{len(keys) - _LIST_LIMIT} more)" if len(keys) > _LIST_LIMIT else ""
+    return ", ".join(keys[:_LIST_LIMIT]) + more
+
+
+def load_checkpoint(model: nn.Module, source: str | os.PathLike | dict, backbone_only: bool | None = None) -> None:
+    """Load ``source`` into ``model`` strictly, or raise :class:`CheckpointError` naming keys.
+
+    ``backbone_only`` (default: when the checkpoint has no predictor keys) skips the
+    ``score_predictor`` entries of the model, so a dense checkpoint initialises a sparse model.
+    """
+    state = read_state_dict(source)
+    if isinstance(model, VisionTransformer):
+        state = vit_filter(state, model)  # resamples position embeddings / patch kernels
+    expected = model.state_dict()
+    if backbone_only is None:
+        backbone_only = not any(k.startswith("score_predictor.") for k in state)
+    if backbone_only:
+        expected = {k: v for k, v in expected.items() if not k.startswith("score_predictor.")}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = [
+        f"{k} {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in sorted(set(state) & set(expected))
+        if state[k].shape != expected[k].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_names(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_names(unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatch: {_names(mismatched)}")
+    if problems:
+        raise CheckpointError(
+            f"checkpoint {source if not isinstance(source, dict) else '(dict)'} does not fit "
+            f"{type(model).__name__} (wrong architecture or size?) – " + "; ".join(problems)
+        )
+    model.load_state_dict(state, strict=not backbone_only)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temp file in the same folder, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, **extra: Any) -> None:
+    """Write ``{"model": state_dict, **extra}`` atomically (the authors' layout)."""
+    atomic_save({"model": model.state_dict(), **extra}, path)

@@ -1,0 +1,219 @@
+"""Data sets: ImageFolder trees, Fashion-MNIST from its idx files, Cluttered Fashion-MNIST.
+
+Cluttered Fashion-MNIST places one Fashion-MNIST item at a random position on a larger
+black canvas together with fragments cut from other items. The label is the item's
+class, so *where* the object is matters and most of the canvas is uninformative – the
+setting in which spatial sparsity pays. Every sample is a pure function of
+``(seed, split, index)``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+__all__ = [
+    "FASHION_CLASSES",
+    "DEFAULT_FASHION_DIR",
+    "read_idx",
+    "load_fashion_mnist",
+    "FashionMNIST",
+    "ClutteredFashionMNIST",
+    "build_dataset",
+]
+
+FASHION_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+DEFAULT_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_MEAN, _STD = 0.1, 0.25  # pixel statistics of the black-background canvases, roughly
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an idx file (optionally gzipped) into a uint8 array, validating its header."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as err:
+        raise ValueError(f"cannot read idx file {path}: {err}") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise ValueError(f"{path} is not an unsigned-byte idx file (bad magic number)")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    if len(data) != header + int(np.prod(shape)):
+        raise ValueError(f"{path} is truncated or corrupt: header says {shape}, file has {len(data) - header} bytes")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _find(directory: Path, stem: str) -> Path | None:
+    for name in (stem + ".gz", stem):
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
+def _fashion_dirs(data_dir: str | os.PathLike | None) -> list[Path]:
+    if data_dir is not None:
+        return [Path(data_dir), Path(data_dir) / "FashionMNIST" / "raw"]
+    cache = Path(os.environ.get("DYNAMICVIT_CACHE", Path.home() / ".cache" / "dynamicvit"))
+    return [DEFAULT_FASHION_DIR, cache / "FashionMNIST" / "raw"]
+
+
+def load_fashion_mnist(
+    split: str = "train", data_dir: str | os.PathLike | None = None, download: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 28, 28) uint8 and labels (N,) of a Fashion-MNIST split.
+
+    Looks in ``data_dir`` if given, else in /usr/share/datasets/fashion-mnist (Debian's
+    ``dataset-fashion-mnist``) and the cache; ``download=True`` lets torchvision fetch it.
+    """
+    if split not in _FILES:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    dirs = _fashion_dirs(data_dir)
+    for directory in dirs:
+        found = [_find(directory, stem) for stem in _FILES[split]]
+        if all(found):
+            images, labels = (read_idx(p) for p in found)
+            if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+                raise ValueError(f"Fashion-MNIST files in {directory} do not match: {images.shape} vs {labels.shape}")
+            return images, labels.astype(np.int64)
+    if download:
+        from torchvision.datasets import FashionMNIST as TVFashionMNIST
+
+        TVFashionMNIST(str(dirs[-1].parent.parent), train=split == "train", download=True)
+        return load_fashion_mnist(split, dirs[-1], download=False)
+    raise FileNotFoundError(
+        f"Fashion-MNIST ({split}) not found in {', '.join(map(str, dirs))}. Install it with "
+        "`apt-get install dataset-fashion-mnist` (Debian/Ubuntu), pass --data-dir DIR holding "
+        f"{_FILES[split][0]}.gz and {_FILES[split][1]}.gz, or --download when online."
+    )
+
+
+def _to_tensor(canvas: np.ndarray) -> torch.Tensor:
+    return (torch.from_numpy(canvas).float().div_(255.0).sub_(_MEAN).div_(_STD)).unsqueeze(0)
+
+
+class FashionMNIST(Dataset):
+    """Plain Fashion-MNIST as normalised 1×28×28 tensors."""
+
+    num_classes = 10
+    in_chans = 1
+
+    def __init__(self, split: str = "train", data_dir=None, download: bool = False, limit: int | None = None) -> None:
+        self.images, self.labels = load_fashion_mnist(split, data_dir, download)
+        if limit is not None:
+            self.images, self.labels = self.images[:limit], self.labels[:limit]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return _to_tensor(self.images[index]), int(self.labels[index])
+
+
+class ClutteredFashionMNIST(Dataset):
+    """One item at a random place on a ``canvas``² black image plus ``distractors`` fragments.
+
+    Fragments are ``fragment``² crops of other items of the same split, pasted with a
+    pixel-wise maximum. :meth:`render` also returns the item's box, used by visualisations.
+    """
+
+    num_classes = 10
+    in_chans = 1
+
+    def __init__(
+        self,
+        split: str = "train",
+        data_dir=None,
+        canvas: int = 64,
+        distractors: int = 4,
+        fragment: int = 9,
+        seed: int = 0,
+        limit: int | None = None,
+        download: bool = False,
+    ) -> None:
+        if canvas < 28:
+            raise ValueError(f"canvas must be at least 28 pixels (one item), got {canvas}")
+        if not 0 < fragment <= 28:
+            raise ValueError(f"fragment must be in 1..28 pixels, got {fragment}")
+        self.images, self.labels = load_fashion_mnist(split, data_dir, download)
+        self.length = len(self.labels) if limit is None else min(limit, len(self.labels))
+        self.canvas, self.distractors, self.fragment, self.seed = canvas, distractors, fragment, seed
+        self._split_id = 0 if split == "train" else 1
+
+    def __len__(self) -> int:
+        return self.length
+
+    def render(self, index: int) -> tuple[np.ndarray, int, tuple[int, int]]:
+        """Canvas (uint8 H×W), label and the item's top-left corner (y, x)."""
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        rng = np.random.default_rng([self.seed, self._split_id, index])
+        size, frag = self.canvas, self.fragment
+        canvas = np.zeros((size, size), dtype=np.uint8)
+        for _ in range(self.distractors):
+            other = self.images[rng.integers(len(self.images))]
+            sy, sx = rng.integers(0, 28 - frag + 1, size=2)
+            ty, tx = rng.integers(0, size - frag + 1, size=2)
+            region = canvas[ty : ty + frag, tx : tx + frag]
+            np.maximum(region, other[sy : sy + frag, sx : sx + frag], out=region)
+        y, x = (int(v) for v in rng.integers(0, size - 28 + 1, size=2))
+        region = canvas[y : y + 28, x : x + 28]
+        np.maximum(region, self.images[index], out=region)
+        return canvas, int(self.labels[index]), (y, x)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        canvas, label, _ = self.render(index)
+        return _to_tensor(canvas), label
+
+
+def build_dataset(
+    name: str, split: str, data_dir=None, img_size: int = 224, seed: int = 0, limit: int | None = None, **kwargs
+) -> Dataset:
+    """``fashion-mnist`` | ``cluttered-fashion-mnist`` | ``imagefolder`` (``data_dir/{train,val}``)."""
+    if name == "fashion-mnist":
+        return FashionMNIST(split, data_dir, limit=limit, **kwargs)
+    if name == "cluttered-fashion-mnist":
+        return ClutteredFashionMNIST(split, data_dir, seed=seed, limit=limit, **kwargs)
+    if name == "imagefolder":
+        return _image_folder(split, data_dir, img_size, limit)
+    raise ValueError(f"unknown data set {name!r}; choose fashion-mnist, cluttered-fashion-mnist or imagefolder")
+
+
+def _image_folder(split: str, data_dir, img_size: int, limit: int | None) -> Dataset:
+    from timm.data import create_transform
+    from torchvision.datasets import ImageFolder
+
+    if data_dir is None:
+        raise ValueError("imagefolder needs --data-dir with train/ and val/ class folders")
+    folder = Path(data_dir) / ("train" if split == "train" else "val")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no {folder}: expected ImageNet layout, {data_dir}/train/<class>/*.jpg and val/")
+    transform = create_transform(img_size, is_training=split == "train")
+    dataset = ImageFolder(str(folder), transform=transform)
+    dataset.num_classes, dataset.in_chans = len(dataset.classes), 3
+    if limit is not None:
+        dataset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
+        dataset.num_classes, dataset.in_chans = len(dataset.dataset.classes), 3
+    return dataset

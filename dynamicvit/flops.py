@@ -1,0 +1,127 @@
+"""Exact multiply-accumulate counts of a model's inference path, per part and total.
+
+Counts come from ``torch.utils.flop_counter`` (matmuls, convolutions, attention) on a
+real eval-mode forward, so they follow whatever tokens the model really keeps. Reported
+as MACs (the fvcore convention the papers call "FLOPs"); element-wise ops, norms and
+softmax are not counted, as in fvcore's defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from itertools import pairwise
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula, sdpa_flop_count
+
+from .models import create_pair
+
+__all__ = ["FlopReport", "count_flops", "compare_flops"]
+
+_SDPA_CPU = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+if _SDPA_CPU not in flop_registry:  # torch counts the CUDA kernels only; CPU SDPA would count as zero
+
+    @register_flop_formula(_SDPA_CPU)
+    def _sdpa_cpu_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+@dataclass
+class FlopReport:
+    """MACs per image of one eval forward: ``parts`` (ordered) sum to ``total``."""
+
+    total: int
+    parts: dict[str, int] = field(default_factory=dict)
+    tokens: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def gmacs(self) -> float:
+        return self.total / 1e9
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "gmacs": self.gmacs}
+
+
+def _input_size(model: nn.Module, img_size: int | tuple[int, int] | None) -> tuple[int, int, int]:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    chans, h, w = cfg.get("input_size", (3, 224, 224))
+    pe = getattr(model, "patch_embed", None)
+    if pe is not None and getattr(pe, "img_size", None) is not None:
+        (h, w), chans = pe.img_size, pe.proj.in_channels
+    if img_size is not None:
+        h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
+    return chans, h, w
+
+
+def _stage_groups(model: nn.Module, prune_layers: list[int] | None) -> list[tuple[str, list[str]]]:
+    """Part name → child-module names, in forward order; ViT blocks grouped by pruning stage."""
+    children = [name for name, _ in model.named_children()]
+    if not hasattr(model, "blocks"):
+        return [(c, [c]) for c in children]
+    sparse = hasattr(model, "score_predictor")
+    layers = model.prune_layers if sparse else (prune_layers or [])
+    bounds = [0, *layers, len(model.blocks)]
+    groups = [("embed", ["patch_embed"])]
+    groups += [(f"blocks {a}-{b - 1}", [f"blocks.{i}" for i in range(a, b)]) for a, b in pairwise(bounds)]
+    if sparse:
+        groups.append(("predictors", [f"score_predictor.{i}" for i in range(len(model.score_predictor))]))
+    groups.append(("head", [c for c in children if c not in ("patch_embed", "blocks", "score_predictor")]))
+    return groups
+
+
+@torch.inference_mode()
+def count_flops(
+    model: nn.Module, img_size: int | tuple[int, int] | None = None, prune_layers: list[int] | None = None
+) -> FlopReport:
+    """MACs of ``model``'s eval forward on one image (its configured size unless given).
+
+    ``prune_layers`` groups a dense ViT's blocks like a sparse model's stages, for side-by-side reports.
+    """
+    was_training = model.training
+    model.eval()
+    ref = next(model.parameters())
+    x = torch.randn(1, *_input_size(model, img_size), device=ref.device, dtype=ref.dtype)
+    try:
+        with FlopCounterMode(display=False) as counter:
+            out = model(x, return_decisions=True) if hasattr(model, "score_predictor") else model(x)
+    finally:
+        model.train(was_training)
+    per_module = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
+    root = type(model).__name__
+    parts = {
+        label: sum(per_module.get(f"{root}.{p}", 0) for p in prefixes) // 2
+        for label, prefixes in _stage_groups(model, prune_layers)
+    }
+    total = counter.get_total_flops() // 2
+    parts = {k: v for k, v in parts.items() if v}
+    other = total - sum(parts.values())
+    if other:
+        parts["other"] = other
+    tokens = {}
+    if hasattr(model, "score_predictor"):
+        n = model.patch_embed.num_patches if img_size is None else x.shape[-2] * x.shape[-1] // _patch_area(model)
+        tokens = {"input": n, **{f"stage {s + 1}": d.shape[1] for s, d in enumerate(out.decisions)}}
+    return FlopReport(total=total, parts=parts, tokens=tokens)
+
+
+def _patch_area(model: nn.Module) -> int:
+    ph, pw = model.patch_embed.patch_size
+    return ph * pw
+
+
+def compare_flops(model: str, keep_rate: float = 0.7, img_size: int | None = None, **timm_kwargs) -> dict:
+    """Dense and sparse MAC reports for a timm model name, grouped by the same stages."""
+    if img_size is not None:
+        timm_kwargs["img_size"] = img_size
+    dense, sparse = create_pair(model, keep_rate=keep_rate, **timm_kwargs)
+    d, s = count_flops(dense, prune_layers=sparse.prune_layers), count_flops(sparse)
+    return {
+        "model": model,
+        "keep_rate": keep_rate,
+        "img_size": list(sparse.patch_embed.img_size),
+        "unit": "MACs (fvcore convention, what the papers call FLOPs)",
+        "dense": d.to_dict(),
+        "sparse": s.to_dict(),
+        "ratio": s.total / d.total,
+    }

@@ -1,0 +1,99 @@
+"""DynamicViT training objective (SPEC §2): CE + keep ratio + distillation from the dense model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .predictor import check_keep_rate
+from .vit import SparseOutput
+
+__all__ = ["DistillationLoss", "keep_ratio_loss"]
+
+
+def keep_ratio_loss(masks: Sequence[torch.Tensor], targets: Sequence[float]) -> torch.Tensor:
+    """mean over stages and images of (target_s − kept fraction of the image at stage s)²."""
+    if len(masks) != len(targets):
+        raise ValueError(f"{len(masks)} stage masks but {len(targets)} target ratios")
+    terms = [((t - m.float().mean(dim=1)) ** 2).mean() for m, t in zip(masks, targets, strict=True)]
+    return torch.stack(terms).mean()
+
+
+class DistillationLoss(nn.Module):
+    """``base(pred, y) + w_r·ratio + w_kl·KL(student‖teacher cls) + w_tok·MSE(kept tokens)``.
+
+    Called with the images, the student's :class:`SparseOutput` (train mode, masks as
+    decisions) and the targets; returns the total and a dict of detached terms. The frozen
+    dense ``teacher`` runs once per call under ``no_grad``; with ``teacher=None`` only the
+    base and ratio terms remain. Target ratios default to ``keep_rate**s`` per stage
+    (cumulative, plain ViT); pass ``target_ratios`` for other schedules.
+    """
+
+    def __init__(
+        self,
+        teacher: nn.Module | None,
+        keep_rate: float = 0.7,
+        base_criterion: nn.Module | None = None,
+        ratio_weight: float = 2.0,
+        distill_weight: float = 0.5,
+        token_weight: float = 0.5,
+        target_ratios: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__()
+        self.keep_rate = check_keep_rate(keep_rate)
+        self.target_ratios = None if target_ratios is None else [check_keep_rate(r) for r in target_ratios]
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.eval().requires_grad_(False)
+        self.base_criterion = base_criterion or nn.CrossEntropyLoss()
+        self.ratio_weight, self.distill_weight, self.token_weight = ratio_weight, distill_weight, token_weight
+
+    def train(self, mode: bool = True) -> DistillationLoss:
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()  # the teacher is frozen: never dropout, never batch statistics
+        return self
+
+    def ratios(self, num_stages: int) -> list[float]:
+        if self.target_ratios is not None:
+            return self.target_ratios
+        return [self.keep_rate ** (s + 1) for s in range(num_stages)]
+
+    def forward(
+        self, inputs: torch.Tensor, output: SparseOutput, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        logits, masks, feats = output
+        terms = {"ce": self.base_criterion(logits, targets)}
+        terms["ratio"] = keep_ratio_loss(masks, self.ratios(len(masks)))
+        total = terms["ce"] + self.ratio_weight * terms["ratio"]
+        if self.teacher is not None:
+            with torch.no_grad():
+                t_feats = self.teacher.forward_features(inputs)
+                t_logits = self.teacher.forward_head(t_feats)
+            terms["cls_kl"] = F.kl_div(
+                F.log_softmax(logits.float(), dim=-1),
+                F.log_softmax(t_logits.float(), dim=-1),
+                reduction="batchmean",
+                log_target=True,
+            )
+            terms["token_mse"] = _kept_token_mse(feats, t_feats, masks[-1])
+            total = total + self.distill_weight * terms["cls_kl"] + self.token_weight * terms["token_mse"]
+        terms = {"loss": total.detach(), **{k: v.detach() for k, v in terms.items()}}
+        return total, terms
+
+
+def _kept_token_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """MSE between student and teacher patch tokens where the last stage kept them."""
+    n = mask.shape[1]
+    if student.shape[1] < n or teacher.shape[1] < n or student.shape[-1] != teacher.shape[-1]:
+        raise ValueError(
+            f"token distillation needs full token maps: student {tuple(student.shape)}, "
+            f"teacher {tuple(teacher.shape)}, mask over {n} patches"
+        )
+    keep = mask > 0.5
+    if not keep.any():
+        return student.new_zeros(())
+    return F.mse_loss(student[:, -n:][keep].float(), teacher[:, -n:][keep].float())

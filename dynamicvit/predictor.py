@@ -1,0 +1,83 @@
+"""Token-importance predictor (SPEC §2) and the keep schedule it serves.
+
+The predictor scores patch tokens from their own features (local half) and a summary
+of the tokens still alive (global half). Output channel 0 is the log-probability of
+"keep". Module names (``in_conv``, ``out_conv``) follow the authors' release so their
+checkpoints load unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["TokenPredictor", "keep_counts", "gumbel_keep_mask", "check_keep_rate"]
+
+
+def check_keep_rate(keep_rate: float) -> float:
+    """Return ``keep_rate`` as float, or raise ``ValueError`` if it is outside (0, 1]."""
+    try:
+        rate = float(keep_rate)
+    except (TypeError, ValueError):
+        raise ValueError(f"keep_rate must be a number in (0, 1], got {keep_rate!r}") from None
+    if not 0.0 < rate <= 1.0 or math.isnan(rate):
+        raise ValueError(f"keep_rate must be in (0, 1], got {keep_rate!r}")
+    return rate
+
+
+def keep_counts(num_tokens: int, keep_rate: float, num_stages: int) -> list[int]:
+    """Tokens kept after each stage: ``int(N * rho**s)`` for s = 1..num_stages, at least 1.
+
+    A tiny epsilon guards against float round-down (``0.7**2 * 100`` is 48.999…, meant 49).
+    """
+    rate = check_keep_rate(keep_rate)
+    return [max(1, int(num_tokens * rate**s + 1e-6)) for s in range(1, num_stages + 1)]
+
+
+class TokenPredictor(nn.Module):
+    """Scores tokens ``(B, N, C)`` → log-probabilities ``(B, N, 2)``; channel 0 means keep."""
+
+    def __init__(self, embed_dim: int) -> None:
+        super().__init__()
+        if embed_dim < 8 or embed_dim % 2:
+            raise ValueError(f"TokenPredictor needs an even embed_dim >= 8, got {embed_dim}")
+        self.in_conv = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, embed_dim), nn.GELU())
+        self.out_conv = nn.Sequential(
+            nn.Linear(embed_dim, embed_dim // 2),
+            nn.GELU(),
+            nn.Linear(embed_dim // 2, embed_dim // 4),
+            nn.GELU(),
+            nn.Linear(embed_dim // 4, 2),
+            nn.LogSoftmax(dim=-1),
+        )
+
+    def forward(self, x: torch.Tensor, policy: torch.Tensor | None = None) -> torch.Tensor:
+        """``policy`` (B, N, 1) marks alive tokens (1) for the global mean; None means all alive."""
+        x = self.in_conv(x)
+        half = x.shape[-1] // 2
+        local_x, global_x = x[..., :half], x[..., half:]
+        if policy is None:  # every token alive: plain mean
+            global_x = global_x.mean(dim=1, keepdim=True)
+        else:  # mean over alive tokens only
+            policy = policy.to(global_x.dtype)
+            global_x = (global_x * policy).sum(dim=1, keepdim=True) / policy.sum(dim=1, keepdim=True).clamp_min(1e-6)
+        # out_conv[0] on cat(local, global broadcast): the global half is the same for every
+        # token, so project it once per image instead of once per token.
+        fc = self.out_conv[0]
+        x = F.linear(local_x, fc.weight[:, :half]) + F.linear(global_x, fc.weight[:, half:], fc.bias)
+        for layer in list(self.out_conv)[1:]:
+            x = layer(x)
+        return x
+
+    def keep_score(self, x: torch.Tensor) -> torch.Tensor:
+        """Eval-time keep log-probability (B, N), every token alive."""
+        return self(x)[..., 0]
+
+
+def gumbel_keep_mask(log_probs: torch.Tensor, prev_mask: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+    """Hard straight-through Gumbel keep decision (B, N), nested inside ``prev_mask`` (B, N)."""
+    hard = F.gumbel_softmax(log_probs.float(), tau=tau, hard=True, dim=-1)[..., 0]
+    return hard * prev_mask

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Set up everything dynamicvit needs on a fresh Debian/Ubuntu-like machine:
+# the Fashion-MNIST files (Debian package, when apt is available) and a virtual
+# environment .venv with the package and its dev tools installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && command -v apt-get >/dev/null; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "[setup] installing Debian package dataset-fashion-mnist"
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null \
+        || echo "[setup] warning: could not install dataset-fashion-mnist; pass --data-dir to commands that need it"
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    echo "[setup] creating .venv"
+    python3 -m venv .venv
+fi
+echo "[setup] installing dynamicvit (editable) with dev extras"
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+.venv/bin/python -m pip install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -c "import dynamicvit, torch, timm; print('[setup] ok: dynamicvit', dynamicvit.__version__, 'torch', torch.__version__, 'timm', timm.__version__)"

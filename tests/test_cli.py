@@ -1,0 +1,49 @@
+import json
+import subprocess
+import sys
+
+from dynamicvit.cli import main
+
+
+def test_flops_json(capsys):
+    assert main(["flops", "--model", "deit_tiny_patch16_224", "--keep-rate", "0.7", "--img-size", "64", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["sparse"]["tokens"] == {"input": 16, "stage 1": 11, "stage 2": 7, "stage 3": 5}
+    assert r["ratio"] < 1
+
+
+def test_flops_table(capsys):
+    assert main(["flops", "--model", "deit_tiny_patch16_224", "--img-size", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "predictors" in out and "ratio" in out
+
+
+def test_bench_json(capsys):
+    args = [
+        "bench",
+        "--model",
+        "deit_tiny_patch16_224",
+        "--img-size",
+        "32",
+        "--batch-size",
+        "2",
+        "--repeats",
+        "2",
+        "--warmup",
+        "1",
+        "--json",
+    ]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["batch_size"] == 2
+
+
+def test_bad_arguments_exit_2_with_message(capsys):
+    assert main(["flops", "--model", "deit_tiny_patch16_224", "--keep-rate", "0"]) == 2
+    assert "keep_rate must be in (0, 1]" in capsys.readouterr().err
+    assert main(["flops", "--model", "resnet18"]) == 2
+    assert "not supported" in capsys.readouterr().err
+
+
+def test_module_entry_point():
+    out = subprocess.run([sys.executable, "-m", "dynamicvit", "--help"], capture_output=True, text=True, check=True)
+    assert "flops" in out.stdout and "bench" in out.stdout

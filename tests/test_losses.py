@@ -1,0 +1,62 @@
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import tiny_vit
+
+import dynamicvit
+from dynamicvit.losses import DistillationLoss, keep_ratio_loss
+
+
+def test_keep_ratio_loss_is_per_image_squared_error():
+    masks = [torch.tensor([[1.0, 1, 0, 0], [1, 1, 1, 1]])]  # kept fractions 0.5 and 1.0
+    expected = ((0.7 - 0.5) ** 2 + (0.7 - 1.0) ** 2) / 2
+    assert keep_ratio_loss(masks, [0.7]).item() == pytest.approx(expected)
+    with pytest.raises(ValueError, match="target ratios"):
+        keep_ratio_loss(masks, [0.7, 0.5])
+
+
+def _setup(weights=None):
+    teacher = tiny_vit().eval()
+    student = dynamicvit.sparsify(copy.deepcopy(teacher), keep_rate=0.7).train()
+    return teacher, student, DistillationLoss(teacher, keep_rate=0.7, **(weights or {}))
+
+
+def test_total_is_the_weighted_sum_of_reported_terms():
+    teacher, student, crit = _setup({"ratio_weight": 2.0, "distill_weight": 0.5, "token_weight": 0.5})
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    out = student(x, return_decisions=True)
+    total, terms = crit(x, out, y)
+    assert set(terms) == {"loss", "ce", "ratio", "cls_kl", "token_mse"}
+    expect = terms["ce"] + 2 * terms["ratio"] + 0.5 * terms["cls_kl"] + 0.5 * terms["token_mse"]
+    assert total.item() == pytest.approx(expect.item(), rel=1e-6)
+    assert terms["ce"].item() == pytest.approx(F.cross_entropy(out.logits, y).item(), rel=1e-6)
+    ratios = [((0.7 ** (s + 1) - m.mean(1)) ** 2).mean() for s, m in enumerate(out.decisions)]
+    assert terms["ratio"].item() == pytest.approx(torch.stack(ratios).mean().item(), rel=1e-6)
+
+
+def test_distillation_terms_vanish_when_student_equals_teacher():
+    teacher, student, crit = _setup()
+    x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 10, (2,))
+    ones = [torch.ones(2, 64)] * 3  # keep everything: student computes exactly the teacher
+    _, terms = crit(x, student(x, decisions=ones, return_decisions=True), y)
+    assert terms["cls_kl"].abs().item() < 1e-6 and terms["token_mse"].item() < 1e-9
+
+
+def test_gradients_reach_student_not_teacher():
+    teacher, student, crit = _setup()
+    x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 10, (2,))
+    total, _ = crit(x, student(x, return_decisions=True), y)
+    total.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert student.score_predictor[0].in_conv[1].weight.grad.abs().sum() > 0
+    crit.train()
+    assert not teacher.training
+
+
+def test_without_teacher_only_ce_and_ratio():
+    student = dynamicvit.sparsify(tiny_vit()).train()
+    x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 10, (2,))
+    _, terms = DistillationLoss(None)(x, student(x, return_decisions=True), y)
+    assert set(terms) == {"loss", "ce", "ratio"}

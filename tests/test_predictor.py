@@ -1,0 +1,73 @@
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dynamicvit.predictor import TokenPredictor, check_keep_rate, gumbel_keep_mask, keep_counts
+
+
+def test_keep_counts_match_paper_schedule():
+    assert keep_counts(196, 0.7, 3) == [137, 96, 67]
+    assert keep_counts(196, 0.9, 3) == [176, 158, 142]
+    assert keep_counts(100, 0.7, 2) == [70, 49]  # 0.7**2 * 100 is 48.999… in floating point
+    assert keep_counts(4, 0.1, 3) == [1, 1, 1]  # never zero tokens
+
+
+@pytest.mark.parametrize("bad", [0, -0.5, 1.01, float("nan"), "x", None])
+def test_keep_rate_outside_unit_interval_is_rejected(bad):
+    with pytest.raises(ValueError, match="keep_rate"):
+        check_keep_rate(bad)
+
+
+def test_predictor_outputs_log_probabilities():
+    pred = TokenPredictor(32)
+    out = pred(torch.randn(2, 10, 32))
+    assert out.shape == (2, 10, 2)
+    assert torch.allclose(out.exp().sum(-1), torch.ones(2, 10), atol=1e-6)
+
+
+def test_split_projection_equals_concat_reference():
+    """The per-image projection of the global half equals the paper's concat → Linear."""
+    pred = TokenPredictor(16).double()
+    x = torch.randn(3, 7, 16, dtype=torch.double)
+    policy = (torch.rand(3, 7, 1) > 0.3).double()
+    policy[:, 0] = 1
+    h = pred.in_conv(x)
+    local, glob = h[..., :8], h[..., 8:]
+    glob = (glob * policy).sum(1, keepdim=True) / policy.sum(1, keepdim=True)
+    ref = pred.out_conv(torch.cat([local, glob.expand_as(local)], -1))
+    assert torch.allclose(pred(x, policy), ref, atol=1e-12)
+
+
+def test_global_summary_ignores_dropped_tokens():
+    pred = TokenPredictor(16)
+    x = torch.randn(1, 6, 16)
+    policy = torch.tensor([1.0, 1, 1, 0, 0, 0]).view(1, 6, 1)
+    garbage = x.clone()
+    garbage[:, 3:] = 100.0  # dropped tokens must not influence alive tokens' scores
+    assert torch.allclose(pred(x, policy)[:, :3], pred(garbage, policy)[:, :3], atol=1e-6)
+
+
+@settings(max_examples=20, deadline=None)
+@given(b=st.integers(1, 4), n=st.integers(1, 30))
+def test_gumbel_masks_are_hard_and_nested(b, n):
+    log_probs = torch.randn(b, n, 2).log_softmax(-1)
+    prev = (torch.rand(b, n) > 0.5).float()
+    mask = gumbel_keep_mask(log_probs, prev)
+    assert mask.shape == (b, n)
+    assert set(mask.unique().tolist()) <= {0.0, 1.0}
+    assert bool((mask <= prev).all())
+
+
+def test_gumbel_mask_is_straight_through():
+    logits = torch.randn(2, 5, 2, requires_grad=True)
+    gumbel_keep_mask(logits.log_softmax(-1), torch.ones(2, 5)).sum().backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+def test_even_embed_dim_required():
+    with pytest.raises(ValueError, match="even embed_dim"):
+        TokenPredictor(31)
+    assert math.isclose(check_keep_rate(1), 1.0)

@@ -1,0 +1,205 @@
+import copy
+
+import pytest
+import torch
+from conftest import tiny_vit
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import dynamicvit
+from dynamicvit.vit import default_prune_layers, masked_softmax
+
+
+def _masks_from_indices(decisions, num_patches):
+    return [torch.zeros(d.shape[0], num_patches).scatter(1, d, 1.0) for d in decisions]
+
+
+@pytest.mark.parametrize(
+    "kind,overrides,batch",
+    [
+        ("plain", {}, 3),
+        ("plain", {}, 1),
+        ("distilled", {}, 2),
+        ("registers", {}, 2),
+        ("plain", {"img_size": (24, 40), "patch_size": 8, "qkv_bias": False}, 2),
+        ("plain", {"init_values": 0.1, "qk_norm": True, "depth": 6}, 2),
+    ],
+)
+def test_train_masks_equal_eval_gather(kind, overrides, batch):
+    """The central contract: same weights, same kept tokens → same logits in both modes."""
+    model = dynamicvit.sparsify(tiny_vit(kind, **overrides), keep_rate=0.6)
+    x = torch.randn(batch, 3, *model.patch_embed.img_size)
+    model.eval()
+    with torch.no_grad():
+        pruned = model.forward_with_decisions(x)
+        model.train()
+        masks = _masks_from_indices(pruned.decisions, model.patch_embed.num_patches)
+        masked = model.forward_with_decisions(x, decisions=masks)
+    assert torch.allclose(masked.logits, pruned.logits, atol=1e-4)
+    other = [torch.ones_like(masks[0])] + [1 - m for m in masks[1:]]  # a different kept set
+    with torch.no_grad():
+        assert not torch.allclose(model(x, decisions=other), pruned.logits, atol=1e-4)
+
+
+def test_eval_decisions_follow_schedule_and_nest():
+    model = dynamicvit.sparsify(tiny_vit(), keep_rate=0.7).eval()
+    out = model.forward_with_decisions(torch.randn(4, 3, 32, 32))
+    assert [d.shape for d in out.decisions] == [(4, k) for k in model.keep_counts()] == [(4, 44), (4, 31), (4, 21)]
+    for prev, cur in zip([None, *out.decisions], out.decisions, strict=False):
+        assert all(len(set(row.tolist())) == len(row) for row in cur)  # no token twice
+        assert int(cur.min()) >= 0 and int(cur.max()) < 64
+        if prev is not None:
+            for p, c in zip(prev, cur, strict=True):
+                assert set(c.tolist()) <= set(p.tolist())
+    assert out.features.shape == (4, 1 + 21, 32)
+
+
+def test_eval_keeps_the_best_scored_tokens():
+    """Forcing the lowest-scored tokens instead changes the result: the predictor's choice is used."""
+    model = dynamicvit.sparsify(tiny_vit(), keep_rate=0.5, prune_layers=[1]).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        out = model.forward_with_decisions(x)
+        scores = model.score_predictor[0].keep_score(model.blocks[0](model._embed(x))[:, 1:])
+    expected = scores.topk(32, dim=1).indices
+    assert torch.equal(out.decisions[0].sort(1).values, expected.sort(1).values)
+
+
+def test_keep_rate_one_equals_dense_model():
+    dense = tiny_vit().eval()
+    sparse = dynamicvit.sparsify(copy.deepcopy(dense), keep_rate=1.0).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(sparse(x), dense(x), atol=1e-5)
+
+
+def test_prefix_tokens_are_always_kept_and_never_scored():
+    model = dynamicvit.sparsify(tiny_vit("registers"), keep_rate=0.3).eval()
+    out = model.forward_with_decisions(torch.randn(2, 3, 32, 32))
+    assert out.features.shape[1] == model.num_prefix_tokens + model.keep_counts()[-1]
+    assert all(int(d.max()) < 64 for d in out.decisions)  # indices are into the patch grid only
+
+
+def test_train_mode_masks_nested_and_trainable():
+    model = dynamicvit.sparsify(tiny_vit(), keep_rate=0.7).train()
+    out = model.forward_with_decisions(torch.randn(3, 3, 32, 32))
+    assert [m.shape for m in out.decisions] == [(3, 64)] * 3
+    for prev, cur in zip(out.decisions, out.decisions[1:], strict=False):
+        assert bool((cur <= prev).all())
+    (out.logits.sum() + sum(m.sum() for m in out.decisions)).backward()
+    for p in model.score_predictor.parameters():
+        assert p.grad is not None
+    assert model.score_predictor[0].out_conv[4].weight.grad.abs().sum() > 0
+
+
+def test_masked_softmax_matches_reference_and_keeps_diagonal():
+    logits = torch.randn(2, 3, 5, 5)
+    policy = torch.tensor([[1.0, 0, 1, 0, 1], [1, 1, 0, 0, 0]])
+    w = masked_softmax(logits, policy)
+    assert torch.allclose(w.sum(-1), torch.ones(2, 3, 5), atol=1e-6)
+    allowed = policy[:, None, None, :].bool() | torch.eye(5, dtype=torch.bool)
+    ref = logits.masked_fill(~allowed, float("-inf")).softmax(-1)
+    assert torch.allclose(w, ref, atol=1e-5)
+    assert bool((w.diagonal(dim1=-2, dim2=-1) > 0).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_masked_softmax_is_float32_safe_under_low_precision(dtype):
+    logits = (torch.randn(1, 1, 8, 8) * 300).to(dtype)  # overflows exp() in half precision
+    w = masked_softmax(logits, torch.zeros(1, 8))
+    assert w.dtype == torch.float32 and torch.isfinite(w).all()
+    assert torch.allclose(w.sum(-1), torch.ones(1, 1, 8))
+
+
+def test_bf16_autocast_training_forward_is_finite():
+    model = dynamicvit.sparsify(tiny_vit(), keep_rate=0.7).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.forward_with_decisions(torch.randn(2, 3, 32, 32) * 50)
+    assert torch.isfinite(out.logits.float()).all()
+    out.logits.float().sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    batch=st.integers(1, 3),
+    grid=st.tuples(st.integers(2, 9), st.integers(2, 9)),
+    keep_rate=st.floats(0.05, 1.0),
+)
+def test_any_grid_any_batch(batch, grid, keep_rate):
+    model = dynamicvit.sparsify(tiny_vit(dynamic_img_size=True), keep_rate=keep_rate).eval()
+    x = torch.randn(batch, 3, grid[0] * 4, grid[1] * 4)
+    n = grid[0] * grid[1]
+    out = model.forward_with_decisions(x)
+    assert out.logits.shape == (batch, 10)
+    assert [d.shape[1] for d in out.decisions] == dynamicvit.keep_counts(n, keep_rate, 3)
+
+
+def test_default_prune_layers():
+    assert default_prune_layers(12) == [3, 6, 9]
+    assert default_prune_layers(16) == [4, 8, 12]
+    assert default_prune_layers(20) == [5, 10, 15]
+    assert dynamicvit.sparsify(tiny_vit()).prune_layers == [1, 2, 3]
+
+
+def test_state_dict_uses_release_key_layout():
+    keys = set(dynamicvit.sparsify(tiny_vit()).state_dict())
+    for i in range(3):
+        for sub in ("in_conv.0", "in_conv.1", "out_conv.0", "out_conv.2", "out_conv.4"):
+            assert f"score_predictor.{i}.{sub}.weight" in keys
+    assert "blocks.0.attn.qkv.weight" in keys and "cls_token" in keys
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"keep_rate": 0.0}, "keep_rate"),
+        ({"keep_rate": 1.5}, "keep_rate"),
+        ({"prune_layers": [0, 2]}, r"\[1, 3\]"),
+        ({"prune_layers": [1, 4]}, r"\[1, 3\]"),
+        ({"prune_layers": [2, 1]}, "increasing"),
+        ({"prune_layers": []}, "at least one"),
+    ],
+)
+def test_bad_configuration_is_rejected(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        dynamicvit.sparsify(tiny_vit(), **kwargs)
+
+
+def test_bad_inputs_get_clear_errors():
+    model = dynamicvit.sparsify(tiny_vit()).eval()
+    with pytest.raises(ValueError, match="built for 32x32"):
+        model(torch.randn(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="channels"):
+        model(torch.randn(1, 1, 32, 32))
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        model(torch.randn(3, 32, 32))
+    x = torch.randn(1, 3, 32, 32)
+    x[0, 0, 5, 5] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        model(x)
+    dyn = dynamicvit.sparsify(tiny_vit(dynamic_img_size=True)).eval()
+    with pytest.raises(ValueError, match="divisible"):
+        dyn(torch.randn(1, 3, 30, 32))
+    with pytest.raises(ValueError, match="keep_rate"):
+        model.keep_rate = 0
+
+
+def test_unsupported_models_are_named():
+    with pytest.raises(TypeError, match="(?i)supported:"):
+        dynamicvit.sparsify(nn.Linear(3, 3))
+    with pytest.raises(TypeError, match="global_pool"):
+        dynamicvit.sparsify(tiny_vit(global_pool="avg"))
+    with pytest.raises(TypeError, match="class token"):
+        dynamicvit.sparsify(tiny_vit(class_token=False, global_pool="avg"))
+    with pytest.raises(ValueError, match="already sparsified"):
+        dynamicvit.sparsify(dynamicvit.sparsify(tiny_vit()))
+    with pytest.raises(ValueError, match="unknown model"):
+        dynamicvit.create_model("no_such_model")
+
+
+def test_create_model_by_timm_name():
+    model = dynamicvit.create_model("deit_tiny_patch16_224", keep_rate=0.8, img_size=64, num_classes=5)
+    assert model.prune_layers == [3, 6, 9] and model.keep_counts() == [12, 10, 8]
+    assert model.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 5)
