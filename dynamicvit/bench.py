@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .models import create_pair
+from .vit import in_channels
 
 __all__ = ["time_callables", "sliced_forward", "benchmark"]
 
@@ -76,7 +77,7 @@ def benchmark(
         timm_kwargs["img_size"] = img_size
     dense, sparse = create_pair(model, keep_rate=keep_rate, **timm_kwargs)
     h, w = dense.patch_embed.img_size
-    x = torch.randn(batch_size, dense.patch_embed.proj.in_channels, h, w)
+    x = torch.randn(batch_size, in_channels(dense), h, w)
     secs = time_callables({"dense": dense, "sparse": sparse, "limit": sliced_forward(sparse)}, x, warmup, repeats)
     ips = {name: batch_size / s for name, s in secs.items()}
     return {

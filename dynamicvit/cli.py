@@ -1,13 +1,16 @@
-"""Command line: ``dynamicvit {flops,bench} ...`` (also ``python -m dynamicvit``)."""
+"""Command line: ``dynamicvit {demo,train,eval,flops,bench} ...`` (also ``python -m dynamicvit``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .checkpoint import CheckpointError
+from .engine import TrainingError
 
 __all__ = ["main"]
 
@@ -64,9 +67,115 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     print(f"sparse reaches {r['fraction_of_limit']:.3f} of the limit")
 
 
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    """Data options; None means the run's own setting (eval) or TrainConfig's default (train)."""
+    p.add_argument("--data", default=None, choices=["cluttered-fashion-mnist", "fashion-mnist", "imagefolder"])
+    p.add_argument("--data-dir", default=None, help="data folder (default: /usr/share/datasets/fashion-mnist)")
+    p.add_argument("--canvas", type=int, default=None, help="cluttered-fashion-mnist canvas side (64)")
+    p.add_argument("--distractors", type=int, default=None, help="cluttered-fashion-mnist fragments per canvas (4)")
+    p.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--val-limit", type=int, default=None, help="use only the first N test images")
+
+
+def _train_config(args: argparse.Namespace):
+    from .engine import TrainConfig
+
+    cfg = TrainConfig()
+    values = {k: v for k, v in vars(args).items() if hasattr(cfg, k) and v is not None}
+    values["model"] = args.teacher or args.model or cfg.model
+    values["model_kwargs"] = json.loads(args.model_kwargs) if args.model_kwargs else {}
+    values["progress"] = not args.no_progress
+    return TrainConfig.from_dict({**vars(cfg), **values})
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from .engine import train
+
+    record = train(_train_config(args))
+    if record and os.environ.get("RANK", "0") == "0":
+        print(json.dumps(record, indent=2))
+
+
+def _cmd_eval(args: argparse.Namespace) -> None:
+    from .engine import evaluate_checkpoint
+
+    overrides = {
+        k: getattr(args, k)
+        for k in ("data", "data_dir", "canvas", "distractors", "val_limit", "model", "keep_rate")
+        if getattr(args, k) is not None
+    }
+    r = evaluate_checkpoint(args.checkpoint, random_tokens=args.random, **overrides)
+    print(json.dumps(r, indent=2) if args.json else "  ".join(f"{k} {v}" for k, v in r.items()))
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from .demo import DemoConfig, run_demo
+
+    overrides = {"out_dir": args.out, "data_dir": args.data_dir}
+    cfg = DemoConfig.quick(**overrides) if args.quick else DemoConfig(**overrides)
+    summary = run_demo(cfg, command="dynamicvit demo" + (" --quick" if args.quick else ""))
+    print((Path(args.out) / "report.md").read_text())
+    print(f"report written to {args.out}/report.md ({summary['total_seconds']:.0f} s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dynamicvit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="train a dense teacher and a DynamicViT on Cluttered Fashion-MNIST; report")
+    p.add_argument("--out", default="runs/demo", help="report folder")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--quick", action="store_true", help="seconds-long smoke run on a few hundred images")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("train", help="distillation fine-tuning of a sparse model (or --dense training)")
+    p.add_argument("--model", default=None, help="timm model name (teacher and student backbone)")
+    p.add_argument("--teacher", default=None, help="alias of --model")
+    p.add_argument("--model-kwargs", default=None, help="extra timm kwargs as JSON, e.g. '{\"drop_path_rate\": 0.1}'")
+    p.add_argument("--dense", action="store_true", help="train the dense model (e.g. to make a teacher)")
+    p.add_argument("--pretrained", action="store_true", help="start from timm's pretrained weights")
+    p.add_argument("--teacher-checkpoint", default=None, help="dense checkpoint for the teacher and student backbone")
+    _add_data_args(p)
+    p.add_argument("--img-size", type=int, default=None)
+    for flag, typ in [
+        ("epochs", int),
+        ("batch-size", int),
+        ("lr", float),
+        ("backbone-lr-scale", float),
+        ("freeze-backbone-epochs", int),
+        ("warmup-epochs", float),
+        ("min-lr", float),
+        ("weight-decay", float),
+        ("keep-rate", float),
+        ("ratio-weight", float),
+        ("distill-weight", float),
+        ("token-weight", float),
+        ("mixup", float),
+        ("cutmix", float),
+        ("smoothing", float),
+        ("ema-decay", float),
+        ("clip-grad", float),
+        ("seed", int),
+        ("workers", int),
+        ("max-bad-steps", int),
+    ]:
+        p.add_argument(f"--{flag}", type=typ, default=None)
+    p.add_argument("--prune-layers", type=int, nargs="+", default=None)
+    p.add_argument("--amp", action="store_true", help="autocast: bf16 on CPU, fp16 + grad scaler on CUDA")
+    p.add_argument("--out", dest="out_dir", default=None, help="run folder (checkpoints, metrics)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")
+    p.add_argument("--deterministic", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="top-1, kept tokens, GMACs and img/s of a checkpoint")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--model", default=None, help="timm name (default: from the checkpoint's config)")
+    p.add_argument("--keep-rate", type=float, default=None)
+    _add_data_args(p)
+    p.add_argument("--random", action="store_true", help="random token selection at the same counts")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("flops", help="multiply-accumulates of dense vs sparse, per stage")
     _add_model_args(p)
@@ -85,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, TypeError, CheckpointError, FileNotFoundError) as err:
+    except (ValueError, TypeError, CheckpointError, FileNotFoundError, TrainingError) as err:
         print(f"dynamicvit {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -111,7 +111,7 @@ def load_fashion_mnist(
 
 
 def _to_tensor(canvas: np.ndarray) -> torch.Tensor:
-    return (torch.from_numpy(canvas).float().div_(255.0).sub_(_MEAN).div_(_STD)).unsqueeze(0)
+    return (torch.from_numpy(np.array(canvas, dtype=np.float32)).div_(255.0).sub_(_MEAN).div_(_STD)).unsqueeze(0)
 
 
 class FashionMNIST(Dataset):
@@ -161,6 +161,9 @@ class ClutteredFashionMNIST(Dataset):
         self.length = len(self.labels) if limit is None else min(limit, len(self.labels))
         self.canvas, self.distractors, self.fragment, self.seed = canvas, distractors, fragment, seed
         self._split_id = 0 if split == "train" else 1
+        # rendered canvases, filled lazily (np.zeros pages stay unallocated until written)
+        self._cache = np.zeros((self.length, canvas, canvas), dtype=np.uint8)
+        self._cached = np.zeros(self.length, dtype=bool)
 
     def __len__(self) -> int:
         return self.length
@@ -184,18 +187,30 @@ class ClutteredFashionMNIST(Dataset):
         return canvas, int(self.labels[index]), (y, x)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        canvas, label, _ = self.render(index)
-        return _to_tensor(canvas), label
+        if not self._cached[index]:
+            self._cache[index] = self.render(index)[0]
+            self._cached[index] = True
+        return _to_tensor(self._cache[index]), int(self.labels[index])
 
 
 def build_dataset(
-    name: str, split: str, data_dir=None, img_size: int = 224, seed: int = 0, limit: int | None = None, **kwargs
+    name: str,
+    split: str,
+    data_dir=None,
+    img_size: int = 224,
+    seed: int = 0,
+    limit: int | None = None,
+    canvas: int = 64,
+    distractors: int = 4,
 ) -> Dataset:
-    """``fashion-mnist`` | ``cluttered-fashion-mnist`` | ``imagefolder`` (``data_dir/{train,val}``)."""
+    """``fashion-mnist`` | ``cluttered-fashion-mnist`` | ``imagefolder`` (``data_dir/{train,val}``).
+
+    ``canvas`` and ``distractors`` apply to the cluttered set, ``img_size`` to image folders.
+    """
     if name == "fashion-mnist":
-        return FashionMNIST(split, data_dir, limit=limit, **kwargs)
+        return FashionMNIST(split, data_dir, limit=limit)
     if name == "cluttered-fashion-mnist":
-        return ClutteredFashionMNIST(split, data_dir, seed=seed, limit=limit, **kwargs)
+        return ClutteredFashionMNIST(split, data_dir, canvas=canvas, distractors=distractors, seed=seed, limit=limit)
     if name == "imagefolder":
         return _image_folder(split, data_dir, img_size, limit)
     raise ValueError(f"unknown data set {name!r}; choose fashion-mnist, cluttered-fashion-mnist or imagefolder")

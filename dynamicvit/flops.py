@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula, sdpa_flop_count
 
 from .models import create_pair
+from .vit import in_channels
 
 __all__ = ["FlopReport", "count_flops", "compare_flops"]
 
@@ -48,7 +49,7 @@ def _input_size(model: nn.Module, img_size: int | tuple[int, int] | None) -> tup
     chans, h, w = cfg.get("input_size", (3, 224, 224))
     pe = getattr(model, "patch_embed", None)
     if pe is not None and getattr(pe, "img_size", None) is not None:
-        (h, w), chans = pe.img_size, pe.proj.in_channels
+        (h, w), chans = pe.img_size, in_channels(model)
     if img_size is not None:
         h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
     return chans, h, w

@@ -107,6 +107,12 @@ def _masked_block(blk: Block, x: torch.Tensor, policy: torch.Tensor) -> torch.Te
     return x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
 
 
+def in_channels(model: nn.Module) -> int:
+    """Input channels of a ViT's patch embedding (plain or convolutional stem)."""
+    pe = model.patch_embed
+    return getattr(pe, "in_chans", None) or next(m.in_channels for m in pe.modules() if isinstance(m, nn.Conv2d))
+
+
 def _patches(x: torch.Tensor, prefix: int) -> torch.Tensor:
     """Patch tokens as a contiguous copy: LayerNorm on the strided slice is twice as slow."""
     return x[:, prefix:].contiguous()
@@ -151,7 +157,7 @@ class DynamicViTMixin:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"expected an image batch (B, C, H, W), got {shape}")
         pe = self.patch_embed
-        channels = pe.proj.in_channels
+        channels = in_channels(self)
         if x.shape[1] != channels:
             raise ValueError(f"model expects {channels} input channels, got {x.shape[1]}")
         size, ph, pw = tuple(x.shape[-2:]), *pe.patch_size

@@ -47,3 +47,52 @@ def test_bad_arguments_exit_2_with_message(capsys):
 def test_module_entry_point():
     out = subprocess.run([sys.executable, "-m", "dynamicvit", "--help"], capture_output=True, text=True, check=True)
     assert "flops" in out.stdout and "bench" in out.stdout
+
+
+def test_train_and_eval_commands(tmp_path, fake_fashion, capsys):
+    common = [
+        "--data",
+        "fashion-mnist",
+        "--data-dir",
+        str(fake_fashion),
+        "--img-size",
+        "28",
+        "--train-limit",
+        "32",
+        "--val-limit",
+        "16",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--no-progress",
+    ]
+    kw = [
+        "--model",
+        "vit_tiny_patch16_224",
+        "--model-kwargs",
+        '{"patch_size": 7, "embed_dim": 32, "depth": 4, "num_heads": 2}',
+    ]
+    assert main(["train", "--dense", *kw, *common, "--out", str(tmp_path / "t")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *kw,
+                *common,
+                "--teacher-checkpoint",
+                str(tmp_path / "t" / "last.pth"),
+                "--keep-rate",
+                "0.5",
+                "--out",
+                str(tmp_path / "s"),
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(tmp_path / "s" / "last.pth"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["kept_tokens"] == [8, 4, 2]
+    assert main(["train", *kw, *common, "--out", str(tmp_path / "x")]) == 2
+    assert "teacher-checkpoint" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(tmp_path / "nope.pth")]) == 2

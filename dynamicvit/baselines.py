@@ -1,0 +1,16 @@
+"""Token-selection baselines that reuse a sparse model's weights and budget (eval mode)."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["random_decisions"]
+
+
+def random_decisions(
+    batch: int, num_patches: int, counts: list[int], generator: torch.Generator | None = None, device=None
+) -> list[torch.Tensor]:
+    """Nested uniformly random kept indices (B, k_s) per stage, the same counts as the predictor's."""
+    keys = torch.rand(batch, num_patches, generator=generator).to(device)
+    order = keys.argsort(dim=1)  # a random permutation per image; nested prefixes of it
+    return [order[:, :k] for k in counts]

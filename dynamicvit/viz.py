@@ -1,0 +1,64 @@
+"""Pictures of which tokens a sparse model kept: dropped patches greyed out, one panel per stage."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+__all__ = ["kept_mask", "grey_out", "save_kept_token_grid"]
+
+
+def kept_mask(indices: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:
+    """Boolean (B, gh, gw) map of the kept patches from indices (B, k) into the flattened grid."""
+    b = indices.shape[0]
+    mask = torch.zeros(b, grid[0] * grid[1], dtype=torch.bool)
+    mask.scatter_(1, indices.cpu().long(), True)
+    return mask.view(b, *grid).numpy()
+
+
+def grey_out(image: np.ndarray, mask: np.ndarray, patch: tuple[int, int], strength: float = 0.75) -> np.ndarray:
+    """RGB float image with the patches where ``mask`` (gh, gw) is False blended towards grey."""
+    rgb = image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=-1)
+    rgb = rgb.astype(np.float32)
+    if rgb.max() > 1.0:
+        rgb = rgb / 255.0
+    full = np.repeat(np.repeat(mask, patch[0], axis=0), patch[1], axis=1)[: rgb.shape[0], : rgb.shape[1]]
+    out = rgb.copy()
+    out[~full] = (1 - strength) * rgb[~full] + strength * np.array([0.55, 0.55, 0.6], dtype=np.float32)
+    return out
+
+
+def save_kept_token_grid(
+    images: Sequence[np.ndarray],
+    decisions: Sequence[torch.Tensor],
+    grid: tuple[int, int],
+    patch: tuple[int, int],
+    path: str | os.PathLike,
+    row_titles: Sequence[str] | None = None,
+) -> None:
+    """PNG with one row per image: the input, then the tokens alive after each stage."""
+    masks = [kept_mask(d, grid) for d in decisions]
+    rows, cols = len(images), 1 + len(masks)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 1.9 * rows), squeeze=False)
+    for r, image in enumerate(images):
+        panels = [grey_out(image, np.ones(grid, dtype=bool), patch)]
+        panels += [grey_out(image, m[r], patch) for m in masks]
+        for c, panel in enumerate(panels):
+            ax = axes[r][c]
+            ax.imshow(panel, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title("input" if c == 0 else f"stage {c}: {int(masks[c - 1][r].sum())} kept", fontsize=8)
+        if row_titles is not None:
+            axes[r][0].set_ylabel(row_titles[r], fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,77 @@
+import gzip
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_idx
+
+from dynamicvit.data import ClutteredFashionMNIST, FashionMNIST, build_dataset, load_fashion_mnist, read_idx
+
+
+def test_read_idx_roundtrip_and_corruption(tmp_path):
+    arr = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    write_idx(tmp_path / "a.gz", arr)
+    assert np.array_equal(read_idx(tmp_path / "a.gz"), arr)
+    with gzip.open(tmp_path / "bad.gz", "wb") as f:
+        f.write(b"\x01\x02\x03\x04")
+    with pytest.raises(ValueError, match="magic"):
+        read_idx(tmp_path / "bad.gz")
+    raw = gzip.decompress((tmp_path / "a.gz").read_bytes())
+    with gzip.open(tmp_path / "short.gz", "wb") as f:
+        f.write(raw[:-5])
+    with pytest.raises(ValueError, match="truncated"):
+        read_idx(tmp_path / "short.gz")
+
+
+def test_missing_data_says_how_to_get_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        load_fashion_mnist("train", tmp_path / "nothing")
+
+
+def test_real_fashion_mnist_from_debian_package():
+    images, labels = load_fashion_mnist("test")
+    assert images.shape == (10000, 28, 28) and labels.shape == (10000,)
+    assert set(np.unique(labels)) == set(range(10))
+
+
+def test_fashion_dataset_tensors(fake_fashion):
+    ds = FashionMNIST("train", fake_fashion, limit=10)
+    x, y = ds[3]
+    assert len(ds) == 10 and x.shape == (1, 28, 28) and x.dtype == torch.float32 and 0 <= y < 10
+
+
+def test_cluttered_is_deterministic_and_labelled(fake_fashion):
+    a = ClutteredFashionMNIST("train", fake_fashion, canvas=48, distractors=3, seed=1)
+    b = ClutteredFashionMNIST("train", fake_fashion, canvas=48, distractors=3, seed=1)
+    c = ClutteredFashionMNIST("train", fake_fashion, canvas=48, distractors=3, seed=2)
+    assert torch.equal(a[5][0], b[5][0]) and not torch.equal(a[5][0], c[5][0])
+    assert torch.equal(a[5][0], a[5][0])  # cached copy equals the first rendering
+    canvas, label, (y, x) = a.render(5)
+    assert canvas.shape == (48, 48) and label == a.labels[5] == a[5][1]
+    item = a.images[5]
+    assert np.all(canvas[y : y + 28, x : x + 28] >= item)  # the item is pasted whole (max-blend)
+    assert a[5][0].shape == (1, 48, 48)
+
+
+def test_cluttered_validates_geometry(fake_fashion):
+    with pytest.raises(ValueError, match="canvas"):
+        ClutteredFashionMNIST("train", fake_fashion, canvas=20)
+    with pytest.raises(ValueError, match="split"):
+        load_fashion_mnist("valid", fake_fashion)
+    with pytest.raises(ValueError, match="unknown data set"):
+        build_dataset("cifar", "train")
+    with pytest.raises(ValueError, match="imagefolder needs"):
+        build_dataset("imagefolder", "train")
+
+
+def test_imagefolder(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(2):
+                Image.fromarray(np.full((40, 50, 3), 40 * i, dtype=np.uint8)).save(tmp_path / split / cls / f"{i}.png")
+    ds = build_dataset("imagefolder", "val", tmp_path, img_size=32)
+    x, y = ds[0]
+    assert ds.num_classes == 2 and x.shape == (3, 32, 32) and y in (0, 1)

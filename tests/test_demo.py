@@ -1,0 +1,18 @@
+import json
+
+from dynamicvit.demo import DemoConfig, run_demo
+
+
+def test_quick_demo_writes_full_report(tmp_path, fake_fashion):
+    out = tmp_path / "demo"
+    summary = run_demo(DemoConfig.quick(out_dir=str(out), data_dir=str(fake_fashion), progress=False))
+    for name in ("report.md", "curves.png", "kept_tokens.png", "summary.json"):
+        assert (out / name).stat().st_size > 0
+    assert json.loads((out / "summary.json").read_text())["keep_rate"] == 0.7
+    assert summary["sparse"]["kept_tokens"] == [25, 17, 12] and summary["num_patches"] == 36
+    assert summary["sparse"]["gmacs"] < 0.65 * summary["dense"]["gmacs"]  # >= 35% fewer MACs
+    report = (out / "report.md").read_text()
+    assert f"{summary['sparse']['top1']:.2f}" in report and "random tokens" in report
+    # a second run picks up the finished training runs instead of training again
+    again = run_demo(DemoConfig.quick(out_dir=str(out), data_dir=str(fake_fashion), progress=False))
+    assert again["sparse"]["top1"] == summary["sparse"]["top1"] and again["teacher_seconds"] < 30

@@ -1,0 +1,44 @@
+import json
+
+from PIL import Image
+
+from dynamicvit.report import read_jsonl, save_curves, write_markdown
+
+
+def test_curves_from_run_folders(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "steps.jsonl").write_text(
+            "\n".join(json.dumps({"update": i, "loss": 2 - i / 10}) for i in range(5))
+        )
+        (tmp_path / name / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "val_top1": 50.0}) + "\n")
+    save_curves({"a": tmp_path / "a", "b": tmp_path / "b"}, tmp_path / "c.png")
+    assert Image.open(tmp_path / "c.png").size[0] > 500
+    assert read_jsonl(tmp_path / "missing.jsonl") == []
+
+
+def test_markdown_shows_measured_numbers(tmp_path):
+    ev = {"top1": 81.234, "gmacs": 0.0292, "kept_tokens": [25, 17, 12]}
+    summary = {
+        "dense": {"top1": 82.5, "gmacs": 0.0292},
+        "sparse": ev,
+        "random": {**ev, "top1": 60.0},
+        "bench": {
+            "batch_size": 32,
+            "repeats": 20,
+            "threads": 2,
+            "img_per_s": {"dense": 1000.0, "sparse": 1400.0},
+            "speedup": 1.4,
+        },
+        "keep_rate": 0.7,
+        "num_patches": 36,
+        "data": "d",
+        "machine": "m",
+        "command": "c",
+        "teacher_seconds": 1,
+        "student_seconds": 2,
+        "total_seconds": 3,
+    }
+    write_markdown(summary, tmp_path / "r.md")
+    text = (tmp_path / "r.md").read_text()
+    assert "81.23" in text and "-1.27 top-1 points" in text and "+21.23 points" in text and "1.40×" in text
