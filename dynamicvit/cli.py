@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("batch-size", int),
         ("lr", float),
         ("backbone-lr-scale", float),
-        ("freeze-backbone-epochs", int),
+        ("freeze-backbone-epochs", float),
         ("warmup-epochs", float),
         ("min-lr", float),
         ("weight-decay", float),

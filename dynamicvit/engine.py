@@ -8,6 +8,7 @@ warm-up, stepped per update), ``Mixup``/``SoftTargetCrossEntropy``, ``ModelEmaV3
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import os
@@ -17,7 +18,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
-import timm
 import torch
 import torch.distributed as dist
 from timm.data import Mixup
@@ -34,7 +34,7 @@ from .checkpoint import CheckpointError, atomic_save, load_checkpoint, read_stat
 from .data import build_dataset
 from .flops import count_flops
 from .losses import DistillationLoss
-from .models import sparsify
+from .models import build_timm_model, sparsify
 
 __all__ = ["TrainConfig", "Trainer", "TrainingError", "evaluate", "evaluate_checkpoint", "train"]
 
@@ -63,7 +63,7 @@ class TrainConfig:
     batch_size: int = 64  # per process
     lr: float = 1e-3
     backbone_lr_scale: float = 0.01
-    freeze_backbone_epochs: int = 5
+    freeze_backbone_epochs: float = 5  # no backbone updates before this epoch (fractions allowed)
     warmup_epochs: float = 5
     min_lr: float = 1e-6
     weight_decay: float = 0.05
@@ -233,12 +233,7 @@ class Trainer:
         kwargs = dict(num_classes=num_classes, in_chans=in_chans, **cfg.model_kwargs)
         if cfg.img_size is not None:
             kwargs["img_size"] = cfg.img_size
-        try:
-            base = timm.create_model(cfg.model, pretrained=cfg.pretrained, **kwargs)
-        except RuntimeError as err:
-            if "Unknown model" in str(err):
-                raise ValueError(f"unknown model {cfg.model!r}") from None
-            raise
+        base = build_timm_model(cfg.model, pretrained=cfg.pretrained, **kwargs)
         if cfg.teacher_checkpoint:
             load_checkpoint(base, cfg.teacher_checkpoint)
         if cfg.dense:
@@ -248,8 +243,7 @@ class Trainer:
                 "sparse training distils from a trained dense model: pass --pretrained or "
                 "--teacher-checkpoint (make one with `dynamicvit train --dense`)"
             )
-        teacher = timm.create_model(cfg.model, **kwargs)
-        teacher.load_state_dict(base.state_dict())
+        teacher = copy.deepcopy(base)
         student = sparsify(base, keep_rate=cfg.keep_rate, prune_layers=cfg.prune_layers)
         for name in ("cls_token", "pos_embed", "dist_token", "reg_token"):
             if isinstance(getattr(student, name, None), nn.Parameter):
@@ -322,11 +316,8 @@ class Trainer:
         if self.criterion is not None:
             self.criterion.train()
         self.sampler.set_epoch(self.epoch)
-        frozen = (
-            []
-            if cfg.dense or self.epoch >= cfg.freeze_backbone_epochs
-            else [p for n, p in model.named_parameters() if _is_backbone(n) and p.requires_grad]
-        )
+        frozen_until = 0 if cfg.dense else cfg.freeze_backbone_epochs * len(self.loader)  # in updates
+        backbone = [p for n, p in model.named_parameters() if _is_backbone(n) and p.requires_grad]
         sums: dict[str, float] = {}
         steps: list[dict] = []
         seen, bad_in_row, start = 0, 0, time.perf_counter()
@@ -359,8 +350,9 @@ class Trainer:
                 continue
             bad_in_row = 0
             (self.scaler.scale(loss) if self.scaler else loss).backward()
-            for p in frozen:
-                p.grad = None
+            if self.updates < frozen_until:
+                for p in backbone:
+                    p.grad = None
             if self.scaler:
                 self.scaler.unscale_(self.optimizer)
             if cfg.clip_grad:
@@ -531,7 +523,7 @@ def evaluate_checkpoint(path: str | os.PathLike, random_tokens: bool = False, **
     kwargs = dict(num_classes=dataset.num_classes, in_chans=dataset.in_chans, **cfg.model_kwargs)
     if cfg.img_size is not None:
         kwargs["img_size"] = cfg.img_size
-    model = timm.create_model(cfg.model, **kwargs)
+    model = build_timm_model(cfg.model, **kwargs)
     if any(k.startswith("score_predictor.") for k in weights):
         model = sparsify(model, keep_rate=cfg.keep_rate, prune_layers=cfg.prune_layers)
     load_checkpoint(model, weights)

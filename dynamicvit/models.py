@@ -10,7 +10,7 @@ from torch import nn
 from .checkpoint import load_checkpoint
 from .vit import SUPPORTED_VIT, sparsify_vit
 
-__all__ = ["create_model", "create_pair", "sparsify", "SUPPORTED"]
+__all__ = ["build_timm_model", "create_model", "create_pair", "sparsify", "SUPPORTED"]
 
 SUPPORTED = f"Supported: {SUPPORTED_VIT}."
 
@@ -37,7 +37,7 @@ def create_model(
     ``checkpoint_path`` loads either a sparse checkpoint (backbone + predictors, strict) or a
     dense backbone checkpoint (predictors keep their fresh initialisation).
     """
-    model = sparsify(_timm_model(name, pretrained, **timm_kwargs), keep_rate=keep_rate, prune_layers=prune_layers)
+    model = sparsify(build_timm_model(name, pretrained, **timm_kwargs), keep_rate=keep_rate, prune_layers=prune_layers)
     if checkpoint_path is not None:
         load_checkpoint(model, checkpoint_path)
     return model
@@ -45,12 +45,13 @@ def create_model(
 
 def create_pair(name: str, keep_rate: float = 0.7, prune_layers=None, **timm_kwargs) -> tuple[nn.Module, nn.Module]:
     """A dense timm model and its sparsified copy with identical backbone weights, both in eval mode."""
-    dense = _timm_model(name, **timm_kwargs).eval()
+    dense = build_timm_model(name, **timm_kwargs).eval()
     sparse = sparsify(copy.deepcopy(dense), keep_rate=keep_rate, prune_layers=prune_layers)
     return dense, sparse.eval()
 
 
-def _timm_model(name: str, pretrained: bool = False, **timm_kwargs) -> nn.Module:
+def build_timm_model(name: str, pretrained: bool = False, **timm_kwargs) -> nn.Module:
+    """``timm.create_model`` with an unknown name reported as a ``ValueError``."""
     try:
         return timm.create_model(name, pretrained=pretrained, **timm_kwargs)
     except RuntimeError as err:

@@ -172,3 +172,17 @@ def test_mixup_cutmix_and_bf16_autocast_train(tmp_path, fake_fashion, teacher_ck
     record = trainer.fit()
     assert trainer.mixup is not None and record["skipped_steps"] == 0
     assert all(v == v for k, v in record.items() if k.startswith("train_"))  # no NaN
+
+
+def test_fractional_freeze_counts_updates(tmp_path, fake_fashion, teacher_ckpt):
+    """freeze_backbone_epochs=0.5 with 4 updates per epoch: the backbone moves only in updates 3 and 4."""
+    trainer = Trainer(
+        tiny_cfg(tmp_path, fake_fashion, teacher_checkpoint=str(teacher_ckpt), freeze_backbone_epochs=0.5, epochs=1)
+    )
+    qkv = trainer.model.blocks[1].attn.qkv.weight.detach().clone()
+    seen = []
+    trainer.optimizer.register_step_post_hook(
+        lambda *_: seen.append(not torch.equal(trainer.model.blocks[1].attn.qkv.weight, qkv))
+    )
+    trainer.fit()
+    assert seen == [False, False, True, True]
