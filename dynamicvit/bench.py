@@ -29,7 +29,7 @@ def sliced_forward(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
         x = model._embed(x)
         prefix = model.num_prefix_tokens
         counts = model.keep_counts(x.shape[1] - prefix)
-        stage_of = {layer: s for s, layer in enumerate(model.prune_layers)}
+        stage_of = model.stage_of_block
         for i, blk in enumerate(model.blocks):
             if i in stage_of:
                 x = x[:, : prefix + counts[stage_of[i]]]

@@ -20,6 +20,7 @@ import torch
 
 from .baselines import random_decisions
 from .bench import time_callables
+from .data import FASHION_CLASSES
 from .engine import TrainConfig, Trainer, evaluate
 from .report import save_curves, write_markdown
 from .viz import save_kept_token_grid
@@ -162,8 +163,6 @@ def _save_pictures(model, dataset, path: Path, count: int = 6) -> None:
     with torch.inference_mode():
         decisions = model.forward_with_decisions(x).decisions
     labels = [dataset[i][1] for i in range(count)]
-    from .data import FASHION_CLASSES
-
     save_kept_token_grid(
         [np.asarray(im) for im in images],
         decisions,

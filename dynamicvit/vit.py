@@ -144,6 +144,11 @@ class DynamicViTMixin:
         return list(self._prune_layers)
 
     @property
+    def stage_of_block(self) -> dict[int, int]:
+        """Block index → pruning stage that runs before it."""
+        return {layer: s for s, layer in enumerate(self._prune_layers)}
+
+    @property
     def num_patches(self) -> int:
         """Patch tokens at the model's configured image size."""
         return self.patch_embed.num_patches
@@ -198,7 +203,7 @@ class DynamicViTMixin:
     def _forward_masked(self, x, decisions):
         prefix = self.num_prefix_tokens
         b, n = x.shape[0], x.shape[1] - prefix
-        stage_of = {layer: s for s, layer in enumerate(self._prune_layers)}
+        stage_of = self.stage_of_block
         mask = x.new_ones(b, n, dtype=torch.float32)
         policy, masks = None, []
         for i, blk in enumerate(self.blocks):
@@ -217,7 +222,7 @@ class DynamicViTMixin:
     def _forward_pruned(self, x, decisions):
         prefix = self.num_prefix_tokens
         n = x.shape[1] - prefix
-        stage_of = {layer: s for s, layer in enumerate(self._prune_layers)}
+        stage_of = self.stage_of_block
         counts = self.keep_counts(n)
         index, kept = None, []
         for i, blk in enumerate(self.blocks):
