@@ -173,9 +173,13 @@ class DynamicViTMixin:
             )
         if not getattr(pe, "dynamic_img_pad", False) and (size[0] % ph or size[1] % pw):
             raise ValueError(f"input {size[0]}x{size[1]} is not divisible by the patch size {ph}x{pw}")
+
+    def _check_finite(self, images: torch.Tensor, tokens: torch.Tensor) -> None:
+        """Raise for NaN/Inf images. The class token attends to every patch, so a bad pixel reaches it:
+        checking its B×C values is cheap; the full image is scanned only when it is not finite."""
         if torch.jit.is_tracing() or torch.compiler.is_compiling():
             return
-        if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():  # one cheap reduction first
+        if not torch.isfinite(tokens[:, 0]).all() and not torch.isfinite(images).all():
             raise ValueError("input contains NaN or Inf values")
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -195,10 +199,12 @@ class DynamicViTMixin:
         self._check_input(x)
         if decisions is not None and len(decisions) != len(self._prune_layers):
             raise ValueError(f"expected {len(self._prune_layers)} forced decisions, got {len(decisions)}")
-        x = self._embed(x)
+        tokens = self._embed(x)
         run = self._forward_masked if self.training else self._forward_pruned
-        x, out = run(x, decisions)
-        return self.norm(x), out
+        tokens, out = run(tokens, decisions)
+        tokens = self.norm(tokens)
+        self._check_finite(x, tokens)
+        return tokens, out
 
     def _forward_masked(self, x, decisions):
         prefix = self.num_prefix_tokens

@@ -179,6 +179,10 @@ def test_bad_inputs_get_clear_errors():
     x[0, 0, 5, 5] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         model(x)
+    x[0, 0, 5, 5] = float("inf")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        model.train()(x)  # also through the masked training path
+    model.eval()
     dyn = dynamicvit.sparsify(tiny_vit(dynamic_img_size=True)).eval()
     with pytest.raises(ValueError, match="divisible"):
         dyn(torch.randn(1, 3, 30, 32))
