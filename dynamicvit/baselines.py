@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["random_decisions"]
+__all__ = ["random_decisions", "random_selector"]
 
 
 def random_decisions(
@@ -14,3 +14,9 @@ def random_decisions(
     keys = torch.rand(batch, num_patches, generator=generator).to(device)
     order = keys.argsort(dim=1)  # a random permutation per image; nested prefixes of it
     return [order[:, :k] for k in counts]
+
+
+def random_selector(seed: int = 0):
+    """A ``decisions_fn(batch, num_patches, counts)`` for :func:`dynamicvit.engine.evaluate`, seeded."""
+    gen = torch.Generator().manual_seed(seed)
+    return lambda batch, num_patches, counts: random_decisions(batch, num_patches, counts, gen)

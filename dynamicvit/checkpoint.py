@@ -18,7 +18,7 @@ from timm.models.vision_transformer import VisionTransformer
 from timm.models.vision_transformer import checkpoint_filter_fn as vit_filter
 from torch import nn
 
-__all__ = ["CheckpointError", "read_state_dict", "load_checkpoint", "save_checkpoint", "atomic_save"]
+__all__ = ["CheckpointError", "read_checkpoint", "read_state_dict", "load_checkpoint", "save_checkpoint", "atomic_save"]
 
 _STATE_KEYS = ("model", "state_dict", "model_ema")
 _LIST_LIMIT = 8
@@ -28,7 +28,8 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or does not fit the model."""
 
 
-def _read(path: str | os.PathLike) -> Any:
+def read_checkpoint(path: str | os.PathLike) -> Any:
+    """The object saved at ``path`` (``.pth`` with weights_only, or ``.safetensors``); clear errors."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
@@ -44,7 +45,7 @@ def _read(path: str | os.PathLike) -> Any:
 
 def read_state_dict(source: str | os.PathLike | dict) -> dict[str, torch.Tensor]:
     """The model state dict inside a checkpoint file or checkpoint dict."""
-    obj = _read(source) if isinstance(source, (str, os.PathLike)) else source
+    obj = read_checkpoint(source) if isinstance(source, (str, os.PathLike)) else source
     if isinstance(obj, dict):
         for key in _STATE_KEYS:
             if isinstance(obj.get(key), dict):

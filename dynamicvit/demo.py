@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .baselines import random_decisions
+from .baselines import random_selector
 from .bench import time_callables
 from .data import FASHION_CLASSES
 from .engine import TrainConfig, Trainer, evaluate
@@ -119,11 +119,10 @@ def run_demo(cfg: DemoConfig, command: str = "dynamicvit demo") -> dict:
     teacher, student = teacher_run.model.eval(), student_run.model.eval()
     test_set = student_run.val_set
 
-    gen = torch.Generator().manual_seed(cfg.seed)
     results = {
         "dense": evaluate(teacher, test_set),
         "sparse": evaluate(student, test_set),
-        "random": evaluate(student, test_set, decisions_fn=lambda b, n, k: random_decisions(b, n, k, gen)),
+        "random": evaluate(student, test_set, decisions_fn=random_selector(cfg.seed)),
     }
     x = torch.stack([test_set[i][0] for i in range(min(cfg.bench_batch, len(test_set)))])
     secs = time_callables({"dense": teacher, "sparse": student}, x, warmup=2, repeats=cfg.bench_repeats)

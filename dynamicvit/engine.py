@@ -30,7 +30,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
-from .checkpoint import CheckpointError, atomic_save, load_checkpoint, read_state_dict
+from .baselines import random_selector
+from .checkpoint import CheckpointError, atomic_save, load_checkpoint, read_checkpoint, read_state_dict
 from .data import build_dataset
 from .flops import count_flops
 from .losses import DistillationLoss
@@ -129,6 +130,28 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _dataset(cfg: TrainConfig, split: str):
+    """The run's train or test set, as its config describes it."""
+    return build_dataset(
+        cfg.data,
+        split,
+        data_dir=cfg.data_dir,
+        img_size=cfg.img_size or 224,
+        seed=cfg.seed,
+        limit=cfg.train_limit if split == "train" else cfg.val_limit,
+        canvas=cfg.canvas,
+        distractors=cfg.distractors,
+    )
+
+
+def _model_kwargs(cfg: TrainConfig, dataset) -> dict:
+    """timm kwargs for the run's model: classes and channels from the data, size and extras from the config."""
+    kwargs = dict(num_classes=dataset.num_classes, in_chans=dataset.in_chans, **cfg.model_kwargs)
+    if cfg.img_size is not None:
+        kwargs["img_size"] = cfg.img_size
+    return kwargs
+
+
 def _is_backbone(name: str) -> bool:
     return not name.startswith("score_predictor.")
 
@@ -155,7 +178,7 @@ def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
 
 
 class Trainer:
-    """One training run; ``fit()`` trains (resuming if asked), ``state`` holds what a checkpoint saves."""
+    """One training run; ``fit()`` trains (resuming if asked), ``state_dict()`` is what a checkpoint saves."""
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
@@ -168,15 +191,8 @@ class Trainer:
             torch.use_deterministic_algorithms(True)
         _seed_all(cfg.seed + self.rank)
 
-        data_kwargs = dict(
-            data_dir=cfg.data_dir,
-            img_size=cfg.img_size or 224,
-            seed=cfg.seed,
-            canvas=cfg.canvas,
-            distractors=cfg.distractors,
-        )
-        self.train_set = build_dataset(cfg.data, "train", limit=cfg.train_limit, **data_kwargs)
-        self.val_set = build_dataset(cfg.data, "test", limit=cfg.val_limit, **data_kwargs)
+        self.train_set = _dataset(cfg, "train")
+        self.val_set = _dataset(cfg, "test")
         if len(self.train_set) < cfg.batch_size * self.world:
             raise ValueError(f"{len(self.train_set)} training images are fewer than one global batch")
         self.sampler = DistributedSampler(
@@ -185,9 +201,7 @@ class Trainer:
         self.loader = DataLoader(
             self.train_set, batch_size=cfg.batch_size, sampler=self.sampler, num_workers=cfg.workers, drop_last=True
         )
-        num_classes, in_chans = self.train_set.num_classes, self.train_set.in_chans
-
-        self.model, self.teacher = self._build_models(num_classes, in_chans)
+        self.model, self.teacher = self._build_models()
         self.optimizer = create_optimizer_v2(
             _param_groups(self.model, cfg), opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay
         )
@@ -204,7 +218,10 @@ class Trainer:
         self.mixup = None
         if cfg.mixup > 0 or cfg.cutmix > 0:
             self.mixup = Mixup(
-                mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.smoothing, num_classes=num_classes
+                mixup_alpha=cfg.mixup,
+                cutmix_alpha=cfg.cutmix,
+                label_smoothing=cfg.smoothing,
+                num_classes=self.train_set.num_classes,
             )
             base = SoftTargetCrossEntropy()
         else:
@@ -228,12 +245,9 @@ class Trainer:
         self.ddp = DistributedDataParallel(self.model) if self.world > 1 else self.model
         self.epoch, self.updates, self.skipped_steps = 0, 0, 0
 
-    def _build_models(self, num_classes: int, in_chans: int) -> tuple[nn.Module, nn.Module | None]:
+    def _build_models(self) -> tuple[nn.Module, nn.Module | None]:
         cfg = self.cfg
-        kwargs = dict(num_classes=num_classes, in_chans=in_chans, **cfg.model_kwargs)
-        if cfg.img_size is not None:
-            kwargs["img_size"] = cfg.img_size
-        base = build_timm_model(cfg.model, pretrained=cfg.pretrained, **kwargs)
+        base = build_timm_model(cfg.model, pretrained=cfg.pretrained, **_model_kwargs(cfg, self.train_set))
         if cfg.teacher_checkpoint:
             load_checkpoint(base, cfg.teacher_checkpoint)
         if cfg.dense:
@@ -275,13 +289,8 @@ class Trainer:
 
     def load(self, path: Path | None = None) -> None:
         path = path or self.checkpoint_path
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise CheckpointError(f"--resume: no checkpoint at {path}") from None
-        except Exception as err:
-            raise CheckpointError(f"--resume: cannot read {path} (corrupt?): {err}") from None
-        missing = {"model", "optimizer", "scheduler", "epoch", "rng"} - set(state)
+        state = read_checkpoint(path)
+        missing = {"model", "optimizer", "scheduler", "epoch", "rng"} - set(state if isinstance(state, dict) else {})
         if missing:
             raise CheckpointError(f"--resume: {path} is not a training checkpoint (no {sorted(missing)})")
         load_checkpoint(self.model, read_state_dict(state))
@@ -504,33 +513,13 @@ def evaluate_checkpoint(path: str | os.PathLike, random_tokens: bool = False, **
 
     ``random_tokens`` keeps the same counts but chooses the tokens uniformly at random.
     """
-    state = torch.load(path, map_location="cpu", weights_only=True) if Path(path).is_file() else None
-    if state is None:
-        raise FileNotFoundError(f"no checkpoint at {path}")
+    state = read_checkpoint(path)
     saved = state.get("config", {}) if isinstance(state, dict) else {}
     cfg = TrainConfig.from_dict({**saved, **overrides})
-    dataset = build_dataset(
-        cfg.data,
-        "test",
-        data_dir=cfg.data_dir,
-        img_size=cfg.img_size or 224,
-        seed=cfg.seed,
-        limit=cfg.val_limit,
-        canvas=cfg.canvas,
-        distractors=cfg.distractors,
-    )
+    dataset = _dataset(cfg, "test")
     weights = read_state_dict(state)
-    kwargs = dict(num_classes=dataset.num_classes, in_chans=dataset.in_chans, **cfg.model_kwargs)
-    if cfg.img_size is not None:
-        kwargs["img_size"] = cfg.img_size
-    model = build_timm_model(cfg.model, **kwargs)
+    model = build_timm_model(cfg.model, **_model_kwargs(cfg, dataset))
     if any(k.startswith("score_predictor.") for k in weights):
         model = sparsify(model, keep_rate=cfg.keep_rate, prune_layers=cfg.prune_layers)
     load_checkpoint(model, weights)
-    decisions_fn = None
-    if random_tokens:
-        from .baselines import random_decisions
-
-        gen = torch.Generator().manual_seed(cfg.seed)
-        decisions_fn = lambda b, n, k: random_decisions(b, n, k, gen)  # noqa: E731
-    return evaluate(model, dataset, cfg, decisions_fn=decisions_fn)
+    return evaluate(model, dataset, cfg, decisions_fn=random_selector(cfg.seed) if random_tokens else None)
