@@ -30,12 +30,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
-from .baselines import random_selector
+from .baselines import apply_method, random_selector
 from .checkpoint import CheckpointError, atomic_save, load_checkpoint, read_checkpoint, read_state_dict
 from .data import build_dataset
 from .flops import count_flops
 from .losses import DistillationLoss
-from .models import build_timm_model, sparsify
+from .models import build_timm_model
+from .vit import TokenReductionMixin
 
 __all__ = ["TrainConfig", "Trainer", "TrainingError", "evaluate", "evaluate_checkpoint", "train"]
 
@@ -50,6 +51,8 @@ class TrainConfig:
 
     model: str = "dvit_tiny_fmnist"  # timm name: the dense teacher and the student's backbone
     dense: bool = False  # train the dense model itself (e.g. to make a teacher offline)
+    method: str = "dynamicvit"  # or a baseline of dynamicvit.baselines.METHODS (trained with CE + KL only)
+    tome_r: int = 8  # ToMe's tokens merged per block (method "tome")
     pretrained: bool = False
     teacher_checkpoint: str | None = None
     model_kwargs: dict = field(default_factory=dict)  # extra timm kwargs, e.g. drop_path_rate
@@ -152,6 +155,11 @@ def _model_kwargs(cfg: TrainConfig, dataset) -> dict:
     return kwargs
 
 
+def _reduce(model: nn.Module, cfg: TrainConfig) -> nn.Module:
+    """The run's student: ``model`` reduced by ``cfg.method`` at ``cfg.keep_rate`` (or ToMe's r)."""
+    return apply_method(model, cfg.method, keep_rate=cfg.keep_rate, prune_layers=cfg.prune_layers, r=cfg.tome_r)
+
+
 def _is_backbone(name: str) -> bool:
     return not name.startswith("score_predictor.")
 
@@ -234,9 +242,9 @@ class Trainer:
                 self.teacher,
                 keep_rate=cfg.keep_rate,
                 base_criterion=base,
-                ratio_weight=cfg.ratio_weight,
+                ratio_weight=cfg.ratio_weight if cfg.method == "dynamicvit" else 0.0,
                 distill_weight=cfg.distill_weight,
-                token_weight=cfg.token_weight,
+                token_weight=cfg.token_weight if cfg.method == "dynamicvit" else 0.0,
             )
         )
         self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay) if cfg.ema_decay else None
@@ -258,7 +266,7 @@ class Trainer:
                 "--teacher-checkpoint (make one with `dynamicvit train --dense`)"
             )
         teacher = copy.deepcopy(base)
-        student = sparsify(base, keep_rate=cfg.keep_rate, prune_layers=cfg.prune_layers)
+        student = _reduce(base, cfg)
         for name in ("cls_token", "pos_embed", "dist_token", "reg_token"):
             if isinstance(getattr(student, name, None), nn.Parameter):
                 getattr(student, name).requires_grad_(False)
@@ -498,8 +506,8 @@ def evaluate(
         "img_per_s": total / compute if compute else math.nan,
         "images": total,
     }
-    if sparse:
-        out["kept_tokens"] = model.keep_counts()
+    if isinstance(model, TokenReductionMixin):
+        out["kept_tokens"] = model.token_counts()
     return out
 
 
@@ -519,7 +527,7 @@ def evaluate_checkpoint(path: str | os.PathLike, random_tokens: bool = False, **
     dataset = _dataset(cfg, "test")
     weights = read_state_dict(state)
     model = build_timm_model(cfg.model, **_model_kwargs(cfg, dataset))
-    if any(k.startswith("score_predictor.") for k in weights):
-        model = sparsify(model, keep_rate=cfg.keep_rate, prune_layers=cfg.prune_layers)
+    if any(k.startswith("score_predictor.") for k in weights) or (not cfg.dense and cfg.method != "dynamicvit"):
+        model = _reduce(model, cfg)
     load_checkpoint(model, weights)
     return evaluate(model, dataset, cfg, decisions_fn=random_selector(cfg.seed) if random_tokens else None)

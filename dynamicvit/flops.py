@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula, sdpa_flop_count
 
 from .models import create_pair
-from .vit import in_channels
+from .vit import TokenReductionMixin, in_channels
 
 __all__ = ["FlopReport", "count_flops", "compare_flops"]
 
@@ -60,12 +60,12 @@ def _stage_groups(model: nn.Module, prune_layers: list[int] | None) -> list[tupl
     children = [name for name, _ in model.named_children()]
     if not hasattr(model, "blocks"):
         return [(c, [c]) for c in children]
-    sparse = hasattr(model, "score_predictor")
-    layers = model.prune_layers if sparse else (prune_layers or [])
+    reduced = isinstance(model, TokenReductionMixin)
+    layers = model.prune_layers if reduced and getattr(model, "method", "") != "tome" else (prune_layers or [])
     bounds = [0, *layers, len(model.blocks)]
     groups = [("embed", ["patch_embed"])]
     groups += [(f"blocks {a}-{b - 1}", [f"blocks.{i}" for i in range(a, b)]) for a, b in pairwise(bounds)]
-    if sparse:
+    if hasattr(model, "score_predictor"):
         groups.append(("predictors", [f"score_predictor.{i}" for i in range(len(model.score_predictor))]))
     groups.append(("head", [c for c in children if c not in ("patch_embed", "blocks", "score_predictor")]))
     return groups
@@ -85,7 +85,7 @@ def count_flops(
     x = torch.randn(1, *_input_size(model, img_size), device=ref.device, dtype=ref.dtype)
     try:
         with FlopCounterMode(display=False) as counter:
-            out = model(x, return_decisions=True) if hasattr(model, "score_predictor") else model(x)
+            model(x)
     finally:
         model.train(was_training)
     per_module = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
@@ -100,9 +100,9 @@ def count_flops(
     if other:
         parts["other"] = other
     tokens = {}
-    if hasattr(model, "score_predictor"):
+    if isinstance(model, TokenReductionMixin):
         n = model.patch_embed.num_patches if img_size is None else x.shape[-2] * x.shape[-1] // _patch_area(model)
-        tokens = {"input": n, **{f"stage {s + 1}": d.shape[1] for s, d in enumerate(out.decisions)}}
+        tokens = {"input": n, **{f"stage {s + 1}": c for s, c in enumerate(model.token_counts(n))}}
     return FlopReport(total=total, parts=parts, tokens=tokens)
 
 

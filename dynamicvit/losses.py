@@ -29,7 +29,8 @@ class DistillationLoss(nn.Module):
     decisions) and the targets; returns the total and a dict of detached terms. The frozen
     dense ``teacher`` runs once per call under ``no_grad``; with ``teacher=None`` only the
     base and ratio terms remain. Target ratios default to ``keep_rate**s`` per stage
-    (cumulative, plain ViT); pass ``target_ratios`` for other schedules.
+    (cumulative, plain ViT); pass ``target_ratios`` for other schedules. A term whose
+    weight is 0 is not computed (baselines without masks train with CE + KL only).
     """
 
     def __init__(
@@ -67,8 +68,10 @@ class DistillationLoss(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logits, masks, feats = output
         terms = {"ce": self.base_criterion(logits, targets)}
-        terms["ratio"] = keep_ratio_loss(masks, self.ratios(len(masks)))
-        total = terms["ce"] + self.ratio_weight * terms["ratio"]
+        total = terms["ce"]
+        if self.ratio_weight:
+            terms["ratio"] = keep_ratio_loss(masks, self.ratios(len(masks)))
+            total = total + self.ratio_weight * terms["ratio"]
         if self.teacher is not None:
             with torch.no_grad():
                 t_feats = self.teacher.forward_features(inputs)
@@ -79,8 +82,10 @@ class DistillationLoss(nn.Module):
                 reduction="batchmean",
                 log_target=True,
             )
-            terms["token_mse"] = _kept_token_mse(feats, t_feats, masks[-1])
-            total = total + self.distill_weight * terms["cls_kl"] + self.token_weight * terms["token_mse"]
+            total = total + self.distill_weight * terms["cls_kl"]
+            if self.token_weight:
+                terms["token_mse"] = _kept_token_mse(feats, t_feats, masks[-1])
+                total = total + self.token_weight * terms["token_mse"]
         terms = {"loss": total.detach(), **{k: v.detach() for k, v in terms.items()}}
         return total, terms
 

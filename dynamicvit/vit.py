@@ -29,7 +29,14 @@ from torch import nn
 
 from .predictor import TokenPredictor, check_keep_rate, gumbel_keep_mask, keep_counts
 
-__all__ = ["SparseOutput", "DynamicViTMixin", "sparsify_vit", "default_prune_layers", "masked_softmax"]
+__all__ = [
+    "SparseOutput",
+    "TokenReductionMixin",
+    "DynamicViTMixin",
+    "sparsify_vit",
+    "default_prune_layers",
+    "masked_softmax",
+]
 
 SUPPORTED_VIT = (
     "timm VisionTransformer models with a class token and global_pool='token' built from "
@@ -87,19 +94,28 @@ def masked_softmax(logits: torch.Tensor, policy: torch.Tensor, eps: float = 1e-6
     return (weights + eps / n) / (weights.sum(dim=-1, keepdim=True) + eps)
 
 
-def _masked_attention(attn: Attention, x: torch.Tensor, policy: torch.Tensor) -> torch.Tensor:
-    """timm ``Attention.forward`` with the DynamicViT policy mask (train mode)."""
+def attention_qkv(attn: Attention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k, v (B, H, N, d) of a timm ``Attention`` for tokens ``x`` (q/k norms applied)."""
     b, n, _ = x.shape
-    gate = attn.gate(x).sigmoid() if getattr(attn, "gate", None) is not None else None
     qkv = attn.qkv(x).reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)
-    q, k = attn.q_norm(q), attn.k_norm(k)
+    return attn.q_norm(q), attn.k_norm(k), v
+
+
+def attention_output(attn: Attention, x: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
+    """The rest of timm's ``Attention.forward`` after the heads (B, H, N, d): merge, gate, project."""
+    b, _, n, _ = heads.shape
+    out = attn.norm(heads.transpose(1, 2).reshape(b, n, attn.num_heads * attn.head_dim))
+    if getattr(attn, "gate", None) is not None:
+        out = out * attn.gate(x).sigmoid()
+    return attn.proj_drop(attn.proj(out))
+
+
+def _masked_attention(attn: Attention, x: torch.Tensor, policy: torch.Tensor) -> torch.Tensor:
+    """timm ``Attention.forward`` with the DynamicViT policy mask (train mode)."""
+    q, k, v = attention_qkv(attn, x)
     weights = attn.attn_drop(masked_softmax((q * attn.scale) @ k.transpose(-2, -1), policy))
-    x = (weights.to(v.dtype) @ v).transpose(1, 2).reshape(b, n, attn.num_heads * attn.head_dim)
-    x = attn.norm(x)
-    if gate is not None:
-        x = x * gate
-    return attn.proj_drop(attn.proj(x))
+    return attention_output(attn, x, weights.to(v.dtype) @ v)
 
 
 def _masked_block(blk: Block, x: torch.Tensor, policy: torch.Tensor) -> torch.Tensor:
@@ -122,10 +138,13 @@ def _gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
-class DynamicViTMixin:
-    """Methods a sparsified ``VisionTransformer`` gains; mixed in front of its own class."""
+class TokenReductionMixin:
+    """What every token-reducing ViT here shares (DynamicViT and the baselines): input checks,
+    embedding, the keep schedule, and ``forward(x, decisions=None, return_decisions=False)``.
 
-    score_predictor: nn.ModuleList
+    Subclasses implement ``forward_sparse(x, decisions) -> (tokens, decisions)``.
+    """
+
     _prune_layers: list[int]
     _keep_rate: float
 
@@ -140,7 +159,7 @@ class DynamicViTMixin:
 
     @property
     def prune_layers(self) -> list[int]:
-        """Block indices before which tokens are pruned (one predictor each)."""
+        """Block indices before which tokens are reduced."""
         return list(self._prune_layers)
 
     @property
@@ -156,6 +175,10 @@ class DynamicViTMixin:
     def keep_counts(self, num_patches: int | None = None) -> list[int]:
         """Patch tokens kept after each stage for an input of ``num_patches`` patches."""
         return keep_counts(num_patches or self.num_patches, self._keep_rate, len(self._prune_layers))
+
+    def token_counts(self, num_patches: int | None = None) -> list[int]:
+        """Tokens (besides class/distillation/register tokens) alive after each reduction step."""
+        return self.keep_counts(num_patches)
 
     def _check_input(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
@@ -187,6 +210,30 @@ class DynamicViTMixin:
         x = self._pos_embed(x)
         x = self.patch_drop(x)
         return self.norm_pre(x)
+
+    def _prefix_index(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.arange(self.num_prefix_tokens, device=x.device).expand(x.shape[0], -1)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_sparse(x)[0]
+
+    def forward(
+        self, x: torch.Tensor, decisions: list[torch.Tensor] | None = None, return_decisions: bool = False
+    ) -> torch.Tensor | SparseOutput:
+        """Class logits; with ``return_decisions`` a :class:`SparseOutput` (DDP-friendly)."""
+        feats, out = self.forward_sparse(x, decisions)
+        logits = self.forward_head(feats)
+        return SparseOutput(logits, out, feats) if return_decisions else logits
+
+    def forward_with_decisions(self, x: torch.Tensor, decisions: list[torch.Tensor] | None = None) -> SparseOutput:
+        """Logits, per-stage decisions and final tokens (see the module docstring)."""
+        return self(x, decisions=decisions, return_decisions=True)
+
+
+class DynamicViTMixin(TokenReductionMixin):
+    """Methods a sparsified ``VisionTransformer`` gains; mixed in front of its own class."""
+
+    score_predictor: nn.ModuleList
 
     def forward_sparse(
         self, x: torch.Tensor, decisions: list[torch.Tensor] | None = None
@@ -244,24 +291,6 @@ class DynamicViTMixin:
             x = blk(x)
         return x, kept
 
-    def _prefix_index(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.arange(self.num_prefix_tokens, device=x.device).expand(x.shape[0], -1)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_sparse(x)[0]
-
-    def forward(
-        self, x: torch.Tensor, decisions: list[torch.Tensor] | None = None, return_decisions: bool = False
-    ) -> torch.Tensor | SparseOutput:
-        """Class logits; with ``return_decisions`` a :class:`SparseOutput` (DDP-friendly)."""
-        feats, out = self.forward_sparse(x, decisions)
-        logits = self.forward_head(feats)
-        return SparseOutput(logits, out, feats) if return_decisions else logits
-
-    def forward_with_decisions(self, x: torch.Tensor, decisions: list[torch.Tensor] | None = None) -> SparseOutput:
-        """Logits, per-stage decisions and final tokens (see the module docstring)."""
-        return self(x, decisions=decisions, return_decisions=True)
-
 
 def _positions(index: torch.Tensor | None, forced: torch.Tensor, num_patches: int) -> torch.Tensor:
     """Map forced original-grid indices to positions among the current tokens ``index``."""
@@ -277,18 +306,20 @@ def _positions(index: torch.Tensor | None, forced: torch.Tensor, num_patches: in
     return pos
 
 
-_DYNAMIC_CLASSES: dict[type, type] = {}
+_MIXED_CLASSES: dict[tuple[type, type], type] = {}
 
 
-def _dynamic_class(base: type) -> type:
-    if base not in _DYNAMIC_CLASSES:
-        _DYNAMIC_CLASSES[base] = type(f"Dynamic{base.__name__}", (DynamicViTMixin, base), {})
-    return _DYNAMIC_CLASSES[base]
+def mixed_class(mixin: type, base: type, prefix: str) -> type:
+    """``class <prefix><Base>(mixin, base)``, created once per pair (swapped in like ToMe)."""
+    if (mixin, base) not in _MIXED_CLASSES:
+        _MIXED_CLASSES[mixin, base] = type(f"{prefix}{base.__name__}", (mixin, base), {})
+    return _MIXED_CLASSES[mixin, base]
 
 
-def _check_supported(model: nn.Module) -> None:
-    if isinstance(model, DynamicViTMixin):
-        raise ValueError("model is already sparsified; set model.keep_rate to change its budget")
+def check_supported(model: nn.Module) -> None:
+    """Raise a clear error unless ``model`` is a plain timm ViT that token reduction supports."""
+    if isinstance(model, TokenReductionMixin):
+        raise ValueError(f"model is already reduced ({type(model).__name__}); set model.keep_rate to change its budget")
     if not isinstance(model, VisionTransformer):
         raise TypeError(f"{type(model).__name__} is not supported; supported: {SUPPORTED_VIT}")
     problems = []
@@ -312,14 +343,14 @@ def _init_predictor(module: nn.Module) -> None:
 
 def sparsify_vit(model: VisionTransformer, keep_rate: float = 0.7, prune_layers=None) -> VisionTransformer:
     """Turn a timm ``VisionTransformer`` into DynamicViT in place and return it."""
-    _check_supported(model)
+    check_supported(model)
     rate = check_keep_rate(keep_rate)
     depth = len(model.blocks)
     layers = check_prune_layers(default_prune_layers(depth) if prune_layers is None else prune_layers, depth)
     ref = model.cls_token
     predictors = nn.ModuleList(TokenPredictor(model.embed_dim) for _ in layers)
     predictors.apply(_init_predictor)
-    model.__class__ = _dynamic_class(type(model))
+    model.__class__ = mixed_class(DynamicViTMixin, type(model), "Dynamic")
     model.score_predictor = predictors.to(device=ref.device, dtype=ref.dtype)
     model._prune_layers = layers
     model.keep_rate = rate

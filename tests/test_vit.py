@@ -197,7 +197,7 @@ def test_unsupported_models_are_named():
         dynamicvit.sparsify(tiny_vit(global_pool="avg"))
     with pytest.raises(TypeError, match="class token"):
         dynamicvit.sparsify(tiny_vit(class_token=False, global_pool="avg"))
-    with pytest.raises(ValueError, match="already sparsified"):
+    with pytest.raises(ValueError, match="already reduced"):
         dynamicvit.sparsify(dynamicvit.sparsify(tiny_vit()))
     with pytest.raises(ValueError, match="unknown model"):
         dynamicvit.create_model("no_such_model")
