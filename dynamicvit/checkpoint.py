@@ -18,7 +18,15 @@ from timm.models.vision_transformer import VisionTransformer
 from timm.models.vision_transformer import checkpoint_filter_fn as vit_filter
 from torch import nn
 
-__all__ = ["CheckpointError", "read_checkpoint", "read_state_dict", "load_checkpoint", "save_checkpoint", "atomic_save"]
+__all__ = [
+    "CheckpointError",
+    "read_checkpoint",
+    "read_state_dict",
+    "load_checkpoint",
+    "save_checkpoint",
+    "atomic_save",
+    "infer_timm_kwargs",
+]
 
 _STATE_KEYS = ("model", "state_dict", "model_ema")
 _LIST_LIMIT = 8
@@ -61,6 +69,17 @@ def read_state_dict(source: str | os.PathLike | dict) -> dict[str, torch.Tensor]
 def _names(keys: list[str]) -> str:
     more = f" … (+{len(keys) - _LIST_LIMIT} more)" if len(keys) > _LIST_LIMIT else ""
     return ", ".join(keys[:_LIST_LIMIT]) + more
+
+
+def infer_timm_kwargs(weights: dict[str, torch.Tensor]) -> dict:
+    """``num_classes`` and ``in_chans`` of a timm model, read off its state dict (head and first conv)."""
+    kwargs = {}
+    if "head.weight" in weights:
+        kwargs["num_classes"] = weights["head.weight"].shape[0]
+    convs = [k for k, v in weights.items() if k.startswith("patch_embed.") and k.endswith("weight") and v.dim() == 4]
+    if convs:
+        kwargs["in_chans"] = weights[convs[0]].shape[1]
+    return kwargs
 
 
 def load_checkpoint(model: nn.Module, source: str | os.PathLike | dict, backbone_only: bool | None = None) -> None:

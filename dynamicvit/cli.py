@@ -1,4 +1,4 @@
-"""Command line: ``dynamicvit {demo,train,eval,flops,bench} ...`` (also ``python -m dynamicvit``)."""
+"""Command line: ``dynamicvit {demo,train,compare,eval,flops,bench,viz,export} ...`` (also ``python -m dynamicvit``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .baselines import METHODS
 from .checkpoint import CheckpointError
 from .engine import TrainingError
 
@@ -96,6 +97,21 @@ def _cmd_train(args: argparse.Namespace) -> None:
         print(json.dumps(record, indent=2))
 
 
+def _cmd_compare(args: argparse.Namespace) -> None:
+    from .compare import run_compare
+
+    cfg = _train_config(args)
+    run_compare(
+        cfg,
+        budgets=args.budgets,
+        methods=args.methods or METHODS,
+        out_dir=args.out_dir,
+        bench_batch=args.bench_batch,
+        bench_repeats=args.bench_repeats,
+    )
+    print((Path(args.out_dir) / "compare.md").read_text())
+
+
 def _cmd_eval(args: argparse.Namespace) -> None:
     from .engine import evaluate_checkpoint
 
@@ -108,6 +124,19 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     print(json.dumps(r, indent=2) if args.json else "  ".join(f"{k} {v}" for k, v in r.items()))
 
 
+def _cmd_viz(args: argparse.Namespace) -> None:
+    from .data import FASHION_CLASSES
+    from .engine import load_trained
+    from .viz import visualize_files
+
+    overrides = {k: getattr(args, k) for k in ("model", "keep_rate") if getattr(args, k) is not None}
+    model, cfg = load_trained(args.checkpoint, **overrides)
+    names = FASHION_CLASSES if "fashion" in cfg.data else None
+    for row in visualize_files(model, args.images, args.out, class_names=names):
+        print(f"{row['image']}: {row['prediction']}, kept {' / '.join(map(str, row['kept_tokens']))} tokens")
+    print(f"written to {args.out}")
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from .demo import DemoConfig, run_demo
 
@@ -118,21 +147,13 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     print(f"report written to {args.out}/report.md ({summary['total_seconds']:.0f} s)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dynamicvit", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("demo", help="train a dense teacher and a DynamicViT on Cluttered Fashion-MNIST; report")
-    p.add_argument("--out", default="runs/demo", help="report folder")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--quick", action="store_true", help="seconds-long smoke run on a few hundred images")
-    p.set_defaults(func=_cmd_demo)
-
-    p = sub.add_parser("train", help="distillation fine-tuning of a sparse model (or --dense training)")
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    """The training recipe: model, data, optimisation, DynamicViT loss weights."""
     p.add_argument("--model", default=None, help="timm model name (teacher and student backbone)")
     p.add_argument("--teacher", default=None, help="alias of --model")
     p.add_argument("--model-kwargs", default=None, help="extra timm kwargs as JSON, e.g. '{\"drop_path_rate\": 0.1}'")
     p.add_argument("--dense", action="store_true", help="train the dense model (e.g. to make a teacher)")
+    p.add_argument("--method", default=None, choices=METHODS, help="token reduction to train (dynamicvit)")
     p.add_argument("--pretrained", action="store_true", help="start from timm's pretrained weights")
     p.add_argument("--teacher-checkpoint", default=None, help="dense checkpoint for the teacher and student backbone")
     _add_data_args(p)
@@ -158,15 +179,41 @@ def build_parser() -> argparse.ArgumentParser:
         ("seed", int),
         ("workers", int),
         ("max-bad-steps", int),
+        ("tome-r", int),
     ]:
         p.add_argument(f"--{flag}", type=typ, default=None)
     p.add_argument("--prune-layers", type=int, nargs="+", default=None)
     p.add_argument("--amp", action="store_true", help="autocast: bf16 on CPU, fp16 + grad scaler on CUDA")
-    p.add_argument("--out", dest="out_dir", default=None, help="run folder (checkpoints, metrics)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")
     p.add_argument("--deterministic", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dynamicvit", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="train a dense teacher and a DynamicViT on Cluttered Fashion-MNIST; report")
+    p.add_argument("--out", default="runs/demo", help="report folder")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--quick", action="store_true", help="seconds-long smoke run on a few hundred images")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("train", help="distillation fine-tuning of a sparse model (or --dense training)")
+    _add_train_args(p)
+    p.add_argument("--out", dest="out_dir", default=None, help="run folder (checkpoints, metrics)")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("compare", help="every token-reduction method at matched MACs: table and plots")
+    _add_train_args(p)
+    p.add_argument(
+        "--budgets", type=float, nargs="+", default=[0.5, 0.6, 0.7, 0.8, 0.9], help="fractions of dense MACs"
+    )
+    p.add_argument("--methods", nargs="+", default=None, help="subset of: " + " ".join(METHODS))
+    p.add_argument("--bench-batch", type=int, default=64)
+    p.add_argument("--bench-repeats", type=int, default=10)
+    p.add_argument("--out", dest="out_dir", default="runs/compare", help="report folder")
+    p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("eval", help="top-1, kept tokens, GMACs and img/s of a checkpoint")
     p.add_argument("--checkpoint", required=True)
@@ -176,6 +223,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random", action="store_true", help="random token selection at the same counts")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("viz", help="draw which tokens a trained model keeps on image files (PNG)")
+    p.add_argument("images", nargs="+", help="image files (any size; resized to the model's input)")
+    p.add_argument("--checkpoint", required=True, help="a training checkpoint (dynamicvit train / demo)")
+    p.add_argument("--model", default=None, help="timm name (default: from the checkpoint's config)")
+    p.add_argument("--keep-rate", type=float, default=None)
+    p.add_argument("--out", default="kept_tokens.png", help="PNG to write")
+    p.set_defaults(func=_cmd_viz)
 
     p = sub.add_parser("flops", help="multiply-accumulates of dense vs sparse, per stage")
     _add_model_args(p)

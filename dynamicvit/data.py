@@ -232,3 +232,29 @@ def _image_folder(split: str, data_dir, img_size: int, limit: int | None) -> Dat
         dataset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
         dataset.num_classes, dataset.in_chans = len(dataset.dataset.classes), 3
     return dataset
+
+
+def load_image(path: str | os.PathLike, size: tuple[int, int], channels: int) -> tuple[torch.Tensor, np.ndarray]:
+    """An image file resized to ``size`` as model input (C, H, W) and as a picture (uint8) to draw on.
+
+    One channel: grey, normalised like the Fashion-MNIST sets; three: RGB, ImageNet statistics.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            picture = image.convert("L" if channels == 1 else "RGB").resize((size[1], size[0]), Image.BILINEAR)
+    except (FileNotFoundError, IsADirectoryError):
+        raise FileNotFoundError(f"no image file at {path}") from None
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"cannot read image {path}: {err}") from None
+    if channels not in (1, 3):
+        raise ValueError(f"images can be fed to 1- or 3-channel models, this one has {channels}")
+    pixels = np.asarray(picture)
+    if channels == 1:
+        return _to_tensor(pixels), pixels
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    x = torch.from_numpy(pixels.astype(np.float32) / 255.0).permute(2, 0, 1)
+    mean, std = torch.tensor(IMAGENET_DEFAULT_MEAN)[:, None, None], torch.tensor(IMAGENET_DEFAULT_STD)[:, None, None]
+    return (x - mean) / std, pixels

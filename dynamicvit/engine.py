@@ -31,14 +31,21 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from .baselines import apply_method, random_selector
-from .checkpoint import CheckpointError, atomic_save, load_checkpoint, read_checkpoint, read_state_dict
+from .checkpoint import (
+    CheckpointError,
+    atomic_save,
+    infer_timm_kwargs,
+    load_checkpoint,
+    read_checkpoint,
+    read_state_dict,
+)
 from .data import build_dataset
 from .flops import count_flops
 from .losses import DistillationLoss
 from .models import build_timm_model
 from .vit import TokenReductionMixin
 
-__all__ = ["TrainConfig", "Trainer", "TrainingError", "evaluate", "evaluate_checkpoint", "train"]
+__all__ = ["TrainConfig", "Trainer", "TrainingError", "evaluate", "evaluate_checkpoint", "load_trained", "train"]
 
 
 class TrainingError(RuntimeError):
@@ -521,13 +528,23 @@ def evaluate_checkpoint(path: str | os.PathLike, random_tokens: bool = False, **
 
     ``random_tokens`` keeps the same counts but chooses the tokens uniformly at random.
     """
+    model, cfg = load_trained(path, **overrides)
+    dataset = _dataset(cfg, "test")
+    return evaluate(model, dataset, cfg, decisions_fn=random_selector(cfg.seed) if random_tokens else None)
+
+
+def load_trained(path: str | os.PathLike, **overrides) -> tuple[nn.Module, TrainConfig]:
+    """The eval-mode model of a training checkpoint, rebuilt from its saved config (``overrides`` on
+    top; classes and channels read off the weights), and that config."""
     state = read_checkpoint(path)
     saved = state.get("config", {}) if isinstance(state, dict) else {}
     cfg = TrainConfig.from_dict({**saved, **overrides})
-    dataset = _dataset(cfg, "test")
     weights = read_state_dict(state)
-    model = build_timm_model(cfg.model, **_model_kwargs(cfg, dataset))
+    kwargs = {**infer_timm_kwargs(weights), **cfg.model_kwargs}
+    if cfg.img_size is not None:
+        kwargs["img_size"] = cfg.img_size
+    model = build_timm_model(cfg.model, **kwargs)
     if any(k.startswith("score_predictor.") for k in weights) or (not cfg.dense and cfg.method != "dynamicvit"):
         model = _reduce(model, cfg)
     load_checkpoint(model, weights)
-    return evaluate(model, dataset, cfg, decisions_fn=random_selector(cfg.seed) if random_tokens else None)
+    return model.eval(), cfg

@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-__all__ = ["read_jsonl", "save_curves", "write_markdown"]
+__all__ = ["read_jsonl", "save_curves", "save_tradeoff_plots", "write_comparison_markdown", "write_markdown"]
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
@@ -74,4 +74,62 @@ def write_markdown(summary: dict, path: str | os.PathLike) -> None:
         "![kept tokens](kept_tokens.png)",
         "",
     ]
+    Path(path).write_text("\n".join(lines))
+
+
+_METHOD_LABELS = {
+    "dynamicvit": "DynamicViT",
+    "random": "random keep",
+    "static": "static centre keep",
+    "pool": "grid pooling",
+    "evit": "EViT (CLS attention + fuse)",
+    "tome": "ToMe (merging)",
+}
+
+
+def save_tradeoff_plots(summary: dict, out_dir: str | os.PathLike) -> None:
+    """``acc_vs_gmacs.png`` and ``acc_vs_img_per_s.png``: one line per method, the dense model as a star."""
+    rows, dense = summary["rows"], summary["dense"]
+    for key, label, name in (
+        ("gmacs", "GMACs per image", "acc_vs_gmacs.png"),
+        ("img_per_s", f"img/s (batch {summary['bench']['batch_size']}, CPU)", "acc_vs_img_per_s.png"),
+    ):
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        for method in summary["methods"]:
+            pts = sorted((r[key], r["top1"]) for r in rows if r["method"] == method)
+            ax.plot(*zip(*pts, strict=True), marker="o", label=_METHOD_LABELS.get(method, method))
+        ax.plot([dense[key]], [dense["top1"]], marker="*", markersize=12, color="black", linestyle="", label="dense")
+        ax.set(xlabel=label, ylabel="top-1 (%)", title=f"top-1 vs {label.split(' (')[0]}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(Path(out_dir) / name, dpi=110)
+        plt.close(fig)
+
+
+def write_comparison_markdown(summary: dict, path: str | os.PathLike) -> None:
+    """The comparison table, one block of rows per budget, best top-1 per budget in bold."""
+    d, b = summary["dense"], summary["bench"]
+    lines = [
+        "# Token reduction at matched MACs",
+        "",
+        f"Dense model: top-1 {d['top1']:.2f}%, {d['gmacs']:.4f} GMACs, {d['img_per_s']:.0f} img/s. "
+        f"Throughput: batch {b['batch_size']}, median of {b['repeats']} interleaved runs, {b['threads']} threads "
+        f"({summary['machine']}); speed-up is against the dense model timed in the same run.",
+        "",
+        "| budget | method | trained | top-1 (%) | GMACs | MACs / dense | img/s | speed-up | knob | tokens per step |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for budget in summary["budgets"]:
+        block = [r for r in summary["rows"] if r["budget"] == budget]
+        best = max(r["top1"] for r in block)
+        for r in sorted(block, key=lambda r: -r["top1"]):
+            top1 = f"**{r['top1']:.2f}**" if r["top1"] == best else f"{r['top1']:.2f}"
+            knob = ", ".join(f"{k} {v}" for k, v in r["knob"].items())
+            lines.append(
+                f"| {budget:g} | {_METHOD_LABELS.get(r['method'], r['method'])} | {'yes' if r['trained'] else 'no'} "
+                f"| {top1} | {r['gmacs']:.4f} | {r['macs_fraction']:.3f} | {r['img_per_s']:.0f} "
+                f"| {r['speedup']:.2f}× | {knob} | {' / '.join(map(str, r['kept_tokens']))} |"
+            )
+    lines += ["", "![top-1 vs GMACs](acc_vs_gmacs.png) ![top-1 vs img/s](acc_vs_img_per_s.png)", ""]
     Path(path).write_text("\n".join(lines))

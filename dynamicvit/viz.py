@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import matplotlib
 
@@ -12,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-__all__ = ["kept_mask", "grey_out", "save_kept_token_grid"]
+__all__ = ["kept_mask", "grey_out", "save_kept_token_grid", "visualize_files"]
 
 
 def kept_mask(indices: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:
@@ -62,3 +63,37 @@ def save_kept_token_grid(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def visualize_files(
+    model: torch.nn.Module,
+    paths: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    class_names: Sequence[str] | None = None,
+) -> list[dict]:
+    """Run an eval-mode reduced model on image files and save their kept-token grid to ``out``.
+
+    Each file is resized to the model's input size. Returns, per image, the predicted class
+    and the tokens kept per stage.
+    """
+    from .data import load_image
+    from .vit import TokenReductionMixin, in_channels
+
+    if not isinstance(model, TokenReductionMixin):
+        raise ValueError(f"{type(model).__name__} is a dense model: it keeps every token, there is nothing to show")
+    if not paths:
+        raise ValueError("give at least one image file")
+    pe = model.patch_embed
+    loaded = [load_image(p, pe.img_size, in_channels(model)) for p in paths]
+    with torch.inference_mode():
+        result = model.eval().forward_with_decisions(torch.stack([x for x, _ in loaded]))
+    if not result.decisions:
+        raise ValueError(f"{type(model).__name__} merges or pools tokens instead of keeping a subset; nothing to draw")
+    preds = result.logits.argmax(-1).tolist()
+    names = [class_names[p] if class_names else f"class {p}" for p in preds]
+    titles = [f"{Path(p).name}: {n}" for p, n in zip(paths, names, strict=True)]
+    save_kept_token_grid([pic for _, pic in loaded], result.decisions, pe.grid_size, pe.patch_size, out, titles)
+    return [
+        {"image": str(p), "prediction": n, "kept_tokens": [int(d.shape[1]) for d in result.decisions]}
+        for p, n in zip(paths, names, strict=True)
+    ]

@@ -11,6 +11,8 @@ import torch
 from timm.models.deit import VisionTransformerDistilled
 from timm.models.vision_transformer import VisionTransformer
 
+from dynamicvit.engine import TrainConfig
+
 TINY = dict(img_size=32, patch_size=4, embed_dim=32, depth=4, num_heads=2, num_classes=10)
 
 
@@ -53,3 +55,28 @@ def make_fake_fashion(directory: Path, train: int = 320, test: int = 160, seed: 
 @pytest.fixture(scope="session")
 def fake_fashion(tmp_path_factory) -> Path:
     return make_fake_fashion(tmp_path_factory.mktemp("fashion"))
+
+
+TINY_KW = {"patch_size": 7, "embed_dim": 32, "depth": 4, "num_heads": 2}
+
+
+def tiny_cfg(tmp_path, data_dir, name="run", **overrides) -> TrainConfig:
+    """A seconds-long training config: 4-block ViT on 28×28 fake Fashion-MNIST."""
+    args = dict(
+        model="vit_tiny_patch16_224",
+        model_kwargs=TINY_KW,
+        data="fashion-mnist",
+        data_dir=str(data_dir),
+        img_size=28,
+        train_limit=64,
+        val_limit=32,
+        epochs=2,
+        batch_size=16,
+        lr=1e-3,
+        warmup_epochs=0,
+        freeze_backbone_epochs=0,
+        out_dir=str(tmp_path / name),
+        progress=False,
+        deterministic=True,
+    )
+    return TrainConfig(**{**args, **overrides})

@@ -2,32 +2,10 @@ import json
 
 import pytest
 import torch
+from conftest import tiny_cfg
 
 from dynamicvit.checkpoint import CheckpointError
-from dynamicvit.engine import TrainConfig, Trainer, TrainingError, evaluate, evaluate_checkpoint
-
-TINY_KW = {"patch_size": 7, "embed_dim": 32, "depth": 4, "num_heads": 2}
-
-
-def tiny_cfg(tmp_path, data_dir, name="run", **overrides) -> TrainConfig:
-    args = dict(
-        model="vit_tiny_patch16_224",
-        model_kwargs=TINY_KW,
-        data="fashion-mnist",
-        data_dir=str(data_dir),
-        img_size=28,
-        train_limit=64,
-        val_limit=32,
-        epochs=2,
-        batch_size=16,
-        lr=1e-3,
-        warmup_epochs=0,
-        freeze_backbone_epochs=0,
-        out_dir=str(tmp_path / name),
-        progress=False,
-        deterministic=True,
-    )
-    return TrainConfig(**{**args, **overrides})
+from dynamicvit.engine import Trainer, TrainingError, evaluate, evaluate_checkpoint
 
 
 @pytest.fixture(scope="module")

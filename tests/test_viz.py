@@ -1,11 +1,21 @@
+from dataclasses import asdict
+from pathlib import Path
+
 import numpy as np
 import pytest
+import skimage.data
+import timm
 import torch
-from conftest import tiny_vit
+from conftest import TINY_KW, tiny_vit
 from PIL import Image
 
 import dynamicvit
+from dynamicvit.baselines import apply_method
+from dynamicvit.cli import main
+from dynamicvit.engine import TrainConfig
 from dynamicvit.viz import grey_out, kept_mask, save_kept_token_grid
+
+SKIMAGE_DATA = Path(skimage.data.__file__).parent
 
 
 def test_kept_mask_marks_indices():
@@ -33,3 +43,47 @@ def test_grid_on_a_real_photo(tmp_path, source):
     path = tmp_path / "kept.png"
     save_kept_token_grid([photo], decisions, (8, 8), (4, 4), path, row_titles=[source])
     assert Image.open(path).size[0] > Image.open(path).size[1]  # 1 row, 4 panels
+
+
+def _checkpoint(tmp_path, method="dynamicvit", dense=False, in_chans=1, data="fashion-mnist"):
+    cfg = TrainConfig(
+        model="vit_tiny_patch16_224",
+        model_kwargs=TINY_KW,
+        img_size=28,
+        data=data,
+        dense=dense,
+        method=method,
+        prune_layers=[1, 2, 3],
+    )
+    model = timm.create_model(cfg.model, img_size=28, num_classes=10, in_chans=in_chans, **TINY_KW)
+    if not dense:
+        model = apply_method(model, method, prune_layers=[1, 2, 3])
+    path = tmp_path / f"{method}{dense}{in_chans}.pth"
+    torch.save({"model": model.state_dict(), "config": asdict(cfg)}, path)
+    return path
+
+
+@pytest.mark.parametrize("in_chans,data", [(1, "fashion-mnist"), (3, "imagefolder")])
+def test_viz_cli_on_photos(tmp_path, capsys, in_chans, data):
+    ckpt = _checkpoint(tmp_path, in_chans=in_chans, data=data)
+    photos = [SKIMAGE_DATA / "astronaut.png", SKIMAGE_DATA / "camera.png"]
+    out = tmp_path / "kept.png"
+    assert main(["viz", *map(str, photos), "--checkpoint", str(ckpt), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "astronaut.png" in printed and "kept 11 / 7 / 5 tokens" in printed  # 16 patches × 0.7^s
+    assert out.stat().st_size > 0
+
+
+def test_viz_bad_input(tmp_path, capsys):
+    ckpt = _checkpoint(tmp_path)
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    assert main(["viz", str(text), "--checkpoint", str(ckpt)]) == 2
+    assert "cannot read image" in capsys.readouterr().err
+    assert main(["viz", str(tmp_path / "missing.png"), "--checkpoint", str(ckpt)]) == 2
+    assert "no image file" in capsys.readouterr().err
+    photo = str(SKIMAGE_DATA / "camera.png")
+    assert main(["viz", photo, "--checkpoint", str(_checkpoint(tmp_path, dense=True))]) == 2
+    assert "dense model" in capsys.readouterr().err
+    assert main(["viz", photo, "--checkpoint", str(_checkpoint(tmp_path, method="tome"))]) == 2
+    assert "merges or pools" in capsys.readouterr().err

@@ -1,0 +1,130 @@
+"""Token-reduction methods side by side at matched FLOPs: accuracy, MACs, measured img/s.
+
+For each budget (a fraction of the dense model's MACs) every method's knob is tuned with
+:func:`dynamicvit.baselines.set_budget`; methods that train are fine-tuned with the same
+engine and recipe (``TrainConfig``); the rest run training-free on the dense weights.
+DynamicViT always trains (its predictors are new); a baseline trains only when the recipe
+updates the backbone (``freeze_backbone_epochs < epochs``), as otherwise nothing of it
+would change. Throughput is measured in one process, all methods of a budget interleaved.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+from statistics import median
+
+import torch
+from torch import nn
+
+from .baselines import METHODS, apply_method, set_budget
+from .bench import time_callables
+from .checkpoint import load_checkpoint
+from .engine import TrainConfig, Trainer, _dataset, _model_kwargs, evaluate
+from .flops import count_flops
+from .models import build_timm_model
+from .report import save_tradeoff_plots, write_comparison_markdown
+
+__all__ = ["run_compare", "trains"]
+
+
+def trains(method: str, cfg: TrainConfig) -> bool:
+    """Whether ``method`` is fine-tuned under the recipe ``cfg`` (see the module docstring)."""
+    return method == "dynamicvit" or cfg.freeze_backbone_epochs < cfg.epochs
+
+
+def _dense_model(cfg: TrainConfig, dataset) -> nn.Module:
+    if not (cfg.pretrained or cfg.teacher_checkpoint):
+        raise ValueError("compare needs the trained dense model: pass --teacher-checkpoint PATH or --pretrained")
+    model = build_timm_model(cfg.model, pretrained=cfg.pretrained, **_model_kwargs(cfg, dataset))
+    if cfg.teacher_checkpoint:
+        load_checkpoint(model, cfg.teacher_checkpoint)
+    return model.eval()
+
+
+def _check_args(budgets: Sequence[float], methods: Sequence[str]) -> None:
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    bad = [b for b in budgets if not 0 < b <= 1]
+    if bad or not budgets:
+        raise ValueError(f"budgets must be fractions of the dense MACs in (0, 1], got {list(budgets)}")
+
+
+def _fine_tune(cfg: TrainConfig, method: str, model: nn.Module, out_dir: Path) -> nn.Module:
+    """Train ``method`` at the tuned knob of ``model`` with the recipe; a finished run is reused."""
+    run = dataclasses.replace(
+        cfg,
+        dense=False,
+        method=method,
+        keep_rate=model.keep_rate,
+        tome_r=getattr(model, "tome_r", cfg.tome_r),
+        out_dir=str(out_dir),
+        resume=(out_dir / "last.pth").exists(),
+    )
+    trainer = Trainer(run)
+    trainer.fit()
+    return trainer.eval_model.eval()
+
+
+def run_compare(
+    cfg: TrainConfig,
+    budgets: Sequence[float] = (0.5, 0.6, 0.7, 0.8, 0.9),
+    methods: Sequence[str] = METHODS,
+    out_dir: str = "runs/compare",
+    bench_batch: int = 64,
+    bench_repeats: int = 10,
+) -> dict:
+    """Run the comparison; writes ``compare.json``, ``compare.md`` and two trade-off plots to ``out_dir``."""
+    _check_args(budgets, methods)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    test_set = _dataset(cfg, "test")
+    dense = _dense_model(cfg, test_set)
+    dense_macs = count_flops(dense).total
+    x = torch.stack([test_set[i][0] for i in range(min(bench_batch, len(test_set)))])
+    dense_result = evaluate(dense, test_set, cfg)
+    rows, dense_ips = [], []
+    for budget in budgets:
+        models = {}
+        for method in methods:
+            model = apply_method(copy.deepcopy(dense), method, prune_layers=cfg.prune_layers, seed=cfg.seed)
+            reached = set_budget(model, budget, dense_macs)
+            trained = trains(method, cfg)
+            if trained:
+                model = _fine_tune(cfg, method, model, out / f"{method}_{budget:g}")
+            result = evaluate(model, test_set, cfg)
+            models[method] = model
+            rows.append(
+                {
+                    "budget": budget,
+                    "method": method,
+                    "trained": trained,
+                    "macs_fraction": reached,
+                    "knob": {"r": model.tome_r} if method == "tome" else {"keep_rate": round(model.keep_rate, 4)},
+                    **{k: result[k] for k in ("top1", "gmacs", "kept_tokens")},
+                }
+            )
+        secs = time_callables({"dense": dense, **models}, x, warmup=2, repeats=bench_repeats)
+        for row in rows[-len(methods) :]:
+            row["img_per_s"] = x.shape[0] / secs[row["method"]]
+            row["speedup"] = secs["dense"] / secs[row["method"]]
+        dense_ips.append(x.shape[0] / secs["dense"])
+    summary = {
+        "dense": {"top1": dense_result["top1"], "gmacs": dense_result["gmacs"], "img_per_s": median(dense_ips)},
+        "rows": rows,
+        "budgets": list(budgets),
+        "methods": list(methods),
+        "recipe": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("progress", "resume", "out_dir")},
+        "bench": {"batch_size": x.shape[0], "repeats": bench_repeats, "threads": torch.get_num_threads()},
+        "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}".replace("  ", " "),
+    }
+    (out / "compare.json").write_text(json.dumps(summary, indent=2))
+    save_tradeoff_plots(summary, out)
+    write_comparison_markdown(summary, out / "compare.md")
+    return summary

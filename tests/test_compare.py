@@ -1,0 +1,53 @@
+import json
+
+import pytest
+from conftest import tiny_cfg
+
+from dynamicvit.baselines import METHODS
+from dynamicvit.cli import main
+from dynamicvit.compare import run_compare, trains
+from dynamicvit.engine import Trainer
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory, fake_fashion):
+    tmp = tmp_path_factory.mktemp("compare_teacher")
+    Trainer(tiny_cfg(tmp, fake_fashion, dense=True, epochs=1)).fit()
+    return tmp / "run" / "last.pth"
+
+
+def test_compare_all_methods_at_matched_macs(tmp_path, fake_fashion, teacher):
+    cfg = tiny_cfg(tmp_path, fake_fashion, teacher_checkpoint=str(teacher), epochs=1, freeze_backbone_epochs=1)
+    summary = run_compare(cfg, budgets=[0.6, 0.8], out_dir=str(tmp_path / "cmp"), bench_batch=4, bench_repeats=1)
+    rows = summary["rows"]
+    assert len(rows) == 2 * len(METHODS)
+    for row in rows:
+        assert abs(row["macs_fraction"] - row["budget"]) < 0.1, row
+        assert row["trained"] == (row["method"] == "dynamicvit")
+        assert 0 <= row["top1"] <= 100 and row["img_per_s"] > 0
+    assert (tmp_path / "cmp" / "dynamicvit_0.6" / "last.pth").exists()
+    for name in ("compare.json", "compare.md", "acc_vs_gmacs.png", "acc_vs_img_per_s.png"):
+        assert (tmp_path / "cmp" / name).stat().st_size > 0
+    assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["budgets"] == [0.6, 0.8]
+    assert "ToMe" in (tmp_path / "cmp" / "compare.md").read_text()
+
+
+def test_baselines_train_when_the_backbone_does(tmp_path, fake_fashion):
+    cfg = tiny_cfg(tmp_path, fake_fashion, epochs=2, freeze_backbone_epochs=1)
+    assert trains("evit", cfg) and trains("dynamicvit", cfg)
+    cfg.freeze_backbone_epochs = 2
+    assert not trains("evit", cfg) and trains("dynamicvit", cfg)
+
+
+def test_evit_fine_tunes_with_the_engine(tmp_path, fake_fashion, teacher):
+    cfg = tiny_cfg(tmp_path, fake_fashion, teacher_checkpoint=str(teacher), method="evit", epochs=1)
+    record = Trainer(cfg).fit()
+    assert "train_cls_kl" in record and "train_ratio" not in record and "train_token_mse" not in record
+
+
+def test_compare_cli_errors(tmp_path, fake_fashion, teacher, capsys):
+    base = ["compare", "--data", "fashion-mnist", "--data-dir", str(fake_fashion), "--img-size", "28"]
+    assert main([*base, "--teacher-checkpoint", str(teacher), "--budgets", "1.5"]) == 2
+    assert "budgets must be" in capsys.readouterr().err
+    assert main([*base, "--model", "vit_tiny_patch16_224"]) == 2
+    assert "--teacher-checkpoint" in capsys.readouterr().err
