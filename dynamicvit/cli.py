@@ -137,6 +137,28 @@ def _cmd_viz(args: argparse.Namespace) -> None:
     print(f"written to {args.out}")
 
 
+def _cmd_export(args: argparse.Namespace) -> None:
+    from .export import export_onnx
+
+    if args.checkpoint:
+        from .engine import load_trained
+
+        model, _ = load_trained(args.checkpoint)
+    elif args.model:
+        from .baselines import apply_method
+        from .models import build_timm_model
+
+        kwargs = {"img_size": args.img_size} if args.img_size else {}
+        model = build_timm_model(args.model, pretrained=args.pretrained, **kwargs)
+        if args.method != "dense":
+            model = apply_method(model, args.method, keep_rate=args.keep_rate)
+    else:
+        raise ValueError("give --checkpoint PATH or --model NAME")
+    r = export_onnx(model, args.onnx, opset=args.opset, check=not args.no_check)
+    parity = f", max |onnx − torch| = {r['max_abs_diff']:.2e}" if "max_abs_diff" in r else ""
+    print(f"wrote {r['path']} ({r['bytes'] / 1e6:.1f} MB, dynamic batch){parity}")
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from .demo import DemoConfig, run_demo
 
@@ -232,6 +254,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="kept_tokens.png", help="PNG to write")
     p.set_defaults(func=_cmd_viz)
 
+    p = sub.add_parser("export", help="ONNX file of an eval-mode model, dynamic batch, checked with onnxruntime")
+    p.add_argument("--onnx", required=True, metavar="PATH", help="ONNX file to write")
+    p.add_argument("--checkpoint", default=None, help="a training checkpoint (its model and config)")
+    p.add_argument("--model", default=None, help="or a timm model name (untrained predictors)")
+    p.add_argument("--method", default="dynamicvit", choices=["dense", *METHODS])
+    p.add_argument("--keep-rate", type=float, default=0.7)
+    p.add_argument("--img-size", type=int, default=None)
+    p.add_argument("--pretrained", action="store_true")
+    p.add_argument("--opset", type=int, default=None)
+    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
+    p.set_defaults(func=_cmd_export)
+
     p = sub.add_parser("flops", help="multiply-accumulates of dense vs sparse, per stage")
     _add_model_args(p)
     p.set_defaults(func=_cmd_flops)
@@ -249,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, TypeError, CheckpointError, FileNotFoundError, TrainingError) as err:
+    except (ValueError, TypeError, CheckpointError, FileNotFoundError, TrainingError, ImportError) as err:
         print(f"dynamicvit {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -1,0 +1,45 @@
+import pytest
+import torch
+from conftest import tiny_vit
+
+from dynamicvit.baselines import apply_method
+from dynamicvit.cli import main
+from dynamicvit.export import export_onnx, onnx_session
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.mark.parametrize("method", ["dense", "dynamicvit", "evit", "tome"])
+def test_onnx_matches_pytorch_at_any_batch(tmp_path, method):
+    model = tiny_vit(depth=4)
+    if method != "dense":
+        model = apply_method(model, method, keep_rate=0.6, r=6)
+    if method == "dynamicvit":  # fresh predictors score all tokens alike; spread them so ties cannot flip
+        for p in model.score_predictor.parameters():
+            torch.nn.init.normal_(p, std=0.5)
+    result = export_onnx(model, tmp_path / "m.onnx")
+    assert result["max_abs_diff"] <= 1e-4
+    session = onnx_session(tmp_path / "m.onnx")
+    for batch in (1, 5):
+        x = torch.randn(batch, 3, 32, 32)
+        out = session.run(None, {"images": x.numpy()})[0]
+        with torch.inference_mode():
+            ref = model.eval()(x)
+        assert out.shape == (batch, 10)
+        assert abs(out - ref.numpy()).max() <= 1e-4
+
+
+def test_export_cli(tmp_path, capsys):
+    out = tmp_path / "deit.onnx"
+    args = ["export", "--onnx", str(out), "--model", "deit_tiny_patch16_224", "--img-size", "32", "--keep-rate", "0.5"]
+    assert main(args) == 0
+    assert "max |onnx − torch|" in capsys.readouterr().out and out.stat().st_size > 0
+
+
+def test_export_errors(tmp_path, capsys):
+    with pytest.raises(ValueError, match="cannot be exported"):
+        export_onnx(apply_method(tiny_vit(), "random"), tmp_path / "r.onnx")
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"garbage")
+    assert main(["export", "--onnx", str(tmp_path / "x.onnx"), "--checkpoint", str(bad)]) == 2
+    assert "cannot read checkpoint" in capsys.readouterr().err
