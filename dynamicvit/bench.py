@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import random
 import statistics
+import tempfile
 import time
+import weakref
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from .models import create_pair
 from .vit import in_channels
 
-__all__ = ["time_callables", "sliced_forward", "benchmark"]
+__all__ = ["time_runs", "time_callables", "sliced_forward", "peak_memory_mb", "benchmark"]
 
 
 def sliced_forward(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -40,10 +45,10 @@ def sliced_forward(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 @torch.inference_mode()
-def time_callables(
+def time_runs(
     fns: dict[str, Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor, warmup: int = 3, repeats: int = 10
-) -> dict[str, float]:
-    """Median seconds per call of each function, interleaved in a shuffled order per round so
+) -> dict[str, list[float]]:
+    """Seconds of every call of each function, interleaved in a shuffled order per round so
     that drift and cache effects of the previous call hit all alike."""
     for _ in range(warmup):
         for fn in fns.values():
@@ -58,7 +63,70 @@ def time_callables(
             start = time.perf_counter()
             fn(x)
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
+
+
+def time_callables(
+    fns: dict[str, Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor, warmup: int = 3, repeats: int = 10
+) -> dict[str, float]:
+    """Median seconds per call of each function (see :func:`time_runs`)."""
+    return {name: statistics.median(t) for name, t in time_runs(fns, x, warmup, repeats).items()}
+
+
+class _LiveTensorBytes(TorchDispatchMode):
+    """Peak bytes of tensors created by ops and still alive, for CPU runs (no allocator stats there)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = self.peak = 0
+        self._owned: set[int] = set()
+
+    def _free(self, ptr: int, nbytes: int) -> None:
+        self._owned.discard(ptr)
+        self.live -= nbytes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in self._owned:
+                ptr, nbytes = t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()
+                self._owned.add(ptr)
+                self.live += nbytes
+                self.peak = max(self.peak, self.live)
+                weakref.finalize(t, self._free, ptr, nbytes)
+        return out
+
+
+@torch.inference_mode()
+def peak_memory_mb(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> float:
+    """Peak memory of one call in MB: the CUDA allocator's peak, or on CPU the peak of live tensors
+    the call created (activations; weights and the input are not counted)."""
+    if x.is_cuda:
+        torch.cuda.reset_peak_memory_stats(x.device)
+        base = torch.cuda.memory_allocated(x.device)
+        fn(x)
+        return (torch.cuda.max_memory_allocated(x.device) - base) / 2**20
+    with _LiveTensorBytes() as counter:
+        fn(x)
+    return counter.peak / 2**20
+
+
+def _onnx_runner(model: nn.Module, path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+    from .export import export_onnx, onnx_session
+
+    export_onnx(model, path, check=False)
+    session = onnx_session(path)
+    return lambda x: session.run(None, {"images": x.numpy()})[0]
+
+
+def _row(times: list[float], batch: int, dense: list[float]) -> dict:
+    median = statistics.median(times)
+    q = statistics.quantiles(times, n=100, method="inclusive") if len(times) > 1 else [times[0]] * 99
+    return {
+        "img_per_s": batch / median,
+        "speedup": statistics.median(dense) / median,
+        "latency_ms": {"p50": 1e3 * median, "p90": 1e3 * q[89], "p99": 1e3 * q[98]},
+    }
 
 
 def benchmark(
@@ -68,26 +136,55 @@ def benchmark(
     img_size: int | None = None,
     warmup: int = 3,
     repeats: int = 10,
+    compile: bool | str = False,
+    onnx: bool = False,
     **timm_kwargs,
 ) -> dict:
-    """img/s of dense, sparse and the slicing limit for a timm model name; ratios to dense."""
+    """img/s of dense, sparse and the slicing limit for a timm model name, ratios to dense;
+    ``variants`` adds latency percentiles and peak memory of each, and with ``compile`` /
+    ``onnx`` the ``torch.compile``d and onnxruntime versions of dense and sparse, all timed
+    interleaved in one process. ``compile`` may name a ``torch.compile`` backend (default inductor)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
     if img_size is not None:
         timm_kwargs["img_size"] = img_size
     dense, sparse = create_pair(model, keep_rate=keep_rate, **timm_kwargs)
     h, w = dense.patch_embed.img_size
     x = torch.randn(batch_size, in_channels(dense), h, w)
-    secs = time_callables({"dense": dense, "sparse": sparse, "limit": sliced_forward(sparse)}, x, warmup, repeats)
-    ips = {name: batch_size / s for name, s in secs.items()}
+    fns = {"dense": dense, "sparse": sparse, "limit": sliced_forward(sparse)}
+    peaks = {name: peak_memory_mb(fn, x) for name, fn in fns.items()}
+    setup: dict[str, float] = {}
+    if compile:
+        for name in ("dense", "sparse"):
+            backend = compile if isinstance(compile, str) else "inductor"
+            fns[f"{name} compiled"] = torch.compile(fns[name], backend=backend)
+            start = time.perf_counter()
+            with torch.inference_mode():
+                fns[f"{name} compiled"](x)
+            setup[f"{name} compiled"] = time.perf_counter() - start
+    if onnx:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in ("dense", "sparse"):
+                fns[f"{name} onnx"] = _onnx_runner(fns[name], Path(tmp) / f"{name}.onnx")
+    times = time_runs(fns, x, warmup, repeats)
+    ips = {name: batch_size / statistics.median(t) for name, t in times.items()}
+    variants = {name: _row(t, batch_size, times["dense"]) for name, t in times.items()}
+    for name, row in variants.items():
+        row["peak_mb"] = peaks.get(name)
+        if name in setup:
+            row["compile_seconds"] = setup[name]
     return {
         "model": model,
         "keep_rate": keep_rate,
         "batch_size": batch_size,
         "img_size": [h, w],
         "threads": torch.get_num_threads(),
-        "img_per_s": ips,
+        "repeats": repeats,
+        "img_per_s": {k: ips[k] for k in ("dense", "sparse", "limit")},
         "speedup": ips["sparse"] / ips["dense"],
         "limit_speedup": ips["limit"] / ips["dense"],
         "fraction_of_limit": ips["sparse"] / ips["limit"],
+        "variants": variants,
     }

@@ -44,28 +44,36 @@ def _cmd_flops(args: argparse.Namespace) -> None:
 def _cmd_bench(args: argparse.Namespace) -> None:
     from .bench import benchmark
 
-    r = benchmark(
-        args.model,
-        keep_rate=args.keep_rate,
-        batch_size=args.batch_size,
-        img_size=args.img_size,
-        warmup=args.warmup,
-        repeats=args.repeats,
-    )
+    results = [
+        benchmark(
+            model,
+            keep_rate=args.keep_rate,
+            batch_size=batch,
+            img_size=args.img_size,
+            warmup=args.warmup,
+            repeats=args.repeats,
+            compile=args.compile,
+            onnx=args.onnx,
+        )
+        for model in args.models
+        for batch in args.batch_sizes
+    ]
     if args.json:
-        print(json.dumps(r, indent=2))
+        print(json.dumps(results if len(results) > 1 else results[0], indent=2))
         return
-    ips = r["img_per_s"]
-    print(
-        f"{r['model']} keep rate {r['keep_rate']}, batch {r['batch_size']}, {r['threads']} threads, median of "
-        f"{args.repeats} interleaved runs"
-    )
-    print(f"dense  {ips['dense']:9.1f} img/s")
-    print(f"sparse {ips['sparse']:9.1f} img/s   {r['speedup']:.2f}x dense")
-    print(
-        f"limit  {ips['limit']:9.1f} img/s   {r['limit_speedup']:.2f}x dense (same token counts, sliced, no predictor)"
-    )
-    print(f"sparse reaches {r['fraction_of_limit']:.3f} of the limit")
+    for r in results:
+        print(
+            f"{r['model']} keep rate {r['keep_rate']}, batch {r['batch_size']}, {r['threads']} threads, "
+            f"median of {r['repeats']} interleaved runs"
+        )
+        print(f"  {'variant':<17}{'img/s':>9}{'× dense':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'peak MB':>9}")
+        for name, v in r["variants"].items():
+            lat, peak = v["latency_ms"], v["peak_mb"]
+            print(
+                f"  {name:<17}{v['img_per_s']:>9.1f}{v['speedup']:>9.2f}{lat['p50']:>9.1f}{lat['p90']:>9.1f}"
+                f"{lat['p99']:>9.1f}{'–' if peak is None else f'{peak:.1f}':>9}"
+            )
+        print(f"  limit = same token counts sliced, no predictor; sparse reaches {r['fraction_of_limit']:.3f} of it")
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -270,11 +278,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.set_defaults(func=_cmd_flops)
 
-    p = sub.add_parser("bench", help="measured img/s of dense vs sparse (and the slicing limit)")
-    _add_model_args(p)
-    p.add_argument("--batch-size", type=int, default=32)
+    p = sub.add_parser("bench", help="measured img/s, latency and memory of dense vs sparse (and the slicing limit)")
+    p.add_argument("--model", "--models", dest="models", nargs="+", required=True, help="timm model name(s)")
+    p.add_argument("--keep-rate", type=float, default=0.7, help="per-stage keep ratio rho in (0, 1]")
+    p.add_argument("--img-size", type=int, default=None, help="input resolution (default: the model's)")
+    p.add_argument("--batch-size", "--batch-sizes", dest="batch_sizes", type=int, nargs="+", default=[32])
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--compile", action="store_true", help="also time torch.compile'd dense and sparse")
+    p.add_argument("--onnx", action="store_true", help="also time the ONNX exports with onnxruntime")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_bench)
     return parser
 

@@ -1,8 +1,12 @@
+import json
+
+import pytest
 import torch
 from conftest import tiny_vit
 
 import dynamicvit
-from dynamicvit.bench import benchmark, sliced_forward, time_callables
+from dynamicvit.bench import benchmark, peak_memory_mb, sliced_forward, time_callables
+from dynamicvit.cli import main
 
 
 def test_sliced_limit_at_full_keep_equals_model():
@@ -42,3 +46,46 @@ def test_benchmark_reports_consistent_ratios():
     assert set(ips) == {"dense", "sparse", "limit"}
     assert abs(r["speedup"] - ips["sparse"] / ips["dense"]) < 1e-9
     assert abs(r["fraction_of_limit"] - ips["sparse"] / ips["limit"]) < 1e-9
+
+
+def test_peak_memory_counts_live_activations():
+    def fn(x):
+        a = x.repeat(4, 1)  # 4 × 4 KB alive ...
+        b = a * 2  # ... plus another 16 KB at the peak
+        del a
+        return b.sum()
+
+    peak = peak_memory_mb(fn, torch.zeros(1, 1024))
+    assert abs(peak * 2**20 - 2 * 16 * 1024) <= 64
+
+
+def test_bench_variants_compile_and_onnx(capsys):
+    pytest.importorskip("onnxruntime")
+    r = benchmark(
+        "deit_tiny_patch16_224",
+        keep_rate=0.5,
+        batch_size=2,
+        img_size=32,
+        patch_size=8,
+        depth=4,
+        warmup=1,
+        repeats=3,
+        compile="aot_eager",  # the plumbing; inductor's C++ build takes minutes on 2 cores
+        onnx=True,
+    )
+    v = r["variants"]
+    assert set(v) == {"dense", "sparse", "limit", "dense compiled", "sparse compiled", "dense onnx", "sparse onnx"}
+    for row in v.values():
+        lat = row["latency_ms"]
+        assert row["img_per_s"] > 0 and lat["p50"] <= lat["p90"] <= lat["p99"]
+    assert v["dense"]["speedup"] == 1.0 and "compile_seconds" in v["sparse compiled"]
+    assert v["dense"]["peak_mb"] >= v["limit"]["peak_mb"] > 0 and v["dense onnx"]["peak_mb"] is None
+
+
+def test_bench_cli_matrix(capsys):
+    args = ["bench", "--models", "deit_tiny_patch16_224", "--img-size", "32", "--batch-sizes", "1", "3"]
+    assert main([*args, "--repeats", "2", "--warmup", "1", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["batch_size"] for r in rows] == [1, 3]
+    assert main([*args, "--repeats", "2", "--warmup", "1"]) == 0
+    assert "p99 ms" in capsys.readouterr().out
