@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .models import sparsify
 from .predictor import check_keep_rate
 from .vit import (
     TokenReductionMixin,
@@ -40,7 +41,6 @@ from .vit import (
     check_supported,
     default_prune_layers,
     mixed_class,
-    sparsify_vit,
 )
 
 __all__ = [
@@ -250,7 +250,7 @@ def apply_method(
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if method == "dynamicvit":
-        return sparsify_vit(model, keep_rate=keep_rate, prune_layers=prune_layers)
+        return sparsify(model, keep_rate=keep_rate, prune_layers=prune_layers)
     check_supported(model)
     rate = check_keep_rate(keep_rate)
     depth = len(model.blocks)

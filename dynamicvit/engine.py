@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -41,6 +42,7 @@ from .checkpoint import (
 )
 from .data import build_dataset
 from .flops import count_flops
+from .hierarchical import is_hierarchical
 from .losses import DistillationLoss
 from .models import build_timm_model
 from .vit import TokenReductionMixin
@@ -73,16 +75,16 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 64  # per process
     lr: float = 1e-3
-    backbone_lr_scale: float = 0.01
+    backbone_lr_scale: float | None = None  # None: SPEC's 0.01 for ViTs, 0.2 for ConvNeXt/Swin
     freeze_backbone_epochs: float = 5  # no backbone updates before this epoch (fractions allowed)
     warmup_epochs: float = 5
     min_lr: float = 1e-6
     weight_decay: float = 0.05
     keep_rate: float = 0.7
     prune_layers: list[int] | None = None
-    ratio_weight: float = 2.0
+    ratio_weight: float | None = None  # None: SPEC's 2 for ViTs, 10 for ConvNeXt/Swin
     distill_weight: float = 0.5
-    token_weight: float = 0.5
+    token_weight: float = 0.5  # ViTs only: hierarchical models keep no token subset to compare
     mixup: float = 0.0
     cutmix: float = 0.0
     smoothing: float = 0.0
@@ -168,7 +170,20 @@ def _reduce(model: nn.Module, cfg: TrainConfig) -> nn.Module:
 
 
 def _is_backbone(name: str) -> bool:
-    return not name.startswith("score_predictor.")
+    """Pretrained weights, as opposed to the modules sparsification adds (predictors, fast paths)."""
+    return not any(part in ("score_predictor", "fast_path") for part in name.split("."))
+
+
+def _family_defaults(cfg: TrainConfig, model: nn.Module) -> TrainConfig:
+    """Fill the recipe values left unset with SPEC's defaults for the model's family."""
+    hierarchical = is_hierarchical(model)
+    return dataclasses.replace(
+        cfg,
+        ratio_weight=cfg.ratio_weight if cfg.ratio_weight is not None else (10.0 if hierarchical else 2.0),
+        backbone_lr_scale=cfg.backbone_lr_scale
+        if cfg.backbone_lr_scale is not None
+        else (0.2 if hierarchical else 0.01),
+    )
 
 
 def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
@@ -217,6 +232,7 @@ class Trainer:
             self.train_set, batch_size=cfg.batch_size, sampler=self.sampler, num_workers=cfg.workers, drop_last=True
         )
         self.model, self.teacher = self._build_models()
+        self.cfg = cfg = _family_defaults(cfg, self.model)
         self.optimizer = create_optimizer_v2(
             _param_groups(self.model, cfg), opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay
         )
@@ -242,6 +258,7 @@ class Trainer:
         else:
             base = LabelSmoothingCrossEntropy(cfg.smoothing) if cfg.smoothing > 0 else nn.CrossEntropyLoss()
         self.base_criterion = base
+        hierarchical = is_hierarchical(self.model)
         self.criterion = (
             None
             if cfg.dense
@@ -251,7 +268,8 @@ class Trainer:
                 base_criterion=base,
                 ratio_weight=cfg.ratio_weight if cfg.method == "dynamicvit" else 0.0,
                 distill_weight=cfg.distill_weight,
-                token_weight=cfg.token_weight if cfg.method == "dynamicvit" else 0.0,
+                token_weight=cfg.token_weight if cfg.method == "dynamicvit" and not hierarchical else 0.0,
+                target_ratios=self.model.keep_ratios if hierarchical else None,
             )
         )
         self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay) if cfg.ema_decay else None

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula, sdpa_flop_count
 
+from .hierarchical import DynamicStageMixin
 from .models import create_pair
 from .vit import TokenReductionMixin, in_channels
 
@@ -50,6 +51,8 @@ def _input_size(model: nn.Module, img_size: int | tuple[int, int] | None) -> tup
     pe = getattr(model, "patch_embed", None)
     if pe is not None and getattr(pe, "img_size", None) is not None:
         (h, w), chans = pe.img_size, in_channels(model)
+    else:
+        chans = in_channels(model)
     if img_size is not None:
         h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
     return chans, h, w
@@ -103,6 +106,10 @@ def count_flops(
     if isinstance(model, TokenReductionMixin):
         n = model.patch_embed.num_patches if img_size is None else x.shape[-2] * x.shape[-1] // _patch_area(model)
         tokens = {"input": n, **{f"stage {s + 1}": c for s, c in enumerate(model.token_counts(n))}}
+    stage = next((m for m in model.modules() if isinstance(m, DynamicStageMixin)), None)
+    if stage is not None:
+        n = stage.last_locations
+        tokens = {"input": n, **{f"stage {s + 1}": c for s, c in enumerate(stage.keep_counts(n))}}
     return FlopReport(total=total, parts=parts, tokens=tokens)
 
 
@@ -120,7 +127,7 @@ def compare_flops(model: str, keep_rate: float = 0.7, img_size: int | None = Non
     return {
         "model": model,
         "keep_rate": keep_rate,
-        "img_size": list(sparse.patch_embed.img_size),
+        "img_size": list(_input_size(sparse, img_size)[1:]),
         "unit": "MACs (fvcore convention, what the papers call FLOPs)",
         "dense": d.to_dict(),
         "sparse": s.to_dict(),

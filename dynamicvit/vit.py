@@ -124,8 +124,8 @@ def _masked_block(blk: Block, x: torch.Tensor, policy: torch.Tensor) -> torch.Te
 
 
 def in_channels(model: nn.Module) -> int:
-    """Input channels of a ViT's patch embedding (plain or convolutional stem)."""
-    pe = model.patch_embed
+    """Input channels of a model: its patch embedding's (plain or conv stem), else its first conv's."""
+    pe = getattr(model, "patch_embed", None) or model
     return getattr(pe, "in_chans", None) or next(m.in_channels for m in pe.modules() if isinstance(m, nn.Conv2d))
 
 

@@ -1,0 +1,337 @@
+"""Asymmetric computation for hierarchical models (SPEC §3): timm ``ConvNeXt`` and ``SwinTransformer``.
+
+These models cannot drop locations without breaking their feature maps, so in the
+sparsified stage (the third, the long one) every block keeps its spatial mixer (7×7
+depthwise conv / shifted-window attention) on the full map, then runs its original MLP
+branch (the *slow path*) on the important locations only and a cheap *fast path*
+(LayerNorm → Linear(C, C), scaled by a learnable gamma initialised at 1e-6) on the rest.
+The map keeps its H×W structure, so the model still serves dense prediction; timm's
+``features_only`` models are sparsified the same way.
+
+Predictors run before some blocks of the stage (``prune_layers``, stage-local block indices);
+each selects afresh from all H·W locations, keeping the absolute ratios ``keep_ratios``
+(default ``[rho, rho - 0.2, rho - 0.4]``); a predictor's choice holds until the next one.
+
+The train/eval contract (one, unlike the release):
+
+* **train mode** – both paths run on every location and are blended by the hard 0/1 mask
+  (Gumbel straight-through): ``m · slow + (1 − m) · fast``;
+* **eval mode** – the slow path runs on the ``int(H·W·r)`` best-scored locations only, the
+  fast path on the others, and both are scattered back into the map. Decisions are
+  indices (B, k) into the stage's H·W grid in descending score order.
+
+With the same hard mask both modes give the same output (tested).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from timm.models.convnext import ConvNeXt, ConvNeXtBlock, ConvNeXtStage
+from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock, SwinTransformerStage
+from torch import nn
+
+from .predictor import TokenPredictor, check_keep_rate, gumbel_keep_mask
+from .vit import SparseOutput, in_channels, mixed_class
+
+__all__ = [
+    "SUPPORTED_HIERARCHICAL",
+    "DEFAULT_PRUNE_LAYERS",
+    "FastPath",
+    "DynamicStageMixin",
+    "DynamicHierarchicalMixin",
+    "default_keep_ratios",
+    "check_keep_ratios",
+    "sparsify_hierarchical",
+    "is_hierarchical",
+]
+
+SUPPORTED_HIERARCHICAL = (
+    "timm ConvNeXt (channels-last MLP blocks: convnext_tiny/small/base/large, ...) and SwinTransformer "
+    "(swin_tiny/small/base_patch4_window7_224, ...), classifiers or features_only"
+)
+
+
+def default_keep_ratios(keep_rate: float, stages: int = 3) -> list[float]:
+    """The journal version's absolute keep ratios: ``[rho, rho - 0.2, rho - 0.4]``."""
+    return [round(keep_rate - 0.2 * s, 6) for s in range(stages)]
+
+
+def check_keep_ratios(ratios: Sequence[float]) -> list[float]:
+    """Each ratio in (0, 1], non-increasing; otherwise a clear error saying what to pass."""
+    values = [float(r) for r in ratios]
+    if not values:
+        raise ValueError("keep ratios must name at least one stage")
+    if any(not 0 < r <= 1 for r in values):
+        raise ValueError(
+            f"keep ratios {values} leave no locations or exceed 1: each must lie in (0, 1] "
+            "(the default [rho, rho-0.2, rho-0.4] needs rho > 0.4; pass keep_ratios=[...] otherwise)"
+        )
+    if any(b > a for a, b in zip(values, values[1:], strict=False)):
+        raise ValueError(f"keep ratios must not increase from one predictor to the next, got {values}")
+    return values
+
+
+class FastPath(nn.Module):
+    """The cheap path for unimportant locations: ``gamma · Linear(LayerNorm(x))`` per location."""
+
+    def __init__(self, dim: int, init_scale: float = 1e-6) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fc = nn.Linear(dim, dim)
+        self.gamma = nn.Parameter(torch.full((dim,), init_scale))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.norm(x)) * self.gamma
+
+
+# -- the two families: mixer on the full map, then the per-location branch -----------------
+def _mix(blk: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(base, y): tokens (B, H·W, C) to add the branch to, and the branch's input."""
+    if isinstance(blk, ConvNeXtBlock):
+        base = blk.shortcut(x).flatten(2).transpose(1, 2)
+        return base, blk.conv_dw(x).flatten(2).transpose(1, 2)
+    b, h, w, c = x.shape
+    x = x + blk.drop_path1(blk._attn(blk.norm1(x)))
+    x = x.reshape(b, h * w, c)
+    return x, x
+
+
+def _slow(blk: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    """The block's original per-location branch (norm, MLP, layer scale)."""
+    if isinstance(blk, ConvNeXtBlock):
+        out = blk.mlp(blk.norm(y))
+        return out * blk.gamma if blk.gamma is not None else out
+    return blk.mlp(blk.norm2(y))
+
+
+def _drop_path(blk: nn.Module) -> nn.Module:
+    return blk.drop_path if isinstance(blk, ConvNeXtBlock) else blk.drop_path2
+
+
+def _to_map(blk: nn.Module, tokens: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Tokens (B, H·W, C) back into the family's map layout (NCHW ConvNeXt, NHWC Swin)."""
+    if isinstance(blk, ConvNeXtBlock):
+        b, _, h, w = like.shape
+        return tokens.transpose(1, 2).reshape(b, -1, h, w)
+    return tokens.reshape(like.shape[0], like.shape[1], like.shape[2], -1)
+
+
+def _map_tokens(x: torch.Tensor, channels_first: bool) -> torch.Tensor:
+    return x.flatten(2).transpose(1, 2) if channels_first else x.flatten(1, 2)
+
+
+def adaptive_block(blk: nn.Module, x: torch.Tensor, decision: torch.Tensor, training: bool) -> torch.Tensor:
+    """One block with asymmetric computation. ``decision``: train – hard mask (B, H·W);
+    eval – kept location indices (B, k)."""
+    base, y = _mix(blk, x)
+    if training:
+        m = decision.unsqueeze(-1).to(y.dtype)
+        branch = _slow(blk, y) * m + blk.fast_path(y) * (1 - m)
+    else:
+        n, c = y.shape[1], y.shape[2]
+        kept = decision
+        dropped = _complement(kept, n)
+        branch = torch.empty_like(y)
+        slow = _slow(blk, y.gather(1, kept.unsqueeze(-1).expand(-1, -1, c)))
+        branch.scatter_(1, kept.unsqueeze(-1).expand(-1, -1, c), slow.to(branch.dtype))
+        if dropped.shape[1]:
+            fast = blk.fast_path(y.gather(1, dropped.unsqueeze(-1).expand(-1, -1, c)))
+            branch.scatter_(1, dropped.unsqueeze(-1).expand(-1, -1, c), fast.to(branch.dtype))
+    return _to_map(blk, base + _drop_path(blk)(branch), x)
+
+
+def _complement(index: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices (B, n − k) of the locations not in ``index`` (B, k), ascending."""
+    keep = torch.zeros(index.shape[0], n, dtype=torch.bool, device=index.device)
+    keep.scatter_(1, index, True)
+    return (~keep).nonzero()[:, 1].view(index.shape[0], n - index.shape[1])
+
+
+class DynamicStageMixin:
+    """A ConvNeXt/Swin stage with predictors and adaptive blocks (see the module docstring).
+
+    ``forced_decisions`` (set by the model's ``forward``) replaces the predictors' choices;
+    ``last_decisions`` holds the decisions of the latest forward.
+    """
+
+    score_predictor: nn.ModuleList
+    keep_ratios: list[float]
+    prune_layers: list[int]
+    forced_decisions: list[torch.Tensor] | None = None
+    last_decisions: list[torch.Tensor] = []
+    last_locations: int = 0
+
+    def keep_counts(self, locations: int) -> list[int]:
+        return [max(1, int(locations * r + 1e-6)) for r in self.keep_ratios]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        channels_first = isinstance(self.blocks[0], ConvNeXtBlock)
+        h, w = x.shape[-2:] if channels_first else x.shape[1:3]
+        if not channels_first:
+            _check_windows(self.blocks, x)
+        stage_of = {layer: s for s, layer in enumerate(self.prune_layers)}
+        forced, decision, decisions = self.forced_decisions, None, []
+        for i, blk in enumerate(self.blocks):
+            s = stage_of.get(i)
+            if s is not None:
+                decision = self._decide(s, _map_tokens(x, channels_first), forced)
+                decisions.append(decision)
+            x = blk(x) if decision is None else adaptive_block(blk, x, decision, self.training)
+        self.last_decisions, self.last_locations = decisions, h * w
+        return x
+
+    def _decide(self, s: int, tokens: torch.Tensor, forced) -> torch.Tensor:
+        n = tokens.shape[1]
+        if forced is not None:
+            d = forced[s].to(tokens.device)
+            if self.training:
+                return d.to(torch.float32)
+            if d.dim() != 2 or d.min() < 0 or d.max() >= n:
+                raise ValueError(f"forced eval decisions must be (B, k) location indices in [0, {n})")
+            return d.long()
+        if self.training:
+            log_probs = self.score_predictor[s](tokens, tokens.new_ones(tokens.shape[0], n, 1))
+            return gumbel_keep_mask(log_probs, tokens.new_ones(tokens.shape[0], n, dtype=torch.float32))
+        return self.score_predictor[s].keep_score(tokens).topk(self.keep_counts(n)[s], dim=1).indices
+
+
+def _check_windows(blocks: nn.Module, x: torch.Tensor) -> None:
+    h, w = x.shape[1], x.shape[2]
+    ws = blocks[0].window_size
+    if h % ws[0] or w % ws[1]:
+        raise ValueError(
+            f"the sparsified Swin stage sees a {h}x{w} map that its {ws[0]}x{ws[1]} windows do not divide; "
+            f"use an input size whose stage-3 map is a multiple of the window size"
+        )
+
+
+class DynamicHierarchicalMixin:
+    """Model-level API of a sparsified ConvNeXt/Swin classifier, like DynamicViT's."""
+
+    @property
+    def dynamic_stage(self) -> nn.Module:
+        """The sparsified stage (predictors, adaptive blocks)."""
+        return next(m for m in self.modules() if isinstance(m, DynamicStageMixin))
+
+    @property
+    def keep_rate(self) -> float:
+        return self.dynamic_stage.keep_ratios[0]
+
+    @property
+    def keep_ratios(self) -> list[float]:
+        return list(self.dynamic_stage.keep_ratios)
+
+    @keep_ratios.setter
+    def keep_ratios(self, ratios: Sequence[float]) -> None:
+        self.dynamic_stage.keep_ratios = check_keep_ratios(ratios)
+
+    @property
+    def prune_layers(self) -> list[int]:
+        return list(self.dynamic_stage.prune_layers)
+
+    @property
+    def score_predictor(self) -> nn.ModuleList:
+        return self.dynamic_stage.score_predictor
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"expected an image batch (B, C, H, W), got {shape}")
+        channels = in_channels(self)
+        if x.shape[1] != channels:
+            raise ValueError(f"model expects {channels} input channels, got {x.shape[1]}")
+        size = getattr(getattr(self, "patch_embed", None), "img_size", None)
+        strict = getattr(getattr(self, "patch_embed", None), "strict_img_size", False)
+        if size is not None and strict and tuple(x.shape[-2:]) != tuple(size):
+            raise ValueError(
+                f"input is {x.shape[-2]}x{x.shape[-1]} but this Swin model was built for {size[0]}x{size[1]}; "
+                "build it with img_size=... for other sizes"
+            )
+        if min(x.shape[-2:]) < 32:
+            raise ValueError(f"input {x.shape[-2]}x{x.shape[-1]} is smaller than the model's total stride 32")
+
+    def forward(
+        self, x: torch.Tensor, decisions: list[torch.Tensor] | None = None, return_decisions: bool = False
+    ) -> torch.Tensor | SparseOutput:
+        """Class logits; with ``return_decisions`` a :class:`SparseOutput` whose ``features`` is the final map."""
+        self._check_input(x)
+        stage = self.dynamic_stage
+        if decisions is not None and len(decisions) != len(stage.prune_layers):
+            raise ValueError(f"expected {len(stage.prune_layers)} forced decisions, got {len(decisions)}")
+        stage.forced_decisions = decisions
+        try:
+            feats = self.forward_features(x)
+        finally:
+            stage.forced_decisions = None
+        logits = self.forward_head(feats)
+        if not torch.isfinite(logits).all() and not torch.isfinite(x).all():
+            raise ValueError("input contains NaN or Inf values")
+        return SparseOutput(logits, stage.last_decisions, feats) if return_decisions else logits
+
+    def forward_with_decisions(self, x: torch.Tensor, decisions: list[torch.Tensor] | None = None) -> SparseOutput:
+        return self(x, decisions=decisions, return_decisions=True)
+
+
+def _stages(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, (ConvNeXtStage, SwinTransformerStage))]
+
+
+def is_hierarchical(model: nn.Module) -> bool:
+    """Whether ``model`` (classifier or timm features_only net) has ConvNeXt/Swin stages."""
+    return bool(_stages(model))
+
+
+DEFAULT_PRUNE_LAYERS = {9: [1, 2, 3], 6: [1, 2, 3], 27: [3, 6, 9], 18: [2, 4, 6]}
+
+
+def sparsify_hierarchical(
+    model: nn.Module,
+    keep_rate: float = 0.7,
+    prune_layers: Sequence[int] | None = None,
+    keep_ratios: Sequence[float] | None = None,
+    stage: int = 2,
+) -> nn.Module:
+    """Give a timm ConvNeXt/Swin (classifier or ``features_only``) asymmetric computation in
+    ``stage`` (default the third) in place and return it. Predictors before stage-local blocks
+    ``prune_layers`` (SPEC defaults by depth); ratios default to ``[rho, rho-0.2, rho-0.4]``."""
+    stages = _stages(model)
+    if not stages:
+        raise TypeError(f"{type(model).__name__} is not supported; supported: {SUPPORTED_HIERARCHICAL}")
+    if not 0 <= stage < len(stages):
+        raise ValueError(f"stage must be in [0, {len(stages) - 1}], got {stage}")
+    target = stages[stage]
+    if isinstance(target, DynamicStageMixin):
+        raise ValueError("model is already sparsified; set model.keep_ratios to change its budget")
+    blocks = list(target.blocks)
+    if not all(isinstance(b, (ConvNeXtBlock, SwinTransformerBlock)) for b in blocks):
+        raise TypeError(f"stage {stage} holds blocks other than timm's; supported: {SUPPORTED_HIERARCHICAL}")
+    if any(getattr(b, "use_conv_mlp", False) for b in blocks):
+        raise TypeError("ConvNeXt with conv_mlp=True is not supported (its MLP runs on NCHW maps)")
+    depth = len(blocks)
+    layers = list(prune_layers) if prune_layers is not None else DEFAULT_PRUNE_LAYERS.get(depth)
+    if layers is None:
+        layers = [max(1, depth * i // 4) for i in (1, 2, 3)] if depth >= 4 else None
+    if not layers or any(not 0 <= v < depth for v in layers) or sorted(set(layers)) != layers:
+        raise ValueError(f"prune_layers must be increasing block indices in [0, {depth - 1}], got {layers}")
+    rate = check_keep_rate(keep_rate)
+    ratios = check_keep_ratios(keep_ratios if keep_ratios is not None else default_keep_ratios(rate, len(layers)))
+    if len(ratios) != len(layers):
+        raise ValueError(f"{len(ratios)} keep ratios for {len(layers)} prune layers")
+    dim = blocks[0].mlp.fc1.in_features
+    ref = next(target.parameters())
+    predictors = nn.ModuleList(TokenPredictor(dim) for _ in layers)
+    for m in predictors.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            nn.init.zeros_(m.bias)
+    for blk in blocks[layers[0] :]:
+        blk.fast_path = FastPath(dim).to(device=ref.device, dtype=ref.dtype)
+    target.__class__ = mixed_class(DynamicStageMixin, type(target), "Dynamic")
+    target.score_predictor = predictors.to(device=ref.device, dtype=ref.dtype)
+    target.prune_layers, target.keep_ratios = layers, ratios
+    if isinstance(model, (ConvNeXt, SwinTransformer)):
+        model.__class__ = mixed_class(DynamicHierarchicalMixin, type(model), "Dynamic")
+    return model
