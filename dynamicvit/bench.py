@@ -21,8 +21,9 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from .flops import input_size
+from .hierarchical import is_hierarchical
 from .models import create_pair
-from .vit import in_channels
 
 __all__ = ["time_runs", "time_callables", "sliced_forward", "peak_memory_mb", "benchmark"]
 
@@ -151,9 +152,11 @@ def benchmark(
     if img_size is not None:
         timm_kwargs["img_size"] = img_size
     dense, sparse = create_pair(model, keep_rate=keep_rate, **timm_kwargs)
-    h, w = dense.patch_embed.img_size
-    x = torch.randn(batch_size, in_channels(dense), h, w)
-    fns = {"dense": dense, "sparse": sparse, "limit": sliced_forward(sparse)}
+    chans, h, w = input_size(dense, img_size)
+    x = torch.randn(batch_size, chans, h, w)
+    fns = {"dense": dense, "sparse": sparse}
+    if not is_hierarchical(sparse):  # asymmetric computation keeps every location: no slicing limit
+        fns["limit"] = sliced_forward(sparse)
     peaks = {name: peak_memory_mb(fn, x) for name, fn in fns.items()}
     setup: dict[str, float] = {}
     if compile:
@@ -182,9 +185,9 @@ def benchmark(
         "img_size": [h, w],
         "threads": torch.get_num_threads(),
         "repeats": repeats,
-        "img_per_s": {k: ips[k] for k in ("dense", "sparse", "limit")},
+        "img_per_s": {k: ips[k] for k in ("dense", "sparse", "limit") if k in ips},
         "speedup": ips["sparse"] / ips["dense"],
-        "limit_speedup": ips["limit"] / ips["dense"],
-        "fraction_of_limit": ips["sparse"] / ips["limit"],
+        "limit_speedup": ips["limit"] / ips["dense"] if "limit" in ips else None,
+        "fraction_of_limit": ips["sparse"] / ips["limit"] if "limit" in ips else None,
         "variants": variants,
     }

@@ -26,6 +26,7 @@ __all__ = [
     "save_checkpoint",
     "atomic_save",
     "infer_timm_kwargs",
+    "is_added_key",
 ]
 
 _STATE_KEYS = ("model", "state_dict", "model_ema")
@@ -71,14 +72,20 @@ def _names(keys: list[str]) -> str:
     return ", ".join(keys[:_LIST_LIMIT]) + more
 
 
+def is_added_key(name: str) -> bool:
+    """Whether a state-dict key belongs to what sparsification adds (predictors, fast paths)."""
+    return any(part in ("score_predictor", "fast_path") for part in name.split("."))
+
+
 def infer_timm_kwargs(weights: dict[str, torch.Tensor]) -> dict:
-    """``num_classes`` and ``in_chans`` of a timm model, read off its state dict (head and first conv)."""
+    """``num_classes`` and ``in_chans`` of a timm model, read off its state dict (head, first conv)."""
     kwargs = {}
-    if "head.weight" in weights:
-        kwargs["num_classes"] = weights["head.weight"].shape[0]
-    convs = [k for k, v in weights.items() if k.startswith("patch_embed.") and k.endswith("weight") and v.dim() == 4]
-    if convs:
-        kwargs["in_chans"] = weights[convs[0]].shape[1]
+    for key in ("head.weight", "head.fc.weight"):
+        if key in weights:
+            kwargs["num_classes"] = weights[key].shape[0]
+    first_conv = next((v for v in weights.values() if v.dim() == 4), None)
+    if first_conv is not None:
+        kwargs["in_chans"] = first_conv.shape[1]
     return kwargs
 
 
@@ -86,16 +93,16 @@ def load_checkpoint(model: nn.Module, source: str | os.PathLike | dict, backbone
     """Load ``source`` into ``model`` strictly, or raise :class:`CheckpointError` naming keys.
 
     ``backbone_only`` (default: when the checkpoint has no predictor keys) skips the
-    ``score_predictor`` entries of the model, so a dense checkpoint initialises a sparse model.
+    ``score_predictor``/``fast_path`` entries of the model, so a dense checkpoint initialises a sparse model.
     """
     state = read_state_dict(source)
     if isinstance(model, VisionTransformer):
         state = vit_filter(state, model)  # resamples position embeddings / patch kernels
     expected = model.state_dict()
     if backbone_only is None:
-        backbone_only = not any(k.startswith("score_predictor.") for k in state)
+        backbone_only = not any(is_added_key(k) for k in state)
     if backbone_only:
-        expected = {k: v for k, v in expected.items() if not k.startswith("score_predictor.")}
+        expected = {k: v for k, v in expected.items() if not is_added_key(k)}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     mismatched = [

@@ -73,7 +73,8 @@ def _cmd_bench(args: argparse.Namespace) -> None:
                 f"  {name:<17}{v['img_per_s']:>9.1f}{v['speedup']:>9.2f}{lat['p50']:>9.1f}{lat['p90']:>9.1f}"
                 f"{lat['p99']:>9.1f}{'–' if peak is None else f'{peak:.1f}':>9}"
             )
-        print(f"  limit = same token counts sliced, no predictor; sparse reaches {r['fraction_of_limit']:.3f} of it")
+        if r["fraction_of_limit"] is not None:
+            print(f"  limit = same token counts sliced, no predictor; sparse: {r['fraction_of_limit']:.3f} of it")
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:

@@ -36,16 +36,17 @@ from .checkpoint import (
     CheckpointError,
     atomic_save,
     infer_timm_kwargs,
+    is_added_key,
     load_checkpoint,
     read_checkpoint,
     read_state_dict,
 )
 from .data import build_dataset
 from .flops import count_flops
-from .hierarchical import is_hierarchical
+from .hierarchical import DynamicHierarchicalMixin, is_hierarchical
 from .losses import DistillationLoss
 from .models import build_timm_model
-from .vit import TokenReductionMixin
+from .vit import DynamicViTMixin, TokenReductionMixin
 
 __all__ = ["TrainConfig", "Trainer", "TrainingError", "evaluate", "evaluate_checkpoint", "load_trained", "train"]
 
@@ -171,7 +172,7 @@ def _reduce(model: nn.Module, cfg: TrainConfig) -> nn.Module:
 
 def _is_backbone(name: str) -> bool:
     """Pretrained weights, as opposed to the modules sparsification adds (predictors, fast paths)."""
-    return not any(part in ("score_predictor", "fast_path") for part in name.split("."))
+    return not is_added_key(name)
 
 
 def _family_defaults(cfg: TrainConfig, model: nn.Module) -> TrainConfig:
@@ -508,7 +509,9 @@ def evaluate(
     model.eval()
     device = next(model.parameters()).device
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=cfg.workers if cfg else 0)
-    sparse = hasattr(model, "score_predictor")
+    sparse = isinstance(model, DynamicViTMixin)
+    if decisions_fn is not None and not sparse:
+        raise ValueError("forced token selection (e.g. random tokens) applies to DynamicViT models only")
     correct = total = 0
     loss_sum, compute = 0.0, 0.0
     for x, y in loader:
@@ -533,6 +536,9 @@ def evaluate(
     }
     if isinstance(model, TokenReductionMixin):
         out["kept_tokens"] = model.token_counts()
+    elif isinstance(model, DynamicHierarchicalMixin):
+        stage = model.dynamic_stage
+        out["kept_tokens"] = stage.keep_counts(stage.last_locations)
     return out
 
 
@@ -562,7 +568,7 @@ def load_trained(path: str | os.PathLike, **overrides) -> tuple[nn.Module, Train
     if cfg.img_size is not None:
         kwargs["img_size"] = cfg.img_size
     model = build_timm_model(cfg.model, **kwargs)
-    if any(k.startswith("score_predictor.") for k in weights) or (not cfg.dense and cfg.method != "dynamicvit"):
+    if any(is_added_key(k) for k in weights) or (not cfg.dense and cfg.method != "dynamicvit"):
         model = _reduce(model, cfg)
     load_checkpoint(model, weights)
     return model.eval(), cfg

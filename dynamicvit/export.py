@@ -16,14 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .vit import in_channels
+from .flops import input_size
 
 __all__ = ["export_onnx", "onnx_session", "onnx_parity"]
-
-
-def _input_shape(model: nn.Module) -> tuple[int, int, int]:
-    h, w = model.patch_embed.img_size
-    return in_channels(model), h, w
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int | None = None, check: bool = True) -> dict:
@@ -39,7 +34,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int | None = N
     model = model.eval()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    x = torch.randn(2, *_input_shape(model))
+    x = torch.randn(2, *input_size(model))
     batch = torch.export.Dim("batch", min=1, max=4096)
     log = io.StringIO()
     with contextlib.redirect_stdout(log), torch.inference_mode(False), torch.no_grad():
@@ -77,7 +72,7 @@ def onnx_parity(model: nn.Module, path: str | os.PathLike, batch_sizes: tuple[in
     session = onnx_session(path)
     worst = 0.0
     for b in batch_sizes:
-        x = torch.randn(b, *_input_shape(model))
+        x = torch.randn(b, *input_size(model))
         with torch.inference_mode():
             ref = model.eval()(x).numpy()
         out = session.run(None, {"images": x.numpy()})[0]

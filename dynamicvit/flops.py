@@ -19,7 +19,7 @@ from .hierarchical import DynamicStageMixin
 from .models import create_pair
 from .vit import TokenReductionMixin, in_channels
 
-__all__ = ["FlopReport", "count_flops", "compare_flops"]
+__all__ = ["FlopReport", "count_flops", "compare_flops", "input_size"]
 
 _SDPA_CPU = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 if _SDPA_CPU not in flop_registry:  # torch counts the CUDA kernels only; CPU SDPA would count as zero
@@ -45,7 +45,8 @@ class FlopReport:
         return {**asdict(self), "gmacs": self.gmacs}
 
 
-def _input_size(model: nn.Module, img_size: int | tuple[int, int] | None) -> tuple[int, int, int]:
+def input_size(model: nn.Module, img_size: int | tuple[int, int] | None = None) -> tuple[int, int, int]:
+    """(C, H, W) a model takes: ``img_size`` if given, else its patch embedding's, else its pretrained config's."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
     chans, h, w = cfg.get("input_size", (3, 224, 224))
     pe = getattr(model, "patch_embed", None)
@@ -85,7 +86,7 @@ def count_flops(
     was_training = model.training
     model.eval()
     ref = next(model.parameters())
-    x = torch.randn(1, *_input_size(model, img_size), device=ref.device, dtype=ref.dtype)
+    x = torch.randn(1, *input_size(model, img_size), device=ref.device, dtype=ref.dtype)
     try:
         with FlopCounterMode(display=False) as counter:
             model(x)
@@ -127,7 +128,7 @@ def compare_flops(model: str, keep_rate: float = 0.7, img_size: int | None = Non
     return {
         "model": model,
         "keep_rate": keep_rate,
-        "img_size": list(_input_size(sparse, img_size)[1:]),
+        "img_size": list(input_size(sparse, img_size)[1:]),
         "unit": "MACs (fvcore convention, what the papers call FLOPs)",
         "dense": d.to_dict(),
         "sparse": s.to_dict(),

@@ -73,26 +73,34 @@ def visualize_files(
 ) -> list[dict]:
     """Run an eval-mode reduced model on image files and save their kept-token grid to ``out``.
 
-    Each file is resized to the model's input size. Returns, per image, the predicted class
-    and the tokens kept per stage.
+    Each file is resized to the model's input size. For ConvNeXt/Swin the drawn locations are
+    those of the sparsified stage that took the slow path (greyed: fast path). Returns, per
+    image, the predicted class and the tokens kept per stage.
     """
     from .data import load_image
-    from .vit import TokenReductionMixin, in_channels
+    from .flops import input_size
+    from .hierarchical import DynamicHierarchicalMixin
+    from .vit import TokenReductionMixin
 
-    if not isinstance(model, TokenReductionMixin):
+    if not isinstance(model, (TokenReductionMixin, DynamicHierarchicalMixin)):
         raise ValueError(f"{type(model).__name__} is a dense model: it keeps every token, there is nothing to show")
     if not paths:
         raise ValueError("give at least one image file")
-    pe = model.patch_embed
-    loaded = [load_image(p, pe.img_size, in_channels(model)) for p in paths]
+    channels, h, w = input_size(model, None)
+    loaded = [load_image(p, (h, w), channels) for p in paths]
     with torch.inference_mode():
         result = model.eval().forward_with_decisions(torch.stack([x for x, _ in loaded]))
     if not result.decisions:
         raise ValueError(f"{type(model).__name__} merges or pools tokens instead of keeping a subset; nothing to draw")
+    if isinstance(model, TokenReductionMixin):
+        grid, patch = model.patch_embed.grid_size, model.patch_embed.patch_size
+    else:  # slow-path locations of the sparsified stage (stride 16); the rest took the fast path
+        stride = 16
+        grid, patch = (h // stride, w // stride), (stride, stride)
     preds = result.logits.argmax(-1).tolist()
     names = [class_names[p] if class_names else f"class {p}" for p in preds]
     titles = [f"{Path(p).name}: {n}" for p, n in zip(paths, names, strict=True)]
-    save_kept_token_grid([pic for _, pic in loaded], result.decisions, pe.grid_size, pe.patch_size, out, titles)
+    save_kept_token_grid([pic for _, pic in loaded], result.decisions, grid, patch, out, titles)
     return [
         {"image": str(p), "prediction": n, "kept_tokens": [int(d.shape[1]) for d in result.decisions]}
         for p, n in zip(paths, names, strict=True)

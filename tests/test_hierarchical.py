@@ -3,10 +3,12 @@ import copy
 import pytest
 import timm
 import torch
+from conftest import tiny_cfg
 from timm.models.convnext import ConvNeXt
 from timm.models.swin_transformer import SwinTransformer
 
 import dynamicvit
+from dynamicvit.engine import Trainer, evaluate_checkpoint
 from dynamicvit.flops import compare_flops, count_flops
 from dynamicvit.hierarchical import FastPath
 
@@ -126,3 +128,21 @@ def test_bf16_autocast_is_finite(build):
     model = dynamicvit.sparsify(build()).train()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.isfinite(model(torch.randn(2, 3, 64, 64)).float()).all()
+
+
+def test_engine_trains_convnext_with_family_defaults(tmp_path, fake_fashion):
+    small = {"dims": [8, 16, 32, 48], "depths": [1, 1, 4, 1]}
+    common = dict(model="convnext_tiny", model_kwargs=small, data="cluttered-fashion-mnist", canvas=32, img_size=None)
+    Trainer(tiny_cfg(tmp_path, fake_fashion, name="teacher", dense=True, epochs=1, **common)).fit()
+    trainer = Trainer(
+        tiny_cfg(tmp_path, fake_fashion, teacher_checkpoint=str(tmp_path / "teacher" / "last.pth"), epochs=1, **common)
+    )
+    assert trainer.cfg.ratio_weight == 10.0 and trainer.cfg.backbone_lr_scale == 0.2  # SPEC §3
+    assert trainer.criterion.ratios(3) == [0.7, 0.5, 0.3]
+    scales = {id(p): g["lr_scale"] for g in trainer.optimizer.param_groups for p in g["params"]}
+    stage = trainer.model.dynamic_stage
+    assert scales[id(stage.blocks[1].fast_path.fc.weight)] == 1.0 and scales[id(stage.blocks[1].mlp.fc1.weight)] == 0.2
+    record = trainer.fit()
+    assert "train_ratio" in record and "train_token_mse" not in record
+    result = evaluate_checkpoint(tmp_path / "run" / "last.pth")
+    assert result["kept_tokens"] is not None and 0 <= result["top1"] <= 100

@@ -87,3 +87,15 @@ def test_viz_bad_input(tmp_path, capsys):
     assert "dense model" in capsys.readouterr().err
     assert main(["viz", photo, "--checkpoint", str(_checkpoint(tmp_path, method="tome"))]) == 2
     assert "merges or pools" in capsys.readouterr().err
+
+
+def test_viz_hierarchical_shows_slow_path_locations(tmp_path, capsys):
+    small = {"dims": [8, 16, 32, 48], "depths": [1, 1, 4, 1]}
+    cfg = TrainConfig(model="convnext_tiny", model_kwargs=small, data="cluttered-fashion-mnist")
+    model = dynamicvit.sparsify(timm.create_model("convnext_tiny", num_classes=10, in_chans=1, **small))
+    ckpt = tmp_path / "convnext.pth"
+    torch.save({"model": model.state_dict(), "config": asdict(cfg)}, ckpt)
+    out = tmp_path / "fast.png"
+    assert main(["viz", str(SKIMAGE_DATA / "coffee.png"), "--checkpoint", str(ckpt), "--out", str(out)]) == 0
+    assert "kept 137 / 98 / 58 tokens" in capsys.readouterr().out  # 14x14 stage-3 map at 224, [0.7, 0.5, 0.3]
+    assert out.stat().st_size > 0
