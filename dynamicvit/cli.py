@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .baselines import METHODS
 from .checkpoint import CheckpointError
+from .data import DATASETS
 from .engine import TrainingError
 
 __all__ = ["main"]
@@ -79,7 +80,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     """Data options; None means the run's own setting (eval) or TrainConfig's default (train)."""
-    p.add_argument("--data", default=None, choices=["cluttered-fashion-mnist", "fashion-mnist", "imagefolder"])
+    p.add_argument("--data", default=None, choices=DATASETS, help="cluttered-fashion-scenes is for --task segment")
     p.add_argument("--data-dir", default=None, help="data folder (default: /usr/share/datasets/fashion-mnist)")
     p.add_argument("--canvas", type=int, default=None, help="cluttered-fashion-mnist canvas side (64)")
     p.add_argument("--distractors", type=int, default=None, help="cluttered-fashion-mnist fragments per canvas (4)")
@@ -126,7 +127,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
     overrides = {
         k: getattr(args, k)
-        for k in ("data", "data_dir", "canvas", "distractors", "val_limit", "model", "keep_rate")
+        for k in ("data", "data_dir", "canvas", "distractors", "val_limit", "model", "keep_rate", "task")
         if getattr(args, k) is not None
     }
     r = evaluate_checkpoint(args.checkpoint, random_tokens=args.random, **overrides)
@@ -185,6 +186,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-kwargs", default=None, help="extra timm kwargs as JSON, e.g. '{\"drop_path_rate\": 0.1}'")
     p.add_argument("--dense", action="store_true", help="train the dense model (e.g. to make a teacher)")
     p.add_argument("--method", default=None, choices=METHODS, help="token reduction to train (dynamicvit)")
+    p.add_argument("--task", default=None, choices=["classify", "segment"], help="segment: FPN on ConvNeXt/Swin")
     p.add_argument("--pretrained", action="store_true", help="start from timm's pretrained weights")
     p.add_argument("--teacher-checkpoint", default=None, help="dense checkpoint for the teacher and student backbone")
     _add_data_args(p)
@@ -252,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-rate", type=float, default=None)
     _add_data_args(p)
     p.add_argument("--random", action="store_true", help="random token selection at the same counts")
+    p.add_argument("--task", default=None, choices=["classify", "segment"], help="default: the checkpoint's")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_eval)
 

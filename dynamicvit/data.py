@@ -24,8 +24,13 @@ __all__ = [
     "load_fashion_mnist",
     "FashionMNIST",
     "ClutteredFashionMNIST",
+    "ClutteredFashionScenes",
+    "DATASETS",
     "build_dataset",
+    "load_image",
 ]
+
+DATASETS = ("fashion-mnist", "cluttered-fashion-mnist", "cluttered-fashion-scenes", "imagefolder")
 
 FASHION_CLASSES = (
     "T-shirt/top",
@@ -193,6 +198,63 @@ class ClutteredFashionMNIST(Dataset):
         return _to_tensor(self._cache[index]), int(self.labels[index])
 
 
+class ClutteredFashionScenes(Dataset):
+    """Segmentation scenes: ``items`` Fashion-MNIST items at random places on a ``canvas``² image.
+
+    Each pixel is labelled with its item's class + 1 where the item's own silhouette (pixel
+    value above ``threshold``) covers it, 0 (background) elsewhere; later items lie on top.
+    Deterministic per seed, split and index. Returns (image (1, H, W), labels (H, W) int64).
+    """
+
+    in_chans = 1
+    num_classes = 11  # background + the 10 Fashion-MNIST classes
+    class_names = ("background", *FASHION_CLASSES)
+
+    def __init__(
+        self,
+        split: str = "train",
+        data_dir=None,
+        canvas: int = 64,
+        items: int = 3,
+        threshold: int = 40,
+        seed: int = 0,
+        limit: int | None = None,
+        download: bool = False,
+    ) -> None:
+        if canvas < 28:
+            raise ValueError(f"canvas must be at least 28 pixels (one item), got {canvas}")
+        if items < 1:
+            raise ValueError(f"a scene needs at least one item, got {items}")
+        self.images, self.labels = load_fashion_mnist(split, data_dir, download)
+        self.length = len(self.labels) if limit is None else min(limit, len(self.labels))
+        self.canvas, self.items, self.threshold, self.seed = canvas, items, threshold, seed
+        self._split_id = 0 if split == "train" else 1
+
+    def __len__(self) -> int:
+        return self.length
+
+    def render(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Canvas (uint8 H×W) and per-pixel labels (int64 H×W)."""
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        rng = np.random.default_rng([self.seed, self._split_id, index, 7])
+        size = self.canvas
+        canvas = np.zeros((size, size), dtype=np.uint8)
+        labels = np.zeros((size, size), dtype=np.int64)
+        picks = [index, *rng.integers(len(self.images), size=self.items - 1)]
+        for k in picks:
+            y, x = (int(v) for v in rng.integers(0, size - 28 + 1, size=2))
+            item = self.images[k]
+            mask = item > self.threshold
+            canvas[y : y + 28, x : x + 28][mask] = item[mask]
+            labels[y : y + 28, x : x + 28][mask] = int(self.labels[k]) + 1
+        return canvas, labels
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        canvas, labels = self.render(index)
+        return _to_tensor(canvas), torch.from_numpy(labels)
+
+
 def build_dataset(
     name: str,
     split: str,
@@ -203,7 +265,8 @@ def build_dataset(
     canvas: int = 64,
     distractors: int = 4,
 ) -> Dataset:
-    """``fashion-mnist`` | ``cluttered-fashion-mnist`` | ``imagefolder`` (``data_dir/{train,val}``).
+    """One of :data:`DATASETS`; ``imagefolder`` reads ``data_dir/{train,val}``;
+    ``cluttered-fashion-scenes`` is the segmentation set (per-pixel labels).
 
     ``canvas`` and ``distractors`` apply to the cluttered set, ``img_size`` to image folders.
     """
@@ -211,9 +274,11 @@ def build_dataset(
         return FashionMNIST(split, data_dir, limit=limit)
     if name == "cluttered-fashion-mnist":
         return ClutteredFashionMNIST(split, data_dir, canvas=canvas, distractors=distractors, seed=seed, limit=limit)
+    if name == "cluttered-fashion-scenes":
+        return ClutteredFashionScenes(split, data_dir, canvas=canvas, seed=seed, limit=limit)
     if name == "imagefolder":
         return _image_folder(split, data_dir, img_size, limit)
-    raise ValueError(f"unknown data set {name!r}; choose fashion-mnist, cluttered-fashion-mnist or imagefolder")
+    raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
 
 
 def _image_folder(split: str, data_dir, img_size: int, limit: int | None) -> Dataset:

@@ -43,9 +43,10 @@ from .checkpoint import (
 )
 from .data import build_dataset
 from .flops import count_flops
-from .hierarchical import DynamicHierarchicalMixin, is_hierarchical
+from .hierarchical import find_dynamic_stage, is_hierarchical
 from .losses import DistillationLoss
 from .models import build_timm_model
+from .segment import build_segmenter, confusion_matrix, miou
 from .vit import DynamicViTMixin, TokenReductionMixin
 
 __all__ = ["TrainConfig", "Trainer", "TrainingError", "evaluate", "evaluate_checkpoint", "load_trained", "train"]
@@ -61,6 +62,7 @@ class TrainConfig:
 
     model: str = "dvit_tiny_fmnist"  # timm name: the dense teacher and the student's backbone
     dense: bool = False  # train the dense model itself (e.g. to make a teacher offline)
+    task: str = "classify"  # or "segment": FPN head on a features_only ConvNeXt/Swin, per-pixel CE, mIoU
     method: str = "dynamicvit"  # or a baseline of dynamicvit.baselines.METHODS (trained with CE + KL only)
     tome_r: int = 8  # ToMe's tokens merged per block (method "tome")
     pretrained: bool = False
@@ -163,6 +165,21 @@ def _model_kwargs(cfg: TrainConfig, dataset) -> dict:
     if cfg.img_size is not None:
         kwargs["img_size"] = cfg.img_size
     return kwargs
+
+
+def _build_base(cfg: TrainConfig, dataset, pretrained: bool = False) -> nn.Module:
+    """The run's dense model: a timm classifier, or for ``task="segment"`` a segmenter on a
+    features_only backbone (input size from the data)."""
+    if cfg.task == "classify":
+        return build_timm_model(cfg.model, pretrained=pretrained, **_model_kwargs(cfg, dataset))
+    if cfg.task != "segment":
+        raise ValueError(f"task must be 'classify' or 'segment', got {cfg.task!r}")
+    if not hasattr(dataset, "class_names") or cfg.mixup or cfg.cutmix:
+        raise ValueError("--task segment needs a segmentation data set (--data cluttered-fashion-scenes), no mixup")
+    backbone = build_timm_model(cfg.model, pretrained=pretrained, features_only=True, **_model_kwargs(cfg, dataset))
+    if not is_hierarchical(backbone):
+        raise ValueError(f"--task segment needs a ConvNeXt or Swin backbone, got {cfg.model!r}")
+    return build_segmenter(backbone, dataset.num_classes, tuple(dataset[0][0].shape))
 
 
 def _reduce(model: nn.Module, cfg: TrainConfig) -> nn.Module:
@@ -270,7 +287,7 @@ class Trainer:
                 ratio_weight=cfg.ratio_weight if cfg.method == "dynamicvit" else 0.0,
                 distill_weight=cfg.distill_weight,
                 token_weight=cfg.token_weight if cfg.method == "dynamicvit" and not hierarchical else 0.0,
-                target_ratios=self.model.keep_ratios if hierarchical else None,
+                target_ratios=find_dynamic_stage(self.model).keep_ratios if hierarchical else None,
             )
         )
         self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay) if cfg.ema_decay else None
@@ -281,7 +298,7 @@ class Trainer:
 
     def _build_models(self) -> tuple[nn.Module, nn.Module | None]:
         cfg = self.cfg
-        base = build_timm_model(cfg.model, pretrained=cfg.pretrained, **_model_kwargs(cfg, self.train_set))
+        base = _build_base(cfg, self.train_set, pretrained=cfg.pretrained)
         if cfg.teacher_checkpoint:
             load_checkpoint(base, cfg.teacher_checkpoint)
         if cfg.dense:
@@ -514,6 +531,7 @@ def evaluate(
         raise ValueError("forced token selection (e.g. random tokens) applies to DynamicViT models only")
     correct = total = 0
     loss_sum, compute = 0.0, 0.0
+    confusion = None
     for x, y in loader:
         x, y = x.to(device), y.to(device)
         start = time.perf_counter()
@@ -524,20 +542,29 @@ def evaluate(
             logits = model(x)
         compute += time.perf_counter() - start
         loss_sum += float(nn.functional.cross_entropy(logits.float(), y, reduction="sum"))
-        correct += int((logits.argmax(-1) == y).sum())
+        pred = logits.argmax(1)
+        correct += int((pred == y).sum())
         total += y.numel()
+        if y.dim() == 3:  # segmentation: per-pixel labels
+            counts = confusion_matrix(pred, y, logits.shape[1])
+            confusion = counts if confusion is None else confusion + counts
     model.train(was_training)
+    images = len(dataset)
+    flops = count_flops(model)
     out = {
-        "top1": 100.0 * correct / total,
+        "top1": 100.0 * correct / total,  # pixel accuracy for segmentation
         "loss": loss_sum / total,
-        "gmacs": count_flops(model).gmacs,
-        "img_per_s": total / compute if compute else math.nan,
-        "images": total,
+        "gmacs": flops.gmacs,
+        "img_per_s": images / compute if compute else math.nan,
+        "images": images,
     }
+    if confusion is not None:
+        out["miou"] = miou(confusion)
+        out["backbone_gmacs"] = flops.parts.get("backbone", 0) / 1e9
     if isinstance(model, TokenReductionMixin):
         out["kept_tokens"] = model.token_counts()
-    elif isinstance(model, DynamicHierarchicalMixin):
-        stage = model.dynamic_stage
+    stage = find_dynamic_stage(model)
+    if stage is not None:
         out["kept_tokens"] = stage.keep_counts(stage.last_locations)
     return out
 
@@ -567,7 +594,13 @@ def load_trained(path: str | os.PathLike, **overrides) -> tuple[nn.Module, Train
     kwargs = {**infer_timm_kwargs(weights), **cfg.model_kwargs}
     if cfg.img_size is not None:
         kwargs["img_size"] = cfg.img_size
-    model = build_timm_model(cfg.model, **kwargs)
+    if cfg.task == "segment":
+        classes = weights["decode.head.weight"].shape[0] if "decode.head.weight" in weights else 11
+        side = cfg.img_size or cfg.canvas
+        backbone = build_timm_model(cfg.model, features_only=True, **kwargs)
+        model = build_segmenter(backbone, classes, (kwargs.get("in_chans", 1), side, side))
+    else:
+        model = build_timm_model(cfg.model, **kwargs)
     if any(is_added_key(k) for k in weights) or (not cfg.dense and cfg.method != "dynamicvit"):
         model = _reduce(model, cfg)
     load_checkpoint(model, weights)

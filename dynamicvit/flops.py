@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula, sdpa_flop_count
 
-from .hierarchical import DynamicStageMixin
+from .hierarchical import find_dynamic_stage
 from .models import create_pair
 from .vit import TokenReductionMixin, in_channels
 
@@ -107,7 +107,7 @@ def count_flops(
     if isinstance(model, TokenReductionMixin):
         n = model.patch_embed.num_patches if img_size is None else x.shape[-2] * x.shape[-1] // _patch_area(model)
         tokens = {"input": n, **{f"stage {s + 1}": c for s, c in enumerate(model.token_counts(n))}}
-    stage = next((m for m in model.modules() if isinstance(m, DynamicStageMixin)), None)
+    stage = find_dynamic_stage(model)
     if stage is not None:
         n = stage.last_locations
         tokens = {"input": n, **{f"stage {s + 1}": c for s, c in enumerate(stage.keep_counts(n))}}

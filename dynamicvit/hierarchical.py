@@ -45,6 +45,7 @@ __all__ = [
     "check_keep_ratios",
     "sparsify_hierarchical",
     "is_hierarchical",
+    "find_dynamic_stage",
 ]
 
 SUPPORTED_HIERARCHICAL = (
@@ -214,7 +215,7 @@ class DynamicHierarchicalMixin:
     @property
     def dynamic_stage(self) -> nn.Module:
         """The sparsified stage (predictors, adaptive blocks)."""
-        return next(m for m in self.modules() if isinstance(m, DynamicStageMixin))
+        return find_dynamic_stage(self)
 
     @property
     def keep_rate(self) -> float:
@@ -277,6 +278,11 @@ class DynamicHierarchicalMixin:
 
 def _stages(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, (ConvNeXtStage, SwinTransformerStage))]
+
+
+def find_dynamic_stage(model: nn.Module) -> nn.Module | None:
+    """The sparsified stage inside ``model`` (classifier, features_only net or segmenter), if any."""
+    return next((m for m in model.modules() if isinstance(m, DynamicStageMixin)), None)
 
 
 def is_hierarchical(model: nn.Module) -> bool:

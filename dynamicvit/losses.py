@@ -76,18 +76,21 @@ class DistillationLoss(nn.Module):
             with torch.no_grad():
                 t_feats = self.teacher.forward_features(inputs)
                 t_logits = self.teacher.forward_head(t_feats)
-            terms["cls_kl"] = F.kl_div(
-                F.log_softmax(logits.float(), dim=-1),
-                F.log_softmax(t_logits.float(), dim=-1),
-                reduction="batchmean",
-                log_target=True,
-            )
+            terms["cls_kl"] = _kl(logits, t_logits)
             total = total + self.distill_weight * terms["cls_kl"]
             if self.token_weight:
                 terms["token_mse"] = _kept_token_mse(feats, t_feats, masks[-1])
                 total = total + self.token_weight * terms["token_mse"]
         terms = {"loss": total.detach(), **{k: v.detach() for k, v in terms.items()}}
         return total, terms
+
+
+def _kl(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """KL(teacher ‖ student) over the class dimension (1), summed over classes and averaged over
+    images (and pixels, for segmentation logits (B, K, H, W)); in float32."""
+    t = F.log_softmax(teacher.float(), dim=1)
+    kl = (t.exp() * (t - F.log_softmax(student.float(), dim=1))).sum(dim=1)
+    return kl.mean()
 
 
 def _kept_token_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,14 @@ import pytest
 import torch
 from conftest import write_idx
 
-from dynamicvit.data import ClutteredFashionMNIST, FashionMNIST, build_dataset, load_fashion_mnist, read_idx
+from dynamicvit.data import (
+    ClutteredFashionMNIST,
+    ClutteredFashionScenes,
+    FashionMNIST,
+    build_dataset,
+    load_fashion_mnist,
+    read_idx,
+)
 
 
 def test_read_idx_roundtrip_and_corruption(tmp_path):
@@ -75,3 +82,15 @@ def test_imagefolder(tmp_path):
     ds = build_dataset("imagefolder", "val", tmp_path, img_size=32)
     x, y = ds[0]
     assert ds.num_classes == 2 and x.shape == (3, 32, 32) and y in (0, 1)
+
+
+def test_cluttered_scenes_label_each_pixel_by_its_item(fake_fashion):
+    scenes = ClutteredFashionScenes("train", fake_fashion, canvas=48, items=3, seed=1)
+    x, y = scenes[5]
+    again_x, again_y = ClutteredFashionScenes("train", fake_fashion, canvas=48, items=3, seed=1)[5]
+    assert x.shape == (1, 48, 48) and y.shape == (48, 48) and y.dtype == torch.int64
+    assert torch.equal(x, again_x) and torch.equal(y, again_y)  # deterministic per seed and index
+    canvas, labels = scenes.render(5)
+    assert ((labels > 0) == (canvas > scenes.threshold)).all()  # silhouettes, not boxes
+    assert int(scenes.labels[5]) + 1 in set(labels.flatten().tolist())  # the indexed item is in the scene
+    assert set(labels.flatten().tolist()) <= set(range(11))

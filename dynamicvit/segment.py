@@ -1,0 +1,113 @@
+"""Semantic segmentation on a (sparse) hierarchical backbone: a light FPN head and mIoU.
+
+The backbone is a timm ``features_only`` ConvNeXt/Swin (strides 4/8/16/32). Sparsifying it
+(:func:`dynamicvit.sparsify`) keeps every feature map's shape, so the same head serves the
+dense and the sparse backbone; that is the point of asymmetric computation (SPEC §3).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .hierarchical import find_dynamic_stage
+from .vit import SparseOutput
+
+__all__ = ["FPNHead", "Segmenter", "build_segmenter", "confusion_matrix", "miou"]
+
+
+class FPNHead(nn.Module):
+    """Feature pyramid: 1×1 laterals to ``dim`` channels, top-down sum, 3×3 smoothing, all levels
+    upsampled to the finest and summed, 1×1 classifier (stride 4 logits)."""
+
+    def __init__(self, in_channels: list[int], num_classes: int, dim: int = 64) -> None:
+        super().__init__()
+        self.lateral = nn.ModuleList(nn.Conv2d(c, dim, 1) for c in in_channels)
+        self.smooth = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1, bias=False), nn.BatchNorm2d(dim), nn.ReLU(inplace=True))
+            for _ in in_channels
+        )
+        self.head = nn.Conv2d(dim, num_classes, 1)
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        levels = [lat(f) for lat, f in zip(self.lateral, feats, strict=True)]
+        for i in range(len(levels) - 2, -1, -1):
+            levels[i] = levels[i] + F.interpolate(levels[i + 1], size=levels[i].shape[-2:], mode="nearest")
+        size = levels[0].shape[-2:]
+        fused = sum(
+            F.interpolate(s(x), size=size, mode="bilinear", align_corners=False)
+            for s, x in zip(self.smooth, levels, strict=True)
+        )
+        return self.head(fused)
+
+
+class Segmenter(nn.Module):
+    """``backbone`` (timm features_only) + :class:`FPNHead`; logits at the input resolution.
+
+    Same call convention as the sparse classifiers: ``forward(x, decisions=None,
+    return_decisions=False)``; ``forward_features`` gives the feature maps, ``forward_head`` the
+    logits, so :class:`dynamicvit.DistillationLoss` can distil from a dense segmenter.
+    """
+
+    def __init__(self, backbone: nn.Module, num_classes: int, input_size: tuple[int, int, int], dim: int = 64):
+        super().__init__()
+        self.backbone = backbone
+        self.channels = list(backbone.feature_info.channels())
+        self.decode = FPNHead(self.channels, num_classes, dim)
+        self.pretrained_cfg = {"input_size": tuple(input_size)}  # what count_flops and export feed it
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = self.backbone(x)
+        # timm's Swin features come channels-last; the head wants NCHW
+        return [
+            f.permute(0, 3, 1, 2) if f.shape[1] != c and f.shape[-1] == c else f
+            for f, c in zip(feats, self.channels, strict=True)
+        ]
+
+    def forward_head(self, feats: list[torch.Tensor], size: tuple[int, int] | None = None) -> torch.Tensor:
+        logits = self.decode(feats)
+        size = size or tuple(4 * s for s in logits.shape[-2:])
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+    def forward(
+        self, x: torch.Tensor, decisions: list[torch.Tensor] | None = None, return_decisions: bool = False
+    ) -> torch.Tensor | SparseOutput:
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            raise ValueError(f"expected an image batch (B, C, H, W), got {getattr(x, 'shape', type(x).__name__)}")
+        stage = find_dynamic_stage(self.backbone)
+        if decisions is not None and stage is None:
+            raise ValueError("forced decisions need a sparsified backbone")
+        if stage is not None:
+            stage.forced_decisions = decisions
+        try:
+            feats = self.forward_features(x)
+        finally:
+            if stage is not None:
+                stage.forced_decisions = None
+        logits = self.forward_head(feats, tuple(x.shape[-2:]))
+        if not return_decisions:
+            return logits
+        return SparseOutput(logits, stage.last_decisions if stage is not None else [], feats[-1])
+
+
+def build_segmenter(backbone: nn.Module, num_classes: int, input_size: tuple[int, int, int]) -> Segmenter:
+    """A :class:`Segmenter` on a timm ``features_only`` backbone (ConvNeXt/Swin)."""
+    if not hasattr(backbone, "feature_info"):
+        raise TypeError("segmentation needs a timm features_only backbone (build it with features_only=True)")
+    return Segmenter(backbone, num_classes, input_size)
+
+
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(K, K) counts, rows = target class, columns = predicted class."""
+    index = target.flatten() * num_classes + pred.flatten()
+    return torch.bincount(index, minlength=num_classes * num_classes).view(num_classes, num_classes)
+
+
+def miou(confusion: torch.Tensor) -> float:
+    """Mean intersection-over-union (%) over the classes that occur in the targets or predictions."""
+    confusion = confusion.double()
+    inter = confusion.diag()
+    union = confusion.sum(0) + confusion.sum(1) - inter
+    present = union > 0
+    return float(100 * (inter[present] / union[present]).mean())
