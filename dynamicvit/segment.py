@@ -21,7 +21,7 @@ class FPNHead(nn.Module):
     """Feature pyramid: 1×1 laterals to ``dim`` channels, top-down sum, 3×3 smoothing, all levels
     upsampled to the finest and summed, 1×1 classifier (stride 4 logits)."""
 
-    def __init__(self, in_channels: list[int], num_classes: int, dim: int = 64) -> None:
+    def __init__(self, in_channels: list[int], num_classes: int, dim: int = 32) -> None:
         super().__init__()
         self.lateral = nn.ModuleList(nn.Conv2d(c, dim, 1) for c in in_channels)
         self.smooth = nn.ModuleList(
@@ -50,7 +50,7 @@ class Segmenter(nn.Module):
     logits, so :class:`dynamicvit.DistillationLoss` can distil from a dense segmenter.
     """
 
-    def __init__(self, backbone: nn.Module, num_classes: int, input_size: tuple[int, int, int], dim: int = 64):
+    def __init__(self, backbone: nn.Module, num_classes: int, input_size: tuple[int, int, int], dim: int = 32):
         super().__init__()
         self.backbone = backbone
         self.channels = list(backbone.feature_info.channels())
