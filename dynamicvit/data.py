@@ -137,7 +137,29 @@ class FashionMNIST(Dataset):
         return _to_tensor(self.images[index]), int(self.labels[index])
 
 
-class ClutteredFashionMNIST(Dataset):
+class _Canvases(Dataset):
+    """Fashion-MNIST items composed on a ``canvas``² black image, deterministic per seed, split and index."""
+
+    in_chans = 1
+
+    def __init__(self, split: str, data_dir, canvas: int, seed: int, limit: int | None, download: bool) -> None:
+        if canvas < 28:
+            raise ValueError(f"canvas must be at least 28 pixels (one item), got {canvas}")
+        self.images, self.labels = load_fashion_mnist(split, data_dir, download)
+        self.length = len(self.labels) if limit is None else min(limit, len(self.labels))
+        self.canvas, self.seed = canvas, seed
+        self._split_id = 0 if split == "train" else 1
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _rng(self, index: int, *salt: int) -> np.random.Generator:
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        return np.random.default_rng([self.seed, self._split_id, index, *salt])
+
+
+class ClutteredFashionMNIST(_Canvases):
     """One item at a random place on a ``canvas``² black image plus ``distractors`` fragments.
 
     Fragments are ``fragment``² crops of other items of the same split, pasted with a
@@ -145,7 +167,6 @@ class ClutteredFashionMNIST(Dataset):
     """
 
     num_classes = 10
-    in_chans = 1
 
     def __init__(
         self,
@@ -158,26 +179,17 @@ class ClutteredFashionMNIST(Dataset):
         limit: int | None = None,
         download: bool = False,
     ) -> None:
-        if canvas < 28:
-            raise ValueError(f"canvas must be at least 28 pixels (one item), got {canvas}")
         if not 0 < fragment <= 28:
             raise ValueError(f"fragment must be in 1..28 pixels, got {fragment}")
-        self.images, self.labels = load_fashion_mnist(split, data_dir, download)
-        self.length = len(self.labels) if limit is None else min(limit, len(self.labels))
-        self.canvas, self.distractors, self.fragment, self.seed = canvas, distractors, fragment, seed
-        self._split_id = 0 if split == "train" else 1
+        super().__init__(split, data_dir, canvas, seed, limit, download)
+        self.distractors, self.fragment = distractors, fragment
         # rendered canvases, filled lazily (np.zeros pages stay unallocated until written)
         self._cache = np.zeros((self.length, canvas, canvas), dtype=np.uint8)
         self._cached = np.zeros(self.length, dtype=bool)
 
-    def __len__(self) -> int:
-        return self.length
-
     def render(self, index: int) -> tuple[np.ndarray, int, tuple[int, int]]:
         """Canvas (uint8 H×W), label and the item's top-left corner (y, x)."""
-        if not 0 <= index < self.length:
-            raise IndexError(index)
-        rng = np.random.default_rng([self.seed, self._split_id, index])
+        rng = self._rng(index)
         size, frag = self.canvas, self.fragment
         canvas = np.zeros((size, size), dtype=np.uint8)
         for _ in range(self.distractors):
@@ -198,7 +210,7 @@ class ClutteredFashionMNIST(Dataset):
         return _to_tensor(self._cache[index]), int(self.labels[index])
 
 
-class ClutteredFashionScenes(Dataset):
+class ClutteredFashionScenes(_Canvases):
     """Segmentation scenes: ``items`` Fashion-MNIST items at random places on a ``canvas``² image.
 
     Each pixel is labelled with its item's class + 1 where the item's own silhouette (pixel
@@ -206,7 +218,6 @@ class ClutteredFashionScenes(Dataset):
     Deterministic per seed, split and index. Returns (image (1, H, W), labels (H, W) int64).
     """
 
-    in_chans = 1
     num_classes = 11  # background + the 10 Fashion-MNIST classes
     class_names = ("background", *FASHION_CLASSES)
 
@@ -221,23 +232,14 @@ class ClutteredFashionScenes(Dataset):
         limit: int | None = None,
         download: bool = False,
     ) -> None:
-        if canvas < 28:
-            raise ValueError(f"canvas must be at least 28 pixels (one item), got {canvas}")
         if items < 1:
             raise ValueError(f"a scene needs at least one item, got {items}")
-        self.images, self.labels = load_fashion_mnist(split, data_dir, download)
-        self.length = len(self.labels) if limit is None else min(limit, len(self.labels))
-        self.canvas, self.items, self.threshold, self.seed = canvas, items, threshold, seed
-        self._split_id = 0 if split == "train" else 1
-
-    def __len__(self) -> int:
-        return self.length
+        super().__init__(split, data_dir, canvas, seed, limit, download)
+        self.items, self.threshold = items, threshold
 
     def render(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Canvas (uint8 H×W) and per-pixel labels (int64 H×W)."""
-        if not 0 <= index < self.length:
-            raise IndexError(index)
-        rng = np.random.default_rng([self.seed, self._split_id, index, 7])
+        rng = self._rng(index, 7)
         size = self.canvas
         canvas = np.zeros((size, size), dtype=np.uint8)
         labels = np.zeros((size, size), dtype=np.int64)
