@@ -333,6 +333,8 @@ def sparsify_hierarchical(
         if isinstance(m, nn.Linear):
             nn.init.trunc_normal_(m.weight, std=0.02)
             nn.init.zeros_(m.bias)
+    for predictor, ratio in zip(predictors, ratios, strict=True):  # each selects afresh from all locations
+        predictor.init_keep_probability(ratio)
     for blk in blocks[layers[0] :]:
         blk.fast_path = FastPath(dim).to(device=ref.device, dtype=ref.dtype)
     target.__class__ = mixed_class(DynamicStageMixin, type(target), "Dynamic")

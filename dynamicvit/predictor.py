@@ -72,6 +72,18 @@ class TokenPredictor(nn.Module):
             x = layer(x)
         return x
 
+    def init_keep_probability(self, probability: float) -> None:
+        """Set the last layer's bias so a fresh predictor keeps tokens with ``probability``.
+
+        With the release's zero bias every token starts at 50%, so nested stages start at
+        50/25/12.5% kept whatever the target, and AdamW needs thousands of updates to move the
+        bias to the budget; a short fine-tune then trains at the wrong budget. Starting at the
+        target removes that mismatch (a deviation from the release; scores still start uniform).
+        """
+        p = min(max(float(probability), 1e-3), 1 - 1e-3)
+        with torch.no_grad():
+            self.out_conv[-2].bias.copy_(torch.tensor([math.log(p), math.log(1 - p)]))
+
     def keep_score(self, x: torch.Tensor) -> torch.Tensor:
         """Eval-time keep log-probability (B, N), every token alive."""
         return self(x)[..., 0]

@@ -350,6 +350,8 @@ def sparsify_vit(model: VisionTransformer, keep_rate: float = 0.7, prune_layers=
     ref = model.cls_token
     predictors = nn.ModuleList(TokenPredictor(model.embed_dim) for _ in layers)
     predictors.apply(_init_predictor)
+    for predictor in predictors:  # each stage keeps rho of the tokens still alive
+        predictor.init_keep_probability(rate)
     model.__class__ = mixed_class(DynamicViTMixin, type(model), "Dynamic")
     model.score_predictor = predictors.to(device=ref.device, dtype=ref.dtype)
     model._prune_layers = layers
