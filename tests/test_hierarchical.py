@@ -146,3 +146,10 @@ def test_engine_trains_convnext_with_family_defaults(tmp_path, fake_fashion):
     assert "train_ratio" in record and "train_token_mse" not in record
     result = evaluate_checkpoint(tmp_path / "run" / "last.pth")
     assert result["kept_tokens"] is not None and 0 <= result["top1"] <= 100
+
+
+def test_fresh_predictors_start_at_the_absolute_ratios():
+    model = dynamicvit.sparsify(tiny_convnext(), keep_rate=0.8).train()
+    masks = model.forward_with_decisions(torch.randn(32, 3, 64, 64)).decisions
+    for m, r in zip(masks, (0.8, 0.6, 0.4), strict=True):
+        assert abs(m.mean().item() - r) < 0.06

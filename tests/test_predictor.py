@@ -2,9 +2,11 @@ import math
 
 import pytest
 import torch
+from conftest import tiny_vit
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import dynamicvit
 from dynamicvit.predictor import TokenPredictor, check_keep_rate, gumbel_keep_mask, keep_counts
 
 
@@ -71,3 +73,12 @@ def test_even_embed_dim_required():
     with pytest.raises(ValueError, match="even embed_dim"):
         TokenPredictor(31)
     assert math.isclose(check_keep_rate(1), 1.0)
+
+
+@pytest.mark.parametrize("rate", [0.7, 0.9])  # not 0.5: a zero bias gives 0.5**s too
+def test_fresh_predictors_start_at_the_target_budget(rate):
+    """Train-mode masks of an untrained model keep about rho**s of the tokens, not 50/25/12.5%."""
+    model = dynamicvit.sparsify(tiny_vit(), keep_rate=rate).train()
+    masks = model(torch.randn(64, 3, 32, 32), return_decisions=True).decisions
+    for s, m in enumerate(masks, start=1):
+        assert abs(m.mean().item() - rate**s) < 0.05
