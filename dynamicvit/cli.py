@@ -131,6 +131,14 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         if getattr(args, k) is not None
     }
     r = evaluate_checkpoint(args.checkpoint, random_tokens=args.random, **overrides)
+    if args.picture:
+        from .engine import _dataset, load_trained
+        from .viz import save_segmentation_grid
+
+        model, cfg = load_trained(args.checkpoint, **overrides)
+        if cfg.task != "segment":
+            raise ValueError("--picture draws segmentation results; this checkpoint is a classifier (use viz)")
+        save_segmentation_grid(model, _dataset(cfg, "test"), args.picture)
     print(json.dumps(r, indent=2) if args.json else "  ".join(f"{k} {v}" for k, v in r.items()))
 
 
@@ -255,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--random", action="store_true", help="random token selection at the same counts")
     p.add_argument("--task", default=None, choices=["classify", "segment"], help="default: the checkpoint's")
+    p.add_argument("--picture", default=None, help="segmentation: PNG of inputs, labels, predictions, slow path")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_eval)
 

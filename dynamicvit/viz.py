@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-__all__ = ["kept_mask", "grey_out", "save_kept_token_grid", "visualize_files"]
+__all__ = ["kept_mask", "grey_out", "save_kept_token_grid", "save_segmentation_grid", "visualize_files"]
 
 
 def kept_mask(indices: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:
@@ -105,3 +105,43 @@ def visualize_files(
         {"image": str(p), "prediction": n, "kept_tokens": [int(d.shape[1]) for d in result.decisions]}
         for p, n in zip(paths, names, strict=True)
     ]
+
+
+def _colour(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """RGB picture of a label map; class 0 (background) black."""
+    palette = plt.get_cmap("tab10" if num_classes <= 11 else "tab20")(np.arange(num_classes) % 20)[:, :3]
+    palette[0] = 0.0
+    return palette[labels]
+
+
+def save_segmentation_grid(
+    model: torch.nn.Module, dataset, path: str | os.PathLike, count: int = 4, stride: int = 16
+) -> None:
+    """PNG with one row per scene: input, ground truth, prediction, and (sparse backbones) the input
+    with the locations that took the fast path greyed out (stride of the sparsified stage)."""
+    items = [dataset[i] for i in range(min(count, len(dataset)))]
+    x = torch.stack([im for im, _ in items])
+    with torch.inference_mode():
+        out = model.eval()(x, return_decisions=True)
+    preds = out.logits.argmax(1).numpy()
+    k = out.logits.shape[1]
+    h, w = x.shape[-2:]
+    masks = [kept_mask(d, (h // stride, w // stride)) for d in out.decisions]
+    cols = 3 + (1 if masks else 0)
+    fig, axes = plt.subplots(len(items), cols, figsize=(1.9 * cols, 1.9 * len(items)), squeeze=False)
+    titles = ["input", "ground truth", "prediction", "slow path (last stage)"]
+    for r, (image, target) in enumerate(items):
+        picture = dataset.render(r)[0] if hasattr(dataset, "render") else image[0].numpy()
+        panels = [grey_out(picture, np.ones((1, 1), bool), (h, w)), _colour(target.numpy(), k), _colour(preds[r], k)]
+        if masks:
+            panels.append(grey_out(picture, masks[-1][r], (stride, stride)))
+        for c, panel in enumerate(panels):
+            ax = axes[r][c]
+            ax.imshow(panel, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(titles[c], fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

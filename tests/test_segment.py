@@ -58,6 +58,9 @@ def test_train_and_eval_segment_dense_and_sparse(tmp_path, fake_fashion, capsys)
     assert sparse["kept_tokens"] == [2, 2, 1]  # 2x2 stage-3 map at 32x32
     assert main(["eval", "--checkpoint", str(teacher), "--json"]) == 0
     assert '"miou"' in capsys.readouterr().out
+    picture = tmp_path / "masks.png"
+    assert main(["eval", "--checkpoint", str(tmp_path / "sparse" / "last.pth"), "--picture", str(picture)]) == 0
+    assert picture.stat().st_size > 0
 
 
 def test_segment_needs_a_hierarchical_backbone_and_scenes(tmp_path, fake_fashion):
