@@ -46,18 +46,31 @@ def save_kept_token_grid(
 ) -> None:
     """PNG with one row per image: the input, then the tokens alive after each stage."""
     masks = [kept_mask(d, grid) for d in decisions]
-    rows, cols = len(images), 1 + len(masks)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 1.9 * rows), squeeze=False)
+    rows = []
     for r, image in enumerate(images):
         panels = [grey_out(image, np.ones(grid, dtype=bool), patch)]
-        panels += [grey_out(image, m[r], patch) for m in masks]
+        rows.append(panels + [grey_out(image, m[r], patch) for m in masks])
+    titles = ["input"] + [f"stage {c + 1}: {int(m[0].sum())} kept" for c, m in enumerate(masks)]
+    _save_panels(rows, titles, path, row_titles)
+
+
+def _save_panels(
+    rows: Sequence[Sequence[np.ndarray]],
+    titles: Sequence[str],
+    path: str | os.PathLike,
+    row_titles: Sequence[str] | None = None,
+) -> None:
+    """A PNG grid of RGB panels, column titles on the first row, optional row labels."""
+    n_rows, n_cols = len(rows), max(len(r) for r in rows)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.9 * n_cols, 1.9 * n_rows), squeeze=False)
+    for r, panels in enumerate(rows):
         for c, panel in enumerate(panels):
             ax = axes[r][c]
             ax.imshow(panel, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title("input" if c == 0 else f"stage {c}: {int(masks[c - 1][r].sum())} kept", fontsize=8)
+                ax.set_title(titles[c], fontsize=8)
         if row_titles is not None:
             axes[r][0].set_ylabel(row_titles[r], fontsize=7)
     fig.tight_layout()
@@ -127,21 +140,12 @@ def save_segmentation_grid(
     k = out.logits.shape[1]
     h, w = x.shape[-2:]
     masks = [kept_mask(d, (h // stride, w // stride)) for d in out.decisions]
-    cols = 3 + (1 if masks else 0)
-    fig, axes = plt.subplots(len(items), cols, figsize=(1.9 * cols, 1.9 * len(items)), squeeze=False)
     titles = ["input", "ground truth", "prediction", "slow path (last stage)"]
+    rows = []
     for r, (image, target) in enumerate(items):
         picture = dataset.render(r)[0] if hasattr(dataset, "render") else image[0].numpy()
         panels = [grey_out(picture, np.ones((1, 1), bool), (h, w)), _colour(target.numpy(), k), _colour(preds[r], k)]
         if masks:
             panels.append(grey_out(picture, masks[-1][r], (stride, stride)))
-        for c, panel in enumerate(panels):
-            ax = axes[r][c]
-            ax.imshow(panel, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(titles[c], fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        rows.append(panels)
+    _save_panels(rows, titles, path)
