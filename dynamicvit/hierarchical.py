@@ -32,7 +32,7 @@ from timm.models.convnext import ConvNeXt, ConvNeXtBlock, ConvNeXtStage
 from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock, SwinTransformerStage
 from torch import nn
 
-from .predictor import TokenPredictor, check_keep_rate, gumbel_keep_mask
+from .predictor import build_predictors, check_keep_rate, gumbel_keep_mask, keep_count
 from .vit import SparseOutput, in_channels, mixed_class
 
 __all__ = [
@@ -165,7 +165,7 @@ class DynamicStageMixin:
     last_locations: int = 0
 
     def keep_counts(self, locations: int) -> list[int]:
-        return [max(1, int(locations * r + 1e-6)) for r in self.keep_ratios]
+        return [keep_count(locations, r) for r in self.keep_ratios]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
@@ -328,13 +328,7 @@ def sparsify_hierarchical(
         raise ValueError(f"{len(ratios)} keep ratios for {len(layers)} prune layers")
     dim = blocks[0].mlp.fc1.in_features
     ref = next(target.parameters())
-    predictors = nn.ModuleList(TokenPredictor(dim) for _ in layers)
-    for m in predictors.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            nn.init.zeros_(m.bias)
-    for predictor, ratio in zip(predictors, ratios, strict=True):  # each selects afresh from all locations
-        predictor.init_keep_probability(ratio)
+    predictors = build_predictors(dim, ratios)  # each selects afresh from all locations
     for blk in blocks[layers[0] :]:
         blk.fast_path = FastPath(dim).to(device=ref.device, dtype=ref.dtype)
     target.__class__ = mixed_class(DynamicStageMixin, type(target), "Dynamic")

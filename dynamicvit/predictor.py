@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["TokenPredictor", "keep_counts", "gumbel_keep_mask", "check_keep_rate"]
+__all__ = ["TokenPredictor", "build_predictors", "keep_count", "keep_counts", "gumbel_keep_mask", "check_keep_rate"]
 
 
 def check_keep_rate(keep_rate: float) -> float:
@@ -28,13 +28,16 @@ def check_keep_rate(keep_rate: float) -> float:
     return rate
 
 
-def keep_counts(num_tokens: int, keep_rate: float, num_stages: int) -> list[int]:
-    """Tokens kept after each stage: ``int(N * rho**s)`` for s = 1..num_stages, at least 1.
+def keep_count(num_tokens: int, ratio: float) -> int:
+    """``int(N * ratio)``, at least 1. A tiny epsilon guards against float round-down
+    (``0.7**2 * 100`` is 48.999…, meant 49)."""
+    return max(1, int(num_tokens * ratio + 1e-6))
 
-    A tiny epsilon guards against float round-down (``0.7**2 * 100`` is 48.999…, meant 49).
-    """
+
+def keep_counts(num_tokens: int, keep_rate: float, num_stages: int) -> list[int]:
+    """Tokens kept after each stage: ``int(N * rho**s)`` for s = 1..num_stages, at least 1."""
     rate = check_keep_rate(keep_rate)
-    return [max(1, int(num_tokens * rate**s + 1e-6)) for s in range(1, num_stages + 1)]
+    return [keep_count(num_tokens, rate**s) for s in range(1, num_stages + 1)]
 
 
 class TokenPredictor(nn.Module):
@@ -93,3 +96,16 @@ def gumbel_keep_mask(log_probs: torch.Tensor, prev_mask: torch.Tensor, tau: floa
     """Hard straight-through Gumbel keep decision (B, N), nested inside ``prev_mask`` (B, N)."""
     hard = F.gumbel_softmax(log_probs.float(), tau=tau, hard=True, dim=-1)[..., 0]
     return hard * prev_mask
+
+
+def build_predictors(embed_dim: int, keep_probabilities: list[float]) -> nn.ModuleList:
+    """One fresh :class:`TokenPredictor` per stage: linear weights truncated-normal (std 0.02),
+    biases zero, then each starting at its stage's keep probability."""
+    predictors = nn.ModuleList(TokenPredictor(embed_dim) for _ in keep_probabilities)
+    for module in predictors.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            nn.init.zeros_(module.bias)
+    for predictor, probability in zip(predictors, keep_probabilities, strict=True):
+        predictor.init_keep_probability(probability)
+    return predictors

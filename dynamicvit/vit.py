@@ -27,7 +27,7 @@ from timm.layers import Attention
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
-from .predictor import TokenPredictor, check_keep_rate, gumbel_keep_mask, keep_counts
+from .predictor import build_predictors, check_keep_rate, gumbel_keep_mask, keep_counts
 
 __all__ = [
     "SparseOutput",
@@ -335,12 +335,6 @@ def check_supported(model: nn.Module) -> None:
         raise TypeError(f"cannot sparsify {type(model).__name__}: {'; '.join(problems)}. Supported: {SUPPORTED_VIT}")
 
 
-def _init_predictor(module: nn.Module) -> None:
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        nn.init.zeros_(module.bias)
-
-
 def sparsify_vit(model: VisionTransformer, keep_rate: float = 0.7, prune_layers=None) -> VisionTransformer:
     """Turn a timm ``VisionTransformer`` into DynamicViT in place and return it."""
     check_supported(model)
@@ -348,10 +342,7 @@ def sparsify_vit(model: VisionTransformer, keep_rate: float = 0.7, prune_layers=
     depth = len(model.blocks)
     layers = check_prune_layers(default_prune_layers(depth) if prune_layers is None else prune_layers, depth)
     ref = model.cls_token
-    predictors = nn.ModuleList(TokenPredictor(model.embed_dim) for _ in layers)
-    predictors.apply(_init_predictor)
-    for predictor in predictors:  # each stage keeps rho of the tokens still alive
-        predictor.init_keep_probability(rate)
+    predictors = build_predictors(model.embed_dim, [rate] * len(layers))  # each keeps rho of those alive
     model.__class__ = mixed_class(DynamicViTMixin, type(model), "Dynamic")
     model.score_predictor = predictors.to(device=ref.device, dtype=ref.dtype)
     model._prune_layers = layers
