@@ -25,6 +25,7 @@ With the same hard mask both modes give the same output (tested).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -33,7 +34,7 @@ from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock, 
 from torch import nn
 
 from .predictor import build_predictors, check_keep_rate, gumbel_keep_mask, keep_count
-from .vit import SparseOutput, in_channels, mixed_class
+from .vit import SparseOutput, _gather_tokens, check_image_batch, in_channels, mixed_class
 
 __all__ = [
     "SUPPORTED_HIERARCHICAL",
@@ -107,6 +108,10 @@ def _slow(blk: nn.Module, y: torch.Tensor) -> torch.Tensor:
     return blk.mlp(blk.norm2(y))
 
 
+def _fast(blk: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    return blk.fast_path(y)
+
+
 def _drop_path(blk: nn.Module) -> nn.Module:
     return blk.drop_path if isinstance(blk, ConvNeXtBlock) else blk.drop_path2
 
@@ -123,23 +128,21 @@ def _map_tokens(x: torch.Tensor, channels_first: bool) -> torch.Tensor:
     return x.flatten(2).transpose(1, 2) if channels_first else x.flatten(1, 2)
 
 
-def adaptive_block(blk: nn.Module, x: torch.Tensor, decision: torch.Tensor, training: bool) -> torch.Tensor:
+def adaptive_block(
+    blk: nn.Module, x: torch.Tensor, decision: torch.Tensor, training: bool, dropped: torch.Tensor | None = None
+) -> torch.Tensor:
     """One block with asymmetric computation. ``decision``: train – hard mask (B, H·W);
-    eval – kept location indices (B, k)."""
+    eval – kept location indices (B, k), with ``dropped`` the others (B, H·W − k)."""
     base, y = _mix(blk, x)
     if training:
         m = decision.unsqueeze(-1).to(y.dtype)
-        branch = _slow(blk, y) * m + blk.fast_path(y) * (1 - m)
+        branch = _slow(blk, y) * m + _fast(blk, y) * (1 - m)
     else:
-        n, c = y.shape[1], y.shape[2]
-        kept = decision
-        dropped = _complement(kept, n)
         branch = torch.empty_like(y)
-        slow = _slow(blk, y.gather(1, kept.unsqueeze(-1).expand(-1, -1, c)))
-        branch.scatter_(1, kept.unsqueeze(-1).expand(-1, -1, c), slow.to(branch.dtype))
-        if dropped.shape[1]:
-            fast = blk.fast_path(y.gather(1, dropped.unsqueeze(-1).expand(-1, -1, c)))
-            branch.scatter_(1, dropped.unsqueeze(-1).expand(-1, -1, c), fast.to(branch.dtype))
+        for index, path in ((decision, _slow), (dropped, _fast)):
+            if index.shape[1]:
+                out = path(blk, _gather_tokens(y, index)).to(branch.dtype)
+                branch.scatter_(1, index.unsqueeze(-1).expand_as(out), out)
     return _to_map(blk, base + _drop_path(blk)(branch), x)
 
 
@@ -153,8 +156,8 @@ def _complement(index: torch.Tensor, n: int) -> torch.Tensor:
 class DynamicStageMixin:
     """A ConvNeXt/Swin stage with predictors and adaptive blocks (see the module docstring).
 
-    ``forced_decisions`` (set by the model's ``forward``) replaces the predictors' choices;
-    ``last_decisions`` holds the decisions of the latest forward.
+    Inside ``with stage.forcing(decisions):`` the given decisions replace the predictors'
+    choices; ``last_decisions`` holds the decisions of the latest forward.
     """
 
     score_predictor: nn.ModuleList
@@ -167,6 +170,17 @@ class DynamicStageMixin:
     def keep_counts(self, locations: int) -> list[int]:
         return [keep_count(locations, r) for r in self.keep_ratios]
 
+    @contextlib.contextmanager
+    def forcing(self, decisions: list[torch.Tensor] | None):
+        """Use ``decisions`` instead of the predictors for the forwards inside the block."""
+        if decisions is not None and len(decisions) != len(self.prune_layers):
+            raise ValueError(f"expected {len(self.prune_layers)} forced decisions, got {len(decisions)}")
+        self.forced_decisions = decisions
+        try:
+            yield self
+        finally:
+            self.forced_decisions = None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
         channels_first = isinstance(self.blocks[0], ConvNeXtBlock)
@@ -174,13 +188,15 @@ class DynamicStageMixin:
         if not channels_first:
             _check_windows(self.blocks, x)
         stage_of = {layer: s for s, layer in enumerate(self.prune_layers)}
-        forced, decision, decisions = self.forced_decisions, None, []
+        forced, decision, dropped, decisions = self.forced_decisions, None, None, []
         for i, blk in enumerate(self.blocks):
             s = stage_of.get(i)
             if s is not None:
                 decision = self._decide(s, _map_tokens(x, channels_first), forced)
                 decisions.append(decision)
-            x = blk(x) if decision is None else adaptive_block(blk, x, decision, self.training)
+                if not self.training:  # once per decision, not once per block
+                    dropped = _complement(decision, h * w)
+            x = blk(x) if decision is None else adaptive_block(blk, x, decision, self.training, dropped)
         self.last_decisions, self.last_locations = decisions, h * w
         return x
 
@@ -238,12 +254,7 @@ class DynamicHierarchicalMixin:
         return self.dynamic_stage.score_predictor
 
     def _check_input(self, x: torch.Tensor) -> None:
-        if not isinstance(x, torch.Tensor) or x.dim() != 4:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"expected an image batch (B, C, H, W), got {shape}")
-        channels = in_channels(self)
-        if x.shape[1] != channels:
-            raise ValueError(f"model expects {channels} input channels, got {x.shape[1]}")
+        check_image_batch(x, in_channels(self))
         size = getattr(getattr(self, "patch_embed", None), "img_size", None)
         strict = getattr(getattr(self, "patch_embed", None), "strict_img_size", False)
         if size is not None and strict and tuple(x.shape[-2:]) != tuple(size):
@@ -259,14 +270,8 @@ class DynamicHierarchicalMixin:
     ) -> torch.Tensor | SparseOutput:
         """Class logits; with ``return_decisions`` a :class:`SparseOutput` whose ``features`` is the final map."""
         self._check_input(x)
-        stage = self.dynamic_stage
-        if decisions is not None and len(decisions) != len(stage.prune_layers):
-            raise ValueError(f"expected {len(stage.prune_layers)} forced decisions, got {len(decisions)}")
-        stage.forced_decisions = decisions
-        try:
+        with self.dynamic_stage.forcing(decisions) as stage:
             feats = self.forward_features(x)
-        finally:
-            stage.forced_decisions = None
         logits = self.forward_head(feats)
         if not torch.isfinite(logits).all() and not torch.isfinite(x).all():
             raise ValueError("input contains NaN or Inf values")

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .hierarchical import find_dynamic_stage
-from .vit import SparseOutput
+from .vit import SparseOutput, check_image_batch, in_channels
 
 __all__ = ["FPNHead", "Segmenter", "build_segmenter", "confusion_matrix", "miou"]
 
@@ -73,18 +73,15 @@ class Segmenter(nn.Module):
     def forward(
         self, x: torch.Tensor, decisions: list[torch.Tensor] | None = None, return_decisions: bool = False
     ) -> torch.Tensor | SparseOutput:
-        if not isinstance(x, torch.Tensor) or x.dim() != 4:
-            raise ValueError(f"expected an image batch (B, C, H, W), got {getattr(x, 'shape', type(x).__name__)}")
+        check_image_batch(x, in_channels(self))
         stage = find_dynamic_stage(self.backbone)
-        if decisions is not None and stage is None:
-            raise ValueError("forced decisions need a sparsified backbone")
-        if stage is not None:
-            stage.forced_decisions = decisions
-        try:
+        if stage is None:
+            if decisions is not None:
+                raise ValueError("forced decisions need a sparsified backbone")
             feats = self.forward_features(x)
-        finally:
-            if stage is not None:
-                stage.forced_decisions = None
+        else:
+            with stage.forcing(decisions):
+                feats = self.forward_features(x)
         logits = self.forward_head(feats, tuple(x.shape[-2:]))
         if not return_decisions:
             return logits

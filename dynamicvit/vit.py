@@ -129,6 +129,15 @@ def in_channels(model: nn.Module) -> int:
     return getattr(pe, "in_chans", None) or next(m.in_channels for m in pe.modules() if isinstance(m, nn.Conv2d))
 
 
+def check_image_batch(x: torch.Tensor, channels: int) -> None:
+    """Raise a clear ``ValueError`` unless ``x`` is a (B, ``channels``, H, W) tensor."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"expected an image batch (B, C, H, W), got {shape}")
+    if x.shape[1] != channels:
+        raise ValueError(f"model expects {channels} input channels, got {x.shape[1]}")
+
+
 def _patches(x: torch.Tensor, prefix: int) -> torch.Tensor:
     """Patch tokens as a contiguous copy: LayerNorm on the strided slice is twice as slow."""
     return x[:, prefix:].contiguous()
@@ -181,13 +190,8 @@ class TokenReductionMixin:
         return self.keep_counts(num_patches)
 
     def _check_input(self, x: torch.Tensor) -> None:
-        if not isinstance(x, torch.Tensor) or x.dim() != 4:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"expected an image batch (B, C, H, W), got {shape}")
+        check_image_batch(x, in_channels(self))
         pe = self.patch_embed
-        channels = in_channels(self)
-        if x.shape[1] != channels:
-            raise ValueError(f"model expects {channels} input channels, got {x.shape[1]}")
         size, ph, pw = tuple(x.shape[-2:]), *pe.patch_size
         if not self.dynamic_img_size and pe.img_size is not None and size != tuple(pe.img_size):
             raise ValueError(
