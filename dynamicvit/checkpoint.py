@@ -78,15 +78,15 @@ def is_added_key(name: str) -> bool:
 
 
 def infer_timm_kwargs(weights: dict[str, torch.Tensor]) -> dict:
-    """``num_classes`` and ``in_chans`` of a timm model, read off its state dict (head, first conv)."""
-    kwargs = {}
-    for key in ("head.weight", "head.fc.weight"):
-        if key in weights:
-            kwargs["num_classes"] = weights[key].shape[0]
-    first_conv = next((v for v in weights.values() if v.dim() == 4), None)
-    if first_conv is not None:
-        kwargs["in_chans"] = first_conv.shape[1]
-    return kwargs
+    """``num_classes`` and ``in_chans`` of a model, read off its state dict (classifier, first conv).
+
+    Classifiers: timm's ``head.weight`` / ``head.fc.weight``; segmenters: ``decode.head.weight``.
+    """
+    heads = [k for k in ("head.weight", "head.fc.weight", "decode.head.weight") if k in weights]
+    convs = [v for v in weights.values() if v.dim() == 4]
+    if not heads or not convs:
+        raise CheckpointError("cannot tell the classes and input channels of these weights (no head or no conv)")
+    return {"num_classes": weights[heads[0]].shape[0], "in_chans": convs[0].shape[1]}
 
 
 def load_checkpoint(model: nn.Module, source: str | os.PathLike | dict, backbone_only: bool | None = None) -> None:

@@ -123,22 +123,21 @@ def _cmd_compare(args: argparse.Namespace) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
-    from .engine import evaluate_checkpoint
+    from .baselines import random_selector
+    from .engine import evaluate, load_for_eval
+    from .viz import save_segmentation_grid
 
     overrides = {
         k: getattr(args, k)
         for k in ("data", "data_dir", "canvas", "distractors", "val_limit", "model", "keep_rate", "task")
         if getattr(args, k) is not None
     }
-    r = evaluate_checkpoint(args.checkpoint, random_tokens=args.random, **overrides)
+    model, dataset, cfg = load_for_eval(args.checkpoint, **overrides)
+    if args.picture and cfg.task != "segment":
+        raise ValueError("--picture draws segmentation results; this checkpoint is a classifier (use viz)")
+    r = evaluate(model, dataset, cfg, decisions_fn=random_selector(cfg.seed) if args.random else None)
     if args.picture:
-        from .engine import _dataset, load_trained
-        from .viz import save_segmentation_grid
-
-        model, cfg = load_trained(args.checkpoint, **overrides)
-        if cfg.task != "segment":
-            raise ValueError("--picture draws segmentation results; this checkpoint is a classifier (use viz)")
-        save_segmentation_grid(model, _dataset(cfg, "test"), args.picture)
+        save_segmentation_grid(model, dataset, args.picture)
     print(json.dumps(r, indent=2) if args.json else "  ".join(f"{k} {v}" for k, v in r.items()))
 
 

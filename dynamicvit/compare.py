@@ -24,9 +24,8 @@ from torch import nn
 from .baselines import METHODS, apply_method, set_budget
 from .bench import time_callables
 from .checkpoint import load_checkpoint
-from .engine import TrainConfig, Trainer, _dataset, _model_kwargs, evaluate
+from .engine import TrainConfig, Trainer, _build_for_data, _dataset, evaluate
 from .flops import count_flops
-from .models import build_timm_model
 from .report import save_tradeoff_plots, write_comparison_markdown
 
 __all__ = ["run_compare", "trains"]
@@ -40,7 +39,7 @@ def trains(method: str, cfg: TrainConfig) -> bool:
 def _dense_model(cfg: TrainConfig, dataset) -> nn.Module:
     if not (cfg.pretrained or cfg.teacher_checkpoint):
         raise ValueError("compare needs the trained dense model: pass --teacher-checkpoint PATH or --pretrained")
-    model = build_timm_model(cfg.model, pretrained=cfg.pretrained, **_model_kwargs(cfg, dataset))
+    model = _build_for_data(cfg, dataset, pretrained=cfg.pretrained)
     if cfg.teacher_checkpoint:
         load_checkpoint(model, cfg.teacher_checkpoint)
     return model.eval()

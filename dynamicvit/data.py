@@ -308,6 +308,8 @@ def load_image(path: str | os.PathLike, size: tuple[int, int], channels: int) ->
     """
     from PIL import Image, UnidentifiedImageError
 
+    if channels not in (1, 3):
+        raise ValueError(f"images can be fed to 1- or 3-channel models, this one has {channels}")
     try:
         with Image.open(path) as image:
             picture = image.convert("L" if channels == 1 else "RGB").resize((size[1], size[0]), Image.BILINEAR)
@@ -315,8 +317,6 @@ def load_image(path: str | os.PathLike, size: tuple[int, int], channels: int) ->
         raise FileNotFoundError(f"no image file at {path}") from None
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"cannot read image {path}: {err}") from None
-    if channels not in (1, 3):
-        raise ValueError(f"images can be fed to 1- or 3-channel models, this one has {channels}")
     pixels = np.asarray(picture)
     if channels == 1:
         return _to_tensor(pixels), pixels

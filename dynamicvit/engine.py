@@ -28,7 +28,7 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
 from .baselines import apply_method, random_selector
@@ -49,7 +49,16 @@ from .models import build_timm_model
 from .segment import build_segmenter, confusion_matrix, miou
 from .vit import DynamicViTMixin, TokenReductionMixin
 
-__all__ = ["TrainConfig", "Trainer", "TrainingError", "evaluate", "evaluate_checkpoint", "load_trained", "train"]
+__all__ = [
+    "TrainConfig",
+    "Trainer",
+    "TrainingError",
+    "evaluate",
+    "evaluate_checkpoint",
+    "load_for_eval",
+    "load_trained",
+    "train",
+]
 
 
 class TrainingError(RuntimeError):
@@ -159,27 +168,34 @@ def _dataset(cfg: TrainConfig, split: str):
     )
 
 
-def _model_kwargs(cfg: TrainConfig, dataset) -> dict:
-    """timm kwargs for the run's model: classes and channels from the data, size and extras from the config."""
-    kwargs = dict(num_classes=dataset.num_classes, in_chans=dataset.in_chans, **cfg.model_kwargs)
+def _build_base(
+    cfg: TrainConfig,
+    num_classes: int,
+    in_chans: int,
+    input_size: tuple[int, int, int] | None = None,
+    pretrained: bool = False,
+) -> nn.Module:
+    """The run's dense model: a timm classifier, or for ``task="segment"`` a segmenter on a
+    features_only backbone taking ``input_size`` (C, H, W) images."""
+    kwargs = {"num_classes": num_classes, "in_chans": in_chans, **cfg.model_kwargs}
     if cfg.img_size is not None:
         kwargs["img_size"] = cfg.img_size
-    return kwargs
-
-
-def _build_base(cfg: TrainConfig, dataset, pretrained: bool = False) -> nn.Module:
-    """The run's dense model: a timm classifier, or for ``task="segment"`` a segmenter on a
-    features_only backbone (input size from the data)."""
     if cfg.task == "classify":
-        return build_timm_model(cfg.model, pretrained=pretrained, **_model_kwargs(cfg, dataset))
+        return build_timm_model(cfg.model, pretrained=pretrained, **kwargs)
     if cfg.task != "segment":
         raise ValueError(f"task must be 'classify' or 'segment', got {cfg.task!r}")
-    if not hasattr(dataset, "class_names") or cfg.mixup or cfg.cutmix:
-        raise ValueError("--task segment needs a segmentation data set (--data cluttered-fashion-scenes), no mixup")
-    backbone = build_timm_model(cfg.model, pretrained=pretrained, features_only=True, **_model_kwargs(cfg, dataset))
+    backbone = build_timm_model(cfg.model, pretrained=pretrained, features_only=True, **kwargs)
     if not is_hierarchical(backbone):
         raise ValueError(f"--task segment needs a ConvNeXt or Swin backbone, got {cfg.model!r}")
-    return build_segmenter(backbone, dataset.num_classes, tuple(dataset[0][0].shape))
+    return build_segmenter(backbone, num_classes, input_size)
+
+
+def _build_for_data(cfg: TrainConfig, dataset, pretrained: bool = False) -> nn.Module:
+    """:func:`_build_base` with classes, channels and (segmentation) input size from ``dataset``."""
+    if cfg.task == "segment" and (not hasattr(dataset, "class_names") or cfg.mixup or cfg.cutmix):
+        raise ValueError("--task segment needs a segmentation data set (--data cluttered-fashion-scenes), no mixup")
+    size = tuple(dataset[0][0].shape) if cfg.task == "segment" else None
+    return _build_base(cfg, dataset.num_classes, dataset.in_chans, size, pretrained)
 
 
 def _reduce(model: nn.Module, cfg: TrainConfig) -> nn.Module:
@@ -298,7 +314,7 @@ class Trainer:
 
     def _build_models(self) -> tuple[nn.Module, nn.Module | None]:
         cfg = self.cfg
-        base = _build_base(cfg, self.train_set, pretrained=cfg.pretrained)
+        base = _build_for_data(cfg, self.train_set, pretrained=cfg.pretrained)
         if cfg.teacher_checkpoint:
             load_checkpoint(base, cfg.teacher_checkpoint)
         if cfg.dense:
@@ -579,9 +595,14 @@ def evaluate_checkpoint(path: str | os.PathLike, random_tokens: bool = False, **
 
     ``random_tokens`` keeps the same counts but chooses the tokens uniformly at random.
     """
-    model, cfg = load_trained(path, **overrides)
-    dataset = _dataset(cfg, "test")
+    model, dataset, cfg = load_for_eval(path, **overrides)
     return evaluate(model, dataset, cfg, decisions_fn=random_selector(cfg.seed) if random_tokens else None)
+
+
+def load_for_eval(path: str | os.PathLike, **overrides) -> tuple[nn.Module, Dataset, TrainConfig]:
+    """:func:`load_trained` plus the test set its config describes."""
+    model, cfg = load_trained(path, **overrides)
+    return model, _dataset(cfg, "test"), cfg
 
 
 def load_trained(path: str | os.PathLike, **overrides) -> tuple[nn.Module, TrainConfig]:
@@ -591,16 +612,9 @@ def load_trained(path: str | os.PathLike, **overrides) -> tuple[nn.Module, Train
     saved = state.get("config", {}) if isinstance(state, dict) else {}
     cfg = TrainConfig.from_dict({**saved, **overrides})
     weights = read_state_dict(state)
-    kwargs = {**infer_timm_kwargs(weights), **cfg.model_kwargs}
-    if cfg.img_size is not None:
-        kwargs["img_size"] = cfg.img_size
-    if cfg.task == "segment":
-        classes = weights["decode.head.weight"].shape[0] if "decode.head.weight" in weights else 11
-        side = cfg.img_size or cfg.canvas
-        backbone = build_timm_model(cfg.model, features_only=True, **kwargs)
-        model = build_segmenter(backbone, classes, (kwargs.get("in_chans", 1), side, side))
-    else:
-        model = build_timm_model(cfg.model, **kwargs)
+    found = infer_timm_kwargs(weights)
+    chans, side = found["in_chans"], cfg.img_size or cfg.canvas
+    model = _build_base(cfg, found["num_classes"], chans, (chans, side, side) if cfg.task == "segment" else None)
     if any(is_added_key(k) for k in weights) or (not cfg.dense and cfg.method != "dynamicvit"):
         model = _reduce(model, cfg)
     load_checkpoint(model, weights)
