@@ -34,7 +34,7 @@ from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock, 
 from torch import nn
 
 from .predictor import build_predictors, check_keep_rate, gumbel_keep_mask, keep_count
-from .vit import SparseOutput, _gather_tokens, check_image_batch, in_channels, mixed_class
+from .vit import SparseOutput, _gather_tokens, _scatter_tokens, check_image_batch, in_channels, mixed_class
 
 __all__ = [
     "SUPPORTED_HIERARCHICAL",
@@ -138,11 +138,10 @@ def adaptive_block(
         m = decision.unsqueeze(-1).to(y.dtype)
         branch = _slow(blk, y) * m + _fast(blk, y) * (1 - m)
     else:
-        branch = torch.empty_like(y)
+        branch = y.new_empty(y.shape)  # contiguous, for the row scatter
         for index, path in ((decision, _slow), (dropped, _fast)):
             if index.shape[1]:
-                out = path(blk, _gather_tokens(y, index)).to(branch.dtype)
-                branch.scatter_(1, index.unsqueeze(-1).expand_as(out), out)
+                _scatter_tokens(branch, index, path(blk, _gather_tokens(y, index)).to(branch.dtype))
     return _to_map(blk, base + _drop_path(blk)(branch), x)
 
 

@@ -57,8 +57,11 @@ class TokenPredictor(nn.Module):
             nn.LogSoftmax(dim=-1),
         )
 
-    def forward(self, x: torch.Tensor, policy: torch.Tensor | None = None) -> torch.Tensor:
-        """``policy`` (B, N, 1) marks alive tokens (1) for the global mean; None means all alive."""
+    def forward(self, x: torch.Tensor, policy: torch.Tensor | None = None, score_only: bool = False) -> torch.Tensor:
+        """``policy`` (B, N, 1) marks alive tokens (1) for the global mean; None means all alive.
+        ``score_only`` returns :meth:`keep_score`'s (B, N) scores instead of the log-probabilities."""
+        if score_only:
+            return self._score(x)
         x = self.in_conv(x)
         half = x.shape[-1] // 2
         local_x, global_x = x[..., :half], x[..., half:]
@@ -75,6 +78,22 @@ class TokenPredictor(nn.Module):
             x = layer(x)
         return x
 
+    def _score(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`keep_score`'s computation: the same layers as :meth:`forward` in a dozen 2-D
+        ops and no submodule calls, because it runs in every inference and at batch 1 the
+        per-op overhead is a visible part of the latency. (The activations are exact GELUs.)"""
+        b, n, c = x.shape
+        half = c // 2
+        norm, fc_in, _ = self.in_conv
+        fc_mix, _, fc_mid, _, fc_out, _ = self.out_conv
+        x = F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps).reshape(b * n, c)
+        x = F.gelu(torch.addmm(fc_in.bias, x, fc_in.weight.t()))
+        global_x = F.linear(x.view(b, n, c)[..., half:].mean(dim=1), fc_mix.weight[:, half:], fc_mix.bias)
+        x = (x[:, :half] @ fc_mix.weight[:, :half].t()).view(b, n, -1).add_(global_x.unsqueeze(1))
+        x = F.gelu(torch.addmm(fc_mid.bias, F.gelu(x).view(b * n, -1), fc_mid.weight.t()))
+        w, bias = fc_out.weight[:1] - fc_out.weight[1:], fc_out.bias[:1] - fc_out.bias[1:]
+        return torch.addmm(bias.to(x.dtype), x, w.t().to(x.dtype)).view(b, n)
+
     def init_keep_probability(self, probability: float) -> None:
         """Set the last layer's bias so a fresh predictor keeps tokens with ``probability``.
 
@@ -88,8 +107,10 @@ class TokenPredictor(nn.Module):
             self.out_conv[-2].bias.copy_(torch.tensor([math.log(p), math.log(1 - p)]))
 
     def keep_score(self, x: torch.Tensor) -> torch.Tensor:
-        """Eval-time keep log-probability (B, N), every token alive."""
-        return self(x)[..., 0]
+        """Eval-time keep score (B, N), every token alive: the log-odds of "keep",
+        ``log p_keep - log p_drop``. It ranks tokens exactly as the keep log-probability does
+        (both grow with the logit difference) but needs one output instead of two and no softmax."""
+        return self(x, score_only=True)
 
 
 def gumbel_keep_mask(log_probs: torch.Tensor, prev_mask: torch.Tensor, tau: float = 1.0) -> torch.Tensor:

@@ -14,7 +14,8 @@ def analytic_vit_macs(c, depth, patches, prefix, patch_area, classes, prune_laye
     for i in range(depth):
         if i in stage_of:
             half = c // 2
-            macs += n * (c * c + half * half + half * (c // 4) + (c // 4) * 2) + half * half
+            # eval scores with one output (keep minus drop logit), not two
+            macs += n * (c * c + half * half + half * (c // 4) + c // 4) + half * half
             n = stage_of[i]
         t = n + prefix
         macs += t * (4 * c * c + 2 * mlp_ratio * c * c) + 2 * t * t * c

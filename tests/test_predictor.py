@@ -43,6 +43,21 @@ def test_split_projection_equals_concat_reference():
     assert torch.allclose(pred(x, policy), ref, atol=1e-12)
 
 
+@settings(max_examples=15, deadline=None)
+@given(b=st.integers(1, 3), n=st.integers(1, 20))
+def test_keep_score_is_the_log_odds_of_keep(b, n):
+    """The eval score (one output, no softmax) is log p_keep - log p_drop, so it ranks as the log-probability."""
+    pred = TokenPredictor(16).double()
+    for p in pred.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    x = torch.randn(b, n, 16, dtype=torch.double)
+    log_probs = pred(x)
+    score = pred.keep_score(x)
+    assert score.shape == (b, n)
+    assert torch.allclose(score, log_probs[..., 0] - log_probs[..., 1], atol=1e-10)
+    assert torch.equal(score.argsort(dim=1), log_probs[..., 0].argsort(dim=1))
+
+
 def test_global_summary_ignores_dropped_tokens():
     pred = TokenPredictor(16)
     x = torch.randn(1, 6, 16)
