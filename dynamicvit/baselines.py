@@ -35,6 +35,7 @@ from .predictor import check_keep_rate
 from .vit import (
     TokenReductionMixin,
     _gather_tokens,
+    _patches,
     attention_output,
     attention_qkv,
     check_prune_layers,
@@ -175,7 +176,7 @@ class BaselineViTMixin(TokenReductionMixin):
                 else:
                     scores = _centre_scores(index, grid)
                 keep = scores.topk(counts[s], dim=1).indices
-                x = blk(_gather_tokens(x, torch.cat([self._prefix_index(x), keep + prefix], dim=1)))
+                x = blk(torch.cat([x[:, :prefix], _gather_tokens(_patches(x, prefix), keep)], dim=1))
             index = index.gather(1, keep)
             kept.append(index)
         return x, kept

@@ -3,7 +3,9 @@
 Besides the dense model and the sparse one, the bench times the *limit*: the same
 backbone run on the same kept-token counts with no predictor and no gather (the tokens
 are simply sliced). ``sparse / limit`` says how much of the possible speed-up the
-implementation delivers.
+implementation delivers. ``limit+predictors`` also computes the predictors' scores (and
+discards them): the share of the gap that is the predictors' own arithmetic rather than
+token selection.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from .models import create_pair
 __all__ = ["time_runs", "time_callables", "sliced_forward", "peak_memory_mb", "benchmark"]
 
 
-def sliced_forward(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The sparse model's token budget without its cost: slice tokens, no predictor, no gather."""
+def sliced_forward(model: nn.Module, score: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The sparse model's token budget without its cost: slice tokens, no predictor, no gather.
+    With ``score`` the predictors still score the patch tokens at each stage (scores unused)."""
 
     def run(x: torch.Tensor) -> torch.Tensor:
         x = model._embed(x)
@@ -38,6 +41,8 @@ def sliced_forward(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
         stage_of = model.stage_of_block
         for i, blk in enumerate(model.blocks):
             if i in stage_of:
+                if score:
+                    model.score_predictor[stage_of[i]].keep_score(x[:, prefix:].contiguous())
                 x = x[:, : prefix + counts[stage_of[i]]]
             x = blk(x)
         return model.forward_head(model.norm(x))
@@ -157,6 +162,7 @@ def benchmark(
     fns = {"dense": dense, "sparse": sparse}
     if not is_hierarchical(sparse):  # asymmetric computation keeps every location: no slicing limit
         fns["limit"] = sliced_forward(sparse)
+        fns["limit+predictors"] = sliced_forward(sparse, score=True)
     peaks = {name: peak_memory_mb(fn, x) for name, fn in fns.items()}
     setup: dict[str, float] = {}
     if compile:
@@ -185,9 +191,10 @@ def benchmark(
         "img_size": [h, w],
         "threads": torch.get_num_threads(),
         "repeats": repeats,
-        "img_per_s": {k: ips[k] for k in ("dense", "sparse", "limit") if k in ips},
+        "img_per_s": {k: ips[k] for k in ("dense", "sparse", "limit", "limit+predictors") if k in ips},
         "speedup": ips["sparse"] / ips["dense"],
         "limit_speedup": ips["limit"] / ips["dense"] if "limit" in ips else None,
         "fraction_of_limit": ips["sparse"] / ips["limit"] if "limit" in ips else None,
+        "predictors_fraction_of_limit": ips["limit+predictors"] / ips["limit"] if "limit" in ips else None,
         "variants": variants,
     }

@@ -75,7 +75,10 @@ def _cmd_bench(args: argparse.Namespace) -> None:
                 f"{lat['p99']:>9.1f}{'–' if peak is None else f'{peak:.1f}':>9}"
             )
         if r["fraction_of_limit"] is not None:
-            print(f"  limit = same token counts sliced, no predictor; sparse: {r['fraction_of_limit']:.3f} of it")
+            print(
+                f"  limit = same token counts sliced, no predictor; sparse: {r['fraction_of_limit']:.3f} of it, "
+                f"limit+predictors (scores computed, tokens sliced): {r['predictors_fraction_of_limit']:.3f}"
+            )
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:

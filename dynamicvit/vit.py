@@ -233,9 +233,6 @@ class TokenReductionMixin:
         x = self.patch_drop(x)
         return self.norm_pre(x)
 
-    def _prefix_index(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.arange(self.num_prefix_tokens, device=x.device).expand(x.shape[0], -1)
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_sparse(x)[0]
 
@@ -303,11 +300,12 @@ class DynamicViTMixin(TokenReductionMixin):
         for i, blk in enumerate(self.blocks):
             s = stage_of.get(i)
             if s is not None:
+                patches = _patches(x, prefix)
                 if decisions is None:
-                    keep = self.score_predictor[s].keep_score(_patches(x, prefix)).topk(counts[s], dim=1).indices
+                    keep = self.score_predictor[s].keep_score(patches).topk(counts[s], dim=1).indices
                 else:
                     keep = _positions(index, decisions[s].to(x.device, torch.long), n)
-                x = _gather_tokens(x, torch.cat([self._prefix_index(x), keep + prefix], dim=1))
+                x = torch.cat([x[:, :prefix], _gather_tokens(patches, keep)], dim=1)
                 index = keep if index is None else index.gather(1, keep)
                 kept.append(index)
             x = blk(x)

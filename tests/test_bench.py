@@ -16,6 +16,18 @@ def test_sliced_limit_at_full_keep_equals_model():
         assert torch.allclose(sliced_forward(model)(x), model(x), atol=1e-5)
 
 
+def test_sliced_limit_with_scoring_runs_the_predictors_and_gives_the_same_logits():
+    model = dynamicvit.sparsify(tiny_vit(), keep_rate=0.5).eval()
+    calls = []
+    for predictor in model.score_predictor:
+        predictor.register_forward_hook(lambda m, i, o: calls.append(o.shape))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(sliced_forward(model, score=True)(x), sliced_forward(model)(x))
+    n = model.num_patches
+    assert calls == [(2, n), *((2, k) for k in model.keep_counts()[:-1])]
+
+
 def test_sliced_limit_runs_the_kept_token_counts():
     model = dynamicvit.sparsify(tiny_vit(), keep_rate=0.5).eval()
     seen = []
@@ -43,9 +55,10 @@ def test_time_callables_reports_each_function():
 def test_benchmark_reports_consistent_ratios():
     r = benchmark("deit_tiny_patch16_224", keep_rate=0.5, batch_size=1, img_size=32, patch_size=8, warmup=1, repeats=3)
     ips = r["img_per_s"]
-    assert set(ips) == {"dense", "sparse", "limit"}
+    assert set(ips) == {"dense", "sparse", "limit", "limit+predictors"}
     assert abs(r["speedup"] - ips["sparse"] / ips["dense"]) < 1e-9
     assert abs(r["fraction_of_limit"] - ips["sparse"] / ips["limit"]) < 1e-9
+    assert abs(r["predictors_fraction_of_limit"] - ips["limit+predictors"] / ips["limit"]) < 1e-9
 
 
 def test_peak_memory_counts_live_activations():
@@ -74,7 +87,16 @@ def test_bench_variants_compile_and_onnx(capsys):
         onnx=True,
     )
     v = r["variants"]
-    assert set(v) == {"dense", "sparse", "limit", "dense compiled", "sparse compiled", "dense onnx", "sparse onnx"}
+    assert set(v) == {
+        "dense",
+        "sparse",
+        "limit",
+        "limit+predictors",
+        "dense compiled",
+        "sparse compiled",
+        "dense onnx",
+        "sparse onnx",
+    }
     for row in v.values():
         lat = row["latency_ms"]
         assert row["img_per_s"] > 0 and lat["p50"] <= lat["p90"] <= lat["p99"]
