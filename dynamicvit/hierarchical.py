@@ -164,7 +164,12 @@ class DynamicStageMixin:
     prune_layers: list[int]
     forced_decisions: list[torch.Tensor] | None = None
     last_decisions: list[torch.Tensor] = []
-    last_locations: int = 0
+    last_grid: tuple[int, int] = (0, 0)
+
+    @property
+    def last_locations(self) -> int:
+        """Locations (H·W) of the stage's map in the latest forward."""
+        return self.last_grid[0] * self.last_grid[1]
 
     def keep_counts(self, locations: int) -> list[int]:
         return [keep_count(locations, r) for r in self.keep_ratios]
@@ -196,7 +201,7 @@ class DynamicStageMixin:
                 if not self.training:  # once per decision, not once per block
                     dropped = _complement(decision, h * w)
             x = blk(x) if decision is None else adaptive_block(blk, x, decision, self.training, dropped)
-        self.last_decisions, self.last_locations = decisions, h * w
+        self.last_decisions, self.last_grid = decisions, (h, w)
         return x
 
     def _decide(self, s: int, tokens: torch.Tensor, forced) -> torch.Tensor:

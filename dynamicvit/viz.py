@@ -107,9 +107,8 @@ def visualize_files(
         raise ValueError(f"{type(model).__name__} merges or pools tokens instead of keeping a subset; nothing to draw")
     if isinstance(model, TokenReductionMixin):
         grid, patch = model.patch_embed.grid_size, model.patch_embed.patch_size
-    else:  # slow-path locations of the sparsified stage (stride 16); the rest took the fast path
-        stride = 16
-        grid, patch = (h // stride, w // stride), (stride, stride)
+    else:  # slow-path locations of the sparsified stage; the rest took the fast path
+        grid, patch = _stage_cells(model, (h, w))
     preds = result.logits.argmax(-1).tolist()
     names = [class_names[p] if class_names else f"class {p}" for p in preds]
     titles = [f"{Path(p).name}: {n}" for p, n in zip(paths, names, strict=True)]
@@ -127,11 +126,18 @@ def _colour(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return palette[labels]
 
 
-def save_segmentation_grid(
-    model: torch.nn.Module, dataset, path: str | os.PathLike, count: int = 4, stride: int = 16
-) -> None:
+def _stage_cells(model: torch.nn.Module, size: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Grid of the sparsified stage's map in the latest forward, and the input pixels per cell
+    (rounded up so the cells cover an image of ``size``)."""
+    from .hierarchical import find_dynamic_stage
+
+    grid = find_dynamic_stage(model).last_grid
+    return grid, (-(-size[0] // grid[0]), -(-size[1] // grid[1]))
+
+
+def save_segmentation_grid(model: torch.nn.Module, dataset, path: str | os.PathLike, count: int = 4) -> None:
     """PNG with one row per scene: input, ground truth, prediction, and (sparse backbones) the input
-    with the locations that took the fast path greyed out (stride of the sparsified stage)."""
+    with the locations of the sparsified stage that took the fast path greyed out."""
     items = [dataset[i] for i in range(min(count, len(dataset)))]
     x = torch.stack([im for im, _ in items])
     with torch.inference_mode():
@@ -139,13 +145,16 @@ def save_segmentation_grid(
     preds = out.logits.argmax(1).numpy()
     k = out.logits.shape[1]
     h, w = x.shape[-2:]
-    masks = [kept_mask(d, (h // stride, w // stride)) for d in out.decisions]
+    slow = None
+    if out.decisions:
+        grid, cell = _stage_cells(model, (h, w))
+        slow = kept_mask(out.decisions[-1], grid)
     titles = ["input", "ground truth", "prediction", "slow path (last stage)"]
     rows = []
     for r, (image, target) in enumerate(items):
         picture = dataset.render(r)[0] if hasattr(dataset, "render") else image[0].numpy()
         panels = [grey_out(picture, np.ones((1, 1), bool), (h, w)), _colour(target.numpy(), k), _colour(preds[r], k)]
-        if masks:
-            panels.append(grey_out(picture, masks[-1][r], (stride, stride)))
+        if slow is not None:
+            panels.append(grey_out(picture, slow[r], cell))
         rows.append(panels)
     _save_panels(rows, titles, path)

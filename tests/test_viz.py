@@ -13,7 +13,7 @@ import dynamicvit
 from dynamicvit.baselines import apply_method
 from dynamicvit.cli import main
 from dynamicvit.engine import TrainConfig
-from dynamicvit.viz import grey_out, kept_mask, save_kept_token_grid
+from dynamicvit.viz import _stage_cells, grey_out, kept_mask, save_kept_token_grid
 
 SKIMAGE_DATA = Path(skimage.data.__file__).parent
 
@@ -99,3 +99,18 @@ def test_viz_hierarchical_shows_slow_path_locations(tmp_path, capsys):
     assert main(["viz", str(SKIMAGE_DATA / "coffee.png"), "--checkpoint", str(ckpt), "--out", str(out)]) == 0
     assert "kept 137 / 98 / 58 tokens" in capsys.readouterr().out  # 14x14 stage-3 map at 224, [0.7, 0.5, 0.3]
     assert out.stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "side, extra, grid, cell",
+    [(64, {}, (4, 4), (16, 16)), (70, {}, (4, 4), (18, 18)), (64, {"output_stride": 8}, (8, 8), (8, 8))],
+)
+def test_slow_path_cells_follow_the_stage_map(side, extra, grid, cell):
+    """Stage-3 grid read off the forward, not an assumed stride 16: odd sizes, a dilated stage 3."""
+    small = {"dims": [8, 16, 32, 48], "depths": [1, 1, 4, 1]}
+    model = dynamicvit.sparsify(timm.create_model("convnext_tiny", num_classes=3, **small, **extra)).eval()
+    with torch.no_grad():
+        out = model.forward_with_decisions(torch.randn(1, 3, side, side))
+    assert _stage_cells(model, (side, side)) == (grid, cell)
+    picture = grey_out(np.zeros((side, side)), kept_mask(out.decisions[-1], grid)[0], cell)
+    assert picture.shape == (side, side, 3)
