@@ -1,27 +1,35 @@
 """dynamicvit: dynamic spatial sparsification (DynamicViT) for timm vision models."""
 
 from . import zoo  # noqa: F401  (registers the demo models with timm)
-from .baselines import METHODS, apply_method, set_budget
+from .base import Family, Method, TokenReducer, find_reducer
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .export import export_onnx
 from .flops import count_flops
-from .losses import DistillationLoss
-from .models import create_model, sparsify
+from .losses import DistillationLoss, build_criterion
+from .methods import METHODS, apply_method, method_of, set_budget
+from .models import FAMILIES, create_model, sparsify
 from .predictor import TokenPredictor, keep_counts
-from .vit import SparseOutput
+from .tokens import SparseOutput
 
 __all__ = [
+    "FAMILIES",
     "METHODS",
     "CheckpointError",
     "DistillationLoss",
+    "Family",
+    "Method",
     "SparseOutput",
     "TokenPredictor",
+    "TokenReducer",
     "apply_method",
+    "build_criterion",
     "count_flops",
     "create_model",
     "export_onnx",
+    "find_reducer",
     "keep_counts",
     "load_checkpoint",
+    "method_of",
     "save_checkpoint",
     "set_budget",
     "sparsify",

@@ -24,30 +24,15 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from .flops import input_size
-from .hierarchical import is_hierarchical
 from .models import create_pair
 
 __all__ = ["time_runs", "time_callables", "sliced_forward", "peak_memory_mb", "benchmark"]
 
 
 def sliced_forward(model: nn.Module, score: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The sparse model's token budget without its cost: slice tokens, no predictor, no gather.
+    """The *limit* of a sparse model (its ``forward_limit``): the token budget without its cost.
     With ``score`` the predictors still score the patch tokens at each stage (scores unused)."""
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        x = model._embed(x)
-        prefix = model.num_prefix_tokens
-        counts = model.keep_counts(x.shape[1] - prefix)
-        stage_of = model.stage_of_block
-        for i, blk in enumerate(model.blocks):
-            if i in stage_of:
-                if score:
-                    model.score_predictor[stage_of[i]].keep_score(x[:, prefix:].contiguous())
-                x = x[:, : prefix + counts[stage_of[i]]]
-            x = blk(x)
-        return model.forward_head(model.norm(x))
-
-    return run
+    return lambda x: model.forward_limit(x, score=score)
 
 
 @torch.inference_mode()
@@ -160,7 +145,7 @@ def benchmark(
     chans, h, w = input_size(dense, img_size)
     x = torch.randn(batch_size, chans, h, w)
     fns = {"dense": dense, "sparse": sparse}
-    if not is_hierarchical(sparse):  # asymmetric computation keeps every location: no slicing limit
+    if hasattr(sparse, "forward_limit"):  # asymmetric computation keeps every location: no slicing limit
         fns["limit"] = sliced_forward(sparse)
         fns["limit+predictors"] = sliced_forward(sparse, score=True)
     peaks = {name: peak_memory_mb(fn, x) for name, fn in fns.items()}

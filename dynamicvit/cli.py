@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .baselines import METHODS
 from .checkpoint import CheckpointError
-from .data import DATASETS
+from .config import TrainConfig
 from .engine import TrainingError
+from .methods import METHODS
 
 __all__ = ["main"]
 
@@ -81,31 +82,43 @@ def _cmd_bench(args: argparse.Namespace) -> None:
             )
 
 
-def _add_data_args(p: argparse.ArgumentParser) -> None:
-    """Data options; None means the run's own setting (eval) or TrainConfig's default (train)."""
-    p.add_argument("--data", default=None, choices=DATASETS, help="cluttered-fashion-scenes is for --task segment")
-    p.add_argument("--data-dir", default=None, help="data folder (default: /usr/share/datasets/fashion-mnist)")
-    p.add_argument("--canvas", type=int, default=None, help="cluttered-fashion-mnist canvas side (64)")
-    p.add_argument("--distractors", type=int, default=None, help="cluttered-fashion-mnist fragments per canvas (4)")
-    p.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
-    p.add_argument("--val-limit", type=int, default=None, help="use only the first N test images")
+_DATA_FIELDS = ("data", "data_dir", "canvas", "distractors", "train_limit", "val_limit")
+_PARSERS = {"int": int, "float": float, "str": str, "list[int]": int, "dict": json.loads}
 
 
-def _train_config(args: argparse.Namespace):
-    from .engine import TrainConfig
+def add_config_args(p: argparse.ArgumentParser, names: Sequence[str] | None = None, skip: Sequence[str] = ()) -> None:
+    """One flag per :class:`TrainConfig` field (or the ``names`` among them), help text from the field.
 
-    cfg = TrainConfig()
-    values = {k: v for k, v in vars(args).items() if hasattr(cfg, k) and v is not None}
-    values["model"] = args.teacher or args.model or cfg.model
-    values["model_kwargs"] = json.loads(args.model_kwargs) if args.model_kwargs else {}
-    values["progress"] = not args.no_progress
-    return TrainConfig.from_dict({**vars(cfg), **values})
+    Every flag defaults to ``None`` – "not given" – so a config (the defaults, or a checkpoint's
+    saved one) is overridden only by what the user passed."""
+    for f in dataclasses.fields(TrainConfig):
+        if (names is not None and f.name not in names) or f.name in skip:
+            continue
+        meta = f.metadata
+        flags = meta.get("flags", ("--" + f.name.replace("_", "-"),))
+        kwargs = {"dest": f.name, "default": None, "help": meta["help"]}
+        kind = str(f.type).removesuffix(" | None")
+        if kind == "bool":
+            kwargs["action"] = "store_false" if f.default else "store_true"
+        else:
+            kwargs["type"] = _PARSERS[kind]
+            kwargs["nargs"] = "+" if kind.startswith("list") else None
+            kwargs["choices"] = meta.get("choices")
+        p.add_argument(*flags, **kwargs)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The defaults, with every config flag the user gave on top."""
+    given = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig.from_dict(
+        {**dataclasses.asdict(TrainConfig()), **{k: v for k, v in given.items() if v is not None}}
+    )
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from .engine import train
 
-    record = train(_train_config(args))
+    record = train(config_from_args(args))
     if record and os.environ.get("RANK", "0") == "0":
         print(json.dumps(record, indent=2))
 
@@ -113,11 +126,11 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_compare(args: argparse.Namespace) -> None:
     from .compare import run_compare
 
-    cfg = _train_config(args)
+    cfg = config_from_args(args)
     run_compare(
         cfg,
         budgets=args.budgets,
-        methods=args.methods or METHODS,
+        methods=args.methods or tuple(METHODS),
         out_dir=args.out_dir,
         bench_batch=args.bench_batch,
         bench_repeats=args.bench_repeats,
@@ -126,8 +139,8 @@ def _cmd_compare(args: argparse.Namespace) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
-    from .baselines import random_selector
-    from .engine import evaluate, load_for_eval
+    from .evaluate import evaluate, load_for_eval
+    from .methods import random_selector
     from .viz import save_segmentation_grid
 
     overrides = {
@@ -145,8 +158,8 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _cmd_viz(args: argparse.Namespace) -> None:
+    from .build import load_trained
     from .data import FASHION_CLASSES
-    from .engine import load_trained
     from .viz import visualize_files
 
     overrides = {k: getattr(args, k) for k in ("model", "keep_rate") if getattr(args, k) is not None}
@@ -161,16 +174,16 @@ def _cmd_export(args: argparse.Namespace) -> None:
     from .export import export_onnx
 
     if args.checkpoint:
-        from .engine import load_trained
+        from .build import load_trained
 
         model, _ = load_trained(args.checkpoint)
     elif args.model:
-        from .baselines import apply_method
+        from .methods import apply_method
         from .models import build_timm_model
 
         kwargs = {"img_size": args.img_size} if args.img_size else {}
         model = build_timm_model(args.model, pretrained=args.pretrained, **kwargs)
-        if args.method != "dense":
+        if args.method in METHODS:  # otherwise "dense"
             model = apply_method(model, args.method, keep_rate=args.keep_rate)
     else:
         raise ValueError("give --checkpoint PATH or --model NAME")
@@ -189,49 +202,6 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     print(f"report written to {args.out}/report.md ({summary['total_seconds']:.0f} s)")
 
 
-def _add_train_args(p: argparse.ArgumentParser) -> None:
-    """The training recipe: model, data, optimisation, DynamicViT loss weights."""
-    p.add_argument("--model", default=None, help="timm model name (teacher and student backbone)")
-    p.add_argument("--teacher", default=None, help="alias of --model")
-    p.add_argument("--model-kwargs", default=None, help="extra timm kwargs as JSON, e.g. '{\"drop_path_rate\": 0.1}'")
-    p.add_argument("--dense", action="store_true", help="train the dense model (e.g. to make a teacher)")
-    p.add_argument("--method", default=None, choices=METHODS, help="token reduction to train (dynamicvit)")
-    p.add_argument("--task", default=None, choices=["classify", "segment"], help="segment: FPN on ConvNeXt/Swin")
-    p.add_argument("--pretrained", action="store_true", help="start from timm's pretrained weights")
-    p.add_argument("--teacher-checkpoint", default=None, help="dense checkpoint for the teacher and student backbone")
-    _add_data_args(p)
-    p.add_argument("--img-size", type=int, default=None)
-    for flag, typ in [
-        ("epochs", int),
-        ("batch-size", int),
-        ("lr", float),
-        ("backbone-lr-scale", float),
-        ("freeze-backbone-epochs", float),
-        ("warmup-epochs", float),
-        ("min-lr", float),
-        ("weight-decay", float),
-        ("keep-rate", float),
-        ("ratio-weight", float),
-        ("distill-weight", float),
-        ("token-weight", float),
-        ("mixup", float),
-        ("cutmix", float),
-        ("smoothing", float),
-        ("ema-decay", float),
-        ("clip-grad", float),
-        ("seed", int),
-        ("workers", int),
-        ("max-bad-steps", int),
-        ("tome-r", int),
-    ]:
-        p.add_argument(f"--{flag}", type=typ, default=None)
-    p.add_argument("--prune-layers", type=int, nargs="+", default=None)
-    p.add_argument("--amp", action="store_true", help="autocast: bf16 on CPU, fp16 + grad scaler on CUDA")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")
-    p.add_argument("--deterministic", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dynamicvit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -243,12 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("train", help="distillation fine-tuning of a sparse model (or --dense training)")
-    _add_train_args(p)
-    p.add_argument("--out", dest="out_dir", default=None, help="run folder (checkpoints, metrics)")
+    add_config_args(p)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("compare", help="every token-reduction method at matched MACs: table and plots")
-    _add_train_args(p)
+    add_config_args(p, skip=("out_dir",))
     p.add_argument(
         "--budgets", type=float, nargs="+", default=[0.5, 0.6, 0.7, 0.8, 0.9], help="fractions of dense MACs"
     )
@@ -260,11 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="top-1, kept tokens, GMACs and img/s of a checkpoint")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--model", default=None, help="timm name (default: from the checkpoint's config)")
-    p.add_argument("--keep-rate", type=float, default=None)
-    _add_data_args(p)
+    add_config_args(p, names=("model", "keep_rate", "task", *_DATA_FIELDS))  # default: the checkpoint's
     p.add_argument("--random", action="store_true", help="random token selection at the same counts")
-    p.add_argument("--task", default=None, choices=["classify", "segment"], help="default: the checkpoint's")
     p.add_argument("--picture", default=None, help="segmentation: PNG of inputs, labels, predictions, slow path")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_eval)

@@ -1,11 +1,11 @@
 """Token-reduction methods side by side at matched FLOPs: accuracy, MACs, measured img/s.
 
 For each budget (a fraction of the dense model's MACs) every method's knob is tuned with
-:func:`dynamicvit.baselines.set_budget`; methods that train are fine-tuned with the same
+:func:`dynamicvit.methods.set_budget`; methods that train are fine-tuned with the same
 engine and recipe (``TrainConfig``); the rest run training-free on the dense weights.
-DynamicViT always trains (its predictors are new); a baseline trains only when the recipe
-updates the backbone (``freeze_backbone_epochs < epochs``), as otherwise nothing of it
-would change. Throughput is measured in one process, all methods of a budget interleaved.
+A method with learned modules (DynamicViT's predictors) always trains; the others train only
+when the recipe updates the backbone (``freeze_backbone_epochs < epochs``), as otherwise
+nothing of them would change. Throughput is measured in one process, all methods of a budget interleaved.
 """
 
 from __future__ import annotations
@@ -21,11 +21,13 @@ from statistics import median
 import torch
 from torch import nn
 
-from .baselines import METHODS, apply_method, set_budget
 from .bench import time_callables
-from .checkpoint import load_checkpoint
-from .engine import TrainConfig, Trainer, _build_for_data, _dataset, evaluate
+from .build import build_dense_for_data, build_run_dataset
+from .config import TrainConfig
+from .engine import Trainer
+from .evaluate import evaluate
 from .flops import count_flops
+from .methods import METHODS, apply_method, get_method, set_budget
 from .report import save_tradeoff_plots, write_comparison_markdown
 
 __all__ = ["run_compare", "trains"]
@@ -33,22 +35,18 @@ __all__ = ["run_compare", "trains"]
 
 def trains(method: str, cfg: TrainConfig) -> bool:
     """Whether ``method`` is fine-tuned under the recipe ``cfg`` (see the module docstring)."""
-    return method == "dynamicvit" or cfg.freeze_backbone_epochs < cfg.epochs
+    return get_method(method).learned or cfg.freeze_backbone_epochs < cfg.epochs
 
 
 def _dense_model(cfg: TrainConfig, dataset) -> nn.Module:
     if not (cfg.pretrained or cfg.teacher_checkpoint):
         raise ValueError("compare needs the trained dense model: pass --teacher-checkpoint PATH or --pretrained")
-    model = _build_for_data(cfg, dataset, pretrained=cfg.pretrained)
-    if cfg.teacher_checkpoint:
-        load_checkpoint(model, cfg.teacher_checkpoint)
-    return model.eval()
+    return build_dense_for_data(cfg, dataset, pretrained=cfg.pretrained).eval()
 
 
 def _check_args(budgets: Sequence[float], methods: Sequence[str]) -> None:
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    for method in methods:
+        get_method(method)
     bad = [b for b in budgets if not 0 < b <= 1]
     if bad or not budgets:
         raise ValueError(f"budgets must be fractions of the dense MACs in (0, 1], got {list(budgets)}")
@@ -73,7 +71,7 @@ def _fine_tune(cfg: TrainConfig, method: str, model: nn.Module, out_dir: Path) -
 def run_compare(
     cfg: TrainConfig,
     budgets: Sequence[float] = (0.5, 0.6, 0.7, 0.8, 0.9),
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] = tuple(METHODS),
     out_dir: str = "runs/compare",
     bench_batch: int = 64,
     bench_repeats: int = 10,
@@ -82,7 +80,7 @@ def run_compare(
     _check_args(budgets, methods)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    test_set = _dataset(cfg, "test")
+    test_set = build_run_dataset(cfg, "test")
     dense = _dense_model(cfg, test_set)
     dense_macs = count_flops(dense).total
     x = torch.stack([test_set[i][0] for i in range(min(bench_batch, len(test_set)))])
@@ -91,6 +89,7 @@ def run_compare(
     for budget in budgets:
         models = {}
         for method in methods:
+            entry = get_method(method)
             model = apply_method(copy.deepcopy(dense), method, prune_layers=cfg.prune_layers, seed=cfg.seed)
             reached = set_budget(model, budget, dense_macs)
             trained = trains(method, cfg)
@@ -104,7 +103,7 @@ def run_compare(
                     "method": method,
                     "trained": trained,
                     "macs_fraction": reached,
-                    "knob": {"r": model.tome_r} if method == "tome" else {"keep_rate": round(model.keep_rate, 4)},
+                    "knob": {entry.knob_label: round(getattr(model, entry.knob), 4)},
                     **{k: result[k] for k in ("top1", "gmacs", "kept_tokens")},
                 }
             )
@@ -118,6 +117,7 @@ def run_compare(
         "rows": rows,
         "budgets": list(budgets),
         "methods": list(methods),
+        "labels": {m: get_method(m).label for m in methods},
         "recipe": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("progress", "resume", "out_dir")},
         "bench": {"batch_size": x.shape[0], "repeats": bench_repeats, "threads": torch.get_num_threads()},
         "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads, "

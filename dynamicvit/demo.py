@@ -18,10 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .baselines import random_selector
 from .bench import time_callables
+from .config import TrainConfig
 from .data import FASHION_CLASSES
-from .engine import TrainConfig, Trainer, evaluate
+from .engine import Trainer
+from .evaluate import evaluate
+from .methods import random_selector
 from .report import save_curves, write_markdown
 from .viz import save_kept_token_grid
 
@@ -106,7 +108,7 @@ def run_demo(cfg: DemoConfig, command: str = "dynamicvit demo") -> dict:
         epochs=cfg.student_epochs,
         lr=1e-3,
         backbone_lr_scale=0.1,
-        freeze_backbone_epochs=1.0,  # SPEC: predictors first, backbone frozen; our budget is one epoch
+        freeze_backbone_epochs=1.0,  # the paper: predictors first, backbone frozen; our budget is one epoch
         ratio_weight=10.0,  # with the paper's 2 the training masks drifted to ~90% kept here
         warmup_epochs=0.1,
         min_lr=1e-5,

@@ -1,24 +1,19 @@
-"""Training and evaluation: distillation fine-tuning (SPEC §2) or dense training, one process
-or many (``torchrun``), with atomic per-epoch checkpoints and exact resume.
+"""The trainer: distillation fine-tuning (DynamicViT, arXiv 2106.02034) or dense training, one
+process or many (``torchrun``), with atomic per-epoch checkpoints and exact resume.
 
 Built from timm's pieces: ``create_optimizer_v2`` (AdamW), ``create_scheduler_v2`` (cosine with
-warm-up, stepped per update), ``Mixup``/``SoftTargetCrossEntropy``, ``ModelEmaV3``.
+warm-up, stepped per update), ``Mixup``/``SoftTargetCrossEntropy``, ``ModelEmaV3``. The data, the
+models and the objective come from :mod:`dynamicvit.build` and :mod:`dynamicvit.losses`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
-import dataclasses
 import json
-import math
-import os
-import random
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from timm.data import Mixup
@@ -28,196 +23,22 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
-from .baselines import apply_method, random_selector
-from .checkpoint import (
-    CheckpointError,
-    atomic_save,
-    infer_timm_kwargs,
-    is_added_key,
-    load_checkpoint,
-    read_checkpoint,
-    read_state_dict,
-)
-from .data import build_dataset
-from .flops import count_flops
-from .hierarchical import find_dynamic_stage, is_hierarchical
-from .losses import DistillationLoss
-from .models import build_timm_model
-from .segment import build_segmenter, confusion_matrix, miou
-from .vit import DynamicViTMixin, TokenReductionMixin
+from .build import build_run_dataset, build_teacher_student
+from .checkpoint import CheckpointError, atomic_save, is_added_key, load_checkpoint, read_checkpoint, read_state_dict
+from .config import TrainConfig, with_family_defaults
+from .distributed import dist_info, ranks_in_sync, rng_state, seed_all, set_rng_state
+from .evaluate import evaluate
+from .losses import build_criterion
+from .methods import get_method
 
-__all__ = [
-    "TrainConfig",
-    "Trainer",
-    "TrainingError",
-    "evaluate",
-    "evaluate_checkpoint",
-    "load_for_eval",
-    "load_trained",
-    "train",
-]
+__all__ = ["Trainer", "TrainingError", "train"]
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. the loss stayed non-finite); the last checkpoint is intact."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything a run needs; saved in each checkpoint. Defaults follow SPEC §2 for plain ViTs."""
-
-    model: str = "dvit_tiny_fmnist"  # timm name: the dense teacher and the student's backbone
-    dense: bool = False  # train the dense model itself (e.g. to make a teacher offline)
-    task: str = "classify"  # or "segment": FPN head on a features_only ConvNeXt/Swin, per-pixel CE, mIoU
-    method: str = "dynamicvit"  # or a baseline of dynamicvit.baselines.METHODS (trained with CE + KL only)
-    tome_r: int = 8  # ToMe's tokens merged per block (method "tome")
-    pretrained: bool = False
-    teacher_checkpoint: str | None = None
-    model_kwargs: dict = field(default_factory=dict)  # extra timm kwargs, e.g. drop_path_rate
-    data: str = "cluttered-fashion-mnist"
-    data_dir: str | None = None
-    canvas: int = 64  # cluttered-fashion-mnist canvas side
-    distractors: int = 4  # cluttered-fashion-mnist fragments per canvas
-    img_size: int | None = None
-    train_limit: int | None = None
-    val_limit: int | None = None
-    epochs: int = 30
-    batch_size: int = 64  # per process
-    lr: float = 1e-3
-    backbone_lr_scale: float | None = None  # None: SPEC's 0.01 for ViTs, 0.2 for ConvNeXt/Swin
-    freeze_backbone_epochs: float = 5  # no backbone updates before this epoch (fractions allowed)
-    warmup_epochs: float = 5
-    min_lr: float = 1e-6
-    weight_decay: float = 0.05
-    keep_rate: float = 0.7
-    prune_layers: list[int] | None = None
-    ratio_weight: float | None = None  # None: SPEC's 2 for ViTs, 10 for ConvNeXt/Swin
-    distill_weight: float = 0.5
-    token_weight: float = 0.5  # ViTs only: hierarchical models keep no token subset to compare
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    smoothing: float = 0.0
-    ema_decay: float | None = None
-    clip_grad: float | None = None
-    amp: bool = False
-    seed: int = 0
-    workers: int = 0
-    out_dir: str = "runs/train"
-    resume: bool = False
-    max_bad_steps: int = 10
-    deterministic: bool = False
-    progress: bool = True
-
-    @classmethod
-    def from_dict(cls, values: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
-
-
-def _dist_info() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment, initialising the group."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    if world > 1:
-        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
-    return 0, 1, 0
-
-
-def _rng_state() -> dict:
-    np_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    kind, keys, *rest = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _dataset(cfg: TrainConfig, split: str):
-    """The run's train or test set, as its config describes it."""
-    return build_dataset(
-        cfg.data,
-        split,
-        data_dir=cfg.data_dir,
-        img_size=cfg.img_size or 224,
-        seed=cfg.seed,
-        limit=cfg.train_limit if split == "train" else cfg.val_limit,
-        canvas=cfg.canvas,
-        distractors=cfg.distractors,
-    )
-
-
-def _build_base(
-    cfg: TrainConfig,
-    num_classes: int,
-    in_chans: int,
-    input_size: tuple[int, int, int] | None = None,
-    pretrained: bool = False,
-) -> nn.Module:
-    """The run's dense model: a timm classifier, or for ``task="segment"`` a segmenter on a
-    features_only backbone taking ``input_size`` (C, H, W) images."""
-    kwargs = {"num_classes": num_classes, "in_chans": in_chans, **cfg.model_kwargs}
-    if cfg.img_size is not None:
-        kwargs["img_size"] = cfg.img_size
-    if cfg.task == "classify":
-        return build_timm_model(cfg.model, pretrained=pretrained, **kwargs)
-    if cfg.task != "segment":
-        raise ValueError(f"task must be 'classify' or 'segment', got {cfg.task!r}")
-    backbone = build_timm_model(cfg.model, pretrained=pretrained, features_only=True, **kwargs)
-    if not is_hierarchical(backbone):
-        raise ValueError(f"--task segment needs a ConvNeXt or Swin backbone, got {cfg.model!r}")
-    return build_segmenter(backbone, num_classes, input_size)
-
-
-def _build_for_data(cfg: TrainConfig, dataset, pretrained: bool = False) -> nn.Module:
-    """:func:`_build_base` with classes, channels and (segmentation) input size from ``dataset``."""
-    if cfg.task == "segment" and (not hasattr(dataset, "class_names") or cfg.mixup or cfg.cutmix):
-        raise ValueError("--task segment needs a segmentation data set (--data cluttered-fashion-scenes), no mixup")
-    size = tuple(dataset[0][0].shape) if cfg.task == "segment" else None
-    return _build_base(cfg, dataset.num_classes, dataset.in_chans, size, pretrained)
-
-
-def _reduce(model: nn.Module, cfg: TrainConfig) -> nn.Module:
-    """The run's student: ``model`` reduced by ``cfg.method`` at ``cfg.keep_rate`` (or ToMe's r)."""
-    return apply_method(model, cfg.method, keep_rate=cfg.keep_rate, prune_layers=cfg.prune_layers, r=cfg.tome_r)
-
-
-def _is_backbone(name: str) -> bool:
-    """Pretrained weights, as opposed to the modules sparsification adds (predictors, fast paths)."""
-    return not is_added_key(name)
-
-
-def _family_defaults(cfg: TrainConfig, model: nn.Module) -> TrainConfig:
-    """Fill the recipe values left unset with SPEC's defaults for the model's family."""
-    hierarchical = is_hierarchical(model)
-    return dataclasses.replace(
-        cfg,
-        ratio_weight=cfg.ratio_weight if cfg.ratio_weight is not None else (10.0 if hierarchical else 2.0),
-        backbone_lr_scale=cfg.backbone_lr_scale
-        if cfg.backbone_lr_scale is not None
-        else (0.2 if hierarchical else 0.01),
-    )
 
 
 def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
@@ -227,7 +48,7 @@ def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        backbone = not cfg.dense and _is_backbone(name)
+        backbone = not cfg.dense and not is_added_key(name)
         no_decay = p.ndim <= 1 or name in skip
         group = groups.setdefault(
             (backbone, no_decay),
@@ -246,17 +67,17 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
-        self.rank, self.world, local_rank = _dist_info()
+        self.rank, self.world, local_rank = dist_info()
         self.device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
         self.out_dir = Path(cfg.out_dir)
         if self.rank == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
-        _seed_all(cfg.seed + self.rank)
+        seed_all(cfg.seed + self.rank)
 
-        self.train_set = _dataset(cfg, "train")
-        self.val_set = _dataset(cfg, "test")
+        self.train_set = build_run_dataset(cfg, "train")
+        self.val_set = build_run_dataset(cfg, "test")
         if len(self.train_set) < cfg.batch_size * self.world:
             raise ValueError(f"{len(self.train_set)} training images are fewer than one global batch")
         self.sampler = DistributedSampler(
@@ -265,8 +86,11 @@ class Trainer:
         self.loader = DataLoader(
             self.train_set, batch_size=cfg.batch_size, sampler=self.sampler, num_workers=cfg.workers, drop_last=True
         )
-        self.model, self.teacher = self._build_models()
-        self.cfg = cfg = _family_defaults(cfg, self.model)
+        self.model, self.teacher = build_teacher_student(cfg, self.train_set)
+        self.model = self.model.to(self.device)
+        if self.teacher is not None:
+            self.teacher = self.teacher.to(self.device).eval()
+        self.cfg = cfg = with_family_defaults(cfg, self.model)
         self.optimizer = create_optimizer_v2(
             _param_groups(self.model, cfg), opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay
         )
@@ -292,18 +116,17 @@ class Trainer:
         else:
             base = LabelSmoothingCrossEntropy(cfg.smoothing) if cfg.smoothing > 0 else nn.CrossEntropyLoss()
         self.base_criterion = base
-        hierarchical = is_hierarchical(self.model)
         self.criterion = (
             None
             if cfg.dense
-            else DistillationLoss(
+            else build_criterion(
+                self.model,
                 self.teacher,
-                keep_rate=cfg.keep_rate,
-                base_criterion=base,
-                ratio_weight=cfg.ratio_weight if cfg.method == "dynamicvit" else 0.0,
+                base,
+                learned=get_method(cfg.method).learned,
+                ratio_weight=cfg.ratio_weight,
                 distill_weight=cfg.distill_weight,
-                token_weight=cfg.token_weight if cfg.method == "dynamicvit" and not hierarchical else 0.0,
-                target_ratios=find_dynamic_stage(self.model).keep_ratios if hierarchical else None,
+                token_weight=cfg.token_weight,
             )
         )
         self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay) if cfg.ema_decay else None
@@ -311,25 +134,6 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
         self.ddp = DistributedDataParallel(self.model) if self.world > 1 else self.model
         self.epoch, self.updates, self.skipped_steps = 0, 0, 0
-
-    def _build_models(self) -> tuple[nn.Module, nn.Module | None]:
-        cfg = self.cfg
-        base = _build_for_data(cfg, self.train_set, pretrained=cfg.pretrained)
-        if cfg.teacher_checkpoint:
-            load_checkpoint(base, cfg.teacher_checkpoint)
-        if cfg.dense:
-            return base.to(self.device), None
-        if not (cfg.pretrained or cfg.teacher_checkpoint):
-            raise ValueError(
-                "sparse training distils from a trained dense model: pass --pretrained or "
-                "--teacher-checkpoint (make one with `dynamicvit train --dense`)"
-            )
-        teacher = copy.deepcopy(base)
-        student = _reduce(base, cfg)
-        for name in ("cls_token", "pos_embed", "dist_token", "reg_token"):
-            if isinstance(getattr(student, name, None), nn.Parameter):
-                getattr(student, name).requires_grad_(False)
-        return student.to(self.device), teacher.to(self.device).eval()
 
     # -- checkpoints -------------------------------------------------------------------------
     @property
@@ -346,7 +150,7 @@ class Trainer:
             "epoch": self.epoch,
             "updates": self.updates,
             "skipped_steps": self.skipped_steps,
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "config": asdict(self.cfg),
         }
 
@@ -369,9 +173,9 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
         self.epoch, self.updates = state["epoch"], state["updates"]
         self.skipped_steps = state.get("skipped_steps", 0)
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         if self.rank:
-            _seed_all(self.cfg.seed + self.rank + 1000 * self.epoch)
+            seed_all(self.cfg.seed + self.rank + 1000 * self.epoch)
 
     # -- training ----------------------------------------------------------------------------
     def _autocast(self):
@@ -393,7 +197,7 @@ class Trainer:
             self.criterion.train()
         self.sampler.set_epoch(self.epoch)
         frozen_until = 0 if cfg.dense else cfg.freeze_backbone_epochs * len(self.loader)  # in updates
-        backbone = [p for n, p in model.named_parameters() if _is_backbone(n) and p.requires_grad]
+        backbone = [p for n, p in model.named_parameters() if not is_added_key(n) and p.requires_grad]
         sums: dict[str, float] = {}
         steps: list[dict] = []
         seen, bad_in_row, start = 0, 0, time.perf_counter()
@@ -509,7 +313,7 @@ class Trainer:
                 )
             raise
         if self.world > 1:
-            record["ranks_in_sync"] = _ranks_in_sync(self.model)
+            record["ranks_in_sync"] = ranks_in_sync(self.model)
         return record
 
     @property
@@ -522,100 +326,6 @@ def _summary(record: dict) -> str:
     return f"epoch {record['epoch']}: " + ", ".join(f"{k} {record[k]:.4g}" for k in keys if k in record)
 
 
-def _ranks_in_sync(model: nn.Module) -> bool:
-    vec = torch.cat([p.detach().float().flatten() for p in model.parameters()])
-    checksum = torch.stack([vec.sum(), (vec * vec).sum()]).cpu()
-    gathered = [torch.zeros_like(checksum) for _ in range(dist.get_world_size())]
-    dist.all_gather(gathered, checksum)
-    return all(torch.equal(g, gathered[0]) for g in gathered)
-
-
-@torch.inference_mode()
-def evaluate(
-    model: nn.Module, dataset, cfg: TrainConfig | None = None, batch_size: int = 256, decisions_fn=None
-) -> dict:
-    """Top-1 (%), mean loss, GMACs and img/s of ``model`` in eval mode on ``dataset``.
-
-    ``decisions_fn(batch, num_patches, counts)`` forces per-stage kept indices (e.g. random).
-    """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=cfg.workers if cfg else 0)
-    sparse = isinstance(model, DynamicViTMixin)
-    if decisions_fn is not None and not sparse:
-        raise ValueError("forced token selection (e.g. random tokens) applies to DynamicViT models only")
-    correct = total = 0
-    loss_sum, compute = 0.0, 0.0
-    confusion = None
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        start = time.perf_counter()
-        if sparse and decisions_fn is not None:
-            n = model.patch_embed.num_patches
-            logits = model(x, decisions=decisions_fn(x.shape[0], n, model.keep_counts(n)))
-        else:
-            logits = model(x)
-        compute += time.perf_counter() - start
-        loss_sum += float(nn.functional.cross_entropy(logits.float(), y, reduction="sum"))
-        pred = logits.argmax(1)
-        correct += int((pred == y).sum())
-        total += y.numel()
-        if y.dim() == 3:  # segmentation: per-pixel labels
-            counts = confusion_matrix(pred, y, logits.shape[1])
-            confusion = counts if confusion is None else confusion + counts
-    model.train(was_training)
-    images = len(dataset)
-    flops = count_flops(model)
-    out = {
-        "top1": 100.0 * correct / total,  # pixel accuracy for segmentation
-        "loss": loss_sum / total,
-        "gmacs": flops.gmacs,
-        "img_per_s": images / compute if compute else math.nan,
-        "images": images,
-    }
-    if confusion is not None:
-        out["miou"] = miou(confusion)
-        out["backbone_gmacs"] = flops.parts.get("backbone", 0) / 1e9
-    if isinstance(model, TokenReductionMixin):
-        out["kept_tokens"] = model.token_counts()
-    stage = find_dynamic_stage(model)
-    if stage is not None:
-        out["kept_tokens"] = stage.keep_counts(stage.last_locations)
-    return out
-
-
 def train(cfg: TrainConfig) -> dict:
     """Run a whole training (the Python call behind ``dynamicvit train``); returns the last record."""
     return Trainer(cfg).fit()
-
-
-def evaluate_checkpoint(path: str | os.PathLike, random_tokens: bool = False, **overrides) -> dict:
-    """Rebuild the model of a training checkpoint (its saved config, ``overrides`` on top) and evaluate it.
-
-    ``random_tokens`` keeps the same counts but chooses the tokens uniformly at random.
-    """
-    model, dataset, cfg = load_for_eval(path, **overrides)
-    return evaluate(model, dataset, cfg, decisions_fn=random_selector(cfg.seed) if random_tokens else None)
-
-
-def load_for_eval(path: str | os.PathLike, **overrides) -> tuple[nn.Module, Dataset, TrainConfig]:
-    """:func:`load_trained` plus the test set its config describes."""
-    model, cfg = load_trained(path, **overrides)
-    return model, _dataset(cfg, "test"), cfg
-
-
-def load_trained(path: str | os.PathLike, **overrides) -> tuple[nn.Module, TrainConfig]:
-    """The eval-mode model of a training checkpoint, rebuilt from its saved config (``overrides`` on
-    top; classes and channels read off the weights), and that config."""
-    state = read_checkpoint(path)
-    saved = state.get("config", {}) if isinstance(state, dict) else {}
-    cfg = TrainConfig.from_dict({**saved, **overrides})
-    weights = read_state_dict(state)
-    found = infer_timm_kwargs(weights)
-    chans, side = found["in_chans"], cfg.img_size or cfg.canvas
-    model = _build_base(cfg, found["num_classes"], chans, (chans, side, side) if cfg.task == "segment" else None)
-    if any(is_added_key(k) for k in weights) or (not cfg.dense and cfg.method != "dynamicvit"):
-        model = _reduce(model, cfg)
-    load_checkpoint(model, weights)
-    return model.eval(), cfg

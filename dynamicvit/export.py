@@ -1,4 +1,4 @@
-"""ONNX export of eval-mode models (dense, DynamicViT, keep-based baselines) with a dynamic batch.
+"""ONNX export of eval-mode models (dense, or reduced by an exportable method) with a dynamic batch.
 
 Uses torch's ``torch.export``-based ONNX exporter (needs ``onnxscript``) and, when
 ``onnxruntime`` is installed, checks the exported graph against PyTorch on fresh inputs
@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .flops import input_size
+from .methods import method_of
 
 __all__ = ["export_onnx", "onnx_session", "onnx_parity"]
 
@@ -29,8 +30,9 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int | None = N
         import onnxscript  # noqa: F401  (the exporter needs it; fail early with advice)
     except ImportError:
         raise ImportError("ONNX export needs onnx and onnxscript: pip install 'dynamicvit[export]'") from None
-    if getattr(model, "method", None) == "random":
-        raise ValueError("the random baseline draws from a Python generator at run time and cannot be exported")
+    method = method_of(model)
+    if method is not None and not method.exportable:
+        raise ValueError(f"the {method.name} method draws numbers at run time and cannot be exported")
     model = model.eval()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula, sdpa_flop_count
 
-from .hierarchical import find_dynamic_stage
+from .base import find_reducer
 from .models import create_pair
-from .vit import TokenReductionMixin, in_channels
+from .tokens import in_channels
 
 __all__ = ["FlopReport", "count_flops", "compare_flops", "input_size"]
 
@@ -64,8 +64,7 @@ def _stage_groups(model: nn.Module, prune_layers: list[int] | None) -> list[tupl
     children = [name for name, _ in model.named_children()]
     if not hasattr(model, "blocks"):
         return [(c, [c]) for c in children]
-    reduced = isinstance(model, TokenReductionMixin)
-    layers = model.prune_layers if reduced and getattr(model, "method", "") != "tome" else (prune_layers or [])
+    layers = model.prune_layers if find_reducer(model) is model else (prune_layers or [])
     bounds = [0, *layers, len(model.blocks)]
     groups = [("embed", ["patch_embed"])]
     groups += [(f"blocks {a}-{b - 1}", [f"blocks.{i}" for i in range(a, b)]) for a, b in pairwise(bounds)]
@@ -104,19 +103,11 @@ def count_flops(
     if other:
         parts["other"] = other
     tokens = {}
-    if isinstance(model, TokenReductionMixin):
-        n = model.patch_embed.num_patches if img_size is None else x.shape[-2] * x.shape[-1] // _patch_area(model)
-        tokens = {"input": n, **{f"stage {s + 1}": c for s, c in enumerate(model.token_counts(n))}}
-    stage = find_dynamic_stage(model)
-    if stage is not None:
-        n = stage.last_locations
-        tokens = {"input": n, **{f"stage {s + 1}": c for s, c in enumerate(stage.keep_counts(n))}}
+    reducer = find_reducer(model)
+    if reducer is not None:
+        n = reducer.last_tokens
+        tokens = {"input": n, **{f"stage {s + 1}": c for s, c in enumerate(reducer.token_counts(n))}}
     return FlopReport(total=total, parts=parts, tokens=tokens)
-
-
-def _patch_area(model: nn.Module) -> int:
-    ph, pw = model.patch_embed.patch_size
-    return ph * pw
 
 
 def compare_flops(model: str, keep_rate: float = 0.7, img_size: int | None = None, **timm_kwargs) -> dict:

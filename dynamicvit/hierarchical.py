@@ -1,4 +1,8 @@
-"""Asymmetric computation for hierarchical models (SPEC §3): timm ``ConvNeXt`` and ``SwinTransformer``.
+"""Asymmetric computation for hierarchical models: timm ``ConvNeXt`` and ``SwinTransformer``.
+
+The journal version of DynamicViT (Rao et al., "Dynamic Spatial Sparsification for Efficient
+Vision Transformers and Convolutional Neural Networks", T-PAMI 2023, arXiv 2207.01580) extends
+dynamic spatial sparsification to CNNs and hierarchical ViTs with asymmetric computation.
 
 These models cannot drop locations without breaking their feature maps, so in the
 sparsified stage (the third, the long one) every block keeps its spatial mixer (7×7
@@ -33,10 +37,28 @@ from timm.models.convnext import ConvNeXt, ConvNeXtBlock, ConvNeXtStage
 from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock, SwinTransformerStage
 from torch import nn
 
-from .predictor import build_predictors, check_keep_rate, gumbel_keep_mask, keep_count
-from .vit import SparseOutput, _gather_tokens, _scatter_tokens, check_image_batch, in_channels, mixed_class
+from .base import Family, TokenReducer, find_reducer
+from .predictor import (
+    build_predictors,
+    check_keep_rate,
+    check_prune_layers,
+    decide,
+    default_prune_layers,
+    keep_count,
+)
+from .tokens import (
+    SparseOutput,
+    check_image_batch,
+    complement,
+    gather_tokens,
+    in_channels,
+    iter_stages,
+    mixed_class,
+    scatter_tokens,
+)
 
 __all__ = [
+    "FAMILY",
     "SUPPORTED_HIERARCHICAL",
     "DEFAULT_PRUNE_LAYERS",
     "FastPath",
@@ -46,7 +68,6 @@ __all__ = [
     "check_keep_ratios",
     "sparsify_hierarchical",
     "is_hierarchical",
-    "find_dynamic_stage",
 ]
 
 SUPPORTED_HIERARCHICAL = (
@@ -141,38 +162,42 @@ def adaptive_block(
         branch = y.new_empty(y.shape)  # contiguous, for the row scatter
         for index, path in ((decision, _slow), (dropped, _fast)):
             if index.shape[1]:
-                _scatter_tokens(branch, index, path(blk, _gather_tokens(y, index)).to(branch.dtype))
+                scatter_tokens(branch, index, path(blk, gather_tokens(y, index)).to(branch.dtype))
     return _to_map(blk, base + _drop_path(blk)(branch), x)
 
 
-def _complement(index: torch.Tensor, n: int) -> torch.Tensor:
-    """Indices (B, n − k) of the locations not in ``index`` (B, k), ascending."""
-    keep = torch.zeros(index.shape[0], n, dtype=torch.bool, device=index.device)
-    keep.scatter_(1, index, True)
-    return (~keep).nonzero()[:, 1].view(index.shape[0], n - index.shape[1])
-
-
-class DynamicStageMixin:
+class DynamicStageMixin(TokenReducer):
     """A ConvNeXt/Swin stage with predictors and adaptive blocks (see the module docstring).
 
     Inside ``with stage.forcing(decisions):`` the given decisions replace the predictors'
-    choices; ``last_decisions`` holds the decisions of the latest forward.
+    choices; ``last_decisions`` holds the decisions of the latest forward, ``last_grid`` its H×W.
     """
 
+    method = "dynamicvit"
     score_predictor: nn.ModuleList
     keep_ratios: list[float]
     prune_layers: list[int]
+    stride: int  # input pixels per location of the stage's map
     forced_decisions: list[torch.Tensor] | None = None
     last_decisions: list[torch.Tensor] = []
-    last_grid: tuple[int, int] = (0, 0)
 
     @property
     def last_locations(self) -> int:
         """Locations (H·W) of the stage's map in the latest forward."""
-        return self.last_grid[0] * self.last_grid[1]
+        return self.last_tokens
 
     def keep_counts(self, locations: int) -> list[int]:
         return [keep_count(locations, r) for r in self.keep_ratios]
+
+    def keep_targets(self) -> list[float]:
+        return list(self.keep_ratios)
+
+    def token_counts(self, num_tokens: int | None = None) -> list[int]:
+        """Locations that take the slow path after each predictor."""
+        return self.keep_counts(num_tokens or self.last_tokens)
+
+    def grid_for(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        return image_size[0] // self.stride, image_size[1] // self.stride
 
     @contextlib.contextmanager
     def forcing(self, decisions: list[torch.Tensor] | None):
@@ -191,32 +216,22 @@ class DynamicStageMixin:
         h, w = x.shape[-2:] if channels_first else x.shape[1:3]
         if not channels_first:
             _check_windows(self.blocks, x)
-        stage_of = {layer: s for s, layer in enumerate(self.prune_layers)}
-        forced, decision, dropped, decisions = self.forced_decisions, None, None, []
-        for i, blk in enumerate(self.blocks):
-            s = stage_of.get(i)
-            if s is not None:
-                decision = self._decide(s, _map_tokens(x, channels_first), forced)
+        counts, forced = self.keep_counts(h * w), self.forced_decisions
+        decision, dropped, decisions = None, None, []
+        for s, blk in iter_stages(self.blocks, self.prune_layers):
+            if s is not None:  # each predictor selects afresh from all locations
+                tokens = _map_tokens(x, channels_first)
+                decision = decide(self.score_predictor[s], tokens, counts[s], self.training, None, _at(forced, s))
                 decisions.append(decision)
                 if not self.training:  # once per decision, not once per block
-                    dropped = _complement(decision, h * w)
+                    dropped = complement(decision, h * w)
             x = blk(x) if decision is None else adaptive_block(blk, x, decision, self.training, dropped)
         self.last_decisions, self.last_grid = decisions, (h, w)
         return x
 
-    def _decide(self, s: int, tokens: torch.Tensor, forced) -> torch.Tensor:
-        n = tokens.shape[1]
-        if forced is not None:
-            d = forced[s].to(tokens.device)
-            if self.training:
-                return d.to(torch.float32)
-            if d.dim() != 2 or d.min() < 0 or d.max() >= n:
-                raise ValueError(f"forced eval decisions must be (B, k) location indices in [0, {n})")
-            return d.long()
-        if self.training:
-            log_probs = self.score_predictor[s](tokens, tokens.new_ones(tokens.shape[0], n, 1))
-            return gumbel_keep_mask(log_probs, tokens.new_ones(tokens.shape[0], n, dtype=torch.float32))
-        return self.score_predictor[s].keep_score(tokens).topk(self.keep_counts(n)[s], dim=1).indices
+
+def _at(decisions: list[torch.Tensor] | None, stage: int) -> torch.Tensor | None:
+    return None if decisions is None else decisions[stage]
 
 
 def _check_windows(blocks: nn.Module, x: torch.Tensor) -> None:
@@ -235,7 +250,7 @@ class DynamicHierarchicalMixin:
     @property
     def dynamic_stage(self) -> nn.Module:
         """The sparsified stage (predictors, adaptive blocks)."""
-        return find_dynamic_stage(self)
+        return find_reducer(self)
 
     @property
     def keep_rate(self) -> float:
@@ -289,17 +304,19 @@ def _stages(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, (ConvNeXtStage, SwinTransformerStage))]
 
 
-def find_dynamic_stage(model: nn.Module) -> nn.Module | None:
-    """The sparsified stage inside ``model`` (classifier, features_only net or segmenter), if any."""
-    return next((m for m in model.modules() if isinstance(m, DynamicStageMixin)), None)
-
-
 def is_hierarchical(model: nn.Module) -> bool:
     """Whether ``model`` (classifier or timm features_only net) has ConvNeXt/Swin stages."""
     return bool(_stages(model))
 
 
-DEFAULT_PRUNE_LAYERS = {9: [1, 2, 3], 6: [1, 2, 3], 27: [3, 6, 9], 18: [2, 4, 6]}
+def _stage_stride(model: nn.Module, stage: int) -> int:
+    """Input pixels per location of ``stage``'s map, from timm's feature info (4, 8, 16, 32 by default)."""
+    info = getattr(model, "feature_info", None)
+    entries = getattr(info, "info", info)
+    return int(entries[stage]["reduction"]) if entries else 2 ** (stage + 2)
+
+
+DEFAULT_PRUNE_LAYERS = {9: [1, 2, 3], 6: [1, 2, 3], 27: [3, 6, 9], 18: [2, 4, 6]}  # the journal version's
 
 
 def sparsify_hierarchical(
@@ -311,7 +328,8 @@ def sparsify_hierarchical(
 ) -> nn.Module:
     """Give a timm ConvNeXt/Swin (classifier or ``features_only``) asymmetric computation in
     ``stage`` (default the third) in place and return it. Predictors before stage-local blocks
-    ``prune_layers`` (SPEC defaults by depth); ratios default to ``[rho, rho-0.2, rho-0.4]``."""
+    ``prune_layers`` (the journal version's per-depth defaults); ratios default to
+    ``[rho, rho-0.2, rho-0.4]``."""
     stages = _stages(model)
     if not stages:
         raise TypeError(f"{type(model).__name__} is not supported; supported: {SUPPORTED_HIERARCHICAL}")
@@ -326,11 +344,9 @@ def sparsify_hierarchical(
     if any(getattr(b, "use_conv_mlp", False) for b in blocks):
         raise TypeError("ConvNeXt with conv_mlp=True is not supported (its MLP runs on NCHW maps)")
     depth = len(blocks)
-    layers = list(prune_layers) if prune_layers is not None else DEFAULT_PRUNE_LAYERS.get(depth)
-    if layers is None:
-        layers = [max(1, depth * i // 4) for i in (1, 2, 3)] if depth >= 4 else None
-    if not layers or any(not 0 <= v < depth for v in layers) or sorted(set(layers)) != layers:
-        raise ValueError(f"prune_layers must be increasing block indices in [0, {depth - 1}], got {layers}")
+    if prune_layers is None:
+        prune_layers = DEFAULT_PRUNE_LAYERS.get(depth) or default_prune_layers(depth)
+    layers = check_prune_layers(prune_layers, depth, lowest=0)
     rate = check_keep_rate(keep_rate)
     ratios = check_keep_ratios(keep_ratios if keep_ratios is not None else default_keep_ratios(rate, len(layers)))
     if len(ratios) != len(layers):
@@ -343,6 +359,18 @@ def sparsify_hierarchical(
     target.__class__ = mixed_class(DynamicStageMixin, type(target), "Dynamic")
     target.score_predictor = predictors.to(device=ref.device, dtype=ref.dtype)
     target.prune_layers, target.keep_ratios = layers, ratios
+    target.stride = _stage_stride(model, stage)
     if isinstance(model, (ConvNeXt, SwinTransformer)):
         model.__class__ = mixed_class(DynamicHierarchicalMixin, type(model), "Dynamic")
     return model
+
+
+FAMILY = Family(
+    name="ConvNeXt/Swin",
+    supported=SUPPORTED_HIERARCHICAL,
+    recognises=is_hierarchical,
+    sparsify=sparsify_hierarchical,
+    ratio_weight=10.0,  # the journal version's keep-ratio weight for hierarchical models
+    backbone_lr_scale=0.2,
+    options=("keep_ratios", "stage"),
+)

@@ -1,4 +1,10 @@
-"""DynamicViT training objective (SPEC §2): CE + keep ratio + distillation from the dense model."""
+"""DynamicViT training objective: CE + keep ratio + distillation from the dense model.
+
+DynamicViT (arXiv 2106.02034), "Training and inference": the classification loss, a keep-ratio
+term pulling each stage's kept fraction to its target, KL distillation of the class prediction
+and an MSE on the final tokens the last stage kept, both from the frozen dense model.
+:func:`build_criterion` wires it for any reduced model from its method and its reducer.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .predictor import check_keep_rate
-from .vit import SparseOutput
+from .base import find_reducer
+from .predictor import check_keep_rate, cumulative_ratios
+from .tokens import SparseOutput
 
-__all__ = ["DistillationLoss", "keep_ratio_loss"]
+__all__ = ["DistillationLoss", "build_criterion", "keep_ratio_loss"]
 
 
 def keep_ratio_loss(masks: Sequence[torch.Tensor], targets: Sequence[float]) -> torch.Tensor:
@@ -61,7 +68,7 @@ class DistillationLoss(nn.Module):
     def ratios(self, num_stages: int) -> list[float]:
         if self.target_ratios is not None:
             return self.target_ratios
-        return [self.keep_rate ** (s + 1) for s in range(num_stages)]
+        return cumulative_ratios(self.keep_rate, num_stages)
 
     def forward(
         self, inputs: torch.Tensor, output: SparseOutput, targets: torch.Tensor
@@ -105,3 +112,29 @@ def _kept_token_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Te
     if not keep.any():
         return student.new_zeros(())
     return F.mse_loss(student[:, -n:][keep].float(), teacher[:, -n:][keep].float())
+
+
+def build_criterion(
+    model: nn.Module,
+    teacher: nn.Module | None,
+    base_criterion: nn.Module,
+    learned: bool,
+    ratio_weight: float,
+    distill_weight: float = 0.5,
+    token_weight: float = 0.5,
+) -> DistillationLoss:
+    """The objective for a reduced ``model``: the keep-ratio term when its method ``learned`` its
+    decisions (targets from the model's reducer), the token term when its final features are tokens
+    aligned with the teacher's, KL distillation whenever there is a ``teacher``."""
+    reducer = find_reducer(model)
+    if reducer is None:
+        raise ValueError(f"{type(model).__name__} is dense; the distillation objective needs a reduced model")
+    return DistillationLoss(
+        teacher,
+        keep_rate=reducer.keep_targets()[0] if learned else 1.0,
+        base_criterion=base_criterion,
+        ratio_weight=ratio_weight if learned else 0.0,
+        distill_weight=distill_weight,
+        token_weight=token_weight if learned and reducer.distills_tokens else 0.0,
+        target_ratios=reducer.keep_targets() if learned else None,
+    )

@@ -1,4 +1,8 @@
-"""Build sparse models by name, like ``timm.create_model``, or sparsify one you already have."""
+"""Build sparse models by name, like ``timm.create_model``, or sparsify one you already have.
+
+``FAMILIES`` is the backbone registry: a family is added by its own module (which defines its
+:class:`dynamicvit.base.Family` entry) plus one line here.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,23 @@ import copy
 import timm
 from torch import nn
 
+from . import hierarchical, vit
+from .base import Family
 from .checkpoint import load_checkpoint
-from .hierarchical import SUPPORTED_HIERARCHICAL, is_hierarchical, sparsify_hierarchical
-from .vit import SUPPORTED_VIT, sparsify_vit
 
-__all__ = ["build_timm_model", "create_model", "create_pair", "sparsify", "SUPPORTED"]
+__all__ = ["FAMILIES", "SUPPORTED", "build_timm_model", "create_model", "create_pair", "family_of", "sparsify"]
 
-SUPPORTED = f"Supported: {SUPPORTED_VIT}; {SUPPORTED_HIERARCHICAL}."
+FAMILIES: tuple[Family, ...] = (vit.FAMILY, hierarchical.FAMILY)
+
+SUPPORTED = "Supported: " + "; ".join(f.supported for f in FAMILIES) + "."
+
+
+def family_of(model: nn.Module) -> Family:
+    """The registered family of ``model`` (dense or sparsified), or a ``TypeError`` listing what is supported."""
+    for family in FAMILIES:
+        if family.recognises(model):
+            return family
+    raise TypeError(f"{type(model).__name__} is not supported; supported: " + "; ".join(f.supported for f in FAMILIES))
 
 
 def sparsify(model: nn.Module, keep_rate: float = 0.7, prune_layers=None, **options) -> nn.Module:
@@ -24,11 +38,13 @@ def sparsify(model: nn.Module, keep_rate: float = 0.7, prune_layers=None, **opti
     (``prune_layers`` stage-local, ``keep_ratios`` default ``[rho, rho-0.2, rho-0.4]``, see
     :mod:`dynamicvit.hierarchical`). Weights are kept; ``score_predictor`` holds the new predictors.
     """
-    if is_hierarchical(model):
-        return sparsify_hierarchical(model, keep_rate=keep_rate, prune_layers=prune_layers, **options)
-    if options:
-        raise TypeError(f"options {sorted(options)} apply to ConvNeXt/Swin models only")
-    return sparsify_vit(model, keep_rate=keep_rate, prune_layers=prune_layers)
+    family = family_of(model)
+    unknown = sorted(set(options) - set(family.options))
+    if unknown:
+        takers = [f.name for f in FAMILIES if set(unknown) <= set(f.options)]
+        where = f"{' and '.join(takers)} models only" if takers else "no model family"
+        raise TypeError(f"options {unknown} apply to {where}")
+    return family.sparsify(model, keep_rate=keep_rate, prune_layers=prune_layers, **options)
 
 
 def create_model(

@@ -1,9 +1,13 @@
-"""Token-importance predictor (SPEC §2) and the keep schedule it serves.
+"""Token-importance predictor, the selection rule and the keep schedule.
 
-The predictor scores patch tokens from their own features (local half) and a summary
-of the tokens still alive (global half). Output channel 0 is the log-probability of
-"keep". Module names (``in_conv``, ``out_conv``) follow the authors' release so their
-checkpoints load unchanged.
+DynamicViT (Rao et al., NeurIPS 2021, arXiv 2106.02034), "Hierarchical token sparsification
+with prediction modules": the predictor scores tokens from their own features (local half) and
+a summary of the tokens still alive (global half); output channel 0 is the log-probability of
+"keep". Module names
+(``in_conv``, ``out_conv``) follow the authors' release so their checkpoints load unchanged.
+
+:func:`decide` is the one place that turns scores into a stage's decision (train: hard Gumbel
+straight-through mask; eval: top-k), for plain ViTs and ConvNeXt/Swin alike.
 """
 
 from __future__ import annotations
@@ -14,7 +18,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["TokenPredictor", "build_predictors", "keep_count", "keep_counts", "gumbel_keep_mask", "check_keep_rate"]
+from .tokens import forced_positions
+
+__all__ = [
+    "TokenPredictor",
+    "build_predictors",
+    "check_keep_rate",
+    "check_prune_layers",
+    "cumulative_ratios",
+    "decide",
+    "default_prune_layers",
+    "gumbel_keep_mask",
+    "keep_count",
+    "keep_counts",
+]
 
 
 def check_keep_rate(keep_rate: float) -> float:
@@ -34,10 +51,37 @@ def keep_count(num_tokens: int, ratio: float) -> int:
     return max(1, int(num_tokens * ratio + 1e-6))
 
 
+def cumulative_ratios(keep_rate: float, num_stages: int) -> list[float]:
+    """The paper's progressive schedule for plain ViTs: stage s keeps ``rho**s`` of the input tokens."""
+    rate = check_keep_rate(keep_rate)
+    return [rate**s for s in range(1, num_stages + 1)]
+
+
 def keep_counts(num_tokens: int, keep_rate: float, num_stages: int) -> list[int]:
     """Tokens kept after each stage: ``int(N * rho**s)`` for s = 1..num_stages, at least 1."""
-    rate = check_keep_rate(keep_rate)
-    return [keep_count(num_tokens, rate**s) for s in range(1, num_stages + 1)]
+    return [keep_count(num_tokens, r) for r in cumulative_ratios(keep_rate, num_stages)]
+
+
+def default_prune_layers(depth: int) -> list[int]:
+    """Reduce before blocks depth/4, depth/2, 3·depth/4 ([3, 6, 9] for 12 blocks)."""
+    if depth < 4:
+        raise ValueError(f"a {depth}-block model is too shallow for the default 3 stages; pass prune_layers")
+    return [depth * i // 4 for i in (1, 2, 3)]
+
+
+def check_prune_layers(prune_layers, depth: int, lowest: int = 1) -> list[int]:
+    """Validate prune layers: non-empty, strictly increasing, each in [lowest, depth - 1]."""
+    try:
+        layers = [int(v) for v in prune_layers]
+    except (TypeError, ValueError):
+        raise ValueError(f"prune_layers must be a list of block indices, got {prune_layers!r}") from None
+    if not layers:
+        raise ValueError("prune_layers must name at least one block")
+    if any(v < lowest or v >= depth for v in layers):
+        raise ValueError(f"prune_layers must lie in [{lowest}, {depth - 1}] for a {depth}-block model, got {layers}")
+    if any(b <= a for a, b in zip(layers, layers[1:], strict=False)):
+        raise ValueError(f"prune_layers must be strictly increasing, got {layers}")
+    return layers
 
 
 class TokenPredictor(nn.Module):
@@ -111,6 +155,34 @@ class TokenPredictor(nn.Module):
         ``log p_keep - log p_drop``. It ranks tokens exactly as the keep log-probability does
         (both grow with the logit difference) but needs one output instead of two and no softmax."""
         return self(x, score_only=True)
+
+
+def decide(
+    predictor: TokenPredictor,
+    tokens: torch.Tensor,
+    count: int,
+    training: bool,
+    previous: torch.Tensor | None = None,
+    forced: torch.Tensor | None = None,
+    num_tokens: int | None = None,
+) -> torch.Tensor:
+    """One stage's decision over ``tokens`` (B, n, C), the alive tokens of a grid of ``num_tokens``.
+
+    * train: a hard 0/1 keep mask (B, N) over the grid (Gumbel straight-through), nested in
+      ``previous`` (B, N), the alive mask (``None``: every token alive); the predictor's global half
+      averages over the alive tokens. ``forced`` masks replace the predictor (and are nested too).
+    * eval: positions (B, ``count``) among ``tokens`` of the best-scored ones, in descending score.
+      ``previous`` (B, n) holds the alive tokens' grid indices (``None``: ``tokens`` is the whole grid);
+      ``forced`` grid indices (B, k) are mapped to positions (and checked to be nested).
+    """
+    if training:
+        alive = previous if previous is not None else tokens.new_ones(tokens.shape[:2], dtype=torch.float32)
+        if forced is not None:
+            return forced.to(alive) * alive
+        return gumbel_keep_mask(predictor(tokens, alive.unsqueeze(-1)), alive)
+    if forced is not None:
+        return forced_positions(previous, forced.to(tokens.device, torch.long), num_tokens or tokens.shape[1])
+    return predictor.keep_score(tokens).topk(count, dim=1).indices
 
 
 def gumbel_keep_mask(log_probs: torch.Tensor, prev_mask: torch.Tensor, tau: float = 1.0) -> torch.Tensor:

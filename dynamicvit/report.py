@@ -77,16 +77,6 @@ def write_markdown(summary: dict, path: str | os.PathLike) -> None:
     Path(path).write_text("\n".join(lines))
 
 
-_METHOD_LABELS = {
-    "dynamicvit": "DynamicViT",
-    "random": "random keep",
-    "static": "static centre keep",
-    "pool": "grid pooling",
-    "evit": "EViT (CLS attention + fuse)",
-    "tome": "ToMe (merging)",
-}
-
-
 def save_tradeoff_plots(summary: dict, out_dir: str | os.PathLike) -> None:
     """``acc_vs_gmacs.png`` and ``acc_vs_img_per_s.png``: one line per method, the dense model as a star."""
     rows, dense = summary["rows"], summary["dense"]
@@ -97,7 +87,7 @@ def save_tradeoff_plots(summary: dict, out_dir: str | os.PathLike) -> None:
         fig, ax = plt.subplots(figsize=(5.5, 4))
         for method in summary["methods"]:
             pts = sorted((r[key], r["top1"]) for r in rows if r["method"] == method)
-            ax.plot(*zip(*pts, strict=True), marker="o", label=_METHOD_LABELS.get(method, method))
+            ax.plot(*zip(*pts, strict=True), marker="o", label=summary.get("labels", {}).get(method, method))
         ax.plot([dense[key]], [dense["top1"]], marker="*", markersize=12, color="black", linestyle="", label="dense")
         ax.set(xlabel=label, ylabel="top-1 (%)", title=f"top-1 vs {label.split(' (')[0]}")
         ax.grid(alpha=0.3)
@@ -109,7 +99,7 @@ def save_tradeoff_plots(summary: dict, out_dir: str | os.PathLike) -> None:
 
 def write_comparison_markdown(summary: dict, path: str | os.PathLike) -> None:
     """The comparison table, one block of rows per budget, best top-1 per budget in bold."""
-    d, b = summary["dense"], summary["bench"]
+    d, b, labels = summary["dense"], summary["bench"], summary.get("labels", {})
     lines = [
         "# Token reduction at matched MACs",
         "",
@@ -127,7 +117,7 @@ def write_comparison_markdown(summary: dict, path: str | os.PathLike) -> None:
             top1 = f"**{r['top1']:.2f}**" if r["top1"] == best else f"{r['top1']:.2f}"
             knob = ", ".join(f"{k} {v}" for k, v in r["knob"].items())
             lines.append(
-                f"| {budget:g} | {_METHOD_LABELS.get(r['method'], r['method'])} | {'yes' if r['trained'] else 'no'} "
+                f"| {budget:g} | {labels.get(r['method'], r['method'])} | {'yes' if r['trained'] else 'no'} "
                 f"| {top1} | {r['gmacs']:.4f} | {r['macs_fraction']:.3f} | {r['img_per_s']:.0f} "
                 f"| {r['speedup']:.2f}× | {knob} | {' / '.join(map(str, r['kept_tokens']))} |"
             )

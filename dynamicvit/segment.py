@@ -2,7 +2,8 @@
 
 The backbone is a timm ``features_only`` ConvNeXt/Swin (strides 4/8/16/32). Sparsifying it
 (:func:`dynamicvit.sparsify`) keeps every feature map's shape, so the same head serves the
-dense and the sparse backbone; that is the point of asymmetric computation (SPEC §3).
+dense and the sparse backbone; that is the point of asymmetric computation (the journal
+version of DynamicViT, arXiv 2207.01580).
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .hierarchical import find_dynamic_stage
-from .vit import SparseOutput, check_image_batch, in_channels
+from .base import find_reducer
+from .tokens import SparseOutput, check_image_batch, in_channels
 
 __all__ = ["FPNHead", "Segmenter", "build_segmenter", "confusion_matrix", "miou"]
 
@@ -74,7 +75,7 @@ class Segmenter(nn.Module):
         self, x: torch.Tensor, decisions: list[torch.Tensor] | None = None, return_decisions: bool = False
     ) -> torch.Tensor | SparseOutput:
         check_image_batch(x, in_channels(self))
-        stage = find_dynamic_stage(self.backbone)
+        stage = find_reducer(self.backbone)
         if stage is None:
             if decisions is not None:
                 raise ValueError("forced decisions need a sparsified backbone")

@@ -1,4 +1,5 @@
-"""Pictures of which tokens a sparse model kept: dropped patches greyed out, one panel per stage."""
+"""Pictures of which tokens a sparse model kept: dropped patches greyed out, one panel per stage
+(for ConvNeXt/Swin: the locations that took the fast path)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-__all__ = ["kept_mask", "grey_out", "save_kept_token_grid", "save_segmentation_grid", "visualize_files"]
+from .base import find_reducer  # noqa: E402
+
+__all__ = [
+    "decision_cells",
+    "grey_out",
+    "kept_mask",
+    "save_kept_token_grid",
+    "save_segmentation_grid",
+    "visualize_files",
+]
 
 
 def kept_mask(indices: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:
@@ -92,10 +102,8 @@ def visualize_files(
     """
     from .data import load_image
     from .flops import input_size
-    from .hierarchical import DynamicHierarchicalMixin
-    from .vit import TokenReductionMixin
 
-    if not isinstance(model, (TokenReductionMixin, DynamicHierarchicalMixin)):
+    if find_reducer(model) is None:
         raise ValueError(f"{type(model).__name__} is a dense model: it keeps every token, there is nothing to show")
     if not paths:
         raise ValueError("give at least one image file")
@@ -105,10 +113,7 @@ def visualize_files(
         result = model.eval().forward_with_decisions(torch.stack([x for x, _ in loaded]))
     if not result.decisions:
         raise ValueError(f"{type(model).__name__} merges or pools tokens instead of keeping a subset; nothing to draw")
-    if isinstance(model, TokenReductionMixin):
-        grid, patch = model.patch_embed.grid_size, model.patch_embed.patch_size
-    else:  # slow-path locations of the sparsified stage; the rest took the fast path
-        grid, patch = _stage_cells(model, (h, w))
+    grid, patch = decision_cells(model, (h, w))
     preds = result.logits.argmax(-1).tolist()
     names = [class_names[p] if class_names else f"class {p}" for p in preds]
     titles = [f"{Path(p).name}: {n}" for p, n in zip(paths, names, strict=True)]
@@ -126,12 +131,10 @@ def _colour(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return palette[labels]
 
 
-def _stage_cells(model: torch.nn.Module, size: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Grid of the sparsified stage's map in the latest forward, and the input pixels per cell
-    (rounded up so the cells cover an image of ``size``)."""
-    from .hierarchical import find_dynamic_stage
-
-    grid = find_dynamic_stage(model).last_grid
+def decision_cells(model: torch.nn.Module, size: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Grid the decisions of the latest forward index (ViT patches, the sparsified stage's map) and the
+    input pixels per cell (rounded up so the cells cover an image of ``size``)."""
+    grid = find_reducer(model).last_grid
     return grid, (-(-size[0] // grid[0]), -(-size[1] // grid[1]))
 
 
@@ -147,7 +150,7 @@ def save_segmentation_grid(model: torch.nn.Module, dataset, path: str | os.PathL
     h, w = x.shape[-2:]
     slow = None
     if out.decisions:
-        grid, cell = _stage_cells(model, (h, w))
+        grid, cell = decision_cells(model, (h, w))
         slow = kept_mask(out.decisions[-1], grid)
     titles = ["input", "ground truth", "prediction", "slow path (last stage)"]
     rows = []

@@ -11,7 +11,7 @@ import torch
 from timm.models.deit import VisionTransformerDistilled
 from timm.models.vision_transformer import VisionTransformer
 
-from dynamicvit.engine import TrainConfig
+from dynamicvit.config import TrainConfig
 
 TINY = dict(img_size=32, patch_size=4, embed_dim=32, depth=4, num_heads=2, num_classes=10)
 

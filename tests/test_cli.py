@@ -1,8 +1,12 @@
+import dataclasses
 import json
 import subprocess
 import sys
 
-from dynamicvit.cli import main
+import pytest
+
+from dynamicvit.cli import build_parser, config_from_args, main
+from dynamicvit.config import TrainConfig
 
 
 def test_flops_json(capsys):
@@ -96,3 +100,20 @@ def test_train_and_eval_commands(tmp_path, fake_fashion, capsys):
     assert main(["train", *kw, *common, "--out", str(tmp_path / "x")]) == 2
     assert "teacher-checkpoint" in capsys.readouterr().err
     assert main(["eval", "--checkpoint", str(tmp_path / "nope.pth")]) == 2
+
+
+def test_train_flags_are_generated_from_the_config(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "10000")  # no line wrapping inside the help texts
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for f in dataclasses.fields(TrainConfig):
+        assert " ".join(f.metadata["help"].split()) in text, f.name
+    args = build_parser().parse_args(
+        ["train", "--teacher", "deit_tiny_patch16_224", "--prune-layers", "1", "2", "--no-progress", "--amp"]
+        + ["--model-kwargs", '{"depth": 3}', "--out", "somewhere", "--lr", "0.5", "--method", "evit"]
+    )
+    cfg = config_from_args(args)
+    assert (cfg.model, cfg.prune_layers, cfg.progress, cfg.amp) == ("deit_tiny_patch16_224", [1, 2], False, True)
+    assert (cfg.model_kwargs, cfg.out_dir, cfg.lr, cfg.method) == ({"depth": 3}, "somewhere", 0.5, "evit")
+    assert config_from_args(build_parser().parse_args(["train"])) == TrainConfig()

@@ -3,10 +3,10 @@ import json
 import pytest
 from conftest import tiny_cfg
 
-from dynamicvit.baselines import METHODS
 from dynamicvit.cli import main
 from dynamicvit.compare import run_compare, trains
 from dynamicvit.engine import Trainer
+from dynamicvit.methods import METHODS
 
 
 @pytest.fixture(scope="module")

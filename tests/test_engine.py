@@ -5,7 +5,8 @@ import torch
 from conftest import tiny_cfg
 
 from dynamicvit.checkpoint import CheckpointError
-from dynamicvit.engine import Trainer, TrainingError, evaluate, evaluate_checkpoint
+from dynamicvit.engine import Trainer, TrainingError
+from dynamicvit.evaluate import evaluate, evaluate_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,9 @@ import pytest
 import torch
 from conftest import tiny_vit
 
-from dynamicvit.baselines import apply_method
 from dynamicvit.cli import main
 from dynamicvit.export import export_onnx, onnx_session
+from dynamicvit.methods import apply_method
 
 pytest.importorskip("onnxruntime")
 

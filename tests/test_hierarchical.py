@@ -8,7 +8,8 @@ from timm.models.convnext import ConvNeXt
 from timm.models.swin_transformer import SwinTransformer
 
 import dynamicvit
-from dynamicvit.engine import Trainer, evaluate_checkpoint
+from dynamicvit.engine import Trainer
+from dynamicvit.evaluate import evaluate_checkpoint
 from dynamicvit.flops import compare_flops, count_flops
 from dynamicvit.hierarchical import FastPath
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dynamicvit
-from dynamicvit.predictor import TokenPredictor, check_keep_rate, gumbel_keep_mask, keep_counts
+from dynamicvit.predictor import TokenPredictor, check_keep_rate, decide, gumbel_keep_mask, keep_counts
 
 
 def test_keep_counts_match_paper_schedule():
@@ -97,3 +97,23 @@ def test_fresh_predictors_start_at_the_target_budget(rate):
     masks = model(torch.randn(64, 3, 32, 32), return_decisions=True).decisions
     for s, m in enumerate(masks, start=1):
         assert abs(m.mean().item() - rate**s) < 0.05
+
+
+def test_decide_train_mask_is_nested_in_the_previous_one():
+    predictor = TokenPredictor(16)
+    tokens, previous = torch.randn(3, 10, 16), (torch.rand(3, 10) > 0.5).float()
+    mask = decide(predictor, tokens, 0, True, previous)
+    assert mask.shape == (3, 10) and set(mask.unique().tolist()) <= {0.0, 1.0}
+    assert (mask <= previous).all()
+    forced = torch.ones(3, 10)
+    assert torch.equal(decide(predictor, tokens, 0, True, previous, forced), previous)
+
+
+def test_decide_eval_takes_the_top_scored_positions():
+    predictor = TokenPredictor(16).eval()
+    tokens = torch.randn(2, 10, 16)
+    keep = decide(predictor, tokens, 4, False)
+    assert torch.equal(keep, predictor.keep_score(tokens).topk(4, dim=1).indices)
+    alive = torch.tensor([[9, 8, 7, 6, 5, 4, 3, 2, 1, 0]] * 2)  # tokens are the grid in reverse
+    forced = torch.tensor([[9], [0]])
+    assert torch.equal(decide(predictor, tokens, 1, False, alive, forced, 12), torch.tensor([[0], [9]]))

@@ -7,7 +7,8 @@ from conftest import tiny_cfg
 
 import dynamicvit
 from dynamicvit.cli import main
-from dynamicvit.engine import Trainer, evaluate_checkpoint
+from dynamicvit.engine import Trainer
+from dynamicvit.evaluate import evaluate_checkpoint
 from dynamicvit.segment import build_segmenter, confusion_matrix, miou
 
 SMALL = {"dims": [8, 16, 32, 48], "depths": [1, 1, 4, 1]}

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import dynamicvit
-from dynamicvit.vit import _gather_tokens, _scatter_tokens, default_prune_layers, masked_softmax
+from dynamicvit.predictor import default_prune_layers
+from dynamicvit.vit import masked_softmax
 
 
 def _masks_from_indices(decisions, num_patches):
@@ -217,18 +218,3 @@ def test_create_model_by_timm_name():
     model = dynamicvit.create_model("deit_tiny_patch16_224", keep_rate=0.8, img_size=64, num_classes=5)
     assert model.prune_layers == [3, 6, 9] and model.keep_counts() == [12, 10, 8]
     assert model.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 5)
-
-
-@settings(max_examples=15, deadline=None)
-@given(b=st.integers(1, 4), n=st.integers(1, 12), k=st.integers(0, 12))
-def test_token_gather_and_scatter_match_indexing(b, n, k):
-    k = min(k, n)
-    x = torch.randn(b, n, 5)
-    index = torch.stack([torch.randperm(n)[:k] for _ in range(b)])
-    picked = _gather_tokens(x, index)
-    assert torch.equal(picked, torch.stack([x[i, index[i]] for i in range(b)]))
-    out = torch.zeros_like(x)
-    _scatter_tokens(out, index, picked)
-    for i in range(b):
-        assert torch.equal(out[i, index[i]], x[i, index[i]])
-    assert out.count_nonzero() == picked.count_nonzero()

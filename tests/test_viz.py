@@ -10,10 +10,10 @@ from conftest import TINY_KW, tiny_vit
 from PIL import Image
 
 import dynamicvit
-from dynamicvit.baselines import apply_method
 from dynamicvit.cli import main
-from dynamicvit.engine import TrainConfig
-from dynamicvit.viz import _stage_cells, grey_out, kept_mask, save_kept_token_grid
+from dynamicvit.config import TrainConfig
+from dynamicvit.methods import apply_method
+from dynamicvit.viz import decision_cells, grey_out, kept_mask, save_kept_token_grid
 
 SKIMAGE_DATA = Path(skimage.data.__file__).parent
 
@@ -111,6 +111,6 @@ def test_slow_path_cells_follow_the_stage_map(side, extra, grid, cell):
     model = dynamicvit.sparsify(timm.create_model("convnext_tiny", num_classes=3, **small, **extra)).eval()
     with torch.no_grad():
         out = model.forward_with_decisions(torch.randn(1, 3, side, side))
-    assert _stage_cells(model, (side, side)) == (grid, cell)
+    assert decision_cells(model, (side, side)) == (grid, cell)
     picture = grey_out(np.zeros((side, side)), kept_mask(out.decisions[-1], grid)[0], cell)
     assert picture.shape == (side, side, 3)

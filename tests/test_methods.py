@@ -6,8 +6,12 @@ from conftest import tiny_vit
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dynamicvit.baselines import METHODS, _bipartite_merge, apply_method, set_budget
+from dynamicvit.base import Method
+from dynamicvit.export import export_onnx
 from dynamicvit.flops import count_flops
+from dynamicvit.methods import METHODS, apply_method, method_of, set_budget
+from dynamicvit.methods.common import ScoredKeepMixin, reduce_vit
+from dynamicvit.methods.tome import bipartite_merge
 
 BASELINES = [m for m in METHODS if m != "dynamicvit"]
 
@@ -106,7 +110,7 @@ def test_evit_keeps_what_the_class_token_attends_to():
 
 def test_tome_merge_conserves_mass_and_size():
     x, size = torch.randn(2, 11, 4), torch.rand(2, 11, 1) + 0.5
-    merged, msize = _bipartite_merge(x, size, torch.randn(2, 11, 3), r=3, prefix=1)
+    merged, msize = bipartite_merge(x, size, torch.randn(2, 11, 3), r=3, prefix=1)
     assert merged.shape == (2, 8, 4) and msize.shape == (2, 8, 1)
     assert torch.allclose((merged * msize).sum(1), (x * size).sum(1), atol=1e-5)
     assert torch.allclose(msize.sum(1), size.sum(1))
@@ -164,3 +168,39 @@ def test_any_budget_any_batch(method, batch, rate, r):
     out = model.forward_with_decisions(torch.randn(batch, 3, 32, 32))
     assert out.logits.shape == (batch, 10) and torch.isfinite(out.logits).all()
     assert out.features.shape[1] == model.num_prefix_tokens + model.token_counts()[-1]
+
+
+class _FirstPatchesMixin(ScoredKeepMixin):
+    method = "first"
+
+    def stage_scores(self, index, grid):
+        return -index.float()  # the lowest grid indices win
+
+
+class _FirstPatches(Method):
+    name, label = "first", "first patches"
+
+    @classmethod
+    def apply(cls, model, keep_rate=0.7, prune_layers=None, **_):
+        return reduce_vit(model, _FirstPatchesMixin, keep_rate, prune_layers)
+
+
+def test_a_new_method_needs_its_classes_and_one_registry_line(monkeypatch, tmp_path):
+    monkeypatch.setitem(METHODS, "first", _FirstPatches)  # the registry line
+    dense = tiny_vit().eval()
+    model = apply_method(copy.deepcopy(dense), "first", keep_rate=0.5).eval()
+    assert method_of(model) is _FirstPatches and method_of(dense) is None
+    out = model.forward_with_decisions(torch.randn(2, 3, 32, 32))
+    assert [d[0].tolist() for d in out.decisions] == [list(range(k)) for k in model.keep_counts()]
+    assert count_flops(model).tokens == {"input": 64, "stage 1": 32, "stage 2": 16, "stage 3": 8}
+    assert abs(set_budget(model, 0.7, count_flops(dense).total) - 0.7) < 0.05
+    with pytest.raises(ValueError, match="forced decisions"):
+        model(torch.randn(1, 3, 32, 32), decisions=[torch.zeros(1, 4, dtype=torch.long)] * 3)
+    assert export_onnx(model, tmp_path / "first.onnx")["max_abs_diff"] < 1e-4
+
+
+def test_registry_entries_declare_what_the_rest_consults():
+    assert METHODS["dynamicvit"].learned and METHODS["dynamicvit"].accepts_decisions
+    assert not METHODS["random"].exportable
+    assert (METHODS["tome"].knob, METHODS["tome"].integer_knob) == ("tome_r", True)
+    assert all(name == entry.name for name, entry in METHODS.items())

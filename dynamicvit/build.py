@@ -1,0 +1,116 @@
+"""Factories a run needs: its data sets, its dense model, its reduced student and teacher, and the
+model of a saved checkpoint, all from a :class:`dynamicvit.config.TrainConfig`."""
+
+from __future__ import annotations
+
+import copy
+import os
+
+from torch import nn
+from torch.utils.data import Dataset
+
+from .checkpoint import infer_timm_kwargs, is_added_key, load_checkpoint, read_checkpoint, read_state_dict
+from .config import TrainConfig
+from .data import build_dataset
+from .hierarchical import is_hierarchical
+from .methods import apply_method, get_method
+from .models import build_timm_model
+from .segment import build_segmenter
+
+__all__ = [
+    "build_dense",
+    "build_dense_for_data",
+    "build_run_dataset",
+    "build_teacher_student",
+    "load_trained",
+    "reduce",
+]
+
+
+def build_run_dataset(cfg: TrainConfig, split: str) -> Dataset:
+    """The run's train or test set, as its config describes it."""
+    return build_dataset(
+        cfg.data,
+        split,
+        data_dir=cfg.data_dir,
+        img_size=cfg.img_size or 224,
+        seed=cfg.seed,
+        limit=cfg.train_limit if split == "train" else cfg.val_limit,
+        canvas=cfg.canvas,
+        distractors=cfg.distractors,
+    )
+
+
+def build_dense(
+    cfg: TrainConfig,
+    num_classes: int,
+    in_chans: int,
+    input_size: tuple[int, int, int] | None = None,
+    pretrained: bool = False,
+) -> nn.Module:
+    """The run's dense model: a timm classifier, or for ``task="segment"`` a segmenter on a
+    features_only backbone taking ``input_size`` (C, H, W) images."""
+    kwargs = {"num_classes": num_classes, "in_chans": in_chans, **cfg.model_kwargs}
+    if cfg.img_size is not None:
+        kwargs["img_size"] = cfg.img_size
+    if cfg.task == "classify":
+        return build_timm_model(cfg.model, pretrained=pretrained, **kwargs)
+    if cfg.task != "segment":
+        raise ValueError(f"task must be 'classify' or 'segment', got {cfg.task!r}")
+    backbone = build_timm_model(cfg.model, pretrained=pretrained, features_only=True, **kwargs)
+    if not is_hierarchical(backbone):
+        raise ValueError(f"--task segment needs a ConvNeXt or Swin backbone, got {cfg.model!r}")
+    return build_segmenter(backbone, num_classes, input_size)
+
+
+def build_dense_for_data(cfg: TrainConfig, dataset, pretrained: bool = False) -> nn.Module:
+    """:func:`build_dense` with classes, channels and (segmentation) input size from ``dataset``;
+    the teacher checkpoint loaded when the config names one."""
+    if cfg.task == "segment" and (not hasattr(dataset, "class_names") or cfg.mixup or cfg.cutmix):
+        raise ValueError("--task segment needs a segmentation data set (--data cluttered-fashion-scenes), no mixup")
+    size = tuple(dataset[0][0].shape) if cfg.task == "segment" else None
+    model = build_dense(cfg, dataset.num_classes, dataset.in_chans, size, pretrained)
+    if cfg.teacher_checkpoint:
+        load_checkpoint(model, cfg.teacher_checkpoint)
+    return model
+
+
+def reduce(model: nn.Module, cfg: TrainConfig) -> nn.Module:
+    """The run's student: ``model`` reduced by ``cfg.method`` at ``cfg.keep_rate`` (or ToMe's r)."""
+    return apply_method(model, cfg.method, keep_rate=cfg.keep_rate, prune_layers=cfg.prune_layers, r=cfg.tome_r)
+
+
+def build_teacher_student(cfg: TrainConfig, dataset) -> tuple[nn.Module, nn.Module | None]:
+    """(model to train, frozen dense teacher or ``None`` for dense training). The student's class
+    and position tokens stay frozen, as in the paper's recipe."""
+    base = build_dense_for_data(cfg, dataset, pretrained=cfg.pretrained)
+    if cfg.dense:
+        return base, None
+    if not (cfg.pretrained or cfg.teacher_checkpoint):
+        raise ValueError(
+            "sparse training distils from a trained dense model: pass --pretrained or "
+            "--teacher-checkpoint (make one with `dynamicvit train --dense`)"
+        )
+    teacher = copy.deepcopy(base)
+    student = reduce(base, cfg)
+    for name in ("cls_token", "pos_embed", "dist_token", "reg_token"):
+        if isinstance(getattr(student, name, None), nn.Parameter):
+            getattr(student, name).requires_grad_(False)
+    return student, teacher.eval()
+
+
+def load_trained(path: str | os.PathLike, **overrides) -> tuple[nn.Module, TrainConfig]:
+    """The eval-mode model of a training checkpoint, rebuilt from its saved config (``overrides`` on
+    top; classes and channels read off the weights), and that config."""
+    state = read_checkpoint(path)
+    saved = state.get("config", {}) if isinstance(state, dict) else {}
+    cfg = TrainConfig.from_dict({**saved, **overrides})
+    weights = read_state_dict(state)
+    found = infer_timm_kwargs(weights)
+    chans, side = found["in_chans"], cfg.img_size or cfg.canvas
+    model = build_dense(cfg, found["num_classes"], chans, (chans, side, side) if cfg.task == "segment" else None)
+    # a learned method's modules show in the weights; the others are known from the config alone
+    if any(is_added_key(k) for k in weights) or (not cfg.dense and not get_method(cfg.method).learned):
+        model = reduce(model, cfg)
+    load_checkpoint(model, weights)
+    return model.eval(), cfg

@@ -1,0 +1,100 @@
+"""The training configuration: one dataclass, saved in every checkpoint, from which the CLI's
+``train``/``compare`` flags are generated (each field's ``help`` is its flag's help text).
+
+Defaults follow DynamicViT's recipe for plain ViTs (arXiv 2106.02034: AdamW, weight decay 0.05,
+cosine schedule with warm-up, backbone frozen for the first epochs); the values that differ by
+backbone family (keep-ratio weight, backbone learning-rate scale) stay ``None`` until
+:func:`with_family_defaults` fills them from the family registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+
+from torch import nn
+
+from .data import DATASETS
+from .methods import METHODS
+from .models import family_of
+
+__all__ = ["TASKS", "TrainConfig", "with_family_defaults"]
+
+TASKS = ("classify", "segment")
+
+
+def _opt(default, help: str, **cli):
+    """A config field with its CLI help (and optional ``flags``, ``choices``)."""
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata={"help": help, **cli})
+    return field(default=default, metadata={"help": help, **cli})
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; saved in each checkpoint."""
+
+    model: str = _opt(
+        "dvit_tiny_fmnist",
+        "timm model name: the dense teacher and the student's backbone",
+        flags=("--model", "--teacher"),
+    )
+    dense: bool = _opt(False, "train the dense model itself (e.g. to make a teacher offline)")
+    task: str = _opt(
+        "classify", "segment: FPN head on a features_only ConvNeXt/Swin, per-pixel CE, mIoU", choices=TASKS
+    )
+    method: str = _opt("dynamicvit", "token reduction to train (baselines train with CE + KL)", choices=tuple(METHODS))
+    tome_r: int = _opt(8, "ToMe's tokens merged per block (method tome)")
+    pretrained: bool = _opt(False, "start from timm's pretrained weights")
+    teacher_checkpoint: str | None = _opt(None, "dense checkpoint for the teacher and the student's backbone")
+    model_kwargs: dict = _opt({}, "extra timm kwargs as JSON, e.g. '{\"drop_path_rate\": 0.1}'")
+    data: str = _opt(
+        "cluttered-fashion-mnist", "data set (cluttered-fashion-scenes is for --task segment)", choices=DATASETS
+    )
+    data_dir: str | None = _opt(None, "data folder (default: /usr/share/datasets/fashion-mnist)")
+    canvas: int = _opt(64, "cluttered-fashion-mnist canvas side")
+    distractors: int = _opt(4, "cluttered-fashion-mnist fragments per canvas")
+    img_size: int | None = _opt(None, "input resolution (default: the model's)")
+    train_limit: int | None = _opt(None, "use only the first N training images")
+    val_limit: int | None = _opt(None, "use only the first N test images")
+    epochs: int = _opt(30, "training epochs")
+    batch_size: int = _opt(64, "images per step and process")
+    lr: float = _opt(1e-3, "peak learning rate of the new modules (the whole model with --dense)")
+    backbone_lr_scale: float | None = _opt(None, "backbone lr relative to --lr (default: the family's, ViT 0.01)")
+    freeze_backbone_epochs: float = _opt(5, "no backbone updates before this epoch (fractions allowed)")
+    warmup_epochs: float = _opt(5, "linear warm-up epochs (fractions allowed)")
+    min_lr: float = _opt(1e-6, "learning rate at the end of the cosine schedule")
+    weight_decay: float = _opt(0.05, "AdamW weight decay (none on biases and norms)")
+    keep_rate: float = _opt(0.7, "keep ratio rho in (0, 1]")
+    prune_layers: list[int] | None = _opt(None, "blocks before which tokens are reduced (default: the family's)")
+    ratio_weight: float | None = _opt(None, "keep-ratio loss weight (default: the family's, ViT 2, ConvNeXt/Swin 10)")
+    distill_weight: float = _opt(0.5, "weight of the KL distillation from the dense model")
+    token_weight: float = _opt(0.5, "weight of the kept-token MSE (ViTs: hierarchical maps have no token subset)")
+    mixup: float = _opt(0.0, "mixup alpha (timm Mixup)")
+    cutmix: float = _opt(0.0, "cutmix alpha (timm Mixup)")
+    smoothing: float = _opt(0.0, "label smoothing")
+    ema_decay: float | None = _opt(None, "keep an EMA of the weights (timm ModelEmaV3) with this decay")
+    clip_grad: float | None = _opt(None, "clip the gradient norm to this value")
+    amp: bool = _opt(False, "autocast: bf16 on CPU, fp16 + grad scaler on CUDA")
+    seed: int = _opt(0, "random seed (data order, initialisation, Gumbel noise)")
+    workers: int = _opt(0, "data loader worker processes")
+    out_dir: str = _opt("runs/train", "run folder (checkpoints, metrics)", flags=("--out",))
+    resume: bool = _opt(False, "continue from OUT/last.pth")
+    max_bad_steps: int = _opt(10, "stop after this many non-finite losses in a row")
+    deterministic: bool = _opt(False, "torch deterministic algorithms")
+    progress: bool = _opt(True, "hide the progress bar", flags=("--no-progress",))
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def with_family_defaults(cfg: TrainConfig, model: nn.Module) -> TrainConfig:
+    """``cfg`` with the recipe values left unset filled from the model's family."""
+    family = family_of(model)
+    return dataclasses.replace(
+        cfg,
+        ratio_weight=family.ratio_weight if cfg.ratio_weight is None else cfg.ratio_weight,
+        backbone_lr_scale=family.backbone_lr_scale if cfg.backbone_lr_scale is None else cfg.backbone_lr_scale,
+    )

@@ -1,0 +1,96 @@
+"""Evaluation of any model (dense, reduced, segmenter) on a data set: top-1 or mIoU, GMACs, img/s,
+tokens kept; and the same for a training checkpoint rebuilt from its saved config."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .base import find_reducer
+from .build import build_run_dataset, load_trained
+from .config import TrainConfig
+from .flops import count_flops
+from .methods import method_of, random_selector
+from .segment import confusion_matrix, miou
+
+__all__ = ["evaluate", "evaluate_checkpoint", "load_for_eval"]
+
+DecisionsFn = Callable[[int, int, list[int]], list[torch.Tensor]]
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    dataset,
+    cfg: TrainConfig | None = None,
+    batch_size: int = 256,
+    decisions_fn: DecisionsFn | None = None,
+) -> dict:
+    """Top-1 (%), mean loss, GMACs and img/s of ``model`` in eval mode on ``dataset``.
+
+    ``decisions_fn(batch, num_tokens, counts)`` forces per-stage kept indices (e.g. random) on a
+    model whose method accepts forced decisions.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=cfg.workers if cfg else 0)
+    method, reducer = method_of(model), find_reducer(model)
+    if decisions_fn is not None and not (method and method.accepts_decisions):
+        raise ValueError("forced token selection (e.g. random tokens) applies to DynamicViT models only")
+    correct = total = 0
+    loss_sum, compute = 0.0, 0.0
+    confusion = None
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        start = time.perf_counter()
+        if decisions_fn is not None:
+            gh, gw = reducer.grid_for(tuple(x.shape[-2:]))
+            logits = model(x, decisions=decisions_fn(x.shape[0], gh * gw, reducer.token_counts(gh * gw)))
+        else:
+            logits = model(x)
+        compute += time.perf_counter() - start
+        loss_sum += float(nn.functional.cross_entropy(logits.float(), y, reduction="sum"))
+        pred = logits.argmax(1)
+        correct += int((pred == y).sum())
+        total += y.numel()
+        if y.dim() == 3:  # segmentation: per-pixel labels
+            counts = confusion_matrix(pred, y, logits.shape[1])
+            confusion = counts if confusion is None else confusion + counts
+    model.train(was_training)
+    images = len(dataset)
+    flops = count_flops(model)
+    out = {
+        "top1": 100.0 * correct / total,  # pixel accuracy for segmentation
+        "loss": loss_sum / total,
+        "gmacs": flops.gmacs,
+        "img_per_s": images / compute if compute else math.nan,
+        "images": images,
+    }
+    if confusion is not None:
+        out["miou"] = miou(confusion)
+        out["backbone_gmacs"] = flops.parts.get("backbone", 0) / 1e9
+    if reducer is not None:
+        out["kept_tokens"] = reducer.token_counts(reducer.last_tokens)
+    return out
+
+
+def evaluate_checkpoint(path: str | os.PathLike, random_tokens: bool = False, **overrides) -> dict:
+    """Rebuild the model of a training checkpoint (its saved config, ``overrides`` on top) and evaluate it.
+
+    ``random_tokens`` keeps the same counts but chooses the tokens uniformly at random.
+    """
+    model, dataset, cfg = load_for_eval(path, **overrides)
+    return evaluate(model, dataset, cfg, decisions_fn=random_selector(cfg.seed) if random_tokens else None)
+
+
+def load_for_eval(path: str | os.PathLike, **overrides) -> tuple[nn.Module, Dataset, TrainConfig]:
+    """:func:`dynamicvit.build.load_trained` plus the test set its config describes."""
+    model, cfg = load_trained(path, **overrides)
+    return model, build_run_dataset(cfg, "test"), cfg

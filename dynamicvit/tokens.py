@@ -1,0 +1,172 @@
+"""Token operations shared by every family and method (in the spirit of timm's ``layers/``).
+
+Row gather/scatter on the flattened batch, prefix (class/distillation/register) handling,
+the bookkeeping of kept indices, the in-place class swap, input checks, the pieces of timm's
+``Attention`` and ``Block`` forwards that reduction methods re-assemble, and the stage
+iterator. Nothing here knows a family or a method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+__all__ = [
+    "SparseOutput",
+    "attention_output",
+    "attention_qkv",
+    "check_image_batch",
+    "complement",
+    "forced_positions",
+    "gather_tokens",
+    "in_channels",
+    "iter_stages",
+    "mixed_class",
+    "patch_tokens",
+    "residual_attention",
+    "residual_mlp",
+    "scatter_tokens",
+    "with_prefix",
+]
+
+
+class SparseOutput(NamedTuple):
+    """Result of ``model(x, return_decisions=True)``.
+
+    ``decisions``: one tensor per stage – train mode: hard masks (B, N); eval mode: kept
+    indices (B, k_s) into the original grid. ``features``: final normalised tokens (prefix
+    tokens first; all N patches in train mode, the kept ones in eval mode), or the final
+    feature map of a hierarchical model.
+    """
+
+    logits: torch.Tensor
+    decisions: list[torch.Tensor]
+    features: torch.Tensor
+
+
+# -- gather / scatter ------------------------------------------------------------------------
+def _flat_rows(index: torch.Tensor, tokens_per_image: int) -> torch.Tensor:
+    """Per-image token indices (B, k) as row indices (B·k,) into the batch flattened to (B·N, C)."""
+    offsets = torch.arange(index.shape[0], device=index.device).unsqueeze(1) * tokens_per_image
+    return (index + offsets).flatten()
+
+
+def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x[b, index[b]]`` for every image: (B, N, C), (B, k) → (B, k, C).
+
+    One row ``index_select`` on the flattened batch: several times faster on CPU than ``gather`` with the
+    index expanded over channels, which matters at batch 1 where pruning overhead is exposed.
+    """
+    b, n, c = x.shape
+    return x.reshape(b * n, c).index_select(0, _flat_rows(index, n)).view(b, index.shape[1], c)
+
+
+def scatter_tokens(x: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> None:
+    """In place ``x[b, index[b]] = rows[b]`` for a contiguous ``x`` (B, N, C) (inverse of the gather)."""
+    b, n, c = x.shape
+    x.view(b * n, c).index_copy_(0, _flat_rows(index, n), rows.reshape(-1, c))
+
+
+def complement(index: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices (B, n − k) of the tokens not in ``index`` (B, k), ascending."""
+    keep = torch.zeros(index.shape[0], n, dtype=torch.bool, device=index.device)
+    keep.scatter_(1, index, True)
+    return (~keep).nonzero()[:, 1].view(index.shape[0], n - index.shape[1])
+
+
+# -- prefix tokens ---------------------------------------------------------------------------
+def patch_tokens(x: torch.Tensor, prefix: int) -> torch.Tensor:
+    """Patch tokens (B, N, C) after ``prefix`` special tokens, as a contiguous copy (LayerNorm on the
+    strided slice is twice as slow)."""
+    return x[:, prefix:].contiguous()
+
+
+def with_prefix(x: torch.Tensor, prefix: int, patches: torch.Tensor) -> torch.Tensor:
+    """``x``'s prefix tokens followed by ``patches``: the sequence after a reduction step."""
+    return torch.cat([x[:, :prefix], patches], dim=1)
+
+
+def forced_positions(index: torch.Tensor | None, forced: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """Map forced original-grid indices (B, k) to positions among the alive tokens ``index`` (B, n)
+    (``None``: every token of the grid is alive, in grid order). Raises for out-of-range or not nested."""
+    if forced.dim() != 2 or forced.min() < 0 or forced.max() >= num_tokens:
+        raise ValueError(f"forced eval decisions must be (B, k) indices in [0, {num_tokens})")
+    if index is None:
+        return forced
+    table = torch.full((index.shape[0], num_tokens), -1, dtype=torch.long, device=index.device)
+    table.scatter_(1, index, torch.arange(index.shape[1], device=index.device).expand_as(index))
+    pos = table.gather(1, forced)
+    if (pos < 0).any():
+        raise ValueError("forced eval decisions must be nested: a stage kept a token an earlier stage dropped")
+    return pos
+
+
+# -- timm Attention / Block pieces -----------------------------------------------------------
+def attention_qkv(attn: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k, v (B, H, N, d) of a timm ``Attention`` for tokens ``x`` (q/k norms applied)."""
+    b, n, _ = x.shape
+    qkv = attn.qkv(x).reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    return attn.q_norm(q), attn.k_norm(k), v
+
+
+def attention_output(attn: nn.Module, x: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
+    """The rest of timm's ``Attention.forward`` after the heads (B, H, N, d): merge, gate, project."""
+    b, _, n, _ = heads.shape
+    out = attn.norm(heads.transpose(1, 2).reshape(b, n, attn.num_heads * attn.head_dim))
+    if getattr(attn, "gate", None) is not None:
+        out = out * attn.gate(x).sigmoid()
+    return attn.proj_drop(attn.proj(out))
+
+
+Heads = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def residual_attention(blk: nn.Module, x: torch.Tensor, heads: Heads) -> torch.Tensor:
+    """``x`` plus a timm ``Block``'s attention branch, with ``heads(q, k, v)`` computing the heads
+    (B, H, N, d) in place of timm's attention (masked, proportional, ...)."""
+    h = blk.norm1(x)
+    q, k, v = attention_qkv(blk.attn, h)
+    return x + blk.drop_path1(blk.ls1(attention_output(blk.attn, h, heads(q, k, v))))
+
+
+def residual_mlp(blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` plus a timm ``Block``'s MLP branch."""
+    return x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
+
+
+def iter_stages(blocks: Sequence[nn.Module], prune_layers: Sequence[int]) -> Iterator[tuple[int | None, nn.Module]]:
+    """``(stage, block)`` in forward order; ``stage`` is the index of the reduction step that runs
+    right before the block, ``None`` for blocks without one."""
+    stage_of = {layer: s for s, layer in enumerate(prune_layers)}
+    for i, blk in enumerate(blocks):
+        yield stage_of.get(i), blk
+
+
+# -- models ----------------------------------------------------------------------------------
+_MIXED_CLASSES: dict[tuple[type, type], type] = {}
+
+
+def mixed_class(mixin: type, base: type, prefix: str) -> type:
+    """``class <prefix><Base>(mixin, base)``, created once per pair (swapped in like ToMe)."""
+    if (mixin, base) not in _MIXED_CLASSES:
+        _MIXED_CLASSES[mixin, base] = type(f"{prefix}{base.__name__}", (mixin, base), {})
+    return _MIXED_CLASSES[mixin, base]
+
+
+def in_channels(model: nn.Module) -> int:
+    """Input channels of a model: its patch embedding's (plain or conv stem), else its first conv's."""
+    pe = getattr(model, "patch_embed", None) or model
+    return getattr(pe, "in_chans", None) or next(m.in_channels for m in pe.modules() if isinstance(m, nn.Conv2d))
+
+
+def check_image_batch(x: torch.Tensor, channels: int) -> None:
+    """Raise a clear ``ValueError`` unless ``x`` is a (B, ``channels``, H, W) tensor."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"expected an image batch (B, C, H, W), got {shape}")
+    if x.shape[1] != channels:
+        raise ValueError(f"model expects {channels} input channels, got {x.shape[1]}")
