@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .checkpoint import infer_timm_kwargs, is_added_key, load_checkpoint, read_checkpoint, read_state_dict
-from .config import TrainConfig
+from .config import TrainConfig, validate
 from .data import build_dataset
 from .hierarchical import is_hierarchical
 from .methods import apply_method, get_method
@@ -99,13 +99,17 @@ def build_teacher_student(cfg: TrainConfig, dataset) -> tuple[nn.Module, nn.Modu
     return student, teacher.eval()
 
 
-def load_trained(path: str | os.PathLike, **overrides) -> tuple[nn.Module, TrainConfig]:
+def load_trained(path: str | os.PathLike, ema: bool = True, **overrides) -> tuple[nn.Module, TrainConfig]:
     """The eval-mode model of a training checkpoint, rebuilt from its saved config (``overrides`` on
-    top; classes and channels read off the weights), and that config."""
+    top; classes and channels read off the weights), and that config.
+
+    One rule for every command: a checkpoint with EMA weights (``--ema-decay``) gives its EMA
+    weights – what training validated – unless ``ema=False`` asks for the raw ones."""
     state = read_checkpoint(path)
     saved = state.get("config", {}) if isinstance(state, dict) else {}
-    cfg = TrainConfig.from_dict({**saved, **overrides})
-    weights = read_state_dict(state)
+    cfg = validate(TrainConfig.from_dict({**saved, **overrides}))
+    use_ema = ema and isinstance(state, dict) and isinstance(state.get("ema"), dict)
+    weights = read_state_dict(state["ema"] if use_ema else state)
     found = infer_timm_kwargs(weights)
     chans, side = found["in_chans"], cfg.img_size or cfg.canvas
     model = build_dense(cfg, found["num_classes"], chans, (chans, side, side) if cfg.task == "segment" else None)

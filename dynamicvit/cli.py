@@ -107,6 +107,17 @@ def add_config_args(p: argparse.ArgumentParser, names: Sequence[str] | None = No
         p.add_argument(*flags, **kwargs)
 
 
+def check_writable(path: str, what: str) -> None:
+    """Raise a ``ValueError`` naming ``what`` unless a file can be written at ``path``: its nearest
+    existing ancestor must be a writable folder (missing folders are created later). Checked before
+    any work."""
+    folder = Path(path).absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise ValueError(f"{what} {path}: cannot write there ({folder} is not a writable folder)")
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The defaults, with every config flag the user gave on top."""
     given = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(TrainConfig)}
@@ -148,7 +159,9 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         for k in ("data", "data_dir", "canvas", "distractors", "val_limit", "model", "keep_rate", "task")
         if getattr(args, k) is not None
     }
-    model, dataset, cfg = load_for_eval(args.checkpoint, **overrides)
+    if args.picture:
+        check_writable(args.picture, "--picture")
+    model, dataset, cfg = load_for_eval(args.checkpoint, ema=not args.no_ema, **overrides)
     if args.picture and cfg.task != "segment":
         raise ValueError("--picture draws segmentation results; this checkpoint is a classifier (use viz)")
     r = evaluate(model, dataset, cfg, decisions_fn=random_selector(cfg.seed) if args.random else None)
@@ -163,7 +176,8 @@ def _cmd_viz(args: argparse.Namespace) -> None:
     from .viz import visualize_files
 
     overrides = {k: getattr(args, k) for k in ("model", "keep_rate") if getattr(args, k) is not None}
-    model, cfg = load_trained(args.checkpoint, **overrides)
+    check_writable(args.out, "--out")
+    model, cfg = load_trained(args.checkpoint, ema=not args.no_ema, **overrides)
     names = FASHION_CLASSES if "fashion" in cfg.data else None
     for row in visualize_files(model, args.images, args.out, class_names=names):
         print(f"{row['image']}: {row['prediction']}, kept {' / '.join(map(str, row['kept_tokens']))} tokens")
@@ -173,10 +187,11 @@ def _cmd_viz(args: argparse.Namespace) -> None:
 def _cmd_export(args: argparse.Namespace) -> None:
     from .export import export_onnx
 
+    check_writable(args.onnx, "--onnx")
     if args.checkpoint:
         from .build import load_trained
 
-        model, _ = load_trained(args.checkpoint)
+        model, _ = load_trained(args.checkpoint, ema=not args.no_ema)
     elif args.model:
         from .methods import apply_method
         from .models import build_timm_model
@@ -190,6 +205,10 @@ def _cmd_export(args: argparse.Namespace) -> None:
     r = export_onnx(model, args.onnx, opset=args.opset, check=not args.no_check)
     parity = f", max |onnx − torch| = {r['max_abs_diff']:.2e}" if "max_abs_diff" in r else ""
     print(f"wrote {r['path']} ({r['bytes'] / 1e6:.1f} MB, dynamic batch){parity}")
+    if r.get("max_abs_diff", 0.0) > args.tolerance:
+        raise ValueError(
+            f"the ONNX file differs from PyTorch by {r['max_abs_diff']:.2e} > --tolerance {args.tolerance:g}"
+        )
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -231,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
     add_config_args(p, names=("model", "keep_rate", "task", *_DATA_FIELDS))  # default: the checkpoint's
     p.add_argument("--random", action="store_true", help="random token selection at the same counts")
+    p.add_argument("--no-ema", action="store_true", help="the raw weights even when the checkpoint has EMA ones")
     p.add_argument("--picture", default=None, help="segmentation: PNG of inputs, labels, predictions, slow path")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_eval)
@@ -241,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="timm name (default: from the checkpoint's config)")
     p.add_argument("--keep-rate", type=float, default=None)
     p.add_argument("--out", default="kept_tokens.png", help="PNG to write")
+    p.add_argument("--no-ema", action="store_true", help="the raw weights even when the checkpoint has EMA ones")
     p.set_defaults(func=_cmd_viz)
 
     p = sub.add_parser("export", help="ONNX file of an eval-mode model, dynamic batch, checked with onnxruntime")
@@ -253,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained", action="store_true")
     p.add_argument("--opset", type=int, default=None)
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="largest |onnx − torch| logit difference accepted")
+    p.add_argument("--no-ema", action="store_true", help="the raw weights even when the checkpoint has EMA ones")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("flops", help="multiply-accumulates of dense vs sparse, per stage")

@@ -53,7 +53,8 @@ def _check_args(budgets: Sequence[float], methods: Sequence[str]) -> None:
 
 
 def _fine_tune(cfg: TrainConfig, method: str, model: nn.Module, out_dir: Path) -> nn.Module:
-    """Train ``method`` at the tuned knob of ``model`` with the recipe; a finished run is reused."""
+    """Train ``method`` at the tuned knob of ``model`` with the recipe; a finished run of the same
+    configuration is reused (one of another configuration is an error)."""
     run = dataclasses.replace(
         cfg,
         dense=False,
@@ -63,7 +64,7 @@ def _fine_tune(cfg: TrainConfig, method: str, model: nn.Module, out_dir: Path) -
         out_dir=str(out_dir),
         resume=(out_dir / "last.pth").exists(),
     )
-    trainer = Trainer(run)
+    trainer = Trainer(run, reuse_finished=True)
     trainer.fit()
     return trainer.eval_model.eval()
 

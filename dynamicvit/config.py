@@ -18,7 +18,7 @@ from .data import DATASETS
 from .methods import METHODS
 from .models import family_of
 
-__all__ = ["TASKS", "TrainConfig", "with_family_defaults"]
+__all__ = ["FAMILY_DEFAULTED", "TASKS", "TrainConfig", "flag", "validate", "with_family_defaults"]
 
 TASKS = ("classify", "segment")
 
@@ -79,7 +79,8 @@ class TrainConfig:
     seed: int = _opt(0, "random seed (data order, initialisation, Gumbel noise)")
     workers: int = _opt(0, "data loader worker processes")
     out_dir: str = _opt("runs/train", "run folder (checkpoints, metrics)", flags=("--out",))
-    resume: bool = _opt(False, "continue from OUT/last.pth")
+    resume: bool = _opt(False, "continue the run in --out from its last.pth (its saved config must match)")
+    overwrite: bool = _opt(False, "start over in an --out that holds a run (its files are replaced)")
     max_bad_steps: int = _opt(10, "stop after this many non-finite losses in a row")
     deterministic: bool = _opt(False, "torch deterministic algorithms")
     progress: bool = _opt(True, "hide the progress bar", flags=("--no-progress",))
@@ -88,6 +89,57 @@ class TrainConfig:
     def from_dict(cls, values: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+
+FAMILY_DEFAULTED = ("ratio_weight", "backbone_lr_scale")  # None until the model's family fills them
+
+# (field, test, what it must be): checked before any work, the error names the flag
+_RULES = (
+    ("epochs", lambda v: v >= 1, "at least 1"),
+    ("batch_size", lambda v: v >= 1, "at least 1"),
+    ("lr", lambda v: v > 0, "positive"),
+    ("min_lr", lambda v: v >= 0, "0 or more"),
+    ("warmup_epochs", lambda v: v >= 0, "0 or more"),
+    ("freeze_backbone_epochs", lambda v: v >= 0, "0 or more"),
+    ("weight_decay", lambda v: v >= 0, "0 or more"),
+    ("keep_rate", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("tome_r", lambda v: v >= 0, "0 or more"),
+    ("canvas", lambda v: v >= 28, "at least 28 (a Fashion-MNIST item is 28x28)"),
+    ("distractors", lambda v: v >= 0, "0 or more"),
+    ("img_size", lambda v: v >= 1, "a positive number of pixels"),
+    ("train_limit", lambda v: v >= 1, "a positive number of images"),
+    ("val_limit", lambda v: v >= 1, "a positive number of images"),
+    ("mixup", lambda v: v >= 0, "0 or more"),
+    ("cutmix", lambda v: v >= 0, "0 or more"),
+    ("smoothing", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("ema_decay", lambda v: 0 < v < 1, "in (0, 1)"),
+    ("clip_grad", lambda v: v > 0, "positive"),
+    ("workers", lambda v: v >= 0, "0 or more"),
+    ("max_bad_steps", lambda v: v >= 1, "at least 1"),
+    ("ratio_weight", lambda v: v >= 0, "0 or more"),
+    ("distill_weight", lambda v: v >= 0, "0 or more"),
+    ("token_weight", lambda v: v >= 0, "0 or more"),
+    ("backbone_lr_scale", lambda v: v >= 0, "0 or more"),
+)
+
+
+def flag(name: str) -> str:
+    """The CLI flag of a config field (``--val-limit`` for ``val_limit``)."""
+    meta = next(f.metadata for f in fields(TrainConfig) if f.name == name)
+    return meta.get("flags", ("--" + name.replace("_", "-"),))[0]
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Raise a ``ValueError`` naming the flag of the first value out of range; return ``cfg``."""
+    for name, ok, what in _RULES:
+        value = getattr(cfg, name)
+        if value is not None and not ok(value):
+            raise ValueError(f"{flag(name)} must be {what}, got {value}")
+    if cfg.task not in TASKS:
+        raise ValueError(f"--task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
+    if cfg.method not in METHODS:
+        raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
+    return cfg
 
 
 def with_family_defaults(cfg: TrainConfig, model: nn.Module) -> TrainConfig:

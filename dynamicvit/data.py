@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -59,8 +60,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             data = f.read()
-    except (OSError, EOFError) as err:
-        raise ValueError(f"cannot read idx file {path}: {err}") from None
+    except (OSError, EOFError, zlib.error) as err:
+        raise ValueError(f"cannot read idx file {path} (corrupt or truncated): {err}") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise ValueError(f"{path} is not an unsigned-byte idx file (bad magic number)")
     ndim = data[3]
@@ -111,7 +112,7 @@ def load_fashion_mnist(
     raise FileNotFoundError(
         f"Fashion-MNIST ({split}) not found in {', '.join(map(str, dirs))}. Install it with "
         "`apt-get install dataset-fashion-mnist` (Debian/Ubuntu), pass --data-dir DIR holding "
-        f"{_FILES[split][0]}.gz and {_FILES[split][1]}.gz, or --download when online."
+        f"{_FILES[split][0]}.gz and {_FILES[split][1]}.gz, or (Python API) download=True when online."
     )
 
 

@@ -65,10 +65,11 @@ class DemoConfig:
 
 
 def _train(cfg: TrainConfig) -> tuple[Trainer, float]:
-    """Train, or pick up a finished/interrupted run in the same folder."""
+    """Train, or pick up a finished/interrupted run of the same configuration in the same folder
+    (a run of another configuration there is an error naming the differences)."""
     cfg.resume = (Path(cfg.out_dir) / "last.pth").exists()
     start = time.perf_counter()
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg, reuse_finished=True)
     trainer.fit()
     return trainer, time.perf_counter() - start
 

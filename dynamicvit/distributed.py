@@ -55,7 +55,8 @@ def seed_all(seed: int) -> None:
 def ranks_in_sync(model: nn.Module) -> bool:
     """Whether every rank holds the same weights (checksums all-gathered)."""
     vec = torch.cat([p.detach().float().flatten() for p in model.parameters()])
-    checksum = torch.stack([vec.sum(), (vec * vec).sum()]).cpu()
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    checksum = torch.stack([vec.sum(), (vec * vec).sum()]).to(device)  # NCCL gathers CUDA tensors only
     gathered = [torch.zeros_like(checksum) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, checksum)
     return all(torch.equal(g, gathered[0]) for g in gathered)

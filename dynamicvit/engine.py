@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -27,14 +28,49 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from .build import build_run_dataset, build_teacher_student
-from .checkpoint import CheckpointError, atomic_save, is_added_key, load_checkpoint, read_checkpoint, read_state_dict
-from .config import TrainConfig, with_family_defaults
+from .checkpoint import (
+    CheckpointError,
+    atomic_save,
+    fault_point,
+    is_added_key,
+    load_checkpoint,
+    read_checkpoint,
+    read_state_dict,
+)
+from .config import FAMILY_DEFAULTED, TrainConfig, validate, with_family_defaults
 from .distributed import dist_info, ranks_in_sync, rng_state, seed_all, set_rng_state
 from .evaluate import evaluate
 from .losses import build_criterion
 from .methods import get_method
 
-__all__ = ["Trainer", "TrainingError", "train"]
+__all__ = ["RESUMABLE_CHANGES", "RUN_FILES", "Trainer", "TrainingError", "check_resumable", "train"]
+
+RUN_FILES = ("last.pth", "metrics.jsonl", "steps.jsonl", "interrupted.pth")  # what makes a folder hold a run
+# Config fields that may differ when a run is resumed: more epochs re-plan the cosine schedule
+# from the current update on; the others do not change what is computed.
+RESUMABLE_CHANGES = frozenset(
+    {"epochs", "resume", "overwrite", "progress", "workers", "out_dir", "data_dir", "max_bad_steps"}
+)
+
+
+def check_resumable(state: dict, cfg: TrainConfig, path) -> None:
+    """Raise unless ``state`` is a training checkpoint whose saved config matches ``cfg`` (fields left
+    ``None`` in ``cfg`` take the saved value, as they would from the family defaults)."""
+    keys = set(state) if isinstance(state, dict) else set()
+    missing = {"model", "optimizer", "scheduler", "epoch", "rng", "config"} - keys
+    if missing:
+        raise CheckpointError(f"--resume: {path} is not a training checkpoint (no {sorted(missing)})")
+    now, saved = asdict(cfg), state["config"]
+    changed = [
+        f"{k} {saved.get(k)!r} -> {v!r}"
+        for k, v in now.items()
+        if k not in RESUMABLE_CHANGES and v != saved.get(k) and not (v is None and k in FAMILY_DEFAULTED)
+    ]
+    if changed:
+        raise ValueError(
+            f"{path} was written with another configuration ({'; '.join(changed)}); resume with the same "
+            "settings (only epochs may grow), or start a new run with another --out or --overwrite"
+        )
 
 
 class TrainingError(RuntimeError):
@@ -65,13 +101,16 @@ def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
 class Trainer:
     """One training run; ``fit()`` trains (resuming if asked), ``state_dict()`` is what a checkpoint saves."""
 
-    def __init__(self, cfg: TrainConfig) -> None:
+    def __init__(self, cfg: TrainConfig, reuse_finished: bool = False) -> None:
+        """Check the config and the run folder, then build data, models, optimiser, scheduler,
+        objective and EMA; with ``cfg.resume`` load the run's checkpoint (whose saved config must
+        match, see :data:`RESUMABLE_CHANGES`). A finished run is an error unless ``reuse_finished``."""
+        validate(cfg)
         self.cfg = cfg
         self.rank, self.world, local_rank = dist_info()
         self.device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
         self.out_dir = Path(cfg.out_dir)
-        if self.rank == 0:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
+        resume_state = self._prepare_run_folder()
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
         seed_all(cfg.seed + self.rank)
@@ -134,6 +173,45 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
         self.ddp = DistributedDataParallel(self.model) if self.world > 1 else self.model
         self.epoch, self.updates, self.skipped_steps = 0, 0, 0
+        self._last_record: dict = {}
+        if resume_state is not None:
+            self.load(resume_state)
+            if self.epoch >= cfg.epochs and not reuse_finished:
+                raise ValueError(
+                    f"the run in {self.out_dir} already finished its {self.epoch} epochs; "
+                    "pass a larger --epochs to train it further"
+                )
+
+    # -- the run folder ----------------------------------------------------------------------
+    def _prepare_run_folder(self) -> dict | None:
+        """Refuse to reuse a folder that holds a run unless resuming (or overwriting); check that it
+        is writable; return the checkpoint to resume from. Nothing is written before these checks."""
+        cfg, held = self.cfg, [name for name in RUN_FILES if (self.out_dir / name).exists()]
+        if cfg.resume and cfg.overwrite:
+            raise ValueError("--resume and --overwrite exclude each other")
+        if cfg.resume and not self.checkpoint_path.exists():
+            raise CheckpointError(f"--resume: no checkpoint at {self.checkpoint_path}")
+        if held and not (cfg.resume or cfg.overwrite):
+            raise ValueError(
+                f"--out {self.out_dir} already holds a run ({', '.join(held)}); "
+                "pass --resume to continue it or --overwrite to start over"
+            )
+        state = read_checkpoint(self.checkpoint_path) if cfg.resume else None
+        if state is not None:
+            check_resumable(state, cfg, self.checkpoint_path)
+        if self.rank == 0:
+            try:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryFile(dir=self.out_dir):
+                    pass
+            except OSError as err:
+                raise ValueError(f"cannot write to --out {self.out_dir}: {err.strerror or err}") from None
+            for stale in self.out_dir.glob(".*.tmp"):  # a checkpoint write that was killed
+                stale.unlink()
+            if cfg.overwrite:
+                for name in held:
+                    (self.out_dir / name).unlink()
+        return state
 
     # -- checkpoints -------------------------------------------------------------------------
     @property
@@ -151,31 +229,69 @@ class Trainer:
             "updates": self.updates,
             "skipped_steps": self.skipped_steps,
             "rng": rng_state(),
+            "rng_ranks": self._rng_states(),
             "config": asdict(self.cfg),
+            "record": self._last_record,  # the epoch's training figures, in case validation is cut short
         }
 
-    def save(self, path: Path | None = None) -> None:
-        if self.rank == 0:
-            atomic_save(self.state_dict(), path or self.checkpoint_path)
+    def _rng_states(self) -> list[dict]:
+        """Every rank's random state (a collective: all ranks must call it)."""
+        if self.world == 1:
+            return [rng_state()]
+        states: list = [None] * self.world
+        dist.all_gather_object(states, rng_state())
+        return states
 
-    def load(self, path: Path | None = None) -> None:
-        path = path or self.checkpoint_path
-        state = read_checkpoint(path)
-        missing = {"model", "optimizer", "scheduler", "epoch", "rng"} - set(state if isinstance(state, dict) else {})
-        if missing:
-            raise CheckpointError(f"--resume: {path} is not a training checkpoint (no {sorted(missing)})")
+    def save(self, path: Path | None = None) -> None:
+        state = self.state_dict()  # on every rank: it gathers the ranks' random states
+        if self.rank == 0:
+            atomic_save(state, path or self.checkpoint_path)
+
+    def load(self, source: Path | dict | None = None) -> None:
+        """Continue from a training checkpoint (a path, or what :func:`read_checkpoint` returned)."""
+        state = read_checkpoint(source or self.checkpoint_path) if not isinstance(source, dict) else source
+        check_resumable(state, self.cfg, source if not isinstance(source, dict) else self.checkpoint_path)
         load_checkpoint(self.model, read_state_dict(state))
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        if state["config"].get("epochs") == self.cfg.epochs:  # otherwise the new plan stands (re-planned)
+            self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         if self.ema and state.get("ema"):
             self.ema.load_state_dict(state["ema"])
         self.epoch, self.updates = state["epoch"], state["updates"]
         self.skipped_steps = state.get("skipped_steps", 0)
-        set_rng_state(state["rng"])
+        ranks = state.get("rng_ranks") or [state["rng"]]
+        if len(ranks) != self.world:
+            raise ValueError(f"the checkpoint was written by {len(ranks)} processes, this run has {self.world}")
+        set_rng_state(ranks[self.rank])
+        self._truncate_logs()
+        if self.rank == 0 and self.epoch and not self._logged(self.epoch) and state.get("record"):
+            self._validate_and_log(state["record"])  # killed between the checkpoint and its validation
+
+    def _truncate_logs(self) -> None:
+        """Drop log lines of epochs after the checkpoint's (written before a kill, redone now)."""
         if self.rank:
-            seed_all(self.cfg.seed + self.rank + 1000 * self.epoch)
+            return
+        for name in ("metrics.jsonl", "steps.jsonl"):
+            path = self.out_dir / name
+            if path.exists():
+                lines = [ln for ln in path.read_text().splitlines() if json.loads(ln)["epoch"] <= self.epoch]
+                path.write_text("".join(ln + "\n" for ln in lines))
+
+    def _logged(self, epoch: int) -> bool:
+        path = self.out_dir / "metrics.jsonl"
+        return path.exists() and any(json.loads(ln)["epoch"] == epoch for ln in path.read_text().splitlines())
+
+    def _validate_and_log(self, record: dict) -> dict:
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            result = evaluate(self.eval_model, self.val_set, self.cfg)  # leaves the training RNG alone
+        record = {**record, **{f"val_{k}": v for k, v in result.items()}}
+        with open(self.out_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.cfg.progress:
+            print(_summary(record), flush=True)
+        return record
 
     # -- training ----------------------------------------------------------------------------
     def _autocast(self):
@@ -243,6 +359,7 @@ class Trainer:
             else:
                 self.optimizer.step()
             self.updates += 1
+            fault_point("update")
             self.scheduler.step_update(self.updates)
             if self.ema is not None:
                 self.ema.update(model, step=self.updates)
@@ -277,27 +394,19 @@ class Trainer:
         return out
 
     def fit(self, until_epoch: int | None = None) -> dict:
-        """Train to ``until_epoch`` (default: all epochs); resume first if configured."""
+        """Train to ``until_epoch`` (default: all epochs). Each epoch is checkpointed first, then
+        validated and logged, so a failure in validation never loses the epoch."""
         cfg = self.cfg
-        if cfg.resume and self.checkpoint_path.exists():
-            self.load()
-        elif cfg.resume:
-            raise CheckpointError(f"--resume: no checkpoint at {self.checkpoint_path}")
-        if self.updates == 0:
-            self.scheduler.step_update(0)
+        self.scheduler.step_update(self.updates)
         record: dict = {}
         stop = min(until_epoch or cfg.epochs, cfg.epochs)
         try:
             while self.epoch < stop:
-                record = {"epoch": self.epoch + 1, **self.train_one_epoch()}
+                record = self._last_record = {"epoch": self.epoch + 1, **self.train_one_epoch()}
                 self.epoch += 1
+                self.save()
                 if self.rank == 0:
-                    record.update({f"val_{k}": v for k, v in evaluate(self.eval_model, self.val_set, cfg).items()})
-                    with open(self.out_dir / "metrics.jsonl", "a") as f:
-                        f.write(json.dumps(record) + "\n")
-                    self.save()
-                    if cfg.progress:
-                        print(_summary(record), flush=True)
+                    record = self._validate_and_log(record)
                 if self.world > 1:
                     dist.barrier()
         except KeyboardInterrupt:

@@ -81,16 +81,17 @@ def evaluate(
     return out
 
 
-def evaluate_checkpoint(path: str | os.PathLike, random_tokens: bool = False, **overrides) -> dict:
-    """Rebuild the model of a training checkpoint (its saved config, ``overrides`` on top) and evaluate it.
+def evaluate_checkpoint(path: str | os.PathLike, random_tokens: bool = False, ema: bool = True, **overrides) -> dict:
+    """Rebuild the model of a training checkpoint (its saved config, ``overrides`` on top; its EMA
+    weights when it has them, unless ``ema=False``) and evaluate it.
 
     ``random_tokens`` keeps the same counts but chooses the tokens uniformly at random.
     """
-    model, dataset, cfg = load_for_eval(path, **overrides)
+    model, dataset, cfg = load_for_eval(path, ema=ema, **overrides)
     return evaluate(model, dataset, cfg, decisions_fn=random_selector(cfg.seed) if random_tokens else None)
 
 
-def load_for_eval(path: str | os.PathLike, **overrides) -> tuple[nn.Module, Dataset, TrainConfig]:
+def load_for_eval(path: str | os.PathLike, ema: bool = True, **overrides) -> tuple[nn.Module, Dataset, TrainConfig]:
     """:func:`dynamicvit.build.load_trained` plus the test set its config describes."""
-    model, cfg = load_trained(path, **overrides)
+    model, cfg = load_trained(path, ema=ema, **overrides)
     return model, build_run_dataset(cfg, "test"), cfg

@@ -85,7 +85,8 @@ def count_flops(
     was_training = model.training
     model.eval()
     ref = next(model.parameters())
-    x = torch.randn(1, *input_size(model, img_size), device=ref.device, dtype=ref.dtype)
+    noise = torch.Generator().manual_seed(0)  # the global random state is a training run's, not ours
+    x = torch.randn(1, *input_size(model, img_size), generator=noise).to(ref.device, ref.dtype)
     try:
         with FlopCounterMode(display=False) as counter:
             model(x)

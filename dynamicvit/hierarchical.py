@@ -60,6 +60,9 @@ from .tokens import (
 __all__ = [
     "FAMILY",
     "SUPPORTED_HIERARCHICAL",
+    "DynamicFeaturesMixin",
+    "check_finite",
+    "check_hierarchical_input",
     "DEFAULT_PRUNE_LAYERS",
     "FastPath",
     "DynamicStageMixin",
@@ -272,32 +275,54 @@ class DynamicHierarchicalMixin:
     def score_predictor(self) -> nn.ModuleList:
         return self.dynamic_stage.score_predictor
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        check_image_batch(x, in_channels(self))
-        size = getattr(getattr(self, "patch_embed", None), "img_size", None)
-        strict = getattr(getattr(self, "patch_embed", None), "strict_img_size", False)
-        if size is not None and strict and tuple(x.shape[-2:]) != tuple(size):
-            raise ValueError(
-                f"input is {x.shape[-2]}x{x.shape[-1]} but this Swin model was built for {size[0]}x{size[1]}; "
-                "build it with img_size=... for other sizes"
-            )
-        if min(x.shape[-2:]) < 32:
-            raise ValueError(f"input {x.shape[-2]}x{x.shape[-1]} is smaller than the model's total stride 32")
-
     def forward(
         self, x: torch.Tensor, decisions: list[torch.Tensor] | None = None, return_decisions: bool = False
     ) -> torch.Tensor | SparseOutput:
         """Class logits; with ``return_decisions`` a :class:`SparseOutput` whose ``features`` is the final map."""
-        self._check_input(x)
+        check_hierarchical_input(self, x)
         with self.dynamic_stage.forcing(decisions) as stage:
             feats = self.forward_features(x)
         logits = self.forward_head(feats)
-        if not torch.isfinite(logits).all() and not torch.isfinite(x).all():
-            raise ValueError("input contains NaN or Inf values")
+        check_finite(x, logits)
         return SparseOutput(logits, stage.last_decisions, feats) if return_decisions else logits
 
     def forward_with_decisions(self, x: torch.Tensor, decisions: list[torch.Tensor] | None = None) -> SparseOutput:
         return self(x, decisions=decisions, return_decisions=True)
+
+
+class DynamicFeaturesMixin:
+    """A sparsified timm ``features_only`` ConvNeXt/Swin: the classifier's input checks around its maps."""
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        check_hierarchical_input(self, x)
+        feats = super().forward(x)
+        check_finite(x, feats[-1])
+        return feats
+
+
+def check_hierarchical_input(model: nn.Module, x: torch.Tensor) -> None:
+    """Clear errors for inputs a ConvNeXt/Swin cannot take: not (B, C, H, W), wrong channels, a size a
+    strict Swin was not built for, smaller than the total stride."""
+    check_image_batch(x, in_channels(model))
+    embed = getattr(model, "patch_embed", None) or next(
+        (m for name, m in model.named_modules() if name.endswith("patch_embed")), None
+    )
+    size, strict = getattr(embed, "img_size", None), getattr(embed, "strict_img_size", False)
+    if size is not None and strict and tuple(x.shape[-2:]) != tuple(size):
+        raise ValueError(
+            f"input is {x.shape[-2]}x{x.shape[-1]} but this Swin model was built for {size[0]}x{size[1]}; "
+            "build it with img_size=... for other sizes"
+        )
+    if min(x.shape[-2:]) < 32:
+        raise ValueError(f"input {x.shape[-2]}x{x.shape[-1]} is smaller than the model's total stride 32")
+
+
+def check_finite(images: torch.Tensor, out: torch.Tensor) -> None:
+    """Raise for NaN/Inf images, found cheaply: the output is checked first, the images only when it is bad."""
+    if torch.compiler.is_compiling():
+        return
+    if not torch.isfinite(out).all() and not torch.isfinite(images).all():
+        raise ValueError("input contains NaN or Inf values")
 
 
 def _stages(model: nn.Module) -> list[nn.Module]:
@@ -362,6 +387,8 @@ def sparsify_hierarchical(
     target.stride = _stage_stride(model, stage)
     if isinstance(model, (ConvNeXt, SwinTransformer)):
         model.__class__ = mixed_class(DynamicHierarchicalMixin, type(model), "Dynamic")
+    elif hasattr(model, "feature_info"):  # timm features_only wrapper
+        model.__class__ = mixed_class(DynamicFeaturesMixin, type(model), "Dynamic")
     return model
 
 

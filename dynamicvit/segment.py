@@ -84,6 +84,8 @@ class Segmenter(nn.Module):
             with stage.forcing(decisions):
                 feats = self.forward_features(x)
         logits = self.forward_head(feats, tuple(x.shape[-2:]))
+        if not torch.compiler.is_compiling() and not torch.isfinite(logits).all() and not torch.isfinite(x).all():
+            raise ValueError("input contains NaN or Inf values")
         if not return_decisions:
             return logits
         return SparseOutput(logits, stage.last_decisions if stage is not None else [], feats[-1])

@@ -28,7 +28,12 @@ def tiny_vit(kind: str = "plain", **overrides) -> VisionTransformer:
 
 @pytest.fixture(autouse=True)
 def _seed():
+    """Every test starts from the same seed and leaves torch's determinism switch as it found it
+    (a Trainer with deterministic=True turns it on for the process)."""
     torch.manual_seed(0)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.use_deterministic_algorithms(deterministic)
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

@@ -7,6 +7,7 @@ from conftest import tiny_cfg
 from dynamicvit.checkpoint import CheckpointError
 from dynamicvit.engine import Trainer, TrainingError
 from dynamicvit.evaluate import evaluate, evaluate_checkpoint
+from dynamicvit.methods import random_selector
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def test_dense_run_writes_metrics_and_checkpoint(tmp_path, fake_fashion):
     record = trainer.fit()
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(s)["epoch"] for s in lines] == [1, 2] and record["epoch"] == 2
-    assert 0 <= record["val_top1"] <= 100 and record["train_img_per_s"] > 0
+    assert record["val_top1"] == evaluate(trainer.model, trainer.val_set)["top1"] and record["train_img_per_s"] > 0
     state = torch.load(tmp_path / "run" / "last.pth", weights_only=True)
     assert {"model", "optimizer", "scheduler", "epoch", "rng", "config"} <= set(state) and state["epoch"] == 2
     assert not list((tmp_path / "run").glob("*.tmp"))
@@ -124,13 +125,21 @@ def test_evaluate_reports_sparse_budget(tmp_path, fake_fashion, teacher_ckpt):
     trainer = Trainer(tiny_cfg(tmp_path, fake_fashion, teacher_checkpoint=str(teacher_ckpt), keep_rate=0.5, epochs=1))
     trainer.fit()
     r = evaluate(trainer.model, trainer.val_set)
-    assert r["kept_tokens"] == [8, 4, 2] and r["images"] == 32 and 0 <= r["top1"] <= 100
+    items = [trainer.val_set[i] for i in range(32)]
+    x, y = torch.stack([im for im, _ in items]), torch.tensor([label for _, label in items])
+    with torch.no_grad():
+        kept = trainer.model.eval().forward_with_decisions(x)
+    assert r["top1"] == pytest.approx(100.0 * (kept.logits.argmax(1) == y).float().mean().item())
+    assert r["kept_tokens"] == [8, 4, 2] and r["images"] == 32
     dense = evaluate(trainer.teacher, trainer.val_set)
     assert r["gmacs"] < dense["gmacs"]
     from_disk = evaluate_checkpoint(tmp_path / "run" / "last.pth")
     assert from_disk["top1"] == r["top1"]
     rnd = evaluate_checkpoint(tmp_path / "run" / "last.pth", random_tokens=True)
-    assert rnd["kept_tokens"] == [8, 4, 2]
+    assert rnd["kept_tokens"] == [8, 4, 2] and rnd["loss"] != from_disk["loss"]  # other tokens, other outputs
+    chosen = random_selector(0)(32, 16, [8, 4, 2])
+    assert [c.shape for c in chosen] == [d.shape for d in kept.decisions]
+    assert not all(torch.equal(c.sort(1).values, d.sort(1).values) for c, d in zip(chosen, kept.decisions, strict=True))
     assert evaluate_checkpoint(teacher_ckpt)["gmacs"] == pytest.approx(dense["gmacs"])
 
 
@@ -165,3 +174,94 @@ def test_fractional_freeze_counts_updates(tmp_path, fake_fashion, teacher_ckpt):
     )
     trainer.fit()
     assert seen == [False, False, True, True]
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def test_a_folder_holding_a_run_is_never_reused_silently(tmp_path, fake_fashion):
+    Trainer(tiny_cfg(tmp_path, fake_fashion, dense=True, epochs=1)).fit()
+    before = _files(tmp_path / "run")
+    with pytest.raises(ValueError, match="already holds a run.*--resume.*--overwrite"):
+        Trainer(tiny_cfg(tmp_path, fake_fashion, dense=True, epochs=1, seed=1))
+    assert _files(tmp_path / "run") == before
+    Trainer(tiny_cfg(tmp_path, fake_fashion, dense=True, epochs=1, seed=1, overwrite=True)).fit()
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and _files(tmp_path / "run")["last.pth"] != before["last.pth"]
+
+
+def test_resume_refuses_another_configuration_and_a_finished_run(tmp_path, fake_fashion):
+    Trainer(tiny_cfg(tmp_path, fake_fashion, dense=True, epochs=1)).fit()
+    with pytest.raises(ValueError, match=r"lr 0\.001 -> 0\.002; seed 0 -> 3"):
+        Trainer(tiny_cfg(tmp_path, fake_fashion, dense=True, epochs=2, resume=True, lr=2e-3, seed=3))
+    with pytest.raises(ValueError, match="already finished its 1 epochs"):
+        Trainer(tiny_cfg(tmp_path, fake_fashion, dense=True, epochs=1, resume=True))
+
+
+def test_more_epochs_on_resume_replan_the_schedule(tmp_path, fake_fashion):
+    kw = dict(dense=True, warmup_epochs=0.5, min_lr=1e-5)
+    Trainer(tiny_cfg(tmp_path, fake_fashion, "short", epochs=1, **kw)).fit()
+    resumed = Trainer(tiny_cfg(tmp_path, fake_fashion, "short", epochs=3, resume=True, **kw))
+    full = Trainer(tiny_cfg(tmp_path, fake_fashion, "long", epochs=3, **kw))
+    assert resumed.scheduler.t_initial == full.scheduler.t_initial == 12  # 3 epochs x 4 updates
+    resumed.fit()
+    full.fit()
+    assert resumed.optimizer.param_groups[0]["lr"] == full.optimizer.param_groups[0]["lr"]
+    lrs = [json.loads(s)["lr"] for s in (tmp_path / "short" / "metrics.jsonl").read_text().splitlines()]
+    assert lrs[0] == pytest.approx(1e-5) and lrs[1] > lrs[2]  # epoch 1 ended the 1-epoch plan; then 3 epochs
+
+
+def test_checkpoint_is_written_before_validation(tmp_path, fake_fashion, monkeypatch):
+    import dynamicvit.engine as engine
+
+    trainer = Trainer(tiny_cfg(tmp_path, fake_fashion, dense=True, epochs=2))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("validation failed")
+
+    monkeypatch.setattr(engine, "evaluate", broken)
+    with pytest.raises(RuntimeError, match="validation failed"):
+        trainer.fit()
+    assert torch.load(tmp_path / "run" / "last.pth", weights_only=True)["epoch"] == 1
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    monkeypatch.undo()
+    resumed = Trainer(tiny_cfg(tmp_path, fake_fashion, dense=True, epochs=2, resume=True))  # validates epoch 1
+    lines = [json.loads(s) for s in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1] and "train_loss" in lines[0] and "val_top1" in lines[0]
+    resumed.fit()
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_checkpoints_give_their_ema_weights_unless_asked(tmp_path, fake_fashion):
+    trainer = Trainer(tiny_cfg(tmp_path, fake_fashion, dense=True, epochs=1, ema_decay=0.5))
+    trainer.fit()
+    with_ema = evaluate_checkpoint(tmp_path / "run" / "last.pth")
+    raw = evaluate_checkpoint(tmp_path / "run" / "last.pth", ema=False)
+    assert with_ema["loss"] == pytest.approx(evaluate(trainer.ema.module, trainer.val_set)["loss"], abs=1e-6)
+    assert raw["loss"] == pytest.approx(evaluate(trainer.model, trainer.val_set)["loss"], abs=1e-6)
+    assert raw["loss"] != with_ema["loss"]
+
+
+@pytest.mark.parametrize(
+    "field,value,flag",
+    [
+        ("val_limit", 0, "--val-limit"),
+        ("train_limit", -5, "--train-limit"),
+        ("distractors", -1, "--distractors"),
+        ("epochs", 0, "--epochs"),
+        ("min_lr", -1e-3, "--min-lr"),
+        ("batch_size", 0, "--batch-size"),
+        ("keep_rate", 1.5, "--keep-rate"),
+    ],
+)
+def test_bad_values_name_their_flag_before_any_work(tmp_path, fake_fashion, field, value, flag):
+    with pytest.raises(ValueError, match=f"^{flag} must be"):
+        Trainer(tiny_cfg(tmp_path, fake_fashion, dense=True, **{field: value}))
+    assert not (tmp_path / "run").exists()
+
+
+def test_unwritable_out_is_an_error_before_any_work(tmp_path, fake_fashion):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(ValueError, match="cannot write to --out"):
+        Trainer(tiny_cfg(tmp_path / "file", fake_fashion, dense=True))
