@@ -107,7 +107,7 @@ def load_trained(path: str | os.PathLike, ema: bool = True, **overrides) -> tupl
     weights – what training validated – unless ``ema=False`` asks for the raw ones."""
     state = read_checkpoint(path)
     saved = state.get("config", {}) if isinstance(state, dict) else {}
-    cfg = validate(TrainConfig.from_dict({**saved, **overrides}))
+    cfg = validate(TrainConfig.from_dict({**saved, **overrides}), training=False)
     use_ema = ema and isinstance(state, dict) and isinstance(state.get("ema"), dict)
     weights = read_state_dict(state["ema"] if use_ema else state)
     found = infer_timm_kwargs(weights)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 from torch import nn
 
@@ -129,8 +130,9 @@ def flag(name: str) -> str:
     return meta.get("flags", ("--" + name.replace("_", "-"),))[0]
 
 
-def validate(cfg: TrainConfig) -> TrainConfig:
-    """Raise a ``ValueError`` naming the flag of the first value out of range; return ``cfg``."""
+def validate(cfg: TrainConfig, training: bool = True) -> TrainConfig:
+    """Raise a ``ValueError`` naming the flag of the first value out of range; return ``cfg``.
+    With ``training`` also check that a sparse run has a teacher to distil from."""
     for name, ok, what in _RULES:
         value = getattr(cfg, name)
         if value is not None and not ok(value):
@@ -139,6 +141,15 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ValueError(f"--task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
     if cfg.method not in METHODS:
         raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
+    if not training:
+        return cfg
+    if not cfg.dense and not (cfg.pretrained or cfg.teacher_checkpoint):
+        raise ValueError(
+            "sparse training distils from a trained dense model: pass --pretrained or "
+            "--teacher-checkpoint (make one with `dynamicvit train --dense`)"
+        )
+    if cfg.teacher_checkpoint and not Path(cfg.teacher_checkpoint).is_file():
+        raise ValueError(f"--teacher-checkpoint {cfg.teacher_checkpoint}: no such file")
     return cfg
 
 

@@ -116,7 +116,9 @@ def attention_qkv(attn: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch
 def attention_output(attn: nn.Module, x: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
     """The rest of timm's ``Attention.forward`` after the heads (B, H, N, d): merge, gate, project."""
     b, _, n, _ = heads.shape
-    out = attn.norm(heads.transpose(1, 2).reshape(b, n, attn.num_heads * attn.head_dim))
+    out = heads.transpose(1, 2).reshape(b, n, attn.num_heads * attn.head_dim)
+    if getattr(attn, "norm", None) is not None:  # timm's scale_norm (newer releases)
+        out = attn.norm(out)
     if getattr(attn, "gate", None) is not None:
         out = out * attn.gate(x).sigmoid()
     return attn.proj_drop(attn.proj(out))

@@ -24,8 +24,7 @@ the same weights and kept set both modes give the same class logits (tested).
 from __future__ import annotations
 
 import torch
-from timm.layers import Attention
-from timm.models.vision_transformer import Block, VisionTransformer
+from timm.models.vision_transformer import Attention, Block, VisionTransformer
 from torch import nn
 
 from .base import Family, TokenReducer

@@ -18,6 +18,9 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 echo "[setup] installing dynamicvit (editable) with dev extras"
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || echo "[setup] note: could not upgrade pip; using $(.venv/bin/python -m pip --version)"
+if ! .venv/bin/python -m pip install -q -e ".[dev]"; then
+    echo "[setup] error: installing dynamicvit and its dependencies failed (see pip's message above)" >&2
+    exit 1
+fi
 .venv/bin/python -c "import dynamicvit, torch, timm; print('[setup] ok: dynamicvit', dynamicvit.__version__, 'torch', torch.__version__, 'timm', timm.__version__)"

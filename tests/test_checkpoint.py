@@ -1,3 +1,4 @@
+import argparse
 import copy
 
 import pytest
@@ -5,7 +6,7 @@ import torch
 from conftest import tiny_vit
 
 import dynamicvit
-from dynamicvit.checkpoint import CheckpointError, load_checkpoint, read_state_dict, save_checkpoint
+from dynamicvit.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, read_state_dict, save_checkpoint
 
 
 def _sparse():
@@ -91,3 +92,16 @@ def test_partial_predictors_are_reported_missing():
     del state["score_predictor.2.out_conv.4.weight"]
     with pytest.raises(CheckpointError, match=r"missing keys: score_predictor\.2\.out_conv\.4\.weight"):
         load_checkpoint(_sparse(), {"model": state})
+
+
+def test_pickled_extras_are_read_without_running_them(tmp_path):
+    """The release's checkpoints carry an ``argparse.Namespace`` under ``args``: the tensors load,
+    the extra comes back as an inert stand-in holding its fields as data."""
+    src = _sparse()
+    path = tmp_path / "release.pth"
+    torch.save({"model": src.state_dict(), "args": argparse.Namespace(lr=5e-4, model="deit"), "epoch": 29}, path)
+    state = read_checkpoint(path)
+    assert state["epoch"] == 29 and state["args"].state == {"lr": 5e-4, "model": "deit"}
+    dst = _sparse()
+    load_checkpoint(dst, path)
+    assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), dst.state_dict().values(), strict=True))

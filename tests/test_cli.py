@@ -48,6 +48,32 @@ def test_bad_arguments_exit_2_with_message(capsys):
     assert "not supported" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--val-limit", "0"], "--val-limit must be a positive number of images, got 0"),
+        (["--train-limit", "-3"], "--train-limit must be a positive number of images, got -3"),
+        (["--distractors", "-1"], "--distractors must be 0 or more, got -1"),
+        (["--epochs", "0"], "--epochs must be at least 1, got 0"),
+        (["--min-lr", "-0.001"], "--min-lr must be 0 or more, got -0.001"),
+        (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+    ],
+)
+def test_bad_training_values_exit_2_before_any_work(tmp_path, capsys, args, message):
+    assert main(["train", "--dense", "--out", str(tmp_path / "run"), *args]) == 2
+    err = capsys.readouterr().err
+    assert err == f"dynamicvit train: error: {message}\n" and not (tmp_path / "run").exists()
+
+
+def test_unwritable_outputs_exit_2_before_any_work(tmp_path, capsys):
+    (tmp_path / "file").write_text("a file, not a folder")
+    assert main(["train", "--dense", "--out", str(tmp_path / "file" / "run")]) == 2
+    assert "cannot write to --out" in capsys.readouterr().err
+    args = ["eval", "--checkpoint", str(tmp_path / "missing.pth"), "--picture", str(tmp_path / "file" / "x.png")]
+    assert main(args) == 2  # found before the checkpoint is even read
+    assert "--picture" in capsys.readouterr().err
+
+
 def test_module_entry_point():
     out = subprocess.run([sys.executable, "-m", "dynamicvit", "--help"], capture_output=True, text=True, check=True)
     assert "flops" in out.stdout and "bench" in out.stdout

@@ -28,6 +28,10 @@ def test_read_idx_roundtrip_and_corruption(tmp_path):
         f.write(raw[:-5])
     with pytest.raises(ValueError, match="truncated"):
         read_idx(tmp_path / "short.gz")
+    packed = (tmp_path / "a.gz").read_bytes()
+    (tmp_path / "corrupt.gz").write_bytes(packed[:12] + bytes(b ^ 0xFF for b in packed[12:40]) + packed[40:])
+    with pytest.raises(ValueError, match=r"corrupt\.gz \(corrupt or truncated\)"):  # zlib's error, named
+        read_idx(tmp_path / "corrupt.gz")
 
 
 def test_missing_data_says_how_to_get_it(tmp_path):

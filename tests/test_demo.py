@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from dynamicvit.demo import DemoConfig, run_demo
 
 
@@ -16,3 +18,6 @@ def test_quick_demo_writes_full_report(tmp_path, fake_fashion):
     # a second run picks up the finished training runs instead of training again
     again = run_demo(DemoConfig.quick(out_dir=str(out), data_dir=str(fake_fashion), progress=False))
     assert again["sparse"]["top1"] == summary["sparse"]["top1"] and again["teacher_seconds"] < 30
+    # a demo of another configuration in the same folder is refused, naming what differs
+    with pytest.raises(ValueError, match=r"another configuration \(batch_size 32 -> 16"):
+        run_demo(DemoConfig.quick(out_dir=str(out), data_dir=str(fake_fashion), progress=False, batch_size=16))

@@ -36,6 +36,28 @@ def test_total_is_the_weighted_sum_of_reported_terms():
     assert terms["ratio"].item() == pytest.approx(torch.stack(ratios).mean().item(), rel=1e-6)
 
 
+def test_distillation_terms_match_an_independent_computation():
+    """KL(teacher ‖ student) over classes, mean over images (the release's direction), and the MSE
+    between student and teacher patch tokens where the last stage kept them."""
+    teacher, student, crit = _setup()
+    with torch.no_grad():  # a student whose predictions differ clearly from the teacher's
+        student.head.weight.add_(torch.randn_like(student.head.weight))
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    out = student(x, return_decisions=True)
+    _, terms = crit(x, out, y)
+    with torch.no_grad():
+        t_tokens = teacher.forward_features(x)
+        t_logits = teacher.forward_head(t_tokens)
+    log_p_t, log_p_s = t_logits.log_softmax(1), out.logits.log_softmax(1)
+    expected_kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(1).mean()
+    reverse_kl = (log_p_s.exp() * (log_p_s - log_p_t)).sum(1).mean()
+    assert terms["cls_kl"].item() == pytest.approx(expected_kl.item(), rel=1e-5)
+    assert abs(expected_kl - reverse_kl).item() > 1e-2 * expected_kl.item()  # the direction matters here
+    kept = out.decisions[-1].bool()  # (B, 64) last-stage mask over the patches (class token at 0)
+    expected_mse = ((out.features[:, 1:][kept] - t_tokens[:, 1:][kept]) ** 2).mean()
+    assert terms["token_mse"].item() == pytest.approx(expected_mse.item(), rel=1e-5)
+
+
 def test_distillation_terms_vanish_when_student_equals_teacher():
     teacher, student, crit = _setup()
     x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 10, (2,))

@@ -35,14 +35,19 @@ def test_grey_out_changes_only_dropped_patches():
 
 @pytest.mark.parametrize("source", ["astronaut", "coffee"])
 def test_grid_on_a_real_photo(tmp_path, source):
-    skimage_data = pytest.importorskip("skimage.data")
-    photo = np.asarray(Image.fromarray(getattr(skimage_data, source)()).resize((32, 32)))
+    photo = np.asarray(Image.fromarray(getattr(skimage.data, source)()).resize((32, 32)))
     model = dynamicvit.sparsify(tiny_vit(), keep_rate=0.6).eval()
     x = torch.from_numpy(photo.copy()).permute(2, 0, 1).float().div(255).unsqueeze(0)
     decisions = model.forward_with_decisions(x).decisions
     path = tmp_path / "kept.png"
     save_kept_token_grid([photo], decisions, (8, 8), (4, 4), path, row_titles=[source])
     assert Image.open(path).size[0] > Image.open(path).size[1]  # 1 row, 4 panels
+    again, other = tmp_path / "again.png", tmp_path / "other.png"
+    save_kept_token_grid([photo], decisions, (8, 8), (4, 4), again, row_titles=[source])
+    flipped = [63 - d for d in decisions]  # the same counts, other tokens
+    save_kept_token_grid([photo], flipped, (8, 8), (4, 4), other, row_titles=[source])
+    pixels = [np.asarray(Image.open(p).convert("RGB"), dtype=np.int16) for p in (path, again, other)]
+    assert np.array_equal(pixels[0], pixels[1]) and np.abs(pixels[0] - pixels[2]).sum() > 0  # drawn from the decisions
 
 
 def _checkpoint(tmp_path, method="dynamicvit", dense=False, in_chans=1, data="fashion-mnist"):
