@@ -110,7 +110,7 @@ class Trainer:
         self.rank, self.world, local_rank = dist_info()
         self.device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
         self.out_dir = Path(cfg.out_dir)
-        resume_state = self._prepare_run_folder()
+        resume_state = self._prepare_run_folder(reuse_finished)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
         seed_all(cfg.seed + self.rank)
@@ -176,16 +176,12 @@ class Trainer:
         self._last_record: dict = {}
         if resume_state is not None:
             self.load(resume_state)
-            if self.epoch >= cfg.epochs and not reuse_finished:
-                raise ValueError(
-                    f"the run in {self.out_dir} already finished its {self.epoch} epochs; "
-                    "pass a larger --epochs to train it further"
-                )
 
     # -- the run folder ----------------------------------------------------------------------
-    def _prepare_run_folder(self) -> dict | None:
-        """Refuse to reuse a folder that holds a run unless resuming (or overwriting); check that it
-        is writable; return the checkpoint to resume from. Nothing is written before these checks."""
+    def _prepare_run_folder(self, reuse_finished: bool) -> dict | None:
+        """Refuse to reuse a folder that holds a run unless resuming (or overwriting), and to resume a
+        finished run unless ``reuse_finished``; check that the folder is writable; return the
+        checkpoint to resume from. Nothing is written before these checks."""
         cfg, held = self.cfg, [name for name in RUN_FILES if (self.out_dir / name).exists()]
         if cfg.resume and cfg.overwrite:
             raise ValueError("--resume and --overwrite exclude each other")
@@ -199,6 +195,11 @@ class Trainer:
         state = read_checkpoint(self.checkpoint_path) if cfg.resume else None
         if state is not None:
             check_resumable(state, cfg, self.checkpoint_path)
+            if state["epoch"] >= cfg.epochs and not reuse_finished:
+                raise ValueError(
+                    f"the run in {self.out_dir} already finished its {state['epoch']} epochs; "
+                    "pass a larger --epochs to train it further"
+                )
         if self.rank == 0:
             try:
                 self.out_dir.mkdir(parents=True, exist_ok=True)

@@ -48,7 +48,11 @@ def test_real_fashion_mnist_from_debian_package():
 def test_fashion_dataset_tensors(fake_fashion):
     ds = FashionMNIST("train", fake_fashion, limit=10)
     x, y = ds[3]
-    assert len(ds) == 10 and x.shape == (1, 28, 28) and x.dtype == torch.float32 and 0 <= y < 10
+    assert len(ds) == 10 and x.shape == (1, 28, 28) and x.dtype == torch.float32
+    images, labels = load_fashion_mnist("train", fake_fashion)
+    assert y == labels[3]  # the stored label of the same image
+    bar = 2 + 2 * int(y)  # the fake data's class marker: a bright bar at a class-specific row
+    assert x[0, bar : bar + 3, 4:24].min() > x[0].median()
 
 
 def test_cluttered_is_deterministic_and_labelled(fake_fashion):
