@@ -48,8 +48,10 @@ from .predictor import (
 )
 from .tokens import (
     SparseOutput,
+    check_finite,
     check_image_batch,
     complement,
+    forced_at,
     gather_tokens,
     in_channels,
     iter_stages,
@@ -61,7 +63,6 @@ __all__ = [
     "FAMILY",
     "SUPPORTED_HIERARCHICAL",
     "DynamicFeaturesMixin",
-    "check_finite",
     "check_hierarchical_input",
     "DEFAULT_PRUNE_LAYERS",
     "FastPath",
@@ -224,17 +225,13 @@ class DynamicStageMixin(TokenReducer):
         for s, blk in iter_stages(self.blocks, self.prune_layers):
             if s is not None:  # each predictor selects afresh from all locations
                 tokens = _map_tokens(x, channels_first)
-                decision = decide(self.score_predictor[s], tokens, counts[s], self.training, None, _at(forced, s))
+                decision = decide(self.score_predictor[s], tokens, counts[s], self.training, None, forced_at(forced, s))
                 decisions.append(decision)
                 if not self.training:  # once per decision, not once per block
                     dropped = complement(decision, h * w)
             x = blk(x) if decision is None else adaptive_block(blk, x, decision, self.training, dropped)
         self.last_decisions, self.last_grid = decisions, (h, w)
         return x
-
-
-def _at(decisions: list[torch.Tensor] | None, stage: int) -> torch.Tensor | None:
-    return None if decisions is None else decisions[stage]
 
 
 def _check_windows(blocks: nn.Module, x: torch.Tensor) -> None:
@@ -315,14 +312,6 @@ def check_hierarchical_input(model: nn.Module, x: torch.Tensor) -> None:
         )
     if min(x.shape[-2:]) < 32:
         raise ValueError(f"input {x.shape[-2]}x{x.shape[-1]} is smaller than the model's total stride 32")
-
-
-def check_finite(images: torch.Tensor, out: torch.Tensor) -> None:
-    """Raise for NaN/Inf images, found cheaply: the output is checked first, the images only when it is bad."""
-    if torch.compiler.is_compiling():
-        return
-    if not torch.isfinite(out).all() and not torch.isfinite(images).all():
-        raise ValueError("input contains NaN or Inf values")
 
 
 def _stages(model: nn.Module) -> list[nn.Module]:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import find_reducer
-from .tokens import SparseOutput, check_image_batch, in_channels
+from .tokens import SparseOutput, check_finite, check_image_batch, in_channels
 
 __all__ = ["FPNHead", "Segmenter", "build_segmenter", "confusion_matrix", "miou"]
 
@@ -84,8 +84,7 @@ class Segmenter(nn.Module):
             with stage.forcing(decisions):
                 feats = self.forward_features(x)
         logits = self.forward_head(feats, tuple(x.shape[-2:]))
-        if not torch.compiler.is_compiling() and not torch.isfinite(logits).all() and not torch.isfinite(x).all():
-            raise ValueError("input contains NaN or Inf values")
+        check_finite(x, logits)
         if not return_decisions:
             return logits
         return SparseOutput(logits, stage.last_decisions if stage is not None else [], feats[-1])

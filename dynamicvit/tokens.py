@@ -18,8 +18,10 @@ __all__ = [
     "SparseOutput",
     "attention_output",
     "attention_qkv",
+    "check_finite",
     "check_image_batch",
     "complement",
+    "forced_at",
     "forced_positions",
     "gather_tokens",
     "in_channels",
@@ -87,6 +89,11 @@ def patch_tokens(x: torch.Tensor, prefix: int) -> torch.Tensor:
 def with_prefix(x: torch.Tensor, prefix: int, patches: torch.Tensor) -> torch.Tensor:
     """``x``'s prefix tokens followed by ``patches``: the sequence after a reduction step."""
     return torch.cat([x[:, :prefix], patches], dim=1)
+
+
+def forced_at(decisions: list[torch.Tensor] | None, stage: int) -> torch.Tensor | None:
+    """The forced decision of ``stage``, or ``None`` when the predictors decide."""
+    return None if decisions is None else decisions[stage]
 
 
 def forced_positions(index: torch.Tensor | None, forced: torch.Tensor, num_tokens: int) -> torch.Tensor:
@@ -172,3 +179,12 @@ def check_image_batch(x: torch.Tensor, channels: int) -> None:
         raise ValueError(f"expected an image batch (B, C, H, W), got {shape}")
     if x.shape[1] != channels:
         raise ValueError(f"model expects {channels} input channels, got {x.shape[1]}")
+
+
+def check_finite(images: torch.Tensor, out: torch.Tensor) -> None:
+    """Raise for NaN/Inf images, found cheaply: ``out`` (a model output every pixel reaches) is
+    checked first, the images only when it is not finite. Skipped while tracing or compiling."""
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return
+    if not torch.isfinite(out).all() and not torch.isfinite(images).all():
+        raise ValueError("input contains NaN or Inf values")

@@ -39,7 +39,9 @@ from .predictor import (
 )
 from .tokens import (
     SparseOutput,
+    check_finite,
     check_image_batch,
+    forced_at,
     gather_tokens,
     in_channels,
     iter_stages,
@@ -144,7 +146,8 @@ class TokenReductionMixin(TokenReducer):
     def grid_for(self, image_size: tuple[int, int]) -> tuple[int, int]:
         return self.patch_embed.dynamic_feat_size(image_size)
 
-    def _check_input(self, x: torch.Tensor) -> None:
+    def _check_input(self, x: torch.Tensor) -> tuple[int, int]:
+        """Clear errors for inputs the model cannot take; returns the patch grid of ``x``."""
         check_image_batch(x, in_channels(self))
         pe = self.patch_embed
         size, ph, pw = tuple(x.shape[-2:]), *pe.patch_size
@@ -155,16 +158,10 @@ class TokenReductionMixin(TokenReducer):
             )
         if not getattr(pe, "dynamic_img_pad", False) and (size[0] % ph or size[1] % pw):
             raise ValueError(f"input {size[0]}x{size[1]} is not divisible by the patch size {ph}x{pw}")
+        grid = self.grid_for(size)
         if not torch.compiler.is_compiling():  # export/compile: no module state changes in the graph
-            self.last_grid = self.grid_for(size)
-
-    def _check_finite(self, images: torch.Tensor, tokens: torch.Tensor) -> None:
-        """Raise for NaN/Inf images. The class token attends to every patch, so a bad pixel reaches it:
-        checking its B×C values is cheap; the full image is scanned only when it is not finite."""
-        if torch.jit.is_tracing() or torch.compiler.is_compiling():
-            return
-        if not torch.isfinite(tokens[:, 0]).all() and not torch.isfinite(images).all():
-            raise ValueError("input contains NaN or Inf values")
+            self.last_grid = grid
+        return grid
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)
@@ -176,12 +173,12 @@ class TokenReductionMixin(TokenReducer):
         self, x: torch.Tensor, decisions: list[torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Check, embed, run :meth:`forward_blocks`, final norm → (tokens, per-stage decisions)."""
-        self._check_input(x)
+        grid = self._check_input(x)
         if decisions is not None and len(decisions) != len(self._prune_layers):
             raise ValueError(f"expected {len(self._prune_layers)} forced decisions, got {len(decisions)}")
-        tokens, out = self.forward_blocks(self._embed(x), decisions, self.grid_for(tuple(x.shape[-2:])))
+        tokens, out = self.forward_blocks(self._embed(x), decisions, grid)
         tokens = self.norm(tokens)
-        self._check_finite(x, tokens)
+        check_finite(x, tokens[:, 0])  # the class token attends to every patch: a bad pixel reaches it
         return tokens, out
 
     def forward_blocks(
@@ -227,7 +224,7 @@ class DynamicViTMixin(TokenReductionMixin):
         mask, policy, masks = None, None, []
         for s, blk in iter_stages(self.blocks, self._prune_layers):
             if s is not None:
-                forced = None if decisions is None else decisions[s]
+                forced = forced_at(decisions, s)
                 mask = decide(self.score_predictor[s], patch_tokens(x, prefix), 0, True, mask, forced)
                 masks.append(mask)
                 policy = torch.cat([mask.new_ones(mask.shape[0], prefix), mask], dim=1)
@@ -242,7 +239,7 @@ class DynamicViTMixin(TokenReductionMixin):
         for s, blk in iter_stages(self.blocks, self._prune_layers):
             if s is not None:
                 patches = patch_tokens(x, prefix)
-                forced = None if decisions is None else decisions[s]
+                forced = forced_at(decisions, s)
                 keep = decide(self.score_predictor[s], patches, counts[s], False, index, forced, n)
                 x = with_prefix(x, prefix, gather_tokens(patches, keep))
                 index = keep if index is None else index.gather(1, keep)
