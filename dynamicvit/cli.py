@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .checkpoint import CheckpointError
-from .config import TrainConfig
+from .config import TrainConfig, check_writable, field_flags
 from .engine import TrainingError
 from .methods import METHODS
 
@@ -95,7 +95,6 @@ def add_config_args(p: argparse.ArgumentParser, names: Sequence[str] | None = No
         if (names is not None and f.name not in names) or f.name in skip:
             continue
         meta = f.metadata
-        flags = meta.get("flags", ("--" + f.name.replace("_", "-"),))
         kwargs = {"dest": f.name, "default": None, "help": meta["help"]}
         kind = str(f.type).removesuffix(" | None")
         if kind == "bool":
@@ -104,18 +103,7 @@ def add_config_args(p: argparse.ArgumentParser, names: Sequence[str] | None = No
             kwargs["type"] = _PARSERS[kind]
             kwargs["nargs"] = "+" if kind.startswith("list") else None
             kwargs["choices"] = meta.get("choices")
-        p.add_argument(*flags, **kwargs)
-
-
-def check_writable(path: str, what: str) -> None:
-    """Raise a ``ValueError`` naming ``what`` unless a file can be written at ``path``: its nearest
-    existing ancestor must be a writable folder (missing folders are created later). Checked before
-    any work."""
-    folder = Path(path).absolute().parent
-    while not folder.exists():
-        folder = folder.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise ValueError(f"{what} {path}: cannot write there ({folder} is not a writable folder)")
+        p.add_argument(*field_flags(f), **kwargs)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

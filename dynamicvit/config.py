@@ -10,6 +10,7 @@ backbone family (keep-ratio weight, backbone learning-rate scale) stay ``None`` 
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -19,7 +20,16 @@ from .data import DATASETS
 from .methods import METHODS
 from .models import family_of
 
-__all__ = ["FAMILY_DEFAULTED", "TASKS", "TrainConfig", "flag", "validate", "with_family_defaults"]
+__all__ = [
+    "FAMILY_DEFAULTED",
+    "TASKS",
+    "TrainConfig",
+    "check_writable",
+    "field_flags",
+    "flag",
+    "validate",
+    "with_family_defaults",
+]
 
 TASKS = ("classify", "segment")
 
@@ -124,10 +134,24 @@ _RULES = (
 )
 
 
+def field_flags(f: dataclasses.Field) -> tuple[str, ...]:
+    """The CLI flags of a config field: its ``flags``, else ``--val-limit`` for ``val_limit``."""
+    return f.metadata.get("flags", ("--" + f.name.replace("_", "-"),))
+
+
 def flag(name: str) -> str:
-    """The CLI flag of a config field (``--val-limit`` for ``val_limit``)."""
-    meta = next(f.metadata for f in fields(TrainConfig) if f.name == name)
-    return meta.get("flags", ("--" + name.replace("_", "-"),))[0]
+    """The (first) CLI flag of the config field ``name``, for error messages."""
+    return field_flags(next(f for f in fields(TrainConfig) if f.name == name))[0]
+
+
+def check_writable(path: str | os.PathLike, what: str) -> None:
+    """Raise a ``ValueError`` naming ``what`` unless a file can be written at ``path``: its nearest
+    existing ancestor must be a writable folder (missing folders are created later). Writes nothing."""
+    folder = Path(path).absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise ValueError(f"cannot write to {what} {path}: {folder} is not a writable folder")
 
 
 def validate(cfg: TrainConfig, training: bool = True) -> TrainConfig:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -37,7 +36,7 @@ from .checkpoint import (
     read_checkpoint,
     read_state_dict,
 )
-from .config import FAMILY_DEFAULTED, TrainConfig, validate, with_family_defaults
+from .config import FAMILY_DEFAULTED, TrainConfig, check_writable, validate, with_family_defaults
 from .distributed import dist_info, ranks_in_sync, rng_state, seed_all, set_rng_state
 from .evaluate import evaluate
 from .losses import build_criterion
@@ -201,12 +200,8 @@ class Trainer:
                     "pass a larger --epochs to train it further"
                 )
         if self.rank == 0:
-            try:
-                self.out_dir.mkdir(parents=True, exist_ok=True)
-                with tempfile.TemporaryFile(dir=self.out_dir):
-                    pass
-            except OSError as err:
-                raise ValueError(f"cannot write to --out {self.out_dir}: {err.strerror or err}") from None
+            check_writable(self.checkpoint_path, "--out")
+            self.out_dir.mkdir(parents=True, exist_ok=True)
             for stale in self.out_dir.glob(".*.tmp"):  # a checkpoint write that was killed
                 stale.unlink()
             if cfg.overwrite:
