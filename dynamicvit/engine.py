@@ -9,6 +9,7 @@ models and the objective come from :mod:`dynamicvit.build` and :mod:`dynamicvit.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from dataclasses import asdict
@@ -110,6 +111,7 @@ class Trainer:
         self.device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
         self.out_dir = Path(cfg.out_dir)
         resume_state = self._prepare_run_folder(reuse_finished)
+        cfg = self.cfg  # on resume: family-defaulted fields left unset take the saved values
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
         seed_all(cfg.seed + self.rank)
@@ -194,6 +196,9 @@ class Trainer:
         state = read_checkpoint(self.checkpoint_path) if cfg.resume else None
         if state is not None:
             check_resumable(state, cfg, self.checkpoint_path)
+            saved = state["config"]
+            unset = {k: saved[k] for k in FAMILY_DEFAULTED if getattr(cfg, k) is None and k in saved}
+            self.cfg = cfg = dataclasses.replace(cfg, **unset)
             if state["epoch"] >= cfg.epochs and not reuse_finished:
                 raise ValueError(
                     f"the run in {self.out_dir} already finished its {state['epoch']} epochs; "
@@ -215,6 +220,7 @@ class Trainer:
         return self.out_dir / "last.pth"
 
     def state_dict(self) -> dict:
+        ranks = self._rng_states()
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -224,8 +230,8 @@ class Trainer:
             "epoch": self.epoch,
             "updates": self.updates,
             "skipped_steps": self.skipped_steps,
-            "rng": rng_state(),
-            "rng_ranks": self._rng_states(),
+            "rng": ranks[0],  # rank 0's, as single-process checkpoints have always held
+            "rng_ranks": ranks,
             "config": asdict(self.cfg),
             "record": self._last_record,  # the epoch's training figures, in case validation is cut short
         }
@@ -245,8 +251,9 @@ class Trainer:
 
     def load(self, source: Path | dict | None = None) -> None:
         """Continue from a training checkpoint (a path, or what :func:`read_checkpoint` returned)."""
-        state = read_checkpoint(source or self.checkpoint_path) if not isinstance(source, dict) else source
-        check_resumable(state, self.cfg, source if not isinstance(source, dict) else self.checkpoint_path)
+        path = self.checkpoint_path if source is None or isinstance(source, dict) else source
+        state = source if isinstance(source, dict) else read_checkpoint(path)
+        check_resumable(state, self.cfg, path)
         load_checkpoint(self.model, read_state_dict(state))
         self.optimizer.load_state_dict(state["optimizer"])
         if state["config"].get("epochs") == self.cfg.epochs:  # otherwise the new plan stands (re-planned)
@@ -261,23 +268,22 @@ class Trainer:
         if len(ranks) != self.world:
             raise ValueError(f"the checkpoint was written by {len(ranks)} processes, this run has {self.world}")
         set_rng_state(ranks[self.rank])
-        self._truncate_logs()
-        if self.rank == 0 and self.epoch and not self._logged(self.epoch) and state.get("record"):
-            self._validate_and_log(state["record"])  # killed between the checkpoint and its validation
+        if self.rank == 0:
+            validated = self._truncate_logs()
+            if self.epoch and self.epoch not in validated and state.get("record"):
+                self._validate_and_log(state["record"])  # killed between the checkpoint and its validation
 
-    def _truncate_logs(self) -> None:
-        """Drop log lines of epochs after the checkpoint's (written before a kill, redone now)."""
-        if self.rank:
-            return
+    def _truncate_logs(self) -> set[int]:
+        """Drop log lines of epochs after the checkpoint's (written before a kill, redone now);
+        return the epochs ``metrics.jsonl`` still holds."""
+        kept: dict[str, list[str]] = {}
         for name in ("metrics.jsonl", "steps.jsonl"):
             path = self.out_dir / name
             if path.exists():
                 lines = [ln for ln in path.read_text().splitlines() if json.loads(ln)["epoch"] <= self.epoch]
                 path.write_text("".join(ln + "\n" for ln in lines))
-
-    def _logged(self, epoch: int) -> bool:
-        path = self.out_dir / "metrics.jsonl"
-        return path.exists() and any(json.loads(ln)["epoch"] == epoch for ln in path.read_text().splitlines())
+                kept[name] = lines
+        return {json.loads(ln)["epoch"] for ln in kept.get("metrics.jsonl", [])}
 
     def _validate_and_log(self, record: dict) -> dict:
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):

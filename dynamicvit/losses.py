@@ -129,12 +129,13 @@ def build_criterion(
     reducer = find_reducer(model)
     if reducer is None:
         raise ValueError(f"{type(model).__name__} is dense; the distillation objective needs a reduced model")
+    targets = reducer.keep_targets()
     return DistillationLoss(
         teacher,
-        keep_rate=reducer.keep_targets()[0] if learned else 1.0,
+        keep_rate=targets[0] if learned else 1.0,
         base_criterion=base_criterion,
         ratio_weight=ratio_weight if learned else 0.0,
         distill_weight=distill_weight,
         token_weight=token_weight if learned and reducer.distills_tokens else 0.0,
-        target_ratios=reducer.keep_targets() if learned else None,
+        target_ratios=targets if learned else None,
     )

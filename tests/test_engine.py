@@ -265,3 +265,13 @@ def test_unwritable_out_is_an_error_before_any_work(tmp_path, fake_fashion):
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(ValueError, match="cannot write to --out"):
         Trainer(tiny_cfg(tmp_path / "file", fake_fashion, dense=True))
+
+
+def test_resume_keeps_the_runs_family_defaulted_values(tmp_path, fake_fashion):
+    """Values the family fills in when unset (keep-ratio weight, backbone lr scale) come from the run
+    on resume; giving another value is still a configuration change."""
+    Trainer(tiny_cfg(tmp_path, fake_fashion, dense=True, epochs=1, backbone_lr_scale=0.5, ratio_weight=3.0)).fit()
+    resumed = Trainer(tiny_cfg(tmp_path, fake_fashion, dense=True, epochs=2, resume=True))
+    assert (resumed.cfg.backbone_lr_scale, resumed.cfg.ratio_weight) == (0.5, 3.0)
+    with pytest.raises(ValueError, match=r"backbone_lr_scale 0\.5 -> 0\.2"):
+        Trainer(tiny_cfg(tmp_path, fake_fashion, dense=True, epochs=2, resume=True, backbone_lr_scale=0.2))
