@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .checkpoint import infer_timm_kwargs, is_added_key, load_checkpoint, read_checkpoint, read_state_dict
-from .config import TrainConfig, validate
+from .config import TrainConfig, check_teacher, validate
 from .data import build_dataset
 from .hierarchical import is_hierarchical
 from .methods import apply_method, get_method
@@ -83,14 +83,10 @@ def reduce(model: nn.Module, cfg: TrainConfig) -> nn.Module:
 def build_teacher_student(cfg: TrainConfig, dataset) -> tuple[nn.Module, nn.Module | None]:
     """(model to train, frozen dense teacher or ``None`` for dense training). The student's class
     and position tokens stay frozen, as in the paper's recipe."""
+    check_teacher(cfg)
     base = build_dense_for_data(cfg, dataset, pretrained=cfg.pretrained)
     if cfg.dense:
         return base, None
-    if not (cfg.pretrained or cfg.teacher_checkpoint):
-        raise ValueError(
-            "sparse training distils from a trained dense model: pass --pretrained or "
-            "--teacher-checkpoint (make one with `dynamicvit train --dense`)"
-        )
     teacher = copy.deepcopy(base)
     student = reduce(base, cfg)
     for name in ("cls_token", "pos_embed", "dist_token", "reg_token"):

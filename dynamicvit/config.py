@@ -24,6 +24,7 @@ __all__ = [
     "FAMILY_DEFAULTED",
     "TASKS",
     "TrainConfig",
+    "check_teacher",
     "check_writable",
     "field_flags",
     "flag",
@@ -165,8 +166,13 @@ def validate(cfg: TrainConfig, training: bool = True) -> TrainConfig:
         raise ValueError(f"--task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
     if cfg.method not in METHODS:
         raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
-    if not training:
-        return cfg
+    if training:
+        check_teacher(cfg)
+    return cfg
+
+
+def check_teacher(cfg: TrainConfig) -> None:
+    """Raise unless a sparse run has a dense model to distil from (and its checkpoint file exists)."""
     if not cfg.dense and not (cfg.pretrained or cfg.teacher_checkpoint):
         raise ValueError(
             "sparse training distils from a trained dense model: pass --pretrained or "
@@ -174,7 +180,6 @@ def validate(cfg: TrainConfig, training: bool = True) -> TrainConfig:
         )
     if cfg.teacher_checkpoint and not Path(cfg.teacher_checkpoint).is_file():
         raise ValueError(f"--teacher-checkpoint {cfg.teacher_checkpoint}: no such file")
-    return cfg
 
 
 def with_family_defaults(cfg: TrainConfig, model: nn.Module) -> TrainConfig:
