@@ -1,6 +1,6 @@
 """dynamicvit: dynamic spatial sparsification (DynamicViT) for timm vision models."""
 
-from . import zoo  # noqa: F401  (registers the demo models with timm)
+from . import archs, lvvit  # noqa: F401  (register their models with timm)
 from .base import Family, Method, TokenReducer, find_reducer
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .export import export_onnx

@@ -122,7 +122,7 @@ def _row(times: list[float], batch: int, dense: list[float]) -> dict:
 
 def benchmark(
     model: str,
-    keep_rate: float = 0.7,
+    keep_rate: float | None = None,
     batch_size: int = 32,
     img_size: int | None = None,
     warmup: int = 3,
@@ -131,7 +131,8 @@ def benchmark(
     onnx: bool = False,
     **timm_kwargs,
 ) -> dict:
-    """img/s of dense, sparse and the slicing limit for a timm model name, ratios to dense;
+    """img/s of dense, sparse and the slicing limit for a timm or zoo model name (``keep_rate`` default:
+    the zoo model's, else 0.7), ratios to dense;
     ``variants`` adds latency percentiles and peak memory of each, and with ``compile`` /
     ``onnx`` the ``torch.compile``d and onnxruntime versions of dense and sparse, all timed
     interleaved in one process. ``compile`` may name a ``torch.compile`` backend (default inductor)."""
@@ -171,7 +172,7 @@ def benchmark(
             row["compile_seconds"] = setup[name]
     return {
         "model": model,
-        "keep_rate": keep_rate,
+        "keep_rate": sparse.keep_rate,
         "batch_size": batch_size,
         "img_size": [h, w],
         "threads": torch.get_num_threads(),

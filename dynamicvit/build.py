@@ -4,6 +4,7 @@ model of a saved checkpoint, all from a :class:`dynamicvit.config.TrainConfig`."
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 
 from torch import nn
@@ -16,6 +17,7 @@ from .hierarchical import is_hierarchical
 from .methods import apply_method, get_method
 from .models import build_timm_model
 from .segment import build_segmenter
+from .zoo import ZOO
 
 __all__ = [
     "build_dense",
@@ -75,9 +77,11 @@ def build_dense_for_data(cfg: TrainConfig, dataset, pretrained: bool = False) ->
     return model
 
 
-def reduce(model: nn.Module, cfg: TrainConfig) -> nn.Module:
+def reduce(model: nn.Module, cfg: TrainConfig, **options) -> nn.Module:
     """The run's student: ``model`` reduced by ``cfg.method`` at ``cfg.keep_rate`` (or ToMe's r)."""
-    return apply_method(model, cfg.method, keep_rate=cfg.keep_rate, prune_layers=cfg.prune_layers, r=cfg.tome_r)
+    return apply_method(
+        model, cfg.method, keep_rate=cfg.keep_rate, prune_layers=cfg.prune_layers, r=cfg.tome_r, **options
+    )
 
 
 def build_teacher_student(cfg: TrainConfig, dataset) -> tuple[nn.Module, nn.Module | None]:
@@ -100,10 +104,18 @@ def load_trained(path: str | os.PathLike, ema: bool = True, **overrides) -> tupl
     top; classes and channels read off the weights), and that config.
 
     One rule for every command: a checkpoint with EMA weights (``--ema-decay``) gives its EMA
-    weights – what training validated – unless ``ema=False`` asks for the raw ones."""
+    weights – what training validated – unless ``ema=False`` asks for the raw ones. A file without a
+    saved config (e.g. the release's) is read with ``overrides["model"]``, a timm or zoo name."""
     state = read_checkpoint(path)
     saved = state.get("config", {}) if isinstance(state, dict) else {}
-    cfg = validate(TrainConfig.from_dict({**saved, **overrides}), training=False)
+    cfg = TrainConfig.from_dict({**saved, **overrides})
+    options = {}
+    entry = ZOO.get(cfg.model)  # a released model: its backbone and, unless overridden, its budget
+    if entry is not None:
+        rate = overrides.get("keep_rate", entry.keep_rate)
+        cfg = dataclasses.replace(cfg, model=entry.arch, keep_rate=rate)
+        options = entry.options if rate == entry.keep_rate else {}
+    cfg = validate(cfg, training=False)
     use_ema = ema and isinstance(state, dict) and isinstance(state.get("ema"), dict)
     weights = read_state_dict(state["ema"] if use_ema else state)
     found = infer_timm_kwargs(weights)
@@ -111,6 +123,6 @@ def load_trained(path: str | os.PathLike, ema: bool = True, **overrides) -> tupl
     model = build_dense(cfg, found["num_classes"], chans, (chans, side, side) if cfg.task == "segment" else None)
     # a learned method's modules show in the weights; the others are known from the config alone
     if any(is_added_key(k) for k in weights) or (not cfg.dense and not get_method(cfg.method).learned):
-        model = reduce(model, cfg)
+        model = reduce(model, cfg, **options)
     load_checkpoint(model, weights)
     return model.eval(), cfg

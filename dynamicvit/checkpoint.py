@@ -3,7 +3,7 @@
 Layout (the authors' release): a dict whose ``"model"`` entry is the state dict; backbone
 keys as timm names them, predictors under ``score_predictor.{i}.in_conv/out_conv``.
 Raw state dicts, ``"state_dict"``/``"model_ema"`` entries and a DDP ``module.`` prefix
-are accepted too.
+are accepted too, and the release's ConvNeXt/Swin layouts are converted (:mod:`dynamicvit.release`).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from timm.models.vision_transformer import VisionTransformer
-from timm.models.vision_transformer import checkpoint_filter_fn as vit_filter
 from torch import nn
+
+from .release import convert_state_dict
 
 __all__ = [
     "CheckpointError",
@@ -96,8 +96,9 @@ def _names(keys: list[str]) -> str:
 
 
 def is_added_key(name: str) -> bool:
-    """Whether a state-dict key belongs to what sparsification adds (predictors, fast paths)."""
-    return any(part in ("score_predictor", "fast_path") for part in name.split("."))
+    """Whether a state-dict key belongs to what sparsification adds (predictors, fast paths; the
+    release's names included)."""
+    return any(part in ("score_predictor", "fast_path", "fast_path_gamma", "fastmlp") for part in name.split("."))
 
 
 def infer_timm_kwargs(weights: dict[str, torch.Tensor]) -> dict:
@@ -118,9 +119,7 @@ def load_checkpoint(model: nn.Module, source: str | os.PathLike | dict, backbone
     ``backbone_only`` (default: when the checkpoint has no predictor keys) skips the
     ``score_predictor``/``fast_path`` entries of the model, so a dense checkpoint initialises a sparse model.
     """
-    state = read_state_dict(source)
-    if isinstance(model, VisionTransformer):
-        state = vit_filter(state, model)  # resamples position embeddings / patch kernels
+    state = convert_state_dict(read_state_dict(source), model)  # release layouts; ViT position embeddings
     expected = model.state_dict()
     if backbone_only is None:
         backbone_only = not any(is_added_key(k) for k in state)

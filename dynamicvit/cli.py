@@ -1,4 +1,5 @@
-"""Command line: ``dynamicvit {demo,train,compare,eval,flops,bench,viz,export} ...`` (also ``python -m dynamicvit``)."""
+"""Command line: ``dynamicvit {demo,train,compare,eval,models,flops,bench,viz,export} ...``
+(also ``python -m dynamicvit``)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,14 @@ from .checkpoint import CheckpointError
 from .config import TrainConfig, check_writable, field_flags
 from .engine import TrainingError
 from .methods import METHODS
+from .zoo import ZOO, download
 
 __all__ = ["main"]
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="timm model name, e.g. deit_small_patch16_224")
-    p.add_argument("--keep-rate", type=float, default=0.7, help="per-stage keep ratio rho in (0, 1]")
+    p.add_argument("--model", required=True, help="timm or zoo model name, e.g. deit_small_patch16_224")
+    p.add_argument("--keep-rate", type=float, default=None, help="keep ratio rho in (0, 1] (default: zoo's, else 0.7)")
     p.add_argument("--img-size", type=int, default=None, help="input resolution (default: the model's)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -144,7 +146,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
     overrides = {
         k: getattr(args, k)
-        for k in ("data", "data_dir", "canvas", "distractors", "val_limit", "model", "keep_rate", "task")
+        for k in ("data", "data_dir", "canvas", "distractors", "val_limit", "model", "keep_rate", "task", "img_size")
         if getattr(args, k) is not None
     }
     if args.picture:
@@ -160,13 +162,13 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
 def _cmd_viz(args: argparse.Namespace) -> None:
     from .build import load_trained
-    from .data import FASHION_CLASSES
+    from .data import class_names
     from .viz import visualize_files
 
-    overrides = {k: getattr(args, k) for k in ("model", "keep_rate") if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("model", "keep_rate", "img_size") if getattr(args, k) is not None}
     check_writable(args.out, "--out")
     model, cfg = load_trained(args.checkpoint, ema=not args.no_ema, **overrides)
-    names = FASHION_CLASSES if "fashion" in cfg.data else None
+    names = class_names(getattr(model, "num_classes", 0), cfg.data)
     for row in visualize_files(model, args.images, args.out, class_names=names):
         print(f"{row['image']}: {row['prediction']}, kept {' / '.join(map(str, row['kept_tokens']))} tokens")
     print(f"written to {args.out}")
@@ -176,18 +178,23 @@ def _cmd_export(args: argparse.Namespace) -> None:
     from .export import export_onnx
 
     check_writable(args.onnx, "--onnx")
+    if args.pretrained and not args.checkpoint and args.model in ZOO:  # the release's file, not timm's dense one
+        args.checkpoint = str(download(args.model))
     if args.checkpoint:
         from .build import load_trained
 
-        model, _ = load_trained(args.checkpoint, ema=not args.no_ema)
+        overrides = {k: getattr(args, k) for k in ("model", "img_size") if getattr(args, k) is not None}
+        model, _ = load_trained(args.checkpoint, ema=not args.no_ema, **overrides)
     elif args.model:
         from .methods import apply_method
         from .models import build_timm_model
+        from .zoo import resolve
 
+        arch, rate, options = resolve(args.model, args.keep_rate)
         kwargs = {"img_size": args.img_size} if args.img_size else {}
-        model = build_timm_model(args.model, pretrained=args.pretrained, **kwargs)
+        model = build_timm_model(arch, pretrained=args.pretrained, **kwargs)
         if args.method in METHODS:  # otherwise "dense"
-            model = apply_method(model, args.method, keep_rate=args.keep_rate)
+            model = apply_method(model, args.method, keep_rate=rate, **options)
     else:
         raise ValueError("give --checkpoint PATH or --model NAME")
     r = export_onnx(model, args.onnx, opset=args.opset, check=not args.no_check)
@@ -207,6 +214,19 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     summary = run_demo(cfg, command="dynamicvit demo" + (" --quick" if args.quick else ""))
     print((Path(args.out) / "report.md").read_text())
     print(f"report written to {args.out}/report.md ({summary['total_seconds']:.0f} s)")
+
+
+def _cmd_models(args: argparse.Namespace) -> None:
+    from .zoo import list_models
+
+    names = list_models(args.pattern)
+    if not names:
+        raise ValueError(f"no zoo model matches {args.pattern!r}")
+    print(f"{'name':<32}{'backbone':<31}{'rho':>5}{'top-1':>7}{'GMACs':>7}  url")
+    for name in names:
+        e = ZOO[name]
+        print(f"{name:<32}{e.arch:<31}{e.keep_rate:>5}{e.top1:>7.2f}{e.paper_gmacs:>7.1f}  {e.url}")
+    print("top-1 (ImageNet-1k) and GMACs as the release publishes them; dynamicvit.create_model(name, pretrained=True)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -236,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="top-1, kept tokens, GMACs and img/s of a checkpoint")
     p.add_argument("--checkpoint", required=True)
-    add_config_args(p, names=("model", "keep_rate", "task", *_DATA_FIELDS))  # default: the checkpoint's
+    add_config_args(p, names=("model", "keep_rate", "task", "img_size", *_DATA_FIELDS))  # default: the checkpoint's
     p.add_argument("--random", action="store_true", help="random token selection at the same counts")
     p.add_argument("--no-ema", action="store_true", help="the raw weights even when the checkpoint has EMA ones")
     p.add_argument("--picture", default=None, help="segmentation: PNG of inputs, labels, predictions, slow path")
@@ -245,19 +265,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("viz", help="draw which tokens a trained model keeps on image files (PNG)")
     p.add_argument("images", nargs="+", help="image files (any size; resized to the model's input)")
-    p.add_argument("--checkpoint", required=True, help="a training checkpoint (dynamicvit train / demo)")
-    p.add_argument("--model", default=None, help="timm name (default: from the checkpoint's config)")
+    p.add_argument("--checkpoint", required=True, help="a training checkpoint or a release file")
+    p.add_argument("--model", default=None, help="timm or zoo name (default: from the checkpoint's config)")
     p.add_argument("--keep-rate", type=float, default=None)
+    p.add_argument("--img-size", type=int, default=None, help="input resolution (ViT position embeddings resampled)")
     p.add_argument("--out", default="kept_tokens.png", help="PNG to write")
     p.add_argument("--no-ema", action="store_true", help="the raw weights even when the checkpoint has EMA ones")
     p.set_defaults(func=_cmd_viz)
 
     p = sub.add_parser("export", help="ONNX file of an eval-mode model, dynamic batch, checked with onnxruntime")
     p.add_argument("--onnx", required=True, metavar="PATH", help="ONNX file to write")
-    p.add_argument("--checkpoint", default=None, help="a training checkpoint (its model and config)")
-    p.add_argument("--model", default=None, help="or a timm model name (untrained predictors)")
+    p.add_argument("--checkpoint", default=None, help="a training checkpoint (its model and config) or a release file")
+    p.add_argument(
+        "--model", default=None, help="timm or zoo name: alone, untrained predictors; with a release file, its model"
+    )
     p.add_argument("--method", default="dynamicvit", choices=["dense", *METHODS])
-    p.add_argument("--keep-rate", type=float, default=0.7)
+    p.add_argument("--keep-rate", type=float, default=None, help="keep ratio rho (default: zoo's, else 0.7)")
     p.add_argument("--img-size", type=int, default=None)
     p.add_argument("--pretrained", action="store_true")
     p.add_argument("--opset", type=int, default=None)
@@ -266,13 +289,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ema", action="store_true", help="the raw weights even when the checkpoint has EMA ones")
     p.set_defaults(func=_cmd_export)
 
+    p = sub.add_parser("models", help="the release's pretrained sparse models (the zoo)")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'dynamicvit_convnext*'")
+    p.set_defaults(func=_cmd_models)
+
     p = sub.add_parser("flops", help="multiply-accumulates of dense vs sparse, per stage")
     _add_model_args(p)
     p.set_defaults(func=_cmd_flops)
 
     p = sub.add_parser("bench", help="measured img/s, latency and memory of dense vs sparse (and the slicing limit)")
-    p.add_argument("--model", "--models", dest="models", nargs="+", required=True, help="timm model name(s)")
-    p.add_argument("--keep-rate", type=float, default=0.7, help="per-stage keep ratio rho in (0, 1]")
+    p.add_argument("--model", "--models", dest="models", nargs="+", required=True, help="timm or zoo model name(s)")
+    p.add_argument("--keep-rate", type=float, default=None, help="keep ratio rho in (0, 1] (default: zoo's, else 0.7)")
     p.add_argument("--img-size", type=int, default=None, help="input resolution (default: the model's)")
     p.add_argument("--batch-size", "--batch-sizes", dest="batch_sizes", type=int, nargs="+", default=[32])
     p.add_argument("--warmup", type=int, default=3)

@@ -302,6 +302,19 @@ def _image_folder(split: str, data_dir, img_size: int, limit: int | None) -> Dat
     return dataset
 
 
+def class_names(num_classes: int, data: str | None = None) -> tuple[str, ...] | None:
+    """Names of a model's classes: Fashion-MNIST's for a 10-class model trained on one of its sets,
+    ImageNet-1k's (timm's ``ImageNetInfo``) for a 1000-class model, else None."""
+    if num_classes == len(FASHION_CLASSES) and data and "fashion" in data:
+        return FASHION_CLASSES
+    if num_classes == 1000:
+        from timm.data import ImageNetInfo
+
+        info = ImageNetInfo()
+        return tuple(info.index_to_description(i) for i in range(1000))
+    return None
+
+
 def load_image(path: str | os.PathLike, size: tuple[int, int], channels: int) -> tuple[torch.Tensor, np.ndarray]:
     """An image file resized to ``size`` as model input (C, H, W) and as a picture (uint8) to draw on.
 

@@ -111,15 +111,16 @@ def count_flops(
     return FlopReport(total=total, parts=parts, tokens=tokens)
 
 
-def compare_flops(model: str, keep_rate: float = 0.7, img_size: int | None = None, **timm_kwargs) -> dict:
-    """Dense and sparse MAC reports for a timm model name, grouped by the same stages."""
+def compare_flops(model: str, keep_rate: float | None = None, img_size: int | None = None, **timm_kwargs) -> dict:
+    """Dense and sparse MAC reports for a timm or zoo model name, grouped by the same stages
+    (``keep_rate`` default: the zoo model's, else 0.7)."""
     if img_size is not None:
         timm_kwargs["img_size"] = img_size
     dense, sparse = create_pair(model, keep_rate=keep_rate, **timm_kwargs)
     d, s = count_flops(dense, prune_layers=sparse.prune_layers), count_flops(sparse)
     return {
         "model": model,
-        "keep_rate": keep_rate,
+        "keep_rate": sparse.keep_rate,
         "img_size": list(input_size(sparse, img_size)[1:]),
         "unit": "MACs (fvcore convention, what the papers call FLOPs)",
         "dense": d.to_dict(),

@@ -101,11 +101,13 @@ def check_keep_ratios(ratios: Sequence[float]) -> list[float]:
 
 
 class FastPath(nn.Module):
-    """The cheap path for unimportant locations: ``gamma · Linear(LayerNorm(x))`` per location."""
+    """The cheap path for unimportant locations: ``gamma · Linear(LayerNorm(x))`` per location.
 
-    def __init__(self, dim: int, init_scale: float = 1e-6) -> None:
+    ``eps`` is the LayerNorm's epsilon; :func:`sparsify_hierarchical` uses the backbone's own."""
+
+    def __init__(self, dim: int, init_scale: float = 1e-6, eps: float = 1e-5) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(dim)
+        self.norm = nn.LayerNorm(dim, eps=eps)
         self.fc = nn.Linear(dim, dim)
         self.gamma = nn.Parameter(torch.full((dim,), init_scale))
 
@@ -367,9 +369,11 @@ def sparsify_hierarchical(
         raise ValueError(f"{len(ratios)} keep ratios for {len(layers)} prune layers")
     dim = blocks[0].mlp.fc1.in_features
     ref = next(target.parameters())
-    predictors = build_predictors(dim, ratios)  # each selects afresh from all locations
+    # the added LayerNorms take the block's own epsilon (ConvNeXt 1e-6, Swin 1e-5), as the release's do
+    eps = (blocks[0].norm if isinstance(blocks[0], ConvNeXtBlock) else blocks[0].norm2).eps
+    predictors = build_predictors(dim, ratios, eps)  # each selects afresh from all locations
     for blk in blocks[layers[0] :]:
-        blk.fast_path = FastPath(dim).to(device=ref.device, dtype=ref.dtype)
+        blk.fast_path = FastPath(dim, eps=eps).to(device=ref.device, dtype=ref.dtype)
     target.__class__ = mixed_class(DynamicStageMixin, type(target), "Dynamic")
     target.score_predictor = predictors.to(device=ref.device, dtype=ref.dtype)
     target.prune_layers, target.keep_ratios = layers, ratios

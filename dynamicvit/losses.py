@@ -2,13 +2,15 @@
 
 DynamicViT (arXiv 2106.02034), "Training and inference": the classification loss, a keep-ratio
 term pulling each stage's kept fraction to its target, KL distillation of the class prediction
-and an MSE on the final tokens the last stage kept, both from the frozen dense model.
+and an MSE on the final tokens the last stage kept, both from the frozen dense model. Models with a
+token-labelling head (LV-ViT's ``token_logits``) distil the kept tokens' predictions by KL instead
+of their features by MSE, as the release does for LV-ViT.
 :func:`build_criterion` wires it for any reduced model from its method and its reducer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +40,9 @@ class DistillationLoss(nn.Module):
     base and ratio terms remain. Target ratios default to ``keep_rate**s`` per stage
     (cumulative, plain ViT); pass ``target_ratios`` for other schedules. A term whose
     weight is 0 is not computed (baselines without masks train with CE + KL only).
+    With ``token_head`` (the student's token-labelling head: final tokens → per-token logits) the
+    token term is KL(teacher ‖ student) of the kept tokens' predictions, the teacher's from its own
+    ``token_logits``.
     """
 
     def __init__(
@@ -49,8 +54,12 @@ class DistillationLoss(nn.Module):
         distill_weight: float = 0.5,
         token_weight: float = 0.5,
         target_ratios: Sequence[float] | None = None,
+        token_head: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
+        if token_head is not None and not hasattr(teacher, "token_logits"):
+            raise ValueError("token-label distillation needs a teacher with a token-labelling head (token_logits)")
+        self.token_head = token_head
         self.keep_rate = check_keep_rate(keep_rate)
         self.target_ratios = None if target_ratios is None else [check_keep_rate(r) for r in target_ratios]
         self.teacher = teacher
@@ -85,7 +94,11 @@ class DistillationLoss(nn.Module):
                 t_logits = self.teacher.forward_head(t_feats)
             terms["cls_kl"] = _kl(logits, t_logits)
             total = total + self.distill_weight * terms["cls_kl"]
-            if self.token_weight:
+            if self.token_weight and self.token_head is not None:
+                student, teacher = self.token_head(feats), self.teacher.token_logits(t_feats)
+                terms["token_kl"] = _kept_token_kl(student, teacher, masks[-1])
+                total = total + self.token_weight * terms["token_kl"]
+            elif self.token_weight:
                 terms["token_mse"] = _kept_token_mse(feats, t_feats, masks[-1])
                 total = total + self.token_weight * terms["token_mse"]
         terms = {"loss": total.detach(), **{k: v.detach() for k, v in terms.items()}}
@@ -114,6 +127,15 @@ def _kept_token_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Te
     return F.mse_loss(student[:, -n:][keep].float(), teacher[:, -n:][keep].float())
 
 
+def _kept_token_kl(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """KL(teacher ‖ student) of per-token predictions (B, N, K) where the last stage kept the token,
+    averaged over the kept tokens."""
+    keep = mask > 0.5
+    if not keep.any():
+        return student.new_zeros(())
+    return _kl(student[keep], teacher[keep])
+
+
 def build_criterion(
     model: nn.Module,
     teacher: nn.Module | None,
@@ -125,17 +147,21 @@ def build_criterion(
 ) -> DistillationLoss:
     """The objective for a reduced ``model``: the keep-ratio term when its method ``learned`` its
     decisions (targets from the model's reducer), the token term when its final features are tokens
-    aligned with the teacher's, KL distillation whenever there is a ``teacher``."""
+    aligned with the teacher's (by KL of the token-labelling head when the model has one),
+    KL distillation whenever there is a ``teacher``."""
     reducer = find_reducer(model)
     if reducer is None:
         raise ValueError(f"{type(model).__name__} is dense; the distillation objective needs a reduced model")
     targets = reducer.keep_targets()
+    distills_tokens = learned and reducer.distills_tokens
+    token_head = getattr(model, "token_logits", None) if distills_tokens and teacher is not None else None
     return DistillationLoss(
         teacher,
         keep_rate=targets[0] if learned else 1.0,
         base_criterion=base_criterion,
         ratio_weight=ratio_weight if learned else 0.0,
         distill_weight=distill_weight,
-        token_weight=token_weight if learned and reducer.distills_tokens else 0.0,
+        token_weight=token_weight if distills_tokens else 0.0,
         target_ratios=targets if learned else None,
+        token_head=token_head,
     )

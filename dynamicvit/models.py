@@ -11,7 +11,7 @@ import copy
 import timm
 from torch import nn
 
-from . import hierarchical, vit
+from . import hierarchical, vit, zoo
 from .base import Family
 from .checkpoint import load_checkpoint
 
@@ -49,30 +49,40 @@ def sparsify(model: nn.Module, keep_rate: float = 0.7, prune_layers=None, **opti
 
 def create_model(
     name: str,
-    keep_rate: float = 0.7,
+    keep_rate: float | None = None,
     prune_layers=None,
     pretrained: bool = False,
     checkpoint_path: str | None = None,
     keep_ratios=None,
     **timm_kwargs,
 ) -> nn.Module:
-    """``timm.create_model(name, pretrained, **timm_kwargs)`` made sparse.
+    """``timm.create_model(name, pretrained, **timm_kwargs)`` made sparse (``keep_rate`` default 0.7),
+    or a released model of :mod:`dynamicvit.zoo` by its name (its keep rate; ``pretrained`` downloads
+    the release's file).
 
-    ``checkpoint_path`` loads either a sparse checkpoint (backbone + predictors, strict) or a
-    dense backbone checkpoint (predictors keep their fresh initialisation).
+    ``checkpoint_path`` loads a sparse checkpoint (backbone + predictors, strict; the release's layouts
+    converted) or a dense backbone checkpoint (predictors keep their fresh initialisation).
     """
-    options = {} if keep_ratios is None else {"keep_ratios": keep_ratios}
-    model = build_timm_model(name, pretrained, **timm_kwargs)
+    arch, keep_rate, options = zoo.resolve(name, keep_rate)
+    if keep_ratios is not None:
+        options = {"keep_ratios": keep_ratios}
+    if name in zoo.ZOO and pretrained and checkpoint_path is None:
+        checkpoint_path, pretrained = zoo.download(name), False
+    model = build_timm_model(arch, pretrained, **timm_kwargs)
     model = sparsify(model, keep_rate=keep_rate, prune_layers=prune_layers, **options)
     if checkpoint_path is not None:
         load_checkpoint(model, checkpoint_path)
     return model
 
 
-def create_pair(name: str, keep_rate: float = 0.7, prune_layers=None, **timm_kwargs) -> tuple[nn.Module, nn.Module]:
-    """A dense timm model and its sparsified copy with identical backbone weights, both in eval mode."""
-    dense = build_timm_model(name, **timm_kwargs).eval()
-    sparse = sparsify(copy.deepcopy(dense), keep_rate=keep_rate, prune_layers=prune_layers)
+def create_pair(
+    name: str, keep_rate: float | None = None, prune_layers=None, **timm_kwargs
+) -> tuple[nn.Module, nn.Module]:
+    """A dense timm model and its sparsified copy with identical backbone weights, both in eval mode
+    (``name`` may be a zoo name: its backbone and budget)."""
+    arch, keep_rate, options = zoo.resolve(name, keep_rate)
+    dense = build_timm_model(arch, **timm_kwargs).eval()
+    sparse = sparsify(copy.deepcopy(dense), keep_rate=keep_rate, prune_layers=prune_layers, **options)
     return dense, sparse.eval()
 
 

@@ -85,13 +85,15 @@ def check_prune_layers(prune_layers, depth: int, lowest: int = 1) -> list[int]:
 
 
 class TokenPredictor(nn.Module):
-    """Scores tokens ``(B, N, C)`` → log-probabilities ``(B, N, 2)``; channel 0 means keep."""
+    """Scores tokens ``(B, N, C)`` → log-probabilities ``(B, N, 2)``; channel 0 means keep.
 
-    def __init__(self, embed_dim: int) -> None:
+    ``eps`` is the LayerNorm's epsilon (the release uses 1e-5 for ViTs and Swin, 1e-6 for ConvNeXt)."""
+
+    def __init__(self, embed_dim: int, eps: float = 1e-5) -> None:
         super().__init__()
         if embed_dim < 8 or embed_dim % 2:
             raise ValueError(f"TokenPredictor needs an even embed_dim >= 8, got {embed_dim}")
-        self.in_conv = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, embed_dim), nn.GELU())
+        self.in_conv = nn.Sequential(nn.LayerNorm(embed_dim, eps=eps), nn.Linear(embed_dim, embed_dim), nn.GELU())
         self.out_conv = nn.Sequential(
             nn.Linear(embed_dim, embed_dim // 2),
             nn.GELU(),
@@ -191,10 +193,10 @@ def gumbel_keep_mask(log_probs: torch.Tensor, prev_mask: torch.Tensor, tau: floa
     return hard * prev_mask
 
 
-def build_predictors(embed_dim: int, keep_probabilities: list[float]) -> nn.ModuleList:
+def build_predictors(embed_dim: int, keep_probabilities: list[float], eps: float = 1e-5) -> nn.ModuleList:
     """One fresh :class:`TokenPredictor` per stage: linear weights truncated-normal (std 0.02),
     biases zero, then each starting at its stage's keep probability."""
-    predictors = nn.ModuleList(TokenPredictor(embed_dim) for _ in keep_probabilities)
+    predictors = nn.ModuleList(TokenPredictor(embed_dim, eps) for _ in keep_probabilities)
     for module in predictors.modules():
         if isinstance(module, nn.Linear):
             nn.init.trunc_normal_(module.weight, std=0.02)

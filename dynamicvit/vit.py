@@ -196,8 +196,12 @@ class TokenReductionMixin(TokenReducer):
     ) -> torch.Tensor | SparseOutput:
         """Class logits; with ``return_decisions`` a :class:`SparseOutput` (DDP-friendly)."""
         feats, out = self.forward_sparse(x, decisions)
-        logits = self.forward_head(feats)
+        logits = self.head_logits(feats, out)
         return SparseOutput(logits, out, feats) if return_decisions else logits
+
+    def head_logits(self, feats: torch.Tensor, decisions: list[torch.Tensor]) -> torch.Tensor:
+        """Logits of the final tokens (the backbone's ``forward_head``)."""
+        return self.forward_head(feats)
 
     def forward_with_decisions(self, x: torch.Tensor, decisions: list[torch.Tensor] | None = None) -> SparseOutput:
         """Logits, per-stage decisions and final tokens (see the module docstring)."""
@@ -218,6 +222,13 @@ class DynamicViTMixin(TokenReductionMixin):
     def forward_blocks(self, x, decisions, grid):
         run = self._forward_masked if self.training else self._forward_pruned
         return run(x, decisions)
+
+    def head_logits(self, feats: torch.Tensor, decisions: list[torch.Tensor]) -> torch.Tensor:
+        """A head that reads patch tokens (``head_reads_tokens``, e.g. LV-ViT's token labels) sees, in train
+        mode, only the tokens the last mask kept – the tokens eval mode keeps."""
+        if self.training and decisions and getattr(self, "head_reads_tokens", False):
+            return self.forward_head(feats, token_mask=decisions[-1] > 0.5)
+        return self.forward_head(feats)
 
     def _forward_masked(self, x, decisions):
         prefix = self.num_prefix_tokens

@@ -12,15 +12,18 @@ from timm.models.deit import VisionTransformerDistilled
 from timm.models.vision_transformer import VisionTransformer
 
 from dynamicvit.config import TrainConfig
+from dynamicvit.lvvit import LVViT
 
 TINY = dict(img_size=32, patch_size=4, embed_dim=32, depth=4, num_heads=2, num_classes=10)
 
 
 def tiny_vit(kind: str = "plain", **overrides) -> VisionTransformer:
-    """A 4-block ViT on 32x32 images (64 patches); kinds: plain, distilled, registers."""
+    """A 4-block ViT on 32x32 images (64 patches); kinds: plain, distilled, registers, lvvit."""
     kwargs = {**TINY, **overrides}
     if kind == "distilled":
         return VisionTransformerDistilled(**kwargs)
+    if kind == "lvvit":
+        return LVViT(**kwargs)
     if kind == "registers":
         kwargs.setdefault("reg_tokens", 2)
     return VisionTransformer(**kwargs)

@@ -143,3 +143,58 @@ def test_train_flags_are_generated_from_the_config(capsys, monkeypatch):
     assert (cfg.model, cfg.prune_layers, cfg.progress, cfg.amp) == ("deit_tiny_patch16_224", [1, 2], False, True)
     assert (cfg.model_kwargs, cfg.out_dir, cfg.lr, cfg.method) == ({"depth": 3}, "somewhere", 0.5, "evit")
     assert config_from_args(build_parser().parse_args(["train"])) == TrainConfig()
+
+
+def _release_deit_tiny(tmp_path):
+    """A DeiT-Ti DynamicViT saved as the release saves (1000 classes, pickled ``args``, no config)."""
+    import argparse
+
+    import torch
+
+    import dynamicvit
+
+    model = dynamicvit.create_model("deit_tiny_patch16_224", keep_rate=0.7).eval()
+    path = tmp_path / "release_deit_tiny.pth"
+    torch.save({"model": model.state_dict(), "args": argparse.Namespace(base_rate=0.7)}, path)
+    return model, path
+
+
+def test_release_checkpoint_through_viz_eval_export(tmp_path, capsys):
+    """A release file has no saved config: viz names ImageNet classes (not Fashion-MNIST's: the old
+    IndexError), takes --img-size (position embeddings resampled), and export takes it with --model."""
+    import numpy as np
+    from PIL import Image
+    from timm.data import ImageNetInfo
+
+    from dynamicvit.build import load_trained
+
+    model, path = _release_deit_tiny(tmp_path)
+    image = tmp_path / "photo.png"
+    Image.fromarray((np.random.default_rng(0).random((50, 70, 3)) * 255).astype(np.uint8)).save(image)
+    args = ["viz", str(image), "--checkpoint", str(path), "--model", "deit_tiny_patch16_224", "--out"]
+    assert main([*args, str(tmp_path / "a.png"), "--img-size", "320"]) == 0
+    out = capsys.readouterr().out
+    label = out.split(": ", 1)[1].rsplit(", kept", 1)[0]
+    assert label in {ImageNetInfo().index_to_description(i) for i in range(1000)}
+    assert "kept 280 / 196 / 137 tokens" in out  # 20×20 = 400 patches at 320 px
+    loaded, _ = load_trained(path, model="deit_tiny_patch16_224", img_size=320)
+    assert loaded.pos_embed.shape[1] == 1 + 400 and loaded.keep_rate == 0.7
+    onnx = tmp_path / "m.onnx"
+    assert main(["export", "--checkpoint", str(path), "--model", "deit_tiny_patch16_224", "--onnx", str(onnx)]) == 0
+    assert onnx.is_file() and "max |onnx − torch|" in capsys.readouterr().out
+
+
+def test_models_command_lists_the_zoo(capsys):
+    assert main(["models"]) == 0
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("dynamicvit_")]
+    assert len(rows) == 15 and any("convnext_tiny" in r and "0.9" in r and "82.06" in r for r in rows)
+    assert main(["models", "nothing*"]) == 2
+    assert "no zoo model matches" in capsys.readouterr().err
+
+
+def test_flops_takes_zoo_names_with_the_release_budget(capsys):
+    """dynamicvit_convnext_tiny.r0_7 at 224: the release keeps 137, 97, 58 of 196 locations."""
+    assert main(["flops", "--model", "dynamicvit_convnext_tiny.r0_7", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["keep_rate"] == 0.7
+    assert list(r["sparse"]["tokens"].values()) == [196, 137, 97, 58]

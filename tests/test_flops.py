@@ -44,13 +44,24 @@ def test_counting_leaves_training_mode_alone():
 
 @pytest.mark.parametrize("keep_rate,gmacs", [(1.0, 4.6), (0.9, 4.0), (0.8, 3.4), (0.7, 2.9)])
 def test_deit_small_reproduces_paper(keep_rate, gmacs):
-    """SPEC §4: DeiT-S 4.6 → 4.0 / 3.4 / 2.9 GFLOPs (MACs) at rho 0.9 / 0.8 / 0.7."""
+    """arXiv 2106.02034, Table 1: DeiT-S 4.6 → 4.0 / 3.4 / 2.9 GFLOPs (MACs) at rho 0.9 / 0.8 / 0.7."""
     model = (
         timm.create_model("deit_small_patch16_224")
         if keep_rate == 1.0
         else dynamicvit.create_model("deit_small_patch16_224", keep_rate=keep_rate)
     )
     assert count_flops(model).gmacs == pytest.approx(gmacs, abs=0.1)
+
+
+@pytest.mark.parametrize(
+    "name,keep_rate,dense,sparse", [("lvvit_s", 0.7, 6.6, 4.6), ("lvvit_s", 0.5, 6.6, 3.7), ("lvvit_m", 0.7, 12.7, 8.5)]
+)
+def test_lvvit_reproduces_paper(name, keep_rate, dense, sparse):
+    """arXiv 2106.02034, Table 1 / the release's zoo: LV-ViT-S 6.6 → 4.6 (rho 0.7) / 3.7 (0.5), LV-ViT-M
+    12.7 → 8.5 GMACs."""
+    report = compare_flops(name, keep_rate=keep_rate)
+    assert report["dense"]["gmacs"] == pytest.approx(dense, abs=0.1)
+    assert report["sparse"]["gmacs"] == pytest.approx(sparse, abs=0.1)
 
 
 def test_deit_base_exact_count():

@@ -1,12 +1,13 @@
 import copy
 
 import pytest
+import timm
 import torch
 import torch.nn.functional as F
 from conftest import tiny_vit
 
 import dynamicvit
-from dynamicvit.losses import DistillationLoss, keep_ratio_loss
+from dynamicvit.losses import DistillationLoss, build_criterion, keep_ratio_loss
 
 
 def test_keep_ratio_loss_is_per_image_squared_error():
@@ -82,3 +83,31 @@ def test_without_teacher_only_ce_and_ratio():
     x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 10, (2,))
     _, terms = DistillationLoss(None)(x, student(x, return_decisions=True), y)
     assert set(terms) == {"loss", "ce", "ratio"}
+
+
+def test_lvvit_distils_kept_token_labels_by_kl():
+    """LV-ViT: the token term is KL(teacher ‖ student) of the token-labelling head's predictions on the
+    tokens the last stage kept (the release's LV-ViT loss), not an MSE on features; gradients reach
+    the student's aux_head."""
+    teacher = timm.create_model(
+        "lvvit_s", img_size=32, patch_size=8, embed_dim=32, depth=4, num_heads=2, num_classes=10
+    )
+    teacher.eval()
+    student = dynamicvit.sparsify(copy.deepcopy(teacher), keep_rate=0.7).train()
+    with torch.no_grad():
+        student.aux_head.weight.add_(torch.randn_like(student.aux_head.weight))
+    crit = build_criterion(student, teacher, torch.nn.CrossEntropyLoss(), learned=True, ratio_weight=2.0)
+    x, y = torch.randn(3, 3, 32, 32), torch.randint(0, 10, (3,))
+    out = student(x, return_decisions=True)
+    total, terms = crit(x, out, y)
+    assert "token_kl" in terms and "token_mse" not in terms
+    kept = out.decisions[-1].bool()
+    with torch.no_grad():
+        t = teacher.aux_head(teacher.forward_features(x)[:, 1:])[kept].log_softmax(-1)
+    s = student.aux_head(out.features[:, 1:])[kept].log_softmax(-1)
+    expected = (t.exp() * (t - s)).sum(-1).mean()
+    assert terms["token_kl"].item() == pytest.approx(expected.item(), rel=1e-5)
+    total.backward()
+    assert student.aux_head.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="token-labelling head"):
+        DistillationLoss(tiny_vit(), token_head=student.token_logits)

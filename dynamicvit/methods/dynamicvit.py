@@ -18,5 +18,6 @@ class DynamicViT(Method):
     learned = True
 
     @classmethod
-    def apply(cls, model: nn.Module, keep_rate: float = 0.7, prune_layers=None, **_) -> nn.Module:
-        return sparsify(model, keep_rate=keep_rate, prune_layers=prune_layers)
+    def apply(cls, model: nn.Module, keep_rate: float = 0.7, prune_layers=None, keep_ratios=None, **_) -> nn.Module:
+        options = {} if keep_ratios is None else {"keep_ratios": keep_ratios}
+        return sparsify(model, keep_rate=keep_rate, prune_layers=prune_layers, **options)
