@@ -10,6 +10,7 @@ from .methods import METHODS, apply_method, method_of, set_budget
 from .models import FAMILIES, create_model, sparsify
 from .predictor import TokenPredictor, keep_counts
 from .tokens import SparseOutput
+from .zoo import ZOO, list_models
 
 __all__ = [
     "FAMILIES",
@@ -19,6 +20,7 @@ __all__ = [
     "Family",
     "Method",
     "SparseOutput",
+    "ZOO",
     "TokenPredictor",
     "TokenReducer",
     "apply_method",
@@ -28,6 +30,7 @@ __all__ = [
     "export_onnx",
     "find_reducer",
     "keep_counts",
+    "list_models",
     "load_checkpoint",
     "method_of",
     "save_checkpoint",

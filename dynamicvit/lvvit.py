@@ -134,8 +134,16 @@ default_cfgs = generate_default_cfgs(
 )
 
 
+def _filter(state: dict, model: LVViT) -> dict:
+    """TokenLabeling's files, raw or under ``state_dict``/``model``, through timm's ViT filter."""
+    for key in ("state_dict", "model"):
+        if isinstance(state.get(key), dict):
+            state = state[key]
+    return vit_filter(state, model)
+
+
 def _create(variant: str, pretrained: bool, **kwargs) -> LVViT:
-    return build_model_with_cfg(LVViT, variant, pretrained, pretrained_filter_fn=vit_filter, **kwargs)
+    return build_model_with_cfg(LVViT, variant, pretrained, pretrained_filter_fn=_filter, **kwargs)
 
 
 @register_model

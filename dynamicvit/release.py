@@ -78,33 +78,30 @@ def _rename(name: str, table: dict[str, str]) -> str:
     return name
 
 
-def _convnext(state: State, model: nn.Module) -> State:
-    backbone, added = _split(state, _CONVNEXT_ADDED)
-    out = convnext_filter(backbone, model)
+def _convert(state: State, model: nn.Module, added: re.Pattern, backbone_filter, place) -> State:
+    """Backbone entries through timm's converter ``backbone_filter``; each entry of an added module
+    moved by ``place(key, value, stage) -> {name: tensor}`` onto the sparsified stage (names kept
+    for a dense model: the strict load then reports them)."""
+    backbone, extra = _split(state, added)
+    out = backbone_filter(backbone, model)
     stage = _stage_prefix(model)
-    for key, value in added.items():
-        if stage is None:  # a dense model: keep the names, the strict load reports them
-            out[key] = value
-        elif key.startswith("score_predictor."):
-            out[f"{stage}.{key}"] = value.flatten(1) if value.dim() == 4 else value  # 1×1 conv → Linear
-        else:  # stages.i.j.fast_path* → <stage>.blocks.j.fast_path.*
-            block, rest = key.split(".", 3)[2:]
-            out[f"{stage}.blocks.{block}.{_rename(rest, _CONVNEXT_FAST)}"] = value
+    for key, value in extra.items():
+        out.update({key: value} if stage is None else place(key, value, stage))
     return out
 
 
-def _swin(state: State, model: nn.Module) -> State:
-    backbone, added = _split(state, _SWIN_ADDED)
-    out = swin_filter(backbone, model)
-    stage = _stage_prefix(model)
-    for key, value in added.items():
-        if stage is None:
-            out[key] = value
-            continue
-        rest = _rename(key.split(".", 2)[2], _SWIN_FAST)  # without "layers.i."
-        out[f"{stage}.{rest}"] = value
-        if rest.endswith("fast_path.fc.bias"):  # the release's Swin fast path has no scale
-            out[f"{stage}.{rest[: -len('fc.bias')]}gamma"] = torch.ones_like(value)
+def _place_convnext(key: str, value: torch.Tensor, stage: str) -> State:
+    if key.startswith("score_predictor."):  # top level, 1×1 convs → the stage's Linear predictors
+        return {f"{stage}.{key}": value.flatten(1) if value.dim() == 4 else value}
+    block, rest = key.split(".", 3)[2:]  # stages.i.j.fast_path* → <stage>.blocks.j.fast_path.*
+    return {f"{stage}.blocks.{block}.{_rename(rest, _CONVNEXT_FAST)}": value}
+
+
+def _place_swin(key: str, value: torch.Tensor, stage: str) -> State:
+    rest = _rename(key.split(".", 2)[2], _SWIN_FAST)  # without "layers.i."
+    out = {f"{stage}.{rest}": value}
+    if rest.endswith("fast_path.fc.bias"):  # the release's Swin fast path has no scale
+        out[f"{stage}.{rest[: -len('fc.bias')]}gamma"] = torch.ones_like(value)
     return out
 
 
@@ -114,7 +111,7 @@ def convert_state_dict(state: State, model: nn.Module) -> State:
     if isinstance(model, VisionTransformer):
         return vit_filter(state, model)
     if isinstance(model, ConvNeXt) and is_release_convnext(state):
-        return _convnext(state, model)
+        return _convert(state, model, _CONVNEXT_ADDED, convnext_filter, _place_convnext)
     if isinstance(model, SwinTransformer) and is_release_swin(state):
-        return _swin(state, model)
+        return _convert(state, model, _SWIN_ADDED, swin_filter, _place_swin)
     return state
