@@ -17,7 +17,7 @@ from typing import ClassVar
 
 from torch import nn
 
-__all__ = ["Family", "Method", "TokenReducer", "find_reducer"]
+__all__ = ["Family", "Method", "TokenReducer", "check_thresholds", "find_reducer"]
 
 
 class TokenReducer:
@@ -29,7 +29,35 @@ class TokenReducer:
 
     method: ClassVar[str]  # registry name of the reducing method
     distills_tokens: ClassVar[bool] = False  # final features are tokens aligned with the dense model's
+    supports_adaptive: ClassVar[bool] = False  # has the per-image (threshold) keep mode
     last_grid: tuple[int, int] = (0, 0)
+    _keep_mode: str = "fixed"
+    _thresholds: list[float] | None = None
+
+    @property
+    def keep_mode(self) -> str:
+        """``"fixed"``: every image keeps the schedule's count (the paper); ``"adaptive"``: at inference
+        each image keeps the tokens whose keep probability exceeds the stage's threshold (at least one),
+        so counts differ per image. Settable."""
+        return self._keep_mode
+
+    @keep_mode.setter
+    def keep_mode(self, mode: str) -> None:
+        if mode not in ("fixed", "adaptive"):
+            raise ValueError(f"keep_mode must be 'fixed' or 'adaptive', got {mode!r}")
+        if mode == "adaptive" and not self.supports_adaptive:
+            raise TypeError(f"{self.method} ({type(self).__name__}) has no adaptive keep mode; DynamicViT models have")
+        self._keep_mode = mode
+
+    @property
+    def thresholds(self) -> list[float]:
+        """Per-stage keep-probability thresholds of the adaptive mode (0.5 – the training-time decision –
+        until set or calibrated). Settable."""
+        return list(self._thresholds) if self._thresholds is not None else [0.5] * len(self.keep_targets())
+
+    @thresholds.setter
+    def thresholds(self, values) -> None:
+        self._thresholds = check_thresholds(values, len(self.keep_targets()))
 
     def keep_targets(self) -> list[float]:
         """Fraction of the grid's tokens each stage keeps (the keep-ratio loss targets)."""
@@ -47,6 +75,19 @@ class TokenReducer:
     def last_tokens(self) -> int:
         """Tokens of the decision grid in the latest forward."""
         return self.last_grid[0] * self.last_grid[1]
+
+
+def check_thresholds(thresholds, num_stages: int) -> list[float]:
+    """One keep-probability threshold per stage, each in (0, 1); otherwise a clear error."""
+    try:
+        values = [float(t) for t in thresholds]
+    except (TypeError, ValueError):
+        raise ValueError(f"thresholds must be a list of numbers in (0, 1), got {thresholds!r}") from None
+    if len(values) != num_stages:
+        raise ValueError(f"expected {num_stages} thresholds (one per stage), got {len(values)}")
+    if any(not 0.0 < t < 1.0 for t in values):
+        raise ValueError(f"thresholds must lie in (0, 1) (keep probabilities), got {values}")
+    return values
 
 
 def find_reducer(model: nn.Module) -> TokenReducer | None:

@@ -10,6 +10,7 @@ import os
 from torch import nn
 from torch.utils.data import Dataset
 
+from .base import find_reducer
 from .checkpoint import infer_timm_kwargs, is_added_key, load_checkpoint, read_checkpoint, read_state_dict
 from .config import TrainConfig, check_teacher, validate
 from .data import build_dataset
@@ -26,6 +27,7 @@ __all__ = [
     "build_teacher_student",
     "load_trained",
     "reduce",
+    "set_keep_mode",
 ]
 
 
@@ -40,6 +42,7 @@ def build_run_dataset(cfg: TrainConfig, split: str) -> Dataset:
         limit=cfg.train_limit if split == "train" else cfg.val_limit,
         canvas=cfg.canvas,
         distractors=cfg.distractors,
+        distractors_max=cfg.distractors_max,
     )
 
 
@@ -125,4 +128,18 @@ def load_trained(path: str | os.PathLike, ema: bool = True, **overrides) -> tupl
     if any(is_added_key(k) for k in weights) or (not cfg.dense and not get_method(cfg.method).learned):
         model = reduce(model, cfg, **options)
     load_checkpoint(model, weights)
+    set_keep_mode(model, cfg.keep_mode, cfg.thresholds)
     return model.eval(), cfg
+
+
+def set_keep_mode(model: nn.Module, mode: str, thresholds=None) -> None:
+    """Put the reducing module of ``model`` in keep ``mode`` (with ``thresholds`` if given); a dense model
+    has nothing to set and only takes the fixed mode."""
+    reducer = find_reducer(model)
+    if reducer is None:
+        if mode != "fixed" or thresholds is not None:
+            raise ValueError("a dense model keeps every token: --keep-mode and --thresholds apply to sparse models")
+        return
+    reducer.keep_mode = mode
+    if thresholds is not None:
+        reducer.thresholds = thresholds

@@ -1,4 +1,4 @@
-"""Command line: ``dynamicvit {demo,train,compare,eval,models,flops,bench,viz,export} ...``
+"""Command line: ``dynamicvit {demo,train,compare,eval,calibrate,models,flops,bench,viz,export} ...``
 (also ``python -m dynamicvit``)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .checkpoint import CheckpointError
-from .config import TrainConfig, check_writable, field_flags
+from .config import KEEP_MODES, TrainConfig, check_writable, field_flags
 from .engine import TrainingError
 from .methods import METHODS
 from .zoo import ZOO, download
@@ -24,13 +24,14 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="timm or zoo model name, e.g. deit_small_patch16_224")
     p.add_argument("--keep-rate", type=float, default=None, help="keep ratio rho in (0, 1] (default: zoo's, else 0.7)")
     p.add_argument("--img-size", type=int, default=None, help="input resolution (default: the model's)")
+    p.add_argument("--keep-mode", choices=KEEP_MODES, default="fixed", help="adaptive: per-image counts by threshold")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 def _cmd_flops(args: argparse.Namespace) -> None:
     from .flops import compare_flops
 
-    r = compare_flops(args.model, keep_rate=args.keep_rate, img_size=args.img_size)
+    r = compare_flops(args.model, keep_rate=args.keep_rate, img_size=args.img_size, keep_mode=args.keep_mode)
     if args.json:
         print(json.dumps(r, indent=2))
         return
@@ -43,6 +44,9 @@ def _cmd_flops(args: argparse.Namespace) -> None:
         print(f"{part:<16}{'' if d is None else f'{d / 1e9:.3f}':>10}{sparse['parts'][part] / 1e9:>10.3f}")
     print(f"{'total':<16}{dense['gmacs']:>10.3f}{sparse['gmacs']:>10.3f}   ratio {r['ratio']:.3f}")
     print("tokens kept: " + ", ".join(f"{k} {v}" for k, v in sparse["tokens"].items()))
+    if args.keep_mode == "adaptive":
+        print("adaptive, calibrated to the fixed budget on 32 random images (untrained predictors):")
+        print(_per_image_lines(r["per_image"]))
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
@@ -84,8 +88,8 @@ def _cmd_bench(args: argparse.Namespace) -> None:
             )
 
 
-_DATA_FIELDS = ("data", "data_dir", "canvas", "distractors", "train_limit", "val_limit")
-_PARSERS = {"int": int, "float": float, "str": str, "list[int]": int, "dict": json.loads}
+_DATA_FIELDS = ("data", "data_dir", "canvas", "distractors", "distractors_max", "train_limit", "val_limit")
+_PARSERS = {"int": int, "float": float, "str": str, "list[int]": int, "list[float]": float, "dict": json.loads}
 
 
 def add_config_args(p: argparse.ArgumentParser, names: Sequence[str] | None = None, skip: Sequence[str] = ()) -> None:
@@ -146,8 +150,8 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
     overrides = {
         k: getattr(args, k)
-        for k in ("data", "data_dir", "canvas", "distractors", "val_limit", "model", "keep_rate", "task", "img_size")
-        if getattr(args, k) is not None
+        for k in (*_DATA_FIELDS, "model", "keep_rate", "task", "img_size", "keep_mode", "thresholds")
+        if getattr(args, k, None) is not None
     }
     if args.picture:
         check_writable(args.picture, "--picture")
@@ -157,7 +161,21 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     r = evaluate(model, dataset, cfg, decisions_fn=random_selector(cfg.seed) if args.random else None)
     if args.picture:
         save_segmentation_grid(model, dataset, args.picture)
-    print(json.dumps(r, indent=2) if args.json else "  ".join(f"{k} {v}" for k, v in r.items()))
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return
+    print("  ".join(f"{k} {v}" for k, v in r.items() if k != "per_image"))
+    if "per_image" in r:
+        print(_per_image_lines(r["per_image"]))
+
+
+def _per_image_lines(report: dict) -> str:
+    """The per-image distribution of kept tokens and GMACs, one line each."""
+    lines = [f"per image ({report['images']} images): mean / p10 / p50 / p90"]
+    rows = {**{f"tokens {k}": v for k, v in report["tokens"].items()}, "GMACs": report["gmacs"]}
+    for name, d in rows.items():
+        lines.append(f"  {name:<16}{d['mean']:>9.3f}{d['p10']:>9.3f}{d['p50']:>9.3f}{d['p90']:>9.3f}")
+    return "\n".join(lines)
 
 
 def _cmd_viz(args: argparse.Namespace) -> None:
@@ -165,7 +183,9 @@ def _cmd_viz(args: argparse.Namespace) -> None:
     from .data import class_names
     from .viz import visualize_files
 
-    overrides = {k: getattr(args, k) for k in ("model", "keep_rate", "img_size") if getattr(args, k) is not None}
+    overrides = {
+        k: getattr(args, k) for k in ("model", "keep_rate", "img_size", "keep_mode") if getattr(args, k) is not None
+    }
     check_writable(args.out, "--out")
     model, cfg = load_trained(args.checkpoint, ema=not args.no_ema, **overrides)
     names = class_names(getattr(model, "num_classes", 0), cfg.data)
@@ -216,6 +236,33 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     print(f"report written to {args.out}/report.md ({summary['total_seconds']:.0f} s)")
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> None:
+    from .build import build_run_dataset, load_trained
+    from .calibrate import MIN_CALIBRATION_IMAGES, calibrate
+    from .checkpoint import read_checkpoint, save_checkpoint
+
+    if args.images < MIN_CALIBRATION_IMAGES:
+        raise ValueError(f"--images must be at least {MIN_CALIBRATION_IMAGES}, got {args.images}")
+    check_writable(args.out, "--out")
+    if Path(args.out).exists() and not args.overwrite:
+        raise ValueError(f"--out {args.out} exists; pass --overwrite to replace it")
+    overrides = {
+        k: getattr(args, k) for k in (*_DATA_FIELDS, "model", "keep_rate") if getattr(args, k, None) is not None
+    }
+    model, cfg = load_trained(args.checkpoint, ema=not args.no_ema, **overrides)
+    held_out = build_run_dataset(dataclasses.replace(cfg, train_limit=args.images), "train")  # not the test split
+    r = calibrate(model, held_out, batch_size=args.batch_size)
+    saved = read_checkpoint(args.checkpoint)
+    config = saved.get("config", {}) if isinstance(saved, dict) else {}
+    config = {**config, **overrides, "keep_mode": "adaptive", "thresholds": r["thresholds"]}
+    save_checkpoint(model, args.out, config=config)
+    print(f"calibrated on {r['images']} training images (not the test split)")
+    print(f"{'stage':<8}{'threshold':>10}{'target':>9}{'reached':>9}")
+    for s, (t, goal, got) in enumerate(zip(r["thresholds"], r["targets"], r["reached"], strict=True)):
+        print(f"{s + 1:<8}{t:>10.4f}{goal:>9.4f}{got:>9.4f}")
+    print(f"written to {args.out} (keep mode adaptive; dynamicvit eval --checkpoint {args.out})")
+
+
 def _cmd_models(args: argparse.Namespace) -> None:
     from .zoo import list_models
 
@@ -256,12 +303,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="top-1, kept tokens, GMACs and img/s of a checkpoint")
     p.add_argument("--checkpoint", required=True)
-    add_config_args(p, names=("model", "keep_rate", "task", "img_size", *_DATA_FIELDS))  # default: the checkpoint's
+    add_config_args(p, names=("model", "keep_rate", "task", "img_size", "keep_mode", "thresholds", *_DATA_FIELDS))
     p.add_argument("--random", action="store_true", help="random token selection at the same counts")
     p.add_argument("--no-ema", action="store_true", help="the raw weights even when the checkpoint has EMA ones")
     p.add_argument("--picture", default=None, help="segmentation: PNG of inputs, labels, predictions, slow path")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser(
+        "calibrate", help="adaptive keep mode: per-stage thresholds meeting the budget on held-out images"
+    )
+    p.add_argument("--checkpoint", required=True, help="a trained sparse model (training checkpoint or release file)")
+    p.add_argument("--out", required=True, help="checkpoint to write: the model with its thresholds, adaptive mode")
+    p.add_argument("--images", type=int, default=512, help="training images to calibrate on (held out from testing)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--no-ema", action="store_true", help="the raw weights even when the checkpoint has EMA ones")
+    add_config_args(p, names=("model", "keep_rate", *_DATA_FIELDS))  # default: the checkpoint's
+    p.set_defaults(func=_cmd_calibrate)
 
     p = sub.add_parser("viz", help="draw which tokens a trained model keeps on image files (PNG)")
     p.add_argument("images", nargs="+", help="image files (any size; resized to the model's input)")
@@ -269,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="timm or zoo name (default: from the checkpoint's config)")
     p.add_argument("--keep-rate", type=float, default=None)
     p.add_argument("--img-size", type=int, default=None, help="input resolution (ViT position embeddings resampled)")
+    p.add_argument("--keep-mode", choices=KEEP_MODES, default=None, help="default: the checkpoint's (fixed)")
     p.add_argument("--out", default="kept_tokens.png", help="PNG to write")
     p.add_argument("--no-ema", action="store_true", help="the raw weights even when the checkpoint has EMA ones")
     p.set_defaults(func=_cmd_viz)

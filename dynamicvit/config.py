@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 TASKS = ("classify", "segment")
+KEEP_MODES = ("fixed", "adaptive")
 
 
 def _opt(default, help: str, **cli):
@@ -66,6 +67,9 @@ class TrainConfig:
     data_dir: str | None = _opt(None, "data folder (default: /usr/share/datasets/fashion-mnist)")
     canvas: int = _opt(64, "cluttered-fashion-mnist canvas side")
     distractors: int = _opt(4, "cluttered-fashion-mnist fragments per canvas")
+    distractors_max: int | None = _opt(
+        None, "cluttered-fashion-mnist: a random count in [--distractors, this] per canvas (difficulty varies)"
+    )
     img_size: int | None = _opt(None, "input resolution (default: the model's)")
     train_limit: int | None = _opt(None, "use only the first N training images")
     val_limit: int | None = _opt(None, "use only the first N test images")
@@ -80,6 +84,15 @@ class TrainConfig:
     keep_rate: float = _opt(0.7, "keep ratio rho in (0, 1]")
     prune_layers: list[int] | None = _opt(None, "blocks before which tokens are reduced (default: the family's)")
     ratio_weight: float | None = _opt(None, "keep-ratio loss weight (default: the family's, ViT 2, ConvNeXt/Swin 10)")
+    ratio_loss: str = _opt(
+        "image",
+        "keep-ratio term on each image's kept fraction (the paper) or on the batch average (per-image budgets)",
+        choices=("image", "batch"),
+    )
+    keep_mode: str = _opt(
+        "fixed", "inference: the schedule's count for every image, or per-image counts by threshold", choices=KEEP_MODES
+    )
+    thresholds: list[float] | None = _opt(None, "adaptive keep mode: per-stage keep-probability thresholds (calibrate)")
     distill_weight: float = _opt(0.5, "weight of the KL distillation from the dense model")
     token_weight: float = _opt(0.5, "weight of the kept-token MSE (ViTs: hierarchical maps have no token subset)")
     mixup: float = _opt(0.0, "mixup alpha (timm Mixup)")
@@ -118,6 +131,7 @@ _RULES = (
     ("tome_r", lambda v: v >= 0, "0 or more"),
     ("canvas", lambda v: v >= 28, "at least 28 (a Fashion-MNIST item is 28x28)"),
     ("distractors", lambda v: v >= 0, "0 or more"),
+    ("distractors_max", lambda v: v >= 0, "0 or more"),
     ("img_size", lambda v: v >= 1, "a positive number of pixels"),
     ("train_limit", lambda v: v >= 1, "a positive number of images"),
     ("val_limit", lambda v: v >= 1, "a positive number of images"),
@@ -166,6 +180,12 @@ def validate(cfg: TrainConfig, training: bool = True) -> TrainConfig:
         raise ValueError(f"--task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
     if cfg.method not in METHODS:
         raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
+    if cfg.distractors_max is not None and cfg.distractors_max < cfg.distractors:
+        raise ValueError(
+            f"--distractors-max must be at least --distractors ({cfg.distractors}), got {cfg.distractors_max}"
+        )
+    if cfg.thresholds is not None and any(not 0 < t < 1 for t in cfg.thresholds):
+        raise ValueError(f"--thresholds must lie in (0, 1) (keep probabilities), got {cfg.thresholds}")
     if training:
         check_teacher(cfg)
     return cfg

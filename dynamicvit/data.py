@@ -161,7 +161,9 @@ class _Canvases(Dataset):
 
 
 class ClutteredFashionMNIST(_Canvases):
-    """One item at a random place on a ``canvas``² black image plus ``distractors`` fragments.
+    """One item at a random place on a ``canvas``² black image plus ``distractors`` fragments
+    (with ``distractors_max``, a count drawn per canvas from [distractors, distractors_max], so the
+    difficulty varies per image; :meth:`distractor_count` tells it).
 
     Fragments are ``fragment``² crops of other items of the same split, pasted with a
     pixel-wise maximum. :meth:`render` also returns the item's box, used by visualisations.
@@ -179,11 +181,14 @@ class ClutteredFashionMNIST(_Canvases):
         seed: int = 0,
         limit: int | None = None,
         download: bool = False,
+        distractors_max: int | None = None,
     ) -> None:
         if not 0 < fragment <= 28:
             raise ValueError(f"fragment must be in 1..28 pixels, got {fragment}")
+        if distractors_max is not None and distractors_max < distractors:
+            raise ValueError(f"distractors_max ({distractors_max}) must be at least distractors ({distractors})")
         super().__init__(split, data_dir, canvas, seed, limit, download)
-        self.distractors, self.fragment = distractors, fragment
+        self.distractors, self.distractors_max, self.fragment = distractors, distractors_max, fragment
         # rendered canvases, filled lazily (np.zeros pages stay unallocated until written)
         self._cache = np.zeros((self.length, canvas, canvas), dtype=np.uint8)
         self._cached = np.zeros(self.length, dtype=bool)
@@ -193,7 +198,7 @@ class ClutteredFashionMNIST(_Canvases):
         rng = self._rng(index)
         size, frag = self.canvas, self.fragment
         canvas = np.zeros((size, size), dtype=np.uint8)
-        for _ in range(self.distractors):
+        for _ in range(self.distractor_count(index) if self.distractors_max is not None else self.distractors):
             other = self.images[rng.integers(len(self.images))]
             sy, sx = rng.integers(0, 28 - frag + 1, size=2)
             ty, tx = rng.integers(0, size - frag + 1, size=2)
@@ -203,6 +208,12 @@ class ClutteredFashionMNIST(_Canvases):
         region = canvas[y : y + 28, x : x + 28]
         np.maximum(region, self.images[index], out=region)
         return canvas, int(self.labels[index]), (y, x)
+
+    def distractor_count(self, index: int) -> int:
+        """The number of fragments on canvas ``index`` (its difficulty)."""
+        if self.distractors_max is None:
+            return self.distractors
+        return int(self._rng(index, 1).integers(self.distractors, self.distractors_max + 1))
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         if not self._cached[index]:
@@ -267,6 +278,7 @@ def build_dataset(
     limit: int | None = None,
     canvas: int = 64,
     distractors: int = 4,
+    distractors_max: int | None = None,
 ) -> Dataset:
     """One of :data:`DATASETS`; ``imagefolder`` reads ``data_dir/{train,val}``;
     ``cluttered-fashion-scenes`` is the segmentation set (per-pixel labels).
@@ -276,7 +288,9 @@ def build_dataset(
     if name == "fashion-mnist":
         return FashionMNIST(split, data_dir, limit=limit)
     if name == "cluttered-fashion-mnist":
-        return ClutteredFashionMNIST(split, data_dir, canvas=canvas, distractors=distractors, seed=seed, limit=limit)
+        return ClutteredFashionMNIST(
+            split, data_dir, canvas, distractors, seed=seed, limit=limit, distractors_max=distractors_max
+        )
     if name == "cluttered-fashion-scenes":
         return ClutteredFashionScenes(split, data_dir, canvas=canvas, seed=seed, limit=limit)
     if name == "imagefolder":

@@ -167,6 +167,7 @@ class Trainer:
                 ratio_weight=cfg.ratio_weight,
                 distill_weight=cfg.distill_weight,
                 token_weight=cfg.token_weight,
+                ratio_loss=cfg.ratio_loss,
             )
         )
         self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay) if cfg.ema_decay else None

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from .base import find_reducer
 from .build import build_run_dataset, load_trained
 from .config import TrainConfig
-from .flops import count_flops
+from .flops import count_flops, counts_per_image, per_image_gmacs, per_image_report
 from .methods import method_of, random_selector
 from .segment import confusion_matrix, miou
 
@@ -44,6 +44,10 @@ def evaluate(
     method, reducer = method_of(model), find_reducer(model)
     if decisions_fn is not None and not (method and method.accepts_decisions):
         raise ValueError("forced token selection (e.g. random tokens) applies to DynamicViT models only")
+    adaptive = reducer is not None and reducer.keep_mode == "adaptive"
+    if adaptive and decisions_fn is not None:
+        raise ValueError("random tokens keep the fixed mode's counts; evaluate them with keep_mode 'fixed'")
+    counts: list[tuple[int, ...]] = []
     correct = total = 0
     loss_sum, compute = 0.0, 0.0
     confusion = None
@@ -53,6 +57,9 @@ def evaluate(
         if decisions_fn is not None:
             gh, gw = reducer.grid_for(tuple(x.shape[-2:]))
             logits = model(x, decisions=decisions_fn(x.shape[0], gh * gw, reducer.token_counts(gh * gw)))
+        elif adaptive:
+            result = model(x, return_decisions=True)
+            logits, counts = result.logits, counts + counts_per_image(result.decisions)
         else:
             logits = model(x)
         compute += time.perf_counter() - start
@@ -76,8 +83,14 @@ def evaluate(
     if confusion is not None:
         out["miou"] = miou(confusion)
         out["backbone_gmacs"] = flops.parts.get("backbone", 0) / 1e9
-    if reducer is not None:
+    if adaptive:
+        gmacs = per_image_gmacs(model, counts)
+        out["per_image"] = per_image_report(counts, gmacs)
+        out["gmacs"] = out["per_image"]["gmacs"]["mean"]
+        out["kept_tokens"] = [round(d["mean"], 1) for d in out["per_image"]["tokens"].values()]
+    elif reducer is not None:
         out["kept_tokens"] = reducer.token_counts(reducer.last_tokens)
+        out["per_image"] = per_image_report([tuple(out["kept_tokens"])], [flops.gmacs])
     return out
 
 

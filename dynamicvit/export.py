@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .base import find_reducer
 from .flops import input_size
 from .methods import method_of
 
@@ -33,6 +34,13 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int | None = N
     method = method_of(model)
     if method is not None and not method.exportable:
         raise ValueError(f"the {method.name} method draws numbers at run time and cannot be exported")
+    reducer = find_reducer(model)
+    if reducer is not None and reducer.keep_mode == "adaptive":
+        raise ValueError(
+            "the adaptive keep mode cannot be exported: each image's token count depends on its data, and "
+            "torch.export (behind torch.onnx) stops on such data-dependent sizes; export the fixed mode "
+            "(model.keep_mode = 'fixed')"
+        )
     model = model.eval()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,10 +16,20 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula, sdpa_flop_count
 
 from .base import find_reducer
+from .calibrate import calibrate
 from .models import create_pair
 from .tokens import in_channels
 
-__all__ = ["FlopReport", "count_flops", "compare_flops", "input_size"]
+__all__ = [
+    "FlopReport",
+    "compare_flops",
+    "count_flops",
+    "counts_per_image",
+    "distribution",
+    "input_size",
+    "per_image_gmacs",
+    "per_image_report",
+]
 
 _SDPA_CPU = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 if _SDPA_CPU not in flop_registry:  # torch counts the CUDA kernels only; CPU SDPA would count as zero
@@ -76,11 +86,15 @@ def _stage_groups(model: nn.Module, prune_layers: list[int] | None) -> list[tupl
 
 @torch.inference_mode()
 def count_flops(
-    model: nn.Module, img_size: int | tuple[int, int] | None = None, prune_layers: list[int] | None = None
+    model: nn.Module,
+    img_size: int | tuple[int, int] | None = None,
+    prune_layers: list[int] | None = None,
+    decisions: list | None = None,
 ) -> FlopReport:
     """MACs of ``model``'s eval forward on one image (its configured size unless given).
 
-    ``prune_layers`` groups a dense ViT's blocks like a sparse model's stages, for side-by-side reports.
+    ``prune_layers`` groups a dense ViT's blocks like a sparse model's stages, for side-by-side reports;
+    ``decisions`` forces the kept tokens (e.g. an adaptive-mode image's counts, :func:`per_image_gmacs`).
     """
     was_training = model.training
     model.eval()
@@ -89,7 +103,7 @@ def count_flops(
     x = torch.randn(1, *input_size(model, img_size), generator=noise).to(ref.device, ref.dtype)
     try:
         with FlopCounterMode(display=False) as counter:
-            model(x)
+            model(x) if decisions is None else model(x, decisions=decisions)
     finally:
         model.train(was_training)
     per_module = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
@@ -107,23 +121,69 @@ def count_flops(
     reducer = find_reducer(model)
     if reducer is not None:
         n = reducer.last_tokens
-        tokens = {"input": n, **{f"stage {s + 1}": c for s, c in enumerate(reducer.token_counts(n))}}
+        counts = reducer.token_counts(n) if decisions is None else counts_per_image(decisions)[0]
+        tokens = {"input": n, **{f"stage {s + 1}": c for s, c in enumerate(counts)}}
     return FlopReport(total=total, parts=parts, tokens=tokens)
 
 
-def compare_flops(model: str, keep_rate: float | None = None, img_size: int | None = None, **timm_kwargs) -> dict:
+def counts_per_image(decisions: list) -> list[tuple[int, ...]]:
+    """Each image's kept tokens per stage, from eval decisions: (B, k) index tensors (the fixed mode) or,
+    per stage, one index tensor per image (the adaptive mode)."""
+    per_stage = [[len(d) for d in stage] if isinstance(stage, (list, tuple)) else [stage.shape[1]] * stage.shape[0]
+                 for stage in decisions]  # fmt: skip
+    return list(zip(*per_stage, strict=True))
+
+
+def per_image_gmacs(model: nn.Module, counts: list[tuple[int, ...]], img_size=None) -> list[float]:
+    """GMACs of each image of an adaptive-mode model from its per-stage kept counts (the cost depends on
+    the counts only: one counted forward per distinct tuple, forcing that many tokens)."""
+    cost = {
+        c: count_flops(model, img_size, decisions=[[torch.arange(k)] for k in c]).gmacs for c in sorted(set(counts))
+    }
+    return [cost[c] for c in counts]
+
+
+def distribution(values: list[float]) -> dict[str, float]:
+    """Mean and 10th/50th/90th percentiles of per-image values."""
+    t = torch.tensor(values, dtype=torch.float64)
+    p10, p50, p90 = torch.quantile(t, torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)).tolist()
+    return {"mean": float(t.mean()), "p10": p10, "p50": p50, "p90": p90}
+
+
+def compare_flops(
+    model: str, keep_rate: float | None = None, img_size: int | None = None, keep_mode: str = "fixed", **timm_kwargs
+) -> dict:
     """Dense and sparse MAC reports for a timm or zoo model name, grouped by the same stages
-    (``keep_rate`` default: the zoo model's, else 0.7)."""
+    (``keep_rate`` default: the zoo model's, else 0.7).
+
+    ``keep_mode="adaptive"`` calibrates the thresholds to the fixed budget on 32 random images and adds
+    the per-image distribution (``per_image``: tokens per stage and GMACs, mean and p10/p50/p90) on them;
+    with untrained predictors it shows the mechanics, not a trained model's spread."""
     if img_size is not None:
         timm_kwargs["img_size"] = img_size
     dense, sparse = create_pair(model, keep_rate=keep_rate, **timm_kwargs)
     d, s = count_flops(dense, prune_layers=sparse.prune_layers), count_flops(sparse)
+    counts = [tuple(s.tokens[k] for k in s.tokens if k != "input")]
+    if keep_mode == "adaptive":
+        images = torch.randn(32, *input_size(sparse, img_size), generator=torch.Generator().manual_seed(0))
+        calibrate(sparse, images)
+        with torch.inference_mode():
+            counts = counts_per_image(sparse(images, return_decisions=True).decisions)
+    gmacs = per_image_gmacs(sparse, counts, img_size) if keep_mode == "adaptive" else [s.gmacs]
     return {
         "model": model,
         "keep_rate": sparse.keep_rate,
+        "keep_mode": keep_mode,
         "img_size": list(input_size(sparse, img_size)[1:]),
         "unit": "MACs (fvcore convention, what the papers call FLOPs)",
         "dense": d.to_dict(),
         "sparse": s.to_dict(),
         "ratio": s.total / d.total,
+        "per_image": per_image_report(counts, gmacs),
     }
+
+
+def per_image_report(counts: list[tuple[int, ...]], gmacs: list[float]) -> dict:
+    """The distribution over images of the kept tokens after each stage and of the GMACs."""
+    stages = {f"stage {s + 1}": distribution([c[s] for c in counts]) for s in range(len(counts[0]))}
+    return {"images": len(counts), "tokens": stages, "gmacs": distribution(gmacs)}

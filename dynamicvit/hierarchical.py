@@ -45,18 +45,18 @@ from .predictor import (
     decide,
     default_prune_layers,
     keep_count,
+    threshold_keep,
 )
 from .tokens import (
+    PackedTokens,
     SparseOutput,
     check_finite,
     check_image_batch,
-    complement,
     forced_at,
-    gather_tokens,
+    forced_keep,
     in_channels,
     iter_stages,
     mixed_class,
-    scatter_tokens,
 )
 
 __all__ = [
@@ -155,21 +155,35 @@ def _map_tokens(x: torch.Tensor, channels_first: bool) -> torch.Tensor:
     return x.flatten(2).transpose(1, 2) if channels_first else x.flatten(1, 2)
 
 
-def adaptive_block(
-    blk: nn.Module, x: torch.Tensor, decision: torch.Tensor, training: bool, dropped: torch.Tensor | None = None
-) -> torch.Tensor:
-    """One block with asymmetric computation. ``decision``: train – hard mask (B, H·W);
-    eval – kept location indices (B, k), with ``dropped`` the others (B, H·W − k)."""
+def adaptive_block(blk: nn.Module, x: torch.Tensor, decision) -> torch.Tensor:
+    """One block with asymmetric computation. ``decision``: train – hard mask (B, H·W); eval – the
+    rows (slow, fast) of the batch flattened to (B·H·W, C) that take each path, so each path runs once
+    on its rows of the whole batch, whatever each image's share."""
     base, y = _mix(blk, x)
-    if training:
+    if isinstance(decision, torch.Tensor):
         m = decision.unsqueeze(-1).to(y.dtype)
         branch = _slow(blk, y) * m + _fast(blk, y) * (1 - m)
     else:
-        branch = y.new_empty(y.shape)  # contiguous, for the row scatter
-        for index, path in ((decision, _slow), (dropped, _fast)):
-            if index.shape[1]:
-                scatter_tokens(branch, index, path(blk, gather_tokens(y, index)).to(branch.dtype))
+        rows = y.reshape(-1, y.shape[-1])
+        flat = rows.new_empty(rows.shape)
+        for index, path in zip(decision, (_slow, _fast), strict=True):
+            if index.numel():
+                flat.index_copy_(0, index, path(blk, rows.index_select(0, index)).to(flat.dtype))
+        branch = flat.view(y.shape)
     return _to_map(blk, base + _drop_path(blk)(branch), x)
+
+
+def _eval_rows(decision, hw: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(slow, fast) rows of the flattened batch for eval decisions: kept indices (B, k) (fixed mode) or
+    one 1-D index tensor per image (adaptive mode)."""
+    slow = torch.zeros(batch, hw, dtype=torch.bool, device=decision[0].device)
+    if isinstance(decision, torch.Tensor):
+        slow.scatter_(1, decision, True)
+    else:
+        for image, index in enumerate(decision):
+            slow[image, index] = True
+    slow = slow.flatten()
+    return slow.nonzero().squeeze(1), (~slow).nonzero().squeeze(1)
 
 
 class DynamicStageMixin(TokenReducer):
@@ -180,12 +194,14 @@ class DynamicStageMixin(TokenReducer):
     """
 
     method = "dynamicvit"
+    supports_adaptive = True
     score_predictor: nn.ModuleList
     keep_ratios: list[float]
     prune_layers: list[int]
     stride: int  # input pixels per location of the stage's map
     forced_decisions: list[torch.Tensor] | None = None
     last_decisions: list[torch.Tensor] = []
+    last_keep_scores: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     @property
     def last_locations(self) -> int:
@@ -223,17 +239,41 @@ class DynamicStageMixin(TokenReducer):
         if not channels_first:
             _check_windows(self.blocks, x)
         counts, forced = self.keep_counts(h * w), self.forced_decisions
-        decision, dropped, decisions = None, None, []
+        adaptive = not self.training and self.keep_mode == "adaptive"
+        rows, decisions, scores = None, [], []
         for s, blk in iter_stages(self.blocks, self.prune_layers):
             if s is not None:  # each predictor selects afresh from all locations
                 tokens = _map_tokens(x, channels_first)
-                decision = decide(self.score_predictor[s], tokens, counts[s], self.training, None, forced_at(forced, s))
+                if adaptive:
+                    decision, score = self._adaptive_decision(s, tokens, forced_at(forced, s))
+                    scores.append(score)
+                else:
+                    decision = decide(
+                        self.score_predictor[s], tokens, counts[s], self.training, None, forced_at(forced, s)
+                    )
                 decisions.append(decision)
-                if not self.training:  # once per decision, not once per block
-                    dropped = complement(decision, h * w)
-            x = blk(x) if decision is None else adaptive_block(blk, x, decision, self.training, dropped)
+                # once per decision, not once per block
+                rows = decision if self.training else _eval_rows(decision, h * w, tokens.shape[0])
+            x = blk(x) if rows is None else adaptive_block(blk, x, rows)
         self.last_decisions, self.last_grid = decisions, (h, w)
+        if adaptive and not torch.compiler.is_compiling():
+            self.last_keep_scores = scores
         return x
+
+    def _adaptive_decision(self, stage: int, tokens: torch.Tensor, forced) -> tuple[list[torch.Tensor], tuple]:
+        """Per image, the locations whose slow-path probability exceeds the stage's threshold (at least
+        one), as one index tensor per image; and the (scores, image ids) they came from."""
+        b, n, _ = tokens.shape
+        score = self.score_predictor[stage].keep_score(tokens).flatten()
+        seg = torch.arange(b, device=tokens.device).repeat_interleave(n)
+        if forced is not None:
+            packed = PackedTokens.pack(tokens, 0)
+            keep = forced_keep(forced, packed, packed.patch_rows(), n)
+        else:
+            keep = threshold_keep(score, seg, b, self.thresholds[stage])
+        counts = keep.view(b, n).sum(1).tolist()
+        grid = torch.arange(n, device=tokens.device).repeat(b)
+        return list(grid[keep].split(counts)), (score, seg)
 
 
 def _check_windows(blocks: nn.Module, x: torch.Tensor) -> None:
@@ -273,6 +313,23 @@ class DynamicHierarchicalMixin:
     @property
     def score_predictor(self) -> nn.ModuleList:
         return self.dynamic_stage.score_predictor
+
+    @property
+    def keep_mode(self) -> str:
+        """The sparsified stage's keep mode (``"fixed"`` or ``"adaptive"``, see :class:`TokenReducer`)."""
+        return self.dynamic_stage.keep_mode
+
+    @keep_mode.setter
+    def keep_mode(self, mode: str) -> None:
+        self.dynamic_stage.keep_mode = mode
+
+    @property
+    def thresholds(self) -> list[float]:
+        return self.dynamic_stage.thresholds
+
+    @thresholds.setter
+    def thresholds(self, values) -> None:
+        self.dynamic_stage.thresholds = values
 
     def forward(
         self, x: torch.Tensor, decisions: list[torch.Tensor] | None = None, return_decisions: bool = False

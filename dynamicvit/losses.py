@@ -20,14 +20,22 @@ from .base import find_reducer
 from .predictor import check_keep_rate, cumulative_ratios
 from .tokens import SparseOutput
 
-__all__ = ["DistillationLoss", "build_criterion", "keep_ratio_loss"]
+__all__ = ["RATIO_LOSSES", "DistillationLoss", "build_criterion", "keep_ratio_loss"]
 
 
-def keep_ratio_loss(masks: Sequence[torch.Tensor], targets: Sequence[float]) -> torch.Tensor:
-    """mean over stages and images of (target_s − kept fraction of the image at stage s)²."""
+RATIO_LOSSES = ("image", "batch")
+
+
+def keep_ratio_loss(masks: Sequence[torch.Tensor], targets: Sequence[float], per: str = "image") -> torch.Tensor:
+    """Mean over stages of (target_s − kept fraction at stage s)²: the fraction of each image, averaged
+    over images (``per="image"``, the paper), or of the whole batch (``"batch"``: images may spend
+    more or fewer tokens as long as the batch meets the budget – for the adaptive keep mode)."""
     if len(masks) != len(targets):
         raise ValueError(f"{len(masks)} stage masks but {len(targets)} target ratios")
-    terms = [((t - m.float().mean(dim=1)) ** 2).mean() for m, t in zip(masks, targets, strict=True)]
+    if per not in RATIO_LOSSES:
+        raise ValueError(f"the keep-ratio loss is per 'image' or per 'batch', got {per!r}")
+    dims = (1,) if per == "image" else (0, 1)
+    terms = [((t - m.float().mean(dim=dims)) ** 2).mean() for m, t in zip(masks, targets, strict=True)]
     return torch.stack(terms).mean()
 
 
@@ -55,8 +63,12 @@ class DistillationLoss(nn.Module):
         token_weight: float = 0.5,
         target_ratios: Sequence[float] | None = None,
         token_head: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        ratio_loss: str = "image",
     ) -> None:
         super().__init__()
+        if ratio_loss not in RATIO_LOSSES:
+            raise ValueError(f"ratio_loss must be one of {RATIO_LOSSES}, got {ratio_loss!r}")
+        self.ratio_loss = ratio_loss
         if token_head is not None and not hasattr(teacher, "token_logits"):
             raise ValueError("token-label distillation needs a teacher with a token-labelling head (token_logits)")
         self.token_head = token_head
@@ -86,7 +98,7 @@ class DistillationLoss(nn.Module):
         terms = {"ce": self.base_criterion(logits, targets)}
         total = terms["ce"]
         if self.ratio_weight:
-            terms["ratio"] = keep_ratio_loss(masks, self.ratios(len(masks)))
+            terms["ratio"] = keep_ratio_loss(masks, self.ratios(len(masks)), self.ratio_loss)
             total = total + self.ratio_weight * terms["ratio"]
         if self.teacher is not None:
             with torch.no_grad():
@@ -144,6 +156,7 @@ def build_criterion(
     ratio_weight: float,
     distill_weight: float = 0.5,
     token_weight: float = 0.5,
+    ratio_loss: str = "image",
 ) -> DistillationLoss:
     """The objective for a reduced ``model``: the keep-ratio term when its method ``learned`` its
     decisions (targets from the model's reducer), the token term when its final features are tokens
@@ -164,4 +177,5 @@ def build_criterion(
         token_weight=token_weight if distills_tokens else 0.0,
         target_ratios=targets if learned else None,
         token_head=token_head,
+        ratio_loss=ratio_loss,
     )

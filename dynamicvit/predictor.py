@@ -31,6 +31,7 @@ __all__ = [
     "gumbel_keep_mask",
     "keep_count",
     "keep_counts",
+    "threshold_keep",
 ]
 
 
@@ -140,6 +141,24 @@ class TokenPredictor(nn.Module):
         w, bias = fc_out.weight[:1] - fc_out.weight[1:], fc_out.bias[:1] - fc_out.bias[1:]
         return torch.addmm(bias.to(x.dtype), x, w.t().to(x.dtype)).view(b, n)
 
+    def keep_score_packed(self, x: torch.Tensor, seg: torch.Tensor, num_images: int) -> torch.Tensor:
+        """:meth:`keep_score` of packed tokens ``x`` (T, C) of ``num_images`` images (``seg``: each row's
+        image): the global half is the mean over each image's own rows."""
+        c = x.shape[-1]
+        half = c // 2
+        norm, fc_in, _ = self.in_conv
+        fc_mix, _, fc_mid, _, fc_out, _ = self.out_conv
+        x = F.gelu(
+            F.linear(F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps), fc_in.weight, fc_in.bias)
+        )
+        sums = x.new_zeros(num_images, c - half).index_add_(0, seg, x[:, half:])
+        counts = torch.bincount(seg, minlength=num_images).clamp_min(1).to(x.dtype)
+        global_x = F.linear(sums / counts[:, None], fc_mix.weight[:, half:], fc_mix.bias)
+        x = F.gelu(F.linear(x[:, :half], fc_mix.weight[:, :half]) + global_x.index_select(0, seg))
+        x = F.gelu(F.linear(x, fc_mid.weight, fc_mid.bias))
+        w, bias = fc_out.weight[:1] - fc_out.weight[1:], fc_out.bias[:1] - fc_out.bias[1:]
+        return F.linear(x, w.to(x.dtype), bias.to(x.dtype)).squeeze(-1)
+
     def init_keep_probability(self, probability: float) -> None:
         """Set the last layer's bias so a fresh predictor keeps tokens with ``probability``.
 
@@ -185,6 +204,15 @@ def decide(
     if forced is not None:
         return forced_positions(previous, forced.to(tokens.device, torch.long), num_tokens or tokens.shape[1])
     return predictor.keep_score(tokens).topk(count, dim=1).indices
+
+
+def threshold_keep(score: torch.Tensor, seg: torch.Tensor, num_images: int, threshold: float) -> torch.Tensor:
+    """The adaptive rule: keep the tokens whose keep probability exceeds ``threshold``, and each image's
+    best-scored token whatever its probability. ``score`` (T,) are keep log-odds of packed tokens of
+    ``num_images`` images (``seg``: each token's image); returns a (T,) bool mask."""
+    keep = score > math.log(threshold / (1 - threshold))
+    best = score.new_full((num_images,), -math.inf).scatter_reduce(0, seg, score, "amax")
+    return keep | (score == best.index_select(0, seg))
 
 
 def gumbel_keep_mask(log_probs: torch.Tensor, prev_mask: torch.Tensor, tau: float = 1.0) -> torch.Tensor:

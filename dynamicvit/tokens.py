@@ -12,21 +12,26 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "PackedTokens",
     "SparseOutput",
     "attention_output",
     "attention_qkv",
     "check_finite",
     "check_image_batch",
     "complement",
+    "flat_rows",
     "forced_at",
+    "forced_keep",
     "forced_positions",
     "gather_tokens",
     "in_channels",
     "iter_stages",
     "mixed_class",
+    "packed_block",
     "patch_tokens",
     "residual_attention",
     "residual_mlp",
@@ -50,7 +55,7 @@ class SparseOutput(NamedTuple):
 
 
 # -- gather / scatter ------------------------------------------------------------------------
-def _flat_rows(index: torch.Tensor, tokens_per_image: int) -> torch.Tensor:
+def flat_rows(index: torch.Tensor, tokens_per_image: int) -> torch.Tensor:
     """Per-image token indices (B, k) as row indices (B·k,) into the batch flattened to (B·N, C)."""
     offsets = torch.arange(index.shape[0], device=index.device).unsqueeze(1) * tokens_per_image
     return (index + offsets).flatten()
@@ -63,13 +68,13 @@ def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     index expanded over channels, which matters at batch 1 where pruning overhead is exposed.
     """
     b, n, c = x.shape
-    return x.reshape(b * n, c).index_select(0, _flat_rows(index, n)).view(b, index.shape[1], c)
+    return x.reshape(b * n, c).index_select(0, flat_rows(index, n)).view(b, index.shape[1], c)
 
 
 def scatter_tokens(x: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> None:
     """In place ``x[b, index[b]] = rows[b]`` for a contiguous ``x`` (B, N, C) (inverse of the gather)."""
     b, n, c = x.shape
-    x.view(b * n, c).index_copy_(0, _flat_rows(index, n), rows.reshape(-1, c))
+    x.view(b * n, c).index_copy_(0, flat_rows(index, n), rows.reshape(-1, c))
 
 
 def complement(index: torch.Tensor, n: int) -> torch.Tensor:
@@ -77,6 +82,75 @@ def complement(index: torch.Tensor, n: int) -> torch.Tensor:
     keep = torch.zeros(index.shape[0], n, dtype=torch.bool, device=index.device)
     keep.scatter_(1, index, True)
     return (~keep).nonzero()[:, 1].view(index.shape[0], n - index.shape[1])
+
+
+# -- packed tokens: a different number per image, no padding ----------------------------------
+class PackedTokens(NamedTuple):
+    """The alive tokens of a batch as one sequence (T, C), image after image, each image's prefix
+    tokens first: what per-token layers run on when every image keeps its own number of tokens.
+
+    ``seg`` (T,) is each row's image, ``grid`` (T,) its index in the patch grid (−1 for prefix
+    tokens), ``spans`` the (start, end) rows of each image, for attention within an image.
+    """
+
+    x: torch.Tensor
+    seg: torch.Tensor
+    grid: torch.Tensor
+    spans: tuple[tuple[int, int], ...]
+
+    @property
+    def num_images(self) -> int:
+        return len(self.spans)
+
+    @classmethod
+    def pack(cls, x: torch.Tensor, prefix: int) -> PackedTokens:
+        """A batch (B, prefix + N, C) whose images all hold every token."""
+        b, n, c = x.shape
+        seg = torch.arange(b, device=x.device).repeat_interleave(n)
+        grid = (torch.arange(n, device=x.device) - prefix).clamp_min(-1).repeat(b)
+        return cls(x.reshape(b * n, c), seg, grid, tuple((i * n, (i + 1) * n) for i in range(b)))
+
+    def patch_rows(self) -> torch.Tensor:
+        """Rows (Tp,) of the patch tokens."""
+        return (self.grid >= 0).nonzero().squeeze(1)
+
+    def keep(self, rows: torch.Tensor) -> PackedTokens:
+        """Only the rows ``rows`` (ascending), e.g. the prefix tokens and the kept patches."""
+        seg = self.seg.index_select(0, rows)
+        counts = torch.bincount(seg, minlength=self.num_images).tolist()
+        ends = torch.tensor(counts).cumsum(0).tolist()
+        spans = tuple((end - count, end) for count, end in zip(counts, ends, strict=True))
+        return PackedTokens(self.x.index_select(0, rows), seg, self.grid.index_select(0, rows), spans)
+
+    def kept_indices(self) -> list[torch.Tensor]:
+        """Per image, the grid indices (ascending) of its patch tokens."""
+        rows = self.patch_rows()
+        counts = torch.bincount(self.seg.index_select(0, rows), minlength=self.num_images).tolist()
+        return list(self.grid.index_select(0, rows).split(counts))
+
+    def padded(self) -> torch.Tensor:
+        """(B, longest, C): each image's tokens from row 0, zeros after its last."""
+        longest = max(end - start for start, end in self.spans)
+        out = self.x.new_zeros(self.num_images, longest, self.x.shape[-1])
+        starts = torch.tensor([start for start, _ in self.spans], device=self.x.device)
+        position = torch.arange(self.x.shape[0], device=self.x.device) - starts[self.seg]
+        out[self.seg, position] = self.x
+        return out
+
+
+def packed_block(blk: nn.Module, tokens: PackedTokens) -> PackedTokens:
+    """A timm ``Block`` on packed tokens: the per-token layers on all rows at once, attention within
+    each image (SDPA on views of the packed q, k, v)."""
+
+    def heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        per_image = [
+            F.scaled_dot_product_attention(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], scale=blk.attn.scale)
+            for a, b in tokens.spans
+        ]
+        return torch.cat(per_image, dim=2)
+
+    x = residual_mlp(blk, residual_attention(blk, tokens.x.unsqueeze(0), heads))
+    return tokens._replace(x=x.squeeze(0))
 
 
 # -- prefix tokens ---------------------------------------------------------------------------
@@ -109,6 +183,26 @@ def forced_positions(index: torch.Tensor | None, forced: torch.Tensor, num_token
     if (pos < 0).any():
         raise ValueError("forced eval decisions must be nested: a stage kept a token an earlier stage dropped")
     return pos
+
+
+def forced_keep(forced, tokens: PackedTokens, rows: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """The keep mask over the packed patch ``rows`` for forced adaptive decisions: one 1-D tensor of grid
+    indices per image. Raises for another form, out-of-range or not nested indices."""
+    form = isinstance(forced, (list, tuple)) and len(forced) == tokens.num_images
+    if not form or not all(isinstance(f, torch.Tensor) and f.dim() == 1 for f in forced):
+        raise ValueError(
+            f"forced decisions in adaptive mode must be, per stage, a list of {tokens.num_images} 1-D index "
+            "tensors (one per image)"
+        )
+    table = torch.zeros(tokens.num_images, num_tokens, dtype=torch.bool, device=rows.device)
+    for image, index in enumerate(forced):
+        if index.numel() and (index.min() < 0 or index.max() >= num_tokens):
+            raise ValueError(f"forced eval decisions must be indices in [0, {num_tokens})")
+        table[image, index.to(rows.device, torch.long)] = True
+    keep = table[tokens.seg.index_select(0, rows), tokens.grid.index_select(0, rows)]
+    if int(keep.sum()) != int(table.sum()):
+        raise ValueError("forced eval decisions must be nested: a stage kept a token an earlier stage dropped")
+    return keep
 
 
 # -- timm Attention / Block pieces -----------------------------------------------------------

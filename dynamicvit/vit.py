@@ -36,16 +36,20 @@ from .predictor import (
     decide,
     default_prune_layers,
     keep_counts,
+    threshold_keep,
 )
 from .tokens import (
+    PackedTokens,
     SparseOutput,
     check_finite,
     check_image_batch,
     forced_at,
+    forced_keep,
     gather_tokens,
     in_channels,
     iter_stages,
     mixed_class,
+    packed_block,
     patch_tokens,
     residual_attention,
     residual_mlp,
@@ -217,11 +221,16 @@ class DynamicViTMixin(TokenReductionMixin):
 
     method = "dynamicvit"
     distills_tokens = True
+    supports_adaptive = True
     score_predictor: nn.ModuleList
+    last_keep_scores: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def forward_blocks(self, x, decisions, grid):
-        run = self._forward_masked if self.training else self._forward_pruned
-        return run(x, decisions)
+        if self.training:
+            return self._forward_masked(x, decisions)
+        if self.keep_mode == "adaptive":
+            return self._forward_adaptive(x, decisions)
+        return self._forward_pruned(x, decisions)
 
     def head_logits(self, feats: torch.Tensor, decisions: list[torch.Tensor]) -> torch.Tensor:
         """A head that reads patch tokens (``head_reads_tokens``, e.g. LV-ViT's token labels) sees, in train
@@ -257,6 +266,39 @@ class DynamicViTMixin(TokenReductionMixin):
                 kept.append(index)
             x = blk(x)
         return x, kept
+
+    def _forward_adaptive(self, x, decisions):
+        """Eval, adaptive keep mode: each image keeps its own tokens (:func:`threshold_keep`); from the first
+        stage on the batch runs packed (:class:`PackedTokens`), so no padding is computed and an image's
+        output does not depend on the other images. Returns padded tokens and, per stage, one index
+        tensor per image. ``last_keep_scores`` holds each stage's (scores, image ids) of the tokens alive
+        before it (for calibration)."""
+        if getattr(self, "head_reads_tokens", False):
+            raise TypeError(f"{type(self).__name__}'s head reads patch tokens; adaptive mode needs a class-token head")
+        prefix, thresholds = self.num_prefix_tokens, self.thresholds
+        packed, kept, scores = None, [], []
+        for s, blk in iter_stages(self.blocks, self._prune_layers):
+            if s is not None:
+                packed = packed or PackedTokens.pack(x, prefix)
+                rows = packed.patch_rows()
+                seg = packed.seg.index_select(0, rows)
+                score = self.score_predictor[s].keep_score_packed(
+                    packed.x.index_select(0, rows), seg, packed.num_images
+                )
+                scores.append((score, seg))
+                keep = threshold_keep(score, seg, packed.num_images, thresholds[s])
+                if decisions is not None:
+                    keep = forced_keep(decisions[s], packed, rows, x.shape[1] - prefix)
+                prefix_rows = (packed.grid < 0).nonzero().squeeze(1)
+                packed = packed.keep(torch.cat([prefix_rows, rows[keep]]).sort().values)
+                kept.append(packed.kept_indices())
+            if packed is None:
+                x = blk(x)
+            else:
+                packed = packed_block(blk, packed)
+        if not torch.compiler.is_compiling():
+            self.last_keep_scores = scores
+        return (x if packed is None else packed.padded()), kept
 
     def forward_limit(self, x: torch.Tensor, score: bool = False) -> torch.Tensor:
         """Logits at this model's token budget without its selection cost: the first ``k_s`` tokens

@@ -26,12 +26,13 @@ __all__ = [
 ]
 
 
-def kept_mask(indices: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:
-    """Boolean (B, gh, gw) map of the kept patches from indices (B, k) into the flattened grid."""
-    b = indices.shape[0]
-    mask = torch.zeros(b, grid[0] * grid[1], dtype=torch.bool)
-    mask.scatter_(1, indices.cpu().long(), True)
-    return mask.view(b, *grid).numpy()
+def kept_mask(indices, grid: tuple[int, int]) -> np.ndarray:
+    """Boolean (B, gh, gw) map of the kept patches from indices into the flattened grid: (B, k) (fixed
+    mode) or one 1-D tensor per image (adaptive mode)."""
+    mask = torch.zeros(len(indices), grid[0] * grid[1], dtype=torch.bool)
+    for image, index in enumerate(indices):
+        mask[image, index.cpu().long()] = True
+    return mask.view(len(indices), *grid).numpy()
 
 
 def grey_out(image: np.ndarray, mask: np.ndarray, patch: tuple[int, int], strength: float = 0.75) -> np.ndarray:
@@ -60,7 +61,11 @@ def save_kept_token_grid(
     for r, image in enumerate(images):
         panels = [grey_out(image, np.ones(grid, dtype=bool), patch)]
         rows.append(panels + [grey_out(image, m[r], patch) for m in masks])
-    titles = ["input"] + [f"stage {c + 1}: {int(m[0].sum())} kept" for c, m in enumerate(masks)]
+    same = all(len({int(m[r].sum()) for r in range(len(images))}) == 1 for m in masks)
+    titles = ["input"] + [f"stage {c + 1}" + (f": {int(m[0].sum())} kept" if same else "") for c, m in enumerate(masks)]
+    if not same:  # per-image counts (adaptive mode): say them on each row
+        counts = [" / ".join(str(int(m[r].sum())) for m in masks) for r in range(len(images))]
+        row_titles = [f"{t}\nkept {c}" for t, c in zip(row_titles or [""] * len(images), counts, strict=True)]
     _save_panels(rows, titles, path, row_titles)
 
 
@@ -101,7 +106,7 @@ def visualize_files(
     image, the predicted class and the tokens kept per stage.
     """
     from .data import load_image
-    from .flops import input_size
+    from .flops import counts_per_image, input_size
 
     if find_reducer(model) is None:
         raise ValueError(f"{type(model).__name__} is a dense model: it keeps every token, there is nothing to show")
@@ -119,8 +124,8 @@ def visualize_files(
     titles = [f"{Path(p).name}: {n}" for p, n in zip(paths, names, strict=True)]
     save_kept_token_grid([pic for _, pic in loaded], result.decisions, grid, patch, out, titles)
     return [
-        {"image": str(p), "prediction": n, "kept_tokens": [int(d.shape[1]) for d in result.decisions]}
-        for p, n in zip(paths, names, strict=True)
+        {"image": str(p), "prediction": n, "kept_tokens": list(c)}
+        for p, n, c in zip(paths, names, counts_per_image(result.decisions), strict=True)
     ]
 
 
