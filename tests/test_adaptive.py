@@ -205,7 +205,12 @@ def test_evaluate_reports_the_distribution(fake_fashion):
 def test_calibrate_and_eval_commands(tmp_path, fake_fashion, capsys):
     model = spread(dynamicvit.sparsify(tiny_vit(img_size=28, patch_size=7, in_chans=1), keep_rate=0.7))
     kwargs = {"img_size": 28, "patch_size": 7, "in_chans": 1, "embed_dim": 32, "depth": 4, "num_heads": 2}
-    config = {"model": "vit_tiny_patch16_224", "model_kwargs": kwargs, "data": "fashion-mnist", "data_dir": str(fake_fashion)}
+    config = {
+        "model": "vit_tiny_patch16_224",
+        "model_kwargs": kwargs,
+        "data": "fashion-mnist",
+        "data_dir": str(fake_fashion),
+    }
     trained = tmp_path / "trained.pth"
     save_checkpoint(model, trained, config=config)
     out = tmp_path / "adaptive.pth"
