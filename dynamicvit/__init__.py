@@ -2,6 +2,7 @@
 
 from . import archs, lvvit  # noqa: F401  (register their models with timm)
 from .base import Family, Method, TokenReducer, find_reducer
+from .calibrate import calibrate
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .export import export_onnx
 from .flops import count_flops
@@ -25,6 +26,7 @@ __all__ = [
     "TokenReducer",
     "apply_method",
     "build_criterion",
+    "calibrate",
     "count_flops",
     "create_model",
     "export_onnx",

@@ -10,6 +10,7 @@ token selection.
 
 from __future__ import annotations
 
+import copy
 import random
 import statistics
 import tempfile
@@ -23,7 +24,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from .flops import input_size
+from .calibrate import calibrate
+from .flops import counts_per_image, input_size, per_image_gmacs, per_image_report
 from .models import create_pair
 
 __all__ = ["time_runs", "time_callables", "sliced_forward", "peak_memory_mb", "benchmark"]
@@ -129,13 +131,18 @@ def benchmark(
     repeats: int = 10,
     compile: bool | str = False,
     onnx: bool = False,
+    keep_mode: str = "fixed",
     **timm_kwargs,
 ) -> dict:
     """img/s of dense, sparse and the slicing limit for a timm or zoo model name (``keep_rate`` default:
     the zoo model's, else 0.7), ratios to dense;
     ``variants`` adds latency percentiles and peak memory of each, and with ``compile`` /
     ``onnx`` the ``torch.compile``d and onnxruntime versions of dense and sparse, all timed
-    interleaved in one process. ``compile`` may name a ``torch.compile`` backend (default inductor)."""
+    interleaved in one process. ``compile`` may name a ``torch.compile`` backend (default inductor).
+
+    ``keep_mode="adaptive"`` adds the adaptive mode calibrated to the fixed mode's average counts (on
+    64 other random images), run packed (``adaptive``) and padded (``adaptive padded``), and the
+    per-image distribution of its kept tokens on the timed batch."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if repeats < 1:
@@ -149,6 +156,16 @@ def benchmark(
     if hasattr(sparse, "forward_limit"):  # asymmetric computation keeps every location: no slicing limit
         fns["limit"] = sliced_forward(sparse)
         fns["limit+predictors"] = sliced_forward(sparse, score=True)
+    per_image = None
+    if keep_mode == "adaptive":
+        adaptive = copy.deepcopy(sparse)
+        calibrate(adaptive, torch.randn(64, chans, h, w, generator=torch.Generator().manual_seed(1)))
+        fns["adaptive"] = adaptive
+        if hasattr(adaptive, "forward_padded"):
+            fns["adaptive padded"] = adaptive.forward_padded
+        with torch.inference_mode():
+            counts = counts_per_image(adaptive(x, return_decisions=True).decisions)
+        per_image = per_image_report(counts, per_image_gmacs(adaptive, counts, (h, w)))
     peaks = {name: peak_memory_mb(fn, x) for name, fn in fns.items()}
     setup: dict[str, float] = {}
     if compile:
@@ -182,5 +199,8 @@ def benchmark(
         "limit_speedup": ips["limit"] / ips["dense"] if "limit" in ips else None,
         "fraction_of_limit": ips["sparse"] / ips["limit"] if "limit" in ips else None,
         "predictors_fraction_of_limit": ips["limit+predictors"] / ips["limit"] if "limit" in ips else None,
+        "adaptive_fraction_of_fixed": ips["adaptive"] / ips["sparse"] if "adaptive" in ips else None,
+        "padded_fraction_of_fixed": ips["adaptive padded"] / ips["sparse"] if "adaptive padded" in ips else None,
+        "per_image": per_image,
         "variants": variants,
     }

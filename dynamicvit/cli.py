@@ -62,6 +62,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
             repeats=args.repeats,
             compile=args.compile,
             onnx=args.onnx,
+            keep_mode=args.keep_mode,
         )
         for model in args.models
         for batch in args.batch_sizes
@@ -81,6 +82,13 @@ def _cmd_bench(args: argparse.Namespace) -> None:
                 f"  {name:<17}{v['img_per_s']:>9.1f}{v['speedup']:>9.2f}{lat['p50']:>9.1f}{lat['p90']:>9.1f}"
                 f"{lat['p99']:>9.1f}{'–' if peak is None else f'{peak:.1f}':>9}"
             )
+        if r["adaptive_fraction_of_fixed"] is not None:
+            padded = r["padded_fraction_of_fixed"]
+            print(
+                f"  adaptive (calibrated to the fixed counts, packed): {r['adaptive_fraction_of_fixed']:.3f} of fixed"
+                + ("" if padded is None else f"; padded instead of packed: {padded:.3f}")
+            )
+            print(_per_image_lines(r["per_image"]))
         if r["fraction_of_limit"] is not None:
             print(
                 f"  limit = same token counts sliced, no predictor; sparse: {r['fraction_of_limit']:.3f} of it, "
@@ -366,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd dense and sparse")
     p.add_argument("--onnx", action="store_true", help="also time the ONNX exports with onnxruntime")
+    p.add_argument("--keep-mode", choices=KEEP_MODES, default="fixed", help="adaptive: also time the adaptive mode")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_bench)
     return parser

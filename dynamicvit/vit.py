@@ -24,6 +24,7 @@ the same weights and kept set both modes give the same class logits (tested).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from timm.models.vision_transformer import Attention, Block, VisionTransformer
 from torch import nn
 
@@ -299,6 +300,38 @@ class DynamicViTMixin(TokenReductionMixin):
         if not torch.compiler.is_compiling():
             self.last_keep_scores = scores
         return (x if packed is None else packed.padded()), kept
+
+    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the adaptive mode executed the padded way (the benchmarks' comparison for packing):
+        the same per-image kept tokens, each image padded to the batch's largest count, attention masked,
+        the padding computed."""
+        x = self._embed(x)
+        prefix, valid = self.num_prefix_tokens, None
+        for s, blk in iter_stages(self.blocks, self._prune_layers):
+            if s is not None:
+                patches = patch_tokens(x, prefix)
+                b, n, _ = patches.shape
+                policy = None if valid is None else valid.unsqueeze(-1)
+                log_probs = self.score_predictor[s](patches, policy)
+                score = log_probs[..., 0] - log_probs[..., 1]
+                if valid is not None:
+                    score = score.masked_fill(~valid, -torch.inf)
+                seg = torch.arange(b, device=x.device).repeat_interleave(n)
+                keep = threshold_keep(score.flatten(), seg, b, self.thresholds[s]).view(b, n)
+                keep = keep if valid is None else keep & valid
+                order = keep.to(torch.uint8).argsort(dim=1, descending=True, stable=True)[:, : int(keep.sum(1).max())]
+                x = with_prefix(x, prefix, gather_tokens(patches, order))
+                valid = keep.gather(1, order)
+            if valid is None:
+                x = blk(x)
+                continue
+            mask = torch.cat([valid.new_ones(valid.shape[0], prefix), valid], dim=1)[:, None, None, :]
+
+            def heads(q, k, v, mask=mask, scale=blk.attn.scale):
+                return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+
+            x = residual_mlp(blk, residual_attention(blk, x, heads))
+        return self.forward_head(self.norm(x))
 
     def forward_limit(self, x: torch.Tensor, score: bool = False) -> torch.Tensor:
         """Logits at this model's token budget without its selection cost: the first ``k_s`` tokens

@@ -242,3 +242,34 @@ def test_variable_difficulty_canvases(fake_fashion):
     few = [b for b, d in zip(bright, drawn, strict=True) if d <= 1]
     many = [b for b, d in zip(bright, drawn, strict=True) if d >= 5]
     assert sum(many) / len(many) > sum(few) / len(few)  # more fragments, more ink
+
+
+def test_padded_execution_equals_packed():
+    """The benchmarks' padded alternative computes the same logits as the packed adaptive forward."""
+    model = adaptive_vit()
+    x = torch.randn(7, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_padded(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_bench_times_packed_and_padded_adaptive():
+    from dynamicvit.bench import benchmark
+
+    r = benchmark("deit_tiny_patch16_224", img_size=32, batch_size=3, warmup=1, repeats=1, keep_mode="adaptive")
+    assert {"sparse", "adaptive", "adaptive padded"} <= set(r["variants"])
+    assert r["adaptive_fraction_of_fixed"] > 0 and r["per_image"]["images"] == 3
+
+
+def test_viz_draws_per_image_counts(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from dynamicvit.viz import visualize_files
+
+    model = adaptive_vit()
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray((np.random.default_rng(i).random((32, 32, 3)) * 255).astype(np.uint8)).save(paths[-1])
+    rows = visualize_files(model, paths, tmp_path / "kept.png")
+    assert (tmp_path / "kept.png").is_file() and all(len(r["kept_tokens"]) == 3 for r in rows)
