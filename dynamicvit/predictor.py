@@ -130,34 +130,37 @@ class TokenPredictor(nn.Module):
         ops and no submodule calls, because it runs in every inference and at batch 1 the
         per-op overhead is a visible part of the latency. (The activations are exact GELUs.)"""
         b, n, c = x.shape
-        half = c // 2
-        norm, fc_in, _ = self.in_conv
-        fc_mix, _, fc_mid, _, fc_out, _ = self.out_conv
-        x = F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps).reshape(b * n, c)
-        x = F.gelu(torch.addmm(fc_in.bias, x, fc_in.weight.t()))
+        half, fc_mix = c // 2, self.out_conv[0]
+        x = self._token_features(x.reshape(b * n, c))
         global_x = F.linear(x.view(b, n, c)[..., half:].mean(dim=1), fc_mix.weight[:, half:], fc_mix.bias)
         x = (x[:, :half] @ fc_mix.weight[:, :half].t()).view(b, n, -1).add_(global_x.unsqueeze(1))
-        x = F.gelu(torch.addmm(fc_mid.bias, F.gelu(x).view(b * n, -1), fc_mid.weight.t()))
-        w, bias = fc_out.weight[:1] - fc_out.weight[1:], fc_out.bias[:1] - fc_out.bias[1:]
-        return torch.addmm(bias.to(x.dtype), x, w.t().to(x.dtype)).view(b, n)
+        return self._keep_logit(x.view(b * n, -1)).view(b, n)
 
     def keep_score_packed(self, x: torch.Tensor, seg: torch.Tensor, num_images: int) -> torch.Tensor:
         """:meth:`keep_score` of packed tokens ``x`` (T, C) of ``num_images`` images (``seg``: each row's
         image): the global half is the mean over each image's own rows."""
         c = x.shape[-1]
-        half = c // 2
-        norm, fc_in, _ = self.in_conv
-        fc_mix, _, fc_mid, _, fc_out, _ = self.out_conv
-        x = F.gelu(
-            F.linear(F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps), fc_in.weight, fc_in.bias)
-        )
+        half, fc_mix = c // 2, self.out_conv[0]
+        x = self._token_features(x)
         sums = x.new_zeros(num_images, c - half).index_add_(0, seg, x[:, half:])
         counts = torch.bincount(seg, minlength=num_images).clamp_min(1).to(x.dtype)
         global_x = F.linear(sums / counts[:, None], fc_mix.weight[:, half:], fc_mix.bias)
-        x = F.gelu(F.linear(x[:, :half], fc_mix.weight[:, :half]) + global_x.index_select(0, seg))
-        x = F.gelu(F.linear(x, fc_mid.weight, fc_mid.bias))
+        x = (x[:, :half] @ fc_mix.weight[:, :half].t()).add_(global_x.index_select(0, seg))
+        return self._keep_logit(x).view(-1)
+
+    def _token_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``in_conv`` on tokens (R, C): LayerNorm, Linear, GELU."""
+        norm, fc_in, _ = self.in_conv
+        x = F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        return F.gelu(torch.addmm(fc_in.bias, x, fc_in.weight.t()))
+
+    def _keep_logit(self, x: torch.Tensor) -> torch.Tensor:
+        """The rest of ``out_conv`` after its first projection (R, C/2) → keep log-odds (R, 1): the
+        difference of the two output logits, so no softmax is needed."""
+        _, _, fc_mid, _, fc_out, _ = self.out_conv
+        x = F.gelu(torch.addmm(fc_mid.bias, F.gelu(x), fc_mid.weight.t()))
         w, bias = fc_out.weight[:1] - fc_out.weight[1:], fc_out.bias[:1] - fc_out.bias[1:]
-        return F.linear(x, w.to(x.dtype), bias.to(x.dtype)).squeeze(-1)
+        return torch.addmm(bias.to(x.dtype), x, w.t().to(x.dtype))
 
     def init_keep_probability(self, probability: float) -> None:
         """Set the last layer's bias so a fresh predictor keeps tokens with ``probability``.
