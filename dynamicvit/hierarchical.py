@@ -55,8 +55,10 @@ from .tokens import (
     forced_at,
     forced_keep,
     in_channels,
+    index_mask,
     iter_stages,
     mixed_class,
+    per_image,
 )
 
 __all__ = [
@@ -173,16 +175,10 @@ def adaptive_block(blk: nn.Module, x: torch.Tensor, decision) -> torch.Tensor:
     return _to_map(blk, base + _drop_path(blk)(branch), x)
 
 
-def _eval_rows(decision, hw: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _eval_rows(decision, hw: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(slow, fast) rows of the flattened batch for eval decisions: kept indices (B, k) (fixed mode) or
     one 1-D index tensor per image (adaptive mode)."""
-    slow = torch.zeros(batch, hw, dtype=torch.bool, device=decision[0].device)
-    if isinstance(decision, torch.Tensor):
-        slow.scatter_(1, decision, True)
-    else:
-        for image, index in enumerate(decision):
-            slow[image, index] = True
-    slow = slow.flatten()
+    slow = index_mask(decision, hw).flatten()
     return slow.nonzero().squeeze(1), (~slow).nonzero().squeeze(1)
 
 
@@ -253,7 +249,7 @@ class DynamicStageMixin(TokenReducer):
                     )
                 decisions.append(decision)
                 # once per decision, not once per block
-                rows = decision if self.training else _eval_rows(decision, h * w, tokens.shape[0])
+                rows = decision if self.training else _eval_rows(decision, h * w)
             x = blk(x) if rows is None else adaptive_block(blk, x, rows)
         self.last_decisions, self.last_grid = decisions, (h, w)
         if adaptive and not torch.compiler.is_compiling():
@@ -271,9 +267,8 @@ class DynamicStageMixin(TokenReducer):
             keep = forced_keep(forced, packed, packed.patch_rows(), n)
         else:
             keep = threshold_keep(score, seg, b, self.thresholds[stage])
-        counts = keep.view(b, n).sum(1).tolist()
         grid = torch.arange(n, device=tokens.device).repeat(b)
-        return list(grid[keep].split(counts)), (score, seg)
+        return per_image(grid[keep], seg[keep], b), (score, seg)
 
 
 def _check_windows(blocks: nn.Module, x: torch.Tensor) -> None:

@@ -1,9 +1,9 @@
 """Token operations shared by every family and method (in the spirit of timm's ``layers/``).
 
-Row gather/scatter on the flattened batch, prefix (class/distillation/register) handling,
-the bookkeeping of kept indices, the in-place class swap, input checks, the pieces of timm's
-``Attention`` and ``Block`` forwards that reduction methods re-assemble, and the stage
-iterator. Nothing here knows a family or a method.
+Row gather on the flattened batch, packed tokens (a different number per image), prefix
+(class/distillation/register) handling, the bookkeeping of kept indices, the in-place class swap,
+input checks, the pieces of timm's ``Attention`` and ``Block`` forwards that reduction methods
+re-assemble, and the stage iterator. Nothing here knows a family or a method.
 """
 
 from __future__ import annotations
@@ -22,20 +22,19 @@ __all__ = [
     "attention_qkv",
     "check_finite",
     "check_image_batch",
-    "complement",
-    "flat_rows",
     "forced_at",
     "forced_keep",
     "forced_positions",
     "gather_tokens",
     "in_channels",
+    "index_mask",
     "iter_stages",
     "mixed_class",
     "packed_block",
     "patch_tokens",
+    "per_image",
     "residual_attention",
     "residual_mlp",
-    "scatter_tokens",
     "with_prefix",
 ]
 
@@ -55,7 +54,7 @@ class SparseOutput(NamedTuple):
 
 
 # -- gather / scatter ------------------------------------------------------------------------
-def flat_rows(index: torch.Tensor, tokens_per_image: int) -> torch.Tensor:
+def _flat_rows(index: torch.Tensor, tokens_per_image: int) -> torch.Tensor:
     """Per-image token indices (B, k) as row indices (B·k,) into the batch flattened to (B·N, C)."""
     offsets = torch.arange(index.shape[0], device=index.device).unsqueeze(1) * tokens_per_image
     return (index + offsets).flatten()
@@ -68,20 +67,22 @@ def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     index expanded over channels, which matters at batch 1 where pruning overhead is exposed.
     """
     b, n, c = x.shape
-    return x.reshape(b * n, c).index_select(0, flat_rows(index, n)).view(b, index.shape[1], c)
+    return x.reshape(b * n, c).index_select(0, _flat_rows(index, n)).view(b, index.shape[1], c)
 
 
-def scatter_tokens(x: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> None:
-    """In place ``x[b, index[b]] = rows[b]`` for a contiguous ``x`` (B, N, C) (inverse of the gather)."""
-    b, n, c = x.shape
-    x.view(b * n, c).index_copy_(0, flat_rows(index, n), rows.reshape(-1, c))
+def index_mask(indices, num_tokens: int) -> torch.Tensor:
+    """Boolean (B, ``num_tokens``) map of kept indices: (B, k) (fixed mode) or one 1-D tensor per image
+    (adaptive mode)."""
+    device = indices[0].device if len(indices) else None
+    mask = torch.zeros(len(indices), num_tokens, dtype=torch.bool, device=device)
+    for image, index in enumerate(indices):
+        mask[image, index.long()] = True
+    return mask
 
 
-def complement(index: torch.Tensor, n: int) -> torch.Tensor:
-    """Indices (B, n − k) of the tokens not in ``index`` (B, k), ascending."""
-    keep = torch.zeros(index.shape[0], n, dtype=torch.bool, device=index.device)
-    keep.scatter_(1, index, True)
-    return (~keep).nonzero()[:, 1].view(index.shape[0], n - index.shape[1])
+def per_image(values: torch.Tensor, seg: torch.Tensor, num_images: int) -> list[torch.Tensor]:
+    """``values`` (R,) of rows ordered by image, one tensor per image (``seg``: each row's image)."""
+    return list(values.split(torch.bincount(seg, minlength=num_images).tolist()))
 
 
 # -- packed tokens: a different number per image, no padding ----------------------------------
@@ -117,16 +118,11 @@ class PackedTokens(NamedTuple):
     def keep(self, rows: torch.Tensor) -> PackedTokens:
         """Only the rows ``rows`` (ascending), e.g. the prefix tokens and the kept patches."""
         seg = self.seg.index_select(0, rows)
-        counts = torch.bincount(seg, minlength=self.num_images).tolist()
-        ends = torch.tensor(counts).cumsum(0).tolist()
-        spans = tuple((end - count, end) for count, end in zip(counts, ends, strict=True))
-        return PackedTokens(self.x.index_select(0, rows), seg, self.grid.index_select(0, rows), spans)
-
-    def kept_indices(self) -> list[torch.Tensor]:
-        """Per image, the grid indices (ascending) of its patch tokens."""
-        rows = self.patch_rows()
-        counts = torch.bincount(self.seg.index_select(0, rows), minlength=self.num_images).tolist()
-        return list(self.grid.index_select(0, rows).split(counts))
+        spans, start = [], 0
+        for count in torch.bincount(seg, minlength=self.num_images).tolist():
+            spans.append((start, start + count))
+            start += count
+        return PackedTokens(self.x.index_select(0, rows), seg, self.grid.index_select(0, rows), tuple(spans))
 
     def padded(self) -> torch.Tensor:
         """(B, longest, C): each image's tokens from row 0, zeros after its last."""
@@ -194,11 +190,9 @@ def forced_keep(forced, tokens: PackedTokens, rows: torch.Tensor, num_tokens: in
             f"forced decisions in adaptive mode must be, per stage, a list of {tokens.num_images} 1-D index "
             "tensors (one per image)"
         )
-    table = torch.zeros(tokens.num_images, num_tokens, dtype=torch.bool, device=rows.device)
-    for image, index in enumerate(forced):
-        if index.numel() and (index.min() < 0 or index.max() >= num_tokens):
-            raise ValueError(f"forced eval decisions must be indices in [0, {num_tokens})")
-        table[image, index.to(rows.device, torch.long)] = True
+    if any(index.numel() and (index.min() < 0 or index.max() >= num_tokens) for index in forced):
+        raise ValueError(f"forced eval decisions must be indices in [0, {num_tokens})")
+    table = index_mask([index.to(rows.device) for index in forced], num_tokens)
     keep = table[tokens.seg.index_select(0, rows), tokens.grid.index_select(0, rows)]
     if int(keep.sum()) != int(table.sum()):
         raise ValueError("forced eval decisions must be nested: a stage kept a token an earlier stage dropped")

@@ -52,6 +52,7 @@ from .tokens import (
     mixed_class,
     packed_block,
     patch_tokens,
+    per_image,
     residual_attention,
     residual_mlp,
     with_prefix,
@@ -287,12 +288,14 @@ class DynamicViTMixin(TokenReductionMixin):
                     packed.x.index_select(0, rows), seg, packed.num_images
                 )
                 scores.append((score, seg))
-                keep = threshold_keep(score, seg, packed.num_images, thresholds[s])
-                if decisions is not None:
+                if decisions is None:
+                    keep = threshold_keep(score, seg, packed.num_images, thresholds[s])
+                else:
                     keep = forced_keep(decisions[s], packed, rows, x.shape[1] - prefix)
+                kept_rows = rows[keep]
+                kept.append(per_image(packed.grid.index_select(0, kept_rows), seg[keep], packed.num_images))
                 prefix_rows = (packed.grid < 0).nonzero().squeeze(1)
-                packed = packed.keep(torch.cat([prefix_rows, rows[keep]]).sort().values)
-                kept.append(packed.kept_indices())
+                packed = packed.keep(torch.cat([prefix_rows, kept_rows]).sort().values)
             if packed is None:
                 x = blk(x)
             else:

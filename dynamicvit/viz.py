@@ -15,6 +15,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from .base import find_reducer  # noqa: E402
+from .tokens import index_mask  # noqa: E402
 
 __all__ = [
     "decision_cells",
@@ -29,10 +30,7 @@ __all__ = [
 def kept_mask(indices, grid: tuple[int, int]) -> np.ndarray:
     """Boolean (B, gh, gw) map of the kept patches from indices into the flattened grid: (B, k) (fixed
     mode) or one 1-D tensor per image (adaptive mode)."""
-    mask = torch.zeros(len(indices), grid[0] * grid[1], dtype=torch.bool)
-    for image, index in enumerate(indices):
-        mask[image, index.cpu().long()] = True
-    return mask.view(len(indices), *grid).numpy()
+    return index_mask([index.cpu() for index in indices], grid[0] * grid[1]).view(len(indices), *grid).numpy()
 
 
 def grey_out(image: np.ndarray, mask: np.ndarray, patch: tuple[int, int], strength: float = 0.75) -> np.ndarray:

@@ -4,42 +4,43 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dynamicvit.tokens import (
-    complement,
     forced_positions,
     gather_tokens,
+    index_mask,
     iter_stages,
     mixed_class,
     patch_tokens,
-    scatter_tokens,
+    per_image,
     with_prefix,
 )
 
 
 @settings(max_examples=15, deadline=None)
 @given(b=st.integers(1, 4), n=st.integers(1, 12), k=st.integers(0, 12))
-def test_token_gather_and_scatter_match_indexing(b, n, k):
+def test_token_gather_matches_indexing(b, n, k):
     k = min(k, n)
     x = torch.randn(b, n, 5)
     index = torch.stack([torch.randperm(n)[:k] for _ in range(b)])
     picked = gather_tokens(x, index)
     assert torch.equal(picked, torch.stack([x[i, index[i]] for i in range(b)]))
-    out = torch.zeros_like(x)
-    scatter_tokens(out, index, picked)
-    for i in range(b):
-        assert torch.equal(out[i, index[i]], x[i, index[i]])
-    assert out.count_nonzero() == picked.count_nonzero()
 
 
 @settings(max_examples=15, deadline=None)
 @given(b=st.integers(1, 3), n=st.integers(1, 10), k=st.integers(0, 10))
-def test_complement_holds_every_other_token_ascending(b, n, k):
+def test_index_mask_marks_exactly_the_kept_tokens(b, n, k):
     k = min(k, n)
     index = torch.stack([torch.randperm(n)[:k] for _ in range(b)])
-    rest = complement(index, n)
-    assert rest.shape == (b, n - k)
-    for i in range(b):
-        assert sorted(index[i].tolist() + rest[i].tolist()) == list(range(n))
-        assert rest[i].tolist() == sorted(rest[i].tolist())
+    ragged = [torch.randperm(n)[: torch.randint(0, n + 1, ()).item()] for _ in range(b)]
+    for indices in (index, ragged):
+        mask = index_mask(indices, n)
+        assert mask.shape == (b, n)
+        for i in range(b):
+            assert mask[i].nonzero().squeeze(1).tolist() == sorted(indices[i].tolist())
+
+
+def test_per_image_splits_rows_by_image():
+    values, seg = torch.tensor([4, 5, 6, 7, 8]), torch.tensor([0, 0, 2, 2, 2])
+    assert [v.tolist() for v in per_image(values, seg, 3)] == [[4, 5], [], [6, 7, 8]]
 
 
 def test_prefix_tokens_stay_in_front():
