@@ -17,7 +17,9 @@ from typing import ClassVar
 
 from torch import nn
 
-__all__ = ["Family", "Method", "TokenReducer", "check_thresholds", "find_reducer"]
+__all__ = ["KEEP_MODES", "Family", "Method", "TokenReducer", "check_thresholds", "find_reducer"]
+
+KEEP_MODES = ("fixed", "adaptive")  # see TokenReducer.keep_mode
 
 
 class TokenReducer:
@@ -43,7 +45,7 @@ class TokenReducer:
 
     @keep_mode.setter
     def keep_mode(self, mode: str) -> None:
-        if mode not in ("fixed", "adaptive"):
+        if mode not in KEEP_MODES:
             raise ValueError(f"keep_mode must be 'fixed' or 'adaptive', got {mode!r}")
         if mode == "adaptive" and not self.supports_adaptive:
             raise TypeError(f"{self.method} ({type(self).__name__}) has no adaptive keep mode; DynamicViT models have")

@@ -18,7 +18,7 @@ from .hierarchical import is_hierarchical
 from .methods import apply_method, get_method
 from .models import build_timm_model
 from .segment import build_segmenter
-from .zoo import ZOO
+from .zoo import ZOO, resolve
 
 __all__ = [
     "build_dense",
@@ -113,11 +113,9 @@ def load_trained(path: str | os.PathLike, ema: bool = True, **overrides) -> tupl
     saved = state.get("config", {}) if isinstance(state, dict) else {}
     cfg = TrainConfig.from_dict({**saved, **overrides})
     options = {}
-    entry = ZOO.get(cfg.model)  # a released model: its backbone and, unless overridden, its budget
-    if entry is not None:
-        rate = overrides.get("keep_rate", entry.keep_rate)
-        cfg = dataclasses.replace(cfg, model=entry.arch, keep_rate=rate)
-        options = entry.options if rate == entry.keep_rate else {}
+    if cfg.model in ZOO:  # a released model: its backbone and, unless overridden, its budget
+        arch, rate, options = resolve(cfg.model, overrides.get("keep_rate"))
+        cfg = dataclasses.replace(cfg, model=arch, keep_rate=rate)
     cfg = validate(cfg, training=False)
     use_ema = ema and isinstance(state, dict) and isinstance(state.get("ema"), dict)
     weights = read_state_dict(state["ema"] if use_ema else state)

@@ -11,8 +11,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .base import KEEP_MODES
 from .checkpoint import CheckpointError
-from .config import KEEP_MODES, TrainConfig, check_writable, field_flags
+from .config import TrainConfig, check_writable, field_flags
 from .engine import TrainingError
 from .methods import METHODS
 from .zoo import ZOO, download

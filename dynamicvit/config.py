@@ -16,6 +16,7 @@ from pathlib import Path
 
 from torch import nn
 
+from .base import KEEP_MODES
 from .data import DATASETS
 from .methods import METHODS
 from .models import family_of
@@ -33,7 +34,6 @@ __all__ = [
 ]
 
 TASKS = ("classify", "segment")
-KEEP_MODES = ("fixed", "adaptive")
 
 
 def _opt(default, help: str, **cli):

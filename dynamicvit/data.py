@@ -198,7 +198,7 @@ class ClutteredFashionMNIST(_Canvases):
         rng = self._rng(index)
         size, frag = self.canvas, self.fragment
         canvas = np.zeros((size, size), dtype=np.uint8)
-        for _ in range(self.distractor_count(index) if self.distractors_max is not None else self.distractors):
+        for _ in range(self.distractor_count(index)):
             other = self.images[rng.integers(len(self.images))]
             sy, sx = rng.integers(0, 28 - frag + 1, size=2)
             ty, tx = rng.integers(0, size - frag + 1, size=2)

@@ -59,7 +59,8 @@ def evaluate(
             logits = model(x, decisions=decisions_fn(x.shape[0], gh * gw, reducer.token_counts(gh * gw)))
         elif adaptive:
             result = model(x, return_decisions=True)
-            logits, counts = result.logits, counts + counts_per_image(result.decisions)
+            logits = result.logits
+            counts.extend(counts_per_image(result.decisions))
         else:
             logits = model(x)
         compute += time.perf_counter() - start

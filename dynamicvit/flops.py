@@ -163,13 +163,14 @@ def compare_flops(
         timm_kwargs["img_size"] = img_size
     dense, sparse = create_pair(model, keep_rate=keep_rate, **timm_kwargs)
     d, s = count_flops(dense, prune_layers=sparse.prune_layers), count_flops(sparse)
-    counts = [tuple(s.tokens[k] for k in s.tokens if k != "input")]
     if keep_mode == "adaptive":
         images = torch.randn(32, *input_size(sparse, img_size), generator=torch.Generator().manual_seed(0))
         calibrate(sparse, images)
         with torch.inference_mode():
             counts = counts_per_image(sparse(images, return_decisions=True).decisions)
-    gmacs = per_image_gmacs(sparse, counts, img_size) if keep_mode == "adaptive" else [s.gmacs]
+        gmacs = per_image_gmacs(sparse, counts, img_size)
+    else:
+        counts, gmacs = [tuple(c for k, c in s.tokens.items() if k != "input")], [s.gmacs]
     return {
         "model": model,
         "keep_rate": sparse.keep_rate,
