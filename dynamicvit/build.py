@@ -102,14 +102,14 @@ def build_teacher_student(cfg: TrainConfig, dataset) -> tuple[nn.Module, nn.Modu
     return student, teacher.eval()
 
 
-def load_trained(path: str | os.PathLike, ema: bool = True, **overrides) -> tuple[nn.Module, TrainConfig]:
-    """The eval-mode model of a training checkpoint, rebuilt from its saved config (``overrides`` on
-    top; classes and channels read off the weights), and that config.
+def load_trained(source: str | os.PathLike | dict, ema: bool = True, **overrides) -> tuple[nn.Module, TrainConfig]:
+    """The eval-mode model of a training checkpoint (a file, or the object read from one), rebuilt from its
+    saved config (``overrides`` on top; classes and channels read off the weights), and that config.
 
     One rule for every command: a checkpoint with EMA weights (``--ema-decay``) gives its EMA
     weights – what training validated – unless ``ema=False`` asks for the raw ones. A file without a
     saved config (e.g. the release's) is read with ``overrides["model"]``, a timm or zoo name."""
-    state = read_checkpoint(path)
+    state = source if isinstance(source, dict) else read_checkpoint(source)
     saved = state.get("config", {}) if isinstance(state, dict) else {}
     cfg = TrainConfig.from_dict({**saved, **overrides})
     options = {}

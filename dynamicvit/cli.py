@@ -258,10 +258,10 @@ def _cmd_calibrate(args: argparse.Namespace) -> None:
     overrides = {
         k: getattr(args, k) for k in (*_DATA_FIELDS, "model", "keep_rate") if getattr(args, k, None) is not None
     }
-    model, cfg = load_trained(args.checkpoint, ema=not args.no_ema, **overrides)
+    saved = read_checkpoint(args.checkpoint)
+    model, cfg = load_trained(saved, ema=not args.no_ema, **overrides)
     held_out = build_run_dataset(dataclasses.replace(cfg, train_limit=args.images), "train")  # not the test split
     r = calibrate(model, held_out, batch_size=args.batch_size)
-    saved = read_checkpoint(args.checkpoint)
     config = saved.get("config", {}) if isinstance(saved, dict) else {}
     config = {**config, **overrides, "keep_mode": "adaptive", "thresholds": r["thresholds"]}
     save_checkpoint(model, args.out, config=config)
