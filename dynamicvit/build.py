@@ -75,9 +75,21 @@ def build_dense_for_data(cfg: TrainConfig, dataset, pretrained: bool = False) ->
         raise ValueError("--task segment needs a segmentation data set (--data cluttered-fashion-scenes), no mixup")
     size = tuple(dataset[0][0].shape) if cfg.task == "segment" else None
     model = build_dense(cfg, dataset.num_classes, dataset.in_chans, size, pretrained)
+    _check_image_size(model, cfg, tuple(dataset[0][0].shape[-2:]))
     if cfg.teacher_checkpoint:
         load_checkpoint(model, cfg.teacher_checkpoint)
     return model
+
+
+def _check_image_size(model: nn.Module, cfg: TrainConfig, size: tuple[int, int]) -> None:
+    """Before any training: a model built for a fixed input size must get the data set's size."""
+    embed = getattr(model, "patch_embed", None)
+    built = getattr(embed, "img_size", None)
+    if built is not None and getattr(embed, "strict_img_size", False) and tuple(built) != size:
+        raise ValueError(
+            f"{cfg.model} is built for {built[0]}x{built[1]} images but the data set's are {size[0]}x{size[1]}; "
+            f"pass --img-size {size[0]} (or data of the model's size, e.g. --canvas {built[0]})"
+        )
 
 
 def reduce(model: nn.Module, cfg: TrainConfig, **options) -> nn.Module:

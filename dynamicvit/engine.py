@@ -110,7 +110,7 @@ class Trainer:
         self.rank, self.world, local_rank = dist_info()
         self.device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
         self.out_dir = Path(cfg.out_dir)
-        resume_state = self._prepare_run_folder(reuse_finished)
+        resume_state, held = self._check_run_folder(reuse_finished)
         cfg = self.cfg  # on resume: family-defaulted fields left unset take the saved values
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
@@ -178,12 +178,13 @@ class Trainer:
         self._last_record: dict = {}
         if resume_state is not None:
             self.load(resume_state)
+        self._claim_run_folder(held)
 
     # -- the run folder ----------------------------------------------------------------------
-    def _prepare_run_folder(self, reuse_finished: bool) -> dict | None:
+    def _check_run_folder(self, reuse_finished: bool) -> tuple[dict | None, list[str]]:
         """Refuse to reuse a folder that holds a run unless resuming (or overwriting), and to resume a
         finished run unless ``reuse_finished``; check that the folder is writable; return the
-        checkpoint to resume from. Nothing is written before these checks."""
+        checkpoint to resume from and the run files the folder holds. Writes nothing."""
         cfg, held = self.cfg, [name for name in RUN_FILES if (self.out_dir / name).exists()]
         if cfg.resume and cfg.overwrite:
             raise ValueError("--resume and --overwrite exclude each other")
@@ -207,13 +208,19 @@ class Trainer:
                 )
         if self.rank == 0:
             check_writable(self.checkpoint_path, "--out")
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            for stale in self.out_dir.glob(".*.tmp"):  # a checkpoint write that was killed
-                stale.unlink()
-            if cfg.overwrite:
-                for name in held:
-                    (self.out_dir / name).unlink()
-        return state
+        return state, held
+
+    def _claim_run_folder(self, held: list[str]) -> None:
+        """Once data and models are built (so a setup error leaves the folder as it was): create the
+        folder, remove killed checkpoint writes and, with ``--overwrite``, the old run's files."""
+        if self.rank != 0:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.out_dir.glob(".*.tmp"):  # a checkpoint write that was killed
+            stale.unlink()
+        if self.cfg.overwrite:
+            for name in held:
+                (self.out_dir / name).unlink()
 
     # -- checkpoints -------------------------------------------------------------------------
     @property
