@@ -97,6 +97,12 @@ def find_reducer(model: nn.Module) -> TokenReducer | None:
     return next((m for m in model.modules() if isinstance(m, TokenReducer)), None)
 
 
+def backbone_of(model: nn.Module) -> nn.Module:
+    """The network a method reduces: a segmenter's or detector's ``backbone`` (they mark themselves with
+    ``task_model = True``), else ``model`` itself."""
+    return model.backbone if getattr(model, "task_model", False) else model
+
+
 @dataclass(frozen=True)
 class Family:
     """A backbone family :func:`dynamicvit.sparsify` knows, and its training recipe defaults."""

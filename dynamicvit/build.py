@@ -7,13 +7,15 @@ import copy
 import dataclasses
 import os
 
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from torch.utils.data import Dataset
 
-from .base import find_reducer
+from .base import backbone_of, find_reducer
 from .checkpoint import infer_timm_kwargs, is_added_key, load_checkpoint, read_checkpoint, read_state_dict
-from .config import TrainConfig, check_teacher, validate
+from .config import TASKS, TrainConfig, check_teacher, validate
 from .data import build_dataset
+from .detect import LEVELS, build_detector
 from .hierarchical import is_hierarchical
 from .methods import apply_method, get_method
 from .models import build_timm_model
@@ -53,32 +55,52 @@ def build_dense(
     input_size: tuple[int, int, int] | None = None,
     pretrained: bool = False,
 ) -> nn.Module:
-    """The run's dense model: a timm classifier, or for ``task="segment"`` a segmenter on a
-    features_only backbone taking ``input_size`` (C, H, W) images."""
+    """The run's dense model: a timm classifier, or for ``task="segment"`` / ``"detect"`` a segmenter /
+    FCOS detector on the timm backbone, taking ``input_size`` (C, H, W) images."""
     kwargs = {"num_classes": num_classes, "in_chans": in_chans, **cfg.model_kwargs}
     if cfg.img_size is not None:
         kwargs["img_size"] = cfg.img_size
     if cfg.task == "classify":
         return build_timm_model(cfg.model, pretrained=pretrained, **kwargs)
-    if cfg.task != "segment":
-        raise ValueError(f"task must be 'classify' or 'segment', got {cfg.task!r}")
-    backbone = build_timm_model(cfg.model, pretrained=pretrained, features_only=True, **kwargs)
-    if not is_hierarchical(backbone):
-        raise ValueError(f"--task segment needs a ConvNeXt or Swin backbone, got {cfg.model!r}")
-    return build_segmenter(backbone, num_classes, input_size)
+    if cfg.task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
+    plain = build_timm_model(cfg.model, pretrained=pretrained, **{**kwargs, "num_classes": 0})
+    if not is_hierarchical(plain):
+        if cfg.task == "segment" and isinstance(plain, VisionTransformer):
+            return build_segmenter(plain, num_classes, input_size)
+        needs = "a ConvNeXt, Swin or plain ViT" if cfg.task == "segment" else "a ConvNeXt or Swin"
+        raise ValueError(f"--task {cfg.task} needs {needs} backbone, got {cfg.model!r}")
+    if cfg.task == "segment":
+        return build_segmenter(
+            build_timm_model(cfg.model, pretrained, features_only=True, **kwargs), num_classes, input_size
+        )
+    body = build_timm_model(cfg.model, pretrained, features_only=True, out_indices=LEVELS, **kwargs)
+    return build_detector(body, num_classes, input_size)
 
 
 def build_dense_for_data(cfg: TrainConfig, dataset, pretrained: bool = False) -> nn.Module:
-    """:func:`build_dense` with classes, channels and (segmentation) input size from ``dataset``;
+    """:func:`build_dense` with classes, channels and (dense prediction) input size from ``dataset``;
     the teacher checkpoint loaded when the config names one."""
-    if cfg.task == "segment" and (not hasattr(dataset, "class_names") or cfg.mixup or cfg.cutmix):
-        raise ValueError("--task segment needs a segmentation data set (--data cluttered-fashion-scenes), no mixup")
-    size = tuple(dataset[0][0].shape) if cfg.task == "segment" else None
+    found = getattr(dataset, "task", "classify")
+    if found != cfg.task:
+        raise ValueError(
+            f"--task {cfg.task} needs {_TASK_DATA[cfg.task]}; --data {cfg.data} is a {found} set (--task {found})"
+        )
+    if cfg.task != "classify" and (cfg.mixup or cfg.cutmix):
+        raise ValueError(f"--task {cfg.task} takes no --mixup / --cutmix (they mix class labels)")
+    size = tuple(dataset[0][0].shape) if cfg.task != "classify" else None
     model = build_dense(cfg, dataset.num_classes, dataset.in_chans, size, pretrained)
     _check_image_size(model, cfg, tuple(dataset[0][0].shape[-2:]))
     if cfg.teacher_checkpoint:
         load_checkpoint(model, cfg.teacher_checkpoint)
     return model
+
+
+_TASK_DATA = {
+    "classify": "a classification data set",
+    "segment": "--data cluttered-fashion-scenes",
+    "detect": "--data cluttered-fashion-boxes or coco",
+}
 
 
 def _check_image_size(model: nn.Module, cfg: TrainConfig, size: tuple[int, int]) -> None:
@@ -93,10 +115,13 @@ def _check_image_size(model: nn.Module, cfg: TrainConfig, size: tuple[int, int])
 
 
 def reduce(model: nn.Module, cfg: TrainConfig, **options) -> nn.Module:
-    """The run's student: ``model`` reduced by ``cfg.method`` at ``cfg.keep_rate`` (or ToMe's r)."""
-    return apply_method(
-        model, cfg.method, keep_rate=cfg.keep_rate, prune_layers=cfg.prune_layers, r=cfg.tome_r, **options
+    """The run's student: ``model`` reduced by ``cfg.method`` at ``cfg.keep_rate`` (or ToMe's r); a segmenter's
+    or detector's backbone is reduced in place."""
+    target = backbone_of(model)
+    reduced = apply_method(
+        target, cfg.method, keep_rate=cfg.keep_rate, prune_layers=cfg.prune_layers, r=cfg.tome_r, **options
     )
+    return model if target is not model else reduced
 
 
 def build_teacher_student(cfg: TrainConfig, dataset) -> tuple[nn.Module, nn.Module | None]:
@@ -133,7 +158,7 @@ def load_trained(source: str | os.PathLike | dict, ema: bool = True, **overrides
     weights = read_state_dict(state["ema"] if use_ema else state)
     found = infer_timm_kwargs(weights)
     chans, side = found["in_chans"], cfg.img_size or cfg.canvas
-    model = build_dense(cfg, found["num_classes"], chans, (chans, side, side) if cfg.task == "segment" else None)
+    model = build_dense(cfg, found["num_classes"], chans, (chans, side, side) if cfg.task != "classify" else None)
     # a learned method's modules show in the weights; the others are known from the config alone
     if any(is_added_key(k) for k in weights) or (not cfg.dense and not get_method(cfg.method).learned):
         model = reduce(model, cfg, **options)

@@ -104,9 +104,11 @@ def is_added_key(name: str) -> bool:
 def infer_timm_kwargs(weights: dict[str, torch.Tensor]) -> dict:
     """``num_classes`` and ``in_chans`` of a model, read off its state dict (classifier, first conv).
 
-    Classifiers: timm's ``head.weight`` / ``head.fc.weight``; segmenters: ``decode.head.weight``.
+    Classifiers: timm's ``head.weight`` / ``head.fc.weight``; segmenters: ``decode.head.weight``; FCOS
+    detectors (one anchor per location): the classification head's last conv.
     """
-    heads = [k for k in ("head.weight", "head.fc.weight", "decode.head.weight") if k in weights]
+    names = ("head.weight", "head.fc.weight", "decode.head.weight", "fcos.head.classification_head.cls_logits.weight")
+    heads = [k for k in names if k in weights]
     convs = [v for v in weights.values() if v.dim() == 4]
     if not heads or not convs:
         raise CheckpointError("cannot tell the classes and input channels of these weights (no head or no conv)")

@@ -51,8 +51,20 @@ def _cmd_flops(args: argparse.Namespace) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
-    from .bench import benchmark
+    from .bench import benchmark, benchmark_checkpoints
 
+    if args.checkpoints:
+        r = benchmark_checkpoints(*args.checkpoints, args.batch_sizes[0], args.warmup, args.repeats)
+        if args.json:
+            print(json.dumps(r, indent=2))
+            return
+        print(
+            f"batch {r['batch_size']}, {r['img_size'][0]}x{r['img_size'][1]}, median of {r['repeats']} interleaved runs"
+        )
+        for name, ips in r["img_per_s"].items():
+            ratio = ips / r["img_per_s"]["dense backbone" if "backbone" in name else "dense"]
+            print(f"  {name:<16} {ips:9.1f} img/s  {ratio:5.2f}x  {r['gmacs'][name]:.5f} GMACs")
+        return
     results = [
         benchmark(
             model,
@@ -155,7 +167,7 @@ def _cmd_compare(args: argparse.Namespace) -> None:
 def _cmd_eval(args: argparse.Namespace) -> None:
     from .evaluate import evaluate, load_for_eval
     from .methods import random_selector
-    from .viz import save_segmentation_grid
+    from .viz import save_detection_grid, save_segmentation_grid
 
     overrides = {
         k: getattr(args, k)
@@ -165,11 +177,12 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     if args.picture:
         check_writable(args.picture, "--picture")
     model, dataset, cfg = load_for_eval(args.checkpoint, ema=not args.no_ema, **overrides)
-    if args.picture and cfg.task != "segment":
-        raise ValueError("--picture draws segmentation results; this checkpoint is a classifier (use viz)")
+    if args.picture and cfg.task == "classify":
+        raise ValueError("--picture draws segmentation or detection results; this checkpoint is a classifier (use viz)")
     r = evaluate(model, dataset, cfg, decisions_fn=random_selector(cfg.seed) if args.random else None)
     if args.picture:
-        save_segmentation_grid(model, dataset, args.picture)
+        draw = save_detection_grid if cfg.task == "detect" else save_segmentation_grid
+        draw(model, dataset, args.picture)
     if args.json:
         print(json.dumps(r, indent=2))
         return
@@ -315,7 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p, names=("model", "keep_rate", "task", "img_size", "keep_mode", "thresholds", *_DATA_FIELDS))
     p.add_argument("--random", action="store_true", help="random token selection at the same counts")
     p.add_argument("--no-ema", action="store_true", help="the raw weights even when the checkpoint has EMA ones")
-    p.add_argument("--picture", default=None, help="segmentation: PNG of inputs, labels, predictions, slow path")
+    p.add_argument(
+        "--picture",
+        default=None,
+        help="segmentation / detection: PNG of inputs, labels or boxes, predictions, kept locations",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_eval)
 
@@ -367,7 +384,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_flops)
 
     p = sub.add_parser("bench", help="measured img/s, latency and memory of dense vs sparse (and the slicing limit)")
-    p.add_argument("--model", "--models", dest="models", nargs="+", required=True, help="timm or zoo model name(s)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", "--models", dest="models", nargs="+", help="timm or zoo model name(s)")
+    which.add_argument(
+        "--checkpoints",
+        nargs=2,
+        metavar=("DENSE", "SPARSE"),
+        help="two trained models (classifiers, segmenters, detectors): img/s of both and of their backbones",
+    )
     p.add_argument("--keep-rate", type=float, default=None, help="keep ratio rho in (0, 1] (default: zoo's, else 0.7)")
     p.add_argument("--img-size", type=int, default=None, help="input resolution (default: the model's)")
     p.add_argument("--batch-size", "--batch-sizes", dest="batch_sizes", type=int, nargs="+", default=[32])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from torch import nn
 
-from .base import KEEP_MODES
+from .base import KEEP_MODES, backbone_of
 from .data import DATASETS
 from .methods import METHODS
 from .models import family_of
@@ -33,7 +33,7 @@ __all__ = [
     "with_family_defaults",
 ]
 
-TASKS = ("classify", "segment")
+TASKS = ("classify", "segment", "detect")
 
 
 def _opt(default, help: str, **cli):
@@ -54,7 +54,10 @@ class TrainConfig:
     )
     dense: bool = _opt(False, "train the dense model itself (e.g. to make a teacher offline)")
     task: str = _opt(
-        "classify", "segment: FPN head on a features_only ConvNeXt/Swin, per-pixel CE, mIoU", choices=TASKS
+        "classify",
+        "segment: FPN head on a ConvNeXt/Swin's maps or a ViT's restored tokens, per-pixel CE, mIoU; "
+        "detect: torchvision FCOS on a ConvNeXt/Swin, COCO mAP",
+        choices=TASKS,
     )
     method: str = _opt("dynamicvit", "token reduction to train (baselines train with CE + KL)", choices=tuple(METHODS))
     tome_r: int = _opt(8, "ToMe's tokens merged per block (method tome)")
@@ -62,7 +65,9 @@ class TrainConfig:
     teacher_checkpoint: str | None = _opt(None, "dense checkpoint for the teacher and the student's backbone")
     model_kwargs: dict = _opt({}, "extra timm kwargs as JSON, e.g. '{\"drop_path_rate\": 0.1}'")
     data: str = _opt(
-        "cluttered-fashion-mnist", "data set (cluttered-fashion-scenes is for --task segment)", choices=DATASETS
+        "cluttered-fashion-mnist",
+        "data set (cluttered-fashion-scenes: --task segment; cluttered-fashion-boxes, coco: --task detect)",
+        choices=DATASETS,
     )
     data_dir: str | None = _opt(None, "data folder (default: /usr/share/datasets/fashion-mnist)")
     canvas: int = _opt(64, "cluttered-fashion-mnist canvas side")
@@ -204,7 +209,7 @@ def check_teacher(cfg: TrainConfig) -> None:
 
 def with_family_defaults(cfg: TrainConfig, model: nn.Module) -> TrainConfig:
     """``cfg`` with the recipe values left unset filled from the model's family."""
-    family = family_of(model)
+    family = family_of(backbone_of(model))
     return dataclasses.replace(
         cfg,
         ratio_weight=family.ratio_weight if cfg.ratio_weight is None else cfg.ratio_weight,

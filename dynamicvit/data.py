@@ -9,7 +9,9 @@ setting in which spatial sparsity pays. Every sample is a pure function of
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import os
 import zlib
 from pathlib import Path
@@ -26,12 +28,22 @@ __all__ = [
     "FashionMNIST",
     "ClutteredFashionMNIST",
     "ClutteredFashionScenes",
+    "ClutteredFashionDetection",
+    "CocoDetection",
+    "collate_detection",
     "DATASETS",
     "build_dataset",
     "load_image",
 ]
 
-DATASETS = ("fashion-mnist", "cluttered-fashion-mnist", "cluttered-fashion-scenes", "imagefolder")
+DATASETS = (
+    "fashion-mnist",
+    "cluttered-fashion-mnist",
+    "cluttered-fashion-scenes",
+    "cluttered-fashion-boxes",
+    "imagefolder",
+    "coco",
+)
 
 FASHION_CLASSES = (
     "T-shirt/top",
@@ -230,6 +242,7 @@ class ClutteredFashionScenes(_Canvases):
     Deterministic per seed, split and index. Returns (image (1, H, W), labels (H, W) int64).
     """
 
+    task = "segment"
     num_classes = 11  # background + the 10 Fashion-MNIST classes
     class_names = ("background", *FASHION_CLASSES)
 
@@ -251,22 +264,125 @@ class ClutteredFashionScenes(_Canvases):
 
     def render(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Canvas (uint8 H×W) and per-pixel labels (int64 H×W)."""
+        canvas, labels, _ = self.render_items(index)
+        return canvas, labels
+
+    def render_items(self, index: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, tuple[int, int, int, int]]]]:
+        """Canvas, per-pixel labels and, per item, its class and the tight box (x0, y0, x1, y1), pixel
+        edges, of its own silhouette (the whole item, also where a later one covers it)."""
         rng = self._rng(index, 7)
         size = self.canvas
         canvas = np.zeros((size, size), dtype=np.uint8)
         labels = np.zeros((size, size), dtype=np.int64)
         picks = [index, *rng.integers(len(self.images), size=self.items - 1)]
+        items = []
         for k in picks:
             y, x = (int(v) for v in rng.integers(0, size - 28 + 1, size=2))
             item = self.images[k]
             mask = item > self.threshold
             canvas[y : y + 28, x : x + 28][mask] = item[mask]
             labels[y : y + 28, x : x + 28][mask] = int(self.labels[k]) + 1
-        return canvas, labels
+            if mask.any():
+                rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+                box = (x + int(cols[0]), y + int(rows[0]), x + int(cols[-1]) + 1, y + int(rows[-1]) + 1)
+                items.append((int(self.labels[k]), box))
+        return canvas, labels, items
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         canvas, labels = self.render(index)
         return _to_tensor(canvas), torch.from_numpy(labels)
+
+
+def collate_detection(batch) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+    """Images stacked (one size), targets as a list of dicts: the detection sets' ``collate_fn``."""
+    return torch.stack([image for image, _ in batch]), [target for _, target in batch]
+
+
+class ClutteredFashionDetection(ClutteredFashionScenes):
+    """Detection scenes: the segmentation scenes' ``items`` Fashion-MNIST items on a ``canvas``² image,
+    each with a tight box from its own silhouette and its class (0–9). Returns (image (1, H, W), target)
+    with target ``{"boxes": (N, 4) float xyxy pixels, "labels": (N,) int64}`` as torchvision's detectors
+    take; ``collate_fn`` batches them."""
+
+    task = "detect"
+    num_classes = 10
+    class_names = FASHION_CLASSES
+    collate_fn = staticmethod(collate_detection)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        canvas, _, items = self.render_items(index)
+        return _to_tensor(canvas), _target([label for label, _ in items], [box for _, box in items])
+
+
+def _target(labels: list[int], boxes: list) -> dict[str, torch.Tensor]:
+    return {
+        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        "labels": torch.tensor(labels, dtype=torch.int64),
+    }
+
+
+class CocoDetection(Dataset):
+    """A COCO-format detection set (an ``images`` folder and an annotation json) read with
+    ``pycocotools``; images resized to ``img_size``² RGB (ImageNet statistics), boxes scaled with them.
+
+    Every record is checked when the set is built: a box outside its image, a non-positive width or
+    height, an unknown category id or a missing image file is a ``ValueError`` naming the record.
+    Images without boxes are fine. Category ids map to labels 0..K-1 in id order (``category_ids``).
+    """
+
+    task = "detect"
+    in_chans = 3
+
+    def __init__(self, image_dir, annotation_file, img_size: int = 224, limit: int | None = None) -> None:
+        from pycocotools.coco import COCO
+
+        image_dir, annotation_file = Path(image_dir), Path(annotation_file)
+        if not annotation_file.is_file():
+            raise FileNotFoundError(f"no COCO annotation file at {annotation_file}")
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                self.coco = COCO(str(annotation_file))
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"cannot read COCO annotations {annotation_file}: {err!r}") from None
+        self.category_ids = sorted(self.coco.getCatIds())
+        self.class_names = tuple(self.coco.cats[c]["name"] for c in self.category_ids)
+        self.num_classes = len(self.category_ids)
+        self.image_dir, self.img_size = image_dir, img_size
+        self.ids = sorted(self.coco.getImgIds())[:limit]
+        for image_id in self.ids:
+            self._check(image_id)
+
+    def _check(self, image_id: int) -> None:
+        info = self.coco.imgs[image_id]
+        where = f"{self.image_dir / info.get('file_name', '?')} (image id {image_id})"
+        if not (self.image_dir / info.get("file_name", "")).is_file():
+            raise ValueError(f"COCO image {where}: no such file")
+        width, height = info.get("width"), info.get("height")
+        if not width or not height:
+            raise ValueError(f"COCO image {where}: the record has no width and height")
+        for ann in self.coco.imgToAnns.get(image_id, []):
+            x, y, w, h = ann["bbox"]
+            record = f"COCO annotation {ann.get('id')} of image {where}"
+            if ann["category_id"] not in self.coco.cats:
+                raise ValueError(f"{record}: unknown category id {ann['category_id']}")
+            if w <= 0 or h <= 0:
+                raise ValueError(f"{record}: box [x, y, w, h] = {ann['bbox']} has a non-positive size")
+            if x < 0 or y < 0 or x + w > width or y + h > height:
+                raise ValueError(f"{record}: box [x, y, w, h] = {ann['bbox']} lies outside the {width}x{height} image")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    collate_fn = staticmethod(collate_detection)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        image_id = self.ids[index]
+        info = self.coco.imgs[image_id]
+        x, _ = load_image(self.image_dir / info["file_name"], (self.img_size,) * 2, 3)
+        sx, sy = self.img_size / info["width"], self.img_size / info["height"]
+        anns = [a for a in self.coco.imgToAnns.get(image_id, []) if not a.get("iscrowd", 0)]
+        boxes = [[bx * sx, by * sy, (bx + bw) * sx, (by + bh) * sy] for bx, by, bw, bh in (a["bbox"] for a in anns)]
+        return x, _target([self.category_ids.index(a["category_id"]) for a in anns], boxes)
 
 
 def build_dataset(
@@ -281,7 +397,9 @@ def build_dataset(
     distractors_max: int | None = None,
 ) -> Dataset:
     """One of :data:`DATASETS`; ``imagefolder`` reads ``data_dir/{train,val}``;
-    ``cluttered-fashion-scenes`` is the segmentation set (per-pixel labels).
+    ``cluttered-fashion-scenes`` is the segmentation set (per-pixel labels), ``cluttered-fashion-boxes``
+    and ``coco`` (images in ``data_dir/{train,val}``, annotations in ``data_dir/annotations/{train,val}.json``)
+    are detection sets.
 
     ``canvas`` and ``distractors`` apply to the cluttered set, ``img_size`` to image folders.
     """
@@ -293,8 +411,15 @@ def build_dataset(
         )
     if name == "cluttered-fashion-scenes":
         return ClutteredFashionScenes(split, data_dir, canvas=canvas, seed=seed, limit=limit)
+    if name == "cluttered-fashion-boxes":
+        return ClutteredFashionDetection(split, data_dir, canvas=canvas, seed=seed, limit=limit)
     if name == "imagefolder":
         return _image_folder(split, data_dir, img_size, limit)
+    if name == "coco":
+        if data_dir is None:
+            raise ValueError("coco needs --data-dir with train/, val/ and annotations/{train,val}.json")
+        part = "train" if split == "train" else "val"
+        return CocoDetection(Path(data_dir) / part, Path(data_dir) / "annotations" / f"{part}.json", img_size, limit)
     raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
 
 

@@ -38,6 +38,7 @@ from .checkpoint import (
     read_state_dict,
 )
 from .config import FAMILY_DEFAULTED, TrainConfig, check_writable, validate, with_family_defaults
+from .detect import detection_loss, targets_to
 from .distributed import dist_info, ranks_in_sync, rng_state, seed_all, set_rng_state
 from .evaluate import evaluate
 from .losses import build_criterion
@@ -124,9 +125,15 @@ class Trainer:
             self.train_set, num_replicas=self.world, rank=self.rank, shuffle=True, seed=cfg.seed, drop_last=True
         )
         self.loader = DataLoader(
-            self.train_set, batch_size=cfg.batch_size, sampler=self.sampler, num_workers=cfg.workers, drop_last=True
+            self.train_set,
+            batch_size=cfg.batch_size,
+            sampler=self.sampler,
+            num_workers=cfg.workers,
+            drop_last=True,
+            collate_fn=getattr(self.train_set, "collate_fn", None),  # detection sets: lists of targets
         )
         self.model, self.teacher = build_teacher_student(cfg, self.train_set)
+        self.takes_targets = getattr(self.model, "takes_targets", False)  # detectors compute their own losses
         self.model = self.model.to(self.device)
         if self.teacher is not None:
             self.teacher = self.teacher.to(self.device).eval()
@@ -153,6 +160,8 @@ class Trainer:
                 num_classes=self.train_set.num_classes,
             )
             base = SoftTargetCrossEntropy()
+        elif self.takes_targets:  # a detector: its own losses
+            base = detection_loss
         else:
             base = LabelSmoothingCrossEntropy(cfg.smoothing) if cfg.smoothing > 0 else nn.CrossEntropyLoss()
         self.base_criterion = base
@@ -335,15 +344,17 @@ class Trainer:
             leave=False,
         )
         for x, y in bar:
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            x = x.to(self.device, non_blocking=True)
+            y = targets_to(y, self.device) if self.takes_targets else y.to(self.device, non_blocking=True)
             if self.mixup is not None:
                 x, y = self.mixup(x, y)
+            given = {"targets": y} if self.takes_targets else {}
             with self._autocast():
                 if cfg.dense:
-                    loss = self.base_criterion(self.ddp(x), y)
+                    loss = self.base_criterion(self.ddp(x, **given), y)
                     terms = {"loss": loss.detach()}
                 else:
-                    loss, terms = self.criterion(x, self.ddp(x, return_decisions=True), y)
+                    loss, terms = self.criterion(x, self.ddp(x, return_decisions=True, **given), y)
             self.optimizer.zero_grad(set_to_none=True)
             if not self._all_finite(loss):
                 self.skipped_steps += 1

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from .base import find_reducer
 from .build import build_run_dataset, load_trained
 from .config import TrainConfig
+from .detect import evaluate_detection
 from .flops import count_flops, counts_per_image, per_image_gmacs, per_image_report
 from .methods import method_of, random_selector
 from .segment import confusion_matrix, miou
@@ -37,6 +38,10 @@ def evaluate(
     ``decisions_fn(batch, num_tokens, counts)`` forces per-stage kept indices (e.g. random) on a
     model whose method accepts forced decisions.
     """
+    if getattr(model, "takes_targets", False):  # a detector: COCO mAP
+        if decisions_fn is not None:
+            raise ValueError("forced token selection (e.g. random tokens) is evaluated on classifiers and segmenters")
+        return _evaluate_detector(model, dataset, cfg, batch_size)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -83,7 +88,7 @@ def evaluate(
     }
     if confusion is not None:
         out["miou"] = miou(confusion)
-        out["backbone_gmacs"] = flops.parts.get("backbone", 0) / 1e9
+        out["backbone_gmacs"] = count_flops(model.backbone, img_size=tuple(dataset[0][0].shape[-2:])).gmacs
     if adaptive:
         gmacs = per_image_gmacs(model, counts)
         out["per_image"] = per_image_report(counts, gmacs)
@@ -92,6 +97,18 @@ def evaluate(
     elif reducer is not None:
         out["kept_tokens"] = reducer.token_counts(reducer.last_tokens)
         out["per_image"] = per_image_report([tuple(out["kept_tokens"])], [flops.gmacs])
+    return out
+
+
+def _evaluate_detector(model: nn.Module, dataset, cfg: TrainConfig | None, batch_size: int) -> dict:
+    """mAP/AP50 (pycocotools), img/s of the detector and of its backbone, GMACs of both, kept locations."""
+    size = tuple(dataset[0][0].shape[-2:])
+    out = evaluate_detection(model, dataset, batch_size=batch_size, workers=cfg.workers if cfg else 0)
+    out["gmacs"] = count_flops(model, img_size=size).gmacs
+    out["backbone_gmacs"] = count_flops(model.backbone, img_size=size).gmacs
+    reducer = find_reducer(model)
+    if reducer is not None:
+        out["kept_tokens"] = reducer.token_counts(reducer.last_tokens)
     return out
 
 

@@ -157,15 +157,19 @@ def build_criterion(
     distill_weight: float = 0.5,
     token_weight: float = 0.5,
     ratio_loss: str = "image",
-) -> DistillationLoss:
+) -> nn.Module:
     """The objective for a reduced ``model``: the keep-ratio term when its method ``learned`` its
     decisions (targets from the model's reducer), the token term when its final features are tokens
     aligned with the teacher's (by KL of the token-labelling head when the model has one),
-    KL distillation whenever there is a ``teacher``."""
+    KL distillation whenever there is a ``teacher``. A model with a ``distillation_loss(teacher,
+    target_ratios, ratio_weight, distill_weight, ratio_loss)`` method (a detector) builds its own."""
     reducer = find_reducer(model)
     if reducer is None:
         raise ValueError(f"{type(model).__name__} is dense; the distillation objective needs a reduced model")
     targets = reducer.keep_targets()
+    own = getattr(model, "distillation_loss", None)  # a model with its own objective (detectors)
+    if own is not None:
+        return own(teacher, targets, ratio_weight if learned else 0.0, distill_weight, ratio_loss)
     distills_tokens = learned and reducer.distills_tokens
     token_head = getattr(model, "token_logits", None) if distills_tokens and teacher is not None else None
     return DistillationLoss(

@@ -1,21 +1,24 @@
-"""Semantic segmentation on a (sparse) hierarchical backbone: a light FPN head and mIoU.
+"""Semantic segmentation on a (sparse) backbone: a light FPN head and mIoU.
 
-The backbone is a timm ``features_only`` ConvNeXt/Swin (strides 4/8/16/32). Sparsifying it
-(:func:`dynamicvit.sparsify`) keeps every feature map's shape, so the same head serves the
-dense and the sparse backbone; that is the point of asymmetric computation (the journal
-version of DynamicViT, arXiv 2207.01580).
+The backbone is a timm ``features_only`` ConvNeXt/Swin (strides 4/8/16/32) or a plain timm ViT.
+Sparsifying a ConvNeXt/Swin (:func:`dynamicvit.sparsify`) keeps every feature map's shape, so the
+same head serves the dense and the sparse backbone; that is the point of asymmetric computation
+(the journal version of DynamicViT, arXiv 2207.01580). A pruned ViT loses its dropped tokens;
+token restoration (as in SViT, Liu et al., arXiv 2306.07050: a dropped token keeps its features from the
+stage that dropped it and all are put back at the output) gives the head the full map again.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from .base import find_reducer
 from .tokens import SparseOutput, check_finite, check_image_batch, in_channels
 
-__all__ = ["FPNHead", "Segmenter", "build_segmenter", "confusion_matrix", "miou"]
+__all__ = ["FPNHead", "Segmenter", "ViTSegmenter", "build_segmenter", "confusion_matrix", "miou"]
 
 
 class FPNHead(nn.Module):
@@ -50,6 +53,8 @@ class Segmenter(nn.Module):
     return_decisions=False)``; ``forward_features`` gives the feature maps, ``forward_head`` the
     logits, so :class:`dynamicvit.DistillationLoss` can distil from a dense segmenter.
     """
+
+    task_model = True  # methods reduce its backbone
 
     def __init__(self, backbone: nn.Module, num_classes: int, input_size: tuple[int, int, int], dim: int = 32):
         super().__init__()
@@ -90,10 +95,62 @@ class Segmenter(nn.Module):
         return SparseOutput(logits, stage.last_decisions if stage is not None else [], feats[-1])
 
 
+class ViTSegmenter(Segmenter):
+    """A plain timm ViT (``num_classes=0``) + :class:`FPNHead` on its patch-token map (one level, at the
+    patch stride). On a DynamicViT backbone the dropped tokens are restored
+    (:meth:`~dynamicvit.vit.DynamicViTMixin.forward_restored`): each keeps its features from the stage
+    that dropped it, so the map is complete and the head is the dense model's.
+
+    ``forward_features`` gives the (B, N, C) patch tokens (what the distillation's token term compares),
+    ``forward_head`` the logits; ``last_grid`` is the token grid of the latest forward.
+    """
+
+    def __init__(self, backbone: nn.Module, num_classes: int, input_size: tuple[int, int, int], dim: int = 32):
+        nn.Module.__init__(self)
+        self.backbone = backbone
+        self.channels = [backbone.embed_dim]
+        self.decode = FPNHead(self.channels, num_classes, dim)
+        self.pretrained_cfg = {"input_size": tuple(input_size)}
+        self.last_grid = backbone.patch_embed.dynamic_feat_size(tuple(input_size[-2:]))
+
+    def _tokens(self, x: torch.Tensor, decisions: list[torch.Tensor] | None) -> tuple[torch.Tensor, list]:
+        backbone = self.backbone
+        if not torch.compiler.is_compiling():
+            self.last_grid = backbone.patch_embed.dynamic_feat_size(tuple(x.shape[-2:]))
+        if hasattr(backbone, "forward_restored"):
+            return backbone.forward_restored(x, decisions)
+        if find_reducer(backbone) is not None:
+            raise TypeError(f"{backbone.method} drops tokens without restoring them; segmentation needs dynamicvit")
+        if decisions is not None:
+            raise ValueError("forced decisions need a sparsified backbone")
+        return backbone.forward_features(x)[:, backbone.num_prefix_tokens :], []
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self._tokens(x, None)[0]
+
+    def forward_head(self, tokens: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        gh, gw = self.last_grid
+        grid = tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], gh, gw)
+        logits = self.decode([grid])
+        ph, pw = self.backbone.patch_embed.patch_size
+        return F.interpolate(logits, size=size or (gh * ph, gw * pw), mode="bilinear", align_corners=False)
+
+    def forward(
+        self, x: torch.Tensor, decisions: list[torch.Tensor] | None = None, return_decisions: bool = False
+    ) -> torch.Tensor | SparseOutput:
+        check_image_batch(x, in_channels(self))
+        tokens, out = self._tokens(x, decisions)
+        logits = self.forward_head(tokens, tuple(x.shape[-2:]))
+        return SparseOutput(logits, out, tokens) if return_decisions else logits
+
+
 def build_segmenter(backbone: nn.Module, num_classes: int, input_size: tuple[int, int, int]) -> Segmenter:
-    """A :class:`Segmenter` on a timm ``features_only`` backbone (ConvNeXt/Swin)."""
+    """A :class:`Segmenter` on a timm ``features_only`` backbone (ConvNeXt/Swin), or a
+    :class:`ViTSegmenter` on a plain timm ViT."""
+    if isinstance(backbone, VisionTransformer):
+        return ViTSegmenter(backbone, num_classes, input_size)
     if not hasattr(backbone, "feature_info"):
-        raise TypeError("segmentation needs a timm features_only backbone (build it with features_only=True)")
+        raise TypeError("segmentation needs a timm features_only ConvNeXt/Swin or a timm ViT backbone")
     return Segmenter(backbone, num_classes, input_size)
 
 

@@ -149,6 +149,30 @@ def packed_block(blk: nn.Module, tokens: PackedTokens) -> PackedTokens:
     return tokens._replace(x=x.squeeze(0))
 
 
+def restore_tokens(trace: Sequence[tuple[torch.Tensor, torch.Tensor | None]], num_tokens: int) -> torch.Tensor:
+    """Every patch token back at its grid place (B, ``num_tokens``, C) with its latest features: a kept
+    token's final ones, a dropped token's from the reduction step that dropped it (token restoration,
+    for dense prediction on a pruned ViT).
+
+    ``trace`` lists, in forward order, (patch tokens, which of them are alive): alive as ``None`` (all,
+    tokens (B, N, C)), a hard mask (B, N) over full-length tokens (train mode), or grid indices (B, k) of
+    the k tokens given (eval mode). Later entries overwrite earlier ones where alive; masks blend, so
+    straight-through gradients reach the masks."""
+    full = None
+    for tokens, alive in trace:
+        if alive is None:
+            full = tokens
+        elif alive.dtype.is_floating_point:
+            keep = alive.unsqueeze(-1).to(tokens.dtype)
+            full = keep * tokens + (1 - keep) * full
+        else:
+            index = alive.unsqueeze(-1).expand(-1, -1, tokens.shape[-1])
+            full = full.scatter(1, index, tokens)
+    if full is None or full.shape[1] != num_tokens:
+        raise ValueError(f"token restoration needs the full {num_tokens}-token map first in the trace")
+    return full
+
+
 # -- prefix tokens ---------------------------------------------------------------------------
 def patch_tokens(x: torch.Tensor, prefix: int) -> torch.Tensor:
     """Patch tokens (B, N, C) after ``prefix`` special tokens, as a contiguous copy (LayerNorm on the

@@ -55,6 +55,7 @@ from .tokens import (
     per_image,
     residual_attention,
     residual_mlp,
+    restore_tokens,
     with_prefix,
 )
 
@@ -241,19 +242,25 @@ class DynamicViTMixin(TokenReductionMixin):
             return self.forward_head(feats, token_mask=decisions[-1] > 0.5)
         return self.forward_head(feats)
 
-    def _forward_masked(self, x, decisions):
+    def _forward_masked(self, x, decisions, trace: list | None = None):
+        """Train mode; ``trace`` (a list) collects each stage's (patch tokens, mask before it) for
+        :func:`restore_tokens`."""
         prefix = self.num_prefix_tokens
         mask, policy, masks = None, None, []
         for s, blk in iter_stages(self.blocks, self._prune_layers):
             if s is not None:
                 forced = forced_at(decisions, s)
-                mask = decide(self.score_predictor[s], patch_tokens(x, prefix), 0, True, mask, forced)
+                patches = patch_tokens(x, prefix)
+                if trace is not None:
+                    trace.append((patches, mask))
+                mask = decide(self.score_predictor[s], patches, 0, True, mask, forced)
                 masks.append(mask)
                 policy = torch.cat([mask.new_ones(mask.shape[0], prefix), mask], dim=1)
             x = blk(x) if policy is None else _masked_block(blk, x, policy)
         return x, masks
 
-    def _forward_pruned(self, x, decisions):
+    def _forward_pruned(self, x, decisions, trace: list | None = None):
+        """Eval mode, fixed counts; ``trace`` collects each stage's (alive patch tokens, their grid indices)."""
         prefix = self.num_prefix_tokens
         n = x.shape[1] - prefix
         counts = self.keep_counts(n)
@@ -261,6 +268,8 @@ class DynamicViTMixin(TokenReductionMixin):
         for s, blk in iter_stages(self.blocks, self._prune_layers):
             if s is not None:
                 patches = patch_tokens(x, prefix)
+                if trace is not None:
+                    trace.append((patches, index))
                 forced = forced_at(decisions, s)
                 keep = decide(self.score_predictor[s], patches, counts[s], False, index, forced, n)
                 x = with_prefix(x, prefix, gather_tokens(patches, keep))
@@ -268,6 +277,25 @@ class DynamicViTMixin(TokenReductionMixin):
                 kept.append(index)
             x = blk(x)
         return x, kept
+
+    def forward_restored(
+        self, x: torch.Tensor, decisions: list[torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """All patch tokens, normalised, at their grid places (B, N, C) – a kept token's final features, a
+        dropped token's from the stage that dropped it (:func:`restore_tokens`) – and the decisions: a
+        pruned ViT as a dense-prediction backbone. Same kept set ⇒ same map in train and eval mode."""
+        if not self.training and self.keep_mode == "adaptive":
+            raise TypeError("token restoration runs in the fixed keep mode (adaptive mode packs the batch)")
+        grid = self._check_input(x)
+        if decisions is not None and len(decisions) != len(self._prune_layers):
+            raise ValueError(f"expected {len(self._prune_layers)} forced decisions, got {len(decisions)}")
+        trace: list = []
+        run = self._forward_masked if self.training else self._forward_pruned
+        tokens, out = run(self._embed(x), decisions, trace)
+        trace.append((patch_tokens(tokens, self.num_prefix_tokens), out[-1] if out else None))
+        full = self.norm(restore_tokens(trace, grid[0] * grid[1]))
+        check_finite(x, full)
+        return full, out
 
     def _forward_adaptive(self, x, decisions):
         """Eval, adaptive keep mode: each image keeps its own tokens (:func:`threshold_keep`); from the first

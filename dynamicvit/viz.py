@@ -22,6 +22,7 @@ __all__ = [
     "grey_out",
     "kept_mask",
     "save_kept_token_grid",
+    "save_detection_grid",
     "save_segmentation_grid",
     "visualize_files",
 ]
@@ -67,13 +68,18 @@ def save_kept_token_grid(
     _save_panels(rows, titles, path, row_titles)
 
 
+Box = tuple[Sequence[float], str]  # (x0, y0, x1, y1) in pixels, caption
+
+
 def _save_panels(
     rows: Sequence[Sequence[np.ndarray]],
     titles: Sequence[str],
     path: str | os.PathLike,
     row_titles: Sequence[str] | None = None,
+    boxes: Sequence[Sequence[Sequence[Box]]] | None = None,
 ) -> None:
-    """A PNG grid of RGB panels, column titles on the first row, optional row labels."""
+    """A PNG grid of RGB panels, column titles on the first row, optional row labels and, per panel,
+    boxes with captions drawn on top."""
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.9 * n_cols, 1.9 * n_rows), squeeze=False)
     for r, panels in enumerate(rows):
@@ -82,6 +88,9 @@ def _save_panels(
             ax.imshow(panel, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
+            for (x0, y0, x1, y1), caption in boxes[r][c] if boxes and c < len(boxes[r]) else ():
+                ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="lime", lw=0.8))
+                ax.text(x0, y0 - 1, caption, color="lime", fontsize=4, va="bottom")
             if r == 0:
                 ax.set_title(titles[c], fontsize=8)
         if row_titles is not None:
@@ -155,7 +164,8 @@ def save_segmentation_grid(model: torch.nn.Module, dataset, path: str | os.PathL
     if out.decisions:
         grid, cell = decision_cells(model, (h, w))
         slow = kept_mask(out.decisions[-1], grid)
-    titles = ["input", "ground truth", "prediction", "slow path (last stage)"]
+    last = "kept tokens (last stage)" if _is_token_model(model) else "slow path (last stage)"
+    titles = ["input", "ground truth", "prediction", last]
     rows = []
     for r, (image, target) in enumerate(items):
         picture = dataset.render(r)[0] if hasattr(dataset, "render") else image[0].numpy()
@@ -164,3 +174,56 @@ def save_segmentation_grid(model: torch.nn.Module, dataset, path: str | os.PathL
             panels.append(grey_out(picture, slow[r], cell))
         rows.append(panels)
     _save_panels(rows, titles, path)
+
+
+def _is_token_model(model: torch.nn.Module) -> bool:
+    """Whether the reducer drops tokens (a ViT) rather than choosing a path per location (ConvNeXt/Swin)."""
+    reducer = find_reducer(model)
+    return reducer is not None and hasattr(reducer, "num_prefix_tokens")
+
+
+def save_detection_grid(
+    model: torch.nn.Module,
+    dataset,
+    path: str | os.PathLike,
+    count: int = 4,
+    min_score: float = 0.3,
+    class_names: Sequence[str] | None = None,
+) -> None:
+    """PNG with one row per scene: the ground-truth boxes, the predicted boxes (class and score, those
+    scoring at least ``min_score``) and, for a sparse backbone, the locations of the sparsified stage
+    that took the slow path (greyed: fast path)."""
+    items = [dataset[i] for i in range(min(count, len(dataset)))]
+    x = torch.stack([image for image, _ in items])
+    with torch.inference_mode():
+        out = model.eval()(x, return_decisions=True)
+    h, w = x.shape[-2:]
+    names = class_names or getattr(dataset, "class_names", None)
+
+    def name(label: int) -> str:
+        return names[label] if names else str(label)
+
+    slow = None
+    if out.decisions:
+        grid, cell = decision_cells(model, (h, w))
+        slow = kept_mask(out.decisions[-1], grid)
+    rows, boxes = [], []
+    for r, ((image, target), det) in enumerate(zip(items, out.logits, strict=True)):
+        picture = dataset.render(r)[0] if hasattr(dataset, "render") else image.permute(1, 2, 0).numpy()
+        plain = grey_out(picture - picture.min(), np.ones((1, 1), bool), (h, w))
+        truth = [(b, name(int(c))) for b, c in zip(target["boxes"].tolist(), target["labels"].tolist(), strict=True)]
+        keep = det["scores"] >= min_score
+        found = [
+            (b, f"{name(int(c))} {s:.2f}")
+            for b, c, s in zip(
+                det["boxes"][keep].tolist(), det["labels"][keep].tolist(), det["scores"][keep].tolist(), strict=True
+            )
+        ]
+        panels, overlay = [plain, plain], [truth, found]
+        if slow is not None:
+            panels.append(grey_out(picture - picture.min(), slow[r], cell))
+            overlay.append([])
+        rows.append(panels)
+        boxes.append(overlay)
+    titles = ["ground truth", f"prediction (score ≥ {min_score})", "slow path (last stage)"]
+    _save_panels(rows, titles, path, boxes=boxes)

@@ -12,6 +12,7 @@ from dynamicvit.evaluate import evaluate_checkpoint
 from dynamicvit.segment import build_segmenter, confusion_matrix, miou
 
 SMALL = {"dims": [8, 16, 32, 48], "depths": [1, 1, 4, 1]}
+TINY_VIT = {"patch_size": 4, "embed_dim": 32, "depth": 4, "num_heads": 2}
 
 
 def test_miou_by_hand():
@@ -73,10 +74,78 @@ def test_train_and_eval_segment_dense_and_sparse(tmp_path, fake_fashion, capsys)
     assert picture.stat().st_size > 0
 
 
-def test_segment_needs_a_hierarchical_backbone_and_scenes(tmp_path, fake_fashion):
-    with pytest.raises(ValueError, match="ConvNeXt or Swin"):
+def test_segment_needs_a_supported_backbone_and_scenes(tmp_path, fake_fashion):
+    with pytest.raises(ValueError, match="ConvNeXt, Swin or plain ViT"):
         Trainer(
-            tiny_cfg(tmp_path, fake_fashion, task="segment", dense=True, data="cluttered-fashion-scenes", canvas=32)
+            tiny_cfg(
+                tmp_path,
+                fake_fashion,
+                task="segment",
+                dense=True,
+                data="cluttered-fashion-scenes",
+                canvas=32,
+                model="resnet18",
+                model_kwargs={},
+                img_size=None,
+            )
         )
-    with pytest.raises(ValueError, match="segmentation data set"):
+    with pytest.raises(ValueError, match="--task segment needs --data cluttered-fashion-scenes"):
         Trainer(tiny_cfg(tmp_path, fake_fashion, task="segment", dense=True, model="convnext_tiny", model_kwargs=SMALL))
+
+
+def _tiny_vit_backbone(**kw):
+    return timm.create_model(
+        "vit_tiny_patch16_224", img_size=32, patch_size=4, embed_dim=32, depth=4, num_heads=2, num_classes=0, **kw
+    )
+
+
+@pytest.mark.parametrize("reg_tokens", [0, 2])
+def test_restored_tokens_same_kept_set_same_map_in_train_and_eval(reg_tokens):
+    vit = dynamicvit.sparsify(_tiny_vit_backbone(reg_tokens=reg_tokens), keep_rate=0.6, prune_layers=[1, 2, 3]).eval()
+    x = torch.randn(3, 3, 32, 32)
+    full, decisions = vit.forward_restored(x)
+    assert full.shape == (3, 64, 32) and [d.shape[1] for d in decisions] == [38, 23, 13]
+    kept = vit.forward_features(x)[:, vit.num_prefix_tokens :]  # the eval forward's final (kept) tokens
+    assert torch.equal(full.gather(1, decisions[-1][..., None].expand(-1, -1, 32)), kept)
+    masks = [torch.zeros(3, 64).scatter(1, d, 1.0) for d in decisions]
+    trained, _ = vit.train().forward_restored(x, masks)
+    assert torch.allclose(trained, full, atol=1e-5)
+    # a token dropped at the first stage keeps its features from before that stage's block, normalised
+    with torch.no_grad():
+        h = vit._embed(x)
+        h = vit.blocks[0](h)
+        early = vit.norm(h[:, vit.num_prefix_tokens :])
+    dropped = torch.ones(3, 64, dtype=torch.bool).scatter(1, decisions[0], False)
+    assert torch.allclose(full[dropped], early[dropped], atol=1e-5)
+    alone = torch.stack([vit.eval().forward_restored(x[i : i + 1])[0][0] for i in range(3)])
+    assert torch.allclose(alone, full, atol=1e-5)  # an image's map does not depend on its batch
+
+
+def test_vit_segmenter_dense_and_restored_sparse():
+    dense = build_segmenter(_tiny_vit_backbone(), 11, (3, 32, 32)).eval()
+    sparse = copy.deepcopy(dense)
+    dynamicvit.sparsify(sparse.backbone, keep_rate=0.7, prune_layers=[1, 2, 3])
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        every = [torch.arange(64).expand(2, 64)] * 3  # keep every token: the dense segmenter
+        assert torch.allclose(sparse.eval()(x, decisions=every), dense(x), atol=1e-5)
+        out = sparse(x, return_decisions=True)
+    assert out.logits.shape == (2, 11, 32, 32) and out.features.shape == (2, 64, 32)
+    assert not torch.allclose(out.logits, dense(x), atol=1e-3)  # tokens really were dropped
+    with pytest.raises(TypeError, match="evit drops tokens without restoring them"):
+        evit = copy.deepcopy(dense)
+        dynamicvit.apply_method(evit.backbone, "evit", keep_rate=0.7)
+        evit(x)
+
+
+def test_train_and_eval_segment_with_a_plain_vit(tmp_path, fake_fashion):
+    common = dict(task="segment", data="cluttered-fashion-scenes", canvas=32, img_size=32, model_kwargs=TINY_VIT)
+    Trainer(tiny_cfg(tmp_path, fake_fashion, name="dense", dense=True, epochs=1, **common)).fit()
+    teacher = tmp_path / "dense" / "last.pth"
+    record = Trainer(
+        tiny_cfg(tmp_path, fake_fashion, name="sparse", teacher_checkpoint=str(teacher), epochs=1, **common)
+    ).fit()
+    assert {"train_ce", "train_ratio", "train_cls_kl", "train_token_mse", "val_miou"} <= set(record)
+    dense, sparse = evaluate_checkpoint(teacher), evaluate_checkpoint(tmp_path / "sparse" / "last.pth")
+    assert sparse["miou"] == pytest.approx(record["val_miou"]) and sparse["backbone_gmacs"] < dense["backbone_gmacs"]
+    assert sparse["kept_tokens"] == [44, 31, 21]  # 8x8 patches of 4 pixels, rho 0.7
