@@ -11,6 +11,7 @@ from .methods import METHODS, apply_method, method_of, set_budget
 from .models import FAMILIES, create_model, sparsify
 from .predictor import TokenPredictor, keep_counts
 from .tokens import SparseOutput
+from .tune import tune
 from .zoo import ZOO, list_models
 
 __all__ = [
@@ -38,5 +39,6 @@ __all__ = [
     "save_checkpoint",
     "set_budget",
     "sparsify",
+    "tune",
 ]
 __version__ = "0.2.0"

@@ -1,4 +1,4 @@
-"""Command line: ``dynamicvit {demo,train,compare,eval,calibrate,models,flops,bench,viz,export} ...``
+"""Command line: ``dynamicvit {demo,train,compare,eval,calibrate,models,flops,tune,bench,viz,export} ...``
 (also ``python -m dynamicvit``)."""
 
 from __future__ import annotations
@@ -162,6 +162,35 @@ def _cmd_compare(args: argparse.Namespace) -> None:
         bench_repeats=args.bench_repeats,
     )
     print((Path(args.out_dir) / "compare.md").read_text())
+
+
+def _cmd_tune(args: argparse.Namespace) -> None:
+    from .tune import tune
+
+    r = tune(
+        args.model,
+        target_speedup=args.target_speedup,
+        target_ms=args.target_ms,
+        batch_size=args.batch_size,
+        img_size=args.img_size,
+        rates=tuple(args.rates) if args.rates else None,
+        warmup=args.warmup,
+        repeats=args.repeats,
+    )
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return
+    print(
+        f"{r['model']}, batch {r['batch_size']}, {r['threads']} threads: dense {r['dense_ms_per_batch']:.0f} ms/batch"
+    )
+    print("  keep rate   GMACs    img/s  speed-up  ms/batch")
+    for p in r["curve"]:
+        rate, gmacs, ips, ms = p["keep_rate"], p["gmacs"], p["img_per_s"], p["ms_per_batch"]
+        print(f"  {rate:9.2f} {gmacs:7.3f} {ips:8.1f} {p['speedup']:8.2f}x {ms:9.0f}")
+    print(
+        f"keep rate {r['keep_rate']}: {r['gmacs']:.3f} GMACs (dense {r['dense_gmacs']:.3f}), measured "
+        f"{r['speedup']:.2f}x dense, {r['ms_per_batch']:.0f} ms per batch"
+    )
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
@@ -382,6 +411,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("flops", help="multiply-accumulates of dense vs sparse, per stage")
     _add_model_args(p)
     p.set_defaults(func=_cmd_flops)
+
+    p = sub.add_parser("tune", help="the keep rate that reaches a measured speed-up or time per batch on this machine")
+    p.add_argument("--model", required=True, help="timm or zoo model name")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--target-speedup", type=float, help="img/s over the dense model's, e.g. 1.5")
+    target.add_argument("--target-ms", type=float, help="milliseconds per batch")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--img-size", type=int, default=None, help="input resolution (default: the model's)")
+    p.add_argument("--rates", type=float, nargs="+", default=None, help="keep rates to try (default 0.9 ... 0.3)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_cmd_tune)
 
     p = sub.add_parser("bench", help="measured img/s, latency and memory of dense vs sparse (and the slicing limit)")
     which = p.add_mutually_exclusive_group(required=True)

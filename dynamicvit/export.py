@@ -31,6 +31,11 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int | None = N
         import onnxscript  # noqa: F401  (the exporter needs it; fail early with advice)
     except ImportError:
         raise ImportError("ONNX export needs onnx and onnxscript: pip install 'dynamicvit[export]'") from None
+    if getattr(model, "takes_targets", False):
+        raise ValueError(
+            f"{type(model).__name__} returns a list of detections per image; export writes models with one "
+            "logits tensor (classifiers, segmenters) – export its backbone (model.backbone) instead"
+        )
     method = method_of(model)
     if method is not None and not method.exportable:
         raise ValueError(f"the {method.name} method draws numbers at run time and cannot be exported")

@@ -291,7 +291,12 @@ class DynamicHierarchicalMixin:
 
     @property
     def keep_rate(self) -> float:
+        """The first predictor's keep ratio rho; setting it sets the ratios ``[rho, rho-0.2, rho-0.4, ...]``."""
         return self.dynamic_stage.keep_ratios[0]
+
+    @keep_rate.setter
+    def keep_rate(self, value: float) -> None:
+        self.keep_ratios = default_keep_ratios(check_keep_rate(value), len(self.prune_layers))
 
     @property
     def keep_ratios(self) -> list[float]:

@@ -171,6 +171,15 @@ def test_train_and_eval_detect_dense_and_sparse(tmp_path, fake_fashion, capsys):
     picture = tmp_path / "boxes.png"
     assert main(["eval", "--checkpoint", str(tmp_path / "sparse" / "last.pth"), "--picture", str(picture)]) == 0
     assert picture.stat().st_size > 0
+    capsys.readouterr()
+    bench = ["bench", "--checkpoints", str(teacher), str(tmp_path / "sparse" / "last.pth"), "--batch-size", "2"]
+    assert main([*bench, "--repeats", "1", "--warmup", "0", "--json"]) == 0
+    timed = json.loads(capsys.readouterr().out)
+    assert set(timed["img_per_s"]) == {"dense", "sparse", "dense backbone", "sparse backbone"}
+    assert timed["gmacs"]["sparse backbone"] == pytest.approx(sparse["backbone_gmacs"])
+    assert main(["export", "--checkpoint", str(teacher), "--onnx", str(tmp_path / "d.onnx")]) == 2
+    assert "export its backbone" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(teacher), "--random"]) == 2
 
 
 def test_detect_needs_a_hierarchical_backbone_and_box_data(tmp_path, fake_fashion):
