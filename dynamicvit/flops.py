@@ -84,7 +84,20 @@ def _stage_groups(model: nn.Module, prune_layers: list[int] | None) -> list[tupl
     return groups
 
 
-@torch.inference_mode()
+def _counted(model: nn.Module, x: torch.Tensor, decisions: list | None, grad: bool = False) -> FlopCounterMode:
+    """The flop counter of one forward, without autograd; with it when torch's module tracker (inside the
+    counter) trips over a parameter view passed to a submodule without autograd (timm's attention
+    pooling in SigLIP models: "Expected gradient function to be set")."""
+    try:
+        with torch.set_grad_enabled(grad), FlopCounterMode(display=False) as counter:
+            model(x) if decisions is None else model(x, decisions=decisions)
+    except (AssertionError, AttributeError) as err:
+        if grad or ("gradient function" not in str(err) and "next_functions" not in str(err)):
+            raise
+        return _counted(model, x, decisions, grad=True)
+    return counter
+
+
 def count_flops(
     model: nn.Module,
     img_size: int | tuple[int, int] | None = None,
@@ -102,8 +115,7 @@ def count_flops(
     noise = torch.Generator().manual_seed(0)  # the global random state is a training run's, not ours
     x = torch.randn(1, *input_size(model, img_size), generator=noise).to(ref.device, ref.dtype)
     try:
-        with FlopCounterMode(display=False) as counter:
-            model(x) if decisions is None else model(x, decisions=decisions)
+        counter = _counted(model, x, decisions)
     finally:
         model.train(was_training)
     per_module = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}

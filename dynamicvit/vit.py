@@ -71,8 +71,9 @@ __all__ = [
 ]
 
 SUPPORTED_VIT = (
-    "timm VisionTransformer models with a class token and global_pool='token' built from "
-    "timm Block/Attention (ViT, DeiT, distilled DeiT, register-token ViTs; any img/patch size)"
+    "timm VisionTransformer models built from timm Block/Attention with a class-token, average, max or "
+    "attention-pooling ('map') head (ViT, DeiT, distilled DeiT, register-token ViTs, DINOv2, SigLIP, gap ViTs; "
+    "any img/patch size)"
 )
 
 
@@ -236,11 +237,31 @@ class DynamicViTMixin(TokenReductionMixin):
         return self._forward_pruned(x, decisions)
 
     def head_logits(self, feats: torch.Tensor, decisions: list[torch.Tensor]) -> torch.Tensor:
-        """A head that reads patch tokens (``head_reads_tokens``, e.g. LV-ViT's token labels) sees, in train
-        mode, only the tokens the last mask kept – the tokens eval mode keeps."""
+        """A head that reads patch tokens sees, in train mode, only the tokens the last mask keeps – the
+        tokens eval mode keeps: LV-ViT's token labels (``head_reads_tokens``) and pooled heads (average,
+        max or attention pooling; :meth:`pool_kept`)."""
         if self.training and decisions and getattr(self, "head_reads_tokens", False):
             return self.forward_head(feats, token_mask=decisions[-1] > 0.5)
+        if self.training and decisions and pools_patches(self):
+            return self.head(self.head_drop(self.fc_norm(self.pool_kept(feats, decisions[-1]))))
         return self.forward_head(feats)
+
+    def pool_kept(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """timm's ``pool`` over the tokens a train-mode ``mask`` (B, N) keeps (prefix tokens as timm's
+        ``pool_include_prefix`` says): the same pooled features as eval mode on the kept tokens. The
+        average weights tokens by the straight-through mask, so its gradient reaches the predictors."""
+        prefix = self.num_prefix_tokens
+        weight = mask.to(x.dtype)
+        if self.pool_include_prefix:
+            weight = torch.cat([weight.new_ones(weight.shape[0], prefix), weight], dim=1)
+        else:
+            x = x[:, prefix:]
+        if self.attn_pool is not None:
+            bias = torch.zeros_like(weight).masked_fill(weight < 0.5, -torch.inf)
+            return self.attn_pool(x, attn_mask=bias[:, None, None, :])
+        avg = (x * weight.unsqueeze(-1)).sum(1) / weight.sum(1, keepdim=True)
+        top = x.masked_fill(weight.unsqueeze(-1) < 0.5, -torch.inf).amax(1)
+        return {"avg": avg, "max": top, "avgmax": 0.5 * (avg + top)}[self.global_pool]
 
     def _forward_masked(self, x, decisions, trace: list | None = None):
         """Train mode; ``trace`` (a list) collects each stage's (patch tokens, mask before it) for
@@ -303,7 +324,7 @@ class DynamicViTMixin(TokenReductionMixin):
         output does not depend on the other images. Returns padded tokens and, per stage, one index
         tensor per image. ``last_keep_scores`` holds each stage's (scores, image ids) of the tokens alive
         before it (for calibration)."""
-        if getattr(self, "head_reads_tokens", False):
+        if getattr(self, "head_reads_tokens", False) or pools_patches(self):
             raise TypeError(f"{type(self).__name__}'s head reads patch tokens; adaptive mode needs a class-token head")
         prefix, thresholds = self.num_prefix_tokens, self.thresholds
         packed, kept, scores = None, [], []
@@ -380,6 +401,14 @@ class DynamicViTMixin(TokenReductionMixin):
         return self.forward_head(self.norm(x))
 
 
+POOLS = ("avg", "max", "avgmax")
+
+
+def pools_patches(model: VisionTransformer) -> bool:
+    """Whether the head pools patch tokens (average, max, attention pooling) instead of reading the class token."""
+    return model.attn_pool is not None or model.global_pool in POOLS
+
+
 def check_supported(model: nn.Module) -> None:
     """Raise a clear error unless ``model`` is a plain timm ViT that token reduction supports."""
     if isinstance(model, TokenReductionMixin):
@@ -387,10 +416,10 @@ def check_supported(model: nn.Module) -> None:
     if not isinstance(model, VisionTransformer):
         raise TypeError(f"{type(model).__name__} is not supported; supported: {SUPPORTED_VIT}")
     problems = []
-    if model.cls_token is None:
-        problems.append("it has no class token")
-    if model.global_pool != "token" or model.attn_pool is not None:
-        problems.append(f"global_pool is {model.global_pool!r}, not 'token'")
+    if model.global_pool == "token" and model.cls_token is None:
+        problems.append("global_pool 'token' without a class token")
+    if model.attn_pool is None and model.global_pool not in ("token", "", *POOLS):
+        problems.append(f"global_pool is {model.global_pool!r} (supported: 'token', 'avg', 'max', 'avgmax', 'map')")
     if not isinstance(model.patch_drop, nn.Identity):
         problems.append("patch dropout is enabled")
     if not all(isinstance(b, Block) and isinstance(b.attn, Attention) for b in model.blocks):
@@ -402,7 +431,7 @@ def check_supported(model: nn.Module) -> None:
 def sparsify_vit(model: VisionTransformer, keep_rate: float = 0.7, prune_layers=None) -> VisionTransformer:
     """Turn a timm ``VisionTransformer`` into DynamicViT in place and return it."""
     rate, layers = reduction_layers(model, keep_rate, prune_layers)
-    ref = model.cls_token
+    ref = model.pos_embed if model.pos_embed is not None else next(model.parameters())
     predictors = build_predictors(model.embed_dim, [rate] * len(layers))  # each keeps rho of those alive
     model.__class__ = mixed_class(DynamicViTMixin, type(model), "Dynamic")
     model.score_predictor = predictors.to(device=ref.device, dtype=ref.dtype)

@@ -1,6 +1,8 @@
 import copy
+from contextlib import nullcontext
 
 import pytest
+import timm
 import torch
 import torch.nn.functional as F
 from conftest import tiny_vit
@@ -27,6 +29,11 @@ def _masks_from_indices(decisions, num_patches):
         ("lvvit", {}, 2),
         ("plain", {"img_size": (24, 40), "patch_size": 8, "qkv_bias": False}, 2),
         ("plain", {"init_values": 0.1, "qk_norm": True, "depth": 6}, 2),
+        ("plain", {"class_token": False, "global_pool": "avg"}, 2),  # gap ViTs: average of the kept tokens
+        ("plain", {"global_pool": "avg", "fc_norm": True}, 2),
+        ("plain", {"class_token": False, "global_pool": "max"}, 1),
+        ("plain", {"class_token": False, "global_pool": "map"}, 2),  # SigLIP: attention pooling over kept tokens
+        ("registers", {"class_token": False, "global_pool": "avg", "reg_tokens": 4}, 2),
     ],
 )
 def test_train_masks_equal_eval_gather(kind, overrides, batch):
@@ -209,10 +216,12 @@ def test_bad_inputs_get_clear_errors():
 def test_unsupported_models_are_named():
     with pytest.raises(TypeError, match="(?i)supported:"):
         dynamicvit.sparsify(nn.Linear(3, 3))
-    with pytest.raises(TypeError, match="global_pool"):
-        dynamicvit.sparsify(tiny_vit(global_pool="avg"))
-    with pytest.raises(TypeError, match="class token"):
-        dynamicvit.sparsify(tiny_vit(class_token=False, global_pool="avg"))
+    no_class_token = tiny_vit(class_token=False, global_pool="avg")
+    no_class_token.global_pool = "token"  # timm refuses to build it; a model edited after construction
+    with pytest.raises(TypeError, match="global_pool 'token' without a class token"):
+        dynamicvit.sparsify(no_class_token)
+    with pytest.raises(TypeError, match="patch dropout"):
+        dynamicvit.sparsify(tiny_vit(patch_drop_rate=0.1))
     with pytest.raises(ValueError, match="already reduced"):
         dynamicvit.sparsify(dynamicvit.sparsify(tiny_vit()))
     with pytest.raises(ValueError, match="unknown model"):
@@ -223,3 +232,35 @@ def test_create_model_by_timm_name():
     model = dynamicvit.create_model("deit_tiny_patch16_224", keep_rate=0.8, img_size=64, num_classes=5)
     assert model.prune_layers == [3, 6, 9] and model.keep_counts() == [12, 10, 8]
     assert model.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 5)
+
+
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("vit_small_patch14_dinov2", {"img_size": 56}),  # layer scale, class token
+        ("vit_small_patch14_reg4_dinov2", {"img_size": 42}),  # + 4 registers, another resolution
+        ("vit_base_patch16_siglip_224", {"img_size": 48}),  # no class token, attention pooling ('map')
+        ("vit_base_patch16_gap_224", {"img_size": 48}),  # no class token, average pooling
+    ],
+)
+def test_todays_timm_families_keep_the_contract(name, kwargs):
+    """timm's own configurations (shrunk: 4 blocks, 64 wide): created by name, same kept set → same logits."""
+    model = dynamicvit.create_model(name, keep_rate=0.6, depth=4, embed_dim=64, num_heads=2, num_classes=7, **kwargs)
+    x = torch.randn(2, 3, kwargs["img_size"], kwargs["img_size"])
+    with torch.no_grad():
+        pruned = model.eval().forward_with_decisions(x)
+        masks = _masks_from_indices(pruned.decisions, model.patch_embed.num_patches)
+        masked = model.train().forward_with_decisions(x, decisions=masks)
+    assert torch.allclose(masked.logits, pruned.logits, atol=1e-4)
+    assert [d.shape[1] for d in pruned.decisions] == model.keep_counts()
+    flops = dynamicvit.count_flops(model)
+    dense = dynamicvit.count_flops(timm.create_model(name, depth=4, embed_dim=64, num_heads=2, num_classes=7, **kwargs))
+    assert flops.total < dense.total
+    with (
+        pytest.raises(TypeError, match="adaptive mode needs a class-token head")
+        if "dinov2" not in name
+        else nullcontext()
+    ):
+        model.eval().keep_mode = "adaptive"
+        model(x)
+
