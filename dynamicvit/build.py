@@ -50,14 +50,16 @@ def build_run_dataset(cfg: TrainConfig, split: str) -> Dataset:
 
 def build_dense(
     cfg: TrainConfig,
-    num_classes: int,
+    num_classes: int | None,
     in_chans: int,
     input_size: tuple[int, int, int] | None = None,
     pretrained: bool = False,
 ) -> nn.Module:
     """The run's dense model: a timm classifier, or for ``task="segment"`` / ``"detect"`` a segmenter /
     FCOS detector on the timm backbone, taking ``input_size`` (C, H, W) images."""
-    kwargs = {"num_classes": num_classes, "in_chans": in_chans, **cfg.model_kwargs}
+    kwargs = {"in_chans": in_chans, **cfg.model_kwargs}
+    if num_classes is not None:  # unlabelled data: the model's (pretrained) or the teacher checkpoint's classes
+        kwargs["num_classes"] = num_classes
     if cfg.img_size is not None:
         kwargs["img_size"] = cfg.img_size
     if cfg.task == "classify":
@@ -89,7 +91,10 @@ def build_dense_for_data(cfg: TrainConfig, dataset, pretrained: bool = False) ->
     if cfg.task != "classify" and (cfg.mixup or cfg.cutmix):
         raise ValueError(f"--task {cfg.task} takes no --mixup / --cutmix (they mix class labels)")
     size = tuple(dataset[0][0].shape) if cfg.task != "classify" else None
-    model = build_dense(cfg, dataset.num_classes, dataset.in_chans, size, pretrained)
+    classes = dataset.num_classes
+    if classes is None and cfg.teacher_checkpoint:
+        classes = infer_timm_kwargs(read_state_dict(cfg.teacher_checkpoint))["num_classes"]
+    model = build_dense(cfg, classes, dataset.in_chans, size, pretrained)
     _check_image_size(model, cfg, tuple(dataset[0][0].shape[-2:]))
     if cfg.teacher_checkpoint:
         load_checkpoint(model, cfg.teacher_checkpoint)

@@ -89,6 +89,11 @@ class TrainConfig:
     keep_rate: float = _opt(0.7, "keep ratio rho in (0, 1]")
     prune_layers: list[int] | None = _opt(None, "blocks before which tokens are reduced (default: the family's)")
     ratio_weight: float | None = _opt(None, "keep-ratio loss weight (default: the family's, ViT 2, ConvNeXt/Swin 10)")
+    no_labels: bool = _opt(
+        False,
+        "train from the dense model alone: distillation and keep-ratio terms, no cross-entropy "
+        "(any folder of images: --data images)",
+    )
     ratio_loss: str = _opt(
         "image",
         "keep-ratio term on each image's kept fraction (the paper) or on the batch average (per-image budgets)",
@@ -191,6 +196,12 @@ def validate(cfg: TrainConfig, training: bool = True) -> TrainConfig:
         )
     if cfg.thresholds is not None and any(not 0 < t < 1 for t in cfg.thresholds):
         raise ValueError(f"--thresholds must lie in (0, 1) (keep probabilities), got {cfg.thresholds}")
+    if cfg.no_labels and cfg.dense:
+        raise ValueError("--no-labels trains a sparse model from a dense one; --dense training needs labels")
+    if cfg.no_labels and cfg.task == "detect":
+        raise ValueError("--no-labels does not apply to --task detect (FCOS learns from its boxes)")
+    if training and cfg.data == "images" and not cfg.no_labels:
+        raise ValueError("--data images has no labels: pass --no-labels (distil from the dense model alone)")
     if training:
         check_teacher(cfg)
     return cfg

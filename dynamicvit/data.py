@@ -30,6 +30,7 @@ __all__ = [
     "ClutteredFashionScenes",
     "ClutteredFashionDetection",
     "CocoDetection",
+    "ImageFiles",
     "collate_detection",
     "DATASETS",
     "build_dataset",
@@ -42,6 +43,7 @@ DATASETS = (
     "cluttered-fashion-scenes",
     "cluttered-fashion-boxes",
     "imagefolder",
+    "images",
     "coco",
 )
 
@@ -385,6 +387,32 @@ class CocoDetection(Dataset):
         return x, _target([self.category_ids.index(a["category_id"]) for a in anns], boxes)
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class ImageFiles(Dataset):
+    """Every image file under ``folder`` (sub-folders included, any layout), resized to ``img_size``²
+    RGB with ImageNet statistics, label -1: data without labels, for label-free calibration."""
+
+    in_chans = 3
+    num_classes = None  # unknown: the model's classes come from its teacher
+
+    def __init__(self, folder, img_size: int = 224, limit: int | None = None) -> None:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"no image folder at {folder}")
+        self.files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+        if not self.files:
+            raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
+        self.img_size = img_size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return load_image(self.files[index], (self.img_size, self.img_size), 3)[0], -1
+
+
 def build_dataset(
     name: str,
     split: str,
@@ -415,6 +443,15 @@ def build_dataset(
         return ClutteredFashionDetection(split, data_dir, canvas=canvas, seed=seed, limit=limit)
     if name == "imagefolder":
         return _image_folder(split, data_dir, img_size, limit)
+    if name == "images":
+        if data_dir is None:
+            raise ValueError(
+                "images needs --data-dir: a folder of image files (its val/ sub-folder, if any, is the test set)"
+            )
+        folder = Path(data_dir)
+        if split != "train" and (folder / "val").is_dir():
+            folder = folder / "val"
+        return ImageFiles(folder, img_size, limit)
     if name == "coco":
         if data_dir is None:
             raise ValueError("coco needs --data-dir with train/, val/ and annotations/{train,val}.json")

@@ -177,6 +177,7 @@ class Trainer:
                 distill_weight=cfg.distill_weight,
                 token_weight=cfg.token_weight,
                 ratio_loss=cfg.ratio_loss,
+                labels=not cfg.no_labels,
             )
         )
         self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay) if cfg.ema_decay else None

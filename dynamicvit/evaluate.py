@@ -69,10 +69,14 @@ def evaluate(
         else:
             logits = model(x)
         compute += time.perf_counter() - start
-        loss_sum += float(nn.functional.cross_entropy(logits.float(), y, reduction="sum"))
         pred = logits.argmax(1)
-        correct += int((pred == y).sum())
-        total += y.numel()
+        scored, truth = logits, y
+        if y.dim() == 1:  # unlabelled images (label -1) count for speed, tokens and GMACs only
+            scored, truth = logits[y >= 0], y[y >= 0]
+        if truth.numel():
+            loss_sum += float(nn.functional.cross_entropy(scored.float(), truth, reduction="sum"))
+            correct += int((scored.argmax(1) == truth).sum())
+            total += truth.numel()
         if y.dim() == 3:  # segmentation: per-pixel labels
             counts = confusion_matrix(pred, y, logits.shape[1])
             confusion = counts if confusion is None else confusion + counts
@@ -80,8 +84,8 @@ def evaluate(
     images = len(dataset)
     flops = count_flops(model)
     out = {
-        "top1": 100.0 * correct / total,  # pixel accuracy for segmentation
-        "loss": loss_sum / total,
+        "top1": 100.0 * correct / total if total else None,  # pixel accuracy for segmentation; None: no labels
+        "loss": loss_sum / total if total else None,
         "gmacs": flops.gmacs,
         "img_per_s": images / compute if compute else math.nan,
         "images": images,

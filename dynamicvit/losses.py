@@ -48,7 +48,8 @@ class DistillationLoss(nn.Module):
     base and ratio terms remain. Target ratios default to ``keep_rate**s`` per stage
     (cumulative, plain ViT); pass ``target_ratios`` for other schedules. A term whose
     weight is 0 is not computed (baselines without masks train with CE + KL only).
-    With ``token_head`` (the student's token-labelling head: final tokens → per-token logits) the
+    ``labels=False`` drops the cross-entropy: the student learns from the teacher alone (and the targets
+    are not read). With ``token_head`` (the student's token-labelling head: final tokens → per-token logits) the
     token term is KL(teacher ‖ student) of the kept tokens' predictions, the teacher's from its own
     ``token_logits``.
     """
@@ -64,8 +65,10 @@ class DistillationLoss(nn.Module):
         target_ratios: Sequence[float] | None = None,
         token_head: Callable[[torch.Tensor], torch.Tensor] | None = None,
         ratio_loss: str = "image",
+        labels: bool = True,
     ) -> None:
         super().__init__()
+        self.labels = labels  # False: no cross-entropy, the targets are ignored (label-free calibration)
         if ratio_loss not in RATIO_LOSSES:
             raise ValueError(f"ratio_loss must be one of {RATIO_LOSSES}, got {ratio_loss!r}")
         self.ratio_loss = ratio_loss
@@ -95,8 +98,8 @@ class DistillationLoss(nn.Module):
         self, inputs: torch.Tensor, output: SparseOutput, targets: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logits, masks, feats = output
-        terms = {"ce": self.base_criterion(logits, targets)}
-        total = terms["ce"]
+        terms = {"ce": self.base_criterion(logits, targets)} if self.labels else {}
+        total = terms["ce"] if self.labels else logits.new_zeros(()).float()
         if self.ratio_weight:
             terms["ratio"] = keep_ratio_loss(masks, self.ratios(len(masks)), self.ratio_loss)
             total = total + self.ratio_weight * terms["ratio"]
@@ -157,18 +160,22 @@ def build_criterion(
     distill_weight: float = 0.5,
     token_weight: float = 0.5,
     ratio_loss: str = "image",
+    labels: bool = True,
 ) -> nn.Module:
     """The objective for a reduced ``model``: the keep-ratio term when its method ``learned`` its
     decisions (targets from the model's reducer), the token term when its final features are tokens
     aligned with the teacher's (by KL of the token-labelling head when the model has one),
-    KL distillation whenever there is a ``teacher``. A model with a ``distillation_loss(teacher,
-    target_ratios, ratio_weight, distill_weight, ratio_loss)`` method (a detector) builds its own."""
+    KL distillation whenever there is a ``teacher``; cross-entropy unless ``labels`` is False. A model
+    with a ``distillation_loss(teacher, target_ratios, ratio_weight, distill_weight, ratio_loss)`` method
+    (a detector) builds its own."""
     reducer = find_reducer(model)
     if reducer is None:
         raise ValueError(f"{type(model).__name__} is dense; the distillation objective needs a reduced model")
     targets = reducer.keep_targets()
     own = getattr(model, "distillation_loss", None)  # a model with its own objective (detectors)
     if own is not None:
+        if not labels:
+            raise ValueError(f"{type(model).__name__} learns from its labelled targets; it cannot train without labels")
         return own(teacher, targets, ratio_weight if learned else 0.0, distill_weight, ratio_loss)
     distills_tokens = learned and reducer.distills_tokens
     token_head = getattr(model, "token_logits", None) if distills_tokens and teacher is not None else None
@@ -182,4 +189,5 @@ def build_criterion(
         target_ratios=targets if learned else None,
         token_head=token_head,
         ratio_loss=ratio_loss,
+        labels=labels,
     )

@@ -1,9 +1,13 @@
+import dataclasses
 import json
 
+import numpy as np
 import pytest
+import timm
 import torch
-from conftest import tiny_cfg
+from conftest import TINY_KW, tiny_cfg
 
+import dynamicvit
 from dynamicvit.checkpoint import CheckpointError
 from dynamicvit.engine import Trainer, TrainingError
 from dynamicvit.evaluate import evaluate, evaluate_checkpoint
@@ -275,3 +279,28 @@ def test_resume_keeps_the_runs_family_defaulted_values(tmp_path, fake_fashion):
     assert (resumed.cfg.backbone_lr_scale, resumed.cfg.ratio_weight) == (0.5, 3.0)
     with pytest.raises(ValueError, match=r"backbone_lr_scale 0\.5 -> 0\.2"):
         Trainer(tiny_cfg(tmp_path, fake_fashion, dense=True, epochs=2, resume=True, backbone_lr_scale=0.2))
+
+
+def test_label_free_training_on_a_folder_of_images(tmp_path, fake_fashion):
+    """--no-labels on any folder of images (no class folders): distillation and keep ratio only."""
+    from PIL import Image
+
+    folder = tmp_path / "photos" / "deep"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        picture = Image.fromarray(rng.integers(0, 255, (30, 20, 3), dtype=np.uint8))
+        picture.save(folder / f"{i}.{'png' if i % 2 else 'jpg'}")
+    (folder / "notes.txt").write_text("not an image")
+    teacher = timm.create_model("vit_tiny_patch16_224", img_size=28, num_classes=7, **TINY_KW)
+    dynamicvit.save_checkpoint(teacher, tmp_path / "teacher.pth")
+    cfg = tiny_cfg(tmp_path, tmp_path / "photos", data="images", epochs=1)
+    with pytest.raises(ValueError, match="--data images has no labels: pass --no-labels"):
+        Trainer(dataclasses.replace(cfg, teacher_checkpoint=str(tmp_path / "teacher.pth")))
+    run = Trainer(dataclasses.replace(cfg, teacher_checkpoint=str(tmp_path / "teacher.pth"), no_labels=True))
+    assert len(run.train_set) == 40 and run.model.head.out_features == 7  # classes from the teacher
+    record = run.fit()
+    assert "train_ce" not in record and {"train_ratio", "train_cls_kl", "train_token_mse"} <= set(record)
+    assert record["val_top1"] is None and record["val_gmacs"] > 0  # no labels: no accuracy, the costs still
+    with pytest.raises(ValueError, match="--dense training needs labels"):
+        Trainer(dataclasses.replace(cfg, dense=True, no_labels=True))

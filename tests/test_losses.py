@@ -111,3 +111,16 @@ def test_lvvit_distils_kept_token_labels_by_kl():
     assert student.aux_head.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="token-labelling head"):
         DistillationLoss(tiny_vit(), token_head=student.token_logits)
+
+
+def test_without_labels_the_targets_are_not_read():
+    teacher, student, crit = _setup()
+    label_free = DistillationLoss(teacher, keep_rate=0.7, labels=False)
+    x = torch.randn(4, 3, 32, 32)
+    out = student(x, return_decisions=True)
+    total, terms = label_free(x, out, torch.full((4,), -1))  # no labels: -1 would break a cross-entropy
+    assert "ce" not in terms and {"ratio", "cls_kl", "token_mse"} <= set(terms)
+    _, labelled = crit(x, out, torch.randint(0, 10, (4,)))
+    assert total.item() == pytest.approx((labelled["loss"] - labelled["ce"]).item(), rel=1e-5)
+    total.backward()
+    assert student.score_predictor[0].out_conv[0].weight.grad is not None
