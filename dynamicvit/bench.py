@@ -10,6 +10,7 @@ token selection.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
 import statistics
@@ -39,12 +40,21 @@ def sliced_forward(model: nn.Module, score: bool = False) -> Callable[[torch.Ten
     return lambda x: model.forward_limit(x, score=score)
 
 
-@torch.inference_mode()
 def time_runs(
-    fns: dict[str, Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor, warmup: int = 3, repeats: int = 10
+    fns: dict[str, Callable[[torch.Tensor], torch.Tensor]],
+    x: torch.Tensor,
+    warmup: int = 3,
+    repeats: int = 10,
+    grad: bool = False,
 ) -> dict[str, list[float]]:
     """Seconds of every call of each function, interleaved in a shuffled order per round so
-    that drift and cache effects of the previous call hit all alike."""
+    that drift and cache effects of the previous call hit all alike; under ``inference_mode`` unless
+    ``grad`` (training steps)."""
+    with contextlib.nullcontext() if grad else torch.inference_mode():
+        return _time_runs(fns, x, warmup, repeats)
+
+
+def _time_runs(fns, x: torch.Tensor, warmup: int, repeats: int) -> dict[str, list[float]]:
     for _ in range(warmup):
         for fn in fns.values():
             fn(x)
@@ -96,6 +106,10 @@ class _LiveTensorBytes(TorchDispatchMode):
 def peak_memory_mb(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> float:
     """Peak memory of one call in MB: the CUDA allocator's peak, or on CPU the peak of live tensors
     the call created (activations; weights and the input are not counted)."""
+    return _peak_mb(fn, x)
+
+
+def _peak_mb(fn: Callable[[torch.Tensor], object], x: torch.Tensor) -> float:
     if x.is_cuda:
         torch.cuda.reset_peak_memory_stats(x.device)
         base = torch.cuda.memory_allocated(x.device)
@@ -241,4 +255,61 @@ def benchmark_checkpoints(
         "img_per_s": ips,
         "gmacs": macs,
         "speedup": speedups,
+    }
+
+
+def benchmark_training(
+    model: str, keep_rate: float = 0.7, batch_size: int = 16, warmup: int = 1, repeats: int = 5, **timm_kwargs
+) -> dict:
+    """Seconds and peak memory of one training step (forward, loss, backward, AdamW update), interleaved
+    in one process: the dense model with cross-entropy, DynamicViT fine-tuning (the paper's objective,
+    backbone trainable) and calibration (the same, backbone frozen: only the new modules learn)."""
+    from timm.optim import create_optimizer_v2
+
+    from .checkpoint import freeze_weights
+    from .losses import build_criterion
+
+    dense, sparse = create_pair(model, keep_rate=keep_rate, **timm_kwargs)
+    teacher = copy.deepcopy(dense).eval()
+    frozen = copy.deepcopy(sparse)
+    backbone = freeze_weights(frozen)
+    chans, h, w = input_size(dense)
+    x = torch.randn(batch_size, chans, h, w, generator=torch.Generator().manual_seed(0))
+    y = torch.randint(0, dense.num_classes, (batch_size,), generator=torch.Generator().manual_seed(1))
+    ce = torch.nn.CrossEntropyLoss()
+
+    def step(net: nn.Module, loss_of: Callable[[nn.Module], torch.Tensor]) -> Callable[[torch.Tensor], None]:
+        net.train()
+        opt = create_optimizer_v2([p for p in net.parameters() if p.requires_grad], opt="adamw", lr=1e-6)
+
+        def run(images: torch.Tensor) -> None:
+            opt.zero_grad(set_to_none=True)
+            loss_of(net).backward()
+            opt.step()
+
+        return run
+
+    def distilled(net: nn.Module) -> Callable[[nn.Module], torch.Tensor]:
+        criterion = build_criterion(net, teacher, ce, learned=True, ratio_weight=2.0)
+        return lambda m: criterion(x, m(x, return_decisions=True), y)[0]
+
+    fns = {
+        "dense": step(dense, lambda m: ce(m(x), y)),
+        "fine-tune": step(sparse, distilled(sparse)),
+        "calibrate": step(frozen, distilled(frozen)),
+    }
+    with torch.enable_grad():
+        peaks = {name: _peak_mb(fn, x) for name, fn in fns.items()}
+        times = {name: statistics.median(t) for name, t in time_runs(fns, x, warmup, repeats, grad=True).items()}
+    return {
+        "model": model,
+        "keep_rate": keep_rate,
+        "batch_size": batch_size,
+        "threads": torch.get_num_threads(),
+        "repeats": repeats,
+        "frozen_weights": len(backbone),
+        "seconds": times,
+        "peak_mb": peaks,
+        "time_vs_dense": {k: v / times["dense"] for k, v in times.items()},
+        "memory_vs_dense": {k: v / peaks["dense"] for k, v in peaks.items()},
     }

@@ -101,6 +101,19 @@ def is_added_key(name: str) -> bool:
     return any(part in ("score_predictor", "fast_path", "fast_path_gamma", "fastmlp") for part in name.split("."))
 
 
+def backbone_weights(model: nn.Module) -> list[nn.Parameter]:
+    """The trainable weights of a reduced model that the reduction did not add (what a frozen phase freezes)."""
+    return [p for n, p in model.named_parameters() if not is_added_key(n) and p.requires_grad]
+
+
+def freeze_weights(model: nn.Module) -> list[nn.Parameter]:
+    """Freeze a reduced model's backbone (no gradients computed for it) and return the frozen weights."""
+    weights = backbone_weights(model)
+    for p in weights:
+        p.requires_grad_(False)
+    return weights
+
+
 def infer_timm_kwargs(weights: dict[str, torch.Tensor]) -> dict:
     """``num_classes`` and ``in_chans`` of a model, read off its state dict (classifier, first conv).
 

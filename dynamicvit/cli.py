@@ -53,6 +53,25 @@ def _cmd_flops(args: argparse.Namespace) -> None:
 def _cmd_bench(args: argparse.Namespace) -> None:
     from .bench import benchmark, benchmark_checkpoints
 
+    if args.training:
+        from .bench import benchmark_training
+
+        runs = [
+            benchmark_training(m, args.keep_rate or 0.7, b, args.warmup, args.repeats, **_size(args.img_size))
+            for m in args.models
+            for b in args.batch_sizes
+        ]
+        if args.json:
+            print(json.dumps(runs if len(runs) > 1 else runs[0], indent=2))
+            return
+        for r in runs:
+            print(f"{r['model']} training step, batch {r['batch_size']}, median of {r['repeats']} interleaved runs")
+            for name, secs in r["seconds"].items():
+                print(
+                    f"  {name:<10} {secs:7.3f} s  {r['time_vs_dense'][name]:5.2f}x   "
+                    f"{r['peak_mb'][name]:8.1f} MB  {r['memory_vs_dense'][name]:5.2f}x"
+                )
+        return
     if args.checkpoints:
         r = benchmark_checkpoints(*args.checkpoints, args.batch_sizes[0], args.warmup, args.repeats)
         if args.json:
@@ -162,6 +181,10 @@ def _cmd_compare(args: argparse.Namespace) -> None:
         bench_repeats=args.bench_repeats,
     )
     print((Path(args.out_dir) / "compare.md").read_text())
+
+
+def _size(img_size: int | None) -> dict:
+    return {} if img_size is None else {"img_size": img_size}
 
 
 def _cmd_tune(args: argparse.Namespace) -> None:
@@ -442,6 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd dense and sparse")
     p.add_argument("--onnx", action="store_true", help="also time the ONNX exports with onnxruntime")
     p.add_argument("--keep-mode", choices=KEEP_MODES, default="fixed", help="adaptive: also time the adaptive mode")
+    p.add_argument(
+        "--training", action="store_true", help="time and memory of a training step: dense, fine-tune, calibrate"
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_bench)
     return parser

@@ -31,6 +31,7 @@ from .build import build_run_dataset, build_teacher_student
 from .checkpoint import (
     CheckpointError,
     atomic_save,
+    backbone_weights,
     fault_point,
     is_added_key,
     load_checkpoint,
@@ -134,6 +135,9 @@ class Trainer:
         )
         self.model, self.teacher = build_teacher_student(cfg, self.train_set)
         self.takes_targets = getattr(self.model, "takes_targets", False)  # detectors compute their own losses
+        # what --freeze-backbone-epochs freezes: the trainable weights that sparsification did not add
+        self.backbone_params = [] if cfg.dense else backbone_weights(self.model)
+        self._frozen = False
         self.model = self.model.to(self.device)
         if self.teacher is not None:
             self.teacher = self.teacher.to(self.device).eval()
@@ -333,7 +337,6 @@ class Trainer:
             self.criterion.train()
         self.sampler.set_epoch(self.epoch)
         frozen_until = 0 if cfg.dense else cfg.freeze_backbone_epochs * len(self.loader)  # in updates
-        backbone = [p for n, p in model.named_parameters() if not is_added_key(n) and p.requires_grad]
         sums: dict[str, float] = {}
         steps: list[dict] = []
         seen, bad_in_row, start = 0, 0, time.perf_counter()
@@ -349,6 +352,7 @@ class Trainer:
             y = targets_to(y, self.device) if self.takes_targets else y.to(self.device, non_blocking=True)
             if self.mixup is not None:
                 x, y = self.mixup(x, y)
+            self._freeze_backbone(self.updates < frozen_until)
             given = {"targets": y} if self.takes_targets else {}
             with self._autocast():
                 if cfg.dense:
@@ -369,7 +373,7 @@ class Trainer:
             bad_in_row = 0
             (self.scaler.scale(loss) if self.scaler else loss).backward()
             if self.updates < frozen_until:
-                for p in backbone:
+                for p in self.backbone_params:
                     p.grad = None
             if self.scaler:
                 self.scaler.unscale_(self.optimizer)
@@ -415,6 +419,15 @@ class Trainer:
         )
         return out
 
+    def _freeze_backbone(self, frozen: bool) -> None:
+        """While the backbone is frozen, one process computes no gradients for it (its weights need none;
+        the new modules' gradients are unchanged), which saves most of the backward through the blocks.
+        DDP registers its gradient hooks once, so several processes keep them and drop the gradients."""
+        if self.world == 1 and frozen != self._frozen:
+            for p in self.backbone_params:
+                p.requires_grad_(not frozen)
+            self._frozen = frozen
+
     def fit(self, until_epoch: int | None = None) -> dict:
         """Train to ``until_epoch`` (default: all epochs). Each epoch is checkpointed first, then
         validated and logged, so a failure in validation never loses the epoch."""
@@ -443,6 +456,8 @@ class Trainer:
                     flush=True,
                 )
             raise
+        finally:
+            self._freeze_backbone(False)  # the model leaves fit() as it came, every weight trainable
         if self.world > 1:
             record["ranks_in_sync"] = ranks_in_sync(self.model)
         return record

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import Attention, Block, VisionTransformer
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .base import Family, TokenReducer
 from .predictor import (
@@ -92,13 +93,23 @@ def masked_softmax(logits: torch.Tensor, policy: torch.Tensor, eps: float = 1e-6
     return (weights + eps / n) / (weights.sum(dim=-1, keepdim=True) + eps)
 
 
+def _masked_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, policy: torch.Tensor, scale: float, drop: nn.Module
+) -> torch.Tensor:
+    weights = drop(masked_softmax((q * scale) @ k.transpose(-2, -1), policy))
+    return weights.to(v.dtype) @ v
+
+
 def _masked_block(blk: Block, x: torch.Tensor, policy: torch.Tensor) -> torch.Tensor:
-    """timm ``Block.forward`` with the DynamicViT policy mask on the attention (train mode)."""
+    """timm ``Block.forward`` with the DynamicViT policy mask on the attention (train mode). When a backward
+    will follow, the (B, H, N, N) attention weights are recomputed in it instead of kept (activation
+    checkpointing of the attention core: a few percent more arithmetic, far less memory)."""
     attn = blk.attn
 
     def heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        weights = attn.attn_drop(masked_softmax((q * attn.scale) @ k.transpose(-2, -1), policy))
-        return weights.to(v.dtype) @ v
+        if torch.is_grad_enabled() and (q.requires_grad or policy.requires_grad):
+            return checkpoint(_masked_attention, q, k, v, policy, attn.scale, attn.attn_drop, use_reentrant=False)
+        return _masked_attention(q, k, v, policy, attn.scale, attn.attn_drop)
 
     return residual_mlp(blk, residual_attention(blk, x, heads))
 
