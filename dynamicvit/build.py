@@ -17,6 +17,7 @@ from .config import TASKS, TrainConfig, check_teacher, validate
 from .data import build_dataset
 from .detect import LEVELS, build_detector
 from .hierarchical import is_hierarchical
+from .losses import is_encoder
 from .methods import apply_method, get_method
 from .models import build_timm_model
 from .segment import build_segmenter
@@ -58,8 +59,8 @@ def build_dense(
     """The run's dense model: a timm classifier, or for ``task="segment"`` / ``"detect"`` a segmenter /
     FCOS detector on the timm backbone, taking ``input_size`` (C, H, W) images."""
     kwargs = {"in_chans": in_chans, **cfg.model_kwargs}
-    if num_classes is not None:  # unlabelled data: the model's (pretrained) or the teacher checkpoint's classes
-        kwargs["num_classes"] = num_classes
+    if num_classes is not None and "num_classes" not in kwargs:  # None: the model's (pretrained) classes
+        kwargs["num_classes"] = num_classes  # --model-kwargs '{"num_classes": 0}' gives an encoder
     if cfg.img_size is not None:
         kwargs["img_size"] = cfg.img_size
     if cfg.task == "classify":
@@ -96,8 +97,13 @@ def build_dense_for_data(cfg: TrainConfig, dataset, pretrained: bool = False) ->
         classes = infer_timm_kwargs(read_state_dict(cfg.teacher_checkpoint))["num_classes"]
     model = build_dense(cfg, classes, dataset.in_chans, size, pretrained)
     _check_image_size(model, cfg, tuple(dataset[0][0].shape[-2:]))
+    if cfg.dense and is_encoder(model):
+        raise ValueError("an encoder without classifier (num_classes 0) has no labels to learn from: train it sparse")
     if cfg.teacher_checkpoint:
-        load_checkpoint(model, cfg.teacher_checkpoint)
+        weights = read_state_dict(cfg.teacher_checkpoint)
+        if is_encoder(model):  # a classifier's checkpoint gives an encoder its trunk
+            weights = {k: v for k, v in weights.items() if not k.startswith("head.")}
+        load_checkpoint(model, weights)
     return model
 
 

@@ -118,14 +118,15 @@ def infer_timm_kwargs(weights: dict[str, torch.Tensor]) -> dict:
     """``num_classes`` and ``in_chans`` of a model, read off its state dict (classifier, first conv).
 
     Classifiers: timm's ``head.weight`` / ``head.fc.weight``; segmenters: ``decode.head.weight``; FCOS
-    detectors (one anchor per location): the classification head's last conv.
+    detectors (one anchor per location): the classification head's last conv. No head: an encoder
+    (``num_classes`` 0).
     """
     names = ("head.weight", "head.fc.weight", "decode.head.weight", "fcos.head.classification_head.cls_logits.weight")
     heads = [k for k in names if k in weights]
     convs = [v for v in weights.values() if v.dim() == 4]
-    if not heads or not convs:
-        raise CheckpointError("cannot tell the classes and input channels of these weights (no head or no conv)")
-    return {"num_classes": weights[heads[0]].shape[0], "in_chans": convs[0].shape[1]}
+    if not convs:
+        raise CheckpointError("cannot tell the input channels of these weights (no convolution)")
+    return {"num_classes": weights[heads[0]].shape[0] if heads else 0, "in_chans": convs[0].shape[1]}
 
 
 def load_checkpoint(model: nn.Module, source: str | os.PathLike | dict, backbone_only: bool | None = None) -> None:

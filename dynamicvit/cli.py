@@ -217,7 +217,9 @@ def _cmd_tune(args: argparse.Namespace) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
+    from .build import build_run_dataset
     from .evaluate import evaluate, load_for_eval
+    from .losses import is_encoder
     from .methods import random_selector
     from .viz import save_detection_grid, save_segmentation_grid
 
@@ -231,7 +233,8 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     model, dataset, cfg = load_for_eval(args.checkpoint, ema=not args.no_ema, **overrides)
     if args.picture and cfg.task == "classify":
         raise ValueError("--picture draws segmentation or detection results; this checkpoint is a classifier (use viz)")
-    r = evaluate(model, dataset, cfg, decisions_fn=random_selector(cfg.seed) if args.random else None)
+    reference = build_run_dataset(cfg, "train") if is_encoder(model) else None  # k-NN against training images
+    r = evaluate(model, dataset, cfg, random_selector(cfg.seed) if args.random else None, reference=reference)
     if args.picture:
         draw = save_detection_grid if cfg.task == "detect" else save_segmentation_grid
         draw(model, dataset, args.picture)

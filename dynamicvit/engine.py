@@ -309,7 +309,8 @@ class Trainer:
 
     def _validate_and_log(self, record: dict) -> dict:
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            result = evaluate(self.eval_model, self.val_set, self.cfg)  # leaves the training RNG alone
+            # leaves the training RNG alone; an encoder is scored by k-NN against training images
+            result = evaluate(self.eval_model, self.val_set, self.cfg, reference=self.train_set)
         record = {**record, **{f"val_{k}": v for k, v in result.items()}}
         with open(self.out_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")

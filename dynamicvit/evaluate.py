@@ -10,17 +10,18 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from .base import find_reducer
 from .build import build_run_dataset, load_trained
 from .config import TrainConfig
 from .detect import evaluate_detection
 from .flops import count_flops, counts_per_image, per_image_gmacs, per_image_report
+from .losses import is_encoder
 from .methods import method_of, random_selector
 from .segment import confusion_matrix, miou
 
-__all__ = ["evaluate", "evaluate_checkpoint", "load_for_eval"]
+__all__ = ["embed", "evaluate", "evaluate_checkpoint", "knn_top1", "load_for_eval"]
 
 DecisionsFn = Callable[[int, int, list[int]], list[torch.Tensor]]
 
@@ -32,12 +33,16 @@ def evaluate(
     cfg: TrainConfig | None = None,
     batch_size: int = 256,
     decisions_fn: DecisionsFn | None = None,
+    reference: Dataset | None = None,
 ) -> dict:
     """Top-1 (%), mean loss, GMACs and img/s of ``model`` in eval mode on ``dataset``.
 
     ``decisions_fn(batch, num_tokens, counts)`` forces per-stage kept indices (e.g. random) on a
-    model whose method accepts forced decisions.
+    model whose method accepts forced decisions. An encoder without classifier (``num_classes=0``) is
+    scored by k-NN top-1 of its embeddings against ``reference`` (labelled images, e.g. the training set).
     """
+    if is_encoder(model):  # embeddings: k-NN top-1 against the reference images
+        return _evaluate_encoder(model, dataset, cfg, batch_size, reference)
     if getattr(model, "takes_targets", False):  # a detector: COCO mAP
         if decisions_fn is not None:
             raise ValueError("forced token selection (e.g. random tokens) is evaluated on classifiers and segmenters")
@@ -104,6 +109,52 @@ def evaluate(
     return out
 
 
+KNN_K, KNN_TEMPERATURE, KNN_REFERENCE = 20, 0.07, 10_000
+
+
+@torch.inference_mode()
+def embed(model: nn.Module, dataset: Dataset, batch_size: int = 256, workers: int = 0) -> tuple[torch.Tensor, ...]:
+    """L2-normalised embeddings (N, C) of an encoder on ``dataset``, its labels (N,) and the seconds spent."""
+    device = next(model.parameters()).device
+    feats, labels, seconds = [], [], 0.0
+    for x, y in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
+        start = time.perf_counter()
+        feats.append(nn.functional.normalize(model(x.to(device)).float(), dim=1).cpu())
+        seconds += time.perf_counter() - start
+        labels.append(torch.as_tensor(y))
+    return torch.cat(feats), torch.cat(labels), torch.tensor(seconds)
+
+
+def knn_top1(reference: tuple[torch.Tensor, torch.Tensor], query: tuple[torch.Tensor, torch.Tensor], k: int = KNN_K):
+    """Top-1 (%) of a weighted k-NN classifier on cosine similarity (votes exp(sim / 0.07), as DINO's
+    evaluation): ``reference`` and ``query`` are (normalised embeddings, labels)."""
+    (ref, ref_y), (q, q_y) = reference, query
+    classes = int(ref_y.max()) + 1
+    correct = 0
+    for start in range(0, len(q), 1024):
+        sim, idx = (q[start : start + 1024] @ ref.T).topk(min(k, len(ref)), dim=1)
+        votes = torch.zeros(len(sim), classes).scatter_add_(1, ref_y[idx], (sim / KNN_TEMPERATURE).exp())
+        correct += int((votes.argmax(1) == q_y[start : start + 1024]).sum())
+    return 100.0 * correct / len(q)
+
+
+def _evaluate_encoder(model: nn.Module, dataset, cfg: TrainConfig | None, batch_size: int, reference) -> dict:
+    was_training = model.training
+    model.eval()
+    workers = cfg.workers if cfg else 0
+    query = embed(model, dataset, batch_size, workers)
+    out = {"knn_top1": None, "img_per_s": len(dataset) / float(query[2]), "images": len(dataset)}
+    if reference is not None and bool((query[1] >= 0).all()):
+        subset = Subset(reference, range(min(len(reference), KNN_REFERENCE)))
+        out["knn_top1"] = knn_top1(embed(model, subset, batch_size, workers)[:2], query[:2])
+    out["gmacs"] = count_flops(model).gmacs
+    reducer = find_reducer(model)
+    if reducer is not None:
+        out["kept_tokens"] = reducer.token_counts(reducer.last_tokens)
+    model.train(was_training)
+    return out
+
+
 def _evaluate_detector(model: nn.Module, dataset, cfg: TrainConfig | None, batch_size: int) -> dict:
     """mAP/AP50 (pycocotools), img/s of the detector and of its backbone, GMACs of both, kept locations."""
     size = tuple(dataset[0][0].shape[-2:])
@@ -123,7 +174,10 @@ def evaluate_checkpoint(path: str | os.PathLike, random_tokens: bool = False, em
     ``random_tokens`` keeps the same counts but chooses the tokens uniformly at random.
     """
     model, dataset, cfg = load_for_eval(path, ema=ema, **overrides)
-    return evaluate(model, dataset, cfg, decisions_fn=random_selector(cfg.seed) if random_tokens else None)
+    reference = build_run_dataset(cfg, "train") if is_encoder(model) else None
+    return evaluate(
+        model, dataset, cfg, decisions_fn=random_selector(cfg.seed) if random_tokens else None, reference=reference
+    )
 
 
 def load_for_eval(path: str | os.PathLike, ema: bool = True, **overrides) -> tuple[nn.Module, Dataset, TrainConfig]:

@@ -20,7 +20,7 @@ from .base import find_reducer
 from .predictor import check_keep_rate, cumulative_ratios
 from .tokens import SparseOutput
 
-__all__ = ["RATIO_LOSSES", "DistillationLoss", "build_criterion", "keep_ratio_loss"]
+__all__ = ["RATIO_LOSSES", "DistillationLoss", "build_criterion", "is_encoder", "keep_ratio_loss"]
 
 
 RATIO_LOSSES = ("image", "batch")
@@ -39,6 +39,11 @@ def keep_ratio_loss(masks: Sequence[torch.Tensor], targets: Sequence[float], per
     return torch.stack(terms).mean()
 
 
+def is_encoder(model: nn.Module) -> bool:
+    """Whether ``model`` is a timm encoder without a classifier (``num_classes=0``: it outputs embeddings)."""
+    return getattr(model, "num_classes", None) == 0
+
+
 class DistillationLoss(nn.Module):
     """``base(pred, y) + w_r·ratio + w_kl·KL(student‖teacher cls) + w_tok·MSE(kept tokens)``.
 
@@ -49,9 +54,10 @@ class DistillationLoss(nn.Module):
     (cumulative, plain ViT); pass ``target_ratios`` for other schedules. A term whose
     weight is 0 is not computed (baselines without masks train with CE + KL only).
     ``labels=False`` drops the cross-entropy: the student learns from the teacher alone (and the targets
-    are not read). With ``token_head`` (the student's token-labelling head: final tokens → per-token logits) the
-    token term is KL(teacher ‖ student) of the kept tokens' predictions, the teacher's from its own
-    ``token_logits``.
+    are not read). ``embedding=True`` (encoders without a classifier, ``num_classes=0``) also replaces the
+    class KL by an MSE between the student's and the teacher's pooled embeddings. With ``token_head``
+    (the student's token-labelling head: final tokens → per-token logits) the token term is
+    KL(teacher ‖ student) of the kept tokens' predictions, the teacher's from its own ``token_logits``.
     """
 
     def __init__(
@@ -66,9 +72,11 @@ class DistillationLoss(nn.Module):
         token_head: Callable[[torch.Tensor], torch.Tensor] | None = None,
         ratio_loss: str = "image",
         labels: bool = True,
+        embedding: bool = False,
     ) -> None:
         super().__init__()
-        self.labels = labels  # False: no cross-entropy, the targets are ignored (label-free calibration)
+        self.embedding = embedding  # the outputs are embeddings (an encoder without classifier): MSE, no KL
+        self.labels = labels and not embedding  # False: no cross-entropy, the targets are not read
         if ratio_loss not in RATIO_LOSSES:
             raise ValueError(f"ratio_loss must be one of {RATIO_LOSSES}, got {ratio_loss!r}")
         self.ratio_loss = ratio_loss
@@ -107,8 +115,11 @@ class DistillationLoss(nn.Module):
             with torch.no_grad():
                 t_feats = self.teacher.forward_features(inputs)
                 t_logits = self.teacher.forward_head(t_feats)
-            terms["cls_kl"] = _kl(logits, t_logits)
-            total = total + self.distill_weight * terms["cls_kl"]
+            if self.embedding:  # an encoder: its pooled embedding against the dense encoder's
+                terms["embed_mse"] = F.mse_loss(logits.float(), t_logits.float())
+            else:
+                terms["cls_kl"] = _kl(logits, t_logits)
+            total = total + self.distill_weight * terms["embed_mse" if self.embedding else "cls_kl"]
             if self.token_weight and self.token_head is not None:
                 student, teacher = self.token_head(feats), self.teacher.token_logits(t_feats)
                 terms["token_kl"] = _kept_token_kl(student, teacher, masks[-1])
@@ -190,4 +201,5 @@ def build_criterion(
         token_head=token_head,
         ratio_loss=ratio_loss,
         labels=labels,
+        embedding=is_encoder(model),
     )

@@ -9,6 +9,7 @@ from conftest import TINY_KW, tiny_cfg
 
 import dynamicvit
 from dynamicvit.checkpoint import CheckpointError
+from dynamicvit.cli import main
 from dynamicvit.engine import Trainer, TrainingError
 from dynamicvit.evaluate import evaluate, evaluate_checkpoint
 from dynamicvit.methods import random_selector
@@ -304,3 +305,32 @@ def test_label_free_training_on_a_folder_of_images(tmp_path, fake_fashion):
     assert record["val_top1"] is None and record["val_gmacs"] > 0  # no labels: no accuracy, the costs still
     with pytest.raises(ValueError, match="--dense training needs labels"):
         Trainer(dataclasses.replace(cfg, dense=True, no_labels=True))
+
+
+def test_encoder_without_classifier_distils_its_embedding_and_is_scored_by_knn(
+    tmp_path, fake_fashion, teacher_ckpt, capsys
+):
+    """num_classes 0: the classifier teacher's trunk becomes the dense encoder; the sparse encoder learns from
+    its pooled embedding and kept tokens; evaluation is k-NN top-1 against training images."""
+    cfg = tiny_cfg(tmp_path, fake_fashion, epochs=1, model_kwargs={**TINY_KW, "num_classes": 0})
+    run = Trainer(dataclasses.replace(cfg, teacher_checkpoint=str(teacher_ckpt)))
+    assert run.model.num_classes == 0 and run.teacher.num_classes == 0
+    record = run.fit()
+    assert {"train_ratio", "train_embed_mse", "train_token_mse"} <= set(record) and "train_ce" not in record
+    assert 0 <= record["val_knn_top1"] <= 100 and record["val_gmacs"] > 0
+    dense = evaluate(run.teacher, run.val_set, reference=run.train_set)
+    assert dense["knn_top1"] > 30  # the trained teacher's trunk separates the classes (chance: 10)
+    assert evaluate_checkpoint(tmp_path / "run" / "last.pth")["knn_top1"] == pytest.approx(record["val_knn_top1"])
+    assert main(["eval", "--checkpoint", str(tmp_path / "run" / "last.pth"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["knn_top1"] == pytest.approx(record["val_knn_top1"])
+    with pytest.raises(ValueError, match="no labels to learn from"):
+        Trainer(dataclasses.replace(cfg, dense=True, out_dir=str(tmp_path / "dense")))
+
+
+def test_knn_top1_by_hand():
+    from dynamicvit.evaluate import knn_top1
+
+    ref = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]), dim=1)
+    query = torch.nn.functional.normalize(torch.tensor([[1.0, 0.05], [0.1, 1.0]]), dim=1)
+    assert knn_top1((ref, torch.tensor([0, 0, 1])), (query, torch.tensor([0, 1])), k=1) == 100.0
+    assert knn_top1((ref, torch.tensor([0, 0, 1])), (query, torch.tensor([1, 1])), k=1) == 50.0
