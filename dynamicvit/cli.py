@@ -234,7 +234,9 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     if args.picture and cfg.task == "classify":
         raise ValueError("--picture draws segmentation or detection results; this checkpoint is a classifier (use viz)")
     reference = build_run_dataset(cfg, "train") if is_encoder(model) else None  # k-NN against training images
-    r = evaluate(model, dataset, cfg, random_selector(cfg.seed) if args.random else None, reference=reference)
+    r = evaluate(
+        model, dataset, cfg, decisions_fn=random_selector(cfg.seed) if args.random else None, reference=reference
+    )
     if args.picture:
         draw = save_detection_grid if cfg.task == "detect" else save_segmentation_grid
         draw(model, dataset, args.picture)
