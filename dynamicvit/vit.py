@@ -62,11 +62,16 @@ from .tokens import (
 
 __all__ = [
     "FAMILY",
+    "POOLS",
     "SUPPORTED_VIT",
     "DynamicViTMixin",
     "TokenReductionMixin",
+    "check_pools",
     "check_supported",
+    "masked_attention",
     "masked_softmax",
+    "pools_patches",
+    "reduction_counts",
     "reduction_layers",
     "sparsify_vit",
 ]
@@ -93,23 +98,28 @@ def masked_softmax(logits: torch.Tensor, policy: torch.Tensor, eps: float = 1e-6
     return (weights + eps / n) / (weights.sum(dim=-1, keepdim=True) + eps)
 
 
-def _masked_attention(
+def masked_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, policy: torch.Tensor, scale: float, drop: nn.Module
 ) -> torch.Tensor:
+    """Heads (B, H, N, D) of attention under the train-mode ``policy`` (:func:`masked_softmax`). When a
+    backward will follow, the (B, H, N, N) weights are recomputed in it instead of kept (activation
+    checkpointing of the attention core: a few percent more arithmetic, far less memory)."""
+    if torch.is_grad_enabled() and (q.requires_grad or policy.requires_grad):
+        return checkpoint(_attend, q, k, v, policy, scale, drop, use_reentrant=False)
+    return _attend(q, k, v, policy, scale, drop)
+
+
+def _attend(q, k, v, policy, scale: float, drop: nn.Module) -> torch.Tensor:
     weights = drop(masked_softmax((q * scale) @ k.transpose(-2, -1), policy))
     return weights.to(v.dtype) @ v
 
 
 def _masked_block(blk: Block, x: torch.Tensor, policy: torch.Tensor) -> torch.Tensor:
-    """timm ``Block.forward`` with the DynamicViT policy mask on the attention (train mode). When a backward
-    will follow, the (B, H, N, N) attention weights are recomputed in it instead of kept (activation
-    checkpointing of the attention core: a few percent more arithmetic, far less memory)."""
+    """timm ``Block.forward`` with the DynamicViT policy mask on the attention (train mode)."""
     attn = blk.attn
 
     def heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and (q.requires_grad or policy.requires_grad):
-            return checkpoint(_masked_attention, q, k, v, policy, attn.scale, attn.attn_drop, use_reentrant=False)
-        return _masked_attention(q, k, v, policy, attn.scale, attn.attn_drop)
+        return masked_attention(q, k, v, policy, attn.scale, attn.attn_drop)
 
     return residual_mlp(blk, residual_attention(blk, x, heads))
 
@@ -117,6 +127,11 @@ def _masked_block(blk: Block, x: torch.Tensor, policy: torch.Tensor) -> torch.Te
 def reduction_layers(model: VisionTransformer, keep_rate: float, prune_layers) -> tuple[float, list[int]]:
     """Checked ``(keep_rate, prune_layers)`` for a supported ViT (default layers: depth/4, /2, 3/4)."""
     check_supported(model)
+    return reduction_counts(model, keep_rate, prune_layers)
+
+
+def reduction_counts(model: nn.Module, keep_rate: float, prune_layers) -> tuple[float, list[int]]:
+    """Checked ``(keep_rate, prune_layers)`` for a model with ``blocks`` (default layers: depth/4, /2, 3/4)."""
     depth = len(model.blocks)
     layers = default_prune_layers(depth) if prune_layers is None else prune_layers
     return check_keep_rate(keep_rate), check_prune_layers(layers, depth)
@@ -263,6 +278,8 @@ class DynamicViTMixin(TokenReductionMixin):
         average weights tokens by the straight-through mask, so its gradient reaches the predictors."""
         prefix = self.num_prefix_tokens
         weight = mask.to(x.dtype)
+        # a Gumbel mask can keep no patch of an image (eval mode always keeps one): it then pools over all
+        weight = torch.where(weight.sum(1, keepdim=True) > 0, weight, torch.ones_like(weight))
         if self.pool_include_prefix:
             weight = torch.cat([weight.new_ones(weight.shape[0], prefix), weight], dim=1)
         else:
@@ -288,7 +305,7 @@ class DynamicViTMixin(TokenReductionMixin):
                 mask = decide(self.score_predictor[s], patches, 0, True, mask, forced)
                 masks.append(mask)
                 policy = torch.cat([mask.new_ones(mask.shape[0], prefix), mask], dim=1)
-            x = blk(x) if policy is None else _masked_block(blk, x, policy)
+            x = self._block(blk, x, None, policy)
         return x, masks
 
     def _forward_pruned(self, x, decisions, trace: list | None = None):
@@ -307,8 +324,16 @@ class DynamicViTMixin(TokenReductionMixin):
                 x = with_prefix(x, prefix, gather_tokens(patches, keep))
                 index = keep if index is None else index.gather(1, keep)
                 kept.append(index)
-            x = blk(x)
+            x = self._block(blk, x, index)
         return x, kept
+
+    def _block(
+        self, blk: nn.Module, x: torch.Tensor, index: torch.Tensor | None, policy: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """One block on the tokens alive (``index``: their grid positions (B, n), ``None`` for all), in train
+        mode under the attention ``policy`` (B, prefix + N). Families whose blocks need the positions
+        (rotary embeddings) override it."""
+        return blk(x) if policy is None else _masked_block(blk, x, policy)
 
     def forward_restored(
         self, x: torch.Tensor, decisions: list[torch.Tensor] | None = None
@@ -403,12 +428,14 @@ class DynamicViTMixin(TokenReductionMixin):
         x = self._embed(x)
         prefix = self.num_prefix_tokens
         counts = self.keep_counts(x.shape[1] - prefix)
+        index = None
         for s, blk in iter_stages(self.blocks, self._prune_layers):
             if s is not None:
                 if score:
                     self.score_predictor[s].keep_score(patch_tokens(x, prefix))
                 x = x[:, : prefix + counts[s]]
-            x = blk(x)
+                index = torch.arange(counts[s], device=x.device).expand(x.shape[0], -1)
+            x = self._block(blk, x, index)
         return self.forward_head(self.norm(x))
 
 
@@ -420,17 +447,22 @@ def pools_patches(model: VisionTransformer) -> bool:
     return model.attn_pool is not None or model.global_pool in POOLS
 
 
+def check_pools(model: nn.Module) -> list[str]:
+    """What is wrong with a ViT's head for token reduction (nothing: an empty list)."""
+    if model.global_pool == "token" and model.cls_token is None:
+        return ["global_pool 'token' without a class token"]
+    if model.attn_pool is None and model.global_pool not in ("token", "", *POOLS):
+        return [f"global_pool is {model.global_pool!r} (supported: 'token', 'avg', 'max', 'avgmax', 'map')"]
+    return []
+
+
 def check_supported(model: nn.Module) -> None:
     """Raise a clear error unless ``model`` is a plain timm ViT that token reduction supports."""
     if isinstance(model, TokenReductionMixin):
         raise ValueError(f"model is already reduced ({type(model).__name__}); set model.keep_rate to change its budget")
     if not isinstance(model, VisionTransformer):
         raise TypeError(f"{type(model).__name__} is not supported; supported: {SUPPORTED_VIT}")
-    problems = []
-    if model.global_pool == "token" and model.cls_token is None:
-        problems.append("global_pool 'token' without a class token")
-    if model.attn_pool is None and model.global_pool not in ("token", "", *POOLS):
-        problems.append(f"global_pool is {model.global_pool!r} (supported: 'token', 'avg', 'max', 'avgmax', 'map')")
+    problems = check_pools(model)
     if not isinstance(model.patch_drop, nn.Identity):
         problems.append("patch dropout is enabled")
     if not all(isinstance(b, Block) and isinstance(b.attn, Attention) for b in model.blocks):

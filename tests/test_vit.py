@@ -241,26 +241,41 @@ def test_create_model_by_timm_name():
         ("vit_small_patch14_reg4_dinov2", {"img_size": 42}),  # + 4 registers, another resolution
         ("vit_base_patch16_siglip_224", {"img_size": 48}),  # no class token, attention pooling ('map')
         ("vit_base_patch16_gap_224", {"img_size": 48}),  # no class token, average pooling
+        ("eva02_tiny_patch14_224", {"img_size": 56}),  # EVA-02: rotary embeddings, SwiGLU, class token + avg pool
+        ("eva02_small_patch14_224", {"img_size": 70, "dynamic_img_size": True}),  # rotary table of another grid
+        ("eva_giant_patch14_224", {"img_size": 42}),  # EVA: absolute position embeddings, no rotary
     ],
 )
 def test_todays_timm_families_keep_the_contract(name, kwargs):
     """timm's own configurations (shrunk: 4 blocks, 64 wide): created by name, same kept set → same logits."""
     model = dynamicvit.create_model(name, keep_rate=0.6, depth=4, embed_dim=64, num_heads=2, num_classes=7, **kwargs)
+    torch.nn.init.normal_(model.head.weight)  # timm scales some heads down at init: make the logits O(1)
+    for name_, p in model.named_parameters():  # DINOv2's layer scale starts at 1e-5: let the blocks matter
+        if name_.endswith(("ls1.gamma", "ls2.gamma")):
+            torch.nn.init.ones_(p)
     x = torch.randn(2, 3, kwargs["img_size"], kwargs["img_size"])
     with torch.no_grad():
         pruned = model.eval().forward_with_decisions(x)
         masks = _masks_from_indices(pruned.decisions, model.patch_embed.num_patches)
         masked = model.train().forward_with_decisions(x, decisions=masks)
+        other = [torch.ones_like(masks[0])] + [1 - m for m in masks[1:]]  # another kept set
+        assert not torch.allclose(model(x, decisions=other), pruned.logits, atol=1e-3)
     assert torch.allclose(masked.logits, pruned.logits, atol=1e-4)
     assert [d.shape[1] for d in pruned.decisions] == model.keep_counts()
     flops = dynamicvit.count_flops(model)
     dense = dynamicvit.count_flops(timm.create_model(name, depth=4, embed_dim=64, num_heads=2, num_classes=7, **kwargs))
     assert flops.total < dense.total
-    with (
-        pytest.raises(TypeError, match="adaptive mode needs a class-token head")
-        if "dinov2" not in name
-        else nullcontext()
-    ):
+    model.train()(x).sum().backward()  # the predictors learn through the masked attention
+    assert model.score_predictor[0].out_conv[0].weight.grad.abs().sum() > 0
+    refused = "adaptive mode needs a class-token head|no adaptive keep mode"
+    with pytest.raises(TypeError, match=refused) if "dinov2" not in name else nullcontext():
         model.eval().keep_mode = "adaptive"
         model(x)
 
+
+def test_pooled_head_survives_a_train_mask_that_keeps_nothing():
+    model = dynamicvit.sparsify(tiny_vit(class_token=False, global_pool="avg"), keep_rate=0.5).train()
+    masks = [torch.ones(2, 64), torch.ones(2, 64), torch.zeros(2, 64).requires_grad_()]  # the last stage keeps none
+    out = model(torch.randn(2, 3, 32, 32), decisions=masks)
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(masks[2].grad).all()
