@@ -11,14 +11,13 @@ tokens. The adaptive keep mode (packed batches) is not available for EVA.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from timm.layers import apply_rot_embed_cat
 from timm.models.eva import Eva, EvaAttention, EvaBlock, EvaBlockPostNorm
 from torch import nn
 
 from .base import Family
 from .predictor import build_predictors
-from .tokens import mixed_class
+from .tokens import biased_qkv, mixed_class
 from .vit import DynamicViTMixin, check_pools, masked_attention, reduction_counts
 
 __all__ = ["FAMILY", "SUPPORTED_EVA", "DynamicEvaMixin", "sparsify_eva"]
@@ -71,12 +70,7 @@ def _masked_eva_attention(
     b, n, c = x.shape
     gate = attn.gate(x).sigmoid() if attn.gate is not None else None
     if attn.qkv is not None:
-        if attn.q_bias is None:
-            qkv = attn.qkv(x)
-        else:
-            bias = torch.cat((attn.q_bias, attn.k_bias, attn.v_bias))
-            qkv = attn.qkv(x) + bias if attn.qkv_bias_separate else F.linear(x, attn.qkv.weight, bias)
-        q, k, v = qkv.reshape(b, n, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = biased_qkv(attn, x)
     else:
         q, k, v = (
             proj(x).reshape(b, n, attn.num_heads, -1).transpose(1, 2)

@@ -232,6 +232,18 @@ def attention_qkv(attn: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch
     return attn.q_norm(q), attn.k_norm(k), v
 
 
+def biased_qkv(attn: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k, v (B, H, N, D) of BEiT's and EVA's attention: one ``qkv`` Linear whose q and v biases are
+    separate parameters (``q_bias``, ``k_bias`` – zeros –, ``v_bias``), or none."""
+    b, n, _ = x.shape
+    if attn.q_bias is None:
+        qkv = attn.qkv(x)
+    else:
+        bias = torch.cat((attn.q_bias, attn.k_bias, attn.v_bias))
+        qkv = attn.qkv(x) + bias if attn.qkv_bias_separate else F.linear(x, attn.qkv.weight, bias)
+    return qkv.reshape(b, n, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+
+
 def attention_output(attn: nn.Module, x: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
     """The rest of timm's ``Attention.forward`` after the heads (B, H, N, d): merge, gate, project."""
     b, _, n, _ = heads.shape

@@ -99,18 +99,26 @@ def masked_softmax(logits: torch.Tensor, policy: torch.Tensor, eps: float = 1e-6
 
 
 def masked_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, policy: torch.Tensor, scale: float, drop: nn.Module
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    policy: torch.Tensor,
+    scale: float,
+    drop: nn.Module,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Heads (B, H, N, D) of attention under the train-mode ``policy`` (:func:`masked_softmax`). When a
-    backward will follow, the (B, H, N, N) weights are recomputed in it instead of kept (activation
-    checkpointing of the attention core: a few percent more arithmetic, far less memory)."""
+    """Heads (B, H, N, D) of attention under the train-mode ``policy`` (:func:`masked_softmax`; ``bias``:
+    an additive (1|B, H, N, N) position bias). When a backward will follow, the (B, H, N, N) weights are
+    recomputed in it instead of kept (activation checkpointing of the attention core: a few percent
+    more arithmetic, far less memory)."""
     if torch.is_grad_enabled() and (q.requires_grad or policy.requires_grad):
-        return checkpoint(_attend, q, k, v, policy, scale, drop, use_reentrant=False)
-    return _attend(q, k, v, policy, scale, drop)
+        return checkpoint(_attend, q, k, v, policy, scale, drop, bias, use_reentrant=False)
+    return _attend(q, k, v, policy, scale, drop, bias)
 
 
-def _attend(q, k, v, policy, scale: float, drop: nn.Module) -> torch.Tensor:
-    weights = drop(masked_softmax((q * scale) @ k.transpose(-2, -1), policy))
+def _attend(q, k, v, policy, scale: float, drop: nn.Module, bias=None) -> torch.Tensor:
+    logits = (q * scale) @ k.transpose(-2, -1)
+    weights = drop(masked_softmax(logits if bias is None else logits + bias, policy))
     return weights.to(v.dtype) @ v
 
 

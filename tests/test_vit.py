@@ -244,6 +244,8 @@ def test_create_model_by_timm_name():
         ("eva02_tiny_patch14_224", {"img_size": 56}),  # EVA-02: rotary embeddings, SwiGLU, class token + avg pool
         ("eva02_small_patch14_224", {"img_size": 70, "dynamic_img_size": True}),  # rotary table of another grid
         ("eva_giant_patch14_224", {"img_size": 42}),  # EVA: absolute position embeddings, no rotary
+        ("beit_base_patch16_224", {"img_size": 48}),  # BEiT: relative position bias per block, avg pool
+        ("beitv2_base_patch16_224", {"img_size": 64, "use_shared_rel_pos_bias": True}),  # one shared bias
     ],
 )
 def test_todays_timm_families_keep_the_contract(name, kwargs):
