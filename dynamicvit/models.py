@@ -11,13 +11,13 @@ import copy
 import timm
 from torch import nn
 
-from . import beit, eva, hierarchical, vit, zoo
+from . import beit, eva, hf, hierarchical, vit, zoo
 from .base import Family
 from .checkpoint import load_checkpoint
 
 __all__ = ["FAMILIES", "SUPPORTED", "build_timm_model", "create_model", "create_pair", "family_of", "sparsify"]
 
-FAMILIES: tuple[Family, ...] = (vit.FAMILY, eva.FAMILY, beit.FAMILY, hierarchical.FAMILY)
+FAMILIES: tuple[Family, ...] = (vit.FAMILY, eva.FAMILY, beit.FAMILY, hf.FAMILY, hierarchical.FAMILY)
 
 SUPPORTED = "Supported: " + "; ".join(f.supported for f in FAMILIES) + "."
 
