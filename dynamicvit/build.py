@@ -100,10 +100,7 @@ def build_dense_for_data(cfg: TrainConfig, dataset, pretrained: bool = False) ->
     if cfg.dense and is_encoder(model):
         raise ValueError("an encoder without classifier (num_classes 0) has no labels to learn from: train it sparse")
     if cfg.teacher_checkpoint:
-        weights = read_state_dict(cfg.teacher_checkpoint)
-        if is_encoder(model):  # a classifier's checkpoint gives an encoder its trunk
-            weights = {k: v for k, v in weights.items() if not k.startswith("head.")}
-        load_checkpoint(model, weights)
+        load_checkpoint(model, _trunk(model, read_state_dict(cfg.teacher_checkpoint)))
     return model
 
 
@@ -173,9 +170,15 @@ def load_trained(source: str | os.PathLike | dict, ema: bool = True, **overrides
     # a learned method's modules show in the weights; the others are known from the config alone
     if any(is_added_key(k) for k in weights) or (not cfg.dense and not get_method(cfg.method).learned):
         model = reduce(model, cfg, **options)
-    load_checkpoint(model, weights)
+    load_checkpoint(model, _trunk(model, weights))
     set_keep_mode(model, cfg.keep_mode, cfg.thresholds)
     return model.eval(), cfg
+
+
+def _trunk(model: nn.Module, weights: dict) -> dict:
+    """``weights`` without the classifier when ``model`` is an encoder (``num_classes=0``): a classifier's
+    checkpoint gives an encoder its trunk."""
+    return {k: v for k, v in weights.items() if not k.startswith("head.")} if is_encoder(model) else weights
 
 
 def set_keep_mode(model: nn.Module, mode: str, thresholds=None) -> None:

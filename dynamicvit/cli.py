@@ -225,7 +225,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
     overrides = {
         k: getattr(args, k)
-        for k in (*_DATA_FIELDS, "model", "keep_rate", "task", "img_size", "keep_mode", "thresholds")
+        for k in (*_DATA_FIELDS, "model", "model_kwargs", "keep_rate", "task", "img_size", "keep_mode", "thresholds")
         if getattr(args, k, None) is not None
     }
     if args.picture:
@@ -382,7 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="top-1, kept tokens, GMACs and img/s of a checkpoint")
     p.add_argument("--checkpoint", required=True)
-    add_config_args(p, names=("model", "keep_rate", "task", "img_size", "keep_mode", "thresholds", *_DATA_FIELDS))
+    add_config_args(
+        p, names=("model", "model_kwargs", "keep_rate", "task", "img_size", "keep_mode", "thresholds", *_DATA_FIELDS)
+    )
     p.add_argument("--random", action="store_true", help="random token selection at the same counts")
     p.add_argument("--no-ema", action="store_true", help="the raw weights even when the checkpoint has EMA ones")
     p.add_argument(

@@ -323,6 +323,9 @@ def test_encoder_without_classifier_distils_its_embedding_and_is_scored_by_knn(
     assert evaluate_checkpoint(tmp_path / "run" / "last.pth")["knn_top1"] == pytest.approx(record["val_knn_top1"])
     assert main(["eval", "--checkpoint", str(tmp_path / "run" / "last.pth"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["knn_top1"] == pytest.approx(record["val_knn_top1"])
+    as_encoder = ["--model-kwargs", json.dumps({**TINY_KW, "num_classes": 0})]  # the classifier's trunk
+    assert main(["eval", "--checkpoint", str(teacher_ckpt), *as_encoder, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["knn_top1"] == pytest.approx(dense["knn_top1"])
     with pytest.raises(ValueError, match="no labels to learn from"):
         Trainer(dataclasses.replace(cfg, dense=True, out_dir=str(tmp_path / "dense")))
 

@@ -238,6 +238,7 @@ def test_create_model_by_timm_name():
     "name,kwargs",
     [
         ("vit_small_patch14_dinov2", {"img_size": 56}),  # layer scale, class token
+        ("vit_small_patch14_dinov2", {}),  # at its native 518x518: 37x37 patches
         ("vit_small_patch14_reg4_dinov2", {"img_size": 42}),  # + 4 registers, another resolution
         ("vit_base_patch16_siglip_224", {"img_size": 48}),  # no class token, attention pooling ('map')
         ("vit_base_patch16_gap_224", {"img_size": 48}),  # no class token, average pooling
@@ -255,7 +256,7 @@ def test_todays_timm_families_keep_the_contract(name, kwargs):
     for name_, p in model.named_parameters():  # DINOv2's layer scale starts at 1e-5: let the blocks matter
         if name_.endswith(("ls1.gamma", "ls2.gamma")):
             torch.nn.init.ones_(p)
-    x = torch.randn(2, 3, kwargs["img_size"], kwargs["img_size"])
+    x = torch.randn(2, 3, *model.patch_embed.img_size)
     with torch.no_grad():
         pruned = model.eval().forward_with_decisions(x)
         masks = _masks_from_indices(pruned.decisions, model.patch_embed.num_patches)
