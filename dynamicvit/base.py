@@ -48,7 +48,10 @@ class TokenReducer:
         if mode not in KEEP_MODES:
             raise ValueError(f"keep_mode must be 'fixed' or 'adaptive', got {mode!r}")
         if mode == "adaptive" and not self.supports_adaptive:
-            raise TypeError(f"{self.method} ({type(self).__name__}) has no adaptive keep mode; DynamicViT models have")
+            raise TypeError(
+                f"{self.method} ({type(self).__name__}) has no adaptive keep mode; DynamicViT on timm ViTs and "
+                "ConvNeXt/Swin has"
+            )
         self._keep_mode = mode
 
     @property
