@@ -15,9 +15,8 @@ from timm.models.beit import Attention, Beit, Block
 from torch import nn
 
 from .base import Family
-from .predictor import build_predictors
-from .tokens import biased_qkv, mixed_class
-from .vit import DynamicViTMixin, masked_attention, reduction_counts
+from .tokens import biased_qkv
+from .vit import DynamicViTMixin, masked_attention, sparsify_family
 
 __all__ = ["FAMILY", "SUPPORTED_BEIT", "DynamicBeitMixin", "kept_bias", "sparsify_beit"]
 
@@ -83,30 +82,19 @@ def _beit_attention(
     return attn.proj_drop(attn.proj(out.transpose(1, 2).reshape(b, n, c)))
 
 
-def check_supported_beit(model: nn.Module) -> None:
-    """Raise a clear error unless ``model`` is a timm ``Beit`` that token reduction supports."""
-    if isinstance(model, DynamicViTMixin):
-        raise ValueError(f"model is already reduced ({type(model).__name__}); set model.keep_rate to change its budget")
+def beit_problems(model: nn.Module) -> list[str]:
+    """What keeps token reduction from a timm ``Beit`` (nothing: an empty list)."""
     problems = []
     if not all(isinstance(b, Block) and isinstance(b.attn, Attention) for b in model.blocks):
         problems.append("its blocks are not timm beit Block/Attention")
     if model.global_pool not in ("avg", "token", ""):
         problems.append(f"global_pool is {model.global_pool!r}")
-    if problems:
-        raise TypeError(f"cannot sparsify {type(model).__name__}: {'; '.join(problems)}. Supported: {SUPPORTED_BEIT}")
+    return problems
 
 
 def sparsify_beit(model: Beit, keep_rate: float = 0.7, prune_layers=None) -> Beit:
     """Turn a timm ``Beit`` into DynamicViT in place and return it."""
-    check_supported_beit(model)
-    rate, layers = reduction_counts(model, keep_rate, prune_layers)
-    ref = next(model.parameters())
-    predictors = build_predictors(model.embed_dim, [rate] * len(layers))
-    model.__class__ = mixed_class(DynamicBeitMixin, type(model), "Dynamic")
-    model.score_predictor = predictors.to(device=ref.device, dtype=ref.dtype)
-    model._prune_layers = layers
-    model.keep_rate = rate
-    return model
+    return sparsify_family(model, DynamicBeitMixin, beit_problems(model), SUPPORTED_BEIT, keep_rate, prune_layers)
 
 
 FAMILY = Family(

@@ -61,8 +61,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
             for m in args.models
             for b in args.batch_sizes
         ]
-        if args.json:
-            print(json.dumps(runs if len(runs) > 1 else runs[0], indent=2))
+        if _printed_json(args, runs):
             return
         for r in runs:
             print(f"{r['model']} training step, batch {r['batch_size']}, median of {r['repeats']} interleaved runs")
@@ -74,8 +73,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         return
     if args.checkpoints:
         r = benchmark_checkpoints(*args.checkpoints, args.batch_sizes[0], args.warmup, args.repeats)
-        if args.json:
-            print(json.dumps(r, indent=2))
+        if _printed_json(args, [r]):
             return
         print(
             f"batch {r['batch_size']}, {r['img_size'][0]}x{r['img_size'][1]}, median of {r['repeats']} interleaved runs"
@@ -99,8 +97,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         for model in args.models
         for batch in args.batch_sizes
     ]
-    if args.json:
-        print(json.dumps(results if len(results) > 1 else results[0], indent=2))
+    if _printed_json(args, results):
         return
     for r in results:
         print(
@@ -181,6 +178,13 @@ def _cmd_compare(args: argparse.Namespace) -> None:
         bench_repeats=args.bench_repeats,
     )
     print((Path(args.out_dir) / "compare.md").read_text())
+
+
+def _printed_json(args: argparse.Namespace, results: list[dict]) -> bool:
+    """With ``--json``: print the result (a list when there are several) and say so."""
+    if args.json:
+        print(json.dumps(results if len(results) > 1 else results[0], indent=2))
+    return args.json
 
 
 def _size(img_size: int | None) -> dict:

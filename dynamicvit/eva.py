@@ -16,9 +16,8 @@ from timm.models.eva import Eva, EvaAttention, EvaBlock, EvaBlockPostNorm
 from torch import nn
 
 from .base import Family
-from .predictor import build_predictors
-from .tokens import biased_qkv, mixed_class
-from .vit import DynamicViTMixin, check_pools, masked_attention, reduction_counts
+from .tokens import biased_qkv
+from .vit import DynamicViTMixin, check_pools, masked_attention, sparsify_family
 
 __all__ = ["FAMILY", "SUPPORTED_EVA", "DynamicEvaMixin", "sparsify_eva"]
 
@@ -87,10 +86,8 @@ def _masked_eva_attention(
     return attn.proj_drop(attn.proj(out))
 
 
-def check_supported_eva(model: nn.Module) -> None:
-    """Raise a clear error unless ``model`` is a timm ``Eva`` that token reduction supports."""
-    if isinstance(model, DynamicViTMixin):
-        raise ValueError(f"model is already reduced ({type(model).__name__}); set model.keep_rate to change its budget")
+def eva_problems(model: nn.Module) -> list[str]:
+    """What keeps token reduction from a timm ``Eva`` (nothing: an empty list)."""
     problems = []
     if not all(isinstance(b, (EvaBlock, EvaBlockPostNorm)) and isinstance(b.attn, EvaAttention) for b in model.blocks):
         problems.append("its blocks are not timm EvaBlock/EvaAttention")
@@ -100,22 +97,12 @@ def check_supported_eva(model: nn.Module) -> None:
         problems.append("patch dropout is enabled")
     if model.attn_pool is not None:
         problems.append("attention pooling")
-    problems += check_pools(model)
-    if problems:
-        raise TypeError(f"cannot sparsify {type(model).__name__}: {'; '.join(problems)}. Supported: {SUPPORTED_EVA}")
+    return problems + check_pools(model)
 
 
 def sparsify_eva(model: Eva, keep_rate: float = 0.7, prune_layers=None) -> Eva:
     """Turn a timm ``Eva`` into DynamicViT in place and return it."""
-    check_supported_eva(model)
-    rate, layers = reduction_counts(model, keep_rate, prune_layers)
-    ref = next(model.parameters())
-    predictors = build_predictors(model.embed_dim, [rate] * len(layers))
-    model.__class__ = mixed_class(DynamicEvaMixin, type(model), "Dynamic")
-    model.score_predictor = predictors.to(device=ref.device, dtype=ref.dtype)
-    model._prune_layers = layers
-    model.keep_rate = rate
-    return model
+    return sparsify_family(model, DynamicEvaMixin, eva_problems(model), SUPPORTED_EVA, keep_rate, prune_layers)
 
 
 FAMILY = Family(

@@ -73,6 +73,8 @@ __all__ = [
     "pools_patches",
     "reduction_counts",
     "reduction_layers",
+    "install",
+    "sparsify_family",
     "sparsify_vit",
 ]
 
@@ -482,9 +484,26 @@ def check_supported(model: nn.Module) -> None:
 def sparsify_vit(model: VisionTransformer, keep_rate: float = 0.7, prune_layers=None) -> VisionTransformer:
     """Turn a timm ``VisionTransformer`` into DynamicViT in place and return it."""
     rate, layers = reduction_layers(model, keep_rate, prune_layers)
-    ref = model.pos_embed if model.pos_embed is not None else next(model.parameters())
+    return install(model, DynamicViTMixin, rate, layers)
+
+
+def sparsify_family(
+    model: nn.Module, mixin: type, problems: list[str], supported: str, keep_rate: float, prune_layers
+) -> nn.Module:
+    """DynamicViT for a ViT-like family (EVA, BEiT): refuse an already reduced model or one with
+    ``problems`` (naming what the family ``supported``), then :func:`install` ``mixin``."""
+    if isinstance(model, TokenReductionMixin):
+        raise ValueError(f"model is already reduced ({type(model).__name__}); set model.keep_rate to change its budget")
+    if problems:
+        raise TypeError(f"cannot sparsify {type(model).__name__}: {'; '.join(problems)}. Supported: {supported}")
+    return install(model, mixin, *reduction_counts(model, keep_rate, prune_layers))
+
+
+def install(model: nn.Module, mixin: type, rate: float, layers: list[int]) -> nn.Module:
+    """Swap ``mixin`` into ``model``'s class and add one predictor per pruning stage (in place)."""
+    ref = next(model.parameters())
     predictors = build_predictors(model.embed_dim, [rate] * len(layers))  # each keeps rho of those alive
-    model.__class__ = mixed_class(DynamicViTMixin, type(model), "Dynamic")
+    model.__class__ = mixed_class(mixin, type(model), "Dynamic")
     model.score_predictor = predictors.to(device=ref.device, dtype=ref.dtype)
     model._prune_layers = layers
     model.keep_rate = rate
