@@ -474,5 +474,11 @@ def _summary(record: dict) -> str:
 
 
 def train(cfg: TrainConfig) -> dict:
-    """Run a whole training (the Python call behind ``dynamicvit train``); returns the last record."""
-    return Trainer(cfg).fit()
+    """Run a whole training (the Python call behind ``dynamicvit train``); returns the last record. Under
+    ``torchrun`` the process group is destroyed at the end: left to interpreter exit, gloo's threads can
+    abort the process ("terminate called without an active exception")."""
+    try:
+        return Trainer(cfg).fit()
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
