@@ -27,6 +27,7 @@ from torchvision.ops import FeaturePyramidNetwork
 from .base import find_reducer
 from .data import collate_detection
 from .losses import keep_ratio_loss
+from .segment import nchw_maps
 from .tokens import SparseOutput, check_image_batch, in_channels
 
 __all__ = [
@@ -54,15 +55,9 @@ class FeatureBackbone(nn.Module):
         self.fpn = FeaturePyramidNetwork(self.channels, out_channels)
         self.out_channels = out_channels
 
-    def maps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The body's maps, NCHW (timm's Swin features come channels-last)."""
-        return [
-            f.permute(0, 3, 1, 2) if f.shape[1] != c and f.shape[-1] == c else f
-            for f, c in zip(self.body(x), self.channels, strict=True)
-        ]
-
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-        return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(self.maps(x))))
+        maps = nchw_maps(self.body(x), self.channels)
+        return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(maps)))
 
 
 class Detector(nn.Module):
@@ -235,12 +230,15 @@ def evaluate_detection(model: Detector, dataset, batch_size: int = 64, workers: 
     device = next(model.parameters()).device
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_detection)
     images, annotations, results = [], [], []
-    seconds = 0.0
+    seconds = backbone_seconds = 0.0
     for x, targets in loader:
         x = x.to(device)
         start = time.perf_counter()
         out = model(x)
         seconds += time.perf_counter() - start
+        start = time.perf_counter()
+        model.backbone(x)
+        backbone_seconds += time.perf_counter() - start
         for target, det in zip(targets, out, strict=True):
             image_id = len(images) + 1
             images.append({"id": image_id, "height": int(x.shape[-2]), "width": int(x.shape[-1])})
@@ -262,7 +260,6 @@ def evaluate_detection(model: Detector, dataset, batch_size: int = 64, workers: 
     categories = [{"id": k + 1, "name": str(k)} for k in range(model.num_classes)]
     ground_truth = {"images": images, "annotations": annotations, "categories": categories}
     out = coco_map(ground_truth, results)
-    backbone_seconds = _backbone_seconds(model, loader, device)
     model.train(was_training)
     n = len(images)
     out.update(
@@ -272,13 +269,3 @@ def evaluate_detection(model: Detector, dataset, batch_size: int = 64, workers: 
         detections_per_image=len(results) / max(n, 1),
     )
     return out
-
-
-def _backbone_seconds(model: Detector, loader: DataLoader, device: torch.device) -> float:
-    seconds = 0.0
-    for x, _ in loader:
-        x = x.to(device)
-        start = time.perf_counter()
-        model.backbone(x)
-        seconds += time.perf_counter() - start
-    return seconds

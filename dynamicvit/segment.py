@@ -18,7 +18,7 @@ from torch import nn
 from .base import find_reducer
 from .tokens import SparseOutput, check_finite, check_image_batch, in_channels
 
-__all__ = ["FPNHead", "Segmenter", "ViTSegmenter", "build_segmenter", "confusion_matrix", "miou"]
+__all__ = ["FPNHead", "Segmenter", "ViTSegmenter", "build_segmenter", "confusion_matrix", "miou", "nchw_maps"]
 
 
 class FPNHead(nn.Module):
@@ -46,6 +46,14 @@ class FPNHead(nn.Module):
         return self.head(fused)
 
 
+def nchw_maps(feats: list[torch.Tensor], channels: list[int]) -> list[torch.Tensor]:
+    """A timm features_only backbone's maps as NCHW (timm's Swin features come channels-last)."""
+    return [
+        f.permute(0, 3, 1, 2) if f.shape[1] != c and f.shape[-1] == c else f
+        for f, c in zip(feats, channels, strict=True)
+    ]
+
+
 class Segmenter(nn.Module):
     """``backbone`` (timm features_only) + :class:`FPNHead`; logits at the input resolution.
 
@@ -64,12 +72,7 @@ class Segmenter(nn.Module):
         self.pretrained_cfg = {"input_size": tuple(input_size)}  # what count_flops and export feed it
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats = self.backbone(x)
-        # timm's Swin features come channels-last; the head wants NCHW
-        return [
-            f.permute(0, 3, 1, 2) if f.shape[1] != c and f.shape[-1] == c else f
-            for f, c in zip(feats, self.channels, strict=True)
-        ]
+        return nchw_maps(self.backbone(x), self.channels)
 
     def forward_head(self, feats: list[torch.Tensor], size: tuple[int, int] | None = None) -> torch.Tensor:
         logits = self.decode(feats)
