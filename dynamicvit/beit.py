@@ -15,8 +15,8 @@ from timm.models.beit import Attention, Beit, Block
 from torch import nn
 
 from .base import Family
-from .tokens import biased_qkv
-from .vit import DynamicViTMixin, masked_attention, sparsify_family
+from .tokens import biased_qkv, masked_attention
+from .vit import DynamicViTMixin, sparsify_family
 
 __all__ = ["FAMILY", "SUPPORTED_BEIT", "DynamicBeitMixin", "kept_bias", "sparsify_beit"]
 
@@ -27,6 +27,7 @@ class DynamicBeitMixin(DynamicViTMixin):
     """DynamicViT's methods with BEiT's blocks: the relative position bias follows the alive tokens."""
 
     supports_adaptive = False
+    shares_prefix = False  # its blocks take rotary tables / position biases: the teacher cannot resume
     attn_pool = None  # what the shared ViT code asks of a timm ViT's head; BEiT has none of these
     pool_include_prefix = False
     dynamic_img_size = False

@@ -263,7 +263,8 @@ def benchmark_training(
 ) -> dict:
     """Seconds and peak memory of one training step (forward, loss, backward, AdamW update), interleaved
     in one process: the dense model with cross-entropy, DynamicViT fine-tuning (the paper's objective,
-    backbone trainable) and calibration (the same, backbone frozen: only the new modules learn)."""
+    backbone trainable), the same with the layers before the first pruning stage frozen (``--freeze-prefix``:
+    the teacher reuses them) and calibration (backbone frozen: only the new modules learn)."""
     from timm.optim import create_optimizer_v2
 
     from .checkpoint import freeze_weights
@@ -271,6 +272,9 @@ def benchmark_training(
 
     dense, sparse = create_pair(model, keep_rate=keep_rate, **timm_kwargs)
     teacher = copy.deepcopy(dense).eval()
+    prefix = copy.deepcopy(sparse)
+    for weight in prefix.prefix_state():  # --freeze-prefix: the layers before the first stage never train
+        weight.requires_grad_(False)
     frozen = copy.deepcopy(sparse)
     backbone = freeze_weights(frozen)
     chans, h, w = input_size(dense)
@@ -296,6 +300,7 @@ def benchmark_training(
     fns = {
         "dense": step(dense, lambda m: ce(m(x), y)),
         "fine-tune": step(sparse, distilled(sparse)),
+        "fine-tune, frozen prefix": step(prefix, distilled(prefix)),
         "calibrate": step(frozen, distilled(frozen)),
     }
     with torch.enable_grad():

@@ -134,7 +134,8 @@ def reduce(model: nn.Module, cfg: TrainConfig, **options) -> nn.Module:
 
 def build_teacher_student(cfg: TrainConfig, dataset) -> tuple[nn.Module, nn.Module | None]:
     """(model to train, frozen dense teacher or ``None`` for dense training). The student's class
-    and position tokens stay frozen, as in the paper's recipe."""
+    and position tokens stay frozen, as in the paper's recipe (with ``freeze_prefix``, all that runs before
+    the first pruning stage)."""
     check_teacher(cfg)
     base = build_dense_for_data(cfg, dataset, pretrained=cfg.pretrained)
     if cfg.dense:
@@ -144,6 +145,13 @@ def build_teacher_student(cfg: TrainConfig, dataset) -> tuple[nn.Module, nn.Modu
     for name in ("cls_token", "pos_embed", "dist_token", "reg_token"):
         if isinstance(getattr(student, name, None), nn.Parameter):
             getattr(student, name).requires_grad_(False)
+    if cfg.freeze_prefix:
+        if not getattr(student, "shares_prefix", False):
+            raise ValueError(
+                f"--freeze-prefix needs DynamicViT on a timm ViT; {cfg.model} here is {type(student).__name__}"
+            )
+        for weight in student.prefix_state():
+            weight.requires_grad_(False)
     return student, teacher.eval()
 
 

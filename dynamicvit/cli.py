@@ -67,7 +67,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
             print(f"{r['model']} training step, batch {r['batch_size']}, median of {r['repeats']} interleaved runs")
             for name, secs in r["seconds"].items():
                 print(
-                    f"  {name:<10} {secs:7.3f} s  {r['time_vs_dense'][name]:5.2f}x   "
+                    f"  {name:<24} {secs:7.3f} s  {r['time_vs_dense'][name]:5.2f}x   "
                     f"{r['peak_mb'][name]:8.1f} MB  {r['memory_vs_dense'][name]:5.2f}x"
                 )
         return
@@ -477,7 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", action="store_true", help="also time the ONNX exports with onnxruntime")
     p.add_argument("--keep-mode", choices=KEEP_MODES, default="fixed", help="adaptive: also time the adaptive mode")
     p.add_argument(
-        "--training", action="store_true", help="time and memory of a training step: dense, fine-tune, calibrate"
+        "--training",
+        action="store_true",
+        help="time and memory of a training step: dense, fine-tune (also with a frozen prefix), calibrate",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_bench)

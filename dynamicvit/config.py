@@ -83,6 +83,11 @@ class TrainConfig:
     lr: float = _opt(1e-3, "peak learning rate of the new modules (the whole model with --dense)")
     backbone_lr_scale: float | None = _opt(None, "backbone lr relative to --lr (default: the family's, ViT 0.01)")
     freeze_backbone_epochs: float = _opt(5, "no backbone updates before this epoch (fractions allowed)")
+    freeze_prefix: bool = _opt(
+        False,
+        "never train the layers before the first pruning stage (DynamicViT on a ViT): the teacher then reuses "
+        "the student's tokens there, a cheaper step",
+    )
     warmup_epochs: float = _opt(5, "linear warm-up epochs (fractions allowed)")
     min_lr: float = _opt(1e-6, "learning rate at the end of the cosine schedule")
     weight_decay: float = _opt(0.05, "AdamW weight decay (none on biases and norms)")
@@ -200,6 +205,8 @@ def validate(cfg: TrainConfig, training: bool = True) -> TrainConfig:
         raise ValueError("--no-labels trains a sparse model from a dense one; --dense training needs labels")
     if cfg.no_labels and cfg.task == "detect":
         raise ValueError("--no-labels does not apply to --task detect (FCOS learns from its boxes)")
+    if cfg.freeze_prefix and (cfg.dense or cfg.method != "dynamicvit"):
+        raise ValueError("--freeze-prefix applies to DynamicViT training (--method dynamicvit, not --dense)")
     if training and cfg.data == "images" and not cfg.no_labels:
         raise ValueError("--data images has no labels: pass --no-labels (distil from the dense model alone)")
     if training:

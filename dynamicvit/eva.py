@@ -16,8 +16,8 @@ from timm.models.eva import Eva, EvaAttention, EvaBlock, EvaBlockPostNorm
 from torch import nn
 
 from .base import Family
-from .tokens import biased_qkv
-from .vit import DynamicViTMixin, check_pools, masked_attention, sparsify_family
+from .tokens import biased_qkv, masked_attention
+from .vit import DynamicViTMixin, check_pools, sparsify_family
 
 __all__ = ["FAMILY", "SUPPORTED_EVA", "DynamicEvaMixin", "sparsify_eva"]
 
@@ -30,6 +30,7 @@ class DynamicEvaMixin(DynamicViTMixin):
     """DynamicViT's methods with EVA's blocks: the rotary embeddings follow the alive tokens."""
 
     supports_adaptive = False
+    shares_prefix = False  # its blocks take rotary tables / position biases: the teacher cannot resume
     pool_include_prefix = False  # timm's Eva pools over the patch tokens
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:

@@ -53,6 +53,8 @@ class DistillationLoss(nn.Module):
     base and ratio terms remain. Target ratios default to ``keep_rate**s`` per stage
     (cumulative, plain ViT); pass ``target_ratios`` for other schedules. A term whose
     weight is 0 is not computed (baselines without masks train with CE + KL only).
+    ``student``: the model being trained, when it can hand the teacher the tokens of the layers both share
+    (frozen, before the first pruning stage: ``teacher_features``), so that they run once.
     ``labels=False`` drops the cross-entropy: the student learns from the teacher alone (and the targets
     are not read). ``embedding=True`` (encoders without a classifier, ``num_classes=0``) also replaces the
     class KL by an MSE between the student's and the teacher's pooled embeddings. With ``token_head``
@@ -73,8 +75,11 @@ class DistillationLoss(nn.Module):
         ratio_loss: str = "image",
         labels: bool = True,
         embedding: bool = False,
+        student: nn.Module | None = None,
     ) -> None:
         super().__init__()
+        # a student with ``teacher_features(teacher, images)`` may share its frozen layers with the teacher
+        self.teacher_features = getattr(student, "teacher_features", None)
         self.embedding = embedding  # the outputs are embeddings (an encoder without classifier): MSE, no KL
         self.labels = labels and not embedding  # False: no cross-entropy, the targets are not read
         if ratio_loss not in RATIO_LOSSES:
@@ -113,7 +118,10 @@ class DistillationLoss(nn.Module):
             total = total + self.ratio_weight * terms["ratio"]
         if self.teacher is not None:
             with torch.no_grad():
-                t_feats = self.teacher.forward_features(inputs)
+                if self.teacher_features is None:
+                    t_feats = self.teacher.forward_features(inputs)
+                else:
+                    t_feats = self.teacher_features(self.teacher, inputs)
                 t_logits = self.teacher.forward_head(t_feats)
             if self.embedding:  # an encoder: its pooled embedding against the dense encoder's
                 terms["embed_mse"] = F.mse_loss(logits.float(), t_logits.float())
@@ -202,4 +210,5 @@ def build_criterion(
         ratio_loss=ratio_loss,
         labels=labels,
         embedding=is_encoder(model),
+        student=model,
     )

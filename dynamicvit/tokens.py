@@ -14,6 +14,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 __all__ = [
     "PackedTokens",
@@ -29,6 +30,8 @@ __all__ = [
     "in_channels",
     "index_mask",
     "iter_stages",
+    "masked_attention",
+    "masked_softmax",
     "mixed_class",
     "packed_block",
     "patch_tokens",
@@ -269,6 +272,102 @@ def residual_attention(blk: nn.Module, x: torch.Tensor, heads: Heads) -> torch.T
 def residual_mlp(blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``x`` plus a timm ``Block``'s MLP branch."""
     return x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
+
+
+# -- DynamicViT's train-mode attention masking ---------------------------------------------
+def masked_softmax(logits: torch.Tensor, policy: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Softmax over keys weighted by ``policy`` (B, N) with the diagonal always on, in float32.
+
+    ``logits`` is (B, H, N, N). The paper's attention masking: ``w = exp(a - max) * G``, then
+    ``(w + eps/N) / (sum w + eps)``; safe under fp16/bf16 autocast.
+    """
+    n = logits.shape[-1]
+    keys = policy.float()[:, None, None, :]
+    eye = torch.eye(n, dtype=torch.float32, device=logits.device)
+    gate = keys + (1.0 - keys) * eye
+    logits = logits.float()
+    weights = (logits - logits.amax(dim=-1, keepdim=True)).exp() * gate
+    return (weights + eps / n) / (weights.sum(dim=-1, keepdim=True) + eps)
+
+
+def masked_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    policy: torch.Tensor,
+    scale: float,
+    drop: nn.Module,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Heads (B, H, N, D) of attention under the train-mode hard ``policy`` (B, N) of 0/1 (key ``j``
+    visible iff kept, the diagonal always on; ``bias``: an additive (1|B, H, N, N) position bias).
+
+    The forward is torch's fused attention with the policy as a boolean mask: no (B, H, N, N) weights
+    are kept. The backward recomputes them and gives the gradients of :func:`masked_softmax`'s attention
+    (without its 1e-6 smoothing), the policy's included – what the predictors learn from. With attention
+    dropout active the weights cannot be recomputed: :func:`masked_softmax` runs as is, checkpointed.
+    """
+    if drop.training and getattr(drop, "p", 0.0) > 0:
+        if torch.is_grad_enabled():
+            return checkpoint(_dropped_attention, q, k, v, policy, scale, drop, bias, use_reentrant=False)
+        return _dropped_attention(q, k, v, policy, scale, drop, bias)
+    return _MaskedAttention.apply(q, k, v, policy, scale, bias)
+
+
+def _dropped_attention(q, k, v, policy, scale: float, drop: nn.Module, bias=None) -> torch.Tensor:
+    logits = (q * scale) @ k.transpose(-2, -1)
+    weights = drop(masked_softmax(logits if bias is None else logits + bias, policy))
+    return weights.to(v.dtype) @ v
+
+
+def _visible(policy: torch.Tensor) -> torch.Tensor:
+    """Boolean (B, 1, N, N): key ``j`` visible to query ``i`` iff ``policy[:, j]`` keeps it or ``i == j``."""
+    n = policy.shape[-1]
+    return (policy[:, None, None, :] > 0.5) | torch.eye(n, dtype=torch.bool, device=policy.device)
+
+
+class _MaskedAttention(torch.autograd.Function):
+    """Fused forward, recomputing backward of :func:`masked_attention` (see there)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, policy, scale: float, bias):
+        visible = _visible(policy)
+        mask = visible if bias is None else bias.to(q.dtype).masked_fill(~visible, -torch.inf)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+        ctx.scale = scale
+        ctx.save_for_backward(q, k, v, policy, bias, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, policy, bias, out = ctx.saved_tensors
+        with torch.autocast(q.device.type, enabled=False):
+            q32, k32, v32, out, grad_out = (t.float() for t in (q, k, v, out, grad_out))
+            logits = (q32 * ctx.scale) @ k32.transpose(-2, -1)
+            if bias is not None:
+                logits = logits + bias.float()
+            hidden = ~_visible(policy)
+            # every key's exp over the visible keys' sum: the weight a key gets, or would get if visible
+            share = (logits - logits.amax(dim=-1, keepdim=True)).exp_()
+            share = share.div_(share.masked_fill(hidden, 0.0).sum(dim=-1, keepdim=True))
+            weights = share.masked_fill(hidden, 0.0)
+            grad_v = weights.transpose(-2, -1) @ grad_out
+            # d loss / d gate (the multiplicative mask) = share * (dO·v_j − dO·out); visible: d loss / d logits
+            grad_gate = share.mul_((grad_out @ v32.transpose(-2, -1)).sub_((grad_out * out).sum(-1, keepdim=True)))
+            grad_logits = grad_gate.masked_fill(hidden, 0.0)
+            grad_q = (grad_logits @ k32).mul_(ctx.scale)
+            grad_k = (grad_logits.transpose(-2, -1) @ q32).mul_(ctx.scale)
+            # the gate of key j is policy_j for every query but j itself (always visible)
+            grad_policy = grad_gate.sum(dim=(1, 2)) - grad_gate.diagonal(dim1=-2, dim2=-1).sum(1)
+            grad_bias = None if bias is None else grad_logits.sum_to_size(bias.shape).to(bias.dtype)
+        return (
+            grad_q.to(q.dtype),
+            grad_k.to(k.dtype),
+            grad_v.to(v.dtype),
+            grad_policy.to(policy.dtype),
+            None,
+            grad_bias,
+        )
 
 
 def iter_stages(blocks: Sequence[nn.Module], prune_layers: Sequence[int]) -> Iterator[tuple[int | None, nn.Module]]:

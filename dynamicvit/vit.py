@@ -27,7 +27,6 @@ import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import Attention, Block, VisionTransformer
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from .base import Family, TokenReducer
 from .predictor import (
@@ -50,6 +49,7 @@ from .tokens import (
     gather_tokens,
     in_channels,
     iter_stages,
+    masked_attention,
     mixed_class,
     packed_block,
     patch_tokens,
@@ -68,8 +68,6 @@ __all__ = [
     "TokenReductionMixin",
     "check_pools",
     "check_supported",
-    "masked_attention",
-    "masked_softmax",
     "pools_patches",
     "reduction_counts",
     "reduction_layers",
@@ -85,45 +83,6 @@ SUPPORTED_VIT = (
 )
 
 
-def masked_softmax(logits: torch.Tensor, policy: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Softmax over keys weighted by ``policy`` (B, N) with the diagonal always on, in float32.
-
-    ``logits`` is (B, H, N, N). The paper's attention masking: ``w = exp(a - max) * G``, then
-    ``(w + eps/N) / (sum w + eps)``; safe under fp16/bf16 autocast.
-    """
-    n = logits.shape[-1]
-    keys = policy.float()[:, None, None, :]
-    eye = torch.eye(n, dtype=torch.float32, device=logits.device)
-    gate = keys + (1.0 - keys) * eye
-    logits = logits.float()
-    weights = (logits - logits.amax(dim=-1, keepdim=True)).exp() * gate
-    return (weights + eps / n) / (weights.sum(dim=-1, keepdim=True) + eps)
-
-
-def masked_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    policy: torch.Tensor,
-    scale: float,
-    drop: nn.Module,
-    bias: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Heads (B, H, N, D) of attention under the train-mode ``policy`` (:func:`masked_softmax`; ``bias``:
-    an additive (1|B, H, N, N) position bias). When a backward will follow, the (B, H, N, N) weights are
-    recomputed in it instead of kept (activation checkpointing of the attention core: a few percent
-    more arithmetic, far less memory)."""
-    if torch.is_grad_enabled() and (q.requires_grad or policy.requires_grad):
-        return checkpoint(_attend, q, k, v, policy, scale, drop, bias, use_reentrant=False)
-    return _attend(q, k, v, policy, scale, drop, bias)
-
-
-def _attend(q, k, v, policy, scale: float, drop: nn.Module, bias=None) -> torch.Tensor:
-    logits = (q * scale) @ k.transpose(-2, -1)
-    weights = drop(masked_softmax(logits if bias is None else logits + bias, policy))
-    return weights.to(v.dtype) @ v
-
-
 def _masked_block(blk: Block, x: torch.Tensor, policy: torch.Tensor) -> torch.Tensor:
     """timm ``Block.forward`` with the DynamicViT policy mask on the attention (train mode)."""
     attn = blk.attn
@@ -132,6 +91,24 @@ def _masked_block(blk: Block, x: torch.Tensor, policy: torch.Tensor) -> torch.Te
         return masked_attention(q, k, v, policy, attn.scale, attn.attn_drop)
 
     return residual_mlp(blk, residual_attention(blk, x, heads))
+
+
+def _train_mode_differs(module: nn.Module) -> bool:
+    """Whether ``module`` (not its children) computes differently in train mode than in eval mode."""
+    if not module.training:
+        return False
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return True
+    rate = getattr(module, "p", None) if isinstance(module, nn.modules.dropout._DropoutNd) else None
+    rate = rate or getattr(module, "drop_prob", None) or getattr(module, "prob", None)  # DropPath, PatchDropout
+    return bool(rate)
+
+
+def _continues(teacher: nn.Module) -> bool:
+    """Whether ``teacher``'s features are timm's ViT ones: embedding, ``blocks`` in order, ``norm``."""
+    return (
+        isinstance(teacher, VisionTransformer) and type(teacher).forward_features is VisionTransformer.forward_features
+    )
 
 
 def reduction_layers(model: VisionTransformer, keep_rate: float, prune_layers) -> tuple[float, list[int]]:
@@ -262,6 +239,10 @@ class DynamicViTMixin(TokenReductionMixin):
     method = "dynamicvit"
     distills_tokens = True
     supports_adaptive = True
+    shares_prefix = True  # the teacher can resume from the tokens before the first stage (timm ViT blocks)
+    _shared: tuple[torch.Tensor, list[torch.Tensor]] | None = None
+    _prefix_stamp: list | None = None
+    _prefix_same = False
     score_predictor: nn.ModuleList
     last_keep_scores: list[tuple[torch.Tensor, torch.Tensor]] = []
 
@@ -307,6 +288,8 @@ class DynamicViTMixin(TokenReductionMixin):
         prefix = self.num_prefix_tokens
         mask, policy, masks = None, None, []
         for s, blk in iter_stages(self.blocks, self._prune_layers):
+            if s == 0:
+                self._shared = (x, self.prefix_state()) if self._prefix_is_fixed() else None
             if s is not None:
                 forced = forced_at(decisions, s)
                 patches = patch_tokens(x, prefix)
@@ -317,6 +300,48 @@ class DynamicViTMixin(TokenReductionMixin):
                 policy = torch.cat([mask.new_ones(mask.shape[0], prefix), mask], dim=1)
             x = self._block(blk, x, None, policy)
         return x, masks
+
+    # -- the dense prefix, shared with the teacher -------------------------------------------------
+    def prefix_state(self, model: nn.Module | None = None) -> list[torch.Tensor]:
+        """The tensors that compute the tokens entering the first pruning stage of this model (or of the
+        dense ``model`` it came from): class/register/position tokens, patch embedding, the blocks before."""
+        model = self if model is None else model
+        tokens = [getattr(model, n, None) for n in ("cls_token", "dist_token", "reg_token", "pos_embed")]
+        modules = [model.patch_embed, model.norm_pre, *model.blocks[: self._prune_layers[0]]]
+        weights = [t for m in modules for t in (*m.parameters(), *m.buffers())]
+        return [t for t in tokens if isinstance(t, torch.Tensor)] + weights
+
+    def _prefix_is_fixed(self) -> bool:
+        """Whether the layers before the first pruning stage compute, in this train-mode forward, exactly
+        what they compute in eval mode with weights that cannot change: no weight of theirs needs a gradient,
+        no dropout, drop-path, patch dropout or batch statistics."""
+        first = self._prune_layers[0]
+        modules = [self.patch_embed, self.patch_drop, self.norm_pre, *self.blocks[:first]]
+        random = any(_train_mode_differs(m) for module in modules for m in module.modules())
+        return self.shares_prefix and not random and not any(t.requires_grad for t in self.prefix_state())
+
+    def teacher_features(self, teacher: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """``teacher.forward_features(images)`` for the dense ``teacher`` this model was sparsified from,
+        reusing the tokens this model's last train-mode forward computed before its first pruning stage
+        when that part is frozen and deterministic and equal to the teacher's (checked): those layers
+        then run once for both (cheaper calibration and frozen-backbone epochs)."""
+        shared, self._shared = self._shared, None
+        if shared is not None and _continues(teacher) and self._same_prefix(teacher, shared[1]):
+            x = shared[0]
+            if x.shape[0] == images.shape[0]:
+                return teacher.norm(teacher.blocks[self._prune_layers[0] :](x))
+        return teacher.forward_features(images)
+
+    def _same_prefix(self, teacher: nn.Module, mine: list[torch.Tensor]) -> bool:
+        """Whether ``teacher``'s prefix weights equal ``mine``; rechecked only after either changed."""
+        theirs = self.prefix_state(teacher)
+        stamp = [(t.data_ptr(), t._version) for t in (*mine, *theirs)]
+        if self._prefix_stamp != stamp:
+            same = len(mine) == len(theirs) and all(
+                a.shape == b.shape and torch.equal(a, b) for a, b in zip(mine, theirs, strict=True)
+            )
+            self._prefix_stamp, self._prefix_same = stamp, same
+        return self._prefix_same
 
     def _forward_pruned(self, x, decisions, trace: list | None = None):
         """Eval mode, fixed counts; ``trace`` collects each stage's (alive patch tokens, their grid indices)."""

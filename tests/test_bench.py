@@ -129,32 +129,10 @@ def test_training_step_benchmark_frozen_backbone_keeps_less(capsys):
     r = benchmark_training(
         "vit_tiny_patch16_224", batch_size=2, warmup=0, repeats=1, img_size=32, patch_size=8, depth=4
     )
-    assert set(r["seconds"]) == set(r["peak_mb"]) == {"dense", "fine-tune", "calibrate"}
+    assert set(r["seconds"]) == set(r["peak_mb"]) == {"dense", "fine-tune", "fine-tune, frozen prefix", "calibrate"}
     assert r["frozen_weights"] > 0 and r["time_vs_dense"]["dense"] == 1.0
     # frozen weights need no gradients: no weight gradients, no activations kept for the blocks before pruning
     assert r["peak_mb"]["calibrate"] < 0.8 * r["peak_mb"]["fine-tune"]
     argv = ["bench", "--training", "--model", "vit_tiny_patch16_224", "--img-size", "32", "--batch-size", "2"]
     assert main([*argv, "--repeats", "1", "--warmup", "0"]) == 0
     assert "calibrate" in capsys.readouterr().out
-
-
-def test_checkpointed_masked_attention_gives_the_same_gradients(monkeypatch):
-    """The attention weights recomputed in the backward give the gradients of keeping them."""
-    import dynamicvit.vit as vit
-
-    blk = tiny_vit().blocks[1]
-    x = torch.randn(2, 17, 32)
-    mask = torch.tensor([[1.0] * 9 + [0.0] * 8, [0.0] * 8 + [1.0] * 9])
-
-    def grads():
-        policy = mask.clone().requires_grad_(True)
-        blk.zero_grad(set_to_none=True)
-        out = vit._masked_block(blk, x, policy)
-        out.square().sum().backward()
-        return out.detach(), policy.grad, blk.attn.qkv.weight.grad
-
-    recomputed = grads()
-    monkeypatch.setattr(vit, "checkpoint", lambda fn, *args, **_: fn(*args))  # keep the weights instead
-    kept = grads()
-    for a, b in zip(recomputed, kept, strict=True):
-        assert torch.allclose(a, b, atol=1e-6) and a.abs().sum() > 0
