@@ -273,8 +273,7 @@ def benchmark_training(
     dense, sparse = create_pair(model, keep_rate=keep_rate, **timm_kwargs)
     teacher = copy.deepcopy(dense).eval()
     prefix = copy.deepcopy(sparse)
-    for weight in prefix.prefix_state():  # --freeze-prefix: the layers before the first stage never train
-        weight.requires_grad_(False)
+    prefix.freeze_prefix()  # --freeze-prefix: the layers before the first stage never train
     frozen = copy.deepcopy(sparse)
     backbone = freeze_weights(frozen)
     chans, h, w = input_size(dense)

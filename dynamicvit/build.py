@@ -150,8 +150,7 @@ def build_teacher_student(cfg: TrainConfig, dataset) -> tuple[nn.Module, nn.Modu
             raise ValueError(
                 f"--freeze-prefix needs DynamicViT on a timm ViT; {cfg.model} here is {type(student).__name__}"
             )
-        for weight in student.prefix_state():
-            weight.requires_grad_(False)
+        student.freeze_prefix()
     return student, teacher.eval()
 
 

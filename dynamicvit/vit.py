@@ -23,6 +23,8 @@ the same weights and kept set both modes give the same class logits (tested).
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import Attention, Block, VisionTransformer
@@ -240,11 +242,17 @@ class DynamicViTMixin(TokenReductionMixin):
     distills_tokens = True
     supports_adaptive = True
     shares_prefix = True  # the teacher can resume from the tokens before the first stage (timm ViT blocks)
-    _shared: tuple[torch.Tensor, list[torch.Tensor]] | None = None
+    _shared: tuple[weakref.ref, torch.Tensor, list[torch.Tensor]] | None = None
     _prefix_stamp: list | None = None
     _prefix_same = False
+    _prefix_frozen = False  # freeze_prefix() was called
     score_predictor: nn.ModuleList
     last_keep_scores: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def forward_sparse(self, x, decisions=None):
+        if self.training and not torch.compiler.is_compiling():
+            self._shared, self._images = None, weakref.ref(x)  # which images the shared tokens are of
+        return super().forward_sparse(x, decisions)
 
     def forward_blocks(self, x, decisions, grid):
         if self.training:
@@ -289,7 +297,7 @@ class DynamicViTMixin(TokenReductionMixin):
         mask, policy, masks = None, None, []
         for s, blk in iter_stages(self.blocks, self._prune_layers):
             if s == 0:
-                self._shared = (x, self.prefix_state()) if self._prefix_is_fixed() else None
+                self._shared = (self._images, x, self.prefix_state()) if self._prefix_is_fixed() else None
             if s is not None:
                 forced = forced_at(decisions, s)
                 patches = patch_tokens(x, prefix)
@@ -302,23 +310,43 @@ class DynamicViTMixin(TokenReductionMixin):
         return x, masks
 
     # -- the dense prefix, shared with the teacher -------------------------------------------------
+    def _prefix_modules(self, model: nn.Module | None = None) -> list[nn.Module]:
+        """What runs before the first pruning stage in this model (or in the dense ``model`` it came from)."""
+        model = self if model is None else model
+        first = self._prune_layers[0]
+        return [model.patch_embed, model.pos_drop, model.patch_drop, model.norm_pre, *model.blocks[:first]]
+
     def prefix_state(self, model: nn.Module | None = None) -> list[torch.Tensor]:
         """The tensors that compute the tokens entering the first pruning stage of this model (or of the
         dense ``model`` it came from): class/register/position tokens, patch embedding, the blocks before."""
         model = self if model is None else model
         tokens = [getattr(model, n, None) for n in ("cls_token", "dist_token", "reg_token", "pos_embed")]
-        modules = [model.patch_embed, model.norm_pre, *model.blocks[: self._prune_layers[0]]]
-        weights = [t for m in modules for t in (*m.parameters(), *m.buffers())]
+        weights = [t for m in self._prefix_modules(model) for t in (*m.parameters(), *m.buffers())]
         return [t for t in tokens if isinstance(t, torch.Tensor)] + weights
+
+    def freeze_prefix(self) -> None:
+        """Never train what runs before the first pruning stage: no gradients for its weights, its batch
+        norms (a convolutional stem's) always in eval mode. The teacher then reuses its tokens."""
+        for t in self.prefix_state():
+            t.requires_grad_(False)
+        self._prefix_frozen = True
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self._prefix_frozen:
+            for module in self._prefix_modules():
+                module.apply(lambda m: m.eval() if isinstance(m, nn.modules.batchnorm._BatchNorm) else None)
+        return self
 
     def _prefix_is_fixed(self) -> bool:
         """Whether the layers before the first pruning stage compute, in this train-mode forward, exactly
         what they compute in eval mode with weights that cannot change: no weight of theirs needs a gradient,
         no dropout, drop-path, patch dropout or batch statistics."""
-        first = self._prune_layers[0]
-        modules = [self.patch_embed, self.patch_drop, self.norm_pre, *self.blocks[:first]]
-        random = any(_train_mode_differs(m) for module in modules for m in module.modules())
-        return self.shares_prefix and not random and not any(t.requires_grad for t in self.prefix_state())
+        if not self.shares_prefix:
+            return False
+        random = any(_train_mode_differs(m) for module in self._prefix_modules() for m in module.modules())
+        return not random and not any(t.requires_grad for t in self.prefix_state())
 
     def teacher_features(self, teacher: nn.Module, images: torch.Tensor) -> torch.Tensor:
         """``teacher.forward_features(images)`` for the dense ``teacher`` this model was sparsified from,
@@ -326,10 +354,13 @@ class DynamicViTMixin(TokenReductionMixin):
         when that part is frozen and deterministic and equal to the teacher's (checked): those layers
         then run once for both (cheaper calibration and frozen-backbone epochs)."""
         shared, self._shared = self._shared, None
-        if shared is not None and _continues(teacher) and self._same_prefix(teacher, shared[1]):
-            x = shared[0]
-            if x.shape[0] == images.shape[0]:
-                return teacher.norm(teacher.blocks[self._prune_layers[0] :](x))
+        if (
+            shared is not None
+            and shared[0]() is images
+            and _continues(teacher)
+            and self._same_prefix(teacher, shared[2])
+        ):
+            return teacher.norm(teacher.blocks[self._prune_layers[0] :](shared[1]))
         return teacher.forward_features(images)
 
     def _same_prefix(self, teacher: nn.Module, mine: list[torch.Tensor]) -> bool:

@@ -60,6 +60,33 @@ def test_backbone_frozen_for_first_epochs(tmp_path, fake_fashion, teacher_ckpt):
     assert not torch.equal(trainer.model.blocks[1].attn.qkv.weight, qkv)
 
 
+def test_frozen_prefix_never_trains_and_the_teacher_reuses_it(tmp_path, fake_fashion, teacher_ckpt):
+    trainer = Trainer(tiny_cfg(tmp_path, fake_fashion, teacher_checkpoint=str(teacher_ckpt), freeze_prefix=True))
+    model, first = trainer.model, trainer.model.prune_layers[0]
+    prefix = {id(t) for t in model.prefix_state()}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    teacher_embeds = []
+    trainer.teacher.patch_embed.register_forward_hook(lambda *_: teacher_embeds.append(1))
+    trainer.fit()
+    assert all(
+        torch.equal(p, before[n]) == (id(p) in prefix or n in ("cls_token", "pos_embed"))
+        for n, p in model.named_parameters()
+    )
+    assert not model.blocks[first - 1].mlp.fc1.weight.requires_grad and model.blocks[first].mlp.fc1.weight.requires_grad
+    assert not teacher_embeds  # every step resumed the teacher from the student's tokens
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [({"method": "evit"}, "--freeze-prefix applies to DynamicViT"), ({"dense": True}, "--freeze-prefix applies")],
+)
+def test_frozen_prefix_is_refused_where_it_does_not_apply(tmp_path, fake_fashion, teacher_ckpt, overrides, message):
+    cfg = tiny_cfg(tmp_path, fake_fashion, teacher_checkpoint=str(teacher_ckpt), freeze_prefix=True, **overrides)
+    with pytest.raises(ValueError, match=message):
+        Trainer(cfg)
+    assert not (tmp_path / "run").exists()
+
+
 def test_resume_equals_uninterrupted(tmp_path, fake_fashion, teacher_ckpt):
     """2 epochs == 1 epoch + resume + 1 epoch, bit for bit (sparse run: Gumbel RNG included)."""
     kw = dict(teacher_checkpoint=str(teacher_ckpt), ema_decay=0.9)

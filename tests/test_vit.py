@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import dynamicvit
+from dynamicvit.checkpoint import freeze_weights
 from dynamicvit.predictor import default_prune_layers
 
 
@@ -262,3 +263,79 @@ def test_pooled_head_survives_a_train_mask_that_keeps_nothing():
     out = model(torch.randn(2, 3, 32, 32), decisions=masks)
     out.sum().backward()
     assert torch.isfinite(out).all() and torch.isfinite(masks[2].grad).all()
+
+
+def _patch_embed_calls(model) -> list:
+    calls = []
+    model.patch_embed.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+@pytest.mark.parametrize("kind", ["plain", "distilled", "registers"])
+def test_teacher_resumes_from_the_frozen_students_tokens_before_the_first_stage(kind):
+    teacher = tiny_vit(kind).eval()
+    student = dynamicvit.sparsify(copy.deepcopy(teacher), keep_rate=0.7).train()
+    freeze_weights(student)
+    calls = _patch_embed_calls(teacher)
+    x = torch.randn(3, 3, 32, 32)
+    student(x, return_decisions=True)
+    with torch.no_grad():
+        shared = student.teacher_features(teacher, x)
+        assert not calls  # the teacher's embedding and first block did not run
+        assert torch.equal(shared, teacher.forward_features(x))
+
+
+def test_teacher_runs_whole_unless_the_prefix_is_frozen_deterministic_and_equal():
+    teacher = tiny_vit().eval()
+    x = torch.randn(2, 3, 32, 32)
+
+    def shares(student, images=x) -> bool:
+        calls = _patch_embed_calls(teacher)
+        student(x, return_decisions=True)
+        with torch.no_grad():
+            out = student.teacher_features(teacher, images)
+            resumed = not calls
+            assert torch.equal(out, teacher.forward_features(images))
+        teacher.patch_embed._forward_hooks.clear()
+        return resumed
+
+    student = dynamicvit.sparsify(copy.deepcopy(teacher), keep_rate=0.7).train()
+    assert not shares(student)  # the prefix is trainable: its weights may differ by the next step
+    freeze_weights(student)
+    assert shares(student)
+    assert not shares(student, x[:1])  # not the batch the student saw
+    weight = teacher.blocks[0].mlp.fc1.weight
+    before = weight.detach().clone()
+    with torch.no_grad():
+        weight[0, 0] += 1
+    assert not shares(student)  # weights differ
+    with torch.no_grad():
+        weight.copy_(before)
+    assert shares(student)  # equal again (rechecked: the weight's version changed)
+    for noise in ({"pos_drop_rate": 0.3}, {"proj_drop_rate": 0.3}, {"drop_path_rate": 0.5}):
+        noisy = dynamicvit.sparsify(tiny_vit(**noise), keep_rate=0.7, prune_layers=[2, 3]).train()
+        noisy.load_state_dict(teacher.state_dict(), strict=False)
+        freeze_weights(noisy)
+        assert not shares(noisy)  # dropout in the prefix: the student's tokens are not the teacher's
+
+
+def test_a_frozen_prefix_keeps_its_batch_norms_in_eval_mode_and_is_shared():
+    teacher = timm.create_model("dvit_tiny_fmnist", img_size=32, depth=4).eval()  # convolutional stem with BN
+    student = dynamicvit.sparsify(copy.deepcopy(teacher), keep_rate=0.7).train()
+    freeze_weights(student)
+    norms = [m for m in student.patch_embed.modules() if isinstance(m, nn.BatchNorm2d)]
+    x = torch.randn(2, 1, 32, 32)
+    student(x, return_decisions=True)
+    assert student._shared is None  # batch statistics in the stem: not the teacher's tokens
+    student = dynamicvit.sparsify(copy.deepcopy(teacher), keep_rate=0.7).train()  # stats as the teacher's
+    norms = [m for m in student.patch_embed.modules() if isinstance(m, nn.BatchNorm2d)]
+    student.freeze_prefix()
+    student.train()
+    assert norms and not any(m.training for m in norms) and student.blocks[0].training
+    stats = [m.running_mean.clone() for m in norms]
+    calls = _patch_embed_calls(teacher)
+    student(x, return_decisions=True)
+    with torch.no_grad():
+        shared = student.teacher_features(teacher, x)
+    assert not calls and torch.equal(shared, teacher.forward_features(x))
+    assert all(torch.equal(m.running_mean, s) for m, s in zip(norms, stats, strict=True))
