@@ -271,11 +271,11 @@ def _patch_embed_calls(model) -> list:
     return calls
 
 
-@pytest.mark.parametrize("kind", ["plain", "distilled", "registers"])
+@pytest.mark.parametrize("kind", ["plain", "distilled", "registers", "lvvit"])
 def test_teacher_resumes_from_the_frozen_students_tokens_before_the_first_stage(kind):
     teacher = tiny_vit(kind).eval()
     student = dynamicvit.sparsify(copy.deepcopy(teacher), keep_rate=0.7).train()
-    freeze_weights(student)
+    student.freeze_prefix()  # LV-ViT's stem has batch norms: they stay in eval mode
     calls = _patch_embed_calls(teacher)
     x = torch.randn(3, 3, 32, 32)
     student(x, return_decisions=True)
