@@ -87,6 +87,21 @@ def test_frozen_prefix_is_refused_where_it_does_not_apply(tmp_path, fake_fashion
     assert not (tmp_path / "run").exists()
 
 
+def test_frozen_prefix_is_refused_for_a_hierarchical_model(tmp_path, fake_fashion):
+    kw = dict(
+        model="convnext_tiny",
+        model_kwargs={"dims": [8, 16, 32, 48], "depths": [1, 1, 4, 1]},
+        data="cluttered-fashion-mnist",
+        canvas=64,
+        img_size=None,
+    )
+    Trainer(tiny_cfg(tmp_path, fake_fashion, "teacher", dense=True, epochs=1, **kw)).fit()
+    teacher = str(tmp_path / "teacher" / "last.pth")
+    with pytest.raises(ValueError, match="^--freeze-prefix needs DynamicViT on a timm ViT; convnext_tiny here is"):
+        Trainer(tiny_cfg(tmp_path, fake_fashion, teacher_checkpoint=teacher, freeze_prefix=True, **kw))
+    assert not (tmp_path / "run").exists()
+
+
 def test_resume_equals_uninterrupted(tmp_path, fake_fashion, teacher_ckpt):
     """2 epochs == 1 epoch + resume + 1 epoch, bit for bit (sparse run: Gumbel RNG included)."""
     kw = dict(teacher_checkpoint=str(teacher_ckpt), ema_decay=0.9)
