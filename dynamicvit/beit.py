@@ -27,7 +27,7 @@ class DynamicBeitMixin(DynamicViTMixin):
     """DynamicViT's methods with BEiT's blocks: the relative position bias follows the alive tokens."""
 
     supports_adaptive = False
-    shares_prefix = False  # its blocks take rotary tables / position biases: the teacher cannot resume
+    shares_prefix = False  # its blocks take position biases: the teacher cannot resume from plain tokens
     attn_pool = None  # what the shared ViT code asks of a timm ViT's head; BEiT has none of these
     pool_include_prefix = False
     dynamic_img_size = False

@@ -30,7 +30,7 @@ class DynamicEvaMixin(DynamicViTMixin):
     """DynamicViT's methods with EVA's blocks: the rotary embeddings follow the alive tokens."""
 
     supports_adaptive = False
-    shares_prefix = False  # its blocks take rotary tables / position biases: the teacher cannot resume
+    shares_prefix = False  # its blocks take rotary tables: the teacher cannot resume from plain tokens
     pool_include_prefix = False  # timm's Eva pools over the patch tokens
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:

@@ -242,17 +242,19 @@ class DynamicViTMixin(TokenReductionMixin):
     distills_tokens = True
     supports_adaptive = True
     shares_prefix = True  # the teacher can resume from the tokens before the first stage (timm ViT blocks)
-    _shared: tuple[weakref.ref, torch.Tensor, list[torch.Tensor]] | None = None
+    _images: weakref.ref  # the images of the latest train-mode forward (set by _check_input)
+    _shared: tuple[weakref.ref, torch.Tensor] | None = None  # (those images, tokens before the first stage)
     _prefix_stamp: list | None = None
     _prefix_same = False
     _prefix_frozen = False  # freeze_prefix() was called
     score_predictor: nn.ModuleList
     last_keep_scores: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-    def forward_sparse(self, x, decisions=None):
-        if self.training and not torch.compiler.is_compiling():
+    def _check_input(self, x: torch.Tensor) -> tuple[int, int]:
+        grid = super()._check_input(x)
+        if self.training and not torch.compiler.is_compiling():  # every train forward passes here
             self._shared, self._images = None, weakref.ref(x)  # which images the shared tokens are of
-        return super().forward_sparse(x, decisions)
+        return grid
 
     def forward_blocks(self, x, decisions, grid):
         if self.training:
@@ -296,8 +298,8 @@ class DynamicViTMixin(TokenReductionMixin):
         prefix = self.num_prefix_tokens
         mask, policy, masks = None, None, []
         for s, blk in iter_stages(self.blocks, self._prune_layers):
-            if s == 0:
-                self._shared = (self._images, x, self.prefix_state()) if self._prefix_is_fixed() else None
+            if s == 0 and not torch.compiler.is_compiling() and self._prefix_is_fixed():
+                self._shared = (self._images, x)
             if s is not None:
                 forced = forced_at(decisions, s)
                 patches = patch_tokens(x, prefix)
@@ -354,18 +356,13 @@ class DynamicViTMixin(TokenReductionMixin):
         when that part is frozen and deterministic and equal to the teacher's (checked): those layers
         then run once for both (cheaper calibration and frozen-backbone epochs)."""
         shared, self._shared = self._shared, None
-        if (
-            shared is not None
-            and shared[0]() is images
-            and _continues(teacher)
-            and self._same_prefix(teacher, shared[2])
-        ):
+        if shared is not None and shared[0]() is images and _continues(teacher) and self._same_prefix(teacher):
             return teacher.norm(teacher.blocks[self._prune_layers[0] :](shared[1]))
         return teacher.forward_features(images)
 
-    def _same_prefix(self, teacher: nn.Module, mine: list[torch.Tensor]) -> bool:
-        """Whether ``teacher``'s prefix weights equal ``mine``; rechecked only after either changed."""
-        theirs = self.prefix_state(teacher)
+    def _same_prefix(self, teacher: nn.Module) -> bool:
+        """Whether ``teacher``'s prefix weights equal this model's; rechecked only after either changed."""
+        mine, theirs = self.prefix_state(), self.prefix_state(teacher)
         stamp = [(t.data_ptr(), t._version) for t in (*mine, *theirs)]
         if self._prefix_stamp != stamp:
             same = len(mine) == len(theirs) and all(

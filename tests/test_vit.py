@@ -278,6 +278,11 @@ def test_teacher_resumes_from_the_frozen_students_tokens_before_the_first_stage(
     student.freeze_prefix()  # LV-ViT's stem has batch norms: they stay in eval mode
     calls = _patch_embed_calls(teacher)
     x = torch.randn(3, 3, 32, 32)
+    student.forward_restored(x)  # token restoration (a segmenter's backbone) shares the same way
+    with torch.no_grad():
+        assert torch.equal(student.teacher_features(teacher, x), teacher.forward_features(x.clone()))
+        assert len(calls) == 1  # only the comparison ran the teacher's embedding
+    calls.clear()
     student(x, return_decisions=True)
     with torch.no_grad():
         shared = student.teacher_features(teacher, x)
