@@ -1,18 +1,17 @@
 """dynamicvit: dynamic spatial sparsification (DynamicViT) for timm vision models."""
 
-from . import archs, lvvit  # noqa: F401  (register their models with timm)
-from .base import Family, Method, TokenReducer, find_reducer
-from .calibrate import calibrate
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .export import export_onnx
-from .flops import count_flops
-from .losses import DistillationLoss, build_criterion
-from .methods import METHODS, apply_method, method_of, set_budget
-from .models import FAMILIES, create_model, sparsify
-from .predictor import TokenPredictor, keep_counts
-from .tokens import SparseOutput
-from .tune import tune
-from .zoo import ZOO, list_models
+from dynamicvit.core.calibrate import calibrate
+from dynamicvit.core.flops import count_flops
+from dynamicvit.core.interfaces import Family, Method, TokenReducer, find_reducer
+from dynamicvit.core.losses import DistillationLoss, build_criterion
+from dynamicvit.core.predictor import TokenPredictor, keep_counts
+from dynamicvit.core.tokens import SparseOutput
+from dynamicvit.methods import METHODS, apply_method, method_of, set_budget
+from dynamicvit.models import FAMILIES, create_model, demo_vits, lvvit, sparsify  # noqa: F401  (register their models with timm)
+from dynamicvit.tools.export import export_onnx
+from dynamicvit.tools.tune import tune
+from dynamicvit.weights.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from dynamicvit.weights.zoo import ZOO, list_models
 
 __all__ = [
     "FAMILIES",

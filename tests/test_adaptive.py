@@ -9,13 +9,14 @@ import torch
 from conftest import tiny_vit
 
 import dynamicvit
-from dynamicvit.calibrate import calibrate
-from dynamicvit.checkpoint import save_checkpoint
 from dynamicvit.cli import main
-from dynamicvit.evaluate import evaluate
-from dynamicvit.export import export_onnx
-from dynamicvit.flops import compare_flops, count_flops, per_image_gmacs
-from dynamicvit.losses import keep_ratio_loss
+from dynamicvit.core.calibrate import calibrate
+from dynamicvit.core.flops import compare_flops, count_flops, per_image_gmacs
+from dynamicvit.core.losses import keep_ratio_loss
+from dynamicvit.tools.bench_forwards import padded_forward
+from dynamicvit.tools.export import export_onnx
+from dynamicvit.train.evaluate import evaluate
+from dynamicvit.weights.checkpoint import save_checkpoint
 
 CNX = dict(depths=(1, 1, 4, 1), dims=(8, 16, 32, 32), num_classes=5)
 SWIN = dict(img_size=64, window_size=2, embed_dim=8, depths=(1, 1, 4, 1), num_heads=(1, 2, 4, 8), num_classes=5)
@@ -249,11 +250,11 @@ def test_padded_execution_equals_packed():
     model = adaptive_vit()
     x = torch.randn(7, 3, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(model.forward_padded(x), model(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(padded_forward(model, x), model(x), atol=1e-5, rtol=1e-5)
 
 
 def test_bench_times_packed_and_padded_adaptive():
-    from dynamicvit.bench import benchmark
+    from dynamicvit.tools.bench import benchmark
 
     r = benchmark("deit_tiny_patch16_224", img_size=32, batch_size=3, warmup=1, repeats=1, keep_mode="adaptive")
     assert {"sparse", "adaptive", "adaptive padded"} <= set(r["variants"])
@@ -264,7 +265,7 @@ def test_viz_draws_per_image_counts(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from dynamicvit.viz import visualize_files
+    from dynamicvit.tools.viz import visualize_files
 
     model = adaptive_vit()
     paths = []

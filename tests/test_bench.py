@@ -5,8 +5,8 @@ import torch
 from conftest import tiny_vit
 
 import dynamicvit
-from dynamicvit.bench import benchmark, benchmark_training, peak_memory_mb, sliced_forward, time_callables
 from dynamicvit.cli import main
+from dynamicvit.tools.bench import benchmark, benchmark_training, peak_memory_mb, sliced_forward, time_callables
 
 
 def test_sliced_limit_at_full_keep_equals_model():
@@ -54,7 +54,7 @@ def test_time_callables_reports_each_function():
 
 def test_benchmark_turns_timings_into_the_right_ratios(monkeypatch):
     """Timings are stubbed with known values: img/s, speed-ups and fractions of the limit follow."""
-    import dynamicvit.bench as bench
+    import dynamicvit.tools.bench as bench
 
     seconds = {"dense": [0.4, 0.5, 0.6], "sparse": [0.25, 0.2, 0.3], "limit": [0.2] * 3, "limit+predictors": [0.22] * 3}
     seen = {}

@@ -6,7 +6,13 @@ import torch
 from conftest import tiny_vit
 
 import dynamicvit
-from dynamicvit.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, read_state_dict, save_checkpoint
+from dynamicvit.weights.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    read_checkpoint,
+    read_state_dict,
+    save_checkpoint,
+)
 
 
 def _sparse():

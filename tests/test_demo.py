@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from dynamicvit.demo import DemoConfig, run_demo
+from dynamicvit.tools.demo import DemoConfig, run_demo
 
 
 def test_quick_demo_writes_full_report(tmp_path, fake_fashion):

@@ -11,9 +11,9 @@ from PIL import Image
 import dynamicvit
 from dynamicvit.cli import main
 from dynamicvit.data import ClutteredFashionDetection, CocoDetection, collate_detection
-from dynamicvit.detect import LEVELS, DetectionDistillLoss, build_detector, coco_map
-from dynamicvit.engine import Trainer
-from dynamicvit.evaluate import evaluate_checkpoint
+from dynamicvit.tasks.detect import LEVELS, DetectionDistillLoss, build_detector, coco_map
+from dynamicvit.train.evaluate import evaluate_checkpoint
+from dynamicvit.train.trainer import Trainer
 
 SMALL = {"dims": [8, 16, 32, 48], "depths": [1, 1, 4, 1]}
 

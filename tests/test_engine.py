@@ -8,11 +8,11 @@ import torch
 from conftest import TINY_KW, tiny_cfg
 
 import dynamicvit
-from dynamicvit.checkpoint import CheckpointError
 from dynamicvit.cli import main
-from dynamicvit.engine import Trainer, TrainingError
-from dynamicvit.evaluate import evaluate, evaluate_checkpoint
 from dynamicvit.methods import random_selector
+from dynamicvit.train.evaluate import evaluate, evaluate_checkpoint
+from dynamicvit.train.trainer import Trainer, TrainingError
+from dynamicvit.weights.checkpoint import CheckpointError
 
 
 @pytest.fixture(scope="module")
@@ -260,7 +260,7 @@ def test_more_epochs_on_resume_replan_the_schedule(tmp_path, fake_fashion):
 
 
 def test_checkpoint_is_written_before_validation(tmp_path, fake_fashion, monkeypatch):
-    import dynamicvit.engine as engine
+    import dynamicvit.train.trainer as engine
 
     trainer = Trainer(tiny_cfg(tmp_path, fake_fashion, dense=True, epochs=2))
 
@@ -373,7 +373,7 @@ def test_encoder_without_classifier_distils_its_embedding_and_is_scored_by_knn(
 
 
 def test_knn_top1_by_hand():
-    from dynamicvit.evaluate import knn_top1
+    from dynamicvit.train.evaluate import knn_top1
 
     ref = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]), dim=1)
     query = torch.nn.functional.normalize(torch.tensor([[1.0, 0.05], [0.1, 1.0]]), dim=1)

@@ -3,8 +3,8 @@ import torch
 from conftest import tiny_vit
 
 from dynamicvit.cli import main
-from dynamicvit.export import export_onnx, onnx_session
 from dynamicvit.methods import apply_method
+from dynamicvit.tools.export import export_onnx, onnx_session
 
 
 @pytest.mark.parametrize("method", ["dense", "dynamicvit", "evit", "tome"])

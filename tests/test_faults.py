@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import TINY_KW, tiny_cfg
 
-from dynamicvit.engine import Trainer
+from dynamicvit.train.trainer import Trainer
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ import timm
 from conftest import tiny_vit
 
 import dynamicvit
-from dynamicvit.flops import compare_flops, count_flops
+from dynamicvit.core.flops import compare_flops, count_flops
 
 
 def analytic_vit_macs(c, depth, patches, prefix, patch_area, classes, prune_layers=(), counts=(), mlp_ratio=4):

@@ -5,7 +5,7 @@ import torch
 from transformers import Dinov2Config, Dinov2Model, ViTConfig, ViTForImageClassification, ViTModel
 
 import dynamicvit
-from dynamicvit.hf import to_timm
+from dynamicvit.models.hf import to_timm
 
 VIT = dict(
     image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64

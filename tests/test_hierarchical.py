@@ -8,10 +8,10 @@ from timm.models.convnext import ConvNeXt
 from timm.models.swin_transformer import SwinTransformer
 
 import dynamicvit
-from dynamicvit.engine import Trainer
-from dynamicvit.evaluate import evaluate_checkpoint
-from dynamicvit.flops import compare_flops, count_flops
-from dynamicvit.hierarchical import FastPath
+from dynamicvit.core.flops import compare_flops, count_flops
+from dynamicvit.models.hierarchical import FastPath
+from dynamicvit.train.evaluate import evaluate_checkpoint
+from dynamicvit.train.trainer import Trainer
 
 
 def tiny_convnext(**kw):

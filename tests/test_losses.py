@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from conftest import tiny_vit
 
 import dynamicvit
-from dynamicvit.losses import DistillationLoss, build_criterion, keep_ratio_loss
+from dynamicvit.core.losses import DistillationLoss, build_criterion, keep_ratio_loss
 
 
 def test_keep_ratio_loss_is_per_image_squared_error():

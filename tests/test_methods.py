@@ -6,12 +6,12 @@ from conftest import tiny_vit
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dynamicvit.base import Method
-from dynamicvit.export import export_onnx
-from dynamicvit.flops import count_flops
+from dynamicvit.core.flops import count_flops
+from dynamicvit.core.interfaces import Method
 from dynamicvit.methods import METHODS, apply_method, method_of, set_budget
 from dynamicvit.methods.common import ScoredKeepMixin, reduce_vit
 from dynamicvit.methods.tome import bipartite_merge
+from dynamicvit.tools.export import export_onnx
 
 BASELINES = [m for m in METHODS if m != "dynamicvit"]
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dynamicvit
-from dynamicvit.predictor import TokenPredictor, check_keep_rate, decide, gumbel_keep_mask, keep_counts
+from dynamicvit.core.predictor import TokenPredictor, check_keep_rate, decide, gumbel_keep_mask, keep_counts
 
 
 def test_keep_counts_match_paper_schedule():

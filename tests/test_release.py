@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 import dynamicvit
-from dynamicvit.checkpoint import CheckpointError, load_checkpoint
-from dynamicvit.zoo import ZOO, download, list_models, release_keep_ratios
+from dynamicvit.weights.checkpoint import CheckpointError, load_checkpoint
+from dynamicvit.weights.zoo import ZOO, download, list_models, release_keep_ratios
 
 K = 5  # classes
 RHO = 0.7

@@ -2,7 +2,7 @@ import json
 
 from PIL import Image
 
-from dynamicvit.report import read_jsonl, save_curves, write_markdown
+from dynamicvit.tools.report import read_jsonl, save_curves, write_markdown
 
 
 def test_curves_from_run_folders(tmp_path):

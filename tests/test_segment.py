@@ -7,9 +7,9 @@ from conftest import tiny_cfg
 
 import dynamicvit
 from dynamicvit.cli import main
-from dynamicvit.engine import Trainer
-from dynamicvit.evaluate import evaluate_checkpoint
-from dynamicvit.segment import build_segmenter, confusion_matrix, miou
+from dynamicvit.tasks.segment import build_segmenter, confusion_matrix, miou
+from dynamicvit.train.evaluate import evaluate_checkpoint
+from dynamicvit.train.trainer import Trainer
 
 SMALL = {"dims": [8, 16, 32, 48], "depths": [1, 1, 4, 1]}
 TINY_VIT = {"patch_size": 4, "embed_dim": 32, "depth": 4, "num_heads": 2}

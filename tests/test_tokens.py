@@ -3,7 +3,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dynamicvit.tokens import (
+from dynamicvit.core.tokens import (
     forced_positions,
     gather_tokens,
     index_mask,
@@ -96,7 +96,7 @@ def test_masked_softmax_is_float32_safe_under_low_precision(dtype):
 
 def test_checkpointed_masked_attention_gives_the_same_gradients(monkeypatch):
     """The attention weights recomputed in the backward give the gradients of keeping them (with dropout too)."""
-    import dynamicvit.tokens as tokens
+    import dynamicvit.core.tokens as tokens
 
     q, k, v = (torch.randn(2, 2, 7, 4, requires_grad=True) for _ in range(3))
     policy = torch.tensor([[1.0, 0, 1, 0, 1, 1, 0], [0, 0, 1, 1, 1, 0, 1]], requires_grad=True)

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import dynamicvit
-from dynamicvit.checkpoint import freeze_weights
-from dynamicvit.predictor import default_prune_layers
+from dynamicvit.core.predictor import default_prune_layers
+from dynamicvit.weights.checkpoint import freeze_weights
 
 
 def _masks_from_indices(decisions, num_patches):

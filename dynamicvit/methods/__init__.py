@@ -19,14 +19,14 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..base import Method, find_reducer
-from ..flops import count_flops
-from .dynamicvit import DynamicViT
-from .evit import EViT
-from .pool import GridPool
-from .random import RandomKeep, random_decisions, random_selector
-from .static import StaticKeep
-from .tome import ToMe
+from dynamicvit.core.flops import count_flops
+from dynamicvit.core.interfaces import Method, find_reducer
+from dynamicvit.methods.dynamicvit import DynamicViT
+from dynamicvit.methods.evit import EViT
+from dynamicvit.methods.pool import GridPool
+from dynamicvit.methods.random import RandomKeep, random_decisions, random_selector
+from dynamicvit.methods.static import StaticKeep
+from dynamicvit.methods.tome import ToMe
 
 __all__ = [
     "METHODS",

@@ -6,8 +6,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..tokens import gather_tokens, iter_stages, mixed_class, patch_tokens, with_prefix
-from ..vit import TokenReductionMixin, reduction_layers
+from dynamicvit.core.tokens import gather_tokens, iter_stages, mixed_class, patch_tokens, with_prefix
+from dynamicvit.models.reducer import TokenReductionMixin
+from dynamicvit.models.vit import reduction_layers
 
 __all__ = ["BaselineMixin", "ScoredKeepMixin", "reduce_vit"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..base import Method
-from ..models import sparsify
+from dynamicvit.core.interfaces import Method
+from dynamicvit.models import sparsify
 
 __all__ = ["DynamicViT"]
 

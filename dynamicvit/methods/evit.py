@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..base import Method
-from ..tokens import gather_tokens, iter_stages, residual_attention, residual_mlp
-from .common import BaselineMixin, reduce_vit
+from dynamicvit.core.interfaces import Method
+from dynamicvit.core.tokens import gather_tokens, iter_stages, residual_attention, residual_mlp
+from dynamicvit.methods.common import BaselineMixin, reduce_vit
 
 __all__ = ["EViT", "EViTMixin"]
 

@@ -8,9 +8,9 @@ import math
 import torch.nn.functional as F
 from torch import nn
 
-from ..base import Method
-from ..tokens import iter_stages, with_prefix
-from .common import BaselineMixin, reduce_vit
+from dynamicvit.core.interfaces import Method
+from dynamicvit.core.tokens import iter_stages, with_prefix
+from dynamicvit.methods.common import BaselineMixin, reduce_vit
 
 __all__ = ["GridPool", "GridPoolMixin"]
 

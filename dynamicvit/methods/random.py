@@ -8,8 +8,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..base import Method
-from .common import ScoredKeepMixin, reduce_vit
+from dynamicvit.core.interfaces import Method
+from dynamicvit.methods.common import ScoredKeepMixin, reduce_vit
 
 __all__ = ["RandomKeep", "RandomKeepMixin", "random_decisions", "random_selector"]
 

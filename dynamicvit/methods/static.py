@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..base import Method
-from .common import ScoredKeepMixin, reduce_vit
+from dynamicvit.core.interfaces import Method
+from dynamicvit.methods.common import ScoredKeepMixin, reduce_vit
 
 __all__ = ["StaticKeep", "StaticKeepMixin", "centre_scores"]
 

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..base import Method
-from ..tokens import residual_attention, residual_mlp
-from .common import BaselineMixin, reduce_vit
+from dynamicvit.core.interfaces import Method
+from dynamicvit.core.tokens import residual_attention, residual_mlp
+from dynamicvit.methods.common import BaselineMixin, reduce_vit
 
 __all__ = ["ToMe", "ToMeMixin", "bipartite_merge"]
 

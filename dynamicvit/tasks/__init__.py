@@ -1,0 +1,1 @@
+"""Tasks: classification, segmentation and detection, each behind one contract."""
