@@ -223,7 +223,7 @@ def _cmd_tune(args: argparse.Namespace) -> None:
 def _cmd_eval(args: argparse.Namespace) -> None:
     from dynamicvit.core.losses import is_encoder
     from dynamicvit.methods import random_selector
-    from dynamicvit.tools.viz import save_detection_grid, save_segmentation_grid
+    from dynamicvit.tools.viz import TASK_PICTURES
     from dynamicvit.train.build import build_run_dataset
     from dynamicvit.train.evaluate import evaluate, load_for_eval
 
@@ -235,14 +235,16 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     if args.picture:
         check_writable(args.picture, "--picture")
     model, dataset, cfg = load_for_eval(args.checkpoint, ema=not args.no_ema, **overrides)
-    if args.picture and cfg.task == "classify":
-        raise ValueError("--picture draws segmentation or detection results; this checkpoint is a classifier (use viz)")
+    draw = TASK_PICTURES.get(cfg.task)
+    if args.picture and draw is None:
+        raise ValueError(
+            f"--picture draws {' or '.join(TASK_PICTURES)} results; this checkpoint is a {cfg.task} model (use viz)"
+        )
     reference = build_run_dataset(cfg, "train") if is_encoder(model) else None  # k-NN against training images
     r = evaluate(
         model, dataset, cfg, decisions_fn=random_selector(cfg.seed) if args.random else None, reference=reference
     )
     if args.picture:
-        draw = save_detection_grid if cfg.task == "detect" else save_segmentation_grid
         draw(model, dataset, args.picture)
     if args.json:
         print(json.dumps(r, indent=2))

@@ -247,6 +247,14 @@ def biased_qkv(attn: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return qkv.reshape(b, n, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
 
 
+def layer_scale_residual(blk: nn.Module, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+    """The rest of a pre-norm BEiT/EVA block after its attention output ``attended``: the attention residual
+    and the MLP residual, each scaled by the block's layer scale (``gamma_1``/``gamma_2``, or none)."""
+    x = x + blk.drop_path1(attended if blk.gamma_1 is None else blk.gamma_1 * attended)
+    mlp = blk.mlp(blk.norm2(x))
+    return x + blk.drop_path2(mlp if blk.gamma_2 is None else blk.gamma_2 * mlp)
+
+
 def attention_output(attn: nn.Module, x: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
     """The rest of timm's ``Attention.forward`` after the heads (B, H, N, d): merge, gate, project."""
     b, _, n, _ = heads.shape

@@ -15,7 +15,7 @@ from timm.models.beit import Attention, Beit, Block
 from torch import nn
 
 from dynamicvit.core.interfaces import Family
-from dynamicvit.core.tokens import biased_qkv, masked_attention
+from dynamicvit.core.tokens import biased_qkv, layer_scale_residual, masked_attention
 from dynamicvit.models.reducer import sparsify_family
 from dynamicvit.models.vit import DynamicViTMixin
 
@@ -50,9 +50,7 @@ class DynamicBeitMixin(DynamicViTMixin):
         if bias is not None and index is not None:
             bias = kept_bias(bias, index, self.num_prefix_tokens)
         attended = _beit_attention(blk.attn, blk.norm1(x), bias, policy)
-        x = x + blk.drop_path1(attended if blk.gamma_1 is None else blk.gamma_1 * attended)
-        mlp = blk.mlp(blk.norm2(x))
-        return x + blk.drop_path2(mlp if blk.gamma_2 is None else blk.gamma_2 * mlp)
+        return layer_scale_residual(blk, x, attended)
 
 
 

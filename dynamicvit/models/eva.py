@@ -16,7 +16,7 @@ from timm.models.eva import Eva, EvaAttention, EvaBlock, EvaBlockPostNorm
 from torch import nn
 
 from dynamicvit.core.interfaces import Family
-from dynamicvit.core.tokens import biased_qkv, masked_attention
+from dynamicvit.core.tokens import biased_qkv, layer_scale_residual, masked_attention
 from dynamicvit.models.reducer import check_pools, sparsify_family
 from dynamicvit.models.vit import DynamicViTMixin
 
@@ -56,9 +56,7 @@ class DynamicEvaMixin(DynamicViTMixin):
         if isinstance(blk, EvaBlockPostNorm):
             x = x + blk.drop_path1(blk.norm1(attended))
             return x + blk.drop_path2(blk.norm2(blk.mlp(x)))
-        x = x + blk.drop_path1(attended if blk.gamma_1 is None else blk.gamma_1 * attended)
-        mlp = blk.mlp(blk.norm2(x))
-        return x + blk.drop_path2(mlp if blk.gamma_2 is None else blk.gamma_2 * mlp)
+        return layer_scale_residual(blk, x, attended)
 
 
 

@@ -24,10 +24,13 @@ from torchvision.models.detection import FCOS
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops import FeaturePyramidNetwork
 
+from dynamicvit.core.flops import count_flops
 from dynamicvit.core.interfaces import find_reducer
 from dynamicvit.core.losses import keep_ratio_loss
 from dynamicvit.core.tokens import SparseOutput, check_image_batch, in_channels
 from dynamicvit.data import collate_detection
+from dynamicvit.models.hierarchical import is_hierarchical
+from dynamicvit.tasks.base import Task
 from dynamicvit.tasks.segment import nchw_maps
 
 __all__ = [
@@ -70,7 +73,7 @@ class Detector(nn.Module):
     Images are (B, C, H, W), already normalised; FCOS's transform neither resizes nor re-normalises them.
     """
 
-    takes_targets = True  # the trainer passes the targets to forward (FCOS computes its own losses)
+    task = "detect"  # its contract: DetectTask (the trainer passes the targets to forward)
     task_model = True  # methods reduce its backbone
 
     def __init__(self, body: nn.Module, num_classes: int, input_size: tuple[int, int, int], width: int = 64) -> None:
@@ -269,3 +272,37 @@ def evaluate_detection(model: Detector, dataset, batch_size: int = 64, workers: 
         detections_per_image=len(results) / max(n, 1),
     )
     return out
+
+
+class DetectTask(Task):
+    """Object detection: torchvision's FCOS on a ConvNeXt/Swin, FCOS's own losses, COCO mAP."""
+
+    name = "detect"
+    help = "torchvision FCOS on a ConvNeXt/Swin, COCO mAP"
+    learns_without_labels = False  # FCOS learns from its boxes
+    targets_in_forward = True
+    exportable = False
+
+    def build_dense(self, make, name, num_classes, input_size, **kwargs) -> nn.Module:
+        if not is_hierarchical(make(name, **{**kwargs, "num_classes": 0})):
+            raise ValueError(f"--task detect needs a ConvNeXt or Swin backbone, got {name!r}")
+        return build_detector(make(name, features_only=True, out_indices=LEVELS, **kwargs), num_classes, input_size)
+
+    def base_criterion(self):
+        return detection_loss
+
+    def batch_to(self, targets, device):
+        return targets_to(targets, device)
+
+    def evaluate(self, model, dataset, cfg, batch_size, decisions_fn, reference) -> dict:
+        """mAP/AP50 (pycocotools), img/s of the detector and of its backbone, GMACs of both, kept locations."""
+        if decisions_fn is not None:
+            raise ValueError("forced token selection (e.g. random tokens) is evaluated on classifiers and segmenters")
+        size = tuple(dataset[0][0].shape[-2:])
+        out = evaluate_detection(model, dataset, batch_size=batch_size, workers=cfg.workers if cfg else 0)
+        out["gmacs"] = count_flops(model, img_size=size).gmacs
+        out["backbone_gmacs"] = count_flops(model.backbone, img_size=size).gmacs
+        reducer = find_reducer(model)
+        if reducer is not None:
+            out["kept_tokens"] = reducer.token_counts(reducer.last_tokens)
+        return out

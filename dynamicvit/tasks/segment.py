@@ -15,8 +15,12 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from dynamicvit.core.flops import count_flops
 from dynamicvit.core.interfaces import find_reducer
 from dynamicvit.core.tokens import SparseOutput, check_finite, check_image_batch, in_channels
+from dynamicvit.models.hierarchical import is_hierarchical
+from dynamicvit.tasks.base import Task
+from dynamicvit.tasks.classify import evaluate_logits
 
 __all__ = ["FPNHead", "Segmenter", "ViTSegmenter", "build_segmenter", "confusion_matrix", "miou", "nchw_maps"]
 
@@ -62,6 +66,7 @@ class Segmenter(nn.Module):
     logits, so :class:`dynamicvit.DistillationLoss` can distil from a dense segmenter.
     """
 
+    task = "segment"  # its contract: SegmentTask
     task_model = True  # methods reduce its backbone
 
     def __init__(self, backbone: nn.Module, num_classes: int, input_size: tuple[int, int, int], dim: int = 32):
@@ -170,3 +175,32 @@ def miou(confusion: torch.Tensor) -> float:
     union = confusion.sum(0) + confusion.sum(1) - inter
     present = union > 0
     return float(100 * (inter[present] / union[present]).mean())
+
+
+class SegmentTask(Task):
+    """Semantic segmentation: an FPN head on a ConvNeXt/Swin's maps or on a ViT's restored tokens, per-pixel
+    cross-entropy, mIoU."""
+
+    name = "segment"
+    help = "FPN head on a ConvNeXt/Swin's maps or a ViT's restored tokens, per-pixel CE, mIoU"
+
+    def build_dense(self, make, name, num_classes, input_size, **kwargs) -> nn.Module:
+        plain = make(name, **{**kwargs, "num_classes": 0})
+        if isinstance(plain, VisionTransformer):
+            return build_segmenter(plain, num_classes, input_size)
+        if not is_hierarchical(plain):
+            raise ValueError(f"--task segment needs a ConvNeXt, Swin or plain ViT backbone, got {name!r}")
+        return build_segmenter(make(name, features_only=True, **kwargs), num_classes, input_size)
+
+    def evaluate(self, model, dataset, cfg, batch_size, decisions_fn, reference) -> dict:
+        confusion: list[torch.Tensor] = []
+
+        def accumulate(pred: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor) -> None:
+            counts = confusion_matrix(pred, labels, logits.shape[1])
+            confusion[:] = [counts if not confusion else confusion[0] + counts]
+
+        out = evaluate_logits(model, dataset, cfg, batch_size, decisions_fn, accumulate)
+        if confusion:
+            out["miou"] = miou(confusion[0])
+            out["backbone_gmacs"] = count_flops(model.backbone, img_size=tuple(dataset[0][0].shape[-2:])).gmacs
+        return out

@@ -19,6 +19,7 @@ from torch import nn
 from dynamicvit.core.flops import input_size
 from dynamicvit.core.interfaces import find_reducer
 from dynamicvit.methods import method_of
+from dynamicvit.tasks import task_of
 
 __all__ = ["export_onnx", "onnx_session", "onnx_parity"]
 
@@ -31,11 +32,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int | None = N
         import onnxscript  # noqa: F401  (the exporter needs it; fail early with advice)
     except ImportError:
         raise ImportError("ONNX export needs onnx and onnxscript: pip install 'dynamicvit[export]'") from None
-    if getattr(model, "takes_targets", False):
-        raise ValueError(
-            f"{type(model).__name__} returns a list of detections per image; export writes models with one "
-            "logits tensor (classifiers, segmenters) – export its backbone (model.backbone) instead"
-        )
+    task_of(model).check_export(model)
     method = method_of(model)
     if method is not None and not method.exportable:
         raise ValueError(f"the {method.name} method draws numbers at run time and cannot be exported")

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -227,3 +227,7 @@ def save_detection_grid(
         boxes.append(overlay)
     titles = ["ground truth", f"prediction (score ≥ {min_score})", "slow path (last stage)"]
     _save_panels(rows, titles, path, boxes=boxes)
+
+
+TASK_PICTURES: dict[str, Callable] = {"segment": save_segmentation_grid, "detect": save_detection_grid}
+"""What ``dynamicvit eval --picture`` draws for a task's model, by task name."""

@@ -5,21 +5,20 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import os
 
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from torch.utils.data import Dataset
 
 from dynamicvit.core.interfaces import backbone_of, find_reducer
 from dynamicvit.core.losses import is_encoder
-from dynamicvit.data import build_dataset
+from dynamicvit.data import DATASETS, build_dataset
 from dynamicvit.methods import apply_method, get_method
 from dynamicvit.models import build_timm_model
-from dynamicvit.models.hierarchical import is_hierarchical
-from dynamicvit.tasks.detect import LEVELS, build_detector
-from dynamicvit.tasks.segment import build_segmenter
-from dynamicvit.train.config import TASKS, TrainConfig, check_teacher, validate
+from dynamicvit.tasks import Task, get_task
+from dynamicvit.tasks.classify import ClassifyTask
+from dynamicvit.train.config import TrainConfig, check_teacher, validate
 from dynamicvit.weights.checkpoint import (
     infer_timm_kwargs,
     is_added_key,
@@ -34,6 +33,7 @@ __all__ = [
     "build_dense_for_data",
     "build_run_dataset",
     "build_teacher_student",
+    "dataset_task",
     "load_trained",
     "reduce",
     "set_keep_mode",
@@ -69,35 +69,22 @@ def build_dense(
         kwargs["num_classes"] = num_classes  # --model-kwargs '{"num_classes": 0}' gives an encoder
     if cfg.img_size is not None:
         kwargs["img_size"] = cfg.img_size
-    if cfg.task == "classify":
-        return build_timm_model(cfg.model, pretrained=pretrained, **kwargs)
-    if cfg.task not in TASKS:
-        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
-    plain = build_timm_model(cfg.model, pretrained=pretrained, **{**kwargs, "num_classes": 0})
-    if not is_hierarchical(plain):
-        if cfg.task == "segment" and isinstance(plain, VisionTransformer):
-            return build_segmenter(plain, num_classes, input_size)
-        needs = "a ConvNeXt, Swin or plain ViT" if cfg.task == "segment" else "a ConvNeXt or Swin"
-        raise ValueError(f"--task {cfg.task} needs {needs} backbone, got {cfg.model!r}")
-    if cfg.task == "segment":
-        return build_segmenter(
-            build_timm_model(cfg.model, pretrained, features_only=True, **kwargs), num_classes, input_size
-        )
-    body = build_timm_model(cfg.model, pretrained, features_only=True, out_indices=LEVELS, **kwargs)
-    return build_detector(body, num_classes, input_size)
+    make = functools.partial(build_timm_model, pretrained=pretrained)
+    return get_task(cfg.task).build_dense(make, cfg.model, num_classes, input_size, **kwargs)
 
 
 def build_dense_for_data(cfg: TrainConfig, dataset, pretrained: bool = False) -> nn.Module:
     """:func:`build_dense` with classes, channels and (dense prediction) input size from ``dataset``;
     the teacher checkpoint loaded when the config names one."""
-    found = getattr(dataset, "task", "classify")
-    if found != cfg.task:
+    task, found = get_task(cfg.task), dataset_task(dataset)
+    if found is not task:
         raise ValueError(
-            f"--task {cfg.task} needs {_TASK_DATA[cfg.task]}; --data {cfg.data} is a {found} set (--task {found})"
+            f"--task {cfg.task} needs --data {' or '.join(data_for(task))}; --data {cfg.data} is a {found.name} set "
+            f"(--task {found.name})"
         )
-    if cfg.task != "classify" and (cfg.mixup or cfg.cutmix):
+    if not task.mixes_labels and (cfg.mixup or cfg.cutmix):
         raise ValueError(f"--task {cfg.task} takes no --mixup / --cutmix (they mix class labels)")
-    size = tuple(dataset[0][0].shape) if cfg.task != "classify" else None
+    size = tuple(dataset[0][0].shape) if task.fixed_input_size else None
     classes = dataset.num_classes
     if classes is None and cfg.teacher_checkpoint:
         classes = infer_timm_kwargs(read_state_dict(cfg.teacher_checkpoint))["num_classes"]
@@ -110,11 +97,14 @@ def build_dense_for_data(cfg: TrainConfig, dataset, pretrained: bool = False) ->
     return model
 
 
-_TASK_DATA = {
-    "classify": "a classification data set",
-    "segment": "--data cluttered-fashion-scenes",
-    "detect": "--data cluttered-fashion-boxes or coco",
-}
+def data_for(task: Task) -> list[str]:
+    """The registered data sets that serve ``task``."""
+    return [d.name for d in DATASETS.values() if d.task == task.name]
+
+
+def dataset_task(dataset) -> Task:
+    """The task a data set serves (its ``task`` attribute; classification when it has none)."""
+    return get_task(getattr(dataset, "task", ClassifyTask.name))
 
 
 def _check_image_size(model: nn.Module, cfg: TrainConfig, size: tuple[int, int]) -> None:
@@ -179,7 +169,8 @@ def load_trained(source: str | os.PathLike | dict, ema: bool = True, **overrides
     weights = read_state_dict(state["ema"] if use_ema else state)
     found = infer_timm_kwargs(weights)
     chans, side = found["in_chans"], cfg.img_size or cfg.canvas
-    model = build_dense(cfg, found["num_classes"], chans, (chans, side, side) if cfg.task != "classify" else None)
+    size = (chans, side, side) if get_task(cfg.task).fixed_input_size else None
+    model = build_dense(cfg, found["num_classes"], chans, size)
     # a learned method's modules show in the weights; the others are known from the config alone
     if any(is_added_key(k) for k in weights) or (not cfg.dense and not get_method(cfg.method).learned):
         model = reduce(model, cfg, **options)

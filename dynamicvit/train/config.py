@@ -17,13 +17,13 @@ from pathlib import Path
 from torch import nn
 
 from dynamicvit.core.interfaces import KEEP_MODES, backbone_of
-from dynamicvit.data import DATASETS
+from dynamicvit.data import DATASETS, get_dataset
 from dynamicvit.methods import METHODS
 from dynamicvit.models import family_of
+from dynamicvit.tasks import TASKS, get_task
 
 __all__ = [
     "FAMILY_DEFAULTED",
-    "TASKS",
     "TrainConfig",
     "check_teacher",
     "check_writable",
@@ -33,7 +33,6 @@ __all__ = [
     "with_family_defaults",
 ]
 
-TASKS = ("classify", "segment", "detect")
 
 
 def _opt(default, help: str, **cli):
@@ -55,9 +54,8 @@ class TrainConfig:
     dense: bool = _opt(False, "train the dense model itself (e.g. to make a teacher offline)")
     task: str = _opt(
         "classify",
-        "segment: FPN head on a ConvNeXt/Swin's maps or a ViT's restored tokens, per-pixel CE, mIoU; "
-        "detect: torchvision FCOS on a ConvNeXt/Swin, COCO mAP",
-        choices=TASKS,
+        "; ".join(f"{t.name}: {t.help}" for t in TASKS.values()),
+        choices=TASKS,  # the registry itself: a task registered later is a valid choice
     )
     method: str = _opt("dynamicvit", "token reduction to train (baselines train with CE + KL)", choices=tuple(METHODS))
     tome_r: int = _opt(8, "ToMe's tokens merged per block (method tome)")
@@ -66,7 +64,7 @@ class TrainConfig:
     model_kwargs: dict = _opt({}, "extra timm kwargs as JSON, e.g. '{\"drop_path_rate\": 0.1}'")
     data: str = _opt(
         "cluttered-fashion-mnist",
-        "data set (cluttered-fashion-scenes: --task segment; cluttered-fashion-boxes, coco: --task detect)",
+        "data set (the task each serves: " + ", ".join(f"{d.name} {d.task}" for d in DATASETS.values()) + ")",
         choices=DATASETS,
     )
     data_dir: str | None = _opt(None, "data folder (default: /usr/share/datasets/fashion-mnist)")
@@ -191,8 +189,7 @@ def validate(cfg: TrainConfig, training: bool = True) -> TrainConfig:
         value = getattr(cfg, name)
         if value is not None and not ok(value):
             raise ValueError(f"{flag(name)} must be {what}, got {value}")
-    if cfg.task not in TASKS:
-        raise ValueError(f"--task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
+    task = get_task(cfg.task)
     if cfg.method not in METHODS:
         raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
     if cfg.distractors_max is not None and cfg.distractors_max < cfg.distractors:
@@ -203,12 +200,12 @@ def validate(cfg: TrainConfig, training: bool = True) -> TrainConfig:
         raise ValueError(f"--thresholds must lie in (0, 1) (keep probabilities), got {cfg.thresholds}")
     if cfg.no_labels and cfg.dense:
         raise ValueError("--no-labels trains a sparse model from a dense one; --dense training needs labels")
-    if cfg.no_labels and cfg.task == "detect":
-        raise ValueError("--no-labels does not apply to --task detect (FCOS learns from its boxes)")
+    if cfg.no_labels and not task.learns_without_labels:
+        raise ValueError(f"--no-labels does not apply to --task {task.name} (it learns from its targets)")
     if cfg.freeze_prefix and (cfg.dense or cfg.method != "dynamicvit"):
         raise ValueError("--freeze-prefix applies to DynamicViT training (--method dynamicvit, not --dense)")
-    if training and cfg.data == "images" and not cfg.no_labels:
-        raise ValueError("--data images has no labels: pass --no-labels (distil from the dense model alone)")
+    if training and not get_dataset(cfg.data).labelled and not cfg.no_labels:
+        raise ValueError(f"--data {cfg.data} has no labels: pass --no-labels (distil from the dense model alone)")
     if training:
         check_teacher(cfg)
     return cfg

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from dynamicvit.core.losses import build_criterion
 from dynamicvit.methods import get_method
-from dynamicvit.tasks.detect import detection_loss, targets_to
+from dynamicvit.tasks import get_task
 from dynamicvit.train.build import build_run_dataset, build_teacher_student
 from dynamicvit.train.config import FAMILY_DEFAULTED, TrainConfig, check_writable, validate, with_family_defaults
 from dynamicvit.train.distributed import dist_info, ranks_in_sync, rng_state, seed_all, set_rng_state
@@ -134,7 +134,7 @@ class Trainer:
             collate_fn=getattr(self.train_set, "collate_fn", None),  # detection sets: lists of targets
         )
         self.model, self.teacher = build_teacher_student(cfg, self.train_set)
-        self.takes_targets = getattr(self.model, "takes_targets", False)  # detectors compute their own losses
+        self.task = get_task(cfg.task)
         # what --freeze-backbone-epochs freezes: the trainable weights that sparsification did not add
         self.backbone_params = [] if cfg.dense else backbone_weights(self.model)
         self._frozen = False
@@ -164,8 +164,8 @@ class Trainer:
                 num_classes=self.train_set.num_classes,
             )
             base = SoftTargetCrossEntropy()
-        elif self.takes_targets:  # a detector: its own losses
-            base = detection_loss
+        elif self.task.base_criterion() is not None:  # e.g. a detector: its own losses
+            base = self.task.base_criterion()
         else:
             base = LabelSmoothingCrossEntropy(cfg.smoothing) if cfg.smoothing > 0 else nn.CrossEntropyLoss()
         self.base_criterion = base
@@ -350,11 +350,11 @@ class Trainer:
         )
         for x, y in bar:
             x = x.to(self.device, non_blocking=True)
-            y = targets_to(y, self.device) if self.takes_targets else y.to(self.device, non_blocking=True)
+            y = self.task.batch_to(y, self.device)
             if self.mixup is not None:
                 x, y = self.mixup(x, y)
             self._freeze_backbone(self.updates < frozen_until)
-            given = {"targets": y} if self.takes_targets else {}
+            given = self.task.forward_kwargs(y)
             with self._autocast():
                 if cfg.dense:
                     loss = self.base_criterion(self.ddp(x, **given), y)
