@@ -28,6 +28,7 @@ __all__ = [
     "forced_positions",
     "gather_tokens",
     "in_channels",
+    "layer_scale_residual",
     "index_mask",
     "iter_stages",
     "masked_attention",

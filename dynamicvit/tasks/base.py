@@ -33,12 +33,13 @@ class Task:
         self,
         make: Callable[..., nn.Module],
         name: str,
-        num_classes: int | None,
+        head_classes: int | None,
         input_size: tuple[int, int, int] | None,
         **kwargs: Any,
     ) -> nn.Module:
-        """The dense model of timm architecture ``name``; ``make(name, **timm_kwargs)`` builds timm models,
-        ``kwargs`` are the timm kwargs of the run (classes already among them)."""
+        """The dense model of timm architecture ``name`` taking ``input_size`` (C, H, W) images (``None``: any
+        size); ``make(name, **timm_kwargs)`` builds timm models, ``kwargs`` are the run's timm kwargs (its
+        classes among them), ``head_classes`` the classes of a task head on the backbone."""
         raise NotImplementedError
 
     def base_criterion(self) -> Callable | None:

@@ -33,7 +33,7 @@ class ClassifyTask(Task):
     fixed_input_size = False
     mixes_labels = True
 
-    def build_dense(self, make, name, num_classes, input_size, **kwargs) -> nn.Module:
+    def build_dense(self, make, name, head_classes, input_size, **kwargs) -> nn.Module:
         return make(name, **kwargs)
 
     def evaluate(self, model, dataset, cfg, batch_size, decisions_fn, reference) -> dict:

@@ -283,10 +283,10 @@ class DetectTask(Task):
     targets_in_forward = True
     exportable = False
 
-    def build_dense(self, make, name, num_classes, input_size, **kwargs) -> nn.Module:
+    def build_dense(self, make, name, head_classes, input_size, **kwargs) -> nn.Module:
         if not is_hierarchical(make(name, **{**kwargs, "num_classes": 0})):
             raise ValueError(f"--task detect needs a ConvNeXt or Swin backbone, got {name!r}")
-        return build_detector(make(name, features_only=True, out_indices=LEVELS, **kwargs), num_classes, input_size)
+        return build_detector(make(name, features_only=True, out_indices=LEVELS, **kwargs), head_classes, input_size)
 
     def base_criterion(self):
         return detection_loss

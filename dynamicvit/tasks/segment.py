@@ -184,13 +184,13 @@ class SegmentTask(Task):
     name = "segment"
     help = "FPN head on a ConvNeXt/Swin's maps or a ViT's restored tokens, per-pixel CE, mIoU"
 
-    def build_dense(self, make, name, num_classes, input_size, **kwargs) -> nn.Module:
+    def build_dense(self, make, name, head_classes, input_size, **kwargs) -> nn.Module:
         plain = make(name, **{**kwargs, "num_classes": 0})
         if isinstance(plain, VisionTransformer):
-            return build_segmenter(plain, num_classes, input_size)
+            return build_segmenter(plain, head_classes, input_size)
         if not is_hierarchical(plain):
             raise ValueError(f"--task segment needs a ConvNeXt, Swin or plain ViT backbone, got {name!r}")
-        return build_segmenter(make(name, features_only=True, **kwargs), num_classes, input_size)
+        return build_segmenter(make(name, features_only=True, **kwargs), head_classes, input_size)
 
     def evaluate(self, model, dataset, cfg, batch_size, decisions_fn, reference) -> dict:
         confusion: list[torch.Tensor] = []

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -31,48 +29,19 @@ from dynamicvit.core.losses import build_criterion
 from dynamicvit.methods import get_method
 from dynamicvit.tasks import get_task
 from dynamicvit.train.build import build_run_dataset, build_teacher_student
-from dynamicvit.train.config import FAMILY_DEFAULTED, TrainConfig, check_writable, validate, with_family_defaults
-from dynamicvit.train.distributed import dist_info, ranks_in_sync, rng_state, seed_all, set_rng_state
+from dynamicvit.train.checkpointing import Checkpointing
+from dynamicvit.train.config import FAMILY_DEFAULTED, TrainConfig, validate, with_family_defaults
+from dynamicvit.train.distributed import dist_info, ranks_in_sync, seed_all
 from dynamicvit.train.evaluate import evaluate
+from dynamicvit.train.run_folder import RESUMABLE_CHANGES, RUN_FILES, RunFolder, check_resumable
 from dynamicvit.weights.checkpoint import (
-    CheckpointError,
     atomic_save,
     backbone_weights,
     fault_point,
     is_added_key,
-    load_checkpoint,
-    read_checkpoint,
-    read_state_dict,
 )
 
 __all__ = ["RESUMABLE_CHANGES", "RUN_FILES", "Trainer", "TrainingError", "check_resumable", "train"]
-
-RUN_FILES = ("last.pth", "metrics.jsonl", "steps.jsonl", "interrupted.pth")  # what makes a folder hold a run
-# Config fields that may differ when a run is resumed: more epochs re-plan the cosine schedule
-# from the current update on; the others do not change what is computed.
-RESUMABLE_CHANGES = frozenset(
-    {"epochs", "resume", "overwrite", "progress", "workers", "out_dir", "data_dir", "max_bad_steps"}
-)
-
-
-def check_resumable(state: dict, cfg: TrainConfig, path) -> None:
-    """Raise unless ``state`` is a training checkpoint whose saved config matches ``cfg`` (fields left
-    ``None`` in ``cfg`` take the saved value, as they would from the family defaults)."""
-    keys = set(state) if isinstance(state, dict) else set()
-    missing = {"model", "optimizer", "scheduler", "epoch", "rng", "config"} - keys
-    if missing:
-        raise CheckpointError(f"--resume: {path} is not a training checkpoint (no {sorted(missing)})")
-    now, saved = asdict(cfg), state["config"]
-    changed = [
-        f"{k} {saved.get(k)!r} -> {v!r}"
-        for k, v in now.items()
-        if k not in RESUMABLE_CHANGES and v != saved.get(k) and not (v is None and k in FAMILY_DEFAULTED)
-    ]
-    if changed:
-        raise ValueError(
-            f"{path} was written with another configuration ({'; '.join(changed)}); resume with the same "
-            "settings (only epochs may grow), or start a new run with another --out or --overwrite"
-        )
 
 
 class TrainingError(RuntimeError):
@@ -100,7 +69,7 @@ def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     return list(groups.values())
 
 
-class Trainer:
+class Trainer(Checkpointing):
     """One training run; ``fit()`` trains (resuming if asked), ``state_dict()`` is what a checkpoint saves."""
 
     def __init__(self, cfg: TrainConfig, reuse_finished: bool = False) -> None:
@@ -111,13 +80,40 @@ class Trainer:
         self.cfg = cfg
         self.rank, self.world, local_rank = dist_info()
         self.device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-        self.out_dir = Path(cfg.out_dir)
-        resume_state, held = self._check_run_folder(reuse_finished)
-        cfg = self.cfg  # on resume: family-defaulted fields left unset take the saved values
-        if cfg.deterministic:
+        self.folder = RunFolder(cfg.out_dir, self.rank)
+        self.out_dir = self.folder.path
+        held = self.folder.held()
+        resume_state = self._resume_state(self.folder.check(cfg), reuse_finished)
+        if self.cfg.deterministic:
             torch.use_deterministic_algorithms(True)
-        seed_all(cfg.seed + self.rank)
+        seed_all(self.cfg.seed + self.rank)
+        self._build_data()
+        self._build_models()
+        self._build_optimisation()
+        self.epoch, self.updates, self.skipped_steps = 0, 0, 0
+        self._last_record: dict = {}
+        if resume_state is not None:
+            self.load(resume_state)
+        self.folder.claim(self.cfg.overwrite, held)
 
+    def _resume_state(self, state: dict | None, reuse_finished: bool) -> dict | None:
+        """The checkpoint to resume from; family-defaulted fields left unset take its saved values. A
+        finished run is refused unless ``reuse_finished``."""
+        if state is None:
+            return None
+        saved, cfg = state["config"], self.cfg
+        unset = {k: saved[k] for k in FAMILY_DEFAULTED if getattr(cfg, k) is None and k in saved}
+        self.cfg = dataclasses.replace(cfg, **unset)
+        if state["epoch"] >= self.cfg.epochs and not reuse_finished:
+            raise ValueError(
+                f"the run in {self.out_dir} already finished its {state['epoch']} epochs; "
+                "pass a larger --epochs to train it further"
+            )
+        return state
+
+    def _build_data(self) -> None:
+        """The training and validation sets, the training set's sampler (sharded across ranks) and loader."""
+        cfg = self.cfg
         self.train_set = build_run_dataset(cfg, "train")
         self.val_set = build_run_dataset(cfg, "test")
         if len(self.train_set) < cfg.batch_size * self.world:
@@ -133,6 +129,10 @@ class Trainer:
             drop_last=True,
             collate_fn=getattr(self.train_set, "collate_fn", None),  # detection sets: lists of targets
         )
+
+    def _build_models(self) -> None:
+        """The model to train and its frozen teacher, on the run's device; the config's family defaults."""
+        cfg = self.cfg
         self.model, self.teacher = build_teacher_student(cfg, self.train_set)
         self.task = get_task(cfg.task)
         # what --freeze-backbone-epochs freezes: the trainable weights that sparsification did not add
@@ -141,7 +141,11 @@ class Trainer:
         self.model = self.model.to(self.device)
         if self.teacher is not None:
             self.teacher = self.teacher.to(self.device).eval()
-        self.cfg = cfg = with_family_defaults(cfg, self.model)
+        self.cfg = with_family_defaults(cfg, self.model)
+
+    def _build_optimisation(self) -> None:
+        """timm's AdamW, cosine schedule (per update), mixup, the objective, EMA, the fp16 scaler and DDP."""
+        cfg = self.cfg
         self.optimizer = create_optimizer_v2(
             _param_groups(self.model, cfg), opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay
         )
@@ -163,157 +167,43 @@ class Trainer:
                 label_smoothing=cfg.smoothing,
                 num_classes=self.train_set.num_classes,
             )
-            base = SoftTargetCrossEntropy()
-        elif self.task.base_criterion() is not None:  # e.g. a detector: its own losses
-            base = self.task.base_criterion()
-        else:
-            base = LabelSmoothingCrossEntropy(cfg.smoothing) if cfg.smoothing > 0 else nn.CrossEntropyLoss()
-        self.base_criterion = base
-        self.criterion = (
-            None
-            if cfg.dense
-            else build_criterion(
-                self.model,
-                self.teacher,
-                base,
-                learned=get_method(cfg.method).learned,
-                ratio_weight=cfg.ratio_weight,
-                distill_weight=cfg.distill_weight,
-                token_weight=cfg.token_weight,
-                ratio_loss=cfg.ratio_loss,
-                labels=not cfg.no_labels,
-            )
-        )
+        self.base_criterion = self._base_criterion()
+        self.criterion = None if cfg.dense else self._distillation()
         self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay) if cfg.ema_decay else None
         use_scaler = cfg.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
         self.ddp = DistributedDataParallel(self.model) if self.world > 1 else self.model
-        self.epoch, self.updates, self.skipped_steps = 0, 0, 0
-        self._last_record: dict = {}
-        if resume_state is not None:
-            self.load(resume_state)
-        self._claim_run_folder(held)
 
-    # -- the run folder ----------------------------------------------------------------------
-    def _check_run_folder(self, reuse_finished: bool) -> tuple[dict | None, list[str]]:
-        """Refuse to reuse a folder that holds a run unless resuming (or overwriting), and to resume a
-        finished run unless ``reuse_finished``; check that the folder is writable; return the
-        checkpoint to resume from and the run files the folder holds. Writes nothing."""
-        cfg, held = self.cfg, [name for name in RUN_FILES if (self.out_dir / name).exists()]
-        if cfg.resume and cfg.overwrite:
-            raise ValueError("--resume and --overwrite exclude each other")
-        if cfg.resume and not self.checkpoint_path.exists():
-            raise CheckpointError(f"--resume: no checkpoint at {self.checkpoint_path}")
-        if held and not (cfg.resume or cfg.overwrite):
-            raise ValueError(
-                f"--out {self.out_dir} already holds a run ({', '.join(held)}); "
-                "pass --resume to continue it or --overwrite to start over"
-            )
-        state = read_checkpoint(self.checkpoint_path) if cfg.resume else None
-        if state is not None:
-            check_resumable(state, cfg, self.checkpoint_path)
-            saved = state["config"]
-            unset = {k: saved[k] for k in FAMILY_DEFAULTED if getattr(cfg, k) is None and k in saved}
-            self.cfg = cfg = dataclasses.replace(cfg, **unset)
-            if state["epoch"] >= cfg.epochs and not reuse_finished:
-                raise ValueError(
-                    f"the run in {self.out_dir} already finished its {state['epoch']} epochs; "
-                    "pass a larger --epochs to train it further"
-                )
-        if self.rank == 0:
-            check_writable(self.checkpoint_path, "--out")
-        return state, held
+    def _base_criterion(self) -> nn.Module:
+        """The task's objective: mixed soft targets, the task's own losses, or (smoothed) cross-entropy."""
+        cfg = self.cfg
+        if self.mixup is not None:
+            return SoftTargetCrossEntropy()
+        if self.task.base_criterion() is not None:  # e.g. a detector: its own losses
+            return self.task.base_criterion()
+        return LabelSmoothingCrossEntropy(cfg.smoothing) if cfg.smoothing > 0 else nn.CrossEntropyLoss()
 
-    def _claim_run_folder(self, held: list[str]) -> None:
-        """Once data and models are built (so a setup error leaves the folder as it was): create the
-        folder, remove killed checkpoint writes and, with ``--overwrite``, the old run's files."""
-        if self.rank != 0:
-            return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        for stale in self.out_dir.glob(".*.tmp"):  # a checkpoint write that was killed
-            stale.unlink()
-        if self.cfg.overwrite:
-            for name in held:
-                (self.out_dir / name).unlink()
-
-    # -- checkpoints -------------------------------------------------------------------------
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.out_dir / "last.pth"
-
-    def state_dict(self) -> dict:
-        ranks = self._rng_states()
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler else None,
-            "ema": self.ema.state_dict() if self.ema else None,
-            "epoch": self.epoch,
-            "updates": self.updates,
-            "skipped_steps": self.skipped_steps,
-            "rng": ranks[0],  # rank 0's, as single-process checkpoints have always held
-            "rng_ranks": ranks,
-            "config": asdict(self.cfg),
-            "record": self._last_record,  # the epoch's training figures, in case validation is cut short
-        }
-
-    def _rng_states(self) -> list[dict]:
-        """Every rank's random state (a collective: all ranks must call it)."""
-        if self.world == 1:
-            return [rng_state()]
-        states: list = [None] * self.world
-        dist.all_gather_object(states, rng_state())
-        return states
-
-    def save(self, path: Path | None = None) -> None:
-        state = self.state_dict()  # on every rank: it gathers the ranks' random states
-        if self.rank == 0:
-            atomic_save(state, path or self.checkpoint_path)
-
-    def load(self, source: Path | dict | None = None) -> None:
-        """Continue from a training checkpoint (a path, or what :func:`read_checkpoint` returned)."""
-        path = self.checkpoint_path if source is None or isinstance(source, dict) else source
-        state = source if isinstance(source, dict) else read_checkpoint(path)
-        check_resumable(state, self.cfg, path)
-        load_checkpoint(self.model, read_state_dict(state))
-        self.optimizer.load_state_dict(state["optimizer"])
-        if state["config"].get("epochs") == self.cfg.epochs:  # otherwise the new plan stands (re-planned)
-            self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        if self.ema and state.get("ema"):
-            self.ema.load_state_dict(state["ema"])
-        self.epoch, self.updates = state["epoch"], state["updates"]
-        self.skipped_steps = state.get("skipped_steps", 0)
-        ranks = state.get("rng_ranks") or [state["rng"]]
-        if len(ranks) != self.world:
-            raise ValueError(f"the checkpoint was written by {len(ranks)} processes, this run has {self.world}")
-        set_rng_state(ranks[self.rank])
-        if self.rank == 0:
-            validated = self._truncate_logs()
-            if self.epoch and self.epoch not in validated and state.get("record"):
-                self._validate_and_log(state["record"])  # killed between the checkpoint and its validation
-
-    def _truncate_logs(self) -> set[int]:
-        """Drop log lines of epochs after the checkpoint's (written before a kill, redone now);
-        return the epochs ``metrics.jsonl`` still holds."""
-        kept: dict[str, list[str]] = {}
-        for name in ("metrics.jsonl", "steps.jsonl"):
-            path = self.out_dir / name
-            if path.exists():
-                lines = [ln for ln in path.read_text().splitlines() if json.loads(ln)["epoch"] <= self.epoch]
-                path.write_text("".join(ln + "\n" for ln in lines))
-                kept[name] = lines
-        return {json.loads(ln)["epoch"] for ln in kept.get("metrics.jsonl", [])}
+    def _distillation(self) -> nn.Module:
+        """DynamicViT's objective around the base one (keep-ratio, distillation terms)."""
+        cfg = self.cfg
+        return build_criterion(
+            self.model,
+            self.teacher,
+            self.base_criterion,
+            learned=get_method(cfg.method).learned,
+            ratio_weight=cfg.ratio_weight,
+            distill_weight=cfg.distill_weight,
+            token_weight=cfg.token_weight,
+            ratio_loss=cfg.ratio_loss,
+            labels=not cfg.no_labels,
+        )
 
     def _validate_and_log(self, record: dict) -> dict:
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             # leaves the training RNG alone; an encoder is scored by k-NN against training images
             result = evaluate(self.eval_model, self.val_set, self.cfg, reference=self.train_set)
         record = {**record, **{f"val_{k}": v for k, v in result.items()}}
-        with open(self.out_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        self.folder.append("metrics.jsonl", [record])
         if self.cfg.progress:
             print(_summary(record), flush=True)
         return record
@@ -354,13 +244,7 @@ class Trainer:
             if self.mixup is not None:
                 x, y = self.mixup(x, y)
             self._freeze_backbone(self.updates < frozen_until)
-            given = self.task.forward_kwargs(y)
-            with self._autocast():
-                if cfg.dense:
-                    loss = self.base_criterion(self.ddp(x, **given), y)
-                    terms = {"loss": loss.detach()}
-                else:
-                    loss, terms = self.criterion(x, self.ddp(x, return_decisions=True, **given), y)
+            loss, terms = self._objective(x, y)
             self.optimizer.zero_grad(set_to_none=True)
             if not self._all_finite(loss):
                 self.skipped_steps += 1
@@ -372,19 +256,7 @@ class Trainer:
                     )
                 continue
             bad_in_row = 0
-            (self.scaler.scale(loss) if self.scaler else loss).backward()
-            if self.updates < frozen_until:
-                for p in self.backbone_params:
-                    p.grad = None
-            if self.scaler:
-                self.scaler.unscale_(self.optimizer)
-            if cfg.clip_grad:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            if self.scaler:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                self.optimizer.step()
+            self._update(loss, self.updates < frozen_until)
             self.updates += 1
             fault_point("update")
             self.scheduler.step_update(self.updates)
@@ -409,8 +281,7 @@ class Trainer:
             )
         elapsed = time.perf_counter() - start
         if self.rank == 0 and steps:
-            with open(self.out_dir / "steps.jsonl", "a") as f:
-                f.writelines(json.dumps(step) + "\n" for step in steps)
+            self.folder.append("steps.jsonl", steps)
         out = {f"train_{k}": v / max(seen, 1) for k, v in sums.items()}
         out.update(
             train_img_per_s=seen * self.world / elapsed,
@@ -419,6 +290,32 @@ class Trainer:
             lr=max(g["lr"] for g in self.optimizer.param_groups),
         )
         return out
+
+    def _objective(self, x: torch.Tensor, y) -> tuple[torch.Tensor, dict]:
+        """The batch's loss and its named terms: the base objective (dense) or the distillation one."""
+        given = self.task.forward_kwargs(y)
+        with self._autocast():
+            if self.cfg.dense:
+                loss = self.base_criterion(self.ddp(x, **given), y)
+                return loss, {"loss": loss.detach()}
+            return self.criterion(x, self.ddp(x, return_decisions=True, **given), y)
+
+    def _update(self, loss: torch.Tensor, frozen: bool) -> None:
+        """Backward and one optimiser step (scaled, clipped; no gradient for a ``frozen`` backbone)."""
+        cfg, model = self.cfg, self.model
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+        if frozen:
+            for p in self.backbone_params:
+                p.grad = None
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        if cfg.clip_grad:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
 
     def _freeze_backbone(self, frozen: bool) -> None:
         """While the backbone is frozen, one process computes no gradients for it (its weights need none;

@@ -1,0 +1,50 @@
+"""The task contract: a task added by one class and one registry entry reaches the config, the command line
+and evaluation without any other change."""
+
+import pytest
+import torch
+from conftest import tiny_vit
+from torch.utils.data import TensorDataset
+
+from dynamicvit.cli import build_parser
+from dynamicvit.tasks import TASKS, get_task, register_task, task_of
+from dynamicvit.tasks.classify import ClassifyTask
+from dynamicvit.train.config import TrainConfig, validate
+from dynamicvit.train.evaluate import evaluate
+
+
+class CountTask(ClassifyTask):
+    """A toy task: its metric is the number of images evaluated."""
+
+    name = "count"
+    help = "a toy task for the registry test"
+
+    def evaluate(self, model, dataset, cfg, batch_size, decisions_fn, reference) -> dict:
+        return {"counted": len(dataset)}
+
+
+@pytest.fixture
+def count_task():
+    task = register_task(CountTask())
+    yield task
+    del TASKS[task.name]
+
+
+def test_registered_task_reaches_config_cli_and_evaluation(count_task):
+    assert get_task("count") is count_task
+    validate(TrainConfig(task="count", dense=True), training=False)  # accepted as a --task value
+    args = build_parser().parse_args(["train", "--task", "count"])
+    assert args.task == "count"
+    model = tiny_vit()
+    assert task_of(model).name == "classify"  # a model without a task attribute is a classifier
+    model.task = "count"
+    assert task_of(model) is count_task
+    data = TensorDataset(torch.randn(5, 3, 32, 32), torch.zeros(5, dtype=torch.long))
+    assert evaluate(model, data) == {"counted": 5}
+
+
+def test_unknown_task_is_one_line_error():
+    with pytest.raises(ValueError, match="--task must be one of classify, segment, detect, got 'count'"):
+        get_task("count")
+    with pytest.raises(ValueError, match="--task must be one of"):
+        validate(TrainConfig(task="count"), training=False)
