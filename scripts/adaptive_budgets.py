@@ -27,14 +27,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from dynamicvit.train.build import build_run_dataset  # noqa: E402
 from dynamicvit.core.calibrate import calibrate  # noqa: E402
-from dynamicvit.train.config import TrainConfig  # noqa: E402
-from dynamicvit.data import FASHION_CLASSES  # noqa: E402
-from dynamicvit.train.trainer import Trainer  # noqa: E402
-from dynamicvit.train.evaluate import evaluate  # noqa: E402
 from dynamicvit.core.flops import counts_per_image  # noqa: E402
+from dynamicvit.data import FASHION_CLASSES  # noqa: E402
 from dynamicvit.tools.viz import save_kept_token_grid  # noqa: E402
+from dynamicvit.train.build import build_run_dataset  # noqa: E402
+from dynamicvit.train.config import TrainConfig  # noqa: E402
+from dynamicvit.train.evaluate import evaluate  # noqa: E402
+from dynamicvit.train.trainer import Trainer  # noqa: E402
 
 
 def train(cfg: TrainConfig) -> torch.nn.Module:

@@ -189,11 +189,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from dynamicvit.core.losses import is_encoder
-    from dynamicvit.methods import random_selector
     from dynamicvit.tools.viz import TASK_PICTURES
-    from dynamicvit.train.build import build_run_dataset
-    from dynamicvit.train.evaluate import evaluate, load_for_eval
+    from dynamicvit.train.evaluate import evaluate_run, load_for_eval
 
     overrides = {
         k: getattr(args, k)
@@ -208,10 +205,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         raise ValueError(
             f"--picture draws {' or '.join(TASK_PICTURES)} results; this checkpoint is a {cfg.task} model (use viz)"
         )
-    reference = build_run_dataset(cfg, "train") if is_encoder(model) else None  # k-NN against training images
-    r = evaluate(
-        model, dataset, cfg, decisions_fn=random_selector(cfg.seed) if args.random else None, reference=reference
-    )
+    r = evaluate_run(model, dataset, cfg, random_tokens=args.random)
     if args.picture:
         draw(model, dataset, args.picture)
     if args.json:

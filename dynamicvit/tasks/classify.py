@@ -155,3 +155,4 @@ def _evaluate_encoder(model: nn.Module, dataset, cfg: Any, batch_size: int, refe
     if reducer is not None:
         out["kept_tokens"] = reducer.token_counts(reducer.last_tokens)
     model.train(was_training)
+    return out

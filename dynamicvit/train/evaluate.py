@@ -16,7 +16,7 @@ from dynamicvit.tasks.classify import DecisionsFn, embed, knn_top1
 from dynamicvit.train.build import build_run_dataset, load_trained
 from dynamicvit.train.config import TrainConfig
 
-__all__ = ["embed", "evaluate", "evaluate_checkpoint", "knn_top1", "load_for_eval"]
+__all__ = ["embed", "evaluate", "evaluate_checkpoint", "evaluate_run", "knn_top1", "load_for_eval"]
 
 
 
@@ -45,7 +45,12 @@ def evaluate_checkpoint(path: str | os.PathLike, random_tokens: bool = False, em
 
     ``random_tokens`` keeps the same counts but chooses the tokens uniformly at random.
     """
-    model, dataset, cfg = load_for_eval(path, ema=ema, **overrides)
+    return evaluate_run(*load_for_eval(path, ema=ema, **overrides), random_tokens=random_tokens)
+
+
+def evaluate_run(model: nn.Module, dataset: Dataset, cfg: TrainConfig, random_tokens: bool = False) -> dict:
+    """:func:`evaluate` of a run's model on its test set (what :func:`load_for_eval` returns): an encoder is
+    scored by k-NN against the run's training images; ``random_tokens`` chooses the kept tokens at random."""
     reference = build_run_dataset(cfg, "train") if is_encoder(model) else None
     return evaluate(
         model, dataset, cfg, decisions_fn=random_selector(cfg.seed) if random_tokens else None, reference=reference

@@ -367,7 +367,7 @@ def test_release_keep_counts_reproduce_its_float_round_down():
     """The release keeps int(N·(0.7 − 0.2)) = int(N·0.4999…) locations: one fewer than N/2 on even grids."""
     ratios = release_keep_ratios(0.7)
     for n in (16, 49, 196, 576, 1000, 9801):
-        ours = [dynamicvit.predictor.keep_count(n, r) for r in ratios]
+        ours = [dynamicvit.core.predictor.keep_count(n, r) for r in ratios]
         assert ours == [max(1, int(n * r)) for r in RELEASE_RATIOS], n
     assert release_keep_ratios(0.9) == (0.9, 0.7, 0.5)
 
