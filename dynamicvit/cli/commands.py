@@ -29,7 +29,7 @@ __all__ = [
 
 
 def cmd_flops(args: argparse.Namespace) -> None:
-    from dynamicvit.core.flops import compare_flops
+    from dynamicvit.tools.flops_report import compare_flops
 
     r = compare_flops(args.model, keep_rate=args.keep_rate, img_size=args.img_size, keep_mode=args.keep_mode)
     if args.json:

@@ -11,10 +11,11 @@ from conftest import tiny_vit
 import dynamicvit
 from dynamicvit.cli import main
 from dynamicvit.core.calibrate import calibrate
-from dynamicvit.core.flops import compare_flops, count_flops, per_image_gmacs
+from dynamicvit.core.flops import count_flops, per_image_gmacs
 from dynamicvit.core.losses import keep_ratio_loss
 from dynamicvit.tools.bench_forwards import padded_forward
 from dynamicvit.tools.export import export_onnx
+from dynamicvit.tools.flops_report import compare_flops
 from dynamicvit.train.evaluate import evaluate
 from dynamicvit.weights.checkpoint import save_checkpoint
 

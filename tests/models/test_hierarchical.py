@@ -8,8 +8,9 @@ from timm.models.convnext import ConvNeXt
 from timm.models.swin_transformer import SwinTransformer
 
 import dynamicvit
-from dynamicvit.core.flops import compare_flops, count_flops
+from dynamicvit.core.flops import count_flops
 from dynamicvit.models.hierarchical import FastPath
+from dynamicvit.tools.flops_report import compare_flops
 from dynamicvit.train.evaluate import evaluate_checkpoint
 from dynamicvit.train.trainer import Trainer
 

@@ -1,0 +1,324 @@
+"""One function per command: each reads its parsed arguments and calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+from dynamicvit.cli.config_args import DATA_FIELDS, config_from_args
+from dynamicvit.methods import METHODS
+from dynamicvit.train.config import check_writable
+from dynamicvit.weights.zoo import ZOO, download
+
+__all__ = [
+    "cmd_bench",
+    "cmd_calibrate",
+    "cmd_compare",
+    "cmd_demo",
+    "cmd_eval",
+    "cmd_export",
+    "cmd_flops",
+    "cmd_models",
+    "cmd_train",
+    "cmd_tune",
+    "cmd_viz",
+]
+
+
+def cmd_flops(args: argparse.Namespace) -> None:
+    from dynamicvit.core.flops import compare_flops
+
+    r = compare_flops(args.model, keep_rate=args.keep_rate, img_size=args.img_size, keep_mode=args.keep_mode)
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return
+    dense, sparse = r["dense"], r["sparse"]
+    h, w = r["img_size"]
+    print(f"{r['model']} @ {h}x{w}, keep rate {r['keep_rate']} — GMACs per image ({r['unit']})")
+    print(f"{'part':<16}{'dense':>10}{'sparse':>10}")
+    for part in sparse["parts"]:
+        d = dense["parts"].get(part)
+        print(f"{part:<16}{'' if d is None else f'{d / 1e9:.3f}':>10}{sparse['parts'][part] / 1e9:>10.3f}")
+    print(f"{'total':<16}{dense['gmacs']:>10.3f}{sparse['gmacs']:>10.3f}   ratio {r['ratio']:.3f}")
+    print("tokens kept: " + ", ".join(f"{k} {v}" for k, v in sparse["tokens"].items()))
+    if args.keep_mode == "adaptive":
+        print("adaptive, calibrated to the fixed budget on 32 random images (untrained predictors):")
+        print(_per_image_lines(r["per_image"]))
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from dynamicvit.tools.bench import benchmark, benchmark_checkpoints
+
+    if args.training:
+        from dynamicvit.tools.bench import benchmark_training
+
+        runs = [
+            benchmark_training(m, args.keep_rate or 0.7, b, args.warmup, args.repeats, **_size(args.img_size))
+            for m in args.models
+            for b in args.batch_sizes
+        ]
+        if _printed_json(args, runs):
+            return
+        for r in runs:
+            print(f"{r['model']} training step, batch {r['batch_size']}, median of {r['repeats']} interleaved runs")
+            for name, secs in r["seconds"].items():
+                print(
+                    f"  {name:<24} {secs:7.3f} s  {r['time_vs_dense'][name]:5.2f}x   "
+                    f"{r['peak_mb'][name]:8.1f} MB  {r['memory_vs_dense'][name]:5.2f}x"
+                )
+        return
+    if args.checkpoints:
+        r = benchmark_checkpoints(*args.checkpoints, args.batch_sizes[0], args.warmup, args.repeats)
+        if _printed_json(args, [r]):
+            return
+        print(
+            f"batch {r['batch_size']}, {r['img_size'][0]}x{r['img_size'][1]}, median of {r['repeats']} interleaved runs"
+        )
+        for name, ips in r["img_per_s"].items():
+            ratio = ips / r["img_per_s"]["dense backbone" if "backbone" in name else "dense"]
+            print(f"  {name:<16} {ips:9.1f} img/s  {ratio:5.2f}x  {r['gmacs'][name]:.5f} GMACs")
+        return
+    results = [
+        benchmark(
+            model,
+            keep_rate=args.keep_rate,
+            batch_size=batch,
+            img_size=args.img_size,
+            warmup=args.warmup,
+            repeats=args.repeats,
+            compile=args.compile,
+            onnx=args.onnx,
+            keep_mode=args.keep_mode,
+        )
+        for model in args.models
+        for batch in args.batch_sizes
+    ]
+    if _printed_json(args, results):
+        return
+    for r in results:
+        print(
+            f"{r['model']} keep rate {r['keep_rate']}, batch {r['batch_size']}, {r['threads']} threads, "
+            f"median of {r['repeats']} interleaved runs"
+        )
+        print(f"  {'variant':<17}{'img/s':>9}{'× dense':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'peak MB':>9}")
+        for name, v in r["variants"].items():
+            lat, peak = v["latency_ms"], v["peak_mb"]
+            print(
+                f"  {name:<17}{v['img_per_s']:>9.1f}{v['speedup']:>9.2f}{lat['p50']:>9.1f}{lat['p90']:>9.1f}"
+                f"{lat['p99']:>9.1f}{'–' if peak is None else f'{peak:.1f}':>9}"
+            )
+        if r["adaptive_fraction_of_fixed"] is not None:
+            padded = r["padded_fraction_of_fixed"]
+            print(
+                f"  adaptive (calibrated to the fixed counts, packed): {r['adaptive_fraction_of_fixed']:.3f} of fixed"
+                + ("" if padded is None else f"; padded instead of packed: {padded:.3f}")
+            )
+            print(_per_image_lines(r["per_image"]))
+        if r["fraction_of_limit"] is not None:
+            print(
+                f"  limit = same token counts sliced, no predictor; sparse: {r['fraction_of_limit']:.3f} of it, "
+                f"limit+predictors (scores computed, tokens sliced): {r['predictors_fraction_of_limit']:.3f}"
+            )
+
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from dynamicvit.train.trainer import train
+
+    record = train(config_from_args(args))
+    if record and os.environ.get("RANK", "0") == "0":
+        print(json.dumps(record, indent=2))
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from dynamicvit.tools.compare import run_compare
+
+    cfg = config_from_args(args)
+    run_compare(
+        cfg,
+        budgets=args.budgets,
+        methods=args.methods or tuple(METHODS),
+        out_dir=args.out_dir,
+        bench_batch=args.bench_batch,
+        bench_repeats=args.bench_repeats,
+    )
+    print((Path(args.out_dir) / "compare.md").read_text())
+
+
+def _printed_json(args: argparse.Namespace, results: list[dict]) -> bool:
+    """With ``--json``: print the result (a list when there are several) and say so."""
+    if args.json:
+        print(json.dumps(results if len(results) > 1 else results[0], indent=2))
+    return args.json
+
+
+def _size(img_size: int | None) -> dict:
+    return {} if img_size is None else {"img_size": img_size}
+
+
+def cmd_tune(args: argparse.Namespace) -> None:
+    from dynamicvit.tools.tune import tune
+
+    r = tune(
+        args.model,
+        target_speedup=args.target_speedup,
+        target_ms=args.target_ms,
+        batch_size=args.batch_size,
+        img_size=args.img_size,
+        rates=tuple(args.rates) if args.rates else None,
+        warmup=args.warmup,
+        repeats=args.repeats,
+    )
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return
+    print(
+        f"{r['model']}, batch {r['batch_size']}, {r['threads']} threads: dense {r['dense_ms_per_batch']:.0f} ms/batch"
+    )
+    print("  keep rate   GMACs    img/s  speed-up  ms/batch")
+    for p in r["curve"]:
+        rate, gmacs, ips, ms = p["keep_rate"], p["gmacs"], p["img_per_s"], p["ms_per_batch"]
+        print(f"  {rate:9.2f} {gmacs:7.3f} {ips:8.1f} {p['speedup']:8.2f}x {ms:9.0f}")
+    print(
+        f"keep rate {r['keep_rate']}: {r['gmacs']:.3f} GMACs (dense {r['dense_gmacs']:.3f}), measured "
+        f"{r['speedup']:.2f}x dense, {r['ms_per_batch']:.0f} ms per batch"
+    )
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from dynamicvit.tools.viz import TASK_PICTURES
+    from dynamicvit.train.evaluate import evaluate_run, load_for_eval
+
+    overrides = {
+        k: getattr(args, k)
+        for k in (*DATA_FIELDS, "model", "model_kwargs", "keep_rate", "task", "img_size", "keep_mode", "thresholds")
+        if getattr(args, k, None) is not None
+    }
+    if args.picture:
+        check_writable(args.picture, "--picture")
+    model, dataset, cfg = load_for_eval(args.checkpoint, ema=not args.no_ema, **overrides)
+    draw = TASK_PICTURES.get(cfg.task)
+    if args.picture and draw is None:
+        raise ValueError(
+            f"--picture draws {' or '.join(TASK_PICTURES)} results; this checkpoint is a {cfg.task} model (use viz)"
+        )
+    r = evaluate_run(model, dataset, cfg, random_tokens=args.random)
+    if args.picture:
+        draw(model, dataset, args.picture)
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return
+    print("  ".join(f"{k} {v}" for k, v in r.items() if k != "per_image"))
+    if "per_image" in r:
+        print(_per_image_lines(r["per_image"]))
+
+
+def _per_image_lines(report: dict) -> str:
+    """The per-image distribution of kept tokens and GMACs, one line each."""
+    lines = [f"per image ({report['images']} images): mean / p10 / p50 / p90"]
+    rows = {**{f"tokens {k}": v for k, v in report["tokens"].items()}, "GMACs": report["gmacs"]}
+    for name, d in rows.items():
+        lines.append(f"  {name:<16}{d['mean']:>9.3f}{d['p10']:>9.3f}{d['p50']:>9.3f}{d['p90']:>9.3f}")
+    return "\n".join(lines)
+
+
+def cmd_viz(args: argparse.Namespace) -> None:
+    from dynamicvit.data import class_names
+    from dynamicvit.tools.viz import visualize_files
+    from dynamicvit.train.build import load_trained
+
+    overrides = {
+        k: getattr(args, k) for k in ("model", "keep_rate", "img_size", "keep_mode") if getattr(args, k) is not None
+    }
+    check_writable(args.out, "--out")
+    model, cfg = load_trained(args.checkpoint, ema=not args.no_ema, **overrides)
+    names = class_names(getattr(model, "num_classes", 0), cfg.data)
+    for row in visualize_files(model, args.images, args.out, class_names=names):
+        print(f"{row['image']}: {row['prediction']}, kept {' / '.join(map(str, row['kept_tokens']))} tokens")
+    print(f"written to {args.out}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from dynamicvit.tools.export import export_onnx
+
+    check_writable(args.onnx, "--onnx")
+    if args.pretrained and not args.checkpoint and args.model in ZOO:  # the release's file, not timm's dense one
+        args.checkpoint = str(download(args.model))
+    if args.checkpoint:
+        from dynamicvit.train.build import load_trained
+
+        overrides = {k: getattr(args, k) for k in ("model", "img_size") if getattr(args, k) is not None}
+        model, _ = load_trained(args.checkpoint, ema=not args.no_ema, **overrides)
+    elif args.model:
+        from dynamicvit.methods import apply_method
+        from dynamicvit.models import build_timm_model
+        from dynamicvit.weights.zoo import resolve
+
+        arch, rate, options = resolve(args.model, args.keep_rate)
+        kwargs = {"img_size": args.img_size} if args.img_size else {}
+        model = build_timm_model(arch, pretrained=args.pretrained, **kwargs)
+        if args.method in METHODS:  # otherwise "dense"
+            model = apply_method(model, args.method, keep_rate=rate, **options)
+    else:
+        raise ValueError("give --checkpoint PATH or --model NAME")
+    r = export_onnx(model, args.onnx, opset=args.opset, check=not args.no_check)
+    parity = f", max |onnx − torch| = {r['max_abs_diff']:.2e}" if "max_abs_diff" in r else ""
+    print(f"wrote {r['path']} ({r['bytes'] / 1e6:.1f} MB, dynamic batch){parity}")
+    if r.get("max_abs_diff", 0.0) > args.tolerance:
+        raise ValueError(
+            f"the ONNX file differs from PyTorch by {r['max_abs_diff']:.2e} > --tolerance {args.tolerance:g}"
+        )
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from dynamicvit.tools.demo import DemoConfig, run_demo
+
+    overrides = {"out_dir": args.out, "data_dir": args.data_dir}
+    cfg = DemoConfig.quick(**overrides) if args.quick else DemoConfig(**overrides)
+    summary = run_demo(cfg, command="dynamicvit demo" + (" --quick" if args.quick else ""))
+    print((Path(args.out) / "report.md").read_text())
+    print(f"report written to {args.out}/report.md ({summary['total_seconds']:.0f} s)")
+
+
+def cmd_calibrate(args: argparse.Namespace) -> None:
+    from dynamicvit.core.calibrate import MIN_CALIBRATION_IMAGES, calibrate
+    from dynamicvit.train.build import build_run_dataset, load_trained
+    from dynamicvit.weights.checkpoint import read_checkpoint, save_checkpoint
+
+    if args.images < MIN_CALIBRATION_IMAGES:
+        raise ValueError(f"--images must be at least {MIN_CALIBRATION_IMAGES}, got {args.images}")
+    check_writable(args.out, "--out")
+    if Path(args.out).exists() and not args.overwrite:
+        raise ValueError(f"--out {args.out} exists; pass --overwrite to replace it")
+    overrides = {
+        k: getattr(args, k) for k in (*DATA_FIELDS, "model", "keep_rate") if getattr(args, k, None) is not None
+    }
+    saved = read_checkpoint(args.checkpoint)
+    model, cfg = load_trained(saved, ema=not args.no_ema, **overrides)
+    held_out = build_run_dataset(dataclasses.replace(cfg, train_limit=args.images), "train")  # not the test split
+    r = calibrate(model, held_out, batch_size=args.batch_size)
+    config = saved.get("config", {}) if isinstance(saved, dict) else {}
+    config = {**config, **overrides, "keep_mode": "adaptive", "thresholds": r["thresholds"]}
+    save_checkpoint(model, args.out, config=config)
+    print(f"calibrated on {r['images']} training images (not the test split)")
+    print(f"{'stage':<8}{'threshold':>10}{'target':>9}{'reached':>9}")
+    for s, (t, goal, got) in enumerate(zip(r["thresholds"], r["targets"], r["reached"], strict=True)):
+        print(f"{s + 1:<8}{t:>10.4f}{goal:>9.4f}{got:>9.4f}")
+    print(f"written to {args.out} (keep mode adaptive; dynamicvit eval --checkpoint {args.out})")
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from dynamicvit.weights.zoo import list_models
+
+    names = list_models(args.pattern)
+    if not names:
+        raise ValueError(f"no zoo model matches {args.pattern!r}")
+    print(f"{'name':<32}{'backbone':<31}{'rho':>5}{'top-1':>7}{'GMACs':>7}  url")
+    for name in names:
+        e = ZOO[name]
+        print(f"{name:<32}{e.arch:<31}{e.keep_rate:>5}{e.top1:>7.2f}{e.paper_gmacs:>7.1f}  {e.url}")
+    print("top-1 (ImageNet-1k) and GMACs as the release publishes them; dynamicvit.create_model(name, pretrained=True)")
+

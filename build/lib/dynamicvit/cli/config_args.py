@@ -1,0 +1,45 @@
+"""Command-line flags from :class:`~dynamicvit.train.config.TrainConfig`'s fields (one definition of each
+flag: its help, type and choices live on the field)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from collections.abc import Sequence
+
+from dynamicvit.train.config import TrainConfig, field_flags
+
+__all__ = ["DATA_FIELDS", "add_config_args", "config_from_args"]
+
+DATA_FIELDS = ("data", "data_dir", "canvas", "distractors", "distractors_max", "train_limit", "val_limit")
+_PARSERS = {"int": int, "float": float, "str": str, "list[int]": int, "list[float]": float, "dict": json.loads}
+
+
+def add_config_args(p: argparse.ArgumentParser, names: Sequence[str] | None = None, skip: Sequence[str] = ()) -> None:
+    """One flag per :class:`TrainConfig` field (or the ``names`` among them), help text from the field.
+
+    Every flag defaults to ``None`` – "not given" – so a config (the defaults, or a checkpoint's
+    saved one) is overridden only by what the user passed."""
+    for f in dataclasses.fields(TrainConfig):
+        if (names is not None and f.name not in names) or f.name in skip:
+            continue
+        meta = f.metadata
+        kwargs = {"dest": f.name, "default": None, "help": meta["help"]}
+        kind = str(f.type).removesuffix(" | None")
+        if kind == "bool":
+            kwargs["action"] = "store_false" if f.default else "store_true"
+        else:
+            kwargs["type"] = _PARSERS[kind]
+            kwargs["nargs"] = "+" if kind.startswith("list") else None
+            kwargs["choices"] = meta.get("choices")
+        p.add_argument(*field_flags(f), **kwargs)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The defaults, with every config flag the user gave on top."""
+    given = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig.from_dict(
+        {**dataclasses.asdict(TrainConfig()), **{k: v for k, v in given.items() if v is not None}}
+    )
+

@@ -1,0 +1,157 @@
+"""The command line's argument parser: one sub-command per tool, each bound to its function in
+:mod:`dynamicvit.cli.commands`."""
+
+from __future__ import annotations
+
+import argparse
+
+from dynamicvit.cli import commands
+from dynamicvit.cli.config_args import DATA_FIELDS, add_config_args
+from dynamicvit.core.interfaces import KEEP_MODES
+from dynamicvit.methods import METHODS
+
+__all__ = ["build_parser"]
+
+DESCRIPTION = "dynamicvit: dynamic spatial sparsification for timm vision models (also python -m dynamicvit)."
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="timm or zoo model name, e.g. deit_small_patch16_224")
+    p.add_argument("--keep-rate", type=float, default=None, help="keep ratio rho in (0, 1] (default: zoo's, else 0.7)")
+    p.add_argument("--img-size", type=int, default=None, help="input resolution (default: the model's)")
+    p.add_argument("--keep-mode", choices=KEEP_MODES, default="fixed", help="adaptive: per-image counts by threshold")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dynamicvit", description=DESCRIPTION)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="train a dense teacher and a DynamicViT on Cluttered Fashion-MNIST; report")
+    p.add_argument("--out", default="runs/demo", help="report folder")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--quick", action="store_true", help="seconds-long smoke run on a few hundred images")
+    p.set_defaults(func=commands.cmd_demo)
+
+    p = sub.add_parser("train", help="distillation fine-tuning of a sparse model (or --dense training)")
+    add_config_args(p)
+    p.set_defaults(func=commands.cmd_train)
+
+    p = sub.add_parser("compare", help="every token-reduction method at matched MACs: table and plots")
+    add_config_args(p, skip=("out_dir",))
+    p.add_argument(
+        "--budgets", type=float, nargs="+", default=[0.5, 0.6, 0.7, 0.8, 0.9], help="fractions of dense MACs"
+    )
+    p.add_argument("--methods", nargs="+", default=None, help="subset of: " + " ".join(METHODS))
+    p.add_argument("--bench-batch", type=int, default=64)
+    p.add_argument("--bench-repeats", type=int, default=10)
+    p.add_argument("--out", dest="out_dir", default="runs/compare", help="report folder")
+    p.set_defaults(func=commands.cmd_compare)
+
+    _add_inspection_commands(sub)
+    return parser
+
+
+
+def _add_inspection_commands(sub: argparse._SubParsersAction) -> None:
+    """The commands that read a model or a checkpoint: eval, calibrate, viz, export, models, flops, tune, bench."""
+    p = sub.add_parser("eval", help="top-1, kept tokens, GMACs and img/s of a checkpoint")
+    p.add_argument("--checkpoint", required=True)
+    add_config_args(
+        p, names=("model", "model_kwargs", "keep_rate", "task", "img_size", "keep_mode", "thresholds", *DATA_FIELDS)
+    )
+    p.add_argument("--random", action="store_true", help="random token selection at the same counts")
+    p.add_argument("--no-ema", action="store_true", help="the raw weights even when the checkpoint has EMA ones")
+    p.add_argument(
+        "--picture",
+        default=None,
+        help="segmentation / detection: PNG of inputs, labels or boxes, predictions, kept locations",
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=commands.cmd_eval)
+
+    p = sub.add_parser(
+        "calibrate", help="adaptive keep mode: per-stage thresholds meeting the budget on held-out images"
+    )
+    p.add_argument("--checkpoint", required=True, help="a trained sparse model (training checkpoint or release file)")
+    p.add_argument("--out", required=True, help="checkpoint to write: the model with its thresholds, adaptive mode")
+    p.add_argument("--images", type=int, default=512, help="training images to calibrate on (held out from testing)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--no-ema", action="store_true", help="the raw weights even when the checkpoint has EMA ones")
+    add_config_args(p, names=("model", "keep_rate", *DATA_FIELDS))  # default: the checkpoint's
+    p.set_defaults(func=commands.cmd_calibrate)
+
+    p = sub.add_parser("viz", help="draw which tokens a trained model keeps on image files (PNG)")
+    p.add_argument("images", nargs="+", help="image files (any size; resized to the model's input)")
+    p.add_argument("--checkpoint", required=True, help="a training checkpoint or a release file")
+    p.add_argument("--model", default=None, help="timm or zoo name (default: from the checkpoint's config)")
+    p.add_argument("--keep-rate", type=float, default=None)
+    p.add_argument("--img-size", type=int, default=None, help="input resolution (ViT position embeddings resampled)")
+    p.add_argument("--keep-mode", choices=KEEP_MODES, default=None, help="default: the checkpoint's (fixed)")
+    p.add_argument("--out", default="kept_tokens.png", help="PNG to write")
+    p.add_argument("--no-ema", action="store_true", help="the raw weights even when the checkpoint has EMA ones")
+    p.set_defaults(func=commands.cmd_viz)
+
+    p = sub.add_parser("export", help="ONNX file of an eval-mode model, dynamic batch, checked with onnxruntime")
+    p.add_argument("--onnx", required=True, metavar="PATH", help="ONNX file to write")
+    p.add_argument("--checkpoint", default=None, help="a training checkpoint (its model and config) or a release file")
+    p.add_argument(
+        "--model", default=None, help="timm or zoo name: alone, untrained predictors; with a release file, its model"
+    )
+    p.add_argument("--method", default="dynamicvit", choices=["dense", *METHODS])
+    p.add_argument("--keep-rate", type=float, default=None, help="keep ratio rho (default: zoo's, else 0.7)")
+    p.add_argument("--img-size", type=int, default=None)
+    p.add_argument("--pretrained", action="store_true")
+    p.add_argument("--opset", type=int, default=None)
+    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="largest |onnx − torch| logit difference accepted")
+    p.add_argument("--no-ema", action="store_true", help="the raw weights even when the checkpoint has EMA ones")
+    p.set_defaults(func=commands.cmd_export)
+
+    p = sub.add_parser("models", help="the release's pretrained sparse models (the zoo)")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'dynamicvit_convnext*'")
+    p.set_defaults(func=commands.cmd_models)
+
+    p = sub.add_parser("flops", help="multiply-accumulates of dense vs sparse, per stage")
+    _add_model_args(p)
+    p.set_defaults(func=commands.cmd_flops)
+
+    p = sub.add_parser("tune", help="the keep rate that reaches a measured speed-up or time per batch on this machine")
+    p.add_argument("--model", required=True, help="timm or zoo model name")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--target-speedup", type=float, help="img/s over the dense model's, e.g. 1.5")
+    target.add_argument("--target-ms", type=float, help="milliseconds per batch")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--img-size", type=int, default=None, help="input resolution (default: the model's)")
+    p.add_argument("--rates", type=float, nargs="+", default=None, help="keep rates to try (default 0.9 ... 0.3)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=commands.cmd_tune)
+
+    p = sub.add_parser("bench", help="measured img/s, latency and memory of dense vs sparse (and the slicing limit)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", "--models", dest="models", nargs="+", help="timm or zoo model name(s)")
+    which.add_argument(
+        "--checkpoints",
+        nargs=2,
+        metavar=("DENSE", "SPARSE"),
+        help="two trained models (classifiers, segmenters, detectors): img/s of both and of their backbones",
+    )
+    p.add_argument("--keep-rate", type=float, default=None, help="keep ratio rho in (0, 1] (default: zoo's, else 0.7)")
+    p.add_argument("--img-size", type=int, default=None, help="input resolution (default: the model's)")
+    p.add_argument("--batch-size", "--batch-sizes", dest="batch_sizes", type=int, nargs="+", default=[32])
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--compile", action="store_true", help="also time torch.compile'd dense and sparse")
+    p.add_argument("--onnx", action="store_true", help="also time the ONNX exports with onnxruntime")
+    p.add_argument("--keep-mode", choices=KEEP_MODES, default="fixed", help="adaptive: also time the adaptive mode")
+    p.add_argument(
+        "--training",
+        action="store_true",
+        help="time and memory of a training step: dense, fine-tune (also with a frozen prefix), calibrate",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=commands.cmd_bench)

@@ -1,0 +1,143 @@
+"""What the rest of the package asks of a backbone family and of a token-reduction method.
+
+* :class:`TokenReducer` – the protocol of every sparsified module (a reduced ViT, the sparsified
+  stage of a ConvNeXt/Swin): the method that reduces it, its per-stage keep targets and token
+  counts, and the grid its decisions index. Losses, FLOPs, visualisation and evaluation read
+  these and never branch on the family.
+* :class:`Family` – a registry entry for a backbone family (``dynamicvit.models.FAMILIES``).
+* :class:`Method` – a registry entry for a token-reduction method (``dynamicvit.methods.METHODS``):
+  its knob, whether it exports, accepts forced decisions, or learns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import nn
+
+__all__ = ["KEEP_MODES", "Family", "Method", "TokenReducer", "check_thresholds", "find_reducer"]
+
+KEEP_MODES = ("fixed", "adaptive")  # see TokenReducer.keep_mode
+
+
+class TokenReducer:
+    """Mixed into every module that reduces tokens; read through :func:`find_reducer`.
+
+    Decisions index a grid of ``h × w`` tokens (ViT patches, or the locations of a ConvNeXt/Swin
+    stage); ``last_grid`` is that grid in the latest forward.
+    """
+
+    method: ClassVar[str]  # registry name of the reducing method
+    distills_tokens: ClassVar[bool] = False  # final features are tokens aligned with the dense model's
+    supports_adaptive: ClassVar[bool] = False  # has the per-image (threshold) keep mode
+    last_grid: tuple[int, int] = (0, 0)
+    _keep_mode: str = "fixed"
+    _thresholds: list[float] | None = None
+
+    @property
+    def keep_mode(self) -> str:
+        """``"fixed"``: every image keeps the schedule's count (the paper); ``"adaptive"``: at inference
+        each image keeps the tokens whose keep probability exceeds the stage's threshold (at least one),
+        so counts differ per image. Settable."""
+        return self._keep_mode
+
+    @keep_mode.setter
+    def keep_mode(self, mode: str) -> None:
+        if mode not in KEEP_MODES:
+            raise ValueError(f"keep_mode must be 'fixed' or 'adaptive', got {mode!r}")
+        if mode == "adaptive" and not self.supports_adaptive:
+            raise TypeError(
+                f"{self.method} ({type(self).__name__}) has no adaptive keep mode; DynamicViT on timm ViTs and "
+                "ConvNeXt/Swin has"
+            )
+        self._keep_mode = mode
+
+    @property
+    def thresholds(self) -> list[float]:
+        """Per-stage keep-probability thresholds of the adaptive mode (0.5 – the training-time decision –
+        until set or calibrated). Settable."""
+        return list(self._thresholds) if self._thresholds is not None else [0.5] * len(self.keep_targets())
+
+    @thresholds.setter
+    def thresholds(self, values) -> None:
+        self._thresholds = check_thresholds(values, len(self.keep_targets()))
+
+    def keep_targets(self) -> list[float]:
+        """Fraction of the grid's tokens each stage keeps (the keep-ratio loss targets)."""
+        raise NotImplementedError
+
+    def token_counts(self, num_tokens: int | None = None) -> list[int]:
+        """Tokens alive after each reduction step for an input of ``num_tokens`` grid tokens."""
+        raise NotImplementedError
+
+    def grid_for(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        """The decision grid (h, w) for an input of ``image_size`` pixels."""
+        raise NotImplementedError
+
+    @property
+    def last_tokens(self) -> int:
+        """Tokens of the decision grid in the latest forward."""
+        return self.last_grid[0] * self.last_grid[1]
+
+
+def check_thresholds(thresholds, num_stages: int) -> list[float]:
+    """One keep-probability threshold per stage, each in (0, 1); otherwise a clear error."""
+    try:
+        values = [float(t) for t in thresholds]
+    except (TypeError, ValueError):
+        raise ValueError(f"thresholds must be a list of numbers in (0, 1), got {thresholds!r}") from None
+    if len(values) != num_stages:
+        raise ValueError(f"expected {num_stages} thresholds (one per stage), got {len(values)}")
+    if any(not 0.0 < t < 1.0 for t in values):
+        raise ValueError(f"thresholds must lie in (0, 1) (keep probabilities), got {values}")
+    return values
+
+
+def find_reducer(model: nn.Module) -> TokenReducer | None:
+    """The token-reducing module inside ``model`` (itself, a sparsified stage, a segmenter's backbone), if any."""
+    return next((m for m in model.modules() if isinstance(m, TokenReducer)), None)
+
+
+def backbone_of(model: nn.Module) -> nn.Module:
+    """The network a method reduces: a segmenter's or detector's ``backbone`` (they mark themselves with
+    ``task_model = True``), else ``model`` itself."""
+    return model.backbone if getattr(model, "task_model", False) else model
+
+
+@dataclass(frozen=True)
+class Family:
+    """A backbone family :func:`dynamicvit.sparsify` knows, and its training recipe defaults."""
+
+    name: str
+    supported: str  # what the family accepts, for error messages
+    recognises: Callable[[nn.Module], bool]
+    sparsify: Callable[..., nn.Module]  # (model, keep_rate, prune_layers, **options) -> model, in place
+    ratio_weight: float  # keep-ratio loss weight of the papers' recipe
+    backbone_lr_scale: float  # backbone learning rate relative to the new modules'
+    options: tuple[str, ...] = ()  # extra keyword arguments ``sparsify`` takes
+
+
+class Method:
+    """A token-reduction method as the registry knows it; subclasses set the class attributes."""
+
+    name: ClassVar[str]
+    label: ClassVar[str]  # for tables and plots
+    knob: ClassVar[str] = "keep_rate"  # the model attribute that sets the budget
+    knob_label: ClassVar[str] = "keep_rate"
+    integer_knob: ClassVar[bool] = False
+    exportable: ClassVar[bool] = True  # no run-time randomness: ONNX export works
+    accepts_decisions: ClassVar[bool] = False  # ``forward(x, decisions=...)`` forces its choices
+    learned: ClassVar[bool] = False  # adds modules that must be trained (predictors): keep-ratio loss applies
+    keeps_subset: ClassVar[bool] = True  # decisions are kept indices (else tokens are mixtures of patches)
+
+    @classmethod
+    def apply(cls, model: nn.Module, keep_rate: float = 0.7, prune_layers=None, **options) -> nn.Module:
+        """Reduce ``model`` in place with this method and return it (options it does not use are ignored)."""
+        raise NotImplementedError
+
+    @classmethod
+    def knob_range(cls, model: nn.Module) -> tuple[float, float]:
+        """(value with the fewest MACs, value with the most MACs) of the knob."""
+        return 1e-3, 1.0

@@ -1,0 +1,30 @@
+"""Data sets: Fashion-MNIST from its idx files, Cluttered Fashion-MNIST (classification, segmentation and
+detection scenes), COCO-format detection sets, ImageFolder trees and plain image folders, behind one
+registry (:data:`DATASETS`)."""
+
+from dynamicvit.data.cluttered import ClutteredFashionDetection, ClutteredFashionMNIST, ClutteredFashionScenes
+from dynamicvit.data.coco import CocoDetection
+from dynamicvit.data.fashion import DEFAULT_FASHION_DIR, FASHION_CLASSES, FashionMNIST, load_fashion_mnist, read_idx
+from dynamicvit.data.folders import ImageFiles, load_image
+from dynamicvit.data.registry import DATASETS, DataSet, build_dataset, class_names, get_dataset
+from dynamicvit.data.targets import collate_detection
+
+__all__ = [
+    "DATASETS",
+    "DEFAULT_FASHION_DIR",
+    "FASHION_CLASSES",
+    "ClutteredFashionDetection",
+    "ClutteredFashionMNIST",
+    "ClutteredFashionScenes",
+    "CocoDetection",
+    "DataSet",
+    "FashionMNIST",
+    "ImageFiles",
+    "build_dataset",
+    "class_names",
+    "collate_detection",
+    "get_dataset",
+    "load_fashion_mnist",
+    "load_image",
+    "read_idx",
+]

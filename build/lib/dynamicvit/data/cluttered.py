@@ -1,0 +1,178 @@
+"""Cluttered Fashion-MNIST places one Fashion-MNIST item at a random position on a larger
+black canvas together with fragments cut from other items. The label is the item's
+class, so *where* the object is matters and most of the canvas is uninformative – the
+setting in which spatial sparsity pays. Every sample is a pure function of
+``(seed, split, index)``.
+``(seed, split, index)``.
+
+Three sets: classification (:class:`ClutteredFashionMNIST`), segmentation scenes and detection scenes."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from dynamicvit.data.fashion import FASHION_CLASSES, load_fashion_mnist, to_tensor
+from dynamicvit.data.targets import collate_detection, detection_target
+
+__all__ = ["ClutteredFashionDetection", "ClutteredFashionMNIST", "ClutteredFashionScenes"]
+
+
+class _Canvases(Dataset):
+    """Fashion-MNIST items composed on a ``canvas``² black image, deterministic per seed, split and index."""
+
+    in_chans = 1
+
+    def __init__(self, split: str, data_dir, canvas: int, seed: int, limit: int | None, download: bool) -> None:
+        if canvas < 28:
+            raise ValueError(f"canvas must be at least 28 pixels (one item), got {canvas}")
+        self.images, self.labels = load_fashion_mnist(split, data_dir, download)
+        self.length = len(self.labels) if limit is None else min(limit, len(self.labels))
+        self.canvas, self.seed = canvas, seed
+        self._split_id = 0 if split == "train" else 1
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _rng(self, index: int, *salt: int) -> np.random.Generator:
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        return np.random.default_rng([self.seed, self._split_id, index, *salt])
+
+
+class ClutteredFashionMNIST(_Canvases):
+    """One item at a random place on a ``canvas``² black image plus ``distractors`` fragments
+    (with ``distractors_max``, a count drawn per canvas from [distractors, distractors_max], so the
+    difficulty varies per image; :meth:`distractor_count` tells it).
+
+    Fragments are ``fragment``² crops of other items of the same split, pasted with a
+    pixel-wise maximum. :meth:`render` also returns the item's box, used by visualisations.
+    """
+
+    num_classes = 10
+
+    def __init__(
+        self,
+        split: str = "train",
+        data_dir=None,
+        canvas: int = 64,
+        distractors: int = 4,
+        fragment: int = 9,
+        seed: int = 0,
+        limit: int | None = None,
+        download: bool = False,
+        distractors_max: int | None = None,
+    ) -> None:
+        if not 0 < fragment <= 28:
+            raise ValueError(f"fragment must be in 1..28 pixels, got {fragment}")
+        if distractors_max is not None and distractors_max < distractors:
+            raise ValueError(f"distractors_max ({distractors_max}) must be at least distractors ({distractors})")
+        super().__init__(split, data_dir, canvas, seed, limit, download)
+        self.distractors, self.distractors_max, self.fragment = distractors, distractors_max, fragment
+        # rendered canvases, filled lazily (np.zeros pages stay unallocated until written)
+        self._cache = np.zeros((self.length, canvas, canvas), dtype=np.uint8)
+        self._cached = np.zeros(self.length, dtype=bool)
+
+    def render(self, index: int) -> tuple[np.ndarray, int, tuple[int, int]]:
+        """Canvas (uint8 H×W), label and the item's top-left corner (y, x)."""
+        rng = self._rng(index)
+        size, frag = self.canvas, self.fragment
+        canvas = np.zeros((size, size), dtype=np.uint8)
+        for _ in range(self.distractor_count(index)):
+            other = self.images[rng.integers(len(self.images))]
+            sy, sx = rng.integers(0, 28 - frag + 1, size=2)
+            ty, tx = rng.integers(0, size - frag + 1, size=2)
+            region = canvas[ty : ty + frag, tx : tx + frag]
+            np.maximum(region, other[sy : sy + frag, sx : sx + frag], out=region)
+        y, x = (int(v) for v in rng.integers(0, size - 28 + 1, size=2))
+        region = canvas[y : y + 28, x : x + 28]
+        np.maximum(region, self.images[index], out=region)
+        return canvas, int(self.labels[index]), (y, x)
+
+    def distractor_count(self, index: int) -> int:
+        """The number of fragments on canvas ``index`` (its difficulty)."""
+        if self.distractors_max is None:
+            return self.distractors
+        return int(self._rng(index, 1).integers(self.distractors, self.distractors_max + 1))
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if not self._cached[index]:
+            self._cache[index] = self.render(index)[0]
+            self._cached[index] = True
+        return to_tensor(self._cache[index]), int(self.labels[index])
+
+
+class ClutteredFashionScenes(_Canvases):
+    """Segmentation scenes: ``items`` Fashion-MNIST items at random places on a ``canvas``² image.
+
+    Each pixel is labelled with its item's class + 1 where the item's own silhouette (pixel
+    value above ``threshold``) covers it, 0 (background) elsewhere; later items lie on top.
+    Deterministic per seed, split and index. Returns (image (1, H, W), labels (H, W) int64).
+    """
+
+    task = "segment"
+    num_classes = 11  # background + the 10 Fashion-MNIST classes
+    class_names = ("background", *FASHION_CLASSES)
+
+    def __init__(
+        self,
+        split: str = "train",
+        data_dir=None,
+        canvas: int = 64,
+        items: int = 3,
+        threshold: int = 40,
+        seed: int = 0,
+        limit: int | None = None,
+        download: bool = False,
+    ) -> None:
+        if items < 1:
+            raise ValueError(f"a scene needs at least one item, got {items}")
+        super().__init__(split, data_dir, canvas, seed, limit, download)
+        self.items, self.threshold = items, threshold
+
+    def render(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Canvas (uint8 H×W) and per-pixel labels (int64 H×W)."""
+        canvas, labels, _ = self.render_items(index)
+        return canvas, labels
+
+    def render_items(self, index: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, tuple[int, int, int, int]]]]:
+        """Canvas, per-pixel labels and, per item, its class and the tight box (x0, y0, x1, y1), pixel
+        edges, of its own silhouette (the whole item, also where a later one covers it)."""
+        rng = self._rng(index, 7)
+        size = self.canvas
+        canvas = np.zeros((size, size), dtype=np.uint8)
+        labels = np.zeros((size, size), dtype=np.int64)
+        picks = [index, *rng.integers(len(self.images), size=self.items - 1)]
+        items = []
+        for k in picks:
+            y, x = (int(v) for v in rng.integers(0, size - 28 + 1, size=2))
+            item = self.images[k]
+            mask = item > self.threshold
+            canvas[y : y + 28, x : x + 28][mask] = item[mask]
+            labels[y : y + 28, x : x + 28][mask] = int(self.labels[k]) + 1
+            if mask.any():
+                rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+                box = (x + int(cols[0]), y + int(rows[0]), x + int(cols[-1]) + 1, y + int(rows[-1]) + 1)
+                items.append((int(self.labels[k]), box))
+        return canvas, labels, items
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        canvas, labels = self.render(index)
+        return to_tensor(canvas), torch.from_numpy(labels)
+
+
+class ClutteredFashionDetection(ClutteredFashionScenes):
+    """Detection scenes: the segmentation scenes' ``items`` Fashion-MNIST items on a ``canvas``² image,
+    each with a tight box from its own silhouette and its class (0–9). Returns (image (1, H, W), target)
+    with target ``{"boxes": (N, 4) float xyxy pixels, "labels": (N,) int64}`` as torchvision's detectors
+    take; ``collate_fn`` batches them."""
+
+    task = "detect"
+    num_classes = 10
+    class_names = FASHION_CLASSES
+    collate_fn = staticmethod(collate_detection)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        canvas, _, items = self.render_items(index)
+        return to_tensor(canvas), detection_target([label for label, _ in items], [box for _, box in items])

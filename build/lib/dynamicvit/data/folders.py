@@ -1,0 +1,83 @@
+"""Image files: ImageFolder trees (timm's transforms), any folder of images without labels, one image file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from dynamicvit.data.fashion import to_tensor
+
+__all__ = ["IMAGE_SUFFIXES", "ImageFiles", "image_folder", "load_image"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class ImageFiles(Dataset):
+    """Every image file under ``folder`` (sub-folders included, any layout), resized to ``img_size``²
+    RGB with ImageNet statistics, label -1: data without labels, for label-free calibration."""
+
+    in_chans = 3
+    num_classes = None  # unknown: the model's classes come from its teacher
+
+    def __init__(self, folder, img_size: int = 224, limit: int | None = None) -> None:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"no image folder at {folder}")
+        self.files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+        if not self.files:
+            raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
+        self.img_size = img_size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return load_image(self.files[index], (self.img_size, self.img_size), 3)[0], -1
+
+
+def image_folder(split: str, data_dir, img_size: int, limit: int | None) -> Dataset:
+    from timm.data import create_transform
+    from torchvision.datasets import ImageFolder
+
+    if data_dir is None:
+        raise ValueError("imagefolder needs --data-dir with train/ and val/ class folders")
+    folder = Path(data_dir) / ("train" if split == "train" else "val")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no {folder}: expected ImageNet layout, {data_dir}/train/<class>/*.jpg and val/")
+    transform = create_transform(img_size, is_training=split == "train")
+    dataset = ImageFolder(str(folder), transform=transform)
+    dataset.num_classes, dataset.in_chans = len(dataset.classes), 3
+    if limit is not None:
+        dataset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
+        dataset.num_classes, dataset.in_chans = len(dataset.dataset.classes), 3
+    return dataset
+
+
+def load_image(path: str | os.PathLike, size: tuple[int, int], channels: int) -> tuple[torch.Tensor, np.ndarray]:
+    """An image file resized to ``size`` as model input (C, H, W) and as a picture (uint8) to draw on.
+
+    One channel: grey, normalised like the Fashion-MNIST sets; three: RGB, ImageNet statistics.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if channels not in (1, 3):
+        raise ValueError(f"images can be fed to 1- or 3-channel models, this one has {channels}")
+    try:
+        with Image.open(path) as image:
+            picture = image.convert("L" if channels == 1 else "RGB").resize((size[1], size[0]), Image.BILINEAR)
+    except (FileNotFoundError, IsADirectoryError):
+        raise FileNotFoundError(f"no image file at {path}") from None
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"cannot read image {path}: {err}") from None
+    pixels = np.asarray(picture)
+    if channels == 1:
+        return to_tensor(pixels), pixels
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    x = torch.from_numpy(pixels.astype(np.float32) / 255.0).permute(2, 0, 1)
+    mean, std = torch.tensor(IMAGENET_DEFAULT_MEAN)[:, None, None], torch.tensor(IMAGENET_DEFAULT_STD)[:, None, None]
+    return (x - mean) / std, pixels

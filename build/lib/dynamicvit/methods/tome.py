@@ -1,0 +1,102 @@
+"""``tome``: Token Merging (Bolya et al., ICLR 2023, arXiv 2210.09461).
+
+In every block, after attention, merge ``r`` tokens by bipartite soft matching on the keys (mean
+over heads, cosine similarity), average merged tokens by size, and use proportional attention
+(``+ log size`` on the keys). Its knob is ``r``, not a keep rate.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dynamicvit.core.interfaces import Method
+from dynamicvit.core.tokens import residual_attention, residual_mlp
+from dynamicvit.methods.common import BaselineMixin, reduce_vit
+
+__all__ = ["ToMe", "ToMeMixin", "bipartite_merge"]
+
+
+def bipartite_merge(
+    x: torch.Tensor, size: torch.Tensor, metric: torch.Tensor, r: int, prefix: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ToMe's bipartite soft matching: merge ``r`` of the patch tokens into their best partners.
+
+    Alternate patch tokens form sets A and B; each A token's most similar B token is its
+    edge; the ``r`` strongest edges merge (size-weighted mean). Prefix tokens are untouched.
+    """
+    c = x.shape[-1]
+    keys = metric[:, prefix:]
+    keys = keys / keys.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    scores = keys[:, ::2] @ keys[:, 1::2].transpose(1, 2)
+    best, partner = scores.max(dim=-1)
+    edges = best.argsort(dim=-1, descending=True)[..., None]
+    unmerged, src = edges[:, r:], edges[:, :r]
+    dst = partner[..., None].gather(1, src)
+
+    weighted, sizes = x[:, prefix:] * size[:, prefix:], size[:, prefix:]
+    xa, xb = weighted[:, ::2], weighted[:, 1::2]
+    sa, sb = sizes[:, ::2], sizes[:, 1::2]
+    xb = xb.scatter_reduce(1, dst.expand(-1, -1, c), xa.gather(1, src.expand(-1, -1, c)), reduce="sum")
+    sb = sb.scatter_reduce(1, dst, sa.gather(1, src), reduce="sum")
+    merged_size = torch.cat([sa.gather(1, unmerged), sb], dim=1)
+    merged = torch.cat([xa.gather(1, unmerged.expand(-1, -1, c)), xb], dim=1) / merged_size
+    return torch.cat([x[:, :prefix], merged.to(x.dtype)], dim=1), torch.cat([size[:, :prefix], merged_size], dim=1)
+
+
+class ToMeMixin(BaselineMixin):
+    method = "tome"
+    tome_r: int
+
+    @property
+    def prune_layers(self) -> list[int]:
+        """None: ToMe merges inside every block, there are no stage boundaries."""
+        return []
+
+    def token_counts(self, num_patches: int | None = None) -> list[int]:
+        """Tokens left after each block (``r`` capped at half of what is left)."""
+        n, counts = num_patches or self.num_patches, []
+        for _ in self.blocks:
+            n -= min(self.tome_r, n // 2)
+            counts.append(n)
+        return counts
+
+    def forward_blocks(self, x, decisions, grid):
+        """Tokens are mixtures of patches: no kept indices to report."""
+        prefix = self.num_prefix_tokens
+        size = x.new_ones(x.shape[0], x.shape[1], 1, dtype=torch.float32)
+        for blk in self.blocks:
+            seen = {}
+
+            def heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn=blk.attn, size=size, seen=seen):
+                seen["k"] = k
+                bias = size[..., 0].log()[:, None, None, :].to(q.dtype)  # proportional attention
+                drop = attn.attn_drop.p if self.training else 0.0
+                return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=drop, scale=attn.scale)
+
+            x = residual_attention(blk, x, heads)
+            r = min(self.tome_r, (x.shape[1] - prefix) // 2)
+            if r > 0:
+                x, size = bipartite_merge(x, size, seen["k"].mean(dim=1), r, prefix)
+            x = residual_mlp(blk, x)
+        return x, []
+
+
+class ToMe(Method):
+    name = "tome"
+    label = "ToMe (merging)"
+    knob = "tome_r"
+    knob_label = "r"
+    integer_knob = True
+    keeps_subset = False
+
+    @classmethod
+    def apply(cls, model: nn.Module, keep_rate: float = 0.7, prune_layers=None, r: int = 8, **_) -> nn.Module:
+        if int(r) < 0:
+            raise ValueError(f"ToMe's r (tokens merged per block) must be >= 0, got {r}")
+        return reduce_vit(model, ToMeMixin, keep_rate, prune_layers, tome_r=int(r))
+
+    @classmethod
+    def knob_range(cls, model: nn.Module) -> tuple[float, float]:
+        return model.num_patches // 2, 0  # more merging, fewer MACs

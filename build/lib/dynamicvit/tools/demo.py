@@ -1,0 +1,175 @@
+"""The end-to-end demo: dense teacher → DynamicViT fine-tune → evaluation → report, on
+Cluttered Fashion-MNIST, within minutes on a 2-core CPU.
+
+The canvas (48×48) and clutter (two 9×9 fragments of other items) are chosen so a small ViT
+with a convolutional stem (``dvit_tiny_fmnist``) learns a strong teacher in a few CPU minutes
+while the item still covers only a third of the canvas: most tokens are uninformative, which
+is what the predictor has to discover.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dynamicvit.data import FASHION_CLASSES
+from dynamicvit.methods import random_selector
+from dynamicvit.tools.bench import time_callables
+from dynamicvit.tools.report import save_curves, write_markdown
+from dynamicvit.tools.viz import save_kept_token_grid
+from dynamicvit.train.config import TrainConfig
+from dynamicvit.train.evaluate import evaluate
+from dynamicvit.train.trainer import Trainer
+
+__all__ = ["DemoConfig", "run_demo"]
+
+
+@dataclass
+class DemoConfig:
+    out_dir: str = "runs/demo"
+    data_dir: str | None = None
+    canvas: int = 48
+    distractors: int = 2
+    depth: int = 6
+    teacher_epochs: int = 4
+    student_epochs: int = 1
+    batch_size: int = 128
+    keep_rate: float = 0.7
+    prune_layers: tuple[int, ...] = (1, 2, 3)
+    train_limit: int | None = None
+    val_limit: int | None = None
+    bench_batch: int = 32
+    bench_repeats: int = 20
+    seed: int = 0
+    progress: bool = True
+
+    @classmethod
+    def quick(cls, **overrides) -> DemoConfig:
+        """Seconds-long smoke settings (tests): a few hundred images, one epoch each."""
+        args = dict(
+            teacher_epochs=1,
+            student_epochs=1,
+            batch_size=32,
+            train_limit=256,
+            val_limit=128,
+            bench_batch=4,
+            bench_repeats=2,
+        )
+        return cls(**{**args, **overrides})
+
+
+def _train(cfg: TrainConfig) -> tuple[Trainer, float]:
+    """Train, or pick up a finished/interrupted run of the same configuration in the same folder
+    (a run of another configuration there is an error naming the differences)."""
+    cfg.resume = (Path(cfg.out_dir) / "last.pth").exists()
+    start = time.perf_counter()
+    trainer = Trainer(cfg, reuse_finished=True)
+    trainer.fit()
+    return trainer, time.perf_counter() - start
+
+
+def run_demo(cfg: DemoConfig, command: str = "dynamicvit demo") -> dict:
+    """Run the whole demo; writes ``report.md``, ``curves.png``, ``kept_tokens.png``, ``summary.json``."""
+    start = time.perf_counter()
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    common = dict(
+        model="dvit_tiny_fmnist",
+        model_kwargs={"depth": cfg.depth},
+        data="cluttered-fashion-mnist",
+        data_dir=cfg.data_dir,
+        canvas=cfg.canvas,
+        distractors=cfg.distractors,
+        img_size=cfg.canvas,
+        batch_size=cfg.batch_size,
+        train_limit=cfg.train_limit,
+        val_limit=cfg.val_limit,
+        seed=cfg.seed,
+        progress=cfg.progress,
+    )
+    teacher_cfg = TrainConfig(
+        dense=True,
+        epochs=cfg.teacher_epochs,
+        lr=2e-3,
+        warmup_epochs=0.2,
+        min_lr=1e-5,
+        out_dir=str(out / "teacher"),
+        **common,
+    )
+    teacher_run, teacher_seconds = _train(teacher_cfg)
+    student_cfg = TrainConfig(
+        dense=False,
+        teacher_checkpoint=str(out / "teacher" / "last.pth"),
+        epochs=cfg.student_epochs,
+        lr=1e-3,
+        backbone_lr_scale=0.1,
+        freeze_backbone_epochs=1.0,  # the paper: predictors first, backbone frozen; our budget is one epoch
+        ratio_weight=10.0,  # with the paper's 2 the training masks drifted to ~90% kept here
+        warmup_epochs=0.1,
+        min_lr=1e-5,
+        keep_rate=cfg.keep_rate,
+        prune_layers=list(cfg.prune_layers),
+        out_dir=str(out / "sparse"),
+        **common,
+    )
+    student_run, student_seconds = _train(student_cfg)
+    teacher, student = teacher_run.model.eval(), student_run.model.eval()
+    test_set = student_run.val_set
+
+    results = {
+        "dense": evaluate(teacher, test_set),
+        "sparse": evaluate(student, test_set),
+        "random": evaluate(student, test_set, decisions_fn=random_selector(cfg.seed)),
+    }
+    x = torch.stack([test_set[i][0] for i in range(min(cfg.bench_batch, len(test_set)))])
+    secs = time_callables({"dense": teacher, "sparse": student}, x, warmup=2, repeats=cfg.bench_repeats)
+    ips = {k: x.shape[0] / v for k, v in secs.items()}
+    bench = {
+        "batch_size": x.shape[0],
+        "repeats": cfg.bench_repeats,
+        "threads": torch.get_num_threads(),
+        "img_per_s": ips,
+        "speedup": ips["sparse"] / ips["dense"],
+    }
+
+    _save_pictures(student, test_set, out / "kept_tokens.png")
+    save_curves({"dense teacher": out / "teacher", "DynamicViT": out / "sparse"}, out / "curves.png")
+    summary = {
+        **results,
+        "bench": bench,
+        "keep_rate": cfg.keep_rate,
+        "num_patches": student.patch_embed.num_patches,
+        "data": f"Cluttered Fashion-MNIST, {cfg.canvas}×{cfg.canvas} canvas, {cfg.distractors} distractor fragments, "
+        f"{len(teacher_run.train_set)} training / {len(test_set)} test images",
+        "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}".replace("  ", " "),
+        "command": command,
+        "teacher_seconds": teacher_seconds,
+        "student_seconds": student_seconds,
+        "total_seconds": time.perf_counter() - start,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_markdown(summary, out / "report.md")
+    return summary
+
+
+def _save_pictures(model, dataset, path: Path, count: int = 6) -> None:
+    images = [dataset.render(i)[0] if hasattr(dataset, "render") else dataset[i][0][0].numpy() for i in range(count)]
+    x = torch.stack([dataset[i][0] for i in range(count)])
+    with torch.inference_mode():
+        decisions = model.forward_with_decisions(x).decisions
+    labels = [dataset[i][1] for i in range(count)]
+    save_kept_token_grid(
+        [np.asarray(im) for im in images],
+        decisions,
+        model.patch_embed.grid_size,
+        model.patch_embed.patch_size,
+        path,
+        row_titles=[FASHION_CLASSES[label] for label in labels],
+    )

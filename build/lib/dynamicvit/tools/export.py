@@ -1,0 +1,92 @@
+"""ONNX export of eval-mode models (dense, or reduced by an exportable method) with a dynamic batch.
+
+Uses torch's ``torch.export``-based ONNX exporter (needs ``onnxscript``) and, when
+``onnxruntime`` is installed, checks the exported graph against PyTorch on fresh inputs
+of two batch sizes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from dynamicvit.core.flops import input_size
+from dynamicvit.core.interfaces import find_reducer
+from dynamicvit.methods import method_of
+from dynamicvit.tasks import task_of
+
+__all__ = ["export_onnx", "onnx_session", "onnx_parity"]
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int | None = None, check: bool = True) -> dict:
+    """Write ``model`` (put in eval mode) as ONNX with input ``images`` (B, C, H, W) and output
+    ``logits``, the batch dimension dynamic. With ``check`` the file is compared against
+    PyTorch with onnxruntime; the result holds the largest absolute difference."""
+    try:
+        import onnxscript  # noqa: F401  (the exporter needs it; fail early with advice)
+    except ImportError:
+        raise ImportError("ONNX export needs onnx and onnxscript: pip install 'dynamicvit[export]'") from None
+    task_of(model).check_export(model)
+    method = method_of(model)
+    if method is not None and not method.exportable:
+        raise ValueError(f"the {method.name} method draws numbers at run time and cannot be exported")
+    reducer = find_reducer(model)
+    if reducer is not None and reducer.keep_mode == "adaptive":
+        raise ValueError(
+            "the adaptive keep mode cannot be exported: each image's token count depends on its data, and "
+            "torch.export (behind torch.onnx) stops on such data-dependent sizes; export the fixed mode "
+            "(model.keep_mode = 'fixed')"
+        )
+    model = model.eval()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    x = torch.randn(2, *input_size(model))
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log), torch.inference_mode(False), torch.no_grad():
+        program = torch.onnx.export(
+            model,
+            (x,),
+            dynamo=True,
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_shapes=({0: batch},),
+            opset_version=opset,
+            external_data=False,
+        )
+    program.save(str(path))
+    result = {"path": str(path), "bytes": path.stat().st_size}
+    if check:
+        result["max_abs_diff"] = onnx_parity(model, path)
+    return result
+
+
+def onnx_session(path: str | os.PathLike, threads: int | None = None):
+    """An onnxruntime CPU session for ``path`` (``threads`` intra-op threads, default torch's)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ImportError("running ONNX models needs onnxruntime: pip install 'dynamicvit[export]'") from None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_parity(model: nn.Module, path: str | os.PathLike, batch_sizes: tuple[int, ...] = (1, 3)) -> float:
+    """Largest absolute logit difference between ``model`` and its ONNX file on random inputs."""
+    session = onnx_session(path)
+    worst = 0.0
+    for b in batch_sizes:
+        x = torch.randn(b, *input_size(model))
+        with torch.inference_mode():
+            ref = model.eval()(x).numpy()
+        out = session.run(None, {"images": x.numpy()})[0]
+        worst = max(worst, float(np.abs(out - ref).max()))
+    return worst

@@ -1,0 +1,125 @@
+"""Report writing: training curves as PNG and a markdown summary of dense vs sparse."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+__all__ = ["read_jsonl", "save_curves", "save_tradeoff_plots", "write_comparison_markdown", "write_markdown"]
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def save_curves(runs: dict[str, Path], path: str | os.PathLike) -> None:
+    """Loss per logged step and validation top-1 per epoch, one line per run."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for name, run_dir in runs.items():
+        steps = read_jsonl(Path(run_dir) / "steps.jsonl")
+        if steps:
+            ax_loss.plot([s["update"] for s in steps], [s["loss"] for s in steps], label=name)
+        epochs = read_jsonl(Path(run_dir) / "metrics.jsonl")
+        if epochs:
+            ax_acc.plot([e["epoch"] for e in epochs], [e["val_top1"] for e in epochs], marker="o", label=name)
+    ax_loss.set(xlabel="update", ylabel="training loss", title="training loss")
+    ax_acc.set(xlabel="epoch", ylabel="top-1 (%)", title="test top-1")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_markdown(summary: dict, path: str | os.PathLike) -> None:
+    """The demo's report: results table, kept tokens, speed, pictures, how it was made."""
+    d, s, r = summary["dense"], summary["sparse"], summary["random"]
+    b = summary["bench"]
+    lines = [
+        "# dynamicvit demo report",
+        "",
+        f"Data: {summary['data']}. Machine: {summary['machine']}. Command: `{summary['command']}`.",
+        "",
+        "| model | top-1 (%) | GMACs / image | img/s (batch {}) | kept patches per stage |".format(b["batch_size"]),
+        "|---|---|---|---|---|",
+        f"| dense teacher | {d['top1']:.2f} | {d['gmacs']:.4f} | {b['img_per_s']['dense']:.0f} | "
+        f"{summary['num_patches']} |",
+        f"| DynamicViT ρ={summary['keep_rate']} | {s['top1']:.2f} | {s['gmacs']:.4f} | "
+        f"{b['img_per_s']['sparse']:.0f} | {' / '.join(map(str, s['kept_tokens']))} |",
+        f"| same weights, random tokens | {r['top1']:.2f} | {r['gmacs']:.4f} | – | "
+        f"{' / '.join(map(str, r['kept_tokens']))} |",
+        "",
+        f"- Sparse vs dense: {s['top1'] - d['top1']:+.2f} top-1 points, {100 * (1 - s['gmacs'] / d['gmacs']):.1f}% "
+        f"fewer MACs, {b['speedup']:.2f}× the dense throughput (median of {b['repeats']} interleaved runs, "
+        f"{b['threads']} threads).",
+        f"- Learned predictor vs random selection at the same token counts: {s['top1'] - r['top1']:+.2f} points.",
+        f"- Training time: teacher {summary['teacher_seconds']:.0f} s, sparse fine-tuning "
+        f"{summary['student_seconds']:.0f} s; whole demo {summary['total_seconds']:.0f} s.",
+        "",
+        "![training curves](curves.png)",
+        "",
+        "Kept tokens (greyed patches were dropped at that stage):",
+        "",
+        "![kept tokens](kept_tokens.png)",
+        "",
+    ]
+    Path(path).write_text("\n".join(lines))
+
+
+def save_tradeoff_plots(summary: dict, out_dir: str | os.PathLike) -> None:
+    """``acc_vs_gmacs.png`` and ``acc_vs_img_per_s.png``: one line per method, the dense model as a star."""
+    rows, dense = summary["rows"], summary["dense"]
+    for key, label, name in (
+        ("gmacs", "GMACs per image", "acc_vs_gmacs.png"),
+        ("img_per_s", f"img/s (batch {summary['bench']['batch_size']}, CPU)", "acc_vs_img_per_s.png"),
+    ):
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        for method in summary["methods"]:
+            pts = sorted((r[key], r["top1"]) for r in rows if r["method"] == method)
+            ax.plot(*zip(*pts, strict=True), marker="o", label=summary.get("labels", {}).get(method, method))
+        ax.plot([dense[key]], [dense["top1"]], marker="*", markersize=12, color="black", linestyle="", label="dense")
+        ax.set(xlabel=label, ylabel="top-1 (%)", title=f"top-1 vs {label.split(' (')[0]}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(Path(out_dir) / name, dpi=110)
+        plt.close(fig)
+
+
+def write_comparison_markdown(summary: dict, path: str | os.PathLike) -> None:
+    """The comparison table, one block of rows per budget, best top-1 per budget in bold."""
+    d, b, labels = summary["dense"], summary["bench"], summary.get("labels", {})
+    lines = [
+        "# Token reduction at matched MACs",
+        "",
+        f"Dense model: top-1 {d['top1']:.2f}%, {d['gmacs']:.4f} GMACs, {d['img_per_s']:.0f} img/s. "
+        f"Throughput: batch {b['batch_size']}, median of {b['repeats']} interleaved runs, {b['threads']} threads "
+        f"({summary['machine']}); speed-up is against the dense model timed in the same run.",
+        "",
+        "| budget | method | trained | top-1 (%) | GMACs | MACs / dense | img/s | speed-up | knob | tokens per step |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for budget in summary["budgets"]:
+        block = [r for r in summary["rows"] if r["budget"] == budget]
+        best = max(r["top1"] for r in block)
+        for r in sorted(block, key=lambda r: -r["top1"]):
+            top1 = f"**{r['top1']:.2f}**" if r["top1"] == best else f"{r['top1']:.2f}"
+            knob = ", ".join(f"{k} {v}" for k, v in r["knob"].items())
+            lines.append(
+                f"| {budget:g} | {labels.get(r['method'], r['method'])} | {'yes' if r['trained'] else 'no'} "
+                f"| {top1} | {r['gmacs']:.4f} | {r['macs_fraction']:.3f} | {r['img_per_s']:.0f} "
+                f"| {r['speedup']:.2f}× | {knob} | {' / '.join(map(str, r['kept_tokens']))} |"
+            )
+    lines += ["", "![top-1 vs GMACs](acc_vs_gmacs.png) ![top-1 vs img/s](acc_vs_img_per_s.png)", ""]
+    Path(path).write_text("\n".join(lines))

@@ -1,0 +1,114 @@
+"""Budgets set by measured latency: the keep rate that reaches a target speed-up (or time per batch) on
+the machine this runs on.
+
+FLOPs do not translate into time the same way on every device, so :func:`tune` times the dense model
+and the sparse one at a grid of keep rates, interleaved in one process (:func:`dynamicvit.bench.time_runs`),
+and picks the largest keep rate – the most accurate model – that meets the target.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import torch
+
+from dynamicvit.core.flops import count_flops, input_size
+from dynamicvit.core.predictor import check_keep_rate
+from dynamicvit.models import create_pair
+from dynamicvit.tools.bench import time_runs
+
+__all__ = ["DEFAULT_RATES", "tune"]
+
+DEFAULT_RATES = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
+
+
+def tune(
+    model: str,
+    target_speedup: float | None = None,
+    target_ms: float | None = None,
+    batch_size: int = 32,
+    img_size: int | None = None,
+    rates: tuple[float, ...] | None = None,
+    warmup: int = 2,
+    repeats: int = 5,
+    **timm_kwargs,
+) -> dict:
+    """The largest keep rate of ``rates`` whose measured speed-up over the dense model reaches
+    ``target_speedup`` (or whose median time per batch is at most ``target_ms``), for a timm or zoo
+    model name at ``batch_size``; returns it with the measured curve (keep rate, GMACs, img/s,
+    speed-up, ms per batch). A target no rate reaches is a ``ValueError`` saying what was reached.
+    ConvNeXt/Swin take keep rates above 0.4 (their ratios are ``[rho, rho-0.2, rho-0.4]``)."""
+    if (target_speedup is None) == (target_ms is None):
+        raise ValueError("give exactly one target: target_speedup (e.g. 1.5) or target_ms (per batch)")
+    if target_speedup is not None and target_speedup <= 0:
+        raise ValueError(f"target_speedup must be positive, got {target_speedup}")
+    if target_ms is not None and target_ms <= 0:
+        raise ValueError(f"target_ms must be positive, got {target_ms}")
+    if batch_size < 1 or repeats < 1:
+        raise ValueError(f"batch_size and repeats must be at least 1, got {batch_size} and {repeats}")
+    grid = tuple(sorted({check_keep_rate(r) for r in rates or DEFAULT_RATES}, reverse=True))
+    if img_size is not None:
+        timm_kwargs["img_size"] = img_size
+    dense, sparse = create_pair(model, keep_rate=grid[0], **timm_kwargs)
+    chans, h, w = input_size(dense, img_size)
+    x = torch.randn(batch_size, chans, h, w, generator=torch.Generator().manual_seed(0))
+    gmacs = {}
+    for rate in grid:  # every rate is checked (and counted) before any timing
+        try:
+            sparse.keep_rate = rate
+        except ValueError:
+            if rates is not None:
+                raise
+            continue  # the default grid goes below what ConvNeXt/Swin take
+        gmacs[rate] = count_flops(sparse, (h, w)).gmacs
+    rates = tuple(gmacs)
+
+    def at(rate: float):
+        def run(images: torch.Tensor) -> torch.Tensor:
+            sparse.keep_rate = rate
+            return sparse(images)
+
+        return run
+
+    fns = {"dense": dense, **{f"{rate}": at(rate) for rate in rates}}
+    times = {name: statistics.median(t) for name, t in time_runs(fns, x, warmup, repeats).items()}
+    curve = [
+        {
+            "keep_rate": rate,
+            "gmacs": gmacs[rate],
+            "img_per_s": batch_size / times[f"{rate}"],
+            "speedup": times["dense"] / times[f"{rate}"],
+            "ms_per_batch": 1e3 * times[f"{rate}"],
+        }
+        for rate in rates
+    ]
+    meets = [
+        p for p in curve if (p["speedup"] >= target_speedup if target_ms is None else p["ms_per_batch"] <= target_ms)
+    ]
+    if not meets:
+        speedups = [p["speedup"] for p in curve]
+        ms = [p["ms_per_batch"] for p in curve]
+        target = f"speed-up {target_speedup}x" if target_ms is None else f"{target_ms} ms per batch"
+        raise ValueError(
+            f"target {target} is out of reach for {model} at batch {batch_size} on this machine: keep rates "
+            f"{rates[-1]}-{rates[0]} measured {min(speedups):.2f}-{max(speedups):.2f}x the dense model "
+            f"({min(ms):.0f}-{max(ms):.0f} ms per batch; dense {1e3 * times['dense']:.0f} ms)"
+        )
+    best = meets[0]
+    sparse.keep_rate = best["keep_rate"]
+    return {
+        "model": model,
+        "batch_size": batch_size,
+        "img_size": [h, w],
+        "threads": torch.get_num_threads(),
+        "repeats": repeats,
+        "target_speedup": target_speedup,
+        "target_ms": target_ms,
+        "keep_rate": best["keep_rate"],
+        "gmacs": best["gmacs"],
+        "dense_gmacs": count_flops(dense, (h, w)).gmacs,
+        "speedup": best["speedup"],
+        "ms_per_batch": best["ms_per_batch"],
+        "dense_ms_per_batch": 1e3 * times["dense"],
+        "curve": curve,
+    }

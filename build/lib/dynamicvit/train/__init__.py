@@ -1,0 +1,1 @@
+"""Training: the run's configuration, builders, the trainer, evaluation and distributed helpers."""

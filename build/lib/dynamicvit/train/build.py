@@ -1,0 +1,198 @@
+"""Factories a run needs: its data sets, its dense model, its reduced student and teacher, and the
+model of a saved checkpoint, all from a :class:`dynamicvit.config.TrainConfig`."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import os
+
+from torch import nn
+from torch.utils.data import Dataset
+
+from dynamicvit.core.interfaces import backbone_of, find_reducer
+from dynamicvit.core.losses import is_encoder
+from dynamicvit.data import DATASETS, build_dataset
+from dynamicvit.methods import apply_method, get_method
+from dynamicvit.models import build_timm_model
+from dynamicvit.tasks import Task, get_task
+from dynamicvit.tasks.classify import ClassifyTask
+from dynamicvit.train.config import TrainConfig, check_teacher, validate
+from dynamicvit.weights.checkpoint import (
+    infer_timm_kwargs,
+    is_added_key,
+    load_checkpoint,
+    read_checkpoint,
+    read_state_dict,
+)
+from dynamicvit.weights.zoo import ZOO, resolve
+
+__all__ = [
+    "build_dense",
+    "build_dense_for_data",
+    "build_run_dataset",
+    "build_teacher_student",
+    "dataset_task",
+    "load_trained",
+    "reduce",
+    "set_keep_mode",
+]
+
+
+def build_run_dataset(cfg: TrainConfig, split: str) -> Dataset:
+    """The run's train or test set, as its config describes it."""
+    return build_dataset(
+        cfg.data,
+        split,
+        data_dir=cfg.data_dir,
+        img_size=cfg.img_size or 224,
+        seed=cfg.seed,
+        limit=cfg.train_limit if split == "train" else cfg.val_limit,
+        canvas=cfg.canvas,
+        distractors=cfg.distractors,
+        distractors_max=cfg.distractors_max,
+    )
+
+
+def build_dense(
+    cfg: TrainConfig,
+    num_classes: int | None,
+    in_chans: int,
+    input_size: tuple[int, int, int] | None = None,
+    pretrained: bool = False,
+) -> nn.Module:
+    """The run's dense model: a timm classifier, or for ``task="segment"`` / ``"detect"`` a segmenter /
+    FCOS detector on the timm backbone, taking ``input_size`` (C, H, W) images."""
+    kwargs = {"in_chans": in_chans, **cfg.model_kwargs}
+    if num_classes is not None and "num_classes" not in kwargs:  # None: the model's (pretrained) classes
+        kwargs["num_classes"] = num_classes  # --model-kwargs '{"num_classes": 0}' gives an encoder
+    if cfg.img_size is not None:
+        kwargs["img_size"] = cfg.img_size
+    make = functools.partial(build_timm_model, pretrained=pretrained)
+    return get_task(cfg.task).build_dense(make, cfg.model, num_classes, input_size, **kwargs)
+
+
+def build_dense_for_data(cfg: TrainConfig, dataset, pretrained: bool = False) -> nn.Module:
+    """:func:`build_dense` with classes, channels and (dense prediction) input size from ``dataset``;
+    the teacher checkpoint loaded when the config names one."""
+    task, found = get_task(cfg.task), dataset_task(dataset)
+    if found is not task:
+        raise ValueError(
+            f"--task {cfg.task} needs --data {' or '.join(data_for(task))}; --data {cfg.data} is a {found.name} set "
+            f"(--task {found.name})"
+        )
+    if not task.mixes_labels and (cfg.mixup or cfg.cutmix):
+        raise ValueError(f"--task {cfg.task} takes no --mixup / --cutmix (they mix class labels)")
+    size = tuple(dataset[0][0].shape) if task.fixed_input_size else None
+    classes = dataset.num_classes
+    if classes is None and cfg.teacher_checkpoint:
+        classes = infer_timm_kwargs(read_state_dict(cfg.teacher_checkpoint))["num_classes"]
+    model = build_dense(cfg, classes, dataset.in_chans, size, pretrained)
+    _check_image_size(model, cfg, tuple(dataset[0][0].shape[-2:]))
+    if cfg.dense and is_encoder(model):
+        raise ValueError("an encoder without classifier (num_classes 0) has no labels to learn from: train it sparse")
+    if cfg.teacher_checkpoint:
+        load_checkpoint(model, _trunk(model, read_state_dict(cfg.teacher_checkpoint)))
+    return model
+
+
+def data_for(task: Task) -> list[str]:
+    """The registered data sets that serve ``task``."""
+    return [d.name for d in DATASETS.values() if d.task == task.name]
+
+
+def dataset_task(dataset) -> Task:
+    """The task a data set serves (its ``task`` attribute; classification when it has none)."""
+    return get_task(getattr(dataset, "task", ClassifyTask.name))
+
+
+def _check_image_size(model: nn.Module, cfg: TrainConfig, size: tuple[int, int]) -> None:
+    """Before any training: a model built for a fixed input size must get the data set's size."""
+    embed = getattr(model, "patch_embed", None)
+    built = getattr(embed, "img_size", None)
+    if built is not None and getattr(embed, "strict_img_size", False) and tuple(built) != size:
+        raise ValueError(
+            f"{cfg.model} is built for {built[0]}x{built[1]} images but the data set's are {size[0]}x{size[1]}; "
+            f"pass --img-size {size[0]} (or data of the model's size, e.g. --canvas {built[0]})"
+        )
+
+
+def reduce(model: nn.Module, cfg: TrainConfig, **options) -> nn.Module:
+    """The run's student: ``model`` reduced by ``cfg.method`` at ``cfg.keep_rate`` (or ToMe's r); a segmenter's
+    or detector's backbone is reduced in place."""
+    target = backbone_of(model)
+    reduced = apply_method(
+        target, cfg.method, keep_rate=cfg.keep_rate, prune_layers=cfg.prune_layers, r=cfg.tome_r, **options
+    )
+    return model if target is not model else reduced
+
+
+def build_teacher_student(cfg: TrainConfig, dataset) -> tuple[nn.Module, nn.Module | None]:
+    """(model to train, frozen dense teacher or ``None`` for dense training). The student's class
+    and position tokens stay frozen, as in the paper's recipe (with ``freeze_prefix``, all that runs before
+    the first pruning stage)."""
+    check_teacher(cfg)
+    base = build_dense_for_data(cfg, dataset, pretrained=cfg.pretrained)
+    if cfg.dense:
+        return base, None
+    teacher = copy.deepcopy(base)
+    student = reduce(base, cfg)
+    for name in ("cls_token", "pos_embed", "dist_token", "reg_token"):
+        if isinstance(getattr(student, name, None), nn.Parameter):
+            getattr(student, name).requires_grad_(False)
+    if cfg.freeze_prefix:
+        if not getattr(student, "shares_prefix", False):
+            raise ValueError(
+                f"--freeze-prefix needs DynamicViT on a timm ViT; {cfg.model} here is {type(student).__name__}"
+            )
+        student.freeze_prefix()
+    return student, teacher.eval()
+
+
+def load_trained(source: str | os.PathLike | dict, ema: bool = True, **overrides) -> tuple[nn.Module, TrainConfig]:
+    """The eval-mode model of a training checkpoint (a file, or the object read from one), rebuilt from its
+    saved config (``overrides`` on top; classes and channels read off the weights), and that config.
+
+    One rule for every command: a checkpoint with EMA weights (``--ema-decay``) gives its EMA
+    weights – what training validated – unless ``ema=False`` asks for the raw ones. A file without a
+    saved config (e.g. the release's) is read with ``overrides["model"]``, a timm or zoo name."""
+    state = source if isinstance(source, dict) else read_checkpoint(source)
+    saved = state.get("config", {}) if isinstance(state, dict) else {}
+    cfg = TrainConfig.from_dict({**saved, **overrides})
+    options = {}
+    if cfg.model in ZOO:  # a released model: its backbone and, unless overridden, its budget
+        arch, rate, options = resolve(cfg.model, overrides.get("keep_rate"))
+        cfg = dataclasses.replace(cfg, model=arch, keep_rate=rate)
+    cfg = validate(cfg, training=False)
+    use_ema = ema and isinstance(state, dict) and isinstance(state.get("ema"), dict)
+    weights = read_state_dict(state["ema"] if use_ema else state)
+    found = infer_timm_kwargs(weights)
+    chans, side = found["in_chans"], cfg.img_size or cfg.canvas
+    size = (chans, side, side) if get_task(cfg.task).fixed_input_size else None
+    model = build_dense(cfg, found["num_classes"], chans, size)
+    # a learned method's modules show in the weights; the others are known from the config alone
+    if any(is_added_key(k) for k in weights) or (not cfg.dense and not get_method(cfg.method).learned):
+        model = reduce(model, cfg, **options)
+    load_checkpoint(model, _trunk(model, weights))
+    set_keep_mode(model, cfg.keep_mode, cfg.thresholds)
+    return model.eval(), cfg
+
+
+def _trunk(model: nn.Module, weights: dict) -> dict:
+    """``weights`` without the classifier when ``model`` is an encoder (``num_classes=0``): a classifier's
+    checkpoint gives an encoder its trunk."""
+    return {k: v for k, v in weights.items() if not k.startswith("head.")} if is_encoder(model) else weights
+
+
+def set_keep_mode(model: nn.Module, mode: str, thresholds=None) -> None:
+    """Put the reducing module of ``model`` in keep ``mode`` (with ``thresholds`` if given); a dense model
+    has nothing to set and only takes the fixed mode."""
+    reducer = find_reducer(model)
+    if reducer is None:
+        if mode != "fixed" or thresholds is not None:
+            raise ValueError("a dense model keeps every token: --keep-mode and --thresholds apply to sparse models")
+        return
+    reducer.keep_mode = mode
+    if thresholds is not None:
+        reducer.thresholds = thresholds

@@ -1,0 +1,81 @@
+"""Checkpointing and exact resume of a :class:`~dynamicvit.train.trainer.Trainer`: what a checkpoint holds
+(model, optimiser, scheduler, scaler, EMA, counters, every rank's random state, the config), atomic saves,
+and loading one back."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import torch.distributed as dist
+
+from dynamicvit.train.distributed import rng_state, set_rng_state
+from dynamicvit.train.run_folder import check_resumable
+from dynamicvit.weights.checkpoint import atomic_save, load_checkpoint, read_checkpoint, read_state_dict
+
+__all__ = ["Checkpointing"]
+
+
+class Checkpointing:
+    """Mixed into the trainer: ``state_dict()`` is what a checkpoint saves, ``save()`` writes it (rank 0,
+    atomically), ``load()`` continues from one. Needs the trainer's model, optimiser, scheduler, scaler, EMA,
+    counters, ``folder``, ``rank``, ``world`` and ``cfg``."""
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.folder.checkpoint
+
+    def state_dict(self) -> dict:
+        ranks = self._rng_states()
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "ema": self.ema.state_dict() if self.ema else None,
+            "epoch": self.epoch,
+            "updates": self.updates,
+            "skipped_steps": self.skipped_steps,
+            "rng": ranks[0],  # rank 0's, as single-process checkpoints have always held
+            "rng_ranks": ranks,
+            "config": asdict(self.cfg),
+            "record": self._last_record,  # the epoch's training figures, in case validation is cut short
+        }
+
+    def _rng_states(self) -> list[dict]:
+        """Every rank's random state (a collective: all ranks must call it)."""
+        if self.world == 1:
+            return [rng_state()]
+        states: list = [None] * self.world
+        dist.all_gather_object(states, rng_state())
+        return states
+
+    def save(self, path: Path | None = None) -> None:
+        state = self.state_dict()  # on every rank: it gathers the ranks' random states
+        if self.rank == 0:
+            atomic_save(state, path or self.checkpoint_path)
+
+    def load(self, source: Path | dict | None = None) -> None:
+        """Continue from a training checkpoint (a path, or what :func:`read_checkpoint` returned)."""
+        path = self.checkpoint_path if source is None or isinstance(source, dict) else source
+        state = source if isinstance(source, dict) else read_checkpoint(path)
+        check_resumable(state, self.cfg, path)
+        load_checkpoint(self.model, read_state_dict(state))
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state["config"].get("epochs") == self.cfg.epochs:  # otherwise the new plan stands (re-planned)
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        if self.ema and state.get("ema"):
+            self.ema.load_state_dict(state["ema"])
+        self.epoch, self.updates = state["epoch"], state["updates"]
+        self.skipped_steps = state.get("skipped_steps", 0)
+        ranks = state.get("rng_ranks") or [state["rng"]]
+        if len(ranks) != self.world:
+            raise ValueError(f"the checkpoint was written by {len(ranks)} processes, this run has {self.world}")
+        set_rng_state(ranks[self.rank])
+        if self.rank == 0:
+            validated = self.folder.truncate_logs(self.epoch)
+            if self.epoch and self.epoch not in validated and state.get("record"):
+                self._validate_and_log(state["record"])  # killed between the checkpoint and its validation
+

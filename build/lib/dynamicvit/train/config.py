@@ -1,0 +1,232 @@
+"""The training configuration: one dataclass, saved in every checkpoint, from which the CLI's
+``train``/``compare`` flags are generated (each field's ``help`` is its flag's help text).
+
+Defaults follow DynamicViT's recipe for plain ViTs (arXiv 2106.02034: AdamW, weight decay 0.05,
+cosine schedule with warm-up, backbone frozen for the first epochs); the values that differ by
+backbone family (keep-ratio weight, backbone learning-rate scale) stay ``None`` until
+:func:`with_family_defaults` fills them from the family registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from torch import nn
+
+from dynamicvit.core.interfaces import KEEP_MODES, backbone_of
+from dynamicvit.data import DATASETS, get_dataset
+from dynamicvit.methods import METHODS
+from dynamicvit.models import family_of
+from dynamicvit.tasks import TASKS, get_task
+
+__all__ = [
+    "FAMILY_DEFAULTED",
+    "TrainConfig",
+    "check_teacher",
+    "check_writable",
+    "field_flags",
+    "flag",
+    "validate",
+    "with_family_defaults",
+]
+
+
+
+def _opt(default, help: str, **cli):
+    """A config field with its CLI help (and optional ``flags``, ``choices``)."""
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata={"help": help, **cli})
+    return field(default=default, metadata={"help": help, **cli})
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; saved in each checkpoint."""
+
+    model: str = _opt(
+        "dvit_tiny_fmnist",
+        "timm model name: the dense teacher and the student's backbone",
+        flags=("--model", "--teacher"),
+    )
+    dense: bool = _opt(False, "train the dense model itself (e.g. to make a teacher offline)")
+    task: str = _opt(
+        "classify",
+        "; ".join(f"{t.name}: {t.help}" for t in TASKS.values()),
+        choices=TASKS,  # the registry itself: a task registered later is a valid choice
+    )
+    method: str = _opt("dynamicvit", "token reduction to train (baselines train with CE + KL)", choices=tuple(METHODS))
+    tome_r: int = _opt(8, "ToMe's tokens merged per block (method tome)")
+    pretrained: bool = _opt(False, "start from timm's pretrained weights")
+    teacher_checkpoint: str | None = _opt(None, "dense checkpoint for the teacher and the student's backbone")
+    model_kwargs: dict = _opt({}, "extra timm kwargs as JSON, e.g. '{\"drop_path_rate\": 0.1}'")
+    data: str = _opt(
+        "cluttered-fashion-mnist",
+        "data set (the task each serves: " + ", ".join(f"{d.name} {d.task}" for d in DATASETS.values()) + ")",
+        choices=DATASETS,
+    )
+    data_dir: str | None = _opt(None, "data folder (default: /usr/share/datasets/fashion-mnist)")
+    canvas: int = _opt(64, "cluttered-fashion-mnist canvas side")
+    distractors: int = _opt(4, "cluttered-fashion-mnist fragments per canvas")
+    distractors_max: int | None = _opt(
+        None, "cluttered-fashion-mnist: a random count in [--distractors, this] per canvas (difficulty varies)"
+    )
+    img_size: int | None = _opt(None, "input resolution (default: the model's)")
+    train_limit: int | None = _opt(None, "use only the first N training images")
+    val_limit: int | None = _opt(None, "use only the first N test images")
+    epochs: int = _opt(30, "training epochs")
+    batch_size: int = _opt(64, "images per step and process")
+    lr: float = _opt(1e-3, "peak learning rate of the new modules (the whole model with --dense)")
+    backbone_lr_scale: float | None = _opt(None, "backbone lr relative to --lr (default: the family's, ViT 0.01)")
+    freeze_backbone_epochs: float = _opt(5, "no backbone updates before this epoch (fractions allowed)")
+    freeze_prefix: bool = _opt(
+        False,
+        "never train the layers before the first pruning stage (DynamicViT on a ViT): the teacher then reuses "
+        "the student's tokens there, a cheaper step",
+    )
+    warmup_epochs: float = _opt(5, "linear warm-up epochs (fractions allowed)")
+    min_lr: float = _opt(1e-6, "learning rate at the end of the cosine schedule")
+    weight_decay: float = _opt(0.05, "AdamW weight decay (none on biases and norms)")
+    keep_rate: float = _opt(0.7, "keep ratio rho in (0, 1]")
+    prune_layers: list[int] | None = _opt(None, "blocks before which tokens are reduced (default: the family's)")
+    ratio_weight: float | None = _opt(None, "keep-ratio loss weight (default: the family's, ViT 2, ConvNeXt/Swin 10)")
+    no_labels: bool = _opt(
+        False,
+        "train from the dense model alone: distillation and keep-ratio terms, no cross-entropy "
+        "(any folder of images: --data images)",
+    )
+    ratio_loss: str = _opt(
+        "image",
+        "keep-ratio term on each image's kept fraction (the paper) or on the batch average (per-image budgets)",
+        choices=("image", "batch"),
+    )
+    keep_mode: str = _opt(
+        "fixed", "inference: the schedule's count for every image, or per-image counts by threshold", choices=KEEP_MODES
+    )
+    thresholds: list[float] | None = _opt(None, "adaptive keep mode: per-stage keep-probability thresholds (calibrate)")
+    distill_weight: float = _opt(0.5, "weight of the KL distillation from the dense model")
+    token_weight: float = _opt(0.5, "weight of the kept-token MSE (ViTs: hierarchical maps have no token subset)")
+    mixup: float = _opt(0.0, "mixup alpha (timm Mixup)")
+    cutmix: float = _opt(0.0, "cutmix alpha (timm Mixup)")
+    smoothing: float = _opt(0.0, "label smoothing")
+    ema_decay: float | None = _opt(None, "keep an EMA of the weights (timm ModelEmaV3) with this decay")
+    clip_grad: float | None = _opt(None, "clip the gradient norm to this value")
+    amp: bool = _opt(False, "autocast: bf16 on CPU, fp16 + grad scaler on CUDA")
+    seed: int = _opt(0, "random seed (data order, initialisation, Gumbel noise)")
+    workers: int = _opt(0, "data loader worker processes")
+    out_dir: str = _opt("runs/train", "run folder (checkpoints, metrics)", flags=("--out",))
+    resume: bool = _opt(False, "continue the run in --out from its last.pth (its saved config must match)")
+    overwrite: bool = _opt(False, "start over in an --out that holds a run (its files are replaced)")
+    max_bad_steps: int = _opt(10, "stop after this many non-finite losses in a row")
+    deterministic: bool = _opt(False, "torch deterministic algorithms")
+    progress: bool = _opt(True, "hide the progress bar", flags=("--no-progress",))
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+FAMILY_DEFAULTED = ("ratio_weight", "backbone_lr_scale")  # None until the model's family fills them
+
+# (field, test, what it must be): checked before any work, the error names the flag
+_RULES = (
+    ("epochs", lambda v: v >= 1, "at least 1"),
+    ("batch_size", lambda v: v >= 1, "at least 1"),
+    ("lr", lambda v: v > 0, "positive"),
+    ("min_lr", lambda v: v >= 0, "0 or more"),
+    ("warmup_epochs", lambda v: v >= 0, "0 or more"),
+    ("freeze_backbone_epochs", lambda v: v >= 0, "0 or more"),
+    ("weight_decay", lambda v: v >= 0, "0 or more"),
+    ("keep_rate", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("tome_r", lambda v: v >= 0, "0 or more"),
+    ("canvas", lambda v: v >= 28, "at least 28 (a Fashion-MNIST item is 28x28)"),
+    ("distractors", lambda v: v >= 0, "0 or more"),
+    ("distractors_max", lambda v: v >= 0, "0 or more"),
+    ("img_size", lambda v: v >= 1, "a positive number of pixels"),
+    ("train_limit", lambda v: v >= 1, "a positive number of images"),
+    ("val_limit", lambda v: v >= 1, "a positive number of images"),
+    ("mixup", lambda v: v >= 0, "0 or more"),
+    ("cutmix", lambda v: v >= 0, "0 or more"),
+    ("smoothing", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("ema_decay", lambda v: 0 < v < 1, "in (0, 1)"),
+    ("clip_grad", lambda v: v > 0, "positive"),
+    ("workers", lambda v: v >= 0, "0 or more"),
+    ("max_bad_steps", lambda v: v >= 1, "at least 1"),
+    ("ratio_weight", lambda v: v >= 0, "0 or more"),
+    ("distill_weight", lambda v: v >= 0, "0 or more"),
+    ("token_weight", lambda v: v >= 0, "0 or more"),
+    ("backbone_lr_scale", lambda v: v >= 0, "0 or more"),
+)
+
+
+def field_flags(f: dataclasses.Field) -> tuple[str, ...]:
+    """The CLI flags of a config field: its ``flags``, else ``--val-limit`` for ``val_limit``."""
+    return f.metadata.get("flags", ("--" + f.name.replace("_", "-"),))
+
+
+def flag(name: str) -> str:
+    """The (first) CLI flag of the config field ``name``, for error messages."""
+    return field_flags(next(f for f in fields(TrainConfig) if f.name == name))[0]
+
+
+def check_writable(path: str | os.PathLike, what: str) -> None:
+    """Raise a ``ValueError`` naming ``what`` unless a file can be written at ``path``: its nearest
+    existing ancestor must be a writable folder (missing folders are created later). Writes nothing."""
+    folder = Path(path).absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise ValueError(f"cannot write to {what} {path}: {folder} is not a writable folder")
+
+
+def validate(cfg: TrainConfig, training: bool = True) -> TrainConfig:
+    """Raise a ``ValueError`` naming the flag of the first value out of range; return ``cfg``.
+    With ``training`` also check that a sparse run has a teacher to distil from."""
+    for name, ok, what in _RULES:
+        value = getattr(cfg, name)
+        if value is not None and not ok(value):
+            raise ValueError(f"{flag(name)} must be {what}, got {value}")
+    task = get_task(cfg.task)
+    if cfg.method not in METHODS:
+        raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
+    if cfg.distractors_max is not None and cfg.distractors_max < cfg.distractors:
+        raise ValueError(
+            f"--distractors-max must be at least --distractors ({cfg.distractors}), got {cfg.distractors_max}"
+        )
+    if cfg.thresholds is not None and any(not 0 < t < 1 for t in cfg.thresholds):
+        raise ValueError(f"--thresholds must lie in (0, 1) (keep probabilities), got {cfg.thresholds}")
+    if cfg.no_labels and cfg.dense:
+        raise ValueError("--no-labels trains a sparse model from a dense one; --dense training needs labels")
+    if cfg.no_labels and not task.learns_without_labels:
+        raise ValueError(f"--no-labels does not apply to --task {task.name} (it learns from its targets)")
+    if cfg.freeze_prefix and (cfg.dense or cfg.method != "dynamicvit"):
+        raise ValueError("--freeze-prefix applies to DynamicViT training (--method dynamicvit, not --dense)")
+    if training and not get_dataset(cfg.data).labelled and not cfg.no_labels:
+        raise ValueError(f"--data {cfg.data} has no labels: pass --no-labels (distil from the dense model alone)")
+    if training:
+        check_teacher(cfg)
+    return cfg
+
+
+def check_teacher(cfg: TrainConfig) -> None:
+    """Raise unless a sparse run has a dense model to distil from (and its checkpoint file exists)."""
+    if not cfg.dense and not (cfg.pretrained or cfg.teacher_checkpoint):
+        raise ValueError(
+            "sparse training distils from a trained dense model: pass --pretrained or "
+            "--teacher-checkpoint (make one with `dynamicvit train --dense`)"
+        )
+    if cfg.teacher_checkpoint and not Path(cfg.teacher_checkpoint).is_file():
+        raise ValueError(f"--teacher-checkpoint {cfg.teacher_checkpoint}: no such file")
+
+
+def with_family_defaults(cfg: TrainConfig, model: nn.Module) -> TrainConfig:
+    """``cfg`` with the recipe values left unset filled from the model's family."""
+    family = family_of(backbone_of(model))
+    return dataclasses.replace(
+        cfg,
+        ratio_weight=family.ratio_weight if cfg.ratio_weight is None else cfg.ratio_weight,
+        backbone_lr_scale=family.backbone_lr_scale if cfg.backbone_lr_scale is None else cfg.backbone_lr_scale,
+    )

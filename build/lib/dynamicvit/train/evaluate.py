@@ -1,0 +1,63 @@
+"""Evaluation of any model (dense, reduced, segmenter) on a data set: top-1 or mIoU, GMACs, img/s,
+tokens kept; and the same for a training checkpoint rebuilt from its saved config."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from dynamicvit.core.losses import is_encoder
+from dynamicvit.methods import random_selector
+from dynamicvit.tasks import task_of
+from dynamicvit.tasks.classify import DecisionsFn, embed, knn_top1
+from dynamicvit.train.build import build_run_dataset, load_trained
+from dynamicvit.train.config import TrainConfig
+
+__all__ = ["embed", "evaluate", "evaluate_checkpoint", "evaluate_run", "knn_top1", "load_for_eval"]
+
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    dataset,
+    cfg: TrainConfig | None = None,
+    batch_size: int = 256,
+    decisions_fn: DecisionsFn | None = None,
+    reference: Dataset | None = None,
+) -> dict:
+    """The metrics of ``model`` in eval mode on ``dataset``, as its task defines them (top-1 and loss,
+    mIoU, mAP), with GMACs, img/s and the tokens kept.
+
+    ``decisions_fn(batch, num_tokens, counts)`` forces per-stage kept indices (e.g. random) on a
+    model whose method accepts forced decisions. An encoder without classifier (``num_classes=0``) is
+    scored by k-NN top-1 of its embeddings against ``reference`` (labelled images, e.g. the training set).
+    """
+    return task_of(model).evaluate(model, dataset, cfg, batch_size, decisions_fn, reference)
+
+
+def evaluate_checkpoint(path: str | os.PathLike, random_tokens: bool = False, ema: bool = True, **overrides) -> dict:
+    """Rebuild the model of a training checkpoint (its saved config, ``overrides`` on top; its EMA
+    weights when it has them, unless ``ema=False``) and evaluate it.
+
+    ``random_tokens`` keeps the same counts but chooses the tokens uniformly at random.
+    """
+    return evaluate_run(*load_for_eval(path, ema=ema, **overrides), random_tokens=random_tokens)
+
+
+def evaluate_run(model: nn.Module, dataset: Dataset, cfg: TrainConfig, random_tokens: bool = False) -> dict:
+    """:func:`evaluate` of a run's model on its test set (what :func:`load_for_eval` returns): an encoder is
+    scored by k-NN against the run's training images; ``random_tokens`` chooses the kept tokens at random."""
+    reference = build_run_dataset(cfg, "train") if is_encoder(model) else None
+    return evaluate(
+        model, dataset, cfg, decisions_fn=random_selector(cfg.seed) if random_tokens else None, reference=reference
+    )
+
+
+def load_for_eval(path: str | os.PathLike, ema: bool = True, **overrides) -> tuple[nn.Module, Dataset, TrainConfig]:
+    """:func:`dynamicvit.build.load_trained` plus the test set its config describes."""
+    model, cfg = load_trained(path, ema=ema, **overrides)
+    return model, build_run_dataset(cfg, "test"), cfg

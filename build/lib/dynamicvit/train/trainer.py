@@ -1,0 +1,381 @@
+"""The trainer: distillation fine-tuning (DynamicViT, arXiv 2106.02034) or dense training, one
+process or many (``torchrun``), with atomic per-epoch checkpoints and exact resume.
+
+Built from timm's pieces: ``create_optimizer_v2`` (AdamW), ``create_scheduler_v2`` (cosine with
+warm-up, stepped per update), ``Mixup``/``SoftTargetCrossEntropy``, ``ModelEmaV3``. The data, the
+models and the objective come from :mod:`dynamicvit.build` and :mod:`dynamicvit.losses`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from dataclasses import asdict
+
+import torch
+import torch.distributed as dist
+from timm.data import Mixup
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from timm.utils import ModelEmaV3
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm.auto import tqdm
+
+from dynamicvit.core.losses import build_criterion
+from dynamicvit.methods import get_method
+from dynamicvit.tasks import get_task
+from dynamicvit.train.build import build_run_dataset, build_teacher_student
+from dynamicvit.train.checkpointing import Checkpointing
+from dynamicvit.train.config import FAMILY_DEFAULTED, TrainConfig, validate, with_family_defaults
+from dynamicvit.train.distributed import dist_info, ranks_in_sync, seed_all
+from dynamicvit.train.evaluate import evaluate
+from dynamicvit.train.run_folder import RESUMABLE_CHANGES, RUN_FILES, RunFolder, check_resumable
+from dynamicvit.weights.checkpoint import (
+    atomic_save,
+    backbone_weights,
+    fault_point,
+    is_added_key,
+)
+
+__all__ = ["RESUMABLE_CHANGES", "RUN_FILES", "Trainer", "TrainingError", "check_resumable", "train"]
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss stayed non-finite); the last checkpoint is intact."""
+
+
+def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """New modules at full lr, backbone at ``backbone_lr_scale``; no weight decay on 1-d params."""
+    skip = set(getattr(model, "no_weight_decay", lambda: set())())
+    groups: dict[tuple[bool, bool], dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        backbone = not cfg.dense and not is_added_key(name)
+        no_decay = p.ndim <= 1 or name in skip
+        group = groups.setdefault(
+            (backbone, no_decay),
+            {
+                "params": [],
+                "weight_decay": 0.0 if no_decay else cfg.weight_decay,
+                "lr_scale": cfg.backbone_lr_scale if backbone else 1.0,
+            },
+        )
+        group["params"].append(p)
+    return list(groups.values())
+
+
+class Trainer(Checkpointing):
+    """One training run; ``fit()`` trains (resuming if asked), ``state_dict()`` is what a checkpoint saves."""
+
+    def __init__(self, cfg: TrainConfig, reuse_finished: bool = False) -> None:
+        """Check the config and the run folder, then build data, models, optimiser, scheduler,
+        objective and EMA; with ``cfg.resume`` load the run's checkpoint (whose saved config must
+        match, see :data:`RESUMABLE_CHANGES`). A finished run is an error unless ``reuse_finished``."""
+        validate(cfg)
+        self.cfg = cfg
+        self.rank, self.world, local_rank = dist_info()
+        self.device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+        self.folder = RunFolder(cfg.out_dir, self.rank)
+        self.out_dir = self.folder.path
+        held = self.folder.held()
+        resume_state = self._resume_state(self.folder.check(cfg), reuse_finished)
+        if self.cfg.deterministic:
+            torch.use_deterministic_algorithms(True)
+        seed_all(self.cfg.seed + self.rank)
+        self._build_data()
+        self._build_models()
+        self._build_optimisation()
+        self.epoch, self.updates, self.skipped_steps = 0, 0, 0
+        self._last_record: dict = {}
+        if resume_state is not None:
+            self.load(resume_state)
+        self.folder.claim(self.cfg.overwrite, held)
+
+    def _resume_state(self, state: dict | None, reuse_finished: bool) -> dict | None:
+        """The checkpoint to resume from; family-defaulted fields left unset take its saved values. A
+        finished run is refused unless ``reuse_finished``."""
+        if state is None:
+            return None
+        saved, cfg = state["config"], self.cfg
+        unset = {k: saved[k] for k in FAMILY_DEFAULTED if getattr(cfg, k) is None and k in saved}
+        self.cfg = dataclasses.replace(cfg, **unset)
+        if state["epoch"] >= self.cfg.epochs and not reuse_finished:
+            raise ValueError(
+                f"the run in {self.out_dir} already finished its {state['epoch']} epochs; "
+                "pass a larger --epochs to train it further"
+            )
+        return state
+
+    def _build_data(self) -> None:
+        """The training and validation sets, the training set's sampler (sharded across ranks) and loader."""
+        cfg = self.cfg
+        self.train_set = build_run_dataset(cfg, "train")
+        self.val_set = build_run_dataset(cfg, "test")
+        if len(self.train_set) < cfg.batch_size * self.world:
+            raise ValueError(f"{len(self.train_set)} training images are fewer than one global batch")
+        self.sampler = DistributedSampler(
+            self.train_set, num_replicas=self.world, rank=self.rank, shuffle=True, seed=cfg.seed, drop_last=True
+        )
+        self.loader = DataLoader(
+            self.train_set,
+            batch_size=cfg.batch_size,
+            sampler=self.sampler,
+            num_workers=cfg.workers,
+            drop_last=True,
+            collate_fn=getattr(self.train_set, "collate_fn", None),  # detection sets: lists of targets
+        )
+
+    def _build_models(self) -> None:
+        """The model to train and its frozen teacher, on the run's device; the config's family defaults."""
+        cfg = self.cfg
+        self.model, self.teacher = build_teacher_student(cfg, self.train_set)
+        self.task = get_task(cfg.task)
+        # what --freeze-backbone-epochs freezes: the trainable weights that sparsification did not add
+        self.backbone_params = [] if cfg.dense else backbone_weights(self.model)
+        self._frozen = False
+        self.model = self.model.to(self.device)
+        if self.teacher is not None:
+            self.teacher = self.teacher.to(self.device).eval()
+        self.cfg = with_family_defaults(cfg, self.model)
+
+    def _build_optimisation(self) -> None:
+        """timm's AdamW, cosine schedule (per update), mixup, the objective, EMA, the fp16 scaler and DDP."""
+        cfg = self.cfg
+        self.optimizer = create_optimizer_v2(
+            _param_groups(self.model, cfg), opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
+        self.scheduler, _ = create_scheduler_v2(
+            self.optimizer,
+            sched="cosine",
+            num_epochs=cfg.epochs,
+            warmup_epochs=cfg.warmup_epochs,
+            min_lr=cfg.min_lr,
+            warmup_lr=cfg.min_lr,
+            updates_per_epoch=len(self.loader),
+            step_on_epochs=False,
+        )
+        self.mixup = None
+        if cfg.mixup > 0 or cfg.cutmix > 0:
+            self.mixup = Mixup(
+                mixup_alpha=cfg.mixup,
+                cutmix_alpha=cfg.cutmix,
+                label_smoothing=cfg.smoothing,
+                num_classes=self.train_set.num_classes,
+            )
+        self.base_criterion = self._base_criterion()
+        self.criterion = None if cfg.dense else self._distillation()
+        self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay) if cfg.ema_decay else None
+        use_scaler = cfg.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+        self.ddp = DistributedDataParallel(self.model) if self.world > 1 else self.model
+
+    def _base_criterion(self) -> nn.Module:
+        """The task's objective: mixed soft targets, the task's own losses, or (smoothed) cross-entropy."""
+        cfg = self.cfg
+        if self.mixup is not None:
+            return SoftTargetCrossEntropy()
+        if self.task.base_criterion() is not None:  # e.g. a detector: its own losses
+            return self.task.base_criterion()
+        return LabelSmoothingCrossEntropy(cfg.smoothing) if cfg.smoothing > 0 else nn.CrossEntropyLoss()
+
+    def _distillation(self) -> nn.Module:
+        """DynamicViT's objective around the base one (keep-ratio, distillation terms)."""
+        cfg = self.cfg
+        return build_criterion(
+            self.model,
+            self.teacher,
+            self.base_criterion,
+            learned=get_method(cfg.method).learned,
+            ratio_weight=cfg.ratio_weight,
+            distill_weight=cfg.distill_weight,
+            token_weight=cfg.token_weight,
+            ratio_loss=cfg.ratio_loss,
+            labels=not cfg.no_labels,
+        )
+
+    def _validate_and_log(self, record: dict) -> dict:
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            # leaves the training RNG alone; an encoder is scored by k-NN against training images
+            result = evaluate(self.eval_model, self.val_set, self.cfg, reference=self.train_set)
+        record = {**record, **{f"val_{k}": v for k, v in result.items()}}
+        self.folder.append("metrics.jsonl", [record])
+        if self.cfg.progress:
+            print(_summary(record), flush=True)
+        return record
+
+    # -- training ----------------------------------------------------------------------------
+    def _autocast(self):
+        if not self.cfg.amp:
+            return contextlib.nullcontext()
+        dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        flag = torch.isfinite(loss.detach()).float().reshape(1)
+        if self.world > 1:  # every rank must skip together or DDP would hang
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
+
+    def train_one_epoch(self) -> dict:
+        cfg, model = self.cfg, self.model
+        model.train()
+        if self.criterion is not None:
+            self.criterion.train()
+        self.sampler.set_epoch(self.epoch)
+        frozen_until = 0 if cfg.dense else cfg.freeze_backbone_epochs * len(self.loader)  # in updates
+        sums: dict[str, float] = {}
+        steps: list[dict] = []
+        seen, bad_in_row, start = 0, 0, time.perf_counter()
+        bar = tqdm(
+            self.loader,
+            desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+            disable=not cfg.progress or self.rank,
+            dynamic_ncols=True,
+            leave=False,
+        )
+        for x, y in bar:
+            x = x.to(self.device, non_blocking=True)
+            y = self.task.batch_to(y, self.device)
+            if self.mixup is not None:
+                x, y = self.mixup(x, y)
+            self._freeze_backbone(self.updates < frozen_until)
+            loss, terms = self._objective(x, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            if not self._all_finite(loss):
+                self.skipped_steps += 1
+                bad_in_row += 1
+                if bad_in_row >= cfg.max_bad_steps:
+                    raise TrainingError(
+                        f"loss was non-finite for {bad_in_row} steps in a row (epoch {self.epoch + 1}); stopped. "
+                        f"The last good checkpoint is {self.checkpoint_path}; lower --lr or enable --clip-grad."
+                    )
+                continue
+            bad_in_row = 0
+            self._update(loss, self.updates < frozen_until)
+            self.updates += 1
+            fault_point("update")
+            self.scheduler.step_update(self.updates)
+            if self.ema is not None:
+                self.ema.update(model, step=self.updates)
+            seen += x.shape[0]
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * x.shape[0]
+            lr = max(g["lr"] for g in self.optimizer.param_groups)
+            if self.updates % 10 == 0:
+                steps.append(
+                    {
+                        "update": self.updates,
+                        "epoch": self.epoch + 1,
+                        "lr": lr,
+                        **{k: float(v) for k, v in terms.items()},
+                    }
+                )
+            bar.set_postfix(
+                {k: f"{v / seen:.3f}" for k, v in sums.items()}
+                | {"lr": f"{lr:.1e}", "img/s": f"{seen * self.world / (time.perf_counter() - start):.0f}"}
+            )
+        elapsed = time.perf_counter() - start
+        if self.rank == 0 and steps:
+            self.folder.append("steps.jsonl", steps)
+        out = {f"train_{k}": v / max(seen, 1) for k, v in sums.items()}
+        out.update(
+            train_img_per_s=seen * self.world / elapsed,
+            train_seconds=elapsed,
+            skipped_steps=self.skipped_steps,
+            lr=max(g["lr"] for g in self.optimizer.param_groups),
+        )
+        return out
+
+    def _objective(self, x: torch.Tensor, y) -> tuple[torch.Tensor, dict]:
+        """The batch's loss and its named terms: the base objective (dense) or the distillation one."""
+        given = self.task.forward_kwargs(y)
+        with self._autocast():
+            if self.cfg.dense:
+                loss = self.base_criterion(self.ddp(x, **given), y)
+                return loss, {"loss": loss.detach()}
+            return self.criterion(x, self.ddp(x, return_decisions=True, **given), y)
+
+    def _update(self, loss: torch.Tensor, frozen: bool) -> None:
+        """Backward and one optimiser step (scaled, clipped; no gradient for a ``frozen`` backbone)."""
+        cfg, model = self.cfg, self.model
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+        if frozen:
+            for p in self.backbone_params:
+                p.grad = None
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        if cfg.clip_grad:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+
+    def _freeze_backbone(self, frozen: bool) -> None:
+        """While the backbone is frozen, one process computes no gradients for it (its weights need none;
+        the new modules' gradients are unchanged), which saves most of the backward through the blocks.
+        DDP registers its gradient hooks once, so several processes keep them and drop the gradients."""
+        if self.world == 1 and frozen != self._frozen:
+            for p in self.backbone_params:
+                p.requires_grad_(not frozen)
+            self._frozen = frozen
+
+    def fit(self, until_epoch: int | None = None) -> dict:
+        """Train to ``until_epoch`` (default: all epochs). Each epoch is checkpointed first, then
+        validated and logged, so a failure in validation never loses the epoch."""
+        cfg = self.cfg
+        self.scheduler.step_update(self.updates)
+        record: dict = {}
+        stop = min(until_epoch or cfg.epochs, cfg.epochs)
+        try:
+            while self.epoch < stop:
+                record = self._last_record = {"epoch": self.epoch + 1, **self.train_one_epoch()}
+                self.epoch += 1
+                self.save()
+                if self.rank == 0:
+                    record = self._validate_and_log(record)
+                if self.world > 1:
+                    dist.barrier()
+        except KeyboardInterrupt:
+            if self.rank == 0:
+                atomic_save(
+                    {"model": self.model.state_dict(), "epoch": self.epoch, "config": asdict(cfg), "interrupted": True},
+                    self.out_dir / "interrupted.pth",
+                )
+                print(
+                    f"\ninterrupted: weights in {self.out_dir / 'interrupted.pth'}; resume with --resume "
+                    f"from {self.checkpoint_path} (epoch {self.epoch})",
+                    flush=True,
+                )
+            raise
+        finally:
+            self._freeze_backbone(False)  # the model leaves fit() as it came, every weight trainable
+        if self.world > 1:
+            record["ranks_in_sync"] = ranks_in_sync(self.model)
+        return record
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+
+def _summary(record: dict) -> str:
+    keys = ("train_loss", "val_top1", "val_gmacs", "train_img_per_s")
+    return f"epoch {record['epoch']}: " + ", ".join(f"{k} {record[k]:.4g}" for k in keys if k in record)
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run a whole training (the Python call behind ``dynamicvit train``); returns the last record. Under
+    ``torchrun`` the process group is destroyed at the end: left to interpreter exit, gloo's threads can
+    abort the process ("terminate called without an active exception")."""
+    try:
+        return Trainer(cfg).fit()
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,0 +1,45 @@
+"""The dense and sparse MAC reports of a model by name, side by side (``dynamicvit flops``)."""
+
+from __future__ import annotations
+
+import torch
+
+from dynamicvit.core.calibrate import calibrate
+from dynamicvit.core.flops import count_flops, counts_per_image, input_size, per_image_gmacs, per_image_report
+from dynamicvit.models import create_pair
+
+__all__ = ["compare_flops"]
+
+
+def compare_flops(
+    model: str, keep_rate: float | None = None, img_size: int | None = None, keep_mode: str = "fixed", **timm_kwargs
+) -> dict:
+    """Dense and sparse MAC reports for a timm or zoo model name, grouped by the same stages
+    (``keep_rate`` default: the zoo model's, else 0.7).
+
+    ``keep_mode="adaptive"`` calibrates the thresholds to the fixed budget on 32 random images and adds
+    the per-image distribution (``per_image``: tokens per stage and GMACs, mean and p10/p50/p90) on them;
+    with untrained predictors it shows the mechanics, not a trained model's spread."""
+    if img_size is not None:
+        timm_kwargs["img_size"] = img_size
+    dense, sparse = create_pair(model, keep_rate=keep_rate, **timm_kwargs)
+    d, s = count_flops(dense, prune_layers=sparse.prune_layers), count_flops(sparse)
+    if keep_mode == "adaptive":
+        images = torch.randn(32, *input_size(sparse, img_size), generator=torch.Generator().manual_seed(0))
+        calibrate(sparse, images)
+        with torch.inference_mode():
+            counts = counts_per_image(sparse(images, return_decisions=True).decisions)
+        gmacs = per_image_gmacs(sparse, counts, img_size)
+    else:
+        counts, gmacs = [tuple(c for k, c in s.tokens.items() if k != "input")], [s.gmacs]
+    return {
+        "model": model,
+        "keep_rate": sparse.keep_rate,
+        "keep_mode": keep_mode,
+        "img_size": list(input_size(sparse, img_size)[1:]),
+        "unit": "MACs (fvcore convention, what the papers call FLOPs)",
+        "dense": d.to_dict(),
+        "sparse": s.to_dict(),
+        "ratio": s.total / d.total,
+        "per_image": per_image_report(counts, gmacs),
+    }
