@@ -1,7 +1,0 @@
-"""``python -m dynamicvit`` (also what ``torchrun -m dynamicvit`` runs)."""
-
-import sys
-
-from dynamicvit.cli import main
-
-sys.exit(main())

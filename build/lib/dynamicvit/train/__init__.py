@@ -1,1 +1,0 @@
-"""Training: the run's configuration, builders, the trainer, evaluation and distributed helpers."""

@@ -1,1 +1,0 @@
-"""Weights: checkpoint reading and writing, the release's layouts, and the zoo of released models."""
