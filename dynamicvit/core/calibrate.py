@@ -1,7 +1,7 @@
 """Thresholds for the adaptive keep mode, set on held-out images so the average kept fraction meets a
 budget.
 
-In the adaptive mode (:attr:`dynamicvit.base.TokenReducer.keep_mode`) each image keeps, at each
+In the adaptive mode (:attr:`dynamicvit.core.interfaces.TokenReducer.keep_mode`) each image keeps, at each
 stage, the tokens whose keep probability exceeds the stage's threshold. :func:`calibrate` picks the
 thresholds stage after stage: with the earlier stages' thresholds set, it gathers the keep scores of
 every token alive before stage ``s`` over the images and places the threshold so that, over all

@@ -1,6 +1,6 @@
 """Token-reduction methods behind one API, for comparisons at equal FLOPs.
 
-``METHODS`` is the registry: name → :class:`dynamicvit.base.Method` subclass, one module each.
+``METHODS`` is the registry: name → :class:`dynamicvit.core.interfaces.Method` subclass, one module each.
 Every method is swapped into a timm model in place, like :func:`dynamicvit.sparsify` (weights
 untouched, same ``forward`` signature). Written from their papers:
 

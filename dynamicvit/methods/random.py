@@ -24,7 +24,7 @@ def random_decisions(
 
 
 def random_selector(seed: int = 0) -> Callable[[int, int, list[int]], list[torch.Tensor]]:
-    """A ``decisions_fn(batch, num_patches, counts)`` for :func:`dynamicvit.evaluate.evaluate`, seeded."""
+    """A ``decisions_fn(batch, num_patches, counts)`` for :func:`dynamicvit.train.evaluate.evaluate`, seeded."""
     gen = torch.Generator().manual_seed(seed)
     return lambda batch, num_patches, counts: random_decisions(batch, num_patches, counts, gen)
 

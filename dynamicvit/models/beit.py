@@ -1,6 +1,6 @@
 """DynamicViT on timm's ``Beit`` (BEiT, BEiT v2: relative position bias), in place.
 
-Everything but the blocks is DynamicViT on a ViT (:mod:`dynamicvit.vit`). A BEiT block adds a learned
+Everything but the blocks is DynamicViT on a ViT (:mod:`dynamicvit.models.vit`). A BEiT block adds a learned
 bias to the attention logits for every pair of tokens, indexed by their relative grid position; after a
 pruning stage the bias rows and columns follow the kept tokens (each image gathers the (1 + k)² entries
 of its class token and kept patches), and the train-mode masked attention adds the full bias. The

@@ -1,6 +1,6 @@
 """DynamicViT on timm's ``Eva`` (EVA, EVA-02: rotary position embeddings, SwiGLU, sub-LN), in place.
 
-Everything but the blocks is DynamicViT on a ViT (:mod:`dynamicvit.vit`): the predictors, the keep
+Everything but the blocks is DynamicViT on a ViT (:mod:`dynamicvit.models.vit`): the predictors, the keep
 schedule, the train/eval contract, token restoration. What differs is that an EVA block rotates the
 queries and keys of the patch tokens by their grid positions, so the rotary embeddings follow the kept
 tokens: after a pruning stage each image's rows of the (N, dim) table are gathered by its kept indices

@@ -1,7 +1,7 @@
 """Build sparse models by name, like ``timm.create_model``, or sparsify one you already have.
 
 ``FAMILIES`` is the backbone registry: a family is added by its own module (which defines its
-:class:`dynamicvit.base.Family` entry) plus one line here.
+:class:`dynamicvit.core.interfaces.Family` entry) plus one line here.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def sparsify(model: nn.Module, keep_rate: float = 0.7, prune_layers=None, **opti
     Plain ViTs get DynamicViT token pruning (``prune_layers`` default: blocks depth/4, depth/2,
     3·depth/4); ConvNeXt/Swin get asymmetric computation in their third stage
     (``prune_layers`` stage-local, ``keep_ratios`` default ``[rho, rho-0.2, rho-0.4]``, see
-    :mod:`dynamicvit.hierarchical`). Weights are kept; ``score_predictor`` holds the new predictors.
+    :mod:`dynamicvit.models.hierarchical`). Weights are kept; ``score_predictor`` holds the new predictors.
     """
     family = family_of(model)
     unknown = sorted(set(options) - set(family.options))
@@ -58,7 +58,7 @@ def create_model(
     **timm_kwargs,
 ) -> nn.Module:
     """``timm.create_model(name, pretrained, **timm_kwargs)`` made sparse (``keep_rate`` default 0.7),
-    or a released model of :mod:`dynamicvit.zoo` by its name (its keep rate; ``pretrained`` downloads
+    or a released model of :mod:`dynamicvit.weights.zoo` by its name (its keep rate; ``pretrained`` downloads
     the release's file).
 
     ``checkpoint_path`` loads a sparse checkpoint (backbone + predictors, strict; the release's layouts

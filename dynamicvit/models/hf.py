@@ -122,7 +122,8 @@ def _convert(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def sparsify_hf(model: nn.Module, keep_rate: float = 0.7, prune_layers=None) -> VisionTransformer:
-    """DynamicViT on a Hugging Face ViT: :func:`to_timm`, then :func:`dynamicvit.vit.sparsify_vit` (a new model)."""
+    """DynamicViT on a Hugging Face ViT: :func:`to_timm`, then :func:`~dynamicvit.models.vit.sparsify_vit`
+    (a new model)."""
     return sparsify_vit(to_timm(model), keep_rate, prune_layers)
 
 

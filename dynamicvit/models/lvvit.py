@@ -2,7 +2,7 @@
 
 LV-ViT (Jiang et al., "All Tokens Matter: Token Labeling for Training Better Vision Transformers",
 NeurIPS 2021, arXiv 2104.10858) is a class-token ViT with three changes, each built here from timm's
-own parts so that DynamicViT (:mod:`dynamicvit.vit`) sparsifies it like any timm ViT:
+own parts so that DynamicViT (:mod:`dynamicvit.models.vit`) sparsifies it like any timm ViT:
 
 * a convolutional patch embedding: 7×7 stride-2, 3×3 and 3×3 convolutions (64 channels, BatchNorm,
   ReLU), then a (p/2)×(p/2) patchify to the embedding width;

@@ -106,7 +106,7 @@ class Segmenter(nn.Module):
 class ViTSegmenter(Segmenter):
     """A plain timm ViT (``num_classes=0``) + :class:`FPNHead` on its patch-token map (one level, at the
     patch stride). On a DynamicViT backbone the dropped tokens are restored
-    (:meth:`~dynamicvit.vit.DynamicViTMixin.forward_restored`): each keeps its features from the stage
+    (:meth:`~dynamicvit.models.vit.DynamicViTMixin.forward_restored`): each keeps its features from the stage
     that dropped it, so the map is complete and the head is the dense model's.
 
     ``forward_features`` gives the (B, N, C) patch tokens (what the distillation's token term compares),

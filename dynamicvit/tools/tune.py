@@ -2,7 +2,7 @@
 the machine this runs on.
 
 FLOPs do not translate into time the same way on every device, so :func:`tune` times the dense model
-and the sparse one at a grid of keep rates, interleaved in one process (:func:`dynamicvit.bench.time_runs`),
+and the sparse one at a grid of keep rates, interleaved in one process (:func:`dynamicvit.tools.bench.time_runs`),
 and picks the largest keep rate – the most accurate model – that meets the target.
 """
 

@@ -1,5 +1,5 @@
 """Factories a run needs: its data sets, its dense model, its reduced student and teacher, and the
-model of a saved checkpoint, all from a :class:`dynamicvit.config.TrainConfig`."""
+model of a saved checkpoint, all from a :class:`dynamicvit.train.config.TrainConfig`."""
 
 from __future__ import annotations
 

@@ -58,6 +58,6 @@ def evaluate_run(model: nn.Module, dataset: Dataset, cfg: TrainConfig, random_to
 
 
 def load_for_eval(path: str | os.PathLike, ema: bool = True, **overrides) -> tuple[nn.Module, Dataset, TrainConfig]:
-    """:func:`dynamicvit.build.load_trained` plus the test set its config describes."""
+    """:func:`dynamicvit.train.build.load_trained` plus the test set its config describes."""
     model, cfg = load_trained(path, ema=ema, **overrides)
     return model, build_run_dataset(cfg, "test"), cfg

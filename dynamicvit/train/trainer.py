@@ -3,7 +3,7 @@ process or many (``torchrun``), with atomic per-epoch checkpoints and exact resu
 
 Built from timm's pieces: ``create_optimizer_v2`` (AdamW), ``create_scheduler_v2`` (cosine with
 warm-up, stepped per update), ``Mixup``/``SoftTargetCrossEntropy``, ``ModelEmaV3``. The data, the
-models and the objective come from :mod:`dynamicvit.build` and :mod:`dynamicvit.losses`.
+models and the objective come from :mod:`dynamicvit.train.build` and :mod:`dynamicvit.core.losses`.
 """
 
 from __future__ import annotations

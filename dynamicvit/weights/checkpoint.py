@@ -3,7 +3,7 @@
 Layout (the authors' release): a dict whose ``"model"`` entry is the state dict; backbone
 keys as timm names them, predictors under ``score_predictor.{i}.in_conv/out_conv``.
 Raw state dicts, ``"state_dict"``/``"model_ema"`` entries and a DDP ``module.`` prefix
-are accepted too, and the release's ConvNeXt/Swin layouts are converted (:mod:`dynamicvit.release`).
+are accepted too, and the release's ConvNeXt/Swin layouts are converted (:mod:`dynamicvit.weights.release`).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ names of the code they were built on:
   ``fastmlp.fc1.0`` (LayerNorm) / ``fastmlp.fc1.1`` (Linear) without a scale.
 
 The backbone names go through timm's own converters for the original ConvNeXt and Swin files; the
-added modules are mapped here onto the sparsified stage (:class:`dynamicvit.base.TokenReducer`).
+added modules are mapped here onto the sparsified stage (:class:`dynamicvit.core.interfaces.TokenReducer`).
 A Swin fast path has no scale in the release, so its ``gamma`` is set to ones.
 """
 

@@ -9,7 +9,7 @@ torch's hub cache; offline, :func:`download` names the URL and how to pass a dow
 ConvNeXt/Swin entries carry the release's keep ratios as it computes them: ``rho - 0.2`` in floating
 point is 0.49999999999999994 for rho 0.7, so the release keeps ``int(196 · 0.4999…) = 97`` locations
 where ``int(196 · 0.5)`` would be 98. :func:`release_keep_ratios` gives ratios whose counts
-(:func:`dynamicvit.predictor.keep_count`) equal the release's on any grid of up to 10,000 locations.
+(:func:`dynamicvit.core.predictor.keep_count`) equal the release's on any grid of up to 10,000 locations.
 """
 
 from __future__ import annotations
