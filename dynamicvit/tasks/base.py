@@ -27,7 +27,6 @@ class Task:
     mixes_labels: ClassVar[bool] = False  # mixup / cutmix apply to its labels
     learns_without_labels: ClassVar[bool] = True  # label-free calibration (--no-labels) applies
     targets_in_forward: ClassVar[bool] = False  # the model computes its own losses from the targets
-    exportable: ClassVar[bool] = True  # one output tensor: ONNX export applies
 
     def build_dense(
         self,
@@ -59,9 +58,5 @@ class Task:
         raise NotImplementedError
 
     def check_export(self, model: nn.Module) -> None:
-        """Refuse, in one line, a model of this task that ONNX export cannot write."""
-        if not self.exportable:
-            raise ValueError(
-                f"{type(model).__name__} returns a list of detections per image; export writes models with one "
-                "logits tensor (classifiers, segmenters) – export its backbone (model.backbone) instead"
-            )
+        """Refuse, in one line, a model of this task that ONNX export cannot write (nothing to refuse when
+        the model returns one tensor)."""

@@ -281,7 +281,6 @@ class DetectTask(Task):
     help = "torchvision FCOS on a ConvNeXt/Swin, COCO mAP"
     learns_without_labels = False  # FCOS learns from its boxes
     targets_in_forward = True
-    exportable = False
 
     def build_dense(self, make, name, head_classes, input_size, **kwargs) -> nn.Module:
         if not is_hierarchical(make(name, **{**kwargs, "num_classes": 0})):
@@ -293,6 +292,12 @@ class DetectTask(Task):
 
     def batch_to(self, targets, device):
         return targets_to(targets, device)
+
+    def check_export(self, model: nn.Module) -> None:
+        raise ValueError(
+            f"{type(model).__name__} returns a list of detections per image; export writes models with one "
+            "logits tensor (classifiers, segmenters) – export its backbone (model.backbone) instead"
+        )
 
     def evaluate(self, model, dataset, cfg, batch_size, decisions_fn, reference) -> dict:
         """mAP/AP50 (pycocotools), img/s of the detector and of its backbone, GMACs of both, kept locations."""

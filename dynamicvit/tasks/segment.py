@@ -193,14 +193,15 @@ class SegmentTask(Task):
         return build_segmenter(make(name, features_only=True, **kwargs), head_classes, input_size)
 
     def evaluate(self, model, dataset, cfg, batch_size, decisions_fn, reference) -> dict:
-        confusion: list[torch.Tensor] = []
+        confusion: torch.Tensor | None = None
 
         def accumulate(pred: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor) -> None:
+            nonlocal confusion
             counts = confusion_matrix(pred, labels, logits.shape[1])
-            confusion[:] = [counts if not confusion else confusion[0] + counts]
+            confusion = counts if confusion is None else confusion + counts
 
         out = evaluate_logits(model, dataset, cfg, batch_size, decisions_fn, accumulate)
-        if confusion:
-            out["miou"] = miou(confusion[0])
+        if confusion is not None:
+            out["miou"] = miou(confusion)
             out["backbone_gmacs"] = count_flops(model.backbone, img_size=tuple(dataset[0][0].shape[-2:])).gmacs
         return out

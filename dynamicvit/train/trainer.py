@@ -179,8 +179,9 @@ class Trainer(Checkpointing):
         cfg = self.cfg
         if self.mixup is not None:
             return SoftTargetCrossEntropy()
-        if self.task.base_criterion() is not None:  # e.g. a detector: its own losses
-            return self.task.base_criterion()
+        own = self.task.base_criterion()  # e.g. a detector's: its own losses
+        if own is not None:
+            return own
         return LabelSmoothingCrossEntropy(cfg.smoothing) if cfg.smoothing > 0 else nn.CrossEntropyLoss()
 
     def _distillation(self) -> nn.Module:

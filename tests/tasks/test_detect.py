@@ -189,3 +189,10 @@ def test_detect_needs_a_hierarchical_backbone_and_box_data(tmp_path, fake_fashio
         Trainer(tiny_cfg(tmp_path, fake_fashion, task="detect", dense=True, model="convnext_tiny", img_size=None))
     with pytest.raises(ValueError, match="--data cluttered-fashion-boxes is a detect set \\(--task detect\\)"):
         Trainer(tiny_cfg(tmp_path, fake_fashion, dense=True, data="cluttered-fashion-boxes", canvas=28))
+
+
+def test_export_refuses_a_detector_in_one_line(tmp_path):
+    """A detector returns one dict of boxes per image: export refuses it before writing anything."""
+    with pytest.raises(ValueError, match="Detector returns a list of detections per image; export"):
+        dynamicvit.export_onnx(tiny_detector().eval(), tmp_path / "d.onnx")
+    assert not (tmp_path / "d.onnx").exists()
