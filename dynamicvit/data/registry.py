@@ -37,9 +37,8 @@ class DataSet:
 
     name: str
     build: Callable[[str, DataOptions], Dataset]
-    task: str = "classify"  # the task it serves (a name in dynamicvit.tasks.TASKS)
+    task: str = "classify"  # the task it serves (a name in dynamicvit.tasks.TASKS): its Dataset class's ``task``
     labelled: bool = True  # False: images only, for label-free calibration
-    help: str = ""
 
 
 def _images(split: str, o: DataOptions) -> Dataset:
@@ -62,27 +61,26 @@ def _coco(split: str, o: DataOptions) -> Dataset:
 
 
 _ENTRIES = (
-    DataSet("fashion-mnist", lambda s, o: FashionMNIST(s, o.data_dir, limit=o.limit), help="28x28 Fashion-MNIST"),
+    DataSet("fashion-mnist", lambda s, o: FashionMNIST(s, o.data_dir, limit=o.limit)),
     DataSet(
         "cluttered-fashion-mnist",
         lambda s, o: ClutteredFashionMNIST(
             s, o.data_dir, o.canvas, o.distractors, seed=o.seed, limit=o.limit, distractors_max=o.distractors_max
         ),
-        help="one item and fragments of others on a canvas",
     ),
     DataSet(
         "cluttered-fashion-scenes",
         lambda s, o: ClutteredFashionScenes(s, o.data_dir, canvas=o.canvas, seed=o.seed, limit=o.limit),
-        task="segment",
+        task=ClutteredFashionScenes.task,
     ),
     DataSet(
         "cluttered-fashion-boxes",
         lambda s, o: ClutteredFashionDetection(s, o.data_dir, canvas=o.canvas, seed=o.seed, limit=o.limit),
-        task="detect",
+        task=ClutteredFashionDetection.task,
     ),
-    DataSet("imagefolder", lambda s, o: image_folder(s, o.data_dir, o.img_size, o.limit), help="data_dir/{train,val}"),
-    DataSet("images", _images, labelled=False, help="any folder of image files, no labels"),
-    DataSet("coco", _coco, task="detect", help="data_dir/{train,val} and annotations/{train,val}.json"),
+    DataSet("imagefolder", lambda s, o: image_folder(s, o.data_dir, o.img_size, o.limit)),
+    DataSet("images", _images, labelled=False),
+    DataSet("coco", _coco, task=CocoDetection.task),
 )
 DATASETS: dict[str, DataSet] = {d.name: d for d in _ENTRIES}
 

@@ -149,12 +149,17 @@ class BlockKind:
         return tokens.reshape(like.shape[0], like.shape[1], like.shape[2], -1)
 
 
+def _fast(blk: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    """The cheap path every family shares (:class:`FastPath`, added to each block of the sparse stage)."""
+    return blk.fast_path(y)
+
+
 def adaptive_block(kind: BlockKind, blk: nn.Module, x: torch.Tensor, decision) -> torch.Tensor:
     """One block of ``kind`` with asymmetric computation. ``decision``: train – hard mask (B, H·W); eval –
     the rows (slow, fast) of the batch flattened to (B·H·W, C) that take each path, so each path runs once
     on its rows of the whole batch, whatever each image's share."""
     base, y = kind.mix(blk, x)
-    paths = (kind.slow, lambda blk, y: blk.fast_path(y))
+    paths = (kind.slow, _fast)
     if isinstance(decision, torch.Tensor):
         m = decision.unsqueeze(-1).to(y.dtype)
         branch = paths[0](blk, y) * m + paths[1](blk, y) * (1 - m)
