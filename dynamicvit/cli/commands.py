@@ -1,4 +1,5 @@
-"""One function per command: each reads its parsed arguments and calls the library."""
+"""One function per command: each reads its parsed arguments and calls the library; :data:`COMMANDS` maps
+the sub-command names of :mod:`dynamicvit.cli.parser` to them."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import os
 from pathlib import Path
 
 from dynamicvit.cli.config_args import DATA_FIELDS, config_from_args
-from dynamicvit.methods import METHODS
-from dynamicvit.train.config import check_writable
+from dynamicvit.core.files import check_writable
+from dynamicvit.methods.registry import METHODS
 from dynamicvit.weights.zoo import ZOO, download
 
 __all__ = [
+    "COMMANDS",
     "cmd_bench",
     "cmd_calibrate",
     "cmd_compare",
@@ -50,49 +52,51 @@ def cmd_flops(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from dynamicvit.tools.bench import benchmark, benchmark_checkpoints
-
     if args.training:
-        from dynamicvit.tools.bench import benchmark_training
+        _bench_training(args)
+    elif args.checkpoints:
+        _bench_checkpoints(args)
+    else:
+        _bench_models(args)
 
-        runs = [
-            benchmark_training(m, args.keep_rate or 0.7, b, args.warmup, args.repeats, **_size(args.img_size))
-            for m in args.models
-            for b in args.batch_sizes
-        ]
-        if _printed_json(args, runs):
-            return
-        for r in runs:
-            print(f"{r['model']} training step, batch {r['batch_size']}, median of {r['repeats']} interleaved runs")
-            for name, secs in r["seconds"].items():
-                print(
-                    f"  {name:<24} {secs:7.3f} s  {r['time_vs_dense'][name]:5.2f}x   "
-                    f"{r['peak_mb'][name]:8.1f} MB  {r['memory_vs_dense'][name]:5.2f}x"
-                )
+
+def _bench_training(args: argparse.Namespace) -> None:
+    from dynamicvit.tools.bench import benchmark_training
+
+    runs = [
+        benchmark_training(m, args.keep_rate or 0.7, b, args.warmup, args.repeats, **_size(args.img_size))
+        for m in args.models
+        for b in args.batch_sizes
+    ]
+    if _printed_json(args, runs):
         return
-    if args.checkpoints:
-        r = benchmark_checkpoints(*args.checkpoints, args.batch_sizes[0], args.warmup, args.repeats)
-        if _printed_json(args, [r]):
-            return
-        print(
-            f"batch {r['batch_size']}, {r['img_size'][0]}x{r['img_size'][1]}, median of {r['repeats']} interleaved runs"
-        )
-        for name, ips in r["img_per_s"].items():
-            ratio = ips / r["img_per_s"]["dense backbone" if "backbone" in name else "dense"]
-            print(f"  {name:<16} {ips:9.1f} img/s  {ratio:5.2f}x  {r['gmacs'][name]:.5f} GMACs")
+    for r in runs:
+        print(f"{r['model']} training step, batch {r['batch_size']}, median of {r['repeats']} interleaved runs")
+        for name, secs in r["seconds"].items():
+            print(
+                f"  {name:<24} {secs:7.3f} s  {r['time_vs_dense'][name]:5.2f}x   "
+                f"{r['peak_mb'][name]:8.1f} MB  {r['memory_vs_dense'][name]:5.2f}x"
+            )
+
+
+def _bench_checkpoints(args: argparse.Namespace) -> None:
+    from dynamicvit.tools.bench import benchmark_checkpoints
+
+    r = benchmark_checkpoints(*args.checkpoints, args.batch_sizes[0], args.warmup, args.repeats)
+    if _printed_json(args, [r]):
         return
+    print(f"batch {r['batch_size']}, {r['img_size'][0]}x{r['img_size'][1]}, median of {r['repeats']} interleaved runs")
+    for name, ips in r["img_per_s"].items():
+        ratio = ips / r["img_per_s"]["dense backbone" if "backbone" in name else "dense"]
+        print(f"  {name:<16} {ips:9.1f} img/s  {ratio:5.2f}x  {r['gmacs'][name]:.5f} GMACs")
+
+
+def _bench_models(args: argparse.Namespace) -> None:
+    from dynamicvit.tools.bench import benchmark
+
+    options = {k: getattr(args, k) for k in ("keep_rate", "img_size", "warmup", "repeats", "compile", "onnx")}
     results = [
-        benchmark(
-            model,
-            keep_rate=args.keep_rate,
-            batch_size=batch,
-            img_size=args.img_size,
-            warmup=args.warmup,
-            repeats=args.repeats,
-            compile=args.compile,
-            onnx=args.onnx,
-            keep_mode=args.keep_mode,
-        )
+        benchmark(model, batch_size=batch, keep_mode=args.keep_mode, **options)
         for model in args.models
         for batch in args.batch_sizes
     ]
@@ -110,19 +114,27 @@ def cmd_bench(args: argparse.Namespace) -> None:
                 f"  {name:<17}{v['img_per_s']:>9.1f}{v['speedup']:>9.2f}{lat['p50']:>9.1f}{lat['p90']:>9.1f}"
                 f"{lat['p99']:>9.1f}{'–' if peak is None else f'{peak:.1f}':>9}"
             )
-        if r["adaptive_fraction_of_fixed"] is not None:
-            padded = r["padded_fraction_of_fixed"]
-            print(
-                f"  adaptive (calibrated to the fixed counts, packed): {r['adaptive_fraction_of_fixed']:.3f} of fixed"
-                + ("" if padded is None else f"; padded instead of packed: {padded:.3f}")
-            )
-            print(_per_image_lines(r["per_image"]))
-        if r["fraction_of_limit"] is not None:
-            print(
-                f"  limit = same token counts sliced, no predictor; sparse: {r['fraction_of_limit']:.3f} of it, "
-                f"limit+predictors (scores computed, tokens sliced): {r['predictors_fraction_of_limit']:.3f}"
-            )
+        notes = _bench_notes(r)
+        if notes:
+            print(notes)
 
+
+def _bench_notes(r: dict) -> str:
+    """The adaptive mode's and the slicing limit's lines of one benchmark result."""
+    lines = []
+    if r["adaptive_fraction_of_fixed"] is not None:
+        padded = r["padded_fraction_of_fixed"]
+        lines.append(
+            f"  adaptive (calibrated to the fixed counts, packed): {r['adaptive_fraction_of_fixed']:.3f} of fixed"
+            + ("" if padded is None else f"; padded instead of packed: {padded:.3f}")
+        )
+        lines.append(_per_image_lines(r["per_image"]))
+    if r["fraction_of_limit"] is not None:
+        lines.append(
+            f"  limit = same token counts sliced, no predictor; sparse: {r['fraction_of_limit']:.3f} of it, "
+            f"limit+predictors (scores computed, tokens sliced): {r['predictors_fraction_of_limit']:.3f}"
+        )
+    return "\n".join(lines)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -226,7 +238,7 @@ def _per_image_lines(report: dict) -> str:
 
 
 def cmd_viz(args: argparse.Namespace) -> None:
-    from dynamicvit.data import class_names
+    from dynamicvit.data.registry import class_names
     from dynamicvit.tools.viz import visualize_files
     from dynamicvit.train.build import load_trained
 
@@ -253,15 +265,9 @@ def cmd_export(args: argparse.Namespace) -> None:
         overrides = {k: getattr(args, k) for k in ("model", "img_size") if getattr(args, k) is not None}
         model, _ = load_trained(args.checkpoint, ema=not args.no_ema, **overrides)
     elif args.model:
-        from dynamicvit.methods import apply_method
-        from dynamicvit.models import build_timm_model
-        from dynamicvit.weights.zoo import resolve
+        from dynamicvit.train.build import build_untrained
 
-        arch, rate, options = resolve(args.model, args.keep_rate)
-        kwargs = {"img_size": args.img_size} if args.img_size else {}
-        model = build_timm_model(arch, pretrained=args.pretrained, **kwargs)
-        if args.method in METHODS:  # otherwise "dense"
-            model = apply_method(model, args.method, keep_rate=rate, **options)
+        model = build_untrained(args.model, args.method, args.keep_rate, args.img_size, pretrained=args.pretrained)
     else:
         raise ValueError("give --checkpoint PATH or --model NAME")
     r = export_onnx(model, args.onnx, opset=args.opset, check=not args.no_check)
@@ -322,3 +328,17 @@ def cmd_models(args: argparse.Namespace) -> None:
         print(f"{name:<32}{e.arch:<31}{e.keep_rate:>5}{e.top1:>7.2f}{e.paper_gmacs:>7.1f}  {e.url}")
     print("top-1 (ImageNet-1k) and GMACs as the release publishes them; dynamicvit.create_model(name, pretrained=True)")
 
+
+COMMANDS = {
+    "demo": cmd_demo,
+    "train": cmd_train,
+    "compare": cmd_compare,
+    "eval": cmd_eval,
+    "calibrate": cmd_calibrate,
+    "viz": cmd_viz,
+    "export": cmd_export,
+    "models": cmd_models,
+    "flops": cmd_flops,
+    "tune": cmd_tune,
+    "bench": cmd_bench,
+}

@@ -42,4 +42,3 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_dict(
         {**dataclasses.asdict(TrainConfig()), **{k: v for k, v in given.items() if v is not None}}
     )
-

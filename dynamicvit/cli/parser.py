@@ -1,14 +1,13 @@
-"""The command line's argument parser: one sub-command per tool, each bound to its function in
-:mod:`dynamicvit.cli.commands`."""
+"""The command line's argument parser: one function per sub-command adds its arguments; the command of
+the same name in :mod:`dynamicvit.cli.commands` runs it."""
 
 from __future__ import annotations
 
 import argparse
 
-from dynamicvit.cli import commands
 from dynamicvit.cli.config_args import DATA_FIELDS, add_config_args
 from dynamicvit.core.interfaces import KEEP_MODES
-from dynamicvit.methods import METHODS
+from dynamicvit.methods.registry import METHODS
 
 __all__ = ["build_parser"]
 
@@ -23,21 +22,19 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dynamicvit", description=DESCRIPTION)
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train a dense teacher and a DynamicViT on Cluttered Fashion-MNIST; report")
     p.add_argument("--out", default="runs/demo", help="report folder")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--quick", action="store_true", help="seconds-long smoke run on a few hundred images")
-    p.set_defaults(func=commands.cmd_demo)
 
+
+def _train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="distillation fine-tuning of a sparse model (or --dense training)")
     add_config_args(p)
-    p.set_defaults(func=commands.cmd_train)
 
+
+def _compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="every token-reduction method at matched MACs: table and plots")
     add_config_args(p, skip=("out_dir",))
     p.add_argument(
@@ -47,15 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bench-batch", type=int, default=64)
     p.add_argument("--bench-repeats", type=int, default=10)
     p.add_argument("--out", dest="out_dir", default="runs/compare", help="report folder")
-    p.set_defaults(func=commands.cmd_compare)
-
-    _add_inspection_commands(sub)
-    return parser
 
 
-
-def _add_inspection_commands(sub: argparse._SubParsersAction) -> None:
-    """The commands that read a model or a checkpoint: eval, calibrate, viz, export, models, flops, tune, bench."""
+def _eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="top-1, kept tokens, GMACs and img/s of a checkpoint")
     p.add_argument("--checkpoint", required=True)
     add_config_args(
@@ -69,8 +60,9 @@ def _add_inspection_commands(sub: argparse._SubParsersAction) -> None:
         help="segmentation / detection: PNG of inputs, labels or boxes, predictions, kept locations",
     )
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=commands.cmd_eval)
 
+
+def _calibrate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "calibrate", help="adaptive keep mode: per-stage thresholds meeting the budget on held-out images"
     )
@@ -81,8 +73,9 @@ def _add_inspection_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--no-ema", action="store_true", help="the raw weights even when the checkpoint has EMA ones")
     add_config_args(p, names=("model", "keep_rate", *DATA_FIELDS))  # default: the checkpoint's
-    p.set_defaults(func=commands.cmd_calibrate)
 
+
+def _viz(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("viz", help="draw which tokens a trained model keeps on image files (PNG)")
     p.add_argument("images", nargs="+", help="image files (any size; resized to the model's input)")
     p.add_argument("--checkpoint", required=True, help="a training checkpoint or a release file")
@@ -92,8 +85,9 @@ def _add_inspection_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-mode", choices=KEEP_MODES, default=None, help="default: the checkpoint's (fixed)")
     p.add_argument("--out", default="kept_tokens.png", help="PNG to write")
     p.add_argument("--no-ema", action="store_true", help="the raw weights even when the checkpoint has EMA ones")
-    p.set_defaults(func=commands.cmd_viz)
 
+
+def _export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="ONNX file of an eval-mode model, dynamic batch, checked with onnxruntime")
     p.add_argument("--onnx", required=True, metavar="PATH", help="ONNX file to write")
     p.add_argument("--checkpoint", default=None, help="a training checkpoint (its model and config) or a release file")
@@ -108,16 +102,19 @@ def _add_inspection_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest |onnx − torch| logit difference accepted")
     p.add_argument("--no-ema", action="store_true", help="the raw weights even when the checkpoint has EMA ones")
-    p.set_defaults(func=commands.cmd_export)
 
+
+def _models(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="the release's pretrained sparse models (the zoo)")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'dynamicvit_convnext*'")
-    p.set_defaults(func=commands.cmd_models)
 
+
+def _flops(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("flops", help="multiply-accumulates of dense vs sparse, per stage")
     _add_model_args(p)
-    p.set_defaults(func=commands.cmd_flops)
 
+
+def _tune(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tune", help="the keep rate that reaches a measured speed-up or time per batch on this machine")
     p.add_argument("--model", required=True, help="timm or zoo model name")
     target = p.add_mutually_exclusive_group(required=True)
@@ -129,8 +126,9 @@ def _add_inspection_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=commands.cmd_tune)
 
+
+def _bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="measured img/s, latency and memory of dense vs sparse (and the slicing limit)")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", "--models", dest="models", nargs="+", help="timm or zoo model name(s)")
@@ -154,4 +152,15 @@ def _add_inspection_commands(sub: argparse._SubParsersAction) -> None:
         help="time and memory of a training step: dense, fine-tune (also with a frozen prefix), calibrate",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=commands.cmd_bench)
+
+
+_COMMANDS = (_demo, _train, _compare, _eval, _calibrate, _viz, _export, _models, _flops, _tune, _bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``dynamicvit`` parser; ``args.command`` names the sub-command given."""
+    parser = argparse.ArgumentParser(prog="dynamicvit", description=DESCRIPTION)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in _COMMANDS:
+        add(sub)
+    return parser

@@ -17,9 +17,10 @@ from typing import ClassVar
 
 from torch import nn
 
-__all__ = ["KEEP_MODES", "Family", "Method", "TokenReducer", "check_thresholds", "find_reducer"]
+__all__ = ["FAMILY_DEFAULTED", "KEEP_MODES", "Family", "Method", "TokenReducer", "check_thresholds", "find_reducer"]
 
 KEEP_MODES = ("fixed", "adaptive")  # see TokenReducer.keep_mode
+FAMILY_DEFAULTED = ("ratio_weight", "backbone_lr_scale")  # recipe fields a config leaves None for its Family
 
 
 class TokenReducer:
@@ -117,6 +118,7 @@ class Family:
     ratio_weight: float  # keep-ratio loss weight of the papers' recipe
     backbone_lr_scale: float  # backbone learning rate relative to the new modules'
     options: tuple[str, ...] = ()  # extra keyword arguments ``sparsify`` takes
+    keeps_maps: bool = False  # a hierarchical backbone: its sparse model keeps the feature maps dense heads read
 
 
 class Method:

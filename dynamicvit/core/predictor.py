@@ -13,6 +13,7 @@ straight-through mask; eval: top-k), for plain ViTs and ConvNeXt/Swin alike.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,8 @@ __all__ = [
     "TokenPredictor",
     "build_predictors",
     "check_keep_rate",
+    "random_decisions",
+    "random_selector",
     "check_prune_layers",
     "cumulative_ratios",
     "decide",
@@ -235,3 +238,18 @@ def build_predictors(embed_dim: int, keep_probabilities: list[float], eps: float
     for predictor, probability in zip(predictors, keep_probabilities, strict=True):
         predictor.init_keep_probability(probability)
     return predictors
+
+
+def random_decisions(
+    batch: int, num_patches: int, counts: list[int], generator: torch.Generator | None = None, device=None
+) -> list[torch.Tensor]:
+    """Nested uniformly random kept indices (B, k_s) per stage, the same counts as the predictor's."""
+    keys = torch.rand(batch, num_patches, generator=generator).to(device)
+    order = keys.argsort(dim=1)  # a random permutation per image; nested prefixes of it
+    return [order[:, :k] for k in counts]
+
+
+def random_selector(seed: int = 0) -> Callable[[int, int, list[int]], list[torch.Tensor]]:
+    """A ``decisions_fn(batch, num_patches, counts)`` for :func:`dynamicvit.tasks.evaluate.evaluate`, seeded."""
+    gen = torch.Generator().manual_seed(seed)
+    return lambda batch, num_patches, counts: random_decisions(batch, num_patches, counts, gen)

@@ -17,6 +17,9 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 __all__ = [
+    "POOLS",
+    "pools_patches",
+    "nchw_maps",
     "PackedTokens",
     "SparseOutput",
     "attention_output",
@@ -368,3 +371,19 @@ def check_finite(images: torch.Tensor, out: torch.Tensor) -> None:
         return
     if not torch.isfinite(out).all() and not torch.isfinite(images).all():
         raise ValueError("input contains NaN or Inf values")
+
+
+def nchw_maps(feats: list[torch.Tensor], channels: list[int]) -> list[torch.Tensor]:
+    """A timm features_only backbone's maps as NCHW (timm's Swin features come channels-last)."""
+    return [
+        f.permute(0, 3, 1, 2) if f.shape[1] != c and f.shape[-1] == c else f
+        for f, c in zip(feats, channels, strict=True)
+    ]
+
+
+POOLS = ("avg", "max", "avgmax")
+
+
+def pools_patches(model: nn.Module) -> bool:
+    """Whether the head pools patch tokens (average, max, attention pooling) instead of reading the class token."""
+    return model.attn_pool is not None or model.global_pool in POOLS

@@ -1,12 +1,12 @@
 """Data sets: Fashion-MNIST from its idx files, Cluttered Fashion-MNIST (classification, segmentation and
 detection scenes), COCO-format detection sets, ImageFolder trees and plain image folders, behind one
-registry (:data:`DATASETS`)."""
+registry (:data:`DATASETS`) that each module registers its sets in."""
 
 from dynamicvit.data.cluttered import ClutteredFashionDetection, ClutteredFashionMNIST, ClutteredFashionScenes
 from dynamicvit.data.coco import CocoDetection
 from dynamicvit.data.fashion import DEFAULT_FASHION_DIR, FASHION_CLASSES, FashionMNIST, load_fashion_mnist, read_idx
 from dynamicvit.data.folders import ImageFiles, load_image
-from dynamicvit.data.registry import DATASETS, DataSet, build_dataset, class_names, get_dataset
+from dynamicvit.data.registry import DATASETS, DataSet, build_dataset, class_names, get_dataset, register_dataset
 from dynamicvit.data.targets import collate_detection
 
 __all__ = [
@@ -27,4 +27,5 @@ __all__ = [
     "load_fashion_mnist",
     "load_image",
     "read_idx",
+    "register_dataset",
 ]

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from dynamicvit.data.fashion import FASHION_CLASSES, load_fashion_mnist, to_tensor
+from dynamicvit.data.registry import DataSet, register_dataset
 from dynamicvit.data.targets import collate_detection, detection_target
 
 __all__ = ["ClutteredFashionDetection", "ClutteredFashionMNIST", "ClutteredFashionScenes"]
@@ -176,3 +177,30 @@ class ClutteredFashionDetection(ClutteredFashionScenes):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         canvas, _, items = self.render_items(index)
         return to_tensor(canvas), detection_target([label for label, _ in items], [box for _, box in items])
+
+
+register_dataset(
+    DataSet(
+        "cluttered-fashion-mnist",
+        lambda s, o: ClutteredFashionMNIST(
+            s, o.data_dir, o.canvas, o.distractors, seed=o.seed, limit=o.limit, distractors_max=o.distractors_max
+        ),
+        classes=FASHION_CLASSES,
+    )
+)
+register_dataset(
+    DataSet(
+        "cluttered-fashion-scenes",
+        lambda s, o: ClutteredFashionScenes(s, o.data_dir, canvas=o.canvas, seed=o.seed, limit=o.limit),
+        task=ClutteredFashionScenes.task,
+        classes=FASHION_CLASSES,
+    )
+)
+register_dataset(
+    DataSet(
+        "cluttered-fashion-boxes",
+        lambda s, o: ClutteredFashionDetection(s, o.data_dir, canvas=o.canvas, seed=o.seed, limit=o.limit),
+        task=ClutteredFashionDetection.task,
+        classes=FASHION_CLASSES,
+    )
+)

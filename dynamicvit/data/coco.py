@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from dynamicvit.data.folders import load_image
+from dynamicvit.data.registry import DataOptions, DataSet, register_dataset
 from dynamicvit.data.targets import collate_detection, detection_target
 
 __all__ = ["CocoDetection"]
@@ -77,3 +78,14 @@ class CocoDetection(Dataset):
         anns = [a for a in self.coco.imgToAnns.get(image_id, []) if not a.get("iscrowd", 0)]
         boxes = [[bx * sx, by * sy, (bx + bw) * sx, (by + bh) * sy] for bx, by, bw, bh in (a["bbox"] for a in anns)]
         return x, detection_target([self.category_ids.index(a["category_id"]) for a in anns], boxes)
+
+
+def _coco(split: str, o: DataOptions) -> Dataset:
+    if o.data_dir is None:
+        raise ValueError("coco needs --data-dir with train/, val/ and annotations/{train,val}.json")
+    part = "train" if split == "train" else "val"
+    root = Path(o.data_dir)
+    return CocoDetection(root / part, root / "annotations" / f"{part}.json", o.img_size, o.limit)
+
+
+register_dataset(DataSet("coco", _coco, task=CocoDetection.task))

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from dynamicvit.data.registry import DataSet, register_dataset
+
 __all__ = ["DEFAULT_FASHION_DIR", "FASHION_CLASSES", "FashionMNIST", "load_fashion_mnist", "read_idx", "to_tensor"]
 
 FASHION_CLASSES = (
@@ -116,3 +118,8 @@ class FashionMNIST(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return to_tensor(self.images[index]), int(self.labels[index])
+
+
+register_dataset(
+    DataSet("fashion-mnist", lambda s, o: FashionMNIST(s, o.data_dir, limit=o.limit), classes=FASHION_CLASSES)
+)

@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from dynamicvit.data.fashion import to_tensor
+from dynamicvit.data.registry import DataOptions, DataSet, register_dataset
 
 __all__ = ["IMAGE_SUFFIXES", "ImageFiles", "image_folder", "load_image"]
 
@@ -81,3 +82,18 @@ def load_image(path: str | os.PathLike, size: tuple[int, int], channels: int) ->
     x = torch.from_numpy(pixels.astype(np.float32) / 255.0).permute(2, 0, 1)
     mean, std = torch.tensor(IMAGENET_DEFAULT_MEAN)[:, None, None], torch.tensor(IMAGENET_DEFAULT_STD)[:, None, None]
     return (x - mean) / std, pixels
+
+
+def _images(split: str, o: DataOptions) -> Dataset:
+    if o.data_dir is None:
+        raise ValueError(
+            "images needs --data-dir: a folder of image files (its val/ sub-folder, if any, is the test set)"
+        )
+    folder = Path(o.data_dir)
+    if split != "train" and (folder / "val").is_dir():
+        folder = folder / "val"
+    return ImageFiles(folder, o.img_size, o.limit)
+
+
+register_dataset(DataSet("imagefolder", lambda s, o: image_folder(s, o.data_dir, o.img_size, o.limit)))
+register_dataset(DataSet("images", _images, labelled=False))

@@ -6,11 +6,13 @@ from __future__ import annotations
 from torch import nn
 
 from dynamicvit.core.interfaces import Method
-from dynamicvit.models import sparsify
+from dynamicvit.methods.registry import register_method
+from dynamicvit.models.factory import sparsify
 
 __all__ = ["DynamicViT"]
 
 
+@register_method
 class DynamicViT(Method):
     name = "dynamicvit"
     label = "DynamicViT"

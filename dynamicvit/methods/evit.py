@@ -14,6 +14,7 @@ from torch import nn
 from dynamicvit.core.interfaces import Method
 from dynamicvit.core.tokens import gather_tokens, iter_stages, residual_attention, residual_mlp
 from dynamicvit.methods.common import BaselineMixin, reduce_vit
+from dynamicvit.methods.registry import register_method
 
 __all__ = ["EViT", "EViTMixin"]
 
@@ -64,6 +65,7 @@ class EViTMixin(BaselineMixin):
         return residual_mlp(blk, torch.cat(parts, dim=1)), keep
 
 
+@register_method
 class EViT(Method):
     name = "evit"
     label = "EViT (CLS attention + fuse)"

@@ -11,6 +11,7 @@ from torch import nn
 from dynamicvit.core.interfaces import Method
 from dynamicvit.core.tokens import iter_stages, with_prefix
 from dynamicvit.methods.common import BaselineMixin, reduce_vit
+from dynamicvit.methods.registry import register_method
 
 __all__ = ["GridPool", "GridPoolMixin"]
 
@@ -42,6 +43,7 @@ class GridPoolMixin(BaselineMixin):
         return x, []
 
 
+@register_method
 class GridPool(Method):
     name = "pool"
     label = "grid pooling"

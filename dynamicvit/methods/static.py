@@ -8,6 +8,7 @@ from torch import nn
 
 from dynamicvit.core.interfaces import Method
 from dynamicvit.methods.common import ScoredKeepMixin, reduce_vit
+from dynamicvit.methods.registry import register_method
 
 __all__ = ["StaticKeep", "StaticKeepMixin", "centre_scores"]
 
@@ -27,6 +28,7 @@ class StaticKeepMixin(ScoredKeepMixin):
         return centre_scores(index, grid)
 
 
+@register_method
 class StaticKeep(Method):
     name = "static"
     label = "static centre keep"

@@ -14,6 +14,7 @@ from torch import nn
 from dynamicvit.core.interfaces import Method
 from dynamicvit.core.tokens import residual_attention, residual_mlp
 from dynamicvit.methods.common import BaselineMixin, reduce_vit
+from dynamicvit.methods.registry import register_method
 
 __all__ = ["ToMe", "ToMeMixin", "bipartite_merge"]
 
@@ -83,6 +84,7 @@ class ToMeMixin(BaselineMixin):
         return x, []
 
 
+@register_method
 class ToMe(Method):
     name = "tome"
     label = "ToMe (merging)"

@@ -1,15 +1,27 @@
 """Backbone families: one module each (ViT, EVA, BEiT, ConvNeXt/Swin, LV-ViT, demo ViTs, Hugging Face),
-and the family registry with the model factory (:mod:`dynamicvit.models.factory`)."""
+each registering itself in :mod:`dynamicvit.models.registry`, and the model factory
+(:mod:`dynamicvit.models.factory`). Importing this package registers every family."""
 
-from dynamicvit.models import demo_vits, lvvit  # noqa: F401  (register their architectures with timm)
-from dynamicvit.models.factory import (
-    FAMILIES,
-    SUPPORTED,
-    build_timm_model,
-    create_model,
-    create_pair,
-    family_of,
-    sparsify,
-)
+# importing registers each family; family_of tries them in this order
+# isort: off
+from dynamicvit.models import vit  # noqa: F401
+from dynamicvit.models import eva  # noqa: F401
+from dynamicvit.models import beit  # noqa: F401
+from dynamicvit.models import hf  # noqa: F401
+from dynamicvit.models import hierarchical  # noqa: F401
 
-__all__ = ["FAMILIES", "SUPPORTED", "build_timm_model", "create_model", "create_pair", "family_of", "sparsify"]
+# isort: on
+from dynamicvit.models.factory import create_model, create_pair, sparsify
+from dynamicvit.models.registry import FAMILIES, build_timm_model, family_of, find_family, register_family, supported
+
+__all__ = [
+    "FAMILIES",
+    "build_timm_model",
+    "create_model",
+    "create_pair",
+    "family_of",
+    "find_family",
+    "register_family",
+    "sparsify",
+    "supported",
+]

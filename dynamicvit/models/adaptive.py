@@ -6,8 +6,7 @@ from __future__ import annotations
 import torch
 
 from dynamicvit.core.predictor import threshold_keep
-from dynamicvit.core.tokens import PackedTokens, forced_keep, iter_stages, packed_block, per_image
-from dynamicvit.models.reducer import pools_patches
+from dynamicvit.core.tokens import PackedTokens, forced_keep, iter_stages, packed_block, per_image, pools_patches
 
 __all__ = ["AdaptiveForwardMixin"]
 

@@ -17,6 +17,7 @@ from torch import nn
 from dynamicvit.core.interfaces import Family
 from dynamicvit.core.tokens import biased_qkv, layer_scale_residual, masked_attention
 from dynamicvit.models.reducer import sparsify_family
+from dynamicvit.models.registry import register_family
 from dynamicvit.models.vit import DynamicViTMixin
 
 __all__ = ["FAMILY", "SUPPORTED_BEIT", "DynamicBeitMixin", "kept_bias", "sparsify_beit"]
@@ -51,7 +52,6 @@ class DynamicBeitMixin(DynamicViTMixin):
             bias = kept_bias(bias, index, self.num_prefix_tokens)
         attended = _beit_attention(blk.attn, blk.norm1(x), bias, policy)
         return layer_scale_residual(blk, x, attended)
-
 
 
 def kept_bias(bias: torch.Tensor, index: torch.Tensor, prefix: int) -> torch.Tensor:
@@ -95,11 +95,13 @@ def sparsify_beit(model: Beit, keep_rate: float = 0.7, prune_layers=None) -> Bei
     return sparsify_family(model, DynamicBeitMixin, beit_problems(model), SUPPORTED_BEIT, keep_rate, prune_layers)
 
 
-FAMILY = Family(
-    name="BEiT",
-    supported=SUPPORTED_BEIT,
-    recognises=lambda model: isinstance(model, Beit),
-    sparsify=sparsify_beit,
-    ratio_weight=2.0,  # a plain ViT's recipe
-    backbone_lr_scale=0.01,
+FAMILY = register_family(
+    Family(
+        name="BEiT",
+        supported=SUPPORTED_BEIT,
+        recognises=lambda model: isinstance(model, Beit),
+        sparsify=sparsify_beit,
+        ratio_weight=2.0,  # a plain ViT's recipe
+        backbone_lr_scale=0.01,
+    )
 )

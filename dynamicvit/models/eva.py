@@ -18,6 +18,7 @@ from torch import nn
 from dynamicvit.core.interfaces import Family
 from dynamicvit.core.tokens import biased_qkv, layer_scale_residual, masked_attention
 from dynamicvit.models.reducer import check_pools, sparsify_family
+from dynamicvit.models.registry import register_family
 from dynamicvit.models.vit import DynamicViTMixin
 
 __all__ = ["FAMILY", "SUPPORTED_EVA", "DynamicEvaMixin", "sparsify_eva"]
@@ -57,7 +58,6 @@ class DynamicEvaMixin(DynamicViTMixin):
             x = x + blk.drop_path1(blk.norm1(attended))
             return x + blk.drop_path2(blk.norm2(blk.mlp(x)))
         return layer_scale_residual(blk, x, attended)
-
 
 
 def _masked_eva_attention(
@@ -103,11 +103,13 @@ def sparsify_eva(model: Eva, keep_rate: float = 0.7, prune_layers=None) -> Eva:
     return sparsify_family(model, DynamicEvaMixin, eva_problems(model), SUPPORTED_EVA, keep_rate, prune_layers)
 
 
-FAMILY = Family(
-    name="EVA",
-    supported=SUPPORTED_EVA,
-    recognises=lambda model: isinstance(model, Eva),
-    sparsify=sparsify_eva,
-    ratio_weight=2.0,  # a plain ViT's recipe
-    backbone_lr_scale=0.01,
+FAMILY = register_family(
+    Family(
+        name="EVA",
+        supported=SUPPORTED_EVA,
+        recognises=lambda model: isinstance(model, Eva),
+        sparsify=sparsify_eva,
+        ratio_weight=2.0,  # a plain ViT's recipe
+        backbone_lr_scale=0.01,
+    )
 )

@@ -1,34 +1,19 @@
 """Build sparse models by name, like ``timm.create_model``, or sparsify one you already have.
 
-``FAMILIES`` is the backbone registry: a family is added by its own module (which defines its
-:class:`dynamicvit.core.interfaces.Family` entry) plus one line here.
+The families come from :mod:`dynamicvit.models.registry` (a family module registers itself).
 """
 
 from __future__ import annotations
 
 import copy
 
-import timm
 from torch import nn
 
-from dynamicvit.core.interfaces import Family
-from dynamicvit.models import beit, eva, hf, hierarchical, vit
+from dynamicvit.models.registry import FAMILIES, build_timm_model, family_of
 from dynamicvit.weights import zoo
 from dynamicvit.weights.checkpoint import load_checkpoint
 
-__all__ = ["FAMILIES", "SUPPORTED", "build_timm_model", "create_model", "create_pair", "family_of", "sparsify"]
-
-FAMILIES: tuple[Family, ...] = (vit.FAMILY, eva.FAMILY, beit.FAMILY, hf.FAMILY, hierarchical.FAMILY)
-
-SUPPORTED = "Supported: " + "; ".join(f.supported for f in FAMILIES) + "."
-
-
-def family_of(model: nn.Module) -> Family:
-    """The registered family of ``model`` (dense or sparsified), or a ``TypeError`` listing what is supported."""
-    for family in FAMILIES:
-        if family.recognises(model):
-            return family
-    raise TypeError(f"{type(model).__name__} is not supported; supported: " + "; ".join(f.supported for f in FAMILIES))
+__all__ = ["create_model", "create_pair", "sparsify"]
 
 
 def sparsify(model: nn.Module, keep_rate: float = 0.7, prune_layers=None, **options) -> nn.Module:
@@ -85,17 +70,3 @@ def create_pair(
     dense = build_timm_model(arch, **timm_kwargs).eval()
     sparse = sparsify(copy.deepcopy(dense), keep_rate=keep_rate, prune_layers=prune_layers, **options)
     return dense, sparse.eval()
-
-
-def build_timm_model(name: str, pretrained: bool = False, **timm_kwargs) -> nn.Module:
-    """``timm.create_model`` with an unknown name reported as a ``ValueError``."""
-    try:
-        return timm.create_model(name, pretrained=pretrained, **timm_kwargs)
-    except TypeError as err:
-        if "img_size" in timm_kwargs and "img_size" in str(err):  # e.g. ConvNeXt: any input size, no img_size
-            return build_timm_model(name, pretrained, **{k: v for k, v in timm_kwargs.items() if k != "img_size"})
-        raise
-    except RuntimeError as err:
-        if "Unknown model" in str(err):
-            raise ValueError(f"unknown model {name!r}. {SUPPORTED}") from None
-        raise

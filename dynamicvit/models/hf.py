@@ -20,6 +20,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from dynamicvit.core.interfaces import Family
+from dynamicvit.models.registry import register_family
 from dynamicvit.models.vit import sparsify_vit
 
 __all__ = ["FAMILY", "SUPPORTED_HF", "is_hf_vit", "to_timm"]
@@ -127,11 +128,13 @@ def sparsify_hf(model: nn.Module, keep_rate: float = 0.7, prune_layers=None) -> 
     return sparsify_vit(to_timm(model), keep_rate, prune_layers)
 
 
-FAMILY = Family(
-    name="Hugging Face ViT",
-    supported=SUPPORTED_HF,
-    recognises=is_hf_vit,
-    sparsify=sparsify_hf,
-    ratio_weight=2.0,  # a plain ViT's recipe
-    backbone_lr_scale=0.01,
+FAMILY = register_family(
+    Family(
+        name="Hugging Face ViT",
+        supported=SUPPORTED_HF,
+        recognises=is_hf_vit,
+        sparsify=sparsify_hf,
+        ratio_weight=2.0,  # a plain ViT's recipe
+        backbone_lr_scale=0.01,
+    )
 )

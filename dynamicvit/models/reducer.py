@@ -5,7 +5,6 @@ that pool patch tokens, and installing a reducing class into a model in place.""
 from __future__ import annotations
 
 import torch
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from dynamicvit.core.interfaces import TokenReducer
@@ -17,15 +16,13 @@ from dynamicvit.core.predictor import (
     default_prune_layers,
     keep_counts,
 )
-from dynamicvit.core.tokens import SparseOutput, check_finite, check_image_batch, in_channels, mixed_class
+from dynamicvit.core.tokens import POOLS, SparseOutput, check_finite, check_image_batch, in_channels, mixed_class
 
 __all__ = [
-    "POOLS",
     "TokenReductionMixin",
     "check_not_reduced",
     "check_pools",
     "install",
-    "pools_patches",
     "reduction_counts",
     "sparsify_family",
 ]
@@ -143,14 +140,6 @@ class TokenReductionMixin(TokenReducer):
         return self(x, decisions=decisions, return_decisions=True)
 
 
-POOLS = ("avg", "max", "avgmax")
-
-
-def pools_patches(model: VisionTransformer) -> bool:
-    """Whether the head pools patch tokens (average, max, attention pooling) instead of reading the class token."""
-    return model.attn_pool is not None or model.global_pool in POOLS
-
-
 def check_pools(model: nn.Module) -> list[str]:
     """What is wrong with a ViT's head for token reduction (nothing: an empty list)."""
     if model.global_pool == "token" and model.cls_token is None:
@@ -186,4 +175,3 @@ def install(model: nn.Module, mixin: type, rate: float, layers: list[int]) -> nn
     model._prune_layers = layers
     model.keep_rate = rate
     return model
-

@@ -20,6 +20,7 @@ The train/eval contract:
 Prefix tokens (class, distillation, registers) are never scored and never dropped. With
 the same weights and kept set both modes give the same class logits (tested).
 """
+
 from __future__ import annotations
 
 import torch
@@ -35,6 +36,7 @@ from dynamicvit.core.tokens import (
     iter_stages,
     masked_attention,
     patch_tokens,
+    pools_patches,
     residual_attention,
     residual_mlp,
     restore_tokens,
@@ -46,9 +48,9 @@ from dynamicvit.models.reducer import (
     check_not_reduced,
     check_pools,
     install,
-    pools_patches,
     reduction_counts,
 )
+from dynamicvit.models.registry import register_family
 from dynamicvit.models.shared_prefix import SharedPrefixMixin
 
 __all__ = [
@@ -217,11 +219,13 @@ def sparsify_vit(model: VisionTransformer, keep_rate: float = 0.7, prune_layers=
     return install(model, DynamicViTMixin, rate, layers)
 
 
-FAMILY = Family(
-    name="ViT",
-    supported=SUPPORTED_VIT,
-    recognises=lambda model: isinstance(model, VisionTransformer),
-    sparsify=sparsify_vit,
-    ratio_weight=2.0,  # the paper's keep-ratio weight for plain ViTs
-    backbone_lr_scale=0.01,  # backbone at 1/100 of the predictors' learning rate
+FAMILY = register_family(
+    Family(
+        name="ViT",
+        supported=SUPPORTED_VIT,
+        recognises=lambda model: isinstance(model, VisionTransformer),
+        sparsify=sparsify_vit,
+        ratio_weight=2.0,  # the paper's keep-ratio weight for plain ViTs
+        backbone_lr_scale=0.01,  # backbone at 1/100 of the predictors' learning rate
+    )
 )

@@ -1,28 +1,23 @@
 """Classification: a timm classifier (or an encoder without classifier, ``num_classes=0``), top-1 and
-loss on labelled images, k-NN top-1 for an encoder's embeddings; and the evaluation loop over logits that
-segmentation shares."""
+loss on labelled images (:mod:`dynamicvit.tasks.logits`), k-NN top-1 for an encoder's embeddings."""
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from dynamicvit.core.flops import count_flops, counts_per_image, per_image_gmacs, per_image_report
+from dynamicvit.core.flops import count_flops
 from dynamicvit.core.interfaces import find_reducer
 from dynamicvit.core.losses import is_encoder
-from dynamicvit.methods import method_of
 from dynamicvit.tasks.base import Task
+from dynamicvit.tasks.logits import evaluate_logits
+from dynamicvit.tasks.registry import register_task
 
-__all__ = ["ClassifyTask", "DecisionsFn", "embed", "evaluate_logits", "knn_top1"]
-
-DecisionsFn = Callable[[int, int, list[int]], list[torch.Tensor]]
-BatchHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
+__all__ = ["ClassifyTask", "embed", "knn_top1"]
 
 
 class ClassifyTask(Task):
@@ -40,76 +35,6 @@ class ClassifyTask(Task):
         if is_encoder(model):  # embeddings: k-NN top-1 against the reference images
             return _evaluate_encoder(model, dataset, cfg, batch_size, reference)
         return evaluate_logits(model, dataset, cfg, batch_size, decisions_fn)
-
-
-def evaluate_logits(
-    model: nn.Module,
-    dataset,
-    cfg: Any,
-    batch_size: int,
-    decisions_fn: DecisionsFn | None,
-    on_batch: BatchHook | None = None,
-) -> dict:
-    """Top-1 (%), mean loss, GMACs, img/s and kept tokens of a model that outputs logits, in eval mode.
-
-    ``decisions_fn(batch, num_tokens, counts)`` forces per-stage kept indices (e.g. random) on a model whose
-    method accepts forced decisions; ``on_batch(pred, labels, logits)`` sees every batch (segmentation's
-    confusion matrix). Unlabelled images (label -1) count for speed, tokens and GMACs only.
-    """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=cfg.workers if cfg else 0)
-    method, reducer = method_of(model), find_reducer(model)
-    if decisions_fn is not None and not (method and method.accepts_decisions):
-        raise ValueError("forced token selection (e.g. random tokens) applies to DynamicViT models only")
-    adaptive = reducer is not None and reducer.keep_mode == "adaptive"
-    if adaptive and decisions_fn is not None:
-        raise ValueError("random tokens keep the fixed mode's counts; evaluate them with keep_mode 'fixed'")
-    counts: list[tuple[int, ...]] = []
-    correct = total = 0
-    loss_sum, compute = 0.0, 0.0
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        start = time.perf_counter()
-        if decisions_fn is not None:
-            gh, gw = reducer.grid_for(tuple(x.shape[-2:]))
-            logits = model(x, decisions=decisions_fn(x.shape[0], gh * gw, reducer.token_counts(gh * gw)))
-        elif adaptive:
-            result = model(x, return_decisions=True)
-            logits = result.logits
-            counts.extend(counts_per_image(result.decisions))
-        else:
-            logits = model(x)
-        compute += time.perf_counter() - start
-        scored, truth = logits, y
-        if y.dim() == 1:
-            scored, truth = logits[y >= 0], y[y >= 0]
-        if truth.numel():
-            loss_sum += float(nn.functional.cross_entropy(scored.float(), truth, reduction="sum"))
-            correct += int((scored.argmax(1) == truth).sum())
-            total += truth.numel()
-        if on_batch is not None:
-            on_batch(logits.argmax(1), y, logits)
-    model.train(was_training)
-    images = len(dataset)
-    flops = count_flops(model)
-    out = {
-        "top1": 100.0 * correct / total if total else None,  # pixel accuracy for segmentation; None: no labels
-        "loss": loss_sum / total if total else None,
-        "gmacs": flops.gmacs,
-        "img_per_s": images / compute if compute else math.nan,
-        "images": images,
-    }
-    if adaptive:
-        gmacs = per_image_gmacs(model, counts)
-        out["per_image"] = per_image_report(counts, gmacs)
-        out["gmacs"] = out["per_image"]["gmacs"]["mean"]
-        out["kept_tokens"] = [round(d["mean"], 1) for d in out["per_image"]["tokens"].values()]
-    elif reducer is not None:
-        out["kept_tokens"] = reducer.token_counts(reducer.last_tokens)
-        out["per_image"] = per_image_report([tuple(out["kept_tokens"])], [flops.gmacs])
-    return out
 
 
 KNN_K, KNN_TEMPERATURE, KNN_REFERENCE = 20, 0.07, 10_000
@@ -156,3 +81,6 @@ def _evaluate_encoder(model: nn.Module, dataset, cfg: Any, batch_size: int, refe
         out["kept_tokens"] = reducer.token_counts(reducer.last_tokens)
     model.train(was_training)
     return out
+
+
+register_task(ClassifyTask())

@@ -27,11 +27,11 @@ from torchvision.ops import FeaturePyramidNetwork
 from dynamicvit.core.flops import count_flops
 from dynamicvit.core.interfaces import find_reducer
 from dynamicvit.core.losses import keep_ratio_loss
-from dynamicvit.core.tokens import SparseOutput, check_image_batch, in_channels
-from dynamicvit.data import collate_detection
-from dynamicvit.models.hierarchical import is_hierarchical
+from dynamicvit.core.tokens import SparseOutput, check_image_batch, in_channels, nchw_maps
+from dynamicvit.data.targets import collate_detection
+from dynamicvit.models.registry import keeps_maps
 from dynamicvit.tasks.base import Task
-from dynamicvit.tasks.segment import nchw_maps
+from dynamicvit.tasks.registry import register_task
 
 __all__ = [
     "DetectionDistillLoss",
@@ -283,7 +283,7 @@ class DetectTask(Task):
     targets_in_forward = True
 
     def build_dense(self, make, name, head_classes, input_size, **kwargs) -> nn.Module:
-        if not is_hierarchical(make(name, **{**kwargs, "num_classes": 0})):
+        if not keeps_maps(make(name, **{**kwargs, "num_classes": 0})):
             raise ValueError(f"--task detect needs a ConvNeXt or Swin backbone, got {name!r}")
         return build_detector(make(name, features_only=True, out_indices=LEVELS, **kwargs), head_classes, input_size)
 
@@ -311,3 +311,6 @@ class DetectTask(Task):
         if reducer is not None:
             out["kept_tokens"] = reducer.token_counts(reducer.last_tokens)
         return out
+
+
+register_task(DetectTask())

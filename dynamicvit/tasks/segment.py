@@ -17,12 +17,13 @@ from torch import nn
 
 from dynamicvit.core.flops import count_flops
 from dynamicvit.core.interfaces import find_reducer
-from dynamicvit.core.tokens import SparseOutput, check_finite, check_image_batch, in_channels
-from dynamicvit.models.hierarchical import is_hierarchical
+from dynamicvit.core.tokens import SparseOutput, check_finite, check_image_batch, in_channels, nchw_maps
+from dynamicvit.models.registry import keeps_maps
 from dynamicvit.tasks.base import Task
-from dynamicvit.tasks.classify import evaluate_logits
+from dynamicvit.tasks.logits import evaluate_logits
+from dynamicvit.tasks.registry import register_task
 
-__all__ = ["FPNHead", "Segmenter", "ViTSegmenter", "build_segmenter", "confusion_matrix", "miou", "nchw_maps"]
+__all__ = ["FPNHead", "Segmenter", "ViTSegmenter", "build_segmenter", "confusion_matrix", "miou"]
 
 
 class FPNHead(nn.Module):
@@ -48,14 +49,6 @@ class FPNHead(nn.Module):
             for s, x in zip(self.smooth, levels, strict=True)
         )
         return self.head(fused)
-
-
-def nchw_maps(feats: list[torch.Tensor], channels: list[int]) -> list[torch.Tensor]:
-    """A timm features_only backbone's maps as NCHW (timm's Swin features come channels-last)."""
-    return [
-        f.permute(0, 3, 1, 2) if f.shape[1] != c and f.shape[-1] == c else f
-        for f, c in zip(feats, channels, strict=True)
-    ]
 
 
 class Segmenter(nn.Module):
@@ -188,7 +181,7 @@ class SegmentTask(Task):
         plain = make(name, **{**kwargs, "num_classes": 0})
         if isinstance(plain, VisionTransformer):
             return build_segmenter(plain, head_classes, input_size)
-        if not is_hierarchical(plain):
+        if not keeps_maps(plain):
             raise ValueError(f"--task segment needs a ConvNeXt, Swin or plain ViT backbone, got {name!r}")
         return build_segmenter(make(name, features_only=True, **kwargs), head_classes, input_size)
 
@@ -205,3 +198,6 @@ class SegmentTask(Task):
             out["miou"] = miou(confusion)
             out["backbone_gmacs"] = count_flops(model.backbone, img_size=tuple(dataset[0][0].shape[-2:])).gmacs
         return out
+
+
+register_task(SegmentTask())

@@ -29,7 +29,7 @@ from torch.utils._pytree import tree_flatten
 from dynamicvit.core.calibrate import calibrate
 from dynamicvit.core.flops import count_flops, counts_per_image, input_size, per_image_gmacs, per_image_report
 from dynamicvit.core.interfaces import backbone_of
-from dynamicvit.models import create_pair
+from dynamicvit.models.factory import create_pair
 from dynamicvit.models.vit import DynamicViTMixin
 from dynamicvit.tools.bench_forwards import limit_forward, padded_forward
 from dynamicvit.train.build import load_trained
@@ -161,7 +161,11 @@ def benchmark(
 
     ``keep_mode="adaptive"`` adds the adaptive mode calibrated to the fixed mode's average counts (on
     64 other random images), run packed (``adaptive``) and padded (``adaptive padded``), and the
-    per-image distribution of its kept tokens on the timed batch."""
+    per-image distribution of its kept tokens on the timed batch.
+
+    Longer than 60 lines on purpose: every variant must be built before the one interleaved timing loop
+    and read back after it, so building, timing and reporting share one scope.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if repeats < 1:

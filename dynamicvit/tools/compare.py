@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from dynamicvit.core.flops import count_flops
-from dynamicvit.methods import METHODS, apply_method, get_method, set_budget
+from dynamicvit.methods.budget import set_budget
+from dynamicvit.methods.registry import METHODS, apply_method, get_method
 from dynamicvit.tools.bench import time_callables
 from dynamicvit.tools.report import save_tradeoff_plots, write_comparison_markdown
 from dynamicvit.train.build import build_dense_for_data, build_run_dataset

@@ -18,8 +18,8 @@ from torch import nn
 
 from dynamicvit.core.flops import input_size
 from dynamicvit.core.interfaces import find_reducer
-from dynamicvit.methods import method_of
-from dynamicvit.tasks import task_of
+from dynamicvit.methods.registry import method_of
+from dynamicvit.tasks.registry import task_of
 
 __all__ = ["export_onnx", "onnx_session", "onnx_parity"]
 

@@ -6,7 +6,7 @@ import torch
 
 from dynamicvit.core.calibrate import calibrate
 from dynamicvit.core.flops import count_flops, counts_per_image, input_size, per_image_gmacs, per_image_report
-from dynamicvit.models import create_pair
+from dynamicvit.models.factory import create_pair
 
 __all__ = ["compare_flops"]
 

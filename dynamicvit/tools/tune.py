@@ -11,10 +11,11 @@ from __future__ import annotations
 import statistics
 
 import torch
+from torch import nn
 
 from dynamicvit.core.flops import count_flops, input_size
 from dynamicvit.core.predictor import check_keep_rate
-from dynamicvit.models import create_pair
+from dynamicvit.models.factory import create_pair
 from dynamicvit.tools.bench import time_runs
 
 __all__ = ["DEFAULT_RATES", "tune"]
@@ -38,29 +39,14 @@ def tune(
     model name at ``batch_size``; returns it with the measured curve (keep rate, GMACs, img/s,
     speed-up, ms per batch). A target no rate reaches is a ``ValueError`` saying what was reached.
     ConvNeXt/Swin take keep rates above 0.4 (their ratios are ``[rho, rho-0.2, rho-0.4]``)."""
-    if (target_speedup is None) == (target_ms is None):
-        raise ValueError("give exactly one target: target_speedup (e.g. 1.5) or target_ms (per batch)")
-    if target_speedup is not None and target_speedup <= 0:
-        raise ValueError(f"target_speedup must be positive, got {target_speedup}")
-    if target_ms is not None and target_ms <= 0:
-        raise ValueError(f"target_ms must be positive, got {target_ms}")
-    if batch_size < 1 or repeats < 1:
-        raise ValueError(f"batch_size and repeats must be at least 1, got {batch_size} and {repeats}")
+    _check_targets(target_speedup, target_ms, batch_size, repeats)
     grid = tuple(sorted({check_keep_rate(r) for r in rates or DEFAULT_RATES}, reverse=True))
     if img_size is not None:
         timm_kwargs["img_size"] = img_size
     dense, sparse = create_pair(model, keep_rate=grid[0], **timm_kwargs)
     chans, h, w = input_size(dense, img_size)
     x = torch.randn(batch_size, chans, h, w, generator=torch.Generator().manual_seed(0))
-    gmacs = {}
-    for rate in grid:  # every rate is checked (and counted) before any timing
-        try:
-            sparse.keep_rate = rate
-        except ValueError:
-            if rates is not None:
-                raise
-            continue  # the default grid goes below what ConvNeXt/Swin take
-        gmacs[rate] = count_flops(sparse, (h, w)).gmacs
+    gmacs = _gmacs_per_rate(sparse, grid, (h, w), strict=rates is not None)
     rates = tuple(gmacs)
 
     def at(rate: float):
@@ -72,28 +58,13 @@ def tune(
 
     fns = {"dense": dense, **{f"{rate}": at(rate) for rate in rates}}
     times = {name: statistics.median(t) for name, t in time_runs(fns, x, warmup, repeats).items()}
-    curve = [
-        {
-            "keep_rate": rate,
-            "gmacs": gmacs[rate],
-            "img_per_s": batch_size / times[f"{rate}"],
-            "speedup": times["dense"] / times[f"{rate}"],
-            "ms_per_batch": 1e3 * times[f"{rate}"],
-        }
-        for rate in rates
-    ]
+    curve = [_point(rate, gmacs[rate], times["dense"], times[f"{rate}"], batch_size) for rate in rates]
     meets = [
         p for p in curve if (p["speedup"] >= target_speedup if target_ms is None else p["ms_per_batch"] <= target_ms)
     ]
     if not meets:
-        speedups = [p["speedup"] for p in curve]
-        ms = [p["ms_per_batch"] for p in curve]
         target = f"speed-up {target_speedup}x" if target_ms is None else f"{target_ms} ms per batch"
-        raise ValueError(
-            f"target {target} is out of reach for {model} at batch {batch_size} on this machine: keep rates "
-            f"{rates[-1]}-{rates[0]} measured {min(speedups):.2f}-{max(speedups):.2f}x the dense model "
-            f"({min(ms):.0f}-{max(ms):.0f} ms per batch; dense {1e3 * times['dense']:.0f} ms)"
-        )
+        raise ValueError(f"target {target} is out of reach for {model} at batch {batch_size} " + _reached(curve, times))
     best = meets[0]
     sparse.keep_rate = best["keep_rate"]
     return {
@@ -111,4 +82,52 @@ def tune(
         "ms_per_batch": best["ms_per_batch"],
         "dense_ms_per_batch": 1e3 * times["dense"],
         "curve": curve,
+    }
+
+
+def _check_targets(target_speedup: float | None, target_ms: float | None, batch_size: int, repeats: int) -> None:
+    if (target_speedup is None) == (target_ms is None):
+        raise ValueError("give exactly one target: target_speedup (e.g. 1.5) or target_ms (per batch)")
+    if target_speedup is not None and target_speedup <= 0:
+        raise ValueError(f"target_speedup must be positive, got {target_speedup}")
+    if target_ms is not None and target_ms <= 0:
+        raise ValueError(f"target_ms must be positive, got {target_ms}")
+    if batch_size < 1 or repeats < 1:
+        raise ValueError(f"batch_size and repeats must be at least 1, got {batch_size} and {repeats}")
+
+
+def _gmacs_per_rate(sparse: nn.Module, grid: tuple[float, ...], size: tuple[int, int], strict: bool) -> dict:
+    """GMACs of every keep rate of ``grid`` the model takes, before any timing (``strict``: refuse one it
+    does not take; else skip it, as the default grid goes below what ConvNeXt/Swin take)."""
+    gmacs = {}
+    for rate in grid:
+        try:
+            sparse.keep_rate = rate
+        except ValueError:
+            if strict:
+                raise
+            continue
+        gmacs[rate] = count_flops(sparse, size).gmacs
+    return gmacs
+
+
+def _reached(curve: list[dict], times: dict) -> str:
+    """What the measured keep rates reached, for the out-of-reach error."""
+    speedups = [p["speedup"] for p in curve]
+    ms = [p["ms_per_batch"] for p in curve]
+    return (
+        f"on this machine: keep rates {curve[-1]['keep_rate']}-{curve[0]['keep_rate']} measured "
+        f"{min(speedups):.2f}-{max(speedups):.2f}x the dense model "
+        f"({min(ms):.0f}-{max(ms):.0f} ms per batch; dense {1e3 * times['dense']:.0f} ms)"
+    )
+
+
+def _point(rate: float, gmacs: float, dense_s: float, sparse_s: float, batch_size: int) -> dict:
+    """One point of the measured curve."""
+    return {
+        "keep_rate": rate,
+        "gmacs": gmacs,
+        "img_per_s": batch_size / sparse_s,
+        "speedup": dense_s / sparse_s,
+        "ms_per_batch": 1e3 * sparse_s,
     }

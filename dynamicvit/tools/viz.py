@@ -113,7 +113,7 @@ def visualize_files(
     image, the predicted class and the tokens kept per stage.
     """
     from dynamicvit.core.flops import counts_per_image, input_size
-    from dynamicvit.data import load_image
+    from dynamicvit.data.folders import load_image
 
     if find_reducer(model) is None:
         raise ValueError(f"{type(model).__name__} is a dense model: it keeps every token, there is nothing to show")

@@ -13,11 +13,11 @@ from torch.utils.data import Dataset
 
 from dynamicvit.core.interfaces import backbone_of, find_reducer
 from dynamicvit.core.losses import is_encoder
-from dynamicvit.data import DATASETS, build_dataset
-from dynamicvit.methods import apply_method, get_method
-from dynamicvit.models import build_timm_model
-from dynamicvit.tasks import Task, get_task
-from dynamicvit.tasks.classify import ClassifyTask
+from dynamicvit.data.registry import DATASETS, build_dataset
+from dynamicvit.methods.registry import apply_method, get_method
+from dynamicvit.models.registry import build_timm_model
+from dynamicvit.tasks.base import Task
+from dynamicvit.tasks.registry import DEFAULT_TASK, get_task
 from dynamicvit.train.config import TrainConfig, check_teacher, validate
 from dynamicvit.weights.checkpoint import (
     infer_timm_kwargs,
@@ -37,6 +37,7 @@ __all__ = [
     "load_trained",
     "reduce",
     "set_keep_mode",
+    "build_untrained",
 ]
 
 
@@ -104,7 +105,7 @@ def data_for(task: Task) -> list[str]:
 
 def dataset_task(dataset) -> Task:
     """The task a data set serves (its ``task`` attribute; classification when it has none)."""
-    return get_task(getattr(dataset, "task", ClassifyTask.name))
+    return get_task(getattr(dataset, "task", DEFAULT_TASK))
 
 
 def _check_image_size(model: nn.Module, cfg: TrainConfig, size: tuple[int, int]) -> None:
@@ -159,12 +160,7 @@ def load_trained(source: str | os.PathLike | dict, ema: bool = True, **overrides
     saved config (e.g. the release's) is read with ``overrides["model"]``, a timm or zoo name."""
     state = source if isinstance(source, dict) else read_checkpoint(source)
     saved = state.get("config", {}) if isinstance(state, dict) else {}
-    cfg = TrainConfig.from_dict({**saved, **overrides})
-    options = {}
-    if cfg.model in ZOO:  # a released model: its backbone and, unless overridden, its budget
-        arch, rate, options = resolve(cfg.model, overrides.get("keep_rate"))
-        cfg = dataclasses.replace(cfg, model=arch, keep_rate=rate)
-    cfg = validate(cfg, training=False)
+    cfg, options = _resolved({**saved, **overrides}, overrides.get("keep_rate"))
     use_ema = ema and isinstance(state, dict) and isinstance(state.get("ema"), dict)
     weights = read_state_dict(state["ema"] if use_ema else state)
     found = infer_timm_kwargs(weights)
@@ -177,6 +173,44 @@ def load_trained(source: str | os.PathLike | dict, ema: bool = True, **overrides
     load_checkpoint(model, _trunk(model, weights))
     set_keep_mode(model, cfg.keep_mode, cfg.thresholds)
     return model.eval(), cfg
+
+
+def build_untrained(
+    name: str, method: str = "dynamicvit", keep_rate: float | None = None, img_size: int | None = None, **kwargs
+) -> nn.Module:
+    """The eval-mode model ``name`` (timm or zoo) reduced by ``method`` (``"dense"``: not reduced), built by the
+    same rules as :func:`load_trained` but from no checkpoint: a learned method's modules keep their fresh
+    initialisation.
+
+    Args:
+        name: a timm model or zoo name (a zoo name brings its backbone and keep rate).
+        method: a registered method, or ``"dense"``.
+        keep_rate: the keep rate (default: the zoo's, else the config's default).
+        img_size: input resolution (default: the model's).
+        **kwargs: ``pretrained`` (timm's dense weights) and other :class:`TrainConfig` fields.
+
+    Returns:
+        The model in eval mode.
+    """
+    pretrained = kwargs.pop("pretrained", False)
+    values = {"model": name, "img_size": img_size, "dense": method == "dense", **kwargs}
+    if method != "dense":
+        values["method"] = method
+    if keep_rate is not None:
+        values["keep_rate"] = keep_rate
+    cfg, options = _resolved(values, keep_rate)
+    model = build_dense(cfg, None, 3, pretrained=pretrained)
+    return (model if cfg.dense else reduce(model, cfg, **options)).eval()
+
+
+def _resolved(values: dict, keep_rate: float | None) -> tuple[TrainConfig, dict]:
+    """The validated config of ``values`` with a zoo name replaced by its backbone and (unless ``keep_rate``
+    is given) its keep rate, and the zoo entry's sparsify options."""
+    cfg, options = TrainConfig.from_dict(values), {}
+    if cfg.model in ZOO:  # a released model: its backbone and, unless overridden, its budget
+        arch, rate, options = resolve(cfg.model, keep_rate)
+        cfg = dataclasses.replace(cfg, model=arch, keep_rate=rate)
+    return validate(cfg, training=False), options
 
 
 def _trunk(model: nn.Module, weights: dict) -> dict:

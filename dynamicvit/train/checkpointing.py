@@ -9,9 +9,10 @@ from pathlib import Path
 
 import torch.distributed as dist
 
+from dynamicvit.core.files import atomic_save
+from dynamicvit.train.config import check_resumable
 from dynamicvit.train.distributed import rng_state, set_rng_state
-from dynamicvit.train.run_folder import check_resumable
-from dynamicvit.weights.checkpoint import atomic_save, load_checkpoint, read_checkpoint, read_state_dict
+from dynamicvit.weights.checkpoint import load_checkpoint, read_checkpoint, read_state_dict
 
 __all__ = ["Checkpointing"]
 
@@ -78,4 +79,3 @@ class Checkpointing:
             validated = self.folder.truncate_logs(self.epoch)
             if self.epoch and self.epoch not in validated and state.get("record"):
                 self._validate_and_log(state["record"])  # killed between the checkpoint and its validation
-

@@ -10,29 +10,28 @@ backbone family (keep-ratio weight, backbone learning-rate scale) stay ``None`` 
 from __future__ import annotations
 
 import dataclasses
-import os
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from torch import nn
 
-from dynamicvit.core.interfaces import KEEP_MODES, backbone_of
-from dynamicvit.data import DATASETS, get_dataset
-from dynamicvit.methods import METHODS
-from dynamicvit.models import family_of
-from dynamicvit.tasks import TASKS, get_task
+from dynamicvit.core.files import CheckpointError
+from dynamicvit.core.interfaces import FAMILY_DEFAULTED, KEEP_MODES, backbone_of
+from dynamicvit.data.registry import DATASETS, get_dataset
+from dynamicvit.methods.registry import METHODS
+from dynamicvit.models.registry import family_of
+from dynamicvit.tasks.registry import TASKS, get_task
 
 __all__ = [
-    "FAMILY_DEFAULTED",
+    "RESUMABLE_CHANGES",
+    "check_resumable",
     "TrainConfig",
     "check_teacher",
-    "check_writable",
     "field_flags",
     "flag",
     "validate",
     "with_family_defaults",
 ]
-
 
 
 def _opt(default, help: str, **cli):
@@ -129,8 +128,6 @@ class TrainConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
-FAMILY_DEFAULTED = ("ratio_weight", "backbone_lr_scale")  # None until the model's family fills them
-
 # (field, test, what it must be): checked before any work, the error names the flag
 _RULES = (
     ("epochs", lambda v: v >= 1, "at least 1"),
@@ -170,16 +167,6 @@ def field_flags(f: dataclasses.Field) -> tuple[str, ...]:
 def flag(name: str) -> str:
     """The (first) CLI flag of the config field ``name``, for error messages."""
     return field_flags(next(f for f in fields(TrainConfig) if f.name == name))[0]
-
-
-def check_writable(path: str | os.PathLike, what: str) -> None:
-    """Raise a ``ValueError`` naming ``what`` unless a file can be written at ``path``: its nearest
-    existing ancestor must be a writable folder (missing folders are created later). Writes nothing."""
-    folder = Path(path).absolute().parent
-    while not folder.exists():
-        folder = folder.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise ValueError(f"cannot write to {what} {path}: {folder} is not a writable folder")
 
 
 def validate(cfg: TrainConfig, training: bool = True) -> TrainConfig:
@@ -230,3 +217,30 @@ def with_family_defaults(cfg: TrainConfig, model: nn.Module) -> TrainConfig:
         ratio_weight=family.ratio_weight if cfg.ratio_weight is None else cfg.ratio_weight,
         backbone_lr_scale=family.backbone_lr_scale if cfg.backbone_lr_scale is None else cfg.backbone_lr_scale,
     )
+
+
+# Config fields that may differ when a run is resumed: more epochs re-plan the cosine schedule
+# from the current update on; the others do not change what is computed.
+RESUMABLE_CHANGES = frozenset(
+    {"epochs", "resume", "overwrite", "progress", "workers", "out_dir", "data_dir", "max_bad_steps"}
+)
+
+
+def check_resumable(state: dict, cfg: TrainConfig, path) -> None:
+    """Raise unless ``state`` is a training checkpoint whose saved config matches ``cfg`` (fields left
+    ``None`` in ``cfg`` take the saved value, as they would from the family defaults)."""
+    keys = set(state) if isinstance(state, dict) else set()
+    missing = {"model", "optimizer", "scheduler", "epoch", "rng", "config"} - keys
+    if missing:
+        raise CheckpointError(f"--resume: {path} is not a training checkpoint (no {sorted(missing)})")
+    now, saved = asdict(cfg), state["config"]
+    changed = [
+        f"{k} {saved.get(k)!r} -> {v!r}"
+        for k, v in now.items()
+        if k not in RESUMABLE_CHANGES and v != saved.get(k) and not (v is None and k in FAMILY_DEFAULTED)
+    ]
+    if changed:
+        raise ValueError(
+            f"{path} was written with another configuration ({'; '.join(changed)}); resume with the same "
+            "settings (only epochs may grow), or start a new run with another --out or --overwrite"
+        )

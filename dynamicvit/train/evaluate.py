@@ -5,38 +5,17 @@ from __future__ import annotations
 
 import os
 
-import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from dynamicvit.core.losses import is_encoder
-from dynamicvit.methods import random_selector
-from dynamicvit.tasks import task_of
-from dynamicvit.tasks.classify import DecisionsFn, embed, knn_top1
+from dynamicvit.core.predictor import random_selector
+from dynamicvit.tasks.classify import embed, knn_top1
+from dynamicvit.tasks.evaluate import evaluate
 from dynamicvit.train.build import build_run_dataset, load_trained
 from dynamicvit.train.config import TrainConfig
 
 __all__ = ["embed", "evaluate", "evaluate_checkpoint", "evaluate_run", "knn_top1", "load_for_eval"]
-
-
-
-@torch.inference_mode()
-def evaluate(
-    model: nn.Module,
-    dataset,
-    cfg: TrainConfig | None = None,
-    batch_size: int = 256,
-    decisions_fn: DecisionsFn | None = None,
-    reference: Dataset | None = None,
-) -> dict:
-    """The metrics of ``model`` in eval mode on ``dataset``, as its task defines them (top-1 and loss,
-    mIoU, mAP), with GMACs, img/s and the tokens kept.
-
-    ``decisions_fn(batch, num_tokens, counts)`` forces per-stage kept indices (e.g. random) on a
-    model whose method accepts forced decisions. An encoder without classifier (``num_classes=0``) is
-    scored by k-NN top-1 of its embeddings against ``reference`` (labelled images, e.g. the training set).
-    """
-    return task_of(model).evaluate(model, dataset, cfg, batch_size, decisions_fn, reference)
 
 
 def evaluate_checkpoint(path: str | os.PathLike, random_tokens: bool = False, ema: bool = True, **overrides) -> dict:

@@ -5,40 +5,15 @@ trimmed back to the checkpoint's epoch when a killed run resumes."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
-from dynamicvit.train.config import FAMILY_DEFAULTED, TrainConfig, check_writable
-from dynamicvit.weights.checkpoint import CheckpointError, read_checkpoint
+from dynamicvit.core.files import CheckpointError, check_writable
+from dynamicvit.train.config import TrainConfig, check_resumable
+from dynamicvit.weights.checkpoint import read_checkpoint
 
-__all__ = ["RESUMABLE_CHANGES", "RUN_FILES", "RunFolder", "check_resumable"]
+__all__ = ["RUN_FILES", "RunFolder"]
 
 RUN_FILES = ("last.pth", "metrics.jsonl", "steps.jsonl", "interrupted.pth")  # what makes a folder hold a run
-# Config fields that may differ when a run is resumed: more epochs re-plan the cosine schedule
-# from the current update on; the others do not change what is computed.
-RESUMABLE_CHANGES = frozenset(
-    {"epochs", "resume", "overwrite", "progress", "workers", "out_dir", "data_dir", "max_bad_steps"}
-)
-
-
-def check_resumable(state: dict, cfg: TrainConfig, path) -> None:
-    """Raise unless ``state`` is a training checkpoint whose saved config matches ``cfg`` (fields left
-    ``None`` in ``cfg`` take the saved value, as they would from the family defaults)."""
-    keys = set(state) if isinstance(state, dict) else set()
-    missing = {"model", "optimizer", "scheduler", "epoch", "rng", "config"} - keys
-    if missing:
-        raise CheckpointError(f"--resume: {path} is not a training checkpoint (no {sorted(missing)})")
-    now, saved = asdict(cfg), state["config"]
-    changed = [
-        f"{k} {saved.get(k)!r} -> {v!r}"
-        for k, v in now.items()
-        if k not in RESUMABLE_CHANGES and v != saved.get(k) and not (v is None and k in FAMILY_DEFAULTED)
-    ]
-    if changed:
-        raise ValueError(
-            f"{path} was written with another configuration ({'; '.join(changed)}); resume with the same "
-            "settings (only epochs may grow), or start a new run with another --out or --overwrite"
-        )
 
 
 class RunFolder:

@@ -25,21 +25,18 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
+from dynamicvit.core.files import atomic_save, fault_point
+from dynamicvit.core.interfaces import FAMILY_DEFAULTED
 from dynamicvit.core.losses import build_criterion
-from dynamicvit.methods import get_method
-from dynamicvit.tasks import get_task
+from dynamicvit.methods.registry import get_method
+from dynamicvit.tasks.evaluate import evaluate
+from dynamicvit.tasks.registry import get_task
 from dynamicvit.train.build import build_run_dataset, build_teacher_student
 from dynamicvit.train.checkpointing import Checkpointing
-from dynamicvit.train.config import FAMILY_DEFAULTED, TrainConfig, validate, with_family_defaults
+from dynamicvit.train.config import RESUMABLE_CHANGES, TrainConfig, check_resumable, validate, with_family_defaults
 from dynamicvit.train.distributed import dist_info, ranks_in_sync, seed_all
-from dynamicvit.train.evaluate import evaluate
-from dynamicvit.train.run_folder import RESUMABLE_CHANGES, RUN_FILES, RunFolder, check_resumable
-from dynamicvit.weights.checkpoint import (
-    atomic_save,
-    backbone_weights,
-    fault_point,
-    is_added_key,
-)
+from dynamicvit.train.run_folder import RUN_FILES, RunFolder
+from dynamicvit.weights.checkpoint import backbone_weights, is_added_key
 
 __all__ = ["RESUMABLE_CHANGES", "RUN_FILES", "Trainer", "TrainingError", "check_resumable", "train"]
 
@@ -223,6 +220,7 @@ class Trainer(Checkpointing):
         return bool(flag.item())
 
     def train_one_epoch(self) -> dict:
+        """One pass over the training data; the epoch's mean loss terms, speed and learning rate."""
         cfg, model = self.cfg, self.model
         model.train()
         if self.criterion is not None:
@@ -248,49 +246,51 @@ class Trainer(Checkpointing):
             loss, terms = self._objective(x, y)
             self.optimizer.zero_grad(set_to_none=True)
             if not self._all_finite(loss):
-                self.skipped_steps += 1
-                bad_in_row += 1
-                if bad_in_row >= cfg.max_bad_steps:
-                    raise TrainingError(
-                        f"loss was non-finite for {bad_in_row} steps in a row (epoch {self.epoch + 1}); stopped. "
-                        f"The last good checkpoint is {self.checkpoint_path}; lower --lr or enable --clip-grad."
-                    )
+                bad_in_row = self._skip_step(bad_in_row + 1)
                 continue
             bad_in_row = 0
-            self._update(loss, self.updates < frozen_until)
-            self.updates += 1
-            fault_point("update")
-            self.scheduler.step_update(self.updates)
-            if self.ema is not None:
-                self.ema.update(model, step=self.updates)
+            self._step(loss, self.updates < frozen_until)
             seen += x.shape[0]
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * x.shape[0]
-            lr = max(g["lr"] for g in self.optimizer.param_groups)
             if self.updates % 10 == 0:
-                steps.append(
-                    {
-                        "update": self.updates,
-                        "epoch": self.epoch + 1,
-                        "lr": lr,
-                        **{k: float(v) for k, v in terms.items()},
-                    }
-                )
+                steps.append({"update": self.updates, "epoch": self.epoch + 1, "lr": self._lr()} | _floats(terms))
             bar.set_postfix(
                 {k: f"{v / seen:.3f}" for k, v in sums.items()}
-                | {"lr": f"{lr:.1e}", "img/s": f"{seen * self.world / (time.perf_counter() - start):.0f}"}
+                | {"lr": f"{self._lr():.1e}", "img/s": f"{seen * self.world / (time.perf_counter() - start):.0f}"}
             )
         elapsed = time.perf_counter() - start
         if self.rank == 0 and steps:
             self.folder.append("steps.jsonl", steps)
         out = {f"train_{k}": v / max(seen, 1) for k, v in sums.items()}
-        out.update(
-            train_img_per_s=seen * self.world / elapsed,
-            train_seconds=elapsed,
-            skipped_steps=self.skipped_steps,
-            lr=max(g["lr"] for g in self.optimizer.param_groups),
-        )
-        return out
+        return out | {
+            "train_img_per_s": seen * self.world / elapsed,
+            "train_seconds": elapsed,
+            "skipped_steps": self.skipped_steps,
+            "lr": self._lr(),
+        }
+
+    def _skip_step(self, bad_in_row: int) -> int:
+        """Count a step skipped for a non-finite loss; stop the run after ``max_bad_steps`` in a row."""
+        self.skipped_steps += 1
+        if bad_in_row >= self.cfg.max_bad_steps:
+            raise TrainingError(
+                f"loss was non-finite for {bad_in_row} steps in a row (epoch {self.epoch + 1}); stopped. "
+                f"The last good checkpoint is {self.checkpoint_path}; lower --lr or enable --clip-grad."
+            )
+        return bad_in_row
+
+    def _step(self, loss: torch.Tensor, backbone_frozen: bool) -> None:
+        """One optimiser update, then the schedule and the EMA weights follow it."""
+        self._update(loss, backbone_frozen)
+        self.updates += 1
+        fault_point("update")
+        self.scheduler.step_update(self.updates)
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.updates)
+
+    def _lr(self) -> float:
+        return max(g["lr"] for g in self.optimizer.param_groups)
 
     def _objective(self, x: torch.Tensor, y) -> tuple[torch.Tensor, dict]:
         """The batch's loss and its named terms: the base objective (dense) or the distillation one."""
@@ -380,3 +380,7 @@ def train(cfg: TrainConfig) -> dict:
     finally:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _floats(terms: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in terms.items()}

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import signal
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from dynamicvit.core.files import CheckpointError, atomic_save
 from dynamicvit.weights.release import convert_state_dict
 
 __all__ = [
@@ -26,18 +25,12 @@ __all__ = [
     "read_state_dict",
     "load_checkpoint",
     "save_checkpoint",
-    "atomic_save",
-    "fault_point",
     "infer_timm_kwargs",
     "is_added_key",
 ]
 
 _STATE_KEYS = ("model", "state_dict", "model_ema")
 _LIST_LIMIT = 8
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read or does not fit the model."""
 
 
 class Dropped:
@@ -161,39 +154,6 @@ def load_checkpoint(model: nn.Module, source: str | os.PathLike | dict, backbone
             f"{type(model).__name__} (wrong architecture or size?) – " + "; ".join(problems)
         )
     model.load_state_dict(state, strict=not backbone_only)
-
-
-_FAULTS: dict[str, int] = {}
-
-
-def fault_point(name: str) -> None:
-    """Fault-injection hook for the kill-and-resume tests: with ``DYNAMICVIT_FAULT=name:n`` in the
-    environment, the n-th pass through ``name`` kills this process with SIGKILL. No-op otherwise."""
-    spec = os.environ.get("DYNAMICVIT_FAULT")
-    if not spec or spec.rsplit(":", 1)[0] != name:
-        return
-    _FAULTS[name] = _FAULTS.get(name, 0) + 1
-    if _FAULTS[name] == int(spec.rsplit(":", 1)[1]):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temp file in the same folder, flushed to disk, then renamed over ``path``:
-    a reader sees the old file or the new one, never a half-written one (a killed write leaves a
-    hidden ``.tmp`` file that the next run removes)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            fault_point("save")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, **extra: Any) -> None:

@@ -102,3 +102,14 @@ def test_cluttered_scenes_label_each_pixel_by_its_item(fake_fashion):
     assert ((labels > 0) == (canvas > scenes.threshold)).all()  # silhouettes, not boxes
     assert int(scenes.labels[5]) + 1 in set(labels.flatten().tolist())  # the indexed item is in the scene
     assert set(labels.flatten().tolist()) <= set(range(11))
+
+
+def test_data_sets_register_once_and_name_their_classes():
+    from dynamicvit.data import DATASETS, FASHION_CLASSES, class_names, register_dataset
+
+    assert list(DATASETS)[:2] == ["fashion-mnist", "cluttered-fashion-mnist"]
+    with pytest.raises(ValueError, match="'coco' is already registered"):
+        register_dataset(DATASETS["coco"])
+    assert class_names(10, "cluttered-fashion-boxes") == FASHION_CLASSES
+    assert class_names(11, "cluttered-fashion-scenes") is None  # another number of classes: no names
+    assert class_names(10, "imagefolder") is None  # a folder's classes are its own

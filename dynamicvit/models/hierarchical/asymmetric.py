@@ -69,6 +69,7 @@ __all__ = [
     "default_keep_ratios",
 ]
 
+
 def default_keep_ratios(keep_rate: float, stages: int = 3) -> list[float]:
     """The journal version's absolute keep ratios: ``[rho, rho - 0.2, rho - 0.4]``."""
     return [round(keep_rate - 0.2 * s, 6) for s in range(stages)]
@@ -102,7 +103,6 @@ class FastPath(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.norm(x)) * self.gamma
-
 
 
 class BlockKind:
@@ -269,7 +269,6 @@ class DynamicStageMixin(TokenReducer):
         return per_image(grid[keep], seg[keep], b), (score, seg)
 
 
-
 class DynamicHierarchicalMixin:
     """Model-level API of a sparsified ConvNeXt/Swin classifier, like DynamicViT's."""
 
@@ -360,4 +359,3 @@ def check_hierarchical_input(model: nn.Module, x: torch.Tensor) -> None:
         )
     if min(x.shape[-2:]) < 32:
         raise ValueError(f"input {x.shape[-2]}x{x.shape[-1]} is smaller than the model's total stride 32")
-

@@ -28,6 +28,7 @@ from dynamicvit.models.hierarchical.asymmetric import (
 )
 from dynamicvit.models.hierarchical.convnext import ConvNeXtKind
 from dynamicvit.models.hierarchical.swin import SwinKind
+from dynamicvit.models.registry import register_family
 
 __all__ = [
     "DEFAULT_PRUNE_LAYERS",
@@ -123,12 +124,15 @@ def sparsify_hierarchical(
     return model
 
 
-FAMILY = Family(
-    name="ConvNeXt/Swin",
-    supported=SUPPORTED_HIERARCHICAL,
-    recognises=is_hierarchical,
-    sparsify=sparsify_hierarchical,
-    ratio_weight=10.0,  # the journal version's keep-ratio weight for hierarchical models
-    backbone_lr_scale=0.2,
-    options=("keep_ratios", "stage"),
+FAMILY = register_family(
+    Family(
+        name="ConvNeXt/Swin",
+        supported=SUPPORTED_HIERARCHICAL,
+        keeps_maps=True,
+        recognises=is_hierarchical,
+        sparsify=sparsify_hierarchical,
+        ratio_weight=10.0,  # the journal version's keep-ratio weight for hierarchical models
+        backbone_lr_scale=0.2,
+        options=("keep_ratios", "stage"),
+    )
 )

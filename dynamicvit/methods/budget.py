@@ -1,0 +1,47 @@
+"""Budgets in MACs: tune any method's knob to a fraction of the dense model's MACs."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from dynamicvit.core.flops import count_flops
+from dynamicvit.methods.registry import method_of
+
+__all__ = ["set_budget"]
+
+
+def set_budget(model: nn.Module, budget: float, dense_macs: int, tolerance: float = 0.02) -> float:
+    """Tune a reduced model's knob (its method's ``knob``: keep rate, ToMe's ``r``) so its MACs come
+    closest to ``budget`` × ``dense_macs``; returns the fraction reached. Raises ``ValueError`` when
+    the budget lies further than ``tolerance`` outside what the method can reach on this model."""
+    if not 0 < budget <= 1:
+        raise ValueError(f"budget must be a fraction of the dense MACs in (0, 1], got {budget}")
+    method = method_of(model)
+    if method is None:
+        raise ValueError(f"{type(model).__name__} is dense; reduce it with apply_method first")
+
+    def fraction(value) -> float:
+        setattr(model, method.knob, value)
+        return count_flops(model).total / dense_macs
+
+    cheap, costly = method.knob_range(model)
+    sign = 1 if costly > cheap else -1  # ties go to the costlier value
+    values = {v: fraction(v) for v in (cheap, costly)}
+    if method.integer_knob:  # bisect until the two ends are neighbours
+        while abs(costly - cheap) > 1:
+            mid = (cheap + costly) // 2
+            values[mid] = fraction(mid)
+            cheap, costly = (cheap, mid) if values[mid] > budget else (mid, costly)
+    else:
+        for _ in range(14):
+            mid = (cheap + costly) / 2
+            values[mid] = fraction(mid)
+            cheap, costly = (mid, costly) if values[mid] <= budget else (cheap, mid)
+    reach = (min(values.values()), max(values.values()))
+    if not reach[0] - tolerance <= budget <= reach[1] + tolerance:
+        raise ValueError(
+            f"budget {budget} is outside what {method.name} reaches on this model "
+            f"({reach[0]:.3f} to {reach[1]:.3f} of the dense MACs)"
+        )
+    best = min(values, key=lambda v: (abs(values[v] - budget), -sign * v))
+    return fraction(best)

@@ -1,0 +1,31 @@
+"""The family registry: registration, recognition, the families' map flag."""
+
+import pytest
+import timm
+from torch import nn
+
+from dynamicvit.models import FAMILIES, family_of, find_family, register_family
+from dynamicvit.models.registry import build_timm_model, keeps_maps
+
+
+def test_every_family_registers_once_in_command_line_order():
+    assert [f.name for f in FAMILIES] == ["ViT", "EVA", "BEiT", "Hugging Face ViT", "ConvNeXt/Swin"]
+    with pytest.raises(ValueError, match="'ViT' is already registered"):
+        register_family(FAMILIES[0])
+
+
+def test_unsupported_model_lists_the_families():
+    assert find_family(nn.Linear(2, 2)) is None
+    with pytest.raises(TypeError, match="Linear is not supported; supported: .*ConvNeXt"):
+        family_of(nn.Linear(2, 2))
+
+
+def test_only_hierarchical_families_keep_maps():
+    convnext = timm.create_model("convnext_atto", num_classes=0)
+    vit = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1, num_classes=0)
+    assert keeps_maps(convnext) and not keeps_maps(vit) and not keeps_maps(nn.Linear(2, 2))
+
+
+def test_unknown_timm_name_is_a_value_error_listing_the_families():
+    with pytest.raises(ValueError, match="unknown model 'no_such_net'. Supported: "):
+        build_timm_model("no_such_net")

@@ -1,0 +1,26 @@
+"""build_untrained: the export command's model, built by the same rules as a checkpoint's."""
+
+import pytest
+import torch
+
+from dynamicvit.core.interfaces import find_reducer
+from dynamicvit.methods import method_of
+from dynamicvit.train.build import build_untrained
+
+TINY = "deit_tiny_patch16_224"
+
+
+@pytest.mark.parametrize("method", ["dense", "dynamicvit", "tome"])
+def test_method_and_keep_rate_reach_the_model(method):
+    model = build_untrained(TINY, method, keep_rate=0.5, img_size=32)
+    assert not model.training
+    if method == "dense":
+        assert find_reducer(model) is None
+    else:
+        assert method_of(model).name == method
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 1000)
+
+
+def test_bad_keep_rate_is_refused_before_building():
+    with pytest.raises(ValueError, match=r"--keep-rate must be in \(0, 1\], got 1.5"):
+        build_untrained(TINY, "dynamicvit", keep_rate=1.5)
