@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -15,12 +16,31 @@ from dynamicvit.train.trainer import TrainingError
 __all__ = ["add_config_args", "build_parser", "config_from_args", "main"]
 
 
+# what a user's input or files can cause: one line naming it, exit status 2
+USER_ERRORS = (ValueError, TypeError, CheckpointError, OSError, TrainingError, ImportError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; a known kind of error is one line on stderr and exit status 2."""
+    """Run one command. A user error (bad argument or file) is one line on stderr and exit status 2, any
+    other error one line with a hint and status 1; ``--debug`` (or ``DYNAMICVIT_DEBUG=1``) shows the
+    traceback instead."""
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("DYNAMICVIT_DEBUG", "") not in ("", "0")
     try:
         COMMANDS[args.command](args)
-    except (ValueError, TypeError, CheckpointError, FileNotFoundError, TrainingError, ImportError) as err:
-        print(f"dynamicvit {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"dynamicvit {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if debug:
+            raise
+        if isinstance(err, USER_ERRORS):
+            print(f"dynamicvit {args.command}: error: {err}", file=sys.stderr)
+            return 2
+        print(
+            f"dynamicvit {args.command}: internal error: {type(err).__name__}: {err} "
+            "(run with --debug or DYNAMICVIT_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
     return 0

@@ -282,7 +282,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from dynamicvit.tools.demo import DemoConfig, run_demo
 
-    overrides = {"out_dir": args.out, "data_dir": args.data_dir}
+    overrides = {"out_dir": args.out, "data_dir": args.data_dir, "resume": args.resume, "overwrite": args.overwrite}
     cfg = DemoConfig.quick(**overrides) if args.quick else DemoConfig(**overrides)
     summary = run_demo(cfg, command="dynamicvit demo" + (" --quick" if args.quick else ""))
     print((Path(args.out) / "report.md").read_text())

@@ -27,6 +27,8 @@ def _demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/demo", help="report folder")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--quick", action="store_true", help="seconds-long smoke run on a few hundred images")
+    p.add_argument("--resume", action="store_true", help="reuse the finished runs of an earlier demo in --out")
+    p.add_argument("--overwrite", action="store_true", help="start over in an --out that holds an earlier demo")
 
 
 def _train(sub: argparse._SubParsersAction) -> None:
@@ -160,6 +162,9 @@ _COMMANDS = (_demo, _train, _compare, _eval, _calibrate, _viz, _export, _models,
 def build_parser() -> argparse.ArgumentParser:
     """The ``dynamicvit`` parser; ``args.command`` names the sub-command given."""
     parser = argparse.ArgumentParser(prog="dynamicvit", description=DESCRIPTION)
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of an error (also DYNAMICVIT_DEBUG=1)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for add in _COMMANDS:
         add(sub)

@@ -1,22 +1,48 @@
-"""Writing files safely: a writable-path check before any work, and atomic writes (a reader sees the old
-file or the new one, never half of one), with the fault-injection hook the kill-and-resume tests use; and
-the error for a checkpoint that cannot be read or does not fit."""
+"""Files written safely: a writable-path check before any work; atomic writes (a reader sees the old file
+or the new one, never half of one) with the process's normal permissions; an exclusive lock that makes a
+run folder one run's own; the fault-injection hook of the kill-and-resume tests; and the error for a
+checkpoint that cannot be read or does not fit."""
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
 import signal
+import socket
+import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["CheckpointError", "atomic_save", "check_writable", "fault_point"]
+__all__ = [
+    "LOCK_NAME",
+    "TEMP_PREFIX",
+    "CheckpointError",
+    "FolderInUseError",
+    "atomic_save",
+    "atomic_write",
+    "atomic_write_text",
+    "check_writable",
+    "fault_point",
+    "folder_lock",
+    "remove_own_temporaries",
+]
+
+TEMP_PREFIX = ".dynamicvit-"  # every temporary file this package writes starts so (and nothing else it removes)
+LOCK_NAME = ".dynamicvit.lock"
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or does not fit the model."""
+
+
+class FolderInUseError(ValueError):
+    """An output folder another live process holds."""
 
 
 _FAULTS: dict[str, int] = {}
@@ -33,30 +59,150 @@ def fault_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temp file in the same folder, flushed to disk, then renamed over ``path``:
-    a reader sees the old file or the new one, never a half-written one (a killed write leaves a
-    hidden ``.tmp`` file that the next run removes)."""
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path in ``path``'s folder (same extension, so writers that read it work) and,
+    when the block ends without an error, give it the process's normal permissions and rename it over
+    ``path``. On an error the temporary file is removed and ``path`` keeps its old content (or stays absent).
+
+    Args:
+        path: the file to write.
+
+    Yields:
+        The temporary path to write to.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=f"-{path.name}")
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            fault_point("save")
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from a shared folder's readers
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` atomically and flushed to disk (a killed write leaves only a temporary file, which
+    the next run in that folder removes)."""
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+        fault_point("save")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def remove_own_temporaries(folder: str | os.PathLike) -> None:
+    """Remove the temporary files a killed write of this package left in ``folder`` (nothing else)."""
+    for stale in Path(folder).glob(f"{TEMP_PREFIX}*"):
+        if stale.is_file():
+            stale.unlink()
 
 
 def check_writable(path: str | os.PathLike, what: str) -> None:
-    """Raise a ``ValueError`` naming ``what`` unless a file can be written at ``path``: its nearest
-    existing ancestor must be a writable folder (missing folders are created later). Writes nothing."""
+    """Raise a ``ValueError`` naming ``what`` unless a file can be written at ``path``: not a folder, and its
+    nearest existing ancestor a writable folder (missing folders are created later). Writes nothing."""
+    if Path(path).is_dir():
+        raise ValueError(f"{what} {path} is a folder; give a file name")
     folder = Path(path).absolute().parent
     while not folder.exists():
         folder = folder.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         raise ValueError(f"cannot write to {what} {path}: {folder} is not a writable folder")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _holder(lock: Path) -> dict:
+    try:
+        return json.loads(lock.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _take(lock: Path) -> bool:
+    """Create ``lock`` exclusively with this process's id, host and start time; False if it exists."""
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": datetime.datetime.now().isoformat(" ", "seconds")}
+    with os.fdopen(fd, "w") as f:
+        json.dump(me, f)
+    return True
+
+
+_HELD: dict[Path, int] = {}  # folders this process holds, with how many holders inside it
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike, flag: str = "--out") -> Iterator[Path]:
+    """Hold ``folder`` (created if missing; removed again if it is still empty at the end) for this process
+    while the block runs. Holders inside one process share the lock.
+
+    A lock left by a dead process on this host is reported on stderr and taken over; a live holder (or
+    one on another host) is a :class:`FolderInUseError` naming it, raised before any work.
+
+    Args:
+        folder: the output folder.
+        flag: the command-line flag that named it, for the message.
+
+    Yields:
+        The folder.
+    """
+    folder = Path(folder).absolute()
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_NAME
+    if not _HELD.get(folder):
+        _acquire(lock, flag)
+    _HELD[folder] = _HELD.get(folder, 0) + 1
+    try:
+        yield folder
+    finally:
+        _HELD[folder] -= 1
+        if not _HELD[folder]:
+            del _HELD[folder]
+            if _holder(lock).get("pid") == os.getpid():
+                lock.unlink(missing_ok=True)
+            if created and not any(folder.iterdir()):
+                folder.rmdir()
+
+
+def _acquire(lock: Path, flag: str) -> None:
+    """Take ``lock``, taking over one of a dead process on this host; else name the holder."""
+    while not _take(lock):
+        held = _holder(lock)
+        pid, host = held.get("pid"), held.get("host")
+        # this process does not hold it (see _HELD), so a lock with its own id is a reused id's leftover
+        if host == socket.gethostname() and isinstance(pid, int) and (pid == os.getpid() or not _alive(pid)):
+            print(f"dynamicvit: {flag} {lock.parent}: taking over the lock of ended process {pid}", file=sys.stderr)
+            lock.unlink(missing_ok=True)
+            continue
+        raise FolderInUseError(
+            f"{flag} {lock.parent} is in use by process {pid} on {host} since {held.get('since')} "
+            f"(if that process is gone, delete {lock})"
+        )
+

@@ -21,17 +21,22 @@ from statistics import median
 import torch
 from torch import nn
 
+from dynamicvit.core.files import atomic_write_text, check_writable, folder_lock
 from dynamicvit.core.flops import count_flops
 from dynamicvit.methods.budget import set_budget
 from dynamicvit.methods.registry import METHODS, apply_method, get_method
 from dynamicvit.tools.bench import time_callables
 from dynamicvit.tools.report import save_tradeoff_plots, write_comparison_markdown
 from dynamicvit.train.build import build_dense_for_data, build_run_dataset
-from dynamicvit.train.config import TrainConfig
+from dynamicvit.train.config import TrainConfig, validate
 from dynamicvit.train.evaluate import evaluate
+from dynamicvit.train.run_folder import check_report_folder
 from dynamicvit.train.trainer import Trainer
 
 __all__ = ["run_compare", "trains"]
+
+
+OUTPUTS = ("compare.json", "compare.md", "acc_vs_gmacs.png", "acc_vs_img_per_s.png")
 
 
 def trains(method: str, cfg: TrainConfig) -> bool:
@@ -39,18 +44,21 @@ def trains(method: str, cfg: TrainConfig) -> bool:
     return get_method(method).learned or cfg.freeze_backbone_epochs < cfg.epochs
 
 
-def _dense_model(cfg: TrainConfig, dataset) -> nn.Module:
+def _check_args(
+    cfg: TrainConfig, budgets: Sequence[float], methods: Sequence[str], bench_batch: int, bench_repeats: int
+) -> None:
+    """Every argument checked before any work (the dense model's evaluation included)."""
+    validate(cfg)
     if not (cfg.pretrained or cfg.teacher_checkpoint):
         raise ValueError("compare needs the trained dense model: pass --teacher-checkpoint PATH or --pretrained")
-    return build_dense_for_data(cfg, dataset, pretrained=cfg.pretrained).eval()
-
-
-def _check_args(budgets: Sequence[float], methods: Sequence[str]) -> None:
     for method in methods:
         get_method(method)
     bad = [b for b in budgets if not 0 < b <= 1]
     if bad or not budgets:
-        raise ValueError(f"budgets must be fractions of the dense MACs in (0, 1], got {list(budgets)}")
+        raise ValueError(f"--budgets must be fractions of the dense MACs in (0, 1], got {list(budgets)}")
+    for flag, value in (("--bench-batch", bench_batch), ("--bench-repeats", bench_repeats)):
+        if value < 1:
+            raise ValueError(f"{flag} must be at least 1, got {value}")
 
 
 def _fine_tune(cfg: TrainConfig, method: str, model: nn.Module, out_dir: Path) -> nn.Module:
@@ -63,10 +71,10 @@ def _fine_tune(cfg: TrainConfig, method: str, model: nn.Module, out_dir: Path) -
         keep_rate=model.keep_rate,
         tome_r=getattr(model, "tome_r", cfg.tome_r),
         out_dir=str(out_dir),
-        resume=(out_dir / "last.pth").exists(),
+        resume=cfg.resume and (out_dir / "last.pth").exists(),
     )
-    trainer = Trainer(run, reuse_finished=True)
-    trainer.fit()
+    with Trainer(run, reuse_finished=True) as trainer:
+        trainer.fit()
     return trainer.eval_model.eval()
 
 
@@ -78,12 +86,21 @@ def run_compare(
     bench_batch: int = 64,
     bench_repeats: int = 10,
 ) -> dict:
-    """Run the comparison; writes ``compare.json``, ``compare.md`` and two trade-off plots to ``out_dir``."""
-    _check_args(budgets, methods)
+    """Run the comparison into ``out_dir``, held for this process while it runs; a folder holding an earlier
+    comparison needs ``cfg.resume`` (finished fine-tuning runs reused) or ``cfg.overwrite``. Writes
+    ``compare.json``, ``compare.md`` and two trade-off plots."""
+    _check_args(cfg, budgets, methods, bench_batch, bench_repeats)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out / "compare.json", "--out")
+    with folder_lock(out):
+        check_report_folder(out, OUTPUTS, cfg.resume, cfg.overwrite)
+        return _run(cfg, budgets, methods, out, bench_batch, bench_repeats)
+
+
+def _run(cfg: TrainConfig, budgets, methods, out: Path, bench_batch: int, bench_repeats: int) -> dict:
+    """Every method at every budget: tune, fine-tune the trained ones, evaluate, time; then the report."""
     test_set = build_run_dataset(cfg, "test")
-    dense = _dense_model(cfg, test_set)
+    dense = build_dense_for_data(cfg, test_set, pretrained=cfg.pretrained).eval()
     dense_macs = count_flops(dense).total
     x = torch.stack([test_set[i][0] for i in range(min(bench_batch, len(test_set)))])
     dense_result = evaluate(dense, test_set, cfg)
@@ -125,7 +142,7 @@ def run_compare(
         "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads, "
         f"torch {torch.__version__}".replace("  ", " "),
     }
-    (out / "compare.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(out / "compare.json", json.dumps(summary, indent=2))
     save_tradeoff_plots(summary, out)
     write_comparison_markdown(summary, out / "compare.md")
     return summary

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dynamicvit.core.files import atomic_write_text, check_writable, folder_lock
 from dynamicvit.core.predictor import random_selector
 from dynamicvit.data.fashion import FASHION_CLASSES
 from dynamicvit.tools.bench import time_callables
@@ -25,6 +26,7 @@ from dynamicvit.tools.report import save_curves, write_markdown
 from dynamicvit.tools.viz import save_kept_token_grid
 from dynamicvit.train.config import TrainConfig
 from dynamicvit.train.evaluate import evaluate
+from dynamicvit.train.run_folder import check_report_folder
 from dynamicvit.train.trainer import Trainer
 
 __all__ = ["DemoConfig", "run_demo"]
@@ -48,6 +50,8 @@ class DemoConfig:
     bench_repeats: int = 20
     seed: int = 0
     progress: bool = True
+    resume: bool = False  # reuse the finished runs of an earlier demo in out_dir, continue killed ones
+    overwrite: bool = False  # start over in an out_dir that holds an earlier demo
 
     @classmethod
     def quick(cls, **overrides) -> DemoConfig:
@@ -64,18 +68,34 @@ class DemoConfig:
         return cls(**{**args, **overrides})
 
 
-def _train(cfg: TrainConfig) -> tuple[Trainer, float]:
-    """Train, or pick up a finished/interrupted run of the same configuration in the same folder
-    (a run of another configuration there is an error naming the differences)."""
-    cfg.resume = (Path(cfg.out_dir) / "last.pth").exists()
+OUTPUTS = ("report.md", "curves.png", "kept_tokens.png", "summary.json")
+
+
+def _train(cfg: TrainConfig, demo: DemoConfig) -> tuple[Trainer, float]:
+    """Train; with ``demo.resume`` pick up a finished or killed run of the same configuration in the same
+    folder (a run of another configuration there is an error naming the differences)."""
+    cfg.resume = demo.resume and (Path(cfg.out_dir) / "last.pth").exists()
+    cfg.overwrite = demo.overwrite
     start = time.perf_counter()
-    trainer = Trainer(cfg, reuse_finished=True)
-    trainer.fit()
+    with Trainer(cfg, reuse_finished=True) as trainer:
+        trainer.fit()
     return trainer, time.perf_counter() - start
 
 
 def run_demo(cfg: DemoConfig, command: str = "dynamicvit demo") -> dict:
-    """Run the whole demo; writes ``report.md``, ``curves.png``, ``kept_tokens.png``, ``summary.json``.
+    """Run the whole demo into ``cfg.out_dir``, held for this process while it runs (see
+    :func:`~dynamicvit.core.files.folder_lock`); a folder holding an earlier demo needs ``cfg.resume`` or
+    ``cfg.overwrite``. Writes ``report.md``, ``curves.png``, ``kept_tokens.png``, ``summary.json``.
+    """
+    out = Path(cfg.out_dir)
+    check_writable(out / "report.md", "--out")
+    with folder_lock(out):
+        check_report_folder(out, OUTPUTS, cfg.resume, cfg.overwrite)
+        return _run(cfg, command)
+
+
+def _run(cfg: DemoConfig, command: str) -> dict:
+    """The demo's recipe.
 
     Longer than 60 lines on purpose: it is the demo's recipe read top to bottom (teacher config, student
     config, the evaluations and the report), mostly keyword arguments; split up, a reader would have to
@@ -83,7 +103,6 @@ def run_demo(cfg: DemoConfig, command: str = "dynamicvit demo") -> dict:
     """
     start = time.perf_counter()
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     common = dict(
         model="dvit_tiny_fmnist",
         model_kwargs={"depth": cfg.depth},
@@ -107,7 +126,7 @@ def run_demo(cfg: DemoConfig, command: str = "dynamicvit demo") -> dict:
         out_dir=str(out / "teacher"),
         **common,
     )
-    teacher_run, teacher_seconds = _train(teacher_cfg)
+    teacher_run, teacher_seconds = _train(teacher_cfg, cfg)
     student_cfg = TrainConfig(
         dense=False,
         teacher_checkpoint=str(out / "teacher" / "last.pth"),
@@ -123,7 +142,7 @@ def run_demo(cfg: DemoConfig, command: str = "dynamicvit demo") -> dict:
         out_dir=str(out / "sparse"),
         **common,
     )
-    student_run, student_seconds = _train(student_cfg)
+    student_run, student_seconds = _train(student_cfg, cfg)
     teacher, student = teacher_run.model.eval(), student_run.model.eval()
     test_set = student_run.val_set
 
@@ -159,7 +178,7 @@ def run_demo(cfg: DemoConfig, command: str = "dynamicvit demo") -> dict:
         "student_seconds": student_seconds,
         "total_seconds": time.perf_counter() - start,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     write_markdown(summary, out / "report.md")
     return summary
 

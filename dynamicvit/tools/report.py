@@ -1,4 +1,5 @@
-"""Report writing: training curves as PNG and a markdown summary of dense vs sparse."""
+"""Report writing: training curves as PNG and a markdown summary of dense vs sparse, each file written
+atomically."""
 
 from __future__ import annotations
 
@@ -11,7 +12,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-__all__ = ["read_jsonl", "save_curves", "save_tradeoff_plots", "write_comparison_markdown", "write_markdown"]
+from dynamicvit.core.files import atomic_write, atomic_write_text  # noqa: E402
+
+__all__ = [
+    "read_jsonl",
+    "save_curves",
+    "save_figure",
+    "save_tradeoff_plots",
+    "write_comparison_markdown",
+    "write_markdown",
+]
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
@@ -38,8 +48,16 @@ def save_curves(runs: dict[str, Path], path: str | os.PathLike) -> None:
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: str | os.PathLike) -> None:
+    """Write a matplotlib figure to ``path`` atomically (110 dpi) and close it."""
+    try:
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def write_markdown(summary: dict, path: str | os.PathLike) -> None:
@@ -74,7 +92,7 @@ def write_markdown(summary: dict, path: str | os.PathLike) -> None:
         "![kept tokens](kept_tokens.png)",
         "",
     ]
-    Path(path).write_text("\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))
 
 
 def save_tradeoff_plots(summary: dict, out_dir: str | os.PathLike) -> None:
@@ -93,8 +111,7 @@ def save_tradeoff_plots(summary: dict, out_dir: str | os.PathLike) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(Path(out_dir) / name, dpi=110)
-        plt.close(fig)
+        save_figure(fig, Path(out_dir) / name)
 
 
 def write_comparison_markdown(summary: dict, path: str | os.PathLike) -> None:
@@ -122,4 +139,4 @@ def write_comparison_markdown(summary: dict, path: str | os.PathLike) -> None:
                 f"| {r['speedup']:.2f}× | {knob} | {' / '.join(map(str, r['kept_tokens']))} |"
             )
     lines += ["", "![top-1 vs GMACs](acc_vs_gmacs.png) ![top-1 vs img/s](acc_vs_img_per_s.png)", ""]
-    Path(path).write_text("\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))

@@ -16,6 +16,7 @@ import torch  # noqa: E402
 
 from dynamicvit.core.interfaces import find_reducer  # noqa: E402
 from dynamicvit.core.tokens import index_mask  # noqa: E402
+from dynamicvit.tools.report import save_figure  # noqa: E402
 
 __all__ = [
     "decision_cells",
@@ -96,8 +97,7 @@ def _save_panels(
         if row_titles is not None:
             axes[r][0].set_ylabel(row_titles[r], fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def visualize_files(

@@ -5,13 +5,14 @@ trimmed back to the checkpoint's epoch when a killed run resumes."""
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from pathlib import Path
 
-from dynamicvit.core.files import CheckpointError, check_writable
+from dynamicvit.core.files import CheckpointError, remove_own_temporaries
 from dynamicvit.train.config import TrainConfig, check_resumable
 from dynamicvit.weights.checkpoint import read_checkpoint
 
-__all__ = ["RUN_FILES", "RunFolder"]
+__all__ = ["RUN_FILES", "RunFolder", "check_report_folder"]
 
 RUN_FILES = ("last.pth", "metrics.jsonl", "steps.jsonl", "interrupted.pth")  # what makes a folder hold a run
 
@@ -32,8 +33,8 @@ class RunFolder:
         return [name for name in RUN_FILES if (self.path / name).exists()]
 
     def check(self, cfg: TrainConfig) -> dict | None:
-        """Refuse to reuse a folder that holds a run unless resuming (or overwriting); check that it is
-        writable; return the checkpoint to resume from (its config checked against ``cfg``). Writes nothing."""
+        """Refuse to reuse a folder that holds a run unless resuming (or overwriting one that is a dynamicvit
+        run's); return the checkpoint to resume from (its config checked against ``cfg``). Writes nothing."""
         if cfg.resume and cfg.overwrite:
             raise ValueError("--resume and --overwrite exclude each other")
         if cfg.resume and not self.checkpoint.exists():
@@ -44,21 +45,36 @@ class RunFolder:
                 f"--out {self.path} already holds a run ({', '.join(held)}); "
                 "pass --resume to continue it or --overwrite to start over"
             )
+        if held and cfg.overwrite:
+            self._check_ours(held)
         state = read_checkpoint(self.checkpoint) if cfg.resume else None
         if state is not None:
             check_resumable(state, cfg, self.checkpoint)
-        if self.rank == 0:
-            check_writable(self.checkpoint, "--out")
         return state
 
+    def _check_ours(self, held: list[str]) -> None:
+        """Before ``--overwrite`` deletes ``held``: each must be what a dynamicvit run writes (a checkpoint
+        with its config, JSON-lines logs with epochs), else the folder is someone else's."""
+        for name in held:
+            path = self.path / name
+            if name.endswith(".pth"):
+                state = read_checkpoint(path)
+                ours = isinstance(state, dict) and isinstance(state.get("config"), dict)
+            else:
+                first = path.read_text(errors="replace").partition("\n")[0]
+                ours = first == "" or _json_with_epoch(first)
+            if not ours:
+                raise ValueError(
+                    f"--overwrite: {path} was not written by a dynamicvit run; choose another --out "
+                    "or remove the file yourself"
+                )
+
     def claim(self, overwrite: bool, held: list[str]) -> None:
-        """Once data and models are built (so a setup error leaves the folder as it was): create the
-        folder, remove killed checkpoint writes and, with ``overwrite``, the old run's ``held`` files."""
+        """Once data and models are built (so a setup error leaves the folder as it was): remove the
+        temporary files of killed writes and, with ``overwrite``, the old run's ``held`` files."""
         if self.rank != 0:
             return
-        self.path.mkdir(parents=True, exist_ok=True)
-        for stale in self.path.glob(".*.tmp"):  # a checkpoint write that was killed
-            stale.unlink()
+        remove_own_temporaries(self.path)
         if overwrite:
             for name in held:
                 (self.path / name).unlink()
@@ -75,7 +91,39 @@ class RunFolder:
         for name in ("metrics.jsonl", "steps.jsonl"):
             path = self.path / name
             if path.exists():
-                lines = [ln for ln in path.read_text().splitlines() if json.loads(ln)["epoch"] <= epoch]
+                # a line a kill cut short (no JSON) is dropped with the lines of later epochs
+                lines = [ln for ln in path.read_text().splitlines() if _epoch(ln) <= epoch]
                 path.write_text("".join(ln + "\n" for ln in lines))
                 kept[name] = lines
         return {json.loads(ln)["epoch"] for ln in kept.get("metrics.jsonl", [])}
+
+
+def check_report_folder(folder: Path, outputs: Collection[str], resume: bool, overwrite: bool) -> None:
+    """The folder of a command that trains several runs and writes a report (``demo``, ``compare``): one that
+    holds its ``outputs`` or a training run is refused unless ``resume`` (finished runs are reused, killed
+    ones continued) or ``overwrite`` (its runs start over, its outputs are replaced). Writes nothing."""
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite exclude each other")
+    if resume or overwrite or not folder.is_dir():
+        return
+    held = sorted(p.name for p in folder.iterdir() if p.name in outputs or (p.is_dir() and RunFolder(p).held()))
+    if held:
+        raise ValueError(
+            f"--out {folder} already holds results ({', '.join(held)}); pass --resume to reuse and continue "
+            "them or --overwrite to start over"
+        )
+
+
+def _epoch(line: str) -> float:
+    """The epoch of a log line; infinity for one that is not a complete JSON record."""
+    try:
+        return json.loads(line)["epoch"]
+    except (ValueError, TypeError, KeyError):
+        return float("inf")
+
+
+def _json_with_epoch(line: str) -> bool:
+    try:
+        return "epoch" in json.loads(line)
+    except (ValueError, TypeError):
+        return False

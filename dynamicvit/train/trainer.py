@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+import weakref
 from dataclasses import asdict
 
 import torch
@@ -25,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
-from dynamicvit.core.files import atomic_save, fault_point
+from dynamicvit.core.files import atomic_save, check_writable, fault_point, folder_lock
 from dynamicvit.core.interfaces import FAMILY_DEFAULTED
 from dynamicvit.core.losses import build_criterion
 from dynamicvit.methods.registry import get_method
@@ -70,7 +71,8 @@ class Trainer(Checkpointing):
     """One training run; ``fit()`` trains (resuming if asked), ``state_dict()`` is what a checkpoint saves."""
 
     def __init__(self, cfg: TrainConfig, reuse_finished: bool = False) -> None:
-        """Check the config and the run folder, then build data, models, optimiser, scheduler,
+        """Check the config, take the run folder's lock (held until :meth:`close`; a folder another live
+        process holds is an error) and check the folder, then build data, models, optimiser, scheduler,
         objective and EMA; with ``cfg.resume`` load the run's checkpoint (whose saved config must
         match, see :data:`RESUMABLE_CHANGES`). A finished run is an error unless ``reuse_finished``."""
         validate(cfg)
@@ -79,8 +81,20 @@ class Trainer(Checkpointing):
         self.device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
         self.folder = RunFolder(cfg.out_dir, self.rank)
         self.out_dir = self.folder.path
+        self._hold = contextlib.ExitStack()  # the run folder's lock, released by close()
+        weakref.finalize(self, self._hold.close)
+        if self.rank == 0:
+            check_writable(self.folder.checkpoint, "--out")
+            self._hold.enter_context(folder_lock(cfg.out_dir))
+        try:
+            self._set_up(reuse_finished)
+        except BaseException:
+            self._hold.close()
+            raise
+
+    def _set_up(self, reuse_finished: bool) -> None:
         held = self.folder.held()
-        resume_state = self._resume_state(self.folder.check(cfg), reuse_finished)
+        resume_state = self._resume_state(self.folder.check(self.cfg), reuse_finished)
         if self.cfg.deterministic:
             torch.use_deterministic_algorithms(True)
         seed_all(self.cfg.seed + self.rank)
@@ -92,6 +106,16 @@ class Trainer(Checkpointing):
         if resume_state is not None:
             self.load(resume_state)
         self.folder.claim(self.cfg.overwrite, held)
+
+    def close(self) -> None:
+        """Release the run folder (another run may use it from now on)."""
+        self._hold.close()
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _resume_state(self, state: dict | None, reuse_finished: bool) -> dict | None:
         """The checkpoint to resume from; family-defaulted fields left unset take its saved values. A
@@ -376,7 +400,8 @@ def train(cfg: TrainConfig) -> dict:
     ``torchrun`` the process group is destroyed at the end: left to interpreter exit, gloo's threads can
     abort the process ("terminate called without an active exception")."""
     try:
-        return Trainer(cfg).fit()
+        with Trainer(cfg) as trainer:
+            return trainer.fit()
     finally:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()

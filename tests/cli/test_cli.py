@@ -205,7 +205,7 @@ def test_data_the_model_cannot_take_exits_2_and_leaves_the_run_folder_alone(tmp_
     --overwrite of an existing run deletes nothing, because the folder is touched only after setup."""
     run = tmp_path / "run"
     run.mkdir()
-    (run / "metrics.jsonl").write_text("{}\n")
+    (run / "metrics.jsonl").write_text('{"epoch": 1}\n')  # what a run's log holds
     args = ["train", "--dense", "--data-dir", str(fake_fashion), "--train-limit", "64", "--out", str(run)]
     assert main([*args, "--overwrite"]) == 2
     err = capsys.readouterr().err
@@ -213,7 +213,8 @@ def test_data_the_model_cannot_take_exits_2_and_leaves_the_run_folder_alone(tmp_
         "dynamicvit train: error: dvit_tiny_fmnist is built for 48x48 images but the data set's are 64x64; "
         "pass --img-size 64 (or data of the model's size, e.g. --canvas 48)\n"
     )
-    assert (run / "metrics.jsonl").read_text() == "{}\n" and sorted(p.name for p in run.iterdir()) == ["metrics.jsonl"]
+    assert (run / "metrics.jsonl").read_text() == '{"epoch": 1}\n'
+    assert sorted(p.name for p in run.iterdir()) == ["metrics.jsonl"]
     fresh = tmp_path / "fresh"
     assert main(["train", "--dense", "--data-dir", str(fake_fashion), "--train-limit", "64", "--out", str(fresh)]) == 2
     assert not fresh.exists()

@@ -30,7 +30,10 @@ def test_dense_run_writes_metrics_and_checkpoint(tmp_path, fake_fashion):
     assert record["val_top1"] == evaluate(trainer.model, trainer.val_set)["top1"] and record["train_img_per_s"] > 0
     state = torch.load(tmp_path / "run" / "last.pth", weights_only=True)
     assert {"model", "optimizer", "scheduler", "epoch", "rng", "config"} <= set(state) and state["epoch"] == 2
-    assert not list((tmp_path / "run").glob("*.tmp"))
+    assert not list((tmp_path / "run").glob(".dynamicvit-*"))  # no temporary file left
+    assert (tmp_path / "run" / ".dynamicvit.lock").exists()  # held while the trainer is open
+    trainer.close()
+    assert not (tmp_path / "run" / ".dynamicvit.lock").exists()
 
 
 def test_sparse_needs_a_teacher(tmp_path, fake_fashion):

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -28,16 +29,21 @@ def uninterrupted(tmp_path_factory, fake_fashion, teacher):
     return out / "last.pth"
 
 
-def _train(out, data_dir, teacher, fault=None, resume=False) -> int:
+def _command(out, data_dir, teacher, resume=False, epochs=3) -> list[str]:
     args = ["--model", "vit_tiny_patch16_224", "--model-kwargs", str(TINY_KW).replace("'", '"')]
     args += ["--data", "fashion-mnist", "--data-dir", str(data_dir), "--img-size", "28", "--train-limit", "64"]
-    args += ["--val-limit", "16", "--batch-size", "16", "--epochs", "3", "--warmup-epochs", "0.5", "--lr", "1e-3"]
+    args += ["--val-limit", "16", "--batch-size", "16", "--epochs", str(epochs), "--warmup-epochs", "0.5"]
+    args += ["--lr", "1e-3"]
     args += ["--teacher-checkpoint", str(teacher), "--freeze-backbone-epochs", "1", "--ema-decay", "0.9"]
     args += ["--no-progress", "--deterministic", "--out", str(out)] + (["--resume"] if resume else [])
+    return [sys.executable, "-m", "dynamicvit", "train", *args]
+
+
+def _train(out, data_dir, teacher, fault=None, resume=False) -> int:
     env = {k: v for k, v in os.environ.items() if k != "DYNAMICVIT_FAULT"}
     if fault:
         env["DYNAMICVIT_FAULT"] = fault
-    cmd = [sys.executable, "-m", "dynamicvit", "train", *args]
+    cmd = _command(out, data_dir, teacher, resume)
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300).returncode
 
 
@@ -51,11 +57,34 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, fake_fashion, teacher,
     assert _train(tmp_path / "killed", fake_fashion, teacher, fault=fault) == -signal.SIGKILL
     left = torch.load(tmp_path / "killed" / "last.pth", weights_only=True)  # the last complete checkpoint
     assert left["epoch"] == 1
+    assert (tmp_path / "killed" / ".dynamicvit.lock").exists()  # the killed run's lock, taken over on resume
     if fault.startswith("save"):
-        assert list((tmp_path / "killed").glob(".last.pth.*.tmp"))  # the interrupted write, never read
+        assert list((tmp_path / "killed").glob(".dynamicvit-*-last.pth"))  # the interrupted write, never read
     assert _train(tmp_path / "killed", fake_fashion, teacher, resume=True) == 0
-    assert not list((tmp_path / "killed").glob("*.tmp")) and not list((tmp_path / "killed").glob(".*.tmp"))
+    assert not list((tmp_path / "killed").glob(".dynamicvit-*"))  # temporaries removed, the lock released
     a, b = _state(uninterrupted), _state(tmp_path / "killed" / "last.pth")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     lines = (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]  # each epoch logged once
+
+
+def test_a_second_run_into_a_held_folder_exits_2_and_the_first_finishes(tmp_path, fake_fashion, teacher):
+    out = tmp_path / "shared"
+    out.mkdir()
+    (out / ".notes.tmp").write_text("a colleague's file")
+    long_run = _command(out, fake_fashion, teacher, epochs=40)  # still training when the second one starts
+    first = subprocess.Popen(long_run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):  # the first process holds the folder from its start
+            if (out / ".dynamicvit.lock").exists() or first.poll() is not None:
+                break
+            time.sleep(0.1)
+        second = subprocess.run(_command(out, fake_fashion, teacher), capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2
+        assert second.stderr.startswith(f"dynamicvit train: error: --out {out} is in use by process {first.pid} on ")
+        assert second.stderr.count("\n") == 1
+    finally:
+        assert first.wait(timeout=300) == 0
+    assert torch.load(out / "last.pth", weights_only=True)["epoch"] == 40
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 40  # only the first run's epochs
+    assert (out / ".notes.tmp").read_text() == "a colleague's file" and not (out / ".dynamicvit.lock").exists()

@@ -33,7 +33,7 @@ def test_save_checkpoint_writes_release_layout(tmp_path):
     save_checkpoint(model, tmp_path / "a" / "ckpt.pth", epoch=3)
     obj = torch.load(tmp_path / "a" / "ckpt.pth", weights_only=True)
     assert obj["epoch"] == 3 and set(obj["model"]) == set(model.state_dict())
-    assert not list((tmp_path / "a").glob("*.tmp"))
+    assert not list((tmp_path / "a").glob(".dynamicvit-*"))
 
 
 def test_ddp_prefix_and_raw_state_dicts_are_accepted():

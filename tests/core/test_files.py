@@ -1,0 +1,92 @@
+"""Atomic writes, output-folder locks and the writable-path check."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from dynamicvit.core.files import (
+    LOCK_NAME,
+    FolderInUseError,
+    atomic_write,
+    atomic_write_text,
+    check_writable,
+    folder_lock,
+    remove_own_temporaries,
+)
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "report.md"
+    atomic_write_text(target, "old")
+    with pytest.raises(RuntimeError), atomic_write(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("writer failed")
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]
+
+
+def test_written_files_get_the_process_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+
+
+def test_only_this_package_temporaries_are_removed(tmp_path):
+    (tmp_path / ".notes.tmp").write_text("mine")
+    (tmp_path / ".dynamicvit-x1-last.pth").write_text("killed write")
+    remove_own_temporaries(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".notes.tmp"]
+
+
+def _lock_of(pid: int, host: str | None = None) -> str:
+    return json.dumps({"pid": pid, "host": host or socket.gethostname(), "since": "2026-01-01 00:00:00"})
+
+
+def test_a_live_holder_is_named_and_the_folder_left_alone(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / LOCK_NAME).write_text(_lock_of(holder.pid))
+        with pytest.raises(FolderInUseError, match=f"--out {tmp_path} is in use by process {holder.pid} on "):
+            with folder_lock(tmp_path):
+                pass
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_dead_holder_is_reported_and_taken_over(tmp_path, capsys):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (tmp_path / LOCK_NAME).write_text(_lock_of(gone.pid))
+    with folder_lock(tmp_path):
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert f"taking over the lock of ended process {gone.pid}" in capsys.readouterr().err
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_a_holder_on_another_host_is_not_taken_over(tmp_path):
+    (tmp_path / LOCK_NAME).write_text(_lock_of(1, host="elsewhere"))
+    with pytest.raises(FolderInUseError, match="on elsewhere"), folder_lock(tmp_path):
+        pass
+
+
+def test_lock_is_shared_inside_a_process_and_an_empty_new_folder_removed(tmp_path):
+    new = tmp_path / "new"
+    with folder_lock(new), folder_lock(new):
+        assert (new / LOCK_NAME).exists()
+    assert not new.exists()  # created for the run, still empty: removed again
+
+
+def test_check_writable_names_the_flag(tmp_path):
+    with pytest.raises(ValueError, match=f"--picture {tmp_path} is a folder; give a file name"):
+        check_writable(tmp_path, "--picture")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="is not a writable folder"):
+        check_writable(tmp_path / "file" / "x.png", "--out")
