@@ -243,7 +243,9 @@ def cmd_viz(args: argparse.Namespace) -> None:
     from dynamicvit.train.build import load_trained
 
     overrides = {
-        k: getattr(args, k) for k in ("model", "keep_rate", "img_size", "keep_mode") if getattr(args, k) is not None
+        k: getattr(args, k)
+        for k in ("model", "model_kwargs", "keep_rate", "img_size", "keep_mode")
+        if getattr(args, k) is not None
     }
     check_writable(args.out, "--out")
     model, cfg = load_trained(args.checkpoint, ema=not args.no_ema, **overrides)
@@ -262,21 +264,24 @@ def cmd_export(args: argparse.Namespace) -> None:
     if args.checkpoint:
         from dynamicvit.train.build import load_trained
 
-        overrides = {k: getattr(args, k) for k in ("model", "img_size") if getattr(args, k) is not None}
+        overrides = {k: getattr(args, k) for k in ("model", "model_kwargs", "img_size") if getattr(args, k) is not None}
         model, _ = load_trained(args.checkpoint, ema=not args.no_ema, **overrides)
     elif args.model:
         from dynamicvit.train.build import build_untrained
 
-        model = build_untrained(args.model, args.method, args.keep_rate, args.img_size, pretrained=args.pretrained)
+        model = build_untrained(
+            args.model,
+            args.method,
+            args.keep_rate,
+            args.img_size,
+            pretrained=args.pretrained,
+            model_kwargs=args.model_kwargs or {},
+        )
     else:
         raise ValueError("give --checkpoint PATH or --model NAME")
-    r = export_onnx(model, args.onnx, opset=args.opset, check=not args.no_check)
+    r = export_onnx(model, args.onnx, opset=args.opset, check=not args.no_check, tolerance=args.tolerance)
     parity = f", max |onnx − torch| = {r['max_abs_diff']:.2e}" if "max_abs_diff" in r else ""
     print(f"wrote {r['path']} ({r['bytes'] / 1e6:.1f} MB, dynamic batch){parity}")
-    if r.get("max_abs_diff", 0.0) > args.tolerance:
-        raise ValueError(
-            f"the ONNX file differs from PyTorch by {r['max_abs_diff']:.2e} > --tolerance {args.tolerance:g}"
-        )
 
 
 def cmd_demo(args: argparse.Namespace) -> None:

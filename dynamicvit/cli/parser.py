@@ -4,6 +4,7 @@ the same name in :mod:`dynamicvit.cli.commands` runs it."""
 from __future__ import annotations
 
 import argparse
+import json
 
 from dynamicvit.cli.config_args import DATA_FIELDS, add_config_args
 from dynamicvit.core.interfaces import KEEP_MODES
@@ -20,6 +21,20 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--img-size", type=int, default=None, help="input resolution (default: the model's)")
     p.add_argument("--keep-mode", choices=KEEP_MODES, default="fixed", help="adaptive: per-image counts by threshold")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not JSON: {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"not a JSON object: {text!r}")
+    return value
+
+
+def _add_model_kwargs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model-kwargs", type=_json_object, default=None, help="JSON object of timm.create_model arguments")
 
 
 def _demo(sub: argparse._SubParsersAction) -> None:
@@ -82,6 +97,7 @@ def _viz(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", help="image files (any size; resized to the model's input)")
     p.add_argument("--checkpoint", required=True, help="a training checkpoint or a release file")
     p.add_argument("--model", default=None, help="timm or zoo name (default: from the checkpoint's config)")
+    _add_model_kwargs(p)
     p.add_argument("--keep-rate", type=float, default=None)
     p.add_argument("--img-size", type=int, default=None, help="input resolution (ViT position embeddings resampled)")
     p.add_argument("--keep-mode", choices=KEEP_MODES, default=None, help="default: the checkpoint's (fixed)")
@@ -96,6 +112,7 @@ def _export(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model", default=None, help="timm or zoo name: alone, untrained predictors; with a release file, its model"
     )
+    _add_model_kwargs(p)
     p.add_argument("--method", default="dynamicvit", choices=["dense", *METHODS])
     p.add_argument("--keep-rate", type=float, default=None, help="keep ratio rho (default: zoo's, else 0.7)")
     p.add_argument("--img-size", type=int, default=None)

@@ -205,4 +205,3 @@ def _acquire(lock: Path, flag: str) -> None:
             f"{flag} {lock.parent} is in use by process {pid} on {host} since {held.get('since')} "
             f"(if that process is gone, delete {lock})"
         )
-

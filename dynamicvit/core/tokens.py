@@ -80,6 +80,9 @@ def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 def index_mask(indices, num_tokens: int) -> torch.Tensor:
     """Boolean (B, ``num_tokens``) map of kept indices: (B, k) (fixed mode) or one 1-D tensor per image
     (adaptive mode)."""
+    if isinstance(indices, torch.Tensor):  # one scatter, no loop over the batch (which would fix its size)
+        mask = torch.zeros(indices.shape[0], num_tokens, dtype=torch.bool, device=indices.device)
+        return mask.scatter_(1, indices.long(), True)
     device = indices[0].device if len(indices) else None
     mask = torch.zeros(len(indices), num_tokens, dtype=torch.bool, device=device)
     for image, index in enumerate(indices):

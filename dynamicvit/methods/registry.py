@@ -46,6 +46,7 @@ def apply_method(
     r: int = 8,
     fuse: bool = True,
     seed: int = 0,
+    **options,
 ) -> nn.Module:
     """Reduce a timm model in place with ``method`` (a name in :data:`METHODS`) and return it.
 
@@ -58,8 +59,11 @@ def apply_method(
         r: ToMe's tokens merged per block.
         fuse: whether EViT fuses the dropped tokens into one.
         seed: the ``random`` method's generator seed.
+        **options: family options of the method (``dynamicvit``: ``keep_ratios`` of ConvNeXt/Swin).
 
     Returns:
         ``model``, reduced in place.
     """
-    return get_method(method).apply(model, keep_rate=keep_rate, prune_layers=prune_layers, r=r, fuse=fuse, seed=seed)
+    return get_method(method).apply(
+        model, keep_rate=keep_rate, prune_layers=prune_layers, r=r, fuse=fuse, seed=seed, **options
+    )

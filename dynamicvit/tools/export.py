@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dynamicvit.core.files import atomic_write
 from dynamicvit.core.flops import input_size
 from dynamicvit.core.interfaces import find_reducer
 from dynamicvit.methods.registry import method_of
@@ -24,10 +25,32 @@ from dynamicvit.tasks.registry import task_of
 __all__ = ["export_onnx", "onnx_session", "onnx_parity"]
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int | None = None, check: bool = True) -> dict:
-    """Write ``model`` (put in eval mode) as ONNX with input ``images`` (B, C, H, W) and output
-    ``logits``, the batch dimension dynamic. With ``check`` the file is compared against
-    PyTorch with onnxruntime; the result holds the largest absolute difference."""
+OPSETS = range(18, 24)  # what torch.export's ONNX exporter writes
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    opset: int | None = None,
+    check: bool = True,
+    tolerance: float | None = None,
+) -> dict:
+    """Write ``model`` (put in eval mode) as ONNX with input ``images`` (B, C, H, W) and output ``logits``,
+    the batch dimension dynamic. The file appears only when the export (and the check) succeeded; a failure
+    leaves the previous file, or none.
+
+    Args:
+        model: a dense model, or one reduced by an exportable method in the fixed keep mode.
+        path: the ONNX file to write.
+        opset: the ONNX opset (default: the exporter's).
+        check: compare the file against PyTorch with onnxruntime on fresh inputs.
+        tolerance: with ``check``, the largest absolute logit difference accepted (else a ``ValueError``).
+
+    Returns:
+        ``path``, ``bytes`` and, with ``check``, ``max_abs_diff``.
+    """
+    if opset is not None and opset not in OPSETS:
+        raise ValueError(f"--opset must be {OPSETS[0]} to {OPSETS[-1]} (torch's ONNX exporter), got {opset}")
     try:
         import onnxscript  # noqa: F401  (the exporter needs it; fail early with advice)
     except ImportError:
@@ -45,7 +68,21 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int | None = N
         )
     model = model.eval()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as tmp:
+        _export(model, tmp, opset)
+        result = {"path": str(path), "bytes": tmp.stat().st_size}
+        if check:
+            result["max_abs_diff"] = onnx_parity(model, tmp)
+            if tolerance is not None and result["max_abs_diff"] > tolerance:
+                raise ValueError(
+                    f"the ONNX export differs from PyTorch by {result['max_abs_diff']:.2e} > --tolerance "
+                    f"{tolerance:g}; {path} was not written"
+                )
+    return result
+
+
+def _export(model: nn.Module, path: Path, opset: int | None) -> None:
+    """``torch.onnx.export`` (dynamo) of ``model`` to ``path``, its log kept off the console."""
     x = torch.randn(2, *input_size(model))
     batch = torch.export.Dim("batch", min=1, max=4096)
     log = io.StringIO()
@@ -61,10 +98,6 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int | None = N
             external_data=False,
         )
     program.save(str(path))
-    result = {"path": str(path), "bytes": path.stat().st_size}
-    if check:
-        result["max_abs_diff"] = onnx_parity(model, path)
-    return result
 
 
 def onnx_session(path: str | os.PathLike, threads: int | None = None):
@@ -76,6 +109,9 @@ def onnx_session(path: str | os.PathLike, threads: int | None = None):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.log_severity_level = 3
+    # idle threads sleep instead of spinning: spinning threads steal the cores torch is timed on
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

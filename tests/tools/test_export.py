@@ -33,8 +33,11 @@ def test_export_cli(tmp_path, capsys):
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert float(printed.split("max |onnx − torch| = ")[1].split()[0]) <= 1e-4 and out.stat().st_size > 0
+    before = out.read_bytes()
     assert main([*args, "--tolerance", "0"]) == 2  # a parity check that fails is an error, not a printout
     assert "differs from PyTorch" in capsys.readouterr().err
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["deit.onnx"]  # kept
+    assert main([*args, "--opset", "7"]) == 2 and "--opset must be 18 to 23" in capsys.readouterr().err
 
 
 def test_export_errors(tmp_path, capsys):

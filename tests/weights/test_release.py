@@ -10,13 +10,18 @@ release's makes the comparison fail.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 import dynamicvit
+from dynamicvit.cli import main
+from dynamicvit.train.build import load_trained
 from dynamicvit.weights.checkpoint import CheckpointError, load_checkpoint
 from dynamicvit.weights.zoo import ZOO, download, list_models, release_keep_ratios
 
@@ -425,3 +430,29 @@ def test_zoo_download_offline_names_the_url_and_the_way_out(tmp_path, monkeypatc
         download("dynamicvit_nothing.r0_7", tmp_path)
     (tmp_path / f"{name}.pth").write_bytes(b"x")  # a file already there is used as it is
     assert download(name, tmp_path) == tmp_path / f"{name}.pth"
+
+
+ZOO_NAMES = {
+    "deit": ("dynamicvit_deit_small.r0_7", {"img_size": 64, "embed_dim": 32, "depth": 4, "num_heads": 2}),
+    "lvvit": ("dynamicvit_lvvit_s.r0_7", {"img_size": 64, "embed_dim": 32, "depth": 4, "num_heads": 2}),
+    "convnext": ("dynamicvit_convnext_tiny.r0_7", CNX),
+    "swin": ("dynamicvit_swin_tiny.r0_7", SWIN),
+}
+
+
+@pytest.mark.parametrize("family", ["deit", "lvvit", "convnext", "swin"])
+def test_release_files_through_the_commands(family, tmp_path, capsys):
+    """viz and export read a release file with a zoo name of every family, as the Python API does."""
+    _, reference = build_case(family, tmp_path)  # writes tmp_path / "release.pth"
+    name, kwargs = ZOO_NAMES[family]
+    common = ["--checkpoint", str(tmp_path / "release.pth"), "--model", name, "--model-kwargs", json.dumps(kwargs)]
+    picture = tmp_path / "kept.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (70, 90, 3), dtype=np.uint8)).save(tmp_path / "a.jpg")
+    assert main(["viz", str(tmp_path / "a.jpg"), *common, "--img-size", "64", "--out", str(picture)]) == 0
+    assert picture.stat().st_size > 0
+    onnx = tmp_path / "m.onnx"
+    assert main(["export", *common, "--img-size", "64", "--onnx", str(onnx)]) == 0, capsys.readouterr()  # parity 1e-4
+    model, _ = load_trained(tmp_path / "release.pth", model=name, model_kwargs=kwargs, img_size=64)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), atol=1e-4, rtol=1e-4)  # the command's loader

@@ -166,18 +166,32 @@ def adaptive_block(kind: BlockKind, blk: nn.Module, x: torch.Tensor, decision) -
     else:
         rows = y.reshape(-1, y.shape[-1])
         flat = rows.new_empty(rows.shape)
-        for index, path in zip(decision, paths, strict=True):
-            if index.numel():
-                flat.index_copy_(0, index, path(blk, rows.index_select(0, index)).to(flat.dtype))
+        for index, path in zip(decision, paths, strict=True):  # a path with no rows runs on an empty batch
+            flat.index_copy_(0, index, path(blk, rows.index_select(0, index)).to(flat.dtype))
         branch = flat.view(y.shape)
     return kind.to_map(base + kind.drop_path(blk)(branch), x)
 
 
 def _eval_rows(decision, hw: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(slow, fast) rows of the flattened batch for eval decisions: kept indices (B, k) (fixed mode) or
-    one 1-D index tensor per image (adaptive mode)."""
-    slow = index_mask(decision, hw).flatten()
-    return slow.nonzero().squeeze(1), (~slow).nonzero().squeeze(1)
+    """(slow, fast) rows of the flattened batch, each in ascending order, for eval decisions: kept indices
+    (B, k) (fixed mode) or one 1-D index tensor per image (adaptive mode). In the fixed mode both sizes follow
+    from the shapes (B·k and B·(hw − k)), with no data-dependent ``nonzero``, so the model exports (ONNX)."""
+    slow = index_mask(decision, hw)
+    if not isinstance(decision, torch.Tensor):
+        return slow.flatten().nonzero().squeeze(1), (~slow).flatten().nonzero().squeeze(1)
+    k = decision.shape[1]
+    offsets = torch.arange(slow.shape[0], device=slow.device).unsqueeze(1) * hw
+    return _first_positions(slow, k, offsets), _first_positions(~slow, hw - k, offsets)
+
+
+def _first_positions(mask: torch.Tensor, count: int, offsets: torch.Tensor) -> torch.Tensor:
+    """The ``count`` positions set in each row of ``mask`` (B, hw), ascending, as flat row indices: top-k of
+    a rank that falls with the position (exportable, unlike ``nonzero`` or a stable sort)."""
+    if count == 0:
+        return offsets.new_empty(0)
+    hw = mask.shape[1]
+    rank = mask.float() * torch.arange(hw, 0, -1, device=mask.device, dtype=torch.float32)
+    return (rank.topk(count, dim=1).indices + offsets).flatten()
 
 
 class DynamicStageMixin(TokenReducer):
