@@ -24,7 +24,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. A user error (bad argument or file) is one line on stderr and exit status 2, any
     other error one line with a hint and status 1; ``--debug`` (or ``DYNAMICVIT_DEBUG=1``) shows the
     traceback instead."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help (0) or a bad argument (2, one line already printed)
+        return int(stop.code or 0)
     debug = args.debug or os.environ.get("DYNAMICVIT_DEBUG", "") not in ("", "0")
     try:
         COMMANDS[args.command](args)

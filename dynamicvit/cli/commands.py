@@ -248,6 +248,9 @@ def cmd_viz(args: argparse.Namespace) -> None:
         if getattr(args, k) is not None
     }
     check_writable(args.out, "--out")
+    missing = [image for image in args.images if not Path(image).is_file()]
+    if missing:
+        raise FileNotFoundError(f"no image file at {', '.join(missing)}")
     model, cfg = load_trained(args.checkpoint, ema=not args.no_ema, **overrides)
     names = class_names(getattr(model, "num_classes", 0), cfg.data)
     for row in visualize_files(model, args.images, args.out, class_names=names):
@@ -256,9 +259,12 @@ def cmd_viz(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from dynamicvit.tools.export import export_onnx
+    from dynamicvit.tools.export import check_opset, export_onnx
 
     check_writable(args.onnx, "--onnx")
+    check_opset(args.opset)
+    if not (args.checkpoint or args.model):
+        raise ValueError("give --checkpoint PATH or --model NAME")
     if args.pretrained and not args.checkpoint and args.model in ZOO:  # the release's file, not timm's dense one
         args.checkpoint = str(download(args.model))
     if args.checkpoint:
@@ -266,7 +272,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
         overrides = {k: getattr(args, k) for k in ("model", "model_kwargs", "img_size") if getattr(args, k) is not None}
         model, _ = load_trained(args.checkpoint, ema=not args.no_ema, **overrides)
-    elif args.model:
+    else:
         from dynamicvit.train.build import build_untrained
 
         model = build_untrained(
@@ -277,8 +283,6 @@ def cmd_export(args: argparse.Namespace) -> None:
             pretrained=args.pretrained,
             model_kwargs=args.model_kwargs or {},
         )
-    else:
-        raise ValueError("give --checkpoint PATH or --model NAME")
     r = export_onnx(model, args.onnx, opset=args.opset, check=not args.no_check, tolerance=args.tolerance)
     parity = f", max |onnx − torch| = {r['max_abs_diff']:.2e}" if "max_abs_diff" in r else ""
     print(f"wrote {r['path']} ({r['bytes'] / 1e6:.1f} MB, dynamic batch){parity}")

@@ -17,10 +17,38 @@ DESCRIPTION = "dynamicvit: dynamic spatial sparsification for timm vision models
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="timm or zoo model name, e.g. deit_small_patch16_224")
-    p.add_argument("--keep-rate", type=float, default=None, help="keep ratio rho in (0, 1] (default: zoo's, else 0.7)")
-    p.add_argument("--img-size", type=int, default=None, help="input resolution (default: the model's)")
+    p.add_argument("--keep-rate", type=_rate, default=None, help="keep ratio rho in (0, 1] (default: zoo's, else 0.7)")
+    p.add_argument("--img-size", type=_positive, default=None, help="input resolution (default: the model's)")
     p.add_argument("--keep-mode", choices=KEEP_MODES, default="fixed", help="adaptive: per-image counts by threshold")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``dynamicvit bench: error: argument --repeats: ...``)
+    and exit status 2, like the commands' own errors; ``--help`` shows the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _number(kind: type, test, what: str):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not test(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+
+    return parse
+
+
+_positive = _number(int, lambda v: v >= 1, "at least 1")
+_non_negative = _number(int, lambda v: v >= 0, "0 or more")
+_positive_float = _number(float, lambda v: v > 0, "positive")
+_non_negative_float = _number(float, lambda v: v >= 0, "0 or more")
+_rate = _number(float, lambda v: 0 < v <= 1, "in (0, 1]")
 
 
 def _json_object(text: str) -> dict:
@@ -55,11 +83,11 @@ def _compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="every token-reduction method at matched MACs: table and plots")
     add_config_args(p, skip=("out_dir",))
     p.add_argument(
-        "--budgets", type=float, nargs="+", default=[0.5, 0.6, 0.7, 0.8, 0.9], help="fractions of dense MACs"
+        "--budgets", type=_rate, nargs="+", default=[0.5, 0.6, 0.7, 0.8, 0.9], help="fractions of dense MACs"
     )
     p.add_argument("--methods", nargs="+", default=None, help="subset of: " + " ".join(METHODS))
-    p.add_argument("--bench-batch", type=int, default=64)
-    p.add_argument("--bench-repeats", type=int, default=10)
+    p.add_argument("--bench-batch", type=_positive, default=64)
+    p.add_argument("--bench-repeats", type=_positive, default=10)
     p.add_argument("--out", dest="out_dir", default="runs/compare", help="report folder")
 
 
@@ -85,8 +113,10 @@ def _calibrate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--checkpoint", required=True, help="a trained sparse model (training checkpoint or release file)")
     p.add_argument("--out", required=True, help="checkpoint to write: the model with its thresholds, adaptive mode")
-    p.add_argument("--images", type=int, default=512, help="training images to calibrate on (held out from testing)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument(
+        "--images", type=_positive, default=512, help="training images to calibrate on (held out from testing)"
+    )
+    p.add_argument("--batch-size", type=_positive, default=64)
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--no-ema", action="store_true", help="the raw weights even when the checkpoint has EMA ones")
     add_config_args(p, names=("model", "keep_rate", *DATA_FIELDS))  # default: the checkpoint's
@@ -98,8 +128,10 @@ def _viz(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="a training checkpoint or a release file")
     p.add_argument("--model", default=None, help="timm or zoo name (default: from the checkpoint's config)")
     _add_model_kwargs(p)
-    p.add_argument("--keep-rate", type=float, default=None)
-    p.add_argument("--img-size", type=int, default=None, help="input resolution (ViT position embeddings resampled)")
+    p.add_argument("--keep-rate", type=_rate, default=None)
+    p.add_argument(
+        "--img-size", type=_positive, default=None, help="input resolution (ViT position embeddings resampled)"
+    )
     p.add_argument("--keep-mode", choices=KEEP_MODES, default=None, help="default: the checkpoint's (fixed)")
     p.add_argument("--out", default="kept_tokens.png", help="PNG to write")
     p.add_argument("--no-ema", action="store_true", help="the raw weights even when the checkpoint has EMA ones")
@@ -114,12 +146,14 @@ def _export(sub: argparse._SubParsersAction) -> None:
     )
     _add_model_kwargs(p)
     p.add_argument("--method", default="dynamicvit", choices=["dense", *METHODS])
-    p.add_argument("--keep-rate", type=float, default=None, help="keep ratio rho (default: zoo's, else 0.7)")
-    p.add_argument("--img-size", type=int, default=None)
+    p.add_argument("--keep-rate", type=_rate, default=None, help="keep ratio rho (default: zoo's, else 0.7)")
+    p.add_argument("--img-size", type=_positive, default=None)
     p.add_argument("--pretrained", action="store_true")
     p.add_argument("--opset", type=int, default=None)
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
-    p.add_argument("--tolerance", type=float, default=1e-4, help="largest |onnx − torch| logit difference accepted")
+    p.add_argument(
+        "--tolerance", type=_non_negative_float, default=1e-4, help="largest |onnx − torch| logit difference accepted"
+    )
     p.add_argument("--no-ema", action="store_true", help="the raw weights even when the checkpoint has EMA ones")
 
 
@@ -137,13 +171,13 @@ def _tune(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tune", help="the keep rate that reaches a measured speed-up or time per batch on this machine")
     p.add_argument("--model", required=True, help="timm or zoo model name")
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--target-speedup", type=float, help="img/s over the dense model's, e.g. 1.5")
-    target.add_argument("--target-ms", type=float, help="milliseconds per batch")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--img-size", type=int, default=None, help="input resolution (default: the model's)")
-    p.add_argument("--rates", type=float, nargs="+", default=None, help="keep rates to try (default 0.9 ... 0.3)")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=5)
+    target.add_argument("--target-speedup", type=_positive_float, help="img/s over the dense model's, e.g. 1.5")
+    target.add_argument("--target-ms", type=_positive_float, help="milliseconds per batch")
+    p.add_argument("--batch-size", type=_positive, default=32)
+    p.add_argument("--img-size", type=_positive, default=None, help="input resolution (default: the model's)")
+    p.add_argument("--rates", type=_rate, nargs="+", default=None, help="keep rates to try (default 0.9 ... 0.3)")
+    p.add_argument("--warmup", type=_non_negative, default=2)
+    p.add_argument("--repeats", type=_positive, default=5)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -157,11 +191,11 @@ def _bench(sub: argparse._SubParsersAction) -> None:
         metavar=("DENSE", "SPARSE"),
         help="two trained models (classifiers, segmenters, detectors): img/s of both and of their backbones",
     )
-    p.add_argument("--keep-rate", type=float, default=None, help="keep ratio rho in (0, 1] (default: zoo's, else 0.7)")
-    p.add_argument("--img-size", type=int, default=None, help="input resolution (default: the model's)")
-    p.add_argument("--batch-size", "--batch-sizes", dest="batch_sizes", type=int, nargs="+", default=[32])
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--keep-rate", type=_rate, default=None, help="keep ratio rho in (0, 1] (default: zoo's, else 0.7)")
+    p.add_argument("--img-size", type=_positive, default=None, help="input resolution (default: the model's)")
+    p.add_argument("--batch-size", "--batch-sizes", dest="batch_sizes", type=_positive, nargs="+", default=[32])
+    p.add_argument("--warmup", type=_non_negative, default=3)
+    p.add_argument("--repeats", type=_positive, default=10)
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd dense and sparse")
     p.add_argument("--onnx", action="store_true", help="also time the ONNX exports with onnxruntime")
     p.add_argument("--keep-mode", choices=KEEP_MODES, default="fixed", help="adaptive: also time the adaptive mode")
@@ -178,7 +212,7 @@ _COMMANDS = (_demo, _train, _compare, _eval, _calibrate, _viz, _export, _models,
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``dynamicvit`` parser; ``args.command`` names the sub-command given."""
-    parser = argparse.ArgumentParser(prog="dynamicvit", description=DESCRIPTION)
+    parser = OneLineParser(prog="dynamicvit", description=DESCRIPTION)
     parser.add_argument(
         "--debug", action="store_true", help="show the full traceback of an error (also DYNAMICVIT_DEBUG=1)"
     )

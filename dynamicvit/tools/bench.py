@@ -270,8 +270,8 @@ def benchmark_training(
 ) -> dict:
     """Seconds and peak memory of one training step (forward, loss, backward, AdamW update), interleaved
     in one process: the dense model with cross-entropy, DynamicViT fine-tuning (the paper's objective,
-    backbone trainable), the same with the layers before the first pruning stage frozen (``--freeze-prefix``:
-    the teacher reuses them) and calibration (backbone frozen: only the new modules learn)."""
+    backbone trainable), for plain ViTs the same with the layers before the first pruning stage frozen
+    (``--freeze-prefix``: the teacher reuses them), and calibration (backbone frozen: only the new modules learn)."""
     from timm.optim import create_optimizer_v2
 
     from dynamicvit.core.losses import build_criterion
@@ -279,8 +279,6 @@ def benchmark_training(
 
     dense, sparse = create_pair(model, keep_rate=keep_rate, **timm_kwargs)
     teacher = copy.deepcopy(dense).eval()
-    prefix = copy.deepcopy(sparse)
-    prefix.freeze_prefix()  # --freeze-prefix: the layers before the first stage never train
     frozen = copy.deepcopy(sparse)
     backbone = freeze_weights(frozen)
     chans, h, w = input_size(dense)
@@ -306,9 +304,12 @@ def benchmark_training(
     fns = {
         "dense": step(dense, lambda m: ce(m(x), y)),
         "fine-tune": step(sparse, distilled(sparse)),
-        "fine-tune, frozen prefix": step(prefix, distilled(prefix)),
-        "calibrate": step(frozen, distilled(frozen)),
     }
+    if getattr(sparse, "shares_prefix", False):  # plain ViTs: --freeze-prefix, the layers before stage 1 frozen
+        prefix = copy.deepcopy(sparse)
+        prefix.freeze_prefix()
+        fns["fine-tune, frozen prefix"] = step(prefix, distilled(prefix))
+    fns["calibrate"] = step(frozen, distilled(frozen))
     with torch.enable_grad():
         peaks = {name: _peak_mb(fn, x) for name, fn in fns.items()}
         times = {name: statistics.median(t) for name, t in time_runs(fns, x, warmup, repeats, grad=True).items()}

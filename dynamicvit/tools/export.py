@@ -22,10 +22,16 @@ from dynamicvit.core.interfaces import find_reducer
 from dynamicvit.methods.registry import method_of
 from dynamicvit.tasks.registry import task_of
 
-__all__ = ["export_onnx", "onnx_session", "onnx_parity"]
+__all__ = ["check_opset", "export_onnx", "onnx_parity", "onnx_session"]
 
 
 OPSETS = range(18, 24)  # what torch.export's ONNX exporter writes
+
+
+def check_opset(opset: int | None) -> None:
+    """Raise a ``ValueError`` unless ``opset`` is ``None`` (the exporter's default) or one it writes."""
+    if opset is not None and opset not in OPSETS:
+        raise ValueError(f"--opset must be {OPSETS[0]} to {OPSETS[-1]} (torch's ONNX exporter), got {opset}")
 
 
 def export_onnx(
@@ -49,8 +55,7 @@ def export_onnx(
     Returns:
         ``path``, ``bytes`` and, with ``check``, ``max_abs_diff``.
     """
-    if opset is not None and opset not in OPSETS:
-        raise ValueError(f"--opset must be {OPSETS[0]} to {OPSETS[-1]} (torch's ONNX exporter), got {opset}")
+    check_opset(opset)
     try:
         import onnxscript  # noqa: F401  (the exporter needs it; fail early with advice)
     except ImportError:

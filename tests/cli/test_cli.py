@@ -43,7 +43,7 @@ def test_bench_json(capsys):
 
 def test_bad_arguments_exit_2_with_message(capsys):
     assert main(["flops", "--model", "deit_tiny_patch16_224", "--keep-rate", "0"]) == 2
-    assert "keep_rate must be in (0, 1]" in capsys.readouterr().err
+    assert "argument --keep-rate: must be in (0, 1]" in capsys.readouterr().err
     assert main(["flops", "--model", "resnet18"]) == 2
     assert "not supported" in capsys.readouterr().err
 
@@ -130,8 +130,7 @@ def test_train_and_eval_commands(tmp_path, fake_fashion, capsys):
 
 def test_train_flags_are_generated_from_the_config(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "10000")  # no line wrapping inside the help texts
-    with pytest.raises(SystemExit):
-        main(["train", "--help"])
+    assert main(["train", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     for f in dataclasses.fields(TrainConfig):
         assert " ".join(f.metadata["help"].split()) in text, f.name

@@ -61,6 +61,6 @@ def test_evit_fine_tunes_with_the_engine(tmp_path, fake_fashion, teacher):
 def test_compare_cli_errors(tmp_path, fake_fashion, teacher, capsys):
     base = ["compare", "--data", "fashion-mnist", "--data-dir", str(fake_fashion), "--img-size", "28"]
     assert main([*base, "--teacher-checkpoint", str(teacher), "--budgets", "1.5"]) == 2
-    assert "budgets must be" in capsys.readouterr().err
+    assert "argument --budgets: must be in (0, 1], got 1.5" in capsys.readouterr().err
     assert main([*base, "--model", "vit_tiny_patch16_224"]) == 2
     assert "--teacher-checkpoint" in capsys.readouterr().err

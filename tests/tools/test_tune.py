@@ -37,4 +37,4 @@ def test_cli_tune(capsys):
     assert main([*argv, "--warmup", "0", "--target-ms", "1e9", "--rates", "0.8", "0.6", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["keep_rate"] == 0.8
     assert main([*argv, "--target-speedup", "-1"]) == 2
-    assert "target_speedup must be positive" in capsys.readouterr().err
+    assert "argument --target-speedup: must be positive, got -1" in capsys.readouterr().err
