@@ -12,7 +12,8 @@ from pathlib import Path
 from dynamicvit.cli.config_args import DATA_FIELDS, config_from_args
 from dynamicvit.core.files import check_writable
 from dynamicvit.methods.registry import METHODS
-from dynamicvit.weights.zoo import ZOO, download
+from dynamicvit.weights.download import download
+from dynamicvit.weights.zoo import ZOO
 
 __all__ = [
     "COMMANDS",

@@ -37,9 +37,13 @@ class CocoDetection(Dataset):
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 self.coco = COCO(str(annotation_file))
-        except (ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"cannot read COCO annotations {annotation_file}: {err!r}") from None
+        except (ValueError, KeyError, TypeError, AssertionError, AttributeError) as err:
+            what = "not a COCO annotation object" if isinstance(err, AssertionError) else repr(err)
+            raise ValueError(f"cannot read COCO annotations {annotation_file}: {what}") from None
         self.category_ids = sorted(self.coco.getCatIds())
+        unnamed = [c for c in self.category_ids if not isinstance(self.coco.cats[c].get("name"), str)]
+        if unnamed:
+            raise ValueError(f"COCO annotations {annotation_file}: categories {unnamed} have no name")
         self.class_names = tuple(self.coco.cats[c]["name"] for c in self.category_ids)
         self.num_classes = len(self.category_ids)
         self.image_dir, self.img_size = image_dir, img_size
@@ -49,21 +53,30 @@ class CocoDetection(Dataset):
 
     def _check(self, image_id: int) -> None:
         info = self.coco.imgs[image_id]
-        where = f"{self.image_dir / info.get('file_name', '?')} (image id {image_id})"
-        if not (self.image_dir / info.get("file_name", "")).is_file():
+        where = f"{self.image_dir / str(info.get('file_name', '?'))} (image id {image_id})"
+        inside = self._path(info).resolve().is_relative_to(self.image_dir.resolve())
+        if not inside:  # an absolute name or one with ../ would read files elsewhere
+            raise ValueError(f"COCO image {where}: file_name must name a file inside {self.image_dir}")
+        if not self._path(info).is_file():
             raise ValueError(f"COCO image {where}: no such file")
         width, height = info.get("width"), info.get("height")
         if not width or not height:
             raise ValueError(f"COCO image {where}: the record has no width and height")
         for ann in self.coco.imgToAnns.get(image_id, []):
-            x, y, w, h = ann["bbox"]
             record = f"COCO annotation {ann.get('id')} of image {where}"
-            if ann["category_id"] not in self.coco.cats:
-                raise ValueError(f"{record}: unknown category id {ann['category_id']}")
+            bbox = ann.get("bbox")
+            if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
+                raise ValueError(f"{record}: no bbox [x, y, w, h] (got {bbox!r})")
+            x, y, w, h = bbox
+            if ann.get("category_id") not in self.coco.cats:
+                raise ValueError(f"{record}: unknown category id {ann.get('category_id')}")
             if w <= 0 or h <= 0:
                 raise ValueError(f"{record}: box [x, y, w, h] = {ann['bbox']} has a non-positive size")
             if x < 0 or y < 0 or x + w > width or y + h > height:
                 raise ValueError(f"{record}: box [x, y, w, h] = {ann['bbox']} lies outside the {width}x{height} image")
+
+    def _path(self, info: dict) -> Path:
+        return self.image_dir / str(info.get("file_name", ""))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -73,7 +86,7 @@ class CocoDetection(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         image_id = self.ids[index]
         info = self.coco.imgs[image_id]
-        x, _ = load_image(self.image_dir / info["file_name"], (self.img_size,) * 2, 3)
+        x, _ = load_image(self._path(info), (self.img_size,) * 2, 3)
         sx, sy = self.img_size / info["width"], self.img_size / info["height"]
         anns = [a for a in self.coco.imgToAnns.get(image_id, []) if not a.get("iscrowd", 0)]
         boxes = [[bx * sx, by * sy, (bx + bw) * sx, (by + bh) * sy] for bx, by, bw, bh in (a["bbox"] for a in anns)]

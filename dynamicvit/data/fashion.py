@@ -35,15 +35,20 @@ _FILES = {
 _MEAN, _STD = 0.1, 0.25  # pixel statistics of the black-background canvases, roughly
 
 
+MAX_IDX_BYTES = 256 * 2**20  # Fashion-MNIST's largest file is 47 MB uncompressed
+
+
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an idx file (optionally gzipped) into a uint8 array, validating its header."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
-            data = f.read()
+            data = f.read(MAX_IDX_BYTES + 1)  # a gzip bomb stops here instead of filling the memory
     except (OSError, EOFError, zlib.error) as err:
         raise ValueError(f"cannot read idx file {path} (corrupt or truncated): {err}") from None
+    if len(data) > MAX_IDX_BYTES:
+        raise ValueError(f"{path} holds more than {MAX_IDX_BYTES} bytes (uncompressed); not an idx file read here")
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise ValueError(f"{path} is not an unsigned-byte idx file (bad magic number)")
     ndim = data[3]

@@ -58,6 +58,9 @@ def image_folder(split: str, data_dir, img_size: int, limit: int | None) -> Data
     return dataset
 
 
+MAX_PIXELS = 89_478_485  # PIL's decompression-bomb threshold: larger images are refused, not decoded
+
+
 def load_image(path: str | os.PathLike, size: tuple[int, int], channels: int) -> tuple[torch.Tensor, np.ndarray]:
     """An image file resized to ``size`` as model input (C, H, W) and as a picture (uint8) to draw on.
 
@@ -69,10 +72,12 @@ def load_image(path: str | os.PathLike, size: tuple[int, int], channels: int) ->
         raise ValueError(f"images can be fed to 1- or 3-channel models, this one has {channels}")
     try:
         with Image.open(path) as image:
+            if image.width * image.height > MAX_PIXELS:  # checked from the header, before decoding
+                raise ValueError(f"image {path} has {image.width}x{image.height} pixels, over the {MAX_PIXELS} limit")
             picture = image.convert("L" if channels == 1 else "RGB").resize((size[1], size[0]), Image.BILINEAR)
     except (FileNotFoundError, IsADirectoryError):
         raise FileNotFoundError(f"no image file at {path}") from None
-    except (UnidentifiedImageError, OSError) as err:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
         raise ValueError(f"cannot read image {path}: {err}") from None
     pixels = np.asarray(picture)
     if channels == 1:

@@ -12,6 +12,7 @@ from torch import nn
 from dynamicvit.models.registry import FAMILIES, build_timm_model, family_of
 from dynamicvit.weights import zoo
 from dynamicvit.weights.checkpoint import load_checkpoint
+from dynamicvit.weights.download import download
 
 __all__ = ["create_model", "create_pair", "sparsify"]
 
@@ -53,7 +54,7 @@ def create_model(
     if keep_ratios is not None:
         options = {"keep_ratios": keep_ratios}
     if name in zoo.ZOO and pretrained and checkpoint_path is None:
-        checkpoint_path, pretrained = zoo.download(name), False
+        checkpoint_path, pretrained = download(name), False
     model = build_timm_model(arch, pretrained, **timm_kwargs)
     model = sparsify(model, keep_rate=keep_rate, prune_layers=prune_layers, **options)
     if checkpoint_path is not None:

@@ -18,7 +18,7 @@ from dynamicvit.methods.registry import apply_method, get_method
 from dynamicvit.models.registry import build_timm_model
 from dynamicvit.tasks.base import Task
 from dynamicvit.tasks.registry import DEFAULT_TASK, get_task
-from dynamicvit.train.config import TrainConfig, check_teacher, validate
+from dynamicvit.train.config import TrainConfig, check_teacher, trusted_config, validate
 from dynamicvit.weights.checkpoint import (
     infer_timm_kwargs,
     is_added_key,
@@ -35,6 +35,7 @@ __all__ = [
     "build_teacher_student",
     "dataset_task",
     "load_trained",
+    "param_groups",
     "reduce",
     "set_keep_mode",
     "build_untrained",
@@ -159,7 +160,8 @@ def load_trained(source: str | os.PathLike | dict, ema: bool = True, **overrides
     weights – what training validated – unless ``ema=False`` asks for the raw ones. A file without a
     saved config (e.g. the release's) is read with ``overrides["model"]``, a timm or zoo name."""
     state = source if isinstance(source, dict) else read_checkpoint(source)
-    saved = state.get("config", {}) if isinstance(state, dict) else {}
+    origin = "the checkpoint" if isinstance(source, dict) else source
+    saved = trusted_config(state.get("config") if isinstance(state, dict) else None, origin)
     cfg, options = _resolved({**saved, **overrides}, overrides.get("keep_rate"))
     use_ema = ema and isinstance(state, dict) and isinstance(state.get("ema"), dict)
     weights = read_state_dict(state["ema"] if use_ema else state)
@@ -230,3 +232,24 @@ def set_keep_mode(model: nn.Module, mode: str, thresholds=None) -> None:
     reducer.keep_mode = mode
     if thresholds is not None:
         reducer.thresholds = thresholds
+
+
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """New modules at full lr, backbone at ``backbone_lr_scale``; no weight decay on 1-d params."""
+    skip = set(getattr(model, "no_weight_decay", lambda: set())())
+    groups: dict[tuple[bool, bool], dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        backbone = not cfg.dense and not is_added_key(name)
+        no_decay = p.ndim <= 1 or name in skip
+        group = groups.setdefault(
+            (backbone, no_decay),
+            {
+                "params": [],
+                "weight_decay": 0.0 if no_decay else cfg.weight_decay,
+                "lr_scale": cfg.backbone_lr_scale if backbone else 1.0,
+            },
+        )
+        group["params"].append(p)
+    return list(groups.values())

@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
+import timm
 from torch import nn
 
 from dynamicvit.core.files import CheckpointError
@@ -21,10 +23,12 @@ from dynamicvit.data.registry import DATASETS, get_dataset
 from dynamicvit.methods.registry import METHODS
 from dynamicvit.models.registry import family_of
 from dynamicvit.tasks.registry import TASKS, get_task
+from dynamicvit.weights.zoo import ZOO
 
 __all__ = [
     "RESUMABLE_CHANGES",
     "check_resumable",
+    "trusted_config",
     "TrainConfig",
     "check_teacher",
     "field_flags",
@@ -128,6 +132,23 @@ class TrainConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
+MAX_WORKERS, MAX_SIDE = 256, 8192  # bounds that also keep a foreign checkpoint's config from exhausting a machine
+# timm.create_model arguments that load files, reach the network or change what is built beyond the
+# architecture: refused in a config read from a checkpoint
+_UNSAFE_MODEL_KWARGS = frozenset(
+    {
+        "checkpoint_path",
+        "pretrained",
+        "pretrained_cfg",
+        "pretrained_cfg_overlay",
+        "pretrained_strict",
+        "cache_dir",
+        "features_only",
+        "scriptable",
+        "exportable",
+    }
+)
+
 # (field, test, what it must be): checked before any work, the error names the flag
 _RULES = (
     ("epochs", lambda v: v >= 1, "at least 1"),
@@ -139,10 +160,10 @@ _RULES = (
     ("weight_decay", lambda v: v >= 0, "0 or more"),
     ("keep_rate", lambda v: 0 < v <= 1, "in (0, 1]"),
     ("tome_r", lambda v: v >= 0, "0 or more"),
-    ("canvas", lambda v: v >= 28, "at least 28 (a Fashion-MNIST item is 28x28)"),
+    ("canvas", lambda v: 28 <= v <= MAX_SIDE, f"28 (a Fashion-MNIST item is 28x28) to {MAX_SIDE}"),
     ("distractors", lambda v: v >= 0, "0 or more"),
     ("distractors_max", lambda v: v >= 0, "0 or more"),
-    ("img_size", lambda v: v >= 1, "a positive number of pixels"),
+    ("img_size", lambda v: 1 <= v <= MAX_SIDE, f"1 to {MAX_SIDE} pixels"),
     ("train_limit", lambda v: v >= 1, "a positive number of images"),
     ("val_limit", lambda v: v >= 1, "a positive number of images"),
     ("mixup", lambda v: v >= 0, "0 or more"),
@@ -150,7 +171,7 @@ _RULES = (
     ("smoothing", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("ema_decay", lambda v: 0 < v < 1, "in (0, 1)"),
     ("clip_grad", lambda v: v > 0, "positive"),
-    ("workers", lambda v: v >= 0, "0 or more"),
+    ("workers", lambda v: 0 <= v <= MAX_WORKERS, f"0 to {MAX_WORKERS}"),
     ("max_bad_steps", lambda v: v >= 1, "at least 1"),
     ("ratio_weight", lambda v: v >= 0, "0 or more"),
     ("distill_weight", lambda v: v >= 0, "0 or more"),
@@ -196,6 +217,40 @@ def validate(cfg: TrainConfig, training: bool = True) -> TrainConfig:
     if training:
         check_teacher(cfg)
     return cfg
+
+
+def trusted_config(saved: Any, source: object) -> dict:
+    """The config dict a checkpoint file carries, checked before anything is built from it: only known
+    fields of plain values; a model name timm or this package registers (no ``hf-hub:`` / ``local-dir:``
+    sources); ``model_kwargs`` of plain architecture values, none that loads files or reaches the network.
+    The numeric bounds are :func:`validate`'s. A ``ValueError`` names the entry and ``source``."""
+    if not isinstance(saved, dict):
+        return {}
+    known = {f.name for f in fields(TrainConfig)}
+    config = {k: v for k, v in saved.items() if k in known}
+    for key, value in config.items():
+        if not _plain(value):
+            raise ValueError(f"{source}: config entry {key!r} is not a plain value")
+    model = config.get("model")
+    if model is not None and (not isinstance(model, str) or ":" in model or not _registered(model)):
+        raise ValueError(f"{source}: config names model {model!r}, which timm and dynamicvit do not register")
+    kwargs = config.get("model_kwargs", {})
+    nested = isinstance(kwargs, dict) and any(isinstance(v, dict) for v in kwargs.values())
+    if not isinstance(kwargs, dict) or set(kwargs) & _UNSAFE_MODEL_KWARGS or nested:
+        raise ValueError(f"{source}: config model_kwargs {kwargs!r} hold more than architecture values")
+    return config
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def _registered(name: str) -> bool:
+    return name in ZOO or timm.is_model(name)
 
 
 def check_teacher(cfg: TrainConfig) -> None:

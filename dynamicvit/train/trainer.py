@@ -32,39 +32,18 @@ from dynamicvit.core.losses import build_criterion
 from dynamicvit.methods.registry import get_method
 from dynamicvit.tasks.evaluate import evaluate
 from dynamicvit.tasks.registry import get_task
-from dynamicvit.train.build import build_run_dataset, build_teacher_student
+from dynamicvit.train.build import build_run_dataset, build_teacher_student, param_groups
 from dynamicvit.train.checkpointing import Checkpointing
 from dynamicvit.train.config import RESUMABLE_CHANGES, TrainConfig, check_resumable, validate, with_family_defaults
 from dynamicvit.train.distributed import dist_info, ranks_in_sync, seed_all
 from dynamicvit.train.run_folder import RUN_FILES, RunFolder
-from dynamicvit.weights.checkpoint import backbone_weights, is_added_key
+from dynamicvit.weights.checkpoint import backbone_weights
 
 __all__ = ["RESUMABLE_CHANGES", "RUN_FILES", "Trainer", "TrainingError", "check_resumable", "train"]
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. the loss stayed non-finite); the last checkpoint is intact."""
-
-
-def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
-    """New modules at full lr, backbone at ``backbone_lr_scale``; no weight decay on 1-d params."""
-    skip = set(getattr(model, "no_weight_decay", lambda: set())())
-    groups: dict[tuple[bool, bool], dict] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        backbone = not cfg.dense and not is_added_key(name)
-        no_decay = p.ndim <= 1 or name in skip
-        group = groups.setdefault(
-            (backbone, no_decay),
-            {
-                "params": [],
-                "weight_decay": 0.0 if no_decay else cfg.weight_decay,
-                "lr_scale": cfg.backbone_lr_scale if backbone else 1.0,
-            },
-        )
-        group["params"].append(p)
-    return list(groups.values())
 
 
 class Trainer(Checkpointing):
@@ -168,7 +147,7 @@ class Trainer(Checkpointing):
         """timm's AdamW, cosine schedule (per update), mixup, the objective, EMA, the fp16 scaler and DDP."""
         cfg = self.cfg
         self.optimizer = create_optimizer_v2(
-            _param_groups(self.model, cfg), opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay
+            param_groups(self.model, cfg), opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay
         )
         self.scheduler, _ = create_scheduler_v2(
             self.optimizer,

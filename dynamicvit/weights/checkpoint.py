@@ -44,6 +44,19 @@ class Dropped:
         self.state = state
 
 
+def _reason(err: Exception) -> str:
+    """The line of a loading error that says what is wrong (torch's messages span several lines)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    named = [line for line in lines if "GLOBAL" in line]  # code the file would run: refused, named
+    return (named or lines or [type(err).__name__])[0]
+
+
+def _stand_in(name: str) -> type:
+    """A :class:`Dropped` subclass the unpickler takes for the global ``name`` (``module.Qualname``)."""
+    module, _, qualname = name.rpartition(".")
+    return type(qualname, (Dropped,), {"__module__": module, "__qualname__": qualname})
+
+
 def read_checkpoint(path: str | os.PathLike) -> Any:
     """The object saved at ``path`` (``.pth`` or ``.safetensors``); clear errors.
 
@@ -61,11 +74,11 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError:
             extras = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-            stand_ins = [(type(name.rsplit(".", 1)[-1], (Dropped,), {}), name) for name in extras]
-            with torch.serialization.safe_globals(stand_ins):
+            with torch.serialization.safe_globals([_stand_in(name) for name in extras]):
                 return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for truncated or foreign files
-        raise CheckpointError(f"cannot read checkpoint {path} (corrupt or not a PyTorch file): {err}") from None
+        reason = _reason(err)
+        raise CheckpointError(f"cannot read checkpoint {path} (corrupt or not a PyTorch file): {reason}") from None
 
 
 def read_state_dict(source: str | os.PathLike | dict) -> dict[str, torch.Tensor]:

@@ -33,8 +33,6 @@ from timm.models.vision_transformer import VisionTransformer
 from timm.models.vision_transformer import checkpoint_filter_fn as vit_filter
 from torch import nn
 
-from dynamicvit.core.interfaces import find_reducer
-
 __all__ = ["convert_state_dict", "is_release_convnext", "is_release_swin"]
 
 State = dict[str, torch.Tensor]
@@ -51,9 +49,9 @@ def is_release_swin(state: State) -> bool:
 
 
 def _stage_prefix(model: nn.Module) -> str | None:
-    """Name of the sparsified stage inside ``model`` (``stages.2``, ``layers.2``), or None if dense."""
-    reducer = find_reducer(model)
-    return next((name for name, m in model.named_modules() if m is reducer), None)
+    """Name of the sparsified stage inside ``model`` (``stages.2``, ``layers.2``: the module that owns the
+    predictors), or None if dense."""
+    return next((name for name, m in model.named_modules() if "score_predictor" in m._modules), None)
 
 
 def _split(state: State, added: re.Pattern) -> tuple[State, State]:

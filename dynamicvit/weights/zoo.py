@@ -4,7 +4,7 @@ Names follow timm's ``architecture.tag`` style: ``dynamicvit_<backbone>.r<rho>``
 ``dynamicvit_convnext_tiny.r0_7``). Each entry holds the timm backbone, the keep rate, the release's
 ImageNet-1k top-1/top-5 and FLOPs (GMACs, its README and arXiv 2106.02034 / 2207.01580) and the URL
 of its file (Tsinghua Cloud; the same files are on Google Drive). Files are downloaded once into
-torch's hub cache; offline, :func:`download` names the URL and how to pass a downloaded file.
+torch's hub cache by :func:`dynamicvit.weights.download.download`, which checks them before caching.
 
 ConvNeXt/Swin entries carry the release's keep ratios as it computes them: ``rho - 0.2`` in floating
 point is 0.49999999999999994 for rho 0.7, so the release keeps ``int(196 · 0.4999…) = 97`` locations
@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
-from pathlib import Path
 
-import torch
-
-__all__ = ["ZOO", "ZooEntry", "download", "list_models", "release_keep_ratios", "resolve"]
+__all__ = ["ZOO", "ZooEntry", "list_models", "release_keep_ratios", "resolve"]
 
 
 def release_keep_ratios(keep_rate: float, stages: int = 3) -> tuple[float, ...]:
@@ -46,6 +43,7 @@ class ZooEntry:
     paper_gmacs: float  # as published ("FLOPs" in the papers are multiply-accumulates)
     url: str
     hierarchical: bool = False
+    sha256: str | None = None  # the file's digest, checked on download when filled
 
     @property
     def keep_ratios(self) -> tuple[float, ...] | None:
@@ -109,24 +107,3 @@ def resolve(name: str, keep_rate: float | None = None) -> tuple[str, float, dict
     if keep_rate is None or keep_rate == entry.keep_rate:
         return entry.arch, entry.keep_rate, entry.options
     return entry.arch, keep_rate, {}
-
-
-def download(name: str, folder: str | Path | None = None) -> Path:
-    """The local file of zoo model ``name``, downloaded into ``folder`` (default: torch's hub cache)
-    the first time; a clear error offline."""
-    entry = ZOO.get(name)
-    if entry is None:
-        raise ValueError(f"unknown zoo model {name!r}; known: {', '.join(list_models())}")
-    folder = Path(folder or Path(torch.hub.get_dir()) / "checkpoints" / "dynamicvit")
-    path = folder / f"{entry.name}.pth"
-    if path.is_file():
-        return path
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        torch.hub.download_url_to_file(entry.url, str(path), progress=False)
-    except Exception as err:  # URLError, HTTPError, timeouts, ...
-        raise ValueError(
-            f"cannot download {entry.name} from {entry.url} ({type(err).__name__}: {err}); download it where "
-            f"you are online and pass it with checkpoint_path=FILE (CLI: --checkpoint FILE), or put it at {path}"
-        ) from None
-    return path

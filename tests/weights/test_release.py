@@ -10,8 +10,10 @@ release's makes the comparison fail.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +25,8 @@ import dynamicvit
 from dynamicvit.cli import main
 from dynamicvit.train.build import load_trained
 from dynamicvit.weights.checkpoint import CheckpointError, load_checkpoint
-from dynamicvit.weights.zoo import ZOO, download, list_models, release_keep_ratios
+from dynamicvit.weights.download import download, sha256
+from dynamicvit.weights.zoo import ZOO, list_models, release_keep_ratios
 
 K = 5  # classes
 RHO = 0.7
@@ -428,8 +431,38 @@ def test_zoo_download_offline_names_the_url_and_the_way_out(tmp_path, monkeypatc
         download(name, tmp_path)
     with pytest.raises(ValueError, match="unknown zoo model"):
         download("dynamicvit_nothing.r0_7", tmp_path)
-    (tmp_path / f"{name}.pth").write_bytes(b"x")  # a file already there is used as it is
-    assert download(name, tmp_path) == tmp_path / f"{name}.pth"
+    assert not list(tmp_path.iterdir())  # nothing cached, no temporary left
+
+
+def _serve(monkeypatch, write):
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda url, dst, **_: write(dst))
+
+
+def _release_like(dst):
+    torch.save({"model": {"score_predictor.0.w": torch.ones(2), "head.weight": torch.zeros(1000, 4)}}, dst)
+
+
+def test_a_download_is_checked_before_it_is_cached(tmp_path, monkeypatch, capsys):
+    name = "dynamicvit_swin_tiny.r0_7"
+    _serve(monkeypatch, lambda dst: Path(dst).write_text("<html>quota exceeded</html>"))  # an error page
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        download(name, tmp_path)
+    assert not list(tmp_path.iterdir())
+    _serve(monkeypatch, _release_like)
+    path = download(name, tmp_path)
+    assert path == tmp_path / f"{name}.pth" and f"sha256 {sha256(path)}" in capsys.readouterr().err
+    path.write_bytes(b"<html>")  # a cached file gone bad: named, with the way out
+    with pytest.raises(CheckpointError, match=f"delete {path}"):
+        download(name, tmp_path)
+
+
+def test_a_known_digest_is_checked(tmp_path, monkeypatch):
+    name = "dynamicvit_deit_small.r0_7"
+    monkeypatch.setitem(ZOO, name, dataclasses.replace(ZOO[name], sha256="0" * 64))
+    _serve(monkeypatch, _release_like)
+    with pytest.raises(CheckpointError, match="is not the release's 0000"):
+        download(name, tmp_path)
+    assert not list(tmp_path.iterdir())
 
 
 ZOO_NAMES = {

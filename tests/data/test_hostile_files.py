@@ -1,0 +1,73 @@
+"""Broken and hostile data files end in one-line errors naming them, before any work: COCO files of the
+wrong shape or reaching outside their image folder, images over the pixel limit, gzip bombs."""
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dynamicvit.data import CocoDetection, fashion, folders, load_image, read_idx
+
+
+def _coco(tmp_path, images=None, annotations=None, categories=None):
+    (tmp_path / "images").mkdir(exist_ok=True)
+    Image.fromarray(np.zeros((20, 20, 3), dtype=np.uint8)).save(tmp_path / "images" / "a.png")
+    data = {
+        "images": images or [{"id": 1, "file_name": "a.png", "width": 20, "height": 20}],
+        "annotations": annotations or [{"id": 7, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]}],
+        "categories": categories or [{"id": 1, "name": "box"}],
+    }
+    (tmp_path / "ann.json").write_text(json.dumps(data))
+    return tmp_path / "images", tmp_path / "ann.json"
+
+
+def test_a_well_formed_set_reads(tmp_path):
+    data = CocoDetection(*_coco(tmp_path), img_size=16)
+    assert data.class_names == ("box",) and data[0][1]["boxes"].shape == (1, 4)
+
+
+def test_an_annotation_file_that_is_a_list(tmp_path):
+    images, ann = _coco(tmp_path)
+    ann.write_text("[]")
+    with pytest.raises(ValueError, match="ann.json: not a COCO annotation object"):
+        CocoDetection(images, ann)
+
+
+def test_a_category_without_a_name(tmp_path):
+    with pytest.raises(ValueError, match=r"categories \[1\] have no name"):
+        CocoDetection(*_coco(tmp_path, categories=[{"id": 1}]))
+
+
+def test_an_annotation_without_a_box(tmp_path):
+    with pytest.raises(ValueError, match="COCO annotation 7 of image .*a.png .*: no bbox"):
+        CocoDetection(*_coco(tmp_path, annotations=[{"id": 7, "image_id": 1, "category_id": 1}]))
+
+
+@pytest.mark.parametrize("name", ["../outside.png", "/etc/hostname"])
+def test_file_names_stay_inside_the_image_folder(tmp_path, name):
+    Image.fromarray(np.zeros((20, 20, 3), dtype=np.uint8)).save(tmp_path / "outside.png")
+    images = [{"id": 1, "file_name": name, "width": 20, "height": 20}]
+    with pytest.raises(ValueError, match="file_name must name a file inside"):
+        CocoDetection(*_coco(tmp_path, images=images))
+
+
+def test_an_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path, monkeypatch):
+    Image.fromarray(np.zeros((20, 30, 3), dtype=np.uint8)).save(tmp_path / "big.png")
+    monkeypatch.setattr(folders, "MAX_PIXELS", 599)
+    with pytest.raises(ValueError, match=r"big.png has 30x20 pixels, over the 599 limit"):
+        load_image(tmp_path / "big.png", (8, 8), 3)
+    monkeypatch.setattr(folders, "MAX_PIXELS", 600)
+    assert load_image(tmp_path / "big.png", (8, 8), 3)[0].shape == (3, 8, 8)
+
+
+def test_a_gzip_bomb_stops_at_the_size_limit(tmp_path, monkeypatch):
+    header = bytes([0, 0, 8, 1]) + (4096).to_bytes(4, "big")
+    with gzip.open(tmp_path / "bomb-idx1-ubyte.gz", "wb") as f:
+        f.write(header + bytes(4096))
+    monkeypatch.setattr(fashion, "MAX_IDX_BYTES", 1000)
+    with pytest.raises(ValueError, match="holds more than 1000 bytes"):
+        read_idx(tmp_path / "bomb-idx1-ubyte.gz")
+    monkeypatch.setattr(fashion, "MAX_IDX_BYTES", 4104)
+    assert read_idx(tmp_path / "bomb-idx1-ubyte.gz").shape == (4096,)
