@@ -30,6 +30,13 @@ def tiny_vit(kind: str = "plain", **overrides) -> VisionTransformer:
 
 
 @pytest.fixture(autouse=True)
+def _in_a_temporary_folder(tmp_path, monkeypatch):
+    """Every test runs in its own temporary folder: a default output path (runs/..., kept_tokens.png)
+    lands there, never in the repository."""
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(autouse=True)
 def _seed():
     """Every test starts from the same seed and leaves torch's determinism switch as it found it
     (a Trainer with deterministic=True turns it on for the process)."""

@@ -121,8 +121,16 @@ def _bench_models(args: argparse.Namespace) -> None:
 
 
 def _bench_notes(r: dict) -> str:
-    """The adaptive mode's and the slicing limit's lines of one benchmark result."""
-    lines = []
+    """The noise warning, the adaptive mode's and the slicing limit's lines of one benchmark result."""
+    noisy = [name for name, v in r["variants"].items() if v.get("noisy")]
+    lines = (
+        [
+            f"  warning: p90 above 1.5x p50 for {', '.join(noisy)}: the timings are noise-bound (another process "
+            "competed for the cores); rerun with more --repeats on an idle machine"
+        ]
+        if noisy
+        else []
+    )
     if r["adaptive_fraction_of_fixed"] is not None:
         padded = r["padded_fraction_of_fixed"]
         lines.append(

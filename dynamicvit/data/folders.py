@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,38 @@ class ImageFiles(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return load_image(self.files[index], (self.img_size, self.img_size), 3)[0], -1
+        def read(i: int) -> tuple[torch.Tensor, int]:
+            return load_image(self.files[i], (self.img_size,) * 2, 3)[0], -1
+
+        return _read_skipping(self, index, read, lambda i: self.files[i])
+
+
+def _read_skipping(dataset: Dataset, index: int, read, name):
+    """``read(index)``, or, for an image that cannot be read (corrupt, truncated, over the pixel limit), the
+    next readable one: the file (``name(index)``) is named on stderr once and counted in ``dataset.skipped``,
+    so one bad file does not end a long training run. A set where no image can be read is an error."""
+    from PIL import Image
+
+    skipped = dataset.__dict__.setdefault("skipped", set())
+    for offset in range(len(dataset)):
+        i = (index + offset) % len(dataset)
+        try:
+            return read(i)
+        except (OSError, ValueError, Image.DecompressionBombError) as err:
+            if i not in skipped:
+                skipped.add(i)
+                print(f"dynamicvit: skipped unreadable image {name(i)} ({len(skipped)} so far): {err}", file=sys.stderr)
+    raise ValueError(f"no image of this set of {len(dataset)} can be read")
+
+
+def _skipping(folder_class: type) -> type:
+    """``folder_class`` (a torchvision image folder) whose unreadable images are skipped and counted."""
+
+    class Skipping(folder_class):
+        def __getitem__(self, index: int):
+            return _read_skipping(self, index, super().__getitem__, lambda i: self.samples[i][0])
+
+    return Skipping
 
 
 def image_folder(split: str, data_dir, img_size: int, limit: int | None) -> Dataset:
@@ -50,7 +82,7 @@ def image_folder(split: str, data_dir, img_size: int, limit: int | None) -> Data
     if not folder.is_dir():
         raise FileNotFoundError(f"no {folder}: expected ImageNet layout, {data_dir}/train/<class>/*.jpg and val/")
     transform = create_transform(img_size, is_training=split == "train")
-    dataset = ImageFolder(str(folder), transform=transform)
+    dataset = _skipping(ImageFolder)(str(folder), transform=transform)
     dataset.num_classes, dataset.in_chans = len(dataset.classes), 3
     if limit is not None:
         dataset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))

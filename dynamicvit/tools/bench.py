@@ -131,13 +131,19 @@ def _onnx_runner(model: nn.Module, path: Path) -> Callable[[torch.Tensor], torch
     return lambda x: session.run(None, {"images": x.numpy()})[0]
 
 
+NOISE_LIMIT = 1.5  # p90 / p50 above which a row's timings are noise-bound
+
+
 def _row(times: list[float], batch: int, dense: list[float]) -> dict:
+    """img/s, speed-up over dense, latency percentiles and whether the timings were noisy (p90 over
+    :data:`NOISE_LIMIT` × p50: something else competed for the cores)."""
     median = statistics.median(times)
     q = statistics.quantiles(times, n=100, method="inclusive") if len(times) > 1 else [times[0]] * 99
     return {
         "img_per_s": batch / median,
         "speedup": statistics.median(dense) / median,
         "latency_ms": {"p50": 1e3 * median, "p90": 1e3 * q[89], "p99": 1e3 * q[98]},
+        "noisy": q[89] > NOISE_LIMIT * median,
     }
 
 

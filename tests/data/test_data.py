@@ -13,6 +13,7 @@ from dynamicvit.data import (
     load_fashion_mnist,
     read_idx,
 )
+from dynamicvit.data.fashion import to_tensor
 
 
 def test_read_idx_roundtrip_and_corruption(tmp_path):
@@ -60,8 +61,8 @@ def test_cluttered_is_deterministic_and_labelled(fake_fashion):
     b = ClutteredFashionMNIST("train", fake_fashion, canvas=48, distractors=3, seed=1)
     c = ClutteredFashionMNIST("train", fake_fashion, canvas=48, distractors=3, seed=2)
     assert torch.equal(a[5][0], b[5][0]) and not torch.equal(a[5][0], c[5][0])
-    assert torch.equal(a[5][0], a[5][0])  # cached copy equals the first rendering
     canvas, label, (y, x) = a.render(5)
+    assert torch.equal(a[5][0], to_tensor(canvas))  # the (cached) input is the rendered canvas
     assert canvas.shape == (48, 48) and label == a.labels[5] == a[5][1]
     item = a.images[5]
     assert np.all(canvas[y : y + 28, x : x + 28] >= item)  # the item is pasted whole (max-blend)
@@ -89,7 +90,9 @@ def test_imagefolder(tmp_path):
                 Image.fromarray(np.full((40, 50, 3), 40 * i, dtype=np.uint8)).save(tmp_path / split / cls / f"{i}.png")
     ds = build_dataset("imagefolder", "val", tmp_path, img_size=32)
     x, y = ds[0]
-    assert ds.num_classes == 2 and x.shape == (3, 32, 32) and y in (0, 1)
+    assert ds.num_classes == 2 and x.shape == (3, 32, 32)
+    assert [ds[i][1] for i in range(4)] == [0, 0, 1, 1] and ds.classes == ["cat", "dog"]
+    assert not torch.equal(ds[0][0], ds[1][0])  # two different images (0 and 40 grey)
 
 
 def test_cluttered_scenes_label_each_pixel_by_its_item(fake_fashion):

@@ -71,3 +71,20 @@ def test_a_gzip_bomb_stops_at_the_size_limit(tmp_path, monkeypatch):
         read_idx(tmp_path / "bomb-idx1-ubyte.gz")
     monkeypatch.setattr(fashion, "MAX_IDX_BYTES", 4104)
     assert read_idx(tmp_path / "bomb-idx1-ubyte.gz").shape == (4096,)
+
+
+def test_a_corrupt_training_image_is_skipped_and_counted(tmp_path, capsys):
+    from dynamicvit.data import build_dataset
+
+    for cls in ("cat", "dog"):
+        (tmp_path / "train" / cls).mkdir(parents=True)
+        Image.fromarray(np.full((20, 20, 3), 200, dtype=np.uint8)).save(tmp_path / "train" / cls / "good.png")
+    (tmp_path / "train" / "cat" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    data = build_dataset("imagefolder", "train", data_dir=tmp_path, img_size=16)
+    paths = [p for p, _ in data.samples]
+    bad = paths.index(str(tmp_path / "train" / "cat" / "bad.png"))
+    x, y = data[bad]  # the next readable image instead
+    assert x.shape == (3, 16, 16) and y == data.samples[(bad + 1) % len(paths)][1]
+    assert data.skipped == {bad} and "bad.png" in capsys.readouterr().err
+    data[bad]
+    assert capsys.readouterr().err == ""  # named once

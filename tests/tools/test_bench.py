@@ -37,18 +37,26 @@ def test_sliced_limit_runs_the_kept_token_counts():
     assert seen == [1 + model.keep_counts()[-1]]
 
 
-def test_time_callables_reports_each_function():
+def test_time_callables_reports_each_function(monkeypatch):
+    """A stubbed clock that each call advances by a known amount: the medians are those amounts."""
+    import dynamicvit.tools.bench as bench
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock["now"])
     calls = {"a": 0, "b": 0}
+    cost = {"a": [2.0, 9.0, 2.0, 2.0, 2.0], "b": [1.0] * 5}
 
     def make(name):
         def fn(x):
             calls[name] += 1
+            if calls[name] > 2:  # the two warm-up calls are not timed
+                clock["now"] += cost[name][calls[name] - 3]
             return x
 
         return fn
 
     secs = time_callables({"a": make("a"), "b": make("b")}, torch.zeros(1), warmup=2, repeats=5)
-    assert set(secs) == {"a", "b"} and all(s >= 0 for s in secs.values())
+    assert secs == {"a": 2.0, "b": 1.0}  # medians: one slow call of a does not move it
     assert calls == {"a": 7, "b": 7}
 
 
@@ -136,3 +144,21 @@ def test_training_step_benchmark_frozen_backbone_keeps_less(capsys):
     argv = ["bench", "--training", "--model", "vit_tiny_patch16_224", "--img-size", "32", "--batch-size", "2"]
     assert main([*argv, "--repeats", "1", "--warmup", "0"]) == 0
     assert "calibrate" in capsys.readouterr().out
+
+
+def test_noise_bound_rows_are_flagged_and_warned(monkeypatch, capsys):
+    """Stubbed timings: a row whose p90 exceeds 1.5x its p50 is flagged and the command warns once."""
+    import dynamicvit.tools.bench as bench
+    from dynamicvit.cli import main
+
+    steady, noisy = [0.2] * 9 + [0.21], [0.2] * 8 + [0.5, 0.5]  # p90 / p50: 1.05 and 2.5
+    seconds = {"dense": steady, "sparse": noisy, "limit": steady, "limit+predictors": steady}
+    monkeypatch.setattr(bench, "time_runs", lambda fns, *a, **k: {name: seconds[name] for name in fns})
+    r = benchmark("deit_tiny_patch16_224", keep_rate=0.5, batch_size=2, img_size=32, patch_size=8)
+    assert {n: v["noisy"] for n, v in r["variants"].items()} == {
+        "dense": False, "sparse": True, "limit": False, "limit+predictors": False
+    }  # fmt: skip
+    args = ["bench", "--model", "deit_tiny_patch16_224", "--img-size", "32", "--batch-size", "2", "--keep-rate", "0.5"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("warning: p90 above 1.5x p50 for sparse:") == 1
