@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import platform
 from collections.abc import Sequence
 from pathlib import Path
 from statistics import median
@@ -26,6 +25,7 @@ from dynamicvit.core.flops import count_flops
 from dynamicvit.methods.budget import set_budget
 from dynamicvit.methods.registry import METHODS, apply_method, get_method
 from dynamicvit.tools.bench import time_callables
+from dynamicvit.tools.provenance import provenance
 from dynamicvit.tools.report import save_tradeoff_plots, write_comparison_markdown
 from dynamicvit.train.build import build_dense_for_data, build_run_dataset
 from dynamicvit.train.config import TrainConfig, validate
@@ -138,9 +138,8 @@ def _run(cfg: TrainConfig, budgets, methods, out: Path, bench_batch: int, bench_
         "methods": list(methods),
         "labels": {m: get_method(m).label for m in methods},
         "recipe": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("progress", "resume", "out_dir")},
+        "provenance": provenance(),
         "bench": {"batch_size": x.shape[0], "repeats": bench_repeats, "threads": torch.get_num_threads()},
-        "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__}".replace("  ", " "),
     }
     atomic_write_text(out / "compare.json", json.dumps(summary, indent=2))
     save_tradeoff_plots(summary, out)

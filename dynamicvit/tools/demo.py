@@ -10,7 +10,6 @@ is what the predictor has to discover.
 from __future__ import annotations
 
 import json
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from dynamicvit.core.files import atomic_write_text, check_writable, folder_lock
 from dynamicvit.core.predictor import random_selector
 from dynamicvit.data.fashion import FASHION_CLASSES
 from dynamicvit.tools.bench import time_callables
+from dynamicvit.tools.provenance import provenance
 from dynamicvit.tools.report import save_curves, write_markdown
 from dynamicvit.tools.viz import save_kept_token_grid
 from dynamicvit.train.config import TrainConfig
@@ -171,9 +171,7 @@ def _run(cfg: DemoConfig, command: str) -> dict:
         "num_patches": student.patch_embed.num_patches,
         "data": f"Cluttered Fashion-MNIST, {cfg.canvas}×{cfg.canvas} canvas, {cfg.distractors} distractor fragments, "
         f"{len(teacher_run.train_set)} training / {len(test_set)} test images",
-        "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__}".replace("  ", " "),
-        "command": command,
+        "provenance": provenance(command),
         "teacher_seconds": teacher_seconds,
         "student_seconds": student_seconds,
         "total_seconds": time.perf_counter() - start,

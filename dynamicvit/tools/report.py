@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from dynamicvit.core.files import atomic_write, atomic_write_text  # noqa: E402
+from dynamicvit.tools.provenance import describe_machine  # noqa: E402
 
 __all__ = [
     "read_jsonl",
@@ -67,7 +68,8 @@ def write_markdown(summary: dict, path: str | os.PathLike) -> None:
     lines = [
         "# dynamicvit demo report",
         "",
-        f"Data: {summary['data']}. Machine: {summary['machine']}. Command: `{summary['command']}`.",
+        f"Data: {summary['data']}. Machine: {describe_machine(summary['provenance']['machine'])}. "
+        f"Command: `{summary['provenance']['command']}` ({summary['provenance']['date']}).",
         "",
         "| model | top-1 (%) | GMACs / image | img/s (batch {}) | kept patches per stage |".format(b["batch_size"]),
         "|---|---|---|---|---|",
@@ -122,7 +124,8 @@ def write_comparison_markdown(summary: dict, path: str | os.PathLike) -> None:
         "",
         f"Dense model: top-1 {d['top1']:.2f}%, {d['gmacs']:.4f} GMACs, {d['img_per_s']:.0f} img/s. "
         f"Throughput: batch {b['batch_size']}, median of {b['repeats']} interleaved runs, {b['threads']} threads "
-        f"({summary['machine']}); speed-up is against the dense model timed in the same run.",
+        f"({describe_machine(summary['provenance']['machine'])}); speed-up is against the dense model timed "
+        "in the same run.",
         "",
         "| budget | method | trained | top-1 (%) | GMACs | MACs / dense | img/s | speed-up | knob | tokens per step |",
         "|---|---|---|---|---|---|---|---|---|---|",
