@@ -318,7 +318,9 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     if Path(args.out).exists() and not args.overwrite:
         raise ValueError(f"--out {args.out} exists; pass --overwrite to replace it")
     overrides = {
-        k: getattr(args, k) for k in (*DATA_FIELDS, "model", "keep_rate") if getattr(args, k, None) is not None
+        k: getattr(args, k)
+        for k in (*DATA_FIELDS, "model", "model_kwargs", "keep_rate", "img_size")
+        if getattr(args, k, None) is not None
     }
     saved = read_checkpoint(args.checkpoint)
     model, cfg = load_trained(saved, ema=not args.no_ema, **overrides)

@@ -119,7 +119,9 @@ def _calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=_positive, default=64)
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--no-ema", action="store_true", help="the raw weights even when the checkpoint has EMA ones")
-    add_config_args(p, names=("model", "keep_rate", *DATA_FIELDS))  # default: the checkpoint's
+    add_config_args(
+        p, names=("model", "model_kwargs", "keep_rate", "img_size", *DATA_FIELDS)
+    )  # default: the checkpoint's
 
 
 def _viz(sub: argparse._SubParsersAction) -> None:

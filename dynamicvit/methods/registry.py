@@ -4,7 +4,8 @@ module depends on no method and every layer above can read the registry."""
 
 from __future__ import annotations
 
-from typing import TypeVar
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 from torch import nn
 
@@ -42,11 +43,11 @@ def apply_method(
     model: nn.Module,
     method: str,
     keep_rate: float = 0.7,
-    prune_layers=None,
+    prune_layers: Sequence[int] | None = None,
     r: int = 8,
     fuse: bool = True,
     seed: int = 0,
-    **options,
+    **options: Any,
 ) -> nn.Module:
     """Reduce a timm model in place with ``method`` (a name in :data:`METHODS`) and return it.
 

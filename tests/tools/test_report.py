@@ -33,8 +33,11 @@ def test_markdown_shows_measured_numbers(tmp_path):
         "keep_rate": 0.7,
         "num_patches": 36,
         "data": "d",
-        "machine": "m",
-        "command": "c",
+        "provenance": {
+            "command": "dynamicvit demo",
+            "date": "2026-12-01T00:00:00+00:00",
+            "machine": {"cpu": "cpu-x", "cores": 2, "torch_threads": 2, "torch": "t", "timm": "u"},
+        },
         "teacher_seconds": 1,
         "student_seconds": 2,
         "total_seconds": 3,
@@ -42,3 +45,4 @@ def test_markdown_shows_measured_numbers(tmp_path):
     write_markdown(summary, tmp_path / "r.md")
     text = (tmp_path / "r.md").read_text()
     assert "81.23" in text and "-1.27 top-1 points" in text and "+21.23 points" in text and "1.40×" in text
+    assert "cpu-x, 2 cores" in text and "`dynamicvit demo` (2026-12-01" in text  # where the figures come from

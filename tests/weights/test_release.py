@@ -475,7 +475,8 @@ ZOO_NAMES = {
 
 @pytest.mark.parametrize("family", ["deit", "lvvit", "convnext", "swin"])
 def test_release_files_through_the_commands(family, tmp_path, capsys):
-    """viz and export read a release file with a zoo name of every family, as the Python API does."""
+    """viz, export, eval and calibrate read a release file with a zoo name of every family, as the Python
+    API does."""
     _, reference = build_case(family, tmp_path)  # writes tmp_path / "release.pth"
     name, kwargs = ZOO_NAMES[family]
     common = ["--checkpoint", str(tmp_path / "release.pth"), "--model", name, "--model-kwargs", json.dumps(kwargs)]
@@ -485,6 +486,21 @@ def test_release_files_through_the_commands(family, tmp_path, capsys):
     assert picture.stat().st_size > 0
     onnx = tmp_path / "m.onnx"
     assert main(["export", *common, "--img-size", "64", "--onnx", str(onnx)]) == 0, capsys.readouterr()  # parity 1e-4
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(8):
+        pixels = np.random.default_rng(i).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(images / f"{i}.png")
+    data = ["--data", "images", "--data-dir", str(images), "--img-size", "64"]
+    capsys.readouterr()
+    assert main(["eval", *common, *data, "--json"]) == 0, capsys.readouterr()
+    assert json.loads(capsys.readouterr().out)["images"] == 8
+    calibrated = tmp_path / "adaptive.pth"
+    code = main(["calibrate", *common, *data, "--images", "8", "--out", str(calibrated)])
+    if family == "lvvit":  # its token-labelling head reads every patch token: no per-image counts
+        assert code == 2 and "adaptive mode needs a class-token head" in capsys.readouterr().err
+    else:
+        assert code == 0 and calibrated.stat().st_size > 0, capsys.readouterr()
     model, _ = load_trained(tmp_path / "release.pth", model=name, model_kwargs=kwargs, img_size=64)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():

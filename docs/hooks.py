@@ -1,0 +1,22 @@
+"""mkdocs hook: pages take generated content instead of typed copies.
+
+* ``<!-- cli -->`` becomes the ``--help`` of every command, from the argument parser itself;
+* ``<!-- results:NAME -->`` becomes the table of ``docs/results/NAME.json`` with its provenance line
+  (``dynamicvit.tools.results.render``), so a number typed by hand cannot appear.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from dynamicvit.cli.reference import cli_reference
+from dynamicvit.tools.results import render
+
+_RESULTS = re.compile(r"<!-- results:([\w-]+) -->")
+
+
+def on_page_markdown(markdown: str, config, **_) -> str:
+    results = Path(config["docs_dir"]) / "results"
+    markdown = markdown.replace("<!-- cli -->", cli_reference())
+    return _RESULTS.sub(lambda m: render(m.group(1), results), markdown)

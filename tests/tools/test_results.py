@@ -1,0 +1,44 @@
+"""Documented results are generated from their files: the README's table is the rendering of its result
+file, every result file carries its provenance, and the API page lists the public names."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+import dynamicvit
+from dynamicvit.tools.results import render
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS_DIR = ROOT / "docs" / "results"  # the source tree's (also in the sdist), not the installed package's
+
+
+def test_the_readme_table_is_its_result_file_rendered():
+    assert render("demo", RESULTS_DIR) in (ROOT / "README.md").read_text()
+
+
+def test_a_changed_figure_changes_the_rendering(tmp_path):
+    result = json.loads((RESULTS_DIR / "demo.json").read_text())
+    result["sparse"]["top1"] += 1.0
+    (tmp_path / "demo.json").write_text(json.dumps(result))
+    assert render("demo", tmp_path) != render("demo", RESULTS_DIR)
+
+
+@pytest.mark.parametrize("path", sorted(RESULTS_DIR.glob("*.json")), ids=lambda p: p.name)
+def test_every_result_file_carries_its_provenance(path):
+    p = json.loads(path.read_text())["provenance"]
+    assert p["command"].startswith("dynamicvit ") and re.fullmatch(r"[0-9a-f]{40}", p["commit"] or "")
+    assert p["machine"]["cpu"] and p["machine"]["torch"] and re.match(r"\d{4}-\d\d-\d\d", p["date"])
+
+
+def test_the_api_page_documents_every_public_name():
+    page = (ROOT / "docs" / "api.md").read_text()
+    assert sorted(set(re.findall(r"^::: dynamicvit\.(\w+)$", page, re.M))) == sorted(dynamicvit.__all__)
+
+
+def test_readme_links_point_at_files_and_the_readme_stays_short():
+    text = (ROOT / "README.md").read_text()
+    links = [t for t in re.findall(r"\]\(([^)#]+)\)", text) if not t.startswith("http")]
+    assert links and all((ROOT / t).exists() for t in links), [t for t in links if not (ROOT / t).exists()]
+    assert len(text.splitlines()) <= 250
