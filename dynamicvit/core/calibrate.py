@@ -54,7 +54,17 @@ def calibrate(
     set of (image, label) pairs or an image batch) so the average kept fraction of the grid's tokens
     after each stage is ``targets`` (default: the fixed mode's counts over the grid, so both modes cost
     the same on average). Returns the thresholds, the targets
-    and the fractions reached on ``data``."""
+    and the fractions reached on ``data``.
+
+    Args:
+        model: a reduced model whose method has an adaptive keep mode.
+        data: held-out images (a data set or a batch); at least eight.
+        targets: kept fraction per stage (default: the fixed mode's).
+        batch_size: images per forward.
+
+    Returns:
+        ``thresholds``, ``targets``, ``reached`` and ``images``.
+    """
     reducer = find_reducer(model)
     if reducer is None or not reducer.supports_adaptive:
         raise TypeError(f"{type(model).__name__} has no adaptive keep mode to calibrate (DynamicViT models have)")

@@ -105,6 +105,15 @@ def count_flops(
 
     ``prune_layers`` groups a dense ViT's blocks like a sparse model's stages, for side-by-side reports;
     ``decisions`` forces the kept tokens (e.g. an adaptive-mode image's counts, :func:`per_image_gmacs`).
+
+    Args:
+        model: a dense or reduced model (classifier, segmenter or backbone).
+        img_size: input size (default: the model's).
+        prune_layers: blocks grouping a dense ViT's report by stage.
+        decisions: kept tokens to force.
+
+    Returns:
+        A report with ``total`` MACs, ``gmacs``, MACs per part and tokens per stage.
     """
     was_training = model.training
     model.eval()

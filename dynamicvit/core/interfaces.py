@@ -97,7 +97,14 @@ def check_thresholds(thresholds, num_stages: int) -> list[float]:
 
 
 def find_reducer(model: nn.Module) -> TokenReducer | None:
-    """The token-reducing module inside ``model`` (itself, a sparsified stage, a segmenter's backbone), if any."""
+    """The token-reducing module inside ``model`` (itself, a sparsified stage, a segmenter's backbone), if any.
+
+    Args:
+        model: any module.
+
+    Returns:
+        The first :class:`TokenReducer` among ``model``'s modules, or ``None`` for a dense model.
+    """
     return next((m for m in model.modules() if isinstance(m, TokenReducer)), None)
 
 

@@ -186,7 +186,22 @@ def build_criterion(
     aligned with the teacher's (by KL of the token-labelling head when the model has one),
     KL distillation whenever there is a ``teacher``; cross-entropy unless ``labels`` is False. A model
     with a ``distillation_loss(teacher, target_ratios, ratio_weight, distill_weight, ratio_loss)`` method
-    (a detector) builds its own."""
+    (a detector) builds its own.
+
+    Args:
+        model: the reduced (or dense) model being trained.
+        teacher: the frozen dense model to distil from, or ``None``.
+        base_criterion: the classification loss (e.g. cross-entropy, or soft-target CE under mixup).
+        learned: whether the model's method learns its decisions (adds the keep-ratio term).
+        ratio_weight: weight of the keep-ratio term (the paper: 2 for ViTs).
+        distill_weight: weight of the KL distillation term.
+        token_weight: weight of the token distillation term.
+        ratio_loss: ``"image"`` (per image, the paper's) or ``"batch"`` (on the batch average).
+        labels: whether cross-entropy on labels is part of the objective.
+
+    Returns:
+        A module called as ``criterion(images, output, targets)`` returning ``(loss, terms)``.
+    """
     reducer = find_reducer(model)
     if reducer is None:
         raise ValueError(f"{type(model).__name__} is dense; the distillation objective needs a reduced model")

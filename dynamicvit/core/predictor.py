@@ -62,7 +62,16 @@ def cumulative_ratios(keep_rate: float, num_stages: int) -> list[float]:
 
 
 def keep_counts(num_tokens: int, keep_rate: float, num_stages: int) -> list[int]:
-    """Tokens kept after each stage: ``int(N * rho**s)`` for s = 1..num_stages, at least 1."""
+    """Tokens kept after each stage: ``int(N * rho**s)`` for s = 1..num_stages, at least 1.
+
+    Args:
+        num_tokens: patch tokens before the first stage.
+        keep_rate: ρ in (0, 1].
+        num_stages: pruning stages.
+
+    Returns:
+        The kept count after each stage.
+    """
     return [keep_count(num_tokens, r) for r in cumulative_ratios(keep_rate, num_stages)]
 
 

@@ -13,7 +13,20 @@ __all__ = ["set_budget"]
 def set_budget(model: nn.Module, budget: float, dense_macs: int, tolerance: float = 0.02) -> float:
     """Tune a reduced model's knob (its method's ``knob``: keep rate, ToMe's ``r``) so its MACs come
     closest to ``budget`` × ``dense_macs``; returns the fraction reached. Raises ``ValueError`` when
-    the budget lies further than ``tolerance`` outside what the method can reach on this model."""
+    the budget lies further than ``tolerance`` outside what the method can reach on this model.
+
+    Args:
+        model: a model reduced by a registered method.
+        budget: the fraction of ``dense_macs`` to reach, in (0, 1].
+        dense_macs: the dense model's MACs (:func:`count_flops`).
+        tolerance: how far outside the reachable range a budget may lie.
+
+    Returns:
+        The fraction of the dense MACs reached.
+
+    Raises:
+        ValueError: a dense model, or a budget out of reach.
+    """
     if not 0 < budget <= 1:
         raise ValueError(f"budget must be a fraction of the dense MACs in (0, 1], got {budget}")
     method = method_of(model)

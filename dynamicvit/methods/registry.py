@@ -34,7 +34,14 @@ def get_method(name: str) -> type[Method]:
 
 
 def method_of(model: nn.Module) -> type[Method] | None:
-    """The method that reduces ``model`` (``None`` for a dense model)."""
+    """The method that reduces ``model`` (``None`` for a dense model).
+
+    Args:
+        model: any module.
+
+    Returns:
+        The registered :class:`Method` class of the model's reducer, or ``None``.
+    """
     reducer = find_reducer(model)
     return None if reducer is None else METHODS[reducer.method]
 

@@ -6,6 +6,8 @@ The families come from :mod:`dynamicvit.models.registry` (a family module regist
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
+from typing import Any
 
 from torch import nn
 
@@ -17,13 +19,27 @@ from dynamicvit.weights.download import download
 __all__ = ["create_model", "create_pair", "sparsify"]
 
 
-def sparsify(model: nn.Module, keep_rate: float = 0.7, prune_layers=None, **options) -> nn.Module:
+def sparsify(
+    model: nn.Module, keep_rate: float = 0.7, prune_layers: Sequence[int] | None = None, **options: Any
+) -> nn.Module:
     """Add dynamic spatial sparsification to an existing timm model in place and return it.
 
     Plain ViTs get DynamicViT token pruning (``prune_layers`` default: blocks depth/4, depth/2,
     3·depth/4); ConvNeXt/Swin get asymmetric computation in their third stage
     (``prune_layers`` stage-local, ``keep_ratios`` default ``[rho, rho-0.2, rho-0.4]``, see
     :mod:`dynamicvit.models.hierarchical`). Weights are kept; ``score_predictor`` holds the new predictors.
+
+    Args:
+        model: a timm model of a registered family (or a Hugging Face ViT).
+        keep_rate: ρ in (0, 1].
+        prune_layers: where to prune (default: the family's schedule).
+        **options: family options (``keep_ratios`` for ConvNeXt/Swin).
+
+    Returns:
+        ``model`` (a sparsified subclass of itself), or the converted model for Hugging Face input.
+
+    Raises:
+        TypeError: an unsupported model or an option its family does not take.
     """
     family = family_of(model)
     unknown = sorted(set(options) - set(family.options))
@@ -37,11 +53,11 @@ def sparsify(model: nn.Module, keep_rate: float = 0.7, prune_layers=None, **opti
 def create_model(
     name: str,
     keep_rate: float | None = None,
-    prune_layers=None,
+    prune_layers: Sequence[int] | None = None,
     pretrained: bool = False,
     checkpoint_path: str | None = None,
-    keep_ratios=None,
-    **timm_kwargs,
+    keep_ratios: Sequence[float] | None = None,
+    **timm_kwargs: Any,
 ) -> nn.Module:
     """``timm.create_model(name, pretrained, **timm_kwargs)`` made sparse (``keep_rate`` default 0.7),
     or a released model of :mod:`dynamicvit.weights.zoo` by its name (its keep rate; ``pretrained`` downloads
@@ -49,6 +65,22 @@ def create_model(
 
     ``checkpoint_path`` loads a sparse checkpoint (backbone + predictors, strict; the release's layouts
     converted) or a dense backbone checkpoint (predictors keep their fresh initialisation).
+
+    Args:
+        name: a timm model name or a zoo name (:func:`dynamicvit.list_models`).
+        keep_rate: ρ in (0, 1] (default: the zoo entry's, else 0.7).
+        prune_layers: where to prune (default: the paper's schedule for the family).
+        pretrained: timm's dense weights, or for a zoo name the release's file.
+        checkpoint_path: a sparse or dense checkpoint to load.
+        keep_ratios: ConvNeXt/Swin absolute ratios per predictor.
+        **timm_kwargs: passed to ``timm.create_model`` (``num_classes``, ``img_size``, ...).
+
+    Returns:
+        The sparse model (train mode, as timm returns it).
+
+    Raises:
+        ValueError: an unknown name or a bad keep rate.
+        CheckpointError: a checkpoint that cannot be read or does not fit.
     """
     arch, keep_rate, options = zoo.resolve(name, keep_rate)
     if keep_ratios is not None:

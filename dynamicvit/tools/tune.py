@@ -9,6 +9,7 @@ and picks the largest keep rate – the most accurate model – that meets the t
 from __future__ import annotations
 
 import statistics
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,13 +33,31 @@ def tune(
     rates: tuple[float, ...] | None = None,
     warmup: int = 2,
     repeats: int = 5,
-    **timm_kwargs,
+    **timm_kwargs: Any,
 ) -> dict:
     """The largest keep rate of ``rates`` whose measured speed-up over the dense model reaches
     ``target_speedup`` (or whose median time per batch is at most ``target_ms``), for a timm or zoo
     model name at ``batch_size``; returns it with the measured curve (keep rate, GMACs, img/s,
     speed-up, ms per batch). A target no rate reaches is a ``ValueError`` saying what was reached.
-    ConvNeXt/Swin take keep rates above 0.4 (their ratios are ``[rho, rho-0.2, rho-0.4]``)."""
+    ConvNeXt/Swin take keep rates above 0.4 (their ratios are ``[rho, rho-0.2, rho-0.4]``).
+
+    Args:
+        model: a timm or zoo model name.
+        target_speedup: img/s over the dense model's to reach (give this or ``target_ms``).
+        target_ms: milliseconds per batch to stay under.
+        batch_size: images per timed batch.
+        img_size: input resolution (default: the model's).
+        rates: keep rates to try (default 0.9 down to 0.3).
+        warmup: untimed runs per variant.
+        repeats: timed runs per variant (interleaved).
+        **timm_kwargs: passed to ``timm.create_model``.
+
+    Returns:
+        The chosen ``keep_rate`` with its GMACs, speed-up, ms per batch and the whole measured ``curve``.
+
+    Raises:
+        ValueError: no rate reaches the target (the message says what was reached).
+    """
     _check_targets(target_speedup, target_ms, batch_size, repeats)
     grid = tuple(sorted({check_keep_rate(r) for r in rates or DEFAULT_RATES}, reverse=True))
     if img_size is not None:

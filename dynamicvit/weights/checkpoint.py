@@ -140,6 +140,14 @@ def load_checkpoint(model: nn.Module, source: str | os.PathLike | dict, backbone
 
     ``backbone_only`` (default: when the checkpoint has no predictor keys) skips the
     ``score_predictor``/``fast_path`` entries of the model, so a dense checkpoint initialises a sparse model.
+
+    Args:
+        model: the model to load into.
+        source: a checkpoint file (``.pth``, ``.safetensors``) or the object read from one.
+        backbone_only: load only the backbone entries (default: when the checkpoint has no predictors).
+
+    Raises:
+        CheckpointError: a file that cannot be read, or keys and shapes that do not fit (named).
     """
     state = convert_state_dict(read_state_dict(source), model)  # release layouts; ViT position embeddings
     expected = model.state_dict()
@@ -170,5 +178,11 @@ def load_checkpoint(model: nn.Module, source: str | os.PathLike | dict, backbone
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, **extra: Any) -> None:
-    """Write ``{"model": state_dict, **extra}`` atomically (the authors' layout)."""
+    """Write ``{"model": state_dict, **extra}`` atomically (the authors' layout).
+
+    Args:
+        model: the model whose ``state_dict`` is saved.
+        path: the file to write.
+        **extra: further entries (e.g. ``config``, ``epoch``).
+    """
     atomic_save({"model": model.state_dict(), **extra}, path)

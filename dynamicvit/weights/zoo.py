@@ -94,7 +94,14 @@ ZOO: dict[str, ZooEntry] = {
 
 
 def list_models(pattern: str = "*") -> list[str]:
-    """Names of the released sparse models matching the shell-style ``pattern``."""
+    """Names of the released sparse models matching the shell-style ``pattern``.
+
+    Args:
+        pattern: shell-style filter, e.g. ``"dynamicvit_convnext*"``.
+
+    Returns:
+        Sorted zoo names.
+    """
     return sorted(n for n in ZOO if fnmatch.fnmatch(n, pattern))
 
 
