@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from dynamicvit.cli.config_args import DATA_FIELDS, config_from_args
-from dynamicvit.core.files import check_writable
+from dynamicvit.core.files import atomic_write_text, check_writable
 from dynamicvit.methods.registry import METHODS
 from dynamicvit.weights.download import download
 from dynamicvit.weights.zoo import ZOO
@@ -33,8 +33,13 @@ __all__ = [
 
 def cmd_flops(args: argparse.Namespace) -> None:
     from dynamicvit.tools.flops_report import compare_flops
+    from dynamicvit.tools.provenance import provenance
 
+    if args.save:
+        check_writable(args.save, "--save")
     r = compare_flops(args.model, keep_rate=args.keep_rate, img_size=args.img_size, keep_mode=args.keep_mode)
+    if args.save:
+        atomic_write_text(args.save, json.dumps({**r, "provenance": provenance()}, indent=2))
     if args.json:
         print(json.dumps(r, indent=2))
         return

@@ -167,6 +167,7 @@ def _models(sub: argparse._SubParsersAction) -> None:
 def _flops(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("flops", help="multiply-accumulates of dense vs sparse, per stage")
     _add_model_args(p)
+    p.add_argument("--save", metavar="FILE", default=None, help="also write the result with its provenance as JSON")
 
 
 def _tune(sub: argparse._SubParsersAction) -> None:

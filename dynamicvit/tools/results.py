@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dynamicvit.tools.provenance import describe_machine
+from dynamicvit.weights.zoo import ZOO
 
 __all__ = ["RESULTS_DIR", "render"]
 
@@ -21,6 +22,19 @@ def _provenance(p: dict) -> str:
     return (
         f"*Measured by `{p['command']}` on {describe_machine(p['machine'])}, {p['date'][:10]}, "
         f"dynamicvit {p.get('version') or 'source'} (commit {commit}).*"
+    )
+
+
+def _shared_provenance(records: list[dict]) -> str:
+    """One line for rows measured on one machine, code and day by one command each; else a line per row."""
+    shared = {(describe_machine(p["machine"]), p["date"][:10], p.get("version"), p.get("commit")) for p in records}
+    if len(shared) > 1:
+        return "\n".join(sorted({_provenance(p) for p in records}))
+    machine, date, version, commit = shared.pop()
+    tool = records[0]["command"].split()[:2]
+    return (
+        f"*Each row measured by its own `{' '.join(tool)} … --save FILE` (the command line is in its file) on "
+        f"{machine}, {date}, dynamicvit {version or 'source'} (commit {(commit or 'unknown')[:10]}).*"
     )
 
 
@@ -44,11 +58,30 @@ def _demo(r: dict) -> str:
     return "\n".join(rows)
 
 
+def _flops(rows: list[dict]) -> str:
+    """One line per model and keep rate, the published figure from the zoo where the release has the model."""
+    published = {(e.arch, e.keep_rate): e.paper_gmacs for e in ZOO.values()}
+    lines = [
+        "| model | ρ | kept tokens | dense GMACs | sparse GMACs | published (paper / release) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["dense"]["gmacs"], -r["keep_rate"])):
+        kept = " / ".join(str(v) for k, v in r["sparse"]["tokens"].items() if k != "input")
+        paper = published.get((r["model"], r["keep_rate"]))
+        lines.append(
+            f"| {r['model']} | {r['keep_rate']} | {kept} | {r['dense']['gmacs']:.3f} | {r['sparse']['gmacs']:.3f} "
+            f"| {'–' if paper is None else paper} |"
+        )
+    return "\n".join(lines)
+
+
 _RENDERERS: dict[str, Callable[[dict], str]] = {"demo": _demo}
+_TABLES: dict[str, Callable[[list[dict]], str]] = {"flops": _flops}  # one file per row, in a folder
 
 
 def render(name: str, folder: Path = RESULTS_DIR) -> str:
-    """The documented table of the result file ``folder/name.json``, followed by its provenance line.
+    """The documented table of the result file ``folder/name.json`` (or of every file in ``folder/name/`` for
+    a table with one file per row), followed by its provenance line(s).
 
     Args:
         name: the result's name (a renderer and a file of that name).
@@ -57,7 +90,12 @@ def render(name: str, folder: Path = RESULTS_DIR) -> str:
     Returns:
         Markdown.
     """
+    if name in _TABLES:
+        rows = [json.loads(p.read_text()) for p in sorted((folder / name).glob("*.json"))]
+        if not rows:
+            raise ValueError(f"no result files in {folder / name}")
+        return _TABLES[name](rows) + "\n\n" + _shared_provenance([r["provenance"] for r in rows])
     if name not in _RENDERERS:
-        raise ValueError(f"no renderer for result {name!r}; known: {', '.join(_RENDERERS)}")
+        raise ValueError(f"no renderer for result {name!r}; known: {', '.join([*_RENDERERS, *_TABLES])}")
     result = json.loads((folder / f"{name}.json").read_text())
     return _RENDERERS[name](result) + "\n\n" + _provenance(result["provenance"])

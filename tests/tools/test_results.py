@@ -14,6 +14,13 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS_DIR = ROOT / "docs" / "results"  # the source tree's (also in the sdist), not the installed package's
 
 
+def test_a_table_of_row_files_renders_every_row():
+    table = render("flops", RESULTS_DIR)
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "GMACs" not in line]
+    assert len(rows) == len(list((RESULTS_DIR / "flops").glob("*.json")))
+    assert "| deit_small_patch16_224 | 0.7 | 137 / 96 / 67 | 4.599 | 2.965 | 2.9 |" in table
+
+
 def test_the_readme_table_is_its_result_file_rendered():
     assert render("demo", RESULTS_DIR) in (ROOT / "README.md").read_text()
 
@@ -25,7 +32,7 @@ def test_a_changed_figure_changes_the_rendering(tmp_path):
     assert render("demo", tmp_path) != render("demo", RESULTS_DIR)
 
 
-@pytest.mark.parametrize("path", sorted(RESULTS_DIR.glob("*.json")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(RESULTS_DIR.rglob("*.json")), ids=lambda p: p.name)
 def test_every_result_file_carries_its_provenance(path):
     p = json.loads(path.read_text())["provenance"]
     assert p["command"].startswith("dynamicvit ") and re.fullmatch(r"[0-9a-f]{40}", p["commit"] or "")
