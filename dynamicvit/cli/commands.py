@@ -33,13 +33,11 @@ __all__ = [
 
 def cmd_flops(args: argparse.Namespace) -> None:
     from dynamicvit.tools.flops_report import compare_flops
-    from dynamicvit.tools.provenance import provenance
 
     if args.save:
         check_writable(args.save, "--save")
     r = compare_flops(args.model, keep_rate=args.keep_rate, img_size=args.img_size, keep_mode=args.keep_mode)
-    if args.save:
-        atomic_write_text(args.save, json.dumps({**r, "provenance": provenance()}, indent=2))
+    _save(args, r)
     if args.json:
         print(json.dumps(r, indent=2))
         return
@@ -57,7 +55,17 @@ def cmd_flops(args: argparse.Namespace) -> None:
         print(_per_image_lines(r["per_image"]))
 
 
+def _save(args: argparse.Namespace, result: dict) -> None:
+    """With ``--save FILE``: write ``result`` and its provenance there as JSON (atomically)."""
+    from dynamicvit.tools.provenance import provenance
+
+    if getattr(args, "save", None):
+        atomic_write_text(args.save, json.dumps({**result, "provenance": provenance()}, indent=2))
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
+    if getattr(args, "save", None):
+        check_writable(args.save, "--save")
     if args.training:
         _bench_training(args)
     elif args.checkpoints:
@@ -106,6 +114,7 @@ def _bench_models(args: argparse.Namespace) -> None:
         for model in args.models
         for batch in args.batch_sizes
     ]
+    _save(args, {"runs": results})
     if _printed_json(args, results):
         return
     for r in results:

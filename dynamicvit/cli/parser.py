@@ -200,6 +200,7 @@ def _bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=_non_negative, default=3)
     p.add_argument("--repeats", type=_positive, default=10)
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd dense and sparse")
+    p.add_argument("--save", metavar="FILE", default=None, help="also write the results with their provenance as JSON")
     p.add_argument("--onnx", action="store_true", help="also time the ONNX exports with onnxruntime")
     p.add_argument("--keep-mode", choices=KEEP_MODES, default="fixed", help="adaptive: also time the adaptive mode")
     p.add_argument(

@@ -75,8 +75,26 @@ def _flops(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _bench(files: list[dict]) -> str:
+    """One line per model and batch size: img/s of dense, sparse and the sliced-token limit, and their ratios."""
+    lines = [
+        "| model, ρ | batch | repeats | dense img/s | sparse img/s | limit img/s | sparse / dense "
+        "| sparse / limit | (limit+predictors) / limit |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    runs = sorted((r for f in files for r in f["runs"]), key=lambda r: (r["model"], -r["batch_size"]))
+    for r in runs:
+        ips = r["img_per_s"]
+        lines.append(
+            f"| {r['model']}, {r['keep_rate']} | {r['batch_size']} | {r['repeats']} | {ips['dense']:.1f} "
+            f"| {ips['sparse']:.1f} | {ips['limit']:.1f} | {r['speedup']:.2f}× | {r['fraction_of_limit']:.3f} "
+            f"| {r['predictors_fraction_of_limit']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
 _RENDERERS: dict[str, Callable[[dict], str]] = {"demo": _demo}
-_TABLES: dict[str, Callable[[list[dict]], str]] = {"flops": _flops}  # one file per row, in a folder
+_TABLES: dict[str, Callable[[list[dict]], str]] = {"flops": _flops, "bench": _bench}  # one file per row, in a folder
 
 
 def render(name: str, folder: Path = RESULTS_DIR) -> str:
