@@ -21,6 +21,14 @@ def test_a_table_of_row_files_renders_every_row():
     assert "| deit_small_patch16_224 | 0.7 | 137 / 96 / 67 | 4.599 | 2.965 | 2.9 |" in table
 
 
+def test_the_benchmark_table_has_a_row_per_run():
+    runs = [r for p in (RESULTS_DIR / "bench").glob("*.json") for r in json.loads(p.read_text())["runs"]]
+    table = render("bench", RESULTS_DIR)
+    for r in runs:
+        assert f"| {r['batch_size']} | {r['repeats']} | {r['img_per_s']['dense']:.1f} |" in table
+        assert f"| {r['fraction_of_limit']:.3f} |" in table
+
+
 def test_the_readme_table_is_its_result_file_rendered():
     assert render("demo", RESULTS_DIR) in (ROOT / "README.md").read_text()
 
