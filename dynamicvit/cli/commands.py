@@ -34,8 +34,7 @@ __all__ = [
 def cmd_flops(args: argparse.Namespace) -> None:
     from dynamicvit.tools.flops_report import compare_flops
 
-    if args.save:
-        check_writable(args.save, "--save")
+    _check_save(args)
     r = compare_flops(args.model, keep_rate=args.keep_rate, img_size=args.img_size, keep_mode=args.keep_mode)
     _save(args, r)
     if args.json:
@@ -55,26 +54,27 @@ def cmd_flops(args: argparse.Namespace) -> None:
         print(_per_image_lines(r["per_image"]))
 
 
+def _check_save(args: argparse.Namespace) -> None:
+    """Before any work: ``--save FILE`` must be writable."""
+    if args.save:
+        check_writable(args.save, "--save")
+
+
 def _save(args: argparse.Namespace, result: dict) -> None:
     """With ``--save FILE``: write ``result`` and its provenance there as JSON (atomically)."""
     from dynamicvit.tools.provenance import provenance
 
-    if getattr(args, "save", None):
+    if args.save:
         atomic_write_text(args.save, json.dumps({**result, "provenance": provenance()}, indent=2))
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    if getattr(args, "save", None):
-        check_writable(args.save, "--save")
-    if args.training:
-        _bench_training(args)
-    elif args.checkpoints:
-        _bench_checkpoints(args)
-    else:
-        _bench_models(args)
+    _check_save(args)
+    bench = _bench_training if args.training else _bench_checkpoints if args.checkpoints else _bench_models
+    _save(args, {"runs": bench(args)})
 
 
-def _bench_training(args: argparse.Namespace) -> None:
+def _bench_training(args: argparse.Namespace) -> list[dict]:
     from dynamicvit.tools.bench import benchmark_training
 
     runs = [
@@ -83,7 +83,7 @@ def _bench_training(args: argparse.Namespace) -> None:
         for b in args.batch_sizes
     ]
     if _printed_json(args, runs):
-        return
+        return runs
     for r in runs:
         print(f"{r['model']} training step, batch {r['batch_size']}, median of {r['repeats']} interleaved runs")
         for name, secs in r["seconds"].items():
@@ -91,21 +91,23 @@ def _bench_training(args: argparse.Namespace) -> None:
                 f"  {name:<24} {secs:7.3f} s  {r['time_vs_dense'][name]:5.2f}x   "
                 f"{r['peak_mb'][name]:8.1f} MB  {r['memory_vs_dense'][name]:5.2f}x"
             )
+    return runs
 
 
-def _bench_checkpoints(args: argparse.Namespace) -> None:
+def _bench_checkpoints(args: argparse.Namespace) -> list[dict]:
     from dynamicvit.tools.bench import benchmark_checkpoints
 
     r = benchmark_checkpoints(*args.checkpoints, args.batch_sizes[0], args.warmup, args.repeats)
     if _printed_json(args, [r]):
-        return
+        return [r]
     print(f"batch {r['batch_size']}, {r['img_size'][0]}x{r['img_size'][1]}, median of {r['repeats']} interleaved runs")
     for name, ips in r["img_per_s"].items():
         ratio = ips / r["img_per_s"]["dense backbone" if "backbone" in name else "dense"]
         print(f"  {name:<16} {ips:9.1f} img/s  {ratio:5.2f}x  {r['gmacs'][name]:.5f} GMACs")
+    return [r]
 
 
-def _bench_models(args: argparse.Namespace) -> None:
+def _bench_models(args: argparse.Namespace) -> list[dict]:
     from dynamicvit.tools.bench import benchmark
 
     options = {k: getattr(args, k) for k in ("keep_rate", "img_size", "warmup", "repeats", "compile", "onnx")}
@@ -114,9 +116,8 @@ def _bench_models(args: argparse.Namespace) -> None:
         for model in args.models
         for batch in args.batch_sizes
     ]
-    _save(args, {"runs": results})
     if _printed_json(args, results):
-        return
+        return results
     for r in results:
         print(
             f"{r['model']} keep rate {r['keep_rate']}, batch {r['batch_size']}, {r['threads']} threads, "
@@ -132,6 +133,7 @@ def _bench_models(args: argparse.Namespace) -> None:
         notes = _bench_notes(r)
         if notes:
             print(notes)
+    return results
 
 
 def _bench_notes(r: dict) -> str:

@@ -162,8 +162,9 @@ def folder_lock(folder: str | os.PathLike, flag: str = "--out") -> Iterator[Path
     """Hold ``folder`` (created if missing; removed again if it is still empty at the end) for this process
     while the block runs. Holders inside one process share the lock.
 
-    A lock left by a dead process on this host is reported on stderr and taken over; a live holder (or
-    one on another host) is a :class:`FolderInUseError` naming it, raised before any work.
+    A folder that cannot be written is a ``ValueError`` naming ``flag``; a lock left by a dead process on
+    this host is reported on stderr and taken over; a live holder (or one on another host) is a
+    :class:`FolderInUseError` naming it. All raised before any work.
 
     Args:
         folder: the output folder.
@@ -173,6 +174,7 @@ def folder_lock(folder: str | os.PathLike, flag: str = "--out") -> Iterator[Path
         The folder.
     """
     folder = Path(folder).absolute()
+    check_writable(folder / LOCK_NAME, flag)
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / LOCK_NAME

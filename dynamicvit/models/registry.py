@@ -25,7 +25,11 @@ def register_family(family: Family) -> Family:
 
 def supported() -> str:
     """One sentence listing what every registered family accepts, for error messages."""
-    return "Supported: " + "; ".join(f.supported for f in FAMILIES) + "."
+    return f"Supported: {_listed()}."
+
+
+def _listed() -> str:
+    return "; ".join(f.supported for f in FAMILIES)
 
 
 def find_family(model: nn.Module) -> Family | None:
@@ -37,8 +41,7 @@ def family_of(model: nn.Module) -> Family:
     """The registered family of ``model`` (dense or sparsified), or a ``TypeError`` listing what is supported."""
     family = find_family(model)
     if family is None:
-        listed = "; ".join(f.supported for f in FAMILIES)
-        raise TypeError(f"{type(model).__name__} is not supported; supported: {listed}")
+        raise TypeError(f"{type(model).__name__} is not supported; supported: {_listed()}")
     return family
 
 

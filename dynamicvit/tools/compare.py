@@ -20,7 +20,7 @@ from statistics import median
 import torch
 from torch import nn
 
-from dynamicvit.core.files import atomic_write_text, check_writable, folder_lock
+from dynamicvit.core.files import atomic_write_text, folder_lock
 from dynamicvit.core.flops import count_flops
 from dynamicvit.methods.budget import set_budget
 from dynamicvit.methods.registry import METHODS, apply_method, get_method
@@ -91,7 +91,6 @@ def run_compare(
     ``compare.json``, ``compare.md`` and two trade-off plots."""
     _check_args(cfg, budgets, methods, bench_batch, bench_repeats)
     out = Path(out_dir)
-    check_writable(out / "compare.json", "--out")
     with folder_lock(out):
         check_report_folder(out, OUTPUTS, cfg.resume, cfg.overwrite)
         return _run(cfg, budgets, methods, out, bench_batch, bench_repeats)

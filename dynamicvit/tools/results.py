@@ -17,25 +17,24 @@ __all__ = ["RESULTS_DIR", "render"]
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "docs" / "results"
 
 
-def _provenance(p: dict) -> str:
+def _where(p: dict) -> str:
+    """Machine, day, version and commit of a provenance record."""
     commit = (p.get("commit") or "unknown")[:10]
-    return (
-        f"*Measured by `{p['command']}` on {describe_machine(p['machine'])}, {p['date'][:10]}, "
-        f"dynamicvit {p.get('version') or 'source'} (commit {commit}).*"
-    )
+    version = p.get("version") or "source"
+    return f"{describe_machine(p['machine'])}, {p['date'][:10]}, dynamicvit {version} (commit {commit})"
+
+
+def _provenance(p: dict) -> str:
+    return f"*Measured by `{p['command']}` on {_where(p)}.*"
 
 
 def _shared_provenance(records: list[dict]) -> str:
     """One line for rows measured on one machine, code and day by one command each; else a line per row."""
-    shared = {(describe_machine(p["machine"]), p["date"][:10], p.get("version"), p.get("commit")) for p in records}
-    if len(shared) > 1:
+    if len({_where(p) for p in records}) > 1:
         return "\n".join(sorted({_provenance(p) for p in records}))
-    machine, date, version, commit = shared.pop()
-    tool = records[0]["command"].split()[:2]
-    return (
-        f"*Each row measured by its own `{' '.join(tool)} … --save FILE` (the command line is in its file) on "
-        f"{machine}, {date}, dynamicvit {version or 'source'} (commit {(commit or 'unknown')[:10]}).*"
-    )
+    tool = " ".join(records[0]["command"].split()[:2])
+    where = _where(records[0])
+    return f"*Each row measured by its own `{tool} … --save FILE` (the command line is in its file) on {where}.*"
 
 
 def _demo(r: dict) -> str:

@@ -62,7 +62,7 @@ class RunFolder:
                 ours = isinstance(state, dict) and isinstance(state.get("config"), dict)
             else:
                 first = path.read_text(errors="replace").partition("\n")[0]
-                ours = first == "" or _json_with_epoch(first)
+                ours = first == "" or _epoch(first) != float("inf")
             if not ours:
                 raise ValueError(
                     f"--overwrite: {path} was not written by a dynamicvit run; choose another --out "
@@ -120,10 +120,3 @@ def _epoch(line: str) -> float:
         return json.loads(line)["epoch"]
     except (ValueError, TypeError, KeyError):
         return float("inf")
-
-
-def _json_with_epoch(line: str) -> bool:
-    try:
-        return "epoch" in json.loads(line)
-    except (ValueError, TypeError):
-        return False

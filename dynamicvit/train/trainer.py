@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
-from dynamicvit.core.files import atomic_save, check_writable, fault_point, folder_lock
+from dynamicvit.core.files import atomic_save, fault_point, folder_lock
 from dynamicvit.core.interfaces import FAMILY_DEFAULTED
 from dynamicvit.core.losses import build_criterion
 from dynamicvit.methods.registry import get_method
@@ -63,7 +63,6 @@ class Trainer(Checkpointing):
         self._hold = contextlib.ExitStack()  # the run folder's lock, released by close()
         weakref.finalize(self, self._hold.close)
         if self.rank == 0:
-            check_writable(self.folder.checkpoint, "--out")
             self._hold.enter_context(folder_lock(cfg.out_dir))
         try:
             self._set_up(reuse_finished)

@@ -162,3 +162,19 @@ def test_noise_bound_rows_are_flagged_and_warned(monkeypatch, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert out.count("warning: p90 above 1.5x p50 for sparse:") == 1
+
+
+@pytest.mark.parametrize("mode", [["--training"], ["--keep-mode", "fixed"]])
+def test_bench_save_writes_every_mode_with_its_provenance(mode, tmp_path, monkeypatch, capsys):
+    """--save is honoured whatever bench measures (stubbed measurements, the file is what they returned)."""
+    import dynamicvit.tools.bench as bench
+    from dynamicvit.cli import main
+
+    run = {"model": "m", "batch_size": 1, "repeats": 1, "seconds": {}, "peak_mb": {}, "variants": {}}
+    run |= {"time_vs_dense": {}, "memory_vs_dense": {}, "adaptive_fraction_of_fixed": None, "fraction_of_limit": None}
+    monkeypatch.setattr(bench, "benchmark_training", lambda *a, **k: run)
+    monkeypatch.setattr(bench, "benchmark", lambda *a, **k: run)
+    out = tmp_path / "r.json"
+    assert main(["bench", *mode, "--model", "deit_tiny_patch16_224", "--json", "--save", str(out)]) == 0
+    saved = json.loads(out.read_text())
+    assert saved["runs"] == [run] and saved["provenance"]["command"].startswith("dynamicvit ")
