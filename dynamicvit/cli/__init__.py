@@ -26,6 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     traceback instead."""
     try:
         args = build_parser().parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line, for result files
     except SystemExit as stop:  # --help (0) or a bad argument (2, one line already printed)
         return int(stop.code or 0)
     debug = args.debug or os.environ.get("DYNAMICVIT_DEBUG", "") not in ("", "0")

@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
 from pathlib import Path
 
 from dynamicvit.cli.config_args import DATA_FIELDS, config_from_args
@@ -65,7 +66,8 @@ def _save(args: argparse.Namespace, result: dict) -> None:
     from dynamicvit.tools.provenance import provenance
 
     if args.save:
-        atomic_write_text(args.save, json.dumps({**result, "provenance": provenance()}, indent=2))
+        command = shlex.join(["dynamicvit", *args.argv])
+        atomic_write_text(args.save, json.dumps({**result, "provenance": provenance(command)}, indent=2))
 
 
 def cmd_bench(args: argparse.Namespace) -> None:

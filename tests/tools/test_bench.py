@@ -177,4 +177,4 @@ def test_bench_save_writes_every_mode_with_its_provenance(mode, tmp_path, monkey
     out = tmp_path / "r.json"
     assert main(["bench", *mode, "--model", "deit_tiny_patch16_224", "--json", "--save", str(out)]) == 0
     saved = json.loads(out.read_text())
-    assert saved["runs"] == [run] and saved["provenance"]["command"].startswith("dynamicvit ")
+    assert saved["runs"] == [run] and saved["provenance"]["command"].startswith("dynamicvit bench ")
