@@ -90,7 +90,7 @@ def _bench_training(args: argparse.Namespace) -> list[dict]:
         print(f"{r['model']} training step, batch {r['batch_size']}, median of {r['repeats']} interleaved runs")
         for name, secs in r["seconds"].items():
             print(
-                f"  {name:<24} {secs:7.3f} s  {r['time_vs_dense'][name]:5.2f}x   "
+                f"  {name:<30} {secs:7.3f} s  {r['time_vs_dense'][name]:5.2f}x   "
                 f"{r['peak_mb'][name]:8.1f} MB  {r['memory_vs_dense'][name]:5.2f}x"
             )
     return runs

@@ -80,6 +80,7 @@ class DistillationLoss(nn.Module):
         super().__init__()
         # a student with ``teacher_features(teacher, images)`` may share its frozen layers with the teacher
         self.teacher_features = getattr(student, "teacher_features", None)
+        self.prefix_is_fixed = getattr(student, "prefix_is_fixed", None)  # then the teacher runs after it
         self.embedding = embedding  # the outputs are embeddings (an encoder without classifier): MSE, no KL
         self.labels = labels and not embedding  # False: no cross-entropy, the targets are not read
         if ratio_loss not in RATIO_LOSSES:
@@ -107,9 +108,49 @@ class DistillationLoss(nn.Module):
             return self.target_ratios
         return cumulative_ratios(self.keep_rate, num_stages)
 
+    def teacher_outputs(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The teacher's ``(logits, features)`` of ``inputs``, to compute *before* the student's forward
+        and pass to :meth:`forward` as ``teacher``: its activations then come and go before the student's
+        are kept for the backward pass, which lowers the step's peak memory.
+
+        Args:
+            inputs: the images the student will see.
+
+        Returns:
+            The teacher's outputs, or ``None`` without a teacher or when the student hands the teacher the
+            tokens of the frozen layers they share (then :meth:`forward` runs the teacher after the student).
+        """
+        if self.teacher is None or (self.prefix_is_fixed is not None and self.prefix_is_fixed()):
+            return None
+        return self._teacher(inputs)
+
+    def _teacher(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            if self.teacher_features is None:
+                feats = self.teacher.forward_features(inputs)
+            else:
+                feats = self.teacher_features(self.teacher, inputs)
+            return self.teacher.forward_head(feats), feats
+
     def forward(
-        self, inputs: torch.Tensor, output: SparseOutput, targets: torch.Tensor
+        self,
+        inputs: torch.Tensor,
+        output: SparseOutput,
+        targets: torch.Tensor,
+        teacher: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The total loss and its detached terms.
+
+        Args:
+            inputs: the images.
+            output: the student's train-mode :class:`SparseOutput` (logits, masks, features).
+            targets: the labels (not read with ``labels=False``).
+            teacher: :meth:`teacher_outputs` of ``inputs``, computed before the student's forward;
+                ``None`` runs the teacher here.
+
+        Returns:
+            ``(total, terms)``.
+        """
         logits, masks, feats = output
         terms = {"ce": self.base_criterion(logits, targets)} if self.labels else {}
         total = terms["ce"] if self.labels else logits.new_zeros(()).float()
@@ -117,12 +158,7 @@ class DistillationLoss(nn.Module):
             terms["ratio"] = keep_ratio_loss(masks, self.ratios(len(masks)), self.ratio_loss)
             total = total + self.ratio_weight * terms["ratio"]
         if self.teacher is not None:
-            with torch.no_grad():
-                if self.teacher_features is None:
-                    t_feats = self.teacher.forward_features(inputs)
-                else:
-                    t_feats = self.teacher_features(self.teacher, inputs)
-                t_logits = self.teacher.forward_head(t_feats)
+            t_logits, t_feats = self._teacher(inputs) if teacher is None else teacher
             if self.embedding:  # an encoder: its pooled embedding against the dense encoder's
                 terms["embed_mse"] = F.mse_loss(logits.float(), t_logits.float())
             else:

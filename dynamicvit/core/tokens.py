@@ -14,7 +14,6 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 __all__ = [
     "POOLS",
@@ -34,8 +33,6 @@ __all__ = [
     "layer_scale_residual",
     "index_mask",
     "iter_stages",
-    "masked_attention",
-    "masked_softmax",
     "mixed_class",
     "packed_block",
     "patch_tokens",
@@ -287,50 +284,6 @@ def residual_attention(blk: nn.Module, x: torch.Tensor, heads: Heads) -> torch.T
 def residual_mlp(blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``x`` plus a timm ``Block``'s MLP branch."""
     return x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
-
-
-# -- DynamicViT's train-mode attention masking ---------------------------------------------
-def masked_softmax(logits: torch.Tensor, policy: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Softmax over keys weighted by ``policy`` (B, N) with the diagonal always on, in float32.
-
-    ``logits`` is (B, H, N, N). The paper's attention masking: ``w = exp(a - max) * G``, then
-    ``(w + eps/N) / (sum w + eps)``; safe under fp16/bf16 autocast.
-    """
-    n = logits.shape[-1]
-    keys = policy.float()[:, None, None, :]
-    eye = torch.eye(n, dtype=torch.float32, device=logits.device)
-    gate = keys + (1.0 - keys) * eye
-    logits = logits.float()
-    weights = (logits - logits.amax(dim=-1, keepdim=True)).exp() * gate
-    return (weights + eps / n) / (weights.sum(dim=-1, keepdim=True) + eps)
-
-
-def masked_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    policy: torch.Tensor,
-    scale: float,
-    drop: nn.Module,
-    bias: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Heads (B, H, N, D) of attention under the train-mode ``policy`` (:func:`masked_softmax`; ``bias``:
-    an additive (1|B, H, N, N) position bias). When a backward will follow, the (B, H, N, N) weights are
-    recomputed in it instead of kept (activation checkpointing of the attention core).
-
-    The softmax's 1e-6 smoothing is kept although fused attention cannot express it: in trained models a
-    row's visible logits can sit 15-20 below a dropped key's, where the smoothing decides the weights and
-    bounds the mask's gradient; a fused variant without it fell from 69.68 to 58.22 top-1 in the README's
-    label-free comparison (labelled run)."""
-    if torch.is_grad_enabled() and (q.requires_grad or policy.requires_grad):
-        return checkpoint(_attend, q, k, v, policy, scale, drop, bias, use_reentrant=False)
-    return _attend(q, k, v, policy, scale, drop, bias)
-
-
-def _attend(q, k, v, policy, scale: float, drop: nn.Module, bias=None) -> torch.Tensor:
-    logits = (q * scale) @ k.transpose(-2, -1)
-    weights = drop(masked_softmax(logits if bias is None else logits + bias, policy))
-    return weights.to(v.dtype) @ v
 
 
 def iter_stages(blocks: Sequence[nn.Module], prune_layers: Sequence[int]) -> Iterator[tuple[int | None, nn.Module]]:

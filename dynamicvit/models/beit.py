@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from timm.models.beit import Attention, Beit, Block
 from torch import nn
 
+from dynamicvit.core.attention import masked_attention
 from dynamicvit.core.interfaces import Family
-from dynamicvit.core.tokens import biased_qkv, layer_scale_residual, masked_attention
+from dynamicvit.core.tokens import biased_qkv, layer_scale_residual
 from dynamicvit.models.reducer import sparsify_family
 from dynamicvit.models.registry import register_family
 from dynamicvit.models.vit import DynamicViTMixin

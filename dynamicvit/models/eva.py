@@ -15,8 +15,9 @@ from timm.layers import apply_rot_embed_cat
 from timm.models.eva import Eva, EvaAttention, EvaBlock, EvaBlockPostNorm
 from torch import nn
 
+from dynamicvit.core.attention import masked_attention
 from dynamicvit.core.interfaces import Family
-from dynamicvit.core.tokens import biased_qkv, layer_scale_residual, masked_attention
+from dynamicvit.core.tokens import biased_qkv, layer_scale_residual
 from dynamicvit.models.reducer import check_pools, sparsify_family
 from dynamicvit.models.registry import register_family
 from dynamicvit.models.vit import DynamicViTMixin

@@ -33,7 +33,7 @@ def _continues(teacher: nn.Module) -> bool:
 
 class SharedPrefixMixin:
     """Prefix sharing for a DynamicViT model (mixed in before :class:`TokenReductionMixin`): the train-mode
-    forward records the tokens entering the first pruning stage in ``_shared`` when :meth:`_prefix_is_fixed`,
+    forward records the tokens entering the first pruning stage in ``_shared`` when :meth:`prefix_is_fixed`,
     and :meth:`teacher_features` resumes the teacher from them."""
 
     shares_prefix = True  # the teacher can resume from the tokens before the first stage (timm ViT blocks)
@@ -79,7 +79,7 @@ class SharedPrefixMixin:
                 module.apply(lambda m: m.eval() if isinstance(m, nn.modules.batchnorm._BatchNorm) else None)
         return self
 
-    def _prefix_is_fixed(self) -> bool:
+    def prefix_is_fixed(self) -> bool:
         """Whether the layers before the first pruning stage compute, in this train-mode forward, exactly
         what they compute in eval mode with weights that cannot change: no weight of theirs needs a gradient,
         no dropout, drop-path, patch dropout or batch statistics."""

@@ -27,6 +27,7 @@ import torch
 from timm.models.vision_transformer import Attention, Block, VisionTransformer
 from torch import nn
 
+from dynamicvit.core.attention import masked_attention
 from dynamicvit.core.interfaces import Family
 from dynamicvit.core.predictor import decide
 from dynamicvit.core.tokens import (
@@ -34,7 +35,6 @@ from dynamicvit.core.tokens import (
     forced_at,
     gather_tokens,
     iter_stages,
-    masked_attention,
     patch_tokens,
     pools_patches,
     residual_attention,
@@ -139,7 +139,7 @@ class DynamicViTMixin(AdaptiveForwardMixin, SharedPrefixMixin, TokenReductionMix
         prefix = self.num_prefix_tokens
         mask, policy, masks = None, None, []
         for s, blk in iter_stages(self.blocks, self._prune_layers):
-            if s == 0 and not torch.compiler.is_compiling() and self._prefix_is_fixed():
+            if s == 0 and not torch.compiler.is_compiling() and self.prefix_is_fixed():
                 self._shared = (self._images, x)
             if s is not None:
                 forced = forced_at(decisions, s)

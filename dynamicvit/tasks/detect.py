@@ -174,7 +174,18 @@ class DetectionDistillLoss(nn.Module):
             self.teacher.eval()
         return self
 
-    def forward(self, inputs: torch.Tensor, output: SparseOutput, targets) -> tuple[torch.Tensor, dict]:
+    def teacher_outputs(self, inputs: torch.Tensor) -> list[torch.Tensor] | None:
+        """The teacher's FPN maps of ``inputs``, computed before the student's forward to lower the peak
+        memory (:meth:`dynamicvit.DistillationLoss.teacher_outputs`); ``None`` without distillation."""
+        if self.teacher is None or not self.distill_weight:
+            return None
+        with torch.no_grad():
+            return self.teacher.forward_features(inputs)
+
+    def forward(
+        self, inputs: torch.Tensor, output: SparseOutput, targets, teacher: list[torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, dict]:
+        """The total loss and its detached terms; ``teacher``: :meth:`teacher_outputs` of ``inputs``."""
         losses, masks, maps = output
         terms = dict(losses)
         total = sum(losses.values())
@@ -182,8 +193,7 @@ class DetectionDistillLoss(nn.Module):
             terms["ratio"] = keep_ratio_loss(masks, self.target_ratios, self.ratio_loss)
             total = total + self.ratio_weight * terms["ratio"]
         if self.teacher is not None and self.distill_weight:
-            with torch.no_grad():
-                reference = self.teacher.forward_features(inputs)
+            reference = self.teacher_outputs(inputs) if teacher is None else teacher
             terms["feature_mse"] = torch.stack(
                 [F.mse_loss(s.float(), t.float()) for s, t in zip(maps, reference, strict=True)]
             ).mean()

@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from dynamicvit.core.attention import fused_masked_attention
 from dynamicvit.core.calibrate import calibrate
 from dynamicvit.core.flops import count_flops, counts_per_image, input_size, per_image_gmacs, per_image_report
 from dynamicvit.core.interfaces import backbone_of
@@ -271,13 +272,24 @@ def benchmark_checkpoints(
     }
 
 
+def _unfused(run: Callable[[torch.Tensor], None]) -> Callable[[torch.Tensor], None]:
+    """``run`` with the reference masked attention (:func:`~dynamicvit.core.attention.fused_masked_attention`)."""
+
+    def unfused(images: torch.Tensor) -> None:
+        with fused_masked_attention(False):
+            run(images)
+
+    return unfused
+
+
 def benchmark_training(
     model: str, keep_rate: float = 0.7, batch_size: int = 16, warmup: int = 1, repeats: int = 5, **timm_kwargs
 ) -> dict:
     """Seconds and peak memory of one training step (forward, loss, backward, AdamW update), interleaved
     in one process: the dense model with cross-entropy, DynamicViT fine-tuning (the paper's objective,
     backbone trainable), for plain ViTs the same with the layers before the first pruning stage frozen
-    (``--freeze-prefix``: the teacher reuses them), and calibration (backbone frozen: only the new modules learn)."""
+    (``--freeze-prefix``: the teacher reuses them) and with the reference (unfused) masked attention
+    instead of the fused one, and calibration (backbone frozen: only the new modules learn)."""
     from timm.optim import create_optimizer_v2
 
     from dynamicvit.core.losses import build_criterion
@@ -305,7 +317,12 @@ def benchmark_training(
 
     def distilled(net: nn.Module) -> Callable[[nn.Module], torch.Tensor]:
         criterion = build_criterion(net, teacher, ce, learned=True, ratio_weight=2.0)
-        return lambda m: criterion(x, m(x, return_decisions=True), y)[0]
+
+        def loss(m: nn.Module) -> torch.Tensor:
+            teacher_outputs = criterion.teacher_outputs(x)  # as the trainer does: before the student's forward
+            return criterion(x, m(x, return_decisions=True), y, teacher_outputs)[0]
+
+        return loss
 
     fns = {
         "dense": step(dense, lambda m: ce(m(x), y)),
@@ -315,6 +332,8 @@ def benchmark_training(
         prefix = copy.deepcopy(sparse)
         prefix.freeze_prefix()
         fns["fine-tune, frozen prefix"] = step(prefix, distilled(prefix))
+        unfused = copy.deepcopy(sparse)
+        fns["fine-tune, unfused attention"] = _unfused(step(unfused, distilled(unfused)))
     fns["calibrate"] = step(frozen, distilled(frozen))
     with torch.enable_grad():
         peaks = {name: _peak_mb(fn, x) for name, fn in fns.items()}

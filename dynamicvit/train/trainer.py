@@ -301,7 +301,8 @@ class Trainer(Checkpointing):
             if self.cfg.dense:
                 loss = self.base_criterion(self.ddp(x, **given), y)
                 return loss, {"loss": loss.detach()}
-            return self.criterion(x, self.ddp(x, return_decisions=True, **given), y)
+            teacher = self.criterion.teacher_outputs(x)  # before the student: a lower peak memory
+            return self.criterion(x, self.ddp(x, return_decisions=True, **given), y, teacher)
 
     def _update(self, loss: torch.Tensor, frozen: bool) -> None:
         """Backward and one optimiser step (scaled, clipped; no gradient for a ``frozen`` backbone)."""

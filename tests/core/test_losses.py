@@ -125,3 +125,27 @@ def test_without_labels_the_targets_are_not_read():
     assert total.item() == pytest.approx(same_terms.item(), rel=1e-5)
     total.backward()
     assert student.score_predictor[0].out_conv[0].weight.grad is not None
+
+
+def test_teacher_outputs_computed_first_give_the_same_loss_and_gradients():
+    """The trainer runs the teacher before the student (a lower peak memory); the loss is unchanged, and a
+    student that hands the teacher its frozen prefix gets None (the teacher must then run after it)."""
+    teacher = tiny_vit().eval()
+    student = dynamicvit.sparsify(copy.deepcopy(teacher), keep_rate=0.7).train()
+    criterion = build_criterion(student, teacher, torch.nn.CrossEntropyLoss(), learned=True, ratio_weight=2.0)
+    x, y = torch.randn(2, 3, 32, 32), torch.tensor([1, 2])
+
+    def step(first: bool):
+        torch.manual_seed(4)
+        student.zero_grad()
+        given = criterion.teacher_outputs(x) if first else None
+        loss, terms = criterion(x, student(x, return_decisions=True), y, given)
+        loss.backward()
+        return [loss, terms["cls_kl"], *(p.grad for p in student.parameters() if p.grad is not None)]
+
+    ahead = criterion.teacher_outputs(x)
+    assert ahead is not None and torch.equal(ahead[0], teacher(x))
+    for a, b in zip(step(True), step(False), strict=True):
+        assert torch.equal(a, b)
+    student.freeze_prefix()
+    assert criterion.teacher_outputs(x) is None

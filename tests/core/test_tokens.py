@@ -8,8 +8,6 @@ from dynamicvit.core.tokens import (
     gather_tokens,
     index_mask,
     iter_stages,
-    masked_attention,
-    masked_softmax,
     mixed_class,
     patch_tokens,
     per_image,
@@ -73,44 +71,3 @@ def test_class_swap_is_cached_per_pair():
 
     one, two = mixed_class(Mixin, torch.nn.Linear, "X"), mixed_class(Mixin, torch.nn.Linear, "X")
     assert one is two and one.__name__ == "XLinear" and issubclass(one, torch.nn.Linear)
-
-
-def test_masked_softmax_matches_reference_and_keeps_diagonal():
-    logits = torch.randn(2, 3, 5, 5)
-    policy = torch.tensor([[1.0, 0, 1, 0, 1], [1, 1, 0, 0, 0]])
-    w = masked_softmax(logits, policy)
-    assert torch.allclose(w.sum(-1), torch.ones(2, 3, 5), atol=1e-6)
-    allowed = policy[:, None, None, :].bool() | torch.eye(5, dtype=torch.bool)
-    ref = logits.masked_fill(~allowed, float("-inf")).softmax(-1)
-    assert torch.allclose(w, ref, atol=1e-5)
-    assert bool((w.diagonal(dim1=-2, dim2=-1) > 0).all())
-
-
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_masked_softmax_is_float32_safe_under_low_precision(dtype):
-    logits = (torch.randn(1, 1, 8, 8) * 300).to(dtype)  # overflows exp() in half precision
-    w = masked_softmax(logits, torch.zeros(1, 8))
-    assert w.dtype == torch.float32 and torch.isfinite(w).all()
-    assert torch.allclose(w.sum(-1), torch.ones(1, 1, 8))
-
-
-def test_checkpointed_masked_attention_gives_the_same_gradients(monkeypatch):
-    """The attention weights recomputed in the backward give the gradients of keeping them (with dropout too)."""
-    import dynamicvit.core.tokens as tokens
-
-    q, k, v = (torch.randn(2, 2, 7, 4, requires_grad=True) for _ in range(3))
-    policy = torch.tensor([[1.0, 0, 1, 0, 1, 1, 0], [0, 0, 1, 1, 1, 0, 1]], requires_grad=True)
-    bias = torch.randn(1, 2, 7, 7, requires_grad=True)
-    for drop in (torch.nn.Identity(), torch.nn.Dropout(0.3).train()):
-
-        def grads(drop=drop):
-            torch.manual_seed(5)
-            out = masked_attention(q, k, v, policy, 0.5, drop, bias)
-            return [out, *torch.autograd.grad(out.square().sum(), [q, k, v, policy, bias])]
-
-        recomputed = grads()
-        with monkeypatch.context() as patch:
-            patch.setattr(tokens, "checkpoint", lambda fn, *args, **_: fn(*args))
-            kept = grads()
-        for a, b in zip(recomputed, kept, strict=True):
-            assert torch.allclose(a, b, atol=1e-6) and a.abs().sum() > 0
