@@ -130,11 +130,21 @@ def _family(name: str) -> torch.nn.Module:
     if name in ("plain", "lvvit"):
         return dynamicvit.sparsify(tiny_vit(name), keep_rate=0.5)
     size = 32 if "patch16" in name else 28
-    return dynamicvit.create_model(name, keep_rate=0.5, depth=4, embed_dim=64, num_heads=2, num_classes=7, img_size=size)
+    return dynamicvit.create_model(
+        name, keep_rate=0.5, depth=4, embed_dim=64, num_heads=2, num_classes=7, img_size=size
+    )
 
 
 @pytest.mark.parametrize(
-    "name", ["plain", "lvvit", "vit_small_patch14_reg4_dinov2", "eva02_tiny_patch14_224", "beit_base_patch16_224", "vit_base_patch16_siglip_224"]
+    "name",
+    [
+        "plain",
+        "lvvit",
+        "vit_small_patch14_reg4_dinov2",
+        "eva02_tiny_patch14_224",
+        "beit_base_patch16_224",
+        "vit_base_patch16_siglip_224",
+    ],
 )
 def test_every_masked_family_trains_through_the_fused_attention(name, monkeypatch):
     """Each family's train-mode blocks after the first stage call the fused function, and a training step's
