@@ -92,8 +92,21 @@ def _bench(files: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _training(files: list[dict]) -> str:
+    """One line per training-step variant of each model and batch size: seconds, peak MB, both against dense."""
+    lines = ["| model, ρ, batch | step | seconds | × dense | peak MB | × dense |", "|---|---|---|---|---|---|"]
+    for r in sorted((r for f in files for r in f["runs"]), key=lambda r: (r["model"], r["batch_size"])):
+        for name, secs in r["seconds"].items():
+            lines.append(
+                f"| {r['model']}, {r['keep_rate']}, {r['batch_size']} | {name} | {secs:.2f} "
+                f"| {r['time_vs_dense'][name]:.2f} | {r['peak_mb'][name]:.0f} | {r['memory_vs_dense'][name]:.2f} |"
+            )
+    return "\n".join(lines)
+
+
 _RENDERERS: dict[str, Callable[[dict], str]] = {"demo": _demo}
-_TABLES: dict[str, Callable[[list[dict]], str]] = {"flops": _flops, "bench": _bench}  # one file per row, in a folder
+# one file per row (or per run), in a folder of the table's name
+_TABLES: dict[str, Callable[[list[dict]], str]] = {"flops": _flops, "bench": _bench, "training": _training}
 
 
 def render(name: str, folder: Path = RESULTS_DIR) -> str:

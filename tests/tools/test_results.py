@@ -29,6 +29,15 @@ def test_the_benchmark_table_has_a_row_per_run():
         assert f"| {r['fraction_of_limit']:.3f} |" in table
 
 
+def test_the_training_step_table_has_a_row_per_step_variant():
+    runs = [r for p in (RESULTS_DIR / "training").glob("*.json") for r in json.loads(p.read_text())["runs"]]
+    table = render("training", RESULTS_DIR)
+    assert runs and "unfused attention" in table
+    for r in runs:
+        for name, secs in r["seconds"].items():
+            assert f"| {name} | {secs:.2f} | {r['time_vs_dense'][name]:.2f} |" in table
+
+
 def test_the_readme_table_is_its_result_file_rendered():
     assert render("demo", RESULTS_DIR) in (ROOT / "README.md").read_text()
 
