@@ -238,6 +238,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     }
     if args.picture:
         check_writable(args.picture, "--picture")
+    _check_save(args)
     model, dataset, cfg = load_for_eval(args.checkpoint, ema=not args.no_ema, **overrides)
     draw = TASK_PICTURES.get(cfg.task)
     if args.picture and draw is None:
@@ -247,6 +248,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     r = evaluate_run(model, dataset, cfg, random_tokens=args.random)
     if args.picture:
         draw(model, dataset, args.picture)
+    _save(args, {"checkpoint": args.checkpoint, **r})
     if args.json:
         print(json.dumps(r, indent=2))
         return

@@ -105,6 +105,7 @@ def _eval(sub: argparse._SubParsersAction) -> None:
         help="segmentation / detection: PNG of inputs, labels or boxes, predictions, kept locations",
     )
     p.add_argument("--json", action="store_true")
+    p.add_argument("--save", metavar="FILE", default=None, help="also write the result with its provenance as JSON")
 
 
 def _calibrate(sub: argparse._SubParsersAction) -> None:

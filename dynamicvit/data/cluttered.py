@@ -91,6 +91,14 @@ class ClutteredFashionMNIST(_Canvases):
         np.maximum(region, self.images[index], out=region)
         return canvas, int(self.labels[index]), (y, x)
 
+    def item_mask(self, index: int) -> np.ndarray:
+        """Boolean H×W map of canvas ``index``'s item pixels (its own non-zero pixels, not the fragments'):
+        where the item is, for measuring what a model looks at; never an input to training."""
+        _, _, (y, x) = self.render(index)
+        mask = np.zeros((self.canvas, self.canvas), dtype=bool)
+        mask[y : y + 28, x : x + 28] = self.images[index] > 0
+        return mask
+
     def distractor_count(self, index: int) -> int:
         """The number of fragments on canvas ``index`` (its difficulty)."""
         if self.distractors_max is None:

@@ -16,11 +16,14 @@ from dynamicvit.core.files import atomic_write, atomic_write_text  # noqa: E402
 from dynamicvit.tools.provenance import describe_machine  # noqa: E402
 
 __all__ = [
+    "demo_table",
+    "overlap_table",
     "read_jsonl",
     "save_curves",
     "save_figure",
     "save_tradeoff_plots",
     "write_comparison_markdown",
+    "write_html",
     "write_markdown",
 ]
 
@@ -62,15 +65,45 @@ def save_figure(fig, path: str | os.PathLike) -> None:
 
 
 def write_markdown(summary: dict, path: str | os.PathLike) -> None:
-    """The demo's report: results table, kept tokens, speed, pictures, how it was made."""
-    d, s, r = summary["dense"], summary["sparse"], summary["random"]
-    b = summary["bench"]
+    """The demo's report: results table, kept tokens on the item, speed, pictures, how it was made."""
+    atomic_write_text(path, "\n".join(_demo_lines(summary)))
+
+
+def write_html(markdown_path: str | os.PathLike, path: str | os.PathLike) -> None:
+    """``markdown_path`` as a standalone HTML page (its images stay beside it), for opening in a browser."""
+    import markdown
+
+    body = markdown.markdown(Path(markdown_path).read_text(), extensions=["tables"])
+    style = "body{font-family:sans-serif;max-width:60rem;margin:2rem auto}table{border-collapse:collapse}"
+    style += "td,th{border:1px solid #ccc;padding:.25rem .5rem}img{max-width:100%}"
+    page = "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>dynamicvit report</title>"
+    atomic_write_text(path, f"{page}<style>{style}</style></head><body>\n{body}\n</body></html>\n")
+
+
+def overlap_table(overlap: dict, kept: list[int]) -> list[str]:
+    """The kept-tokens-on-the-item table of the demo (markdown lines): precision and recall per stage, of the
+    learned predictor and of random tokens (:func:`~dynamicvit.tools.item_overlap.kept_item_overlap`)."""
+    learned, rand = overlap["learned"], overlap["random"]
     lines = [
-        "# dynamicvit demo report",
+        f"Kept tokens on the item ({overlap['images']} test canvases; the item covers "
+        f"{overlap['item_tokens']:.1f} tokens on average; a token is the item's when any item pixel falls in it):",
         "",
-        f"Data: {summary['data']}. Machine: {describe_machine(summary['provenance']['machine'])}. "
-        f"Command: `{summary['provenance']['command']}` ({summary['provenance']['date']}).",
-        "",
+        "| stage | kept | precision: learned | precision: random | recall: learned | recall: random |",
+        "|---|---|---|---|---|---|",
+    ]
+    for i, k in enumerate(kept):
+        lines.append(
+            f"| {i + 1} | {k} | {learned['precision'][i]:.3f} | {rand['precision'][i]:.3f} "
+            f"| {learned['recall'][i]:.3f} | {rand['recall'][i]:.3f} |"
+        )
+    return lines
+
+
+def demo_table(summary: dict) -> list[str]:
+    """The demo's results table (markdown lines): the dense teacher, DynamicViT, the same weights with random
+    tokens, and ToMe on the teacher at the same MACs."""
+    d, s, r, t, b = (summary[k] for k in ("dense", "sparse", "random", "tome", "bench"))
+    return [
         "| model | top-1 (%) | GMACs / image | img/s (batch {}) | kept patches per stage |".format(b["batch_size"]),
         "|---|---|---|---|---|",
         f"| dense teacher | {d['top1']:.2f} | {d['gmacs']:.4f} | {b['img_per_s']['dense']:.0f} | "
@@ -79,6 +112,20 @@ def write_markdown(summary: dict, path: str | os.PathLike) -> None:
         f"{b['img_per_s']['sparse']:.0f} | {' / '.join(map(str, s['kept_tokens']))} |",
         f"| same weights, random tokens | {r['top1']:.2f} | {r['gmacs']:.4f} | – | "
         f"{' / '.join(map(str, r['kept_tokens']))} |",
+        f"| ToMe r={t['r']} on the teacher (no training) | {t['top1']:.2f} | {t['gmacs']:.4f} | – | "
+        f"{' / '.join(map(str, t['kept_tokens']))} |",
+    ]
+
+
+def _demo_lines(summary: dict) -> list[str]:
+    d, s, r, b = (summary[k] for k in ("dense", "sparse", "random", "bench"))
+    return [
+        "# dynamicvit demo report",
+        "",
+        f"Data: {summary['data']}. Machine: {describe_machine(summary['provenance']['machine'])}. "
+        f"Command: `{summary['provenance']['command']}` ({summary['provenance']['date']}).",
+        "",
+        *demo_table(summary),
         "",
         f"- Sparse vs dense: {s['top1'] - d['top1']:+.2f} top-1 points, {100 * (1 - s['gmacs'] / d['gmacs']):.1f}% "
         f"fewer MACs, {b['speedup']:.2f}× the dense throughput (median of {b['repeats']} interleaved runs, "
@@ -87,6 +134,8 @@ def write_markdown(summary: dict, path: str | os.PathLike) -> None:
         f"- Training time: teacher {summary['teacher_seconds']:.0f} s, sparse fine-tuning "
         f"{summary['student_seconds']:.0f} s; whole demo {summary['total_seconds']:.0f} s.",
         "",
+        *overlap_table(summary["item_overlap"], s["kept_tokens"]),
+        "",
         "![training curves](curves.png)",
         "",
         "Kept tokens (greyed patches were dropped at that stage):",
@@ -94,7 +143,6 @@ def write_markdown(summary: dict, path: str | os.PathLike) -> None:
         "![kept tokens](kept_tokens.png)",
         "",
     ]
-    atomic_write_text(path, "\n".join(lines))
 
 
 def save_tradeoff_plots(summary: dict, out_dir: str | os.PathLike) -> None:

@@ -104,9 +104,28 @@ def _training(files: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _evaluations(rows: list[dict]) -> str:
+    """One line per ``dynamicvit eval --save`` file: the checkpoint's run folder, top-1 (or k-NN top-1 for an
+    encoder), GMACs and kept tokens."""
+    lines = ["| run | metric | value (%) | GMACs / image | kept patches per stage |", "|---|---|---|---|---|"]
+    for r in rows:
+        metric = "knn_top1" if "knn_top1" in r else "top1"
+        kept = " / ".join(map(str, r.get("kept_tokens", []))) or "all"
+        lines.append(
+            f"| {Path(r['checkpoint']).parent.name} | {'k-NN top-1' if metric == 'knn_top1' else 'top-1'} "
+            f"| {r[metric]:.2f} | {r['gmacs']:.4f} | {kept} |"
+        )
+    return "\n".join(lines)
+
+
 _RENDERERS: dict[str, Callable[[dict], str]] = {"demo": _demo}
 # one file per row (or per run), in a folder of the table's name
-_TABLES: dict[str, Callable[[list[dict]], str]] = {"flops": _flops, "bench": _bench, "training": _training}
+_TABLES: dict[str, Callable[[list[dict]], str]] = {
+    "flops": _flops,
+    "bench": _bench,
+    "training": _training,
+    "label-free": _evaluations,
+}
 
 
 def render(name: str, folder: Path = RESULTS_DIR) -> str:

@@ -116,3 +116,12 @@ def test_data_sets_register_once_and_name_their_classes():
     assert class_names(10, "cluttered-fashion-boxes") == FASHION_CLASSES
     assert class_names(11, "cluttered-fashion-scenes") is None  # another number of classes: no names
     assert class_names(10, "imagefolder") is None  # a folder's classes are its own
+
+
+def test_cluttered_item_mask_is_the_items_own_pixels(fake_fashion):
+    ds = ClutteredFashionMNIST("train", fake_fashion, canvas=48, distractors=3, seed=1)
+    canvas, _, (y, x) = ds.render(5)
+    mask = ds.item_mask(5)
+    assert mask.shape == (48, 48) and mask.sum() == (ds.images[5] > 0).sum()
+    assert mask[y : y + 28, x : x + 28].sum() == mask.sum()  # nothing outside the item's square
+    assert (canvas[mask] >= ds.images[5][ds.images[5] > 0]).all()  # the item is drawn where the mask says

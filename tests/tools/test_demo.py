@@ -1,20 +1,32 @@
 import json
 
+import numpy as np
 import pytest
+import torch
 
 from dynamicvit.tools.demo import DemoConfig, run_demo
+from dynamicvit.tools.item_overlap import item_tokens, overlap
 
 
 def test_quick_demo_writes_full_report(tmp_path, fake_fashion):
     out = tmp_path / "demo"
     summary = run_demo(DemoConfig.quick(out_dir=str(out), data_dir=str(fake_fashion), progress=False))
-    for name in ("report.md", "curves.png", "kept_tokens.png", "summary.json"):
+    for name in ("report.md", "report.html", "curves.png", "kept_tokens.png", "summary.json"):
         assert (out / name).stat().st_size > 0
     assert json.loads((out / "summary.json").read_text())["keep_rate"] == 0.7
     assert summary["sparse"]["kept_tokens"] == [25, 17, 12] and summary["num_patches"] == 36
     assert summary["sparse"]["gmacs"] < 0.65 * summary["dense"]["gmacs"]  # >= 35% fewer MACs
     report = (out / "report.md").read_text()
     assert f"{summary['sparse']['top1']:.2f}" in report and "random tokens" in report
+    tome, overlaps = summary["tome"], summary["item_overlap"]
+    assert abs(tome["gmacs"] / summary["sparse"]["gmacs"] - 1) < 0.1 and f"ToMe r={tome['r']}" in report
+    assert overlaps["images"] == 64 and set(overlaps) >= {"learned", "random", "item_tokens"}
+    for rule in ("learned", "random"):
+        assert all(len(overlaps[rule][k]) == 3 for k in ("precision", "recall"))
+        assert all(0 <= v <= 1 for k in ("precision", "recall") for v in overlaps[rule][k])
+        assert f"| 3 | 12 | {overlaps['learned']['precision'][2]:.3f} |" in report
+    page = (out / "report.html").read_text()
+    assert "<table>" in page and 'src="kept_tokens.png"' in page and 'src="curves.png"' in page
     # a second run into the folder is refused unless it resumes (reusing the finished runs) or overwrites
     with pytest.raises(ValueError, match=r"already holds results \(.*report.md.*\); pass --resume"):
         run_demo(DemoConfig.quick(out_dir=str(out), data_dir=str(fake_fashion), progress=False))
@@ -28,3 +40,20 @@ def test_quick_demo_writes_full_report(tmp_path, fake_fashion):
             DemoConfig.quick(out_dir=str(out), data_dir=str(fake_fashion), progress=False, batch_size=16, resume=True)
         )
     assert not list(out.glob(".dynamicvit*"))  # no lock or temporary file left behind
+
+
+def test_item_tokens_are_the_patches_an_item_pixel_falls_in():
+    mask = np.zeros((8, 8), dtype=bool)
+    mask[3, 3] = mask[4, 4] = True  # two pixels, two patches of 4x4: (0, 0) and (1, 1)
+    assert item_tokens(mask, (4, 4)).tolist() == [True, False, False, True]
+    with pytest.raises(ValueError, match="does not tile"):
+        item_tokens(mask, (3, 3))
+
+
+def test_precision_and_recall_of_kept_tokens_by_hand():
+    kept = torch.tensor([[1, 1, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0]], dtype=torch.bool)
+    item = torch.tensor([[1, 1, 0, 0, 1, 1], [1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]], dtype=torch.bool)
+    precision, recall = overlap(kept, item)
+    # image 0: 2 of 3 kept on the item, 2 of 4 item tokens kept; image 1 keeps nothing; image 2 has no item
+    assert precision.tolist() == pytest.approx([2 / 3, 0.0, 0.0])
+    assert recall.tolist() == pytest.approx([0.5, 0.0, 1.0])
