@@ -322,7 +322,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     overrides = {"out_dir": args.out, "data_dir": args.data_dir, "resume": args.resume, "overwrite": args.overwrite}
     cfg = DemoConfig.quick(**overrides) if args.quick else DemoConfig(**overrides)
-    summary = run_demo(cfg, command="dynamicvit demo" + (" --quick" if args.quick else ""))
+    summary = run_demo(cfg, command=shlex.join(["dynamicvit", *args.argv]))
     print((Path(args.out) / "report.md").read_text())
     print(f"report written to {args.out}/report.md ({summary['total_seconds']:.0f} s)")
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dynamicvit.tools.provenance import describe_machine
+from dynamicvit.tools.report import demo_table, overlap_table
 from dynamicvit.weights.zoo import ZOO
 
 __all__ = ["RESULTS_DIR", "render"]
@@ -39,20 +40,15 @@ def _shared_provenance(records: list[dict]) -> str:
 
 def _demo(r: dict) -> str:
     dense, sparse, rand, bench = r["dense"], r["sparse"], r["random"], r["bench"]
-    kept = " / ".join(map(str, sparse["kept_tokens"]))
     rows = [
-        f"| model | top-1 (%) | GMACs / image | img/s (batch {bench['batch_size']}) | kept patches per stage |",
-        "|---|---|---|---|---|",
-        f"| dense teacher | {dense['top1']:.2f} | {dense['gmacs']:.4f} | {bench['img_per_s']['dense']:.0f} "
-        f"| {r['num_patches']} |",
-        f"| DynamicViT ρ={r['keep_rate']} | {sparse['top1']:.2f} | {sparse['gmacs']:.4f} "
-        f"| {bench['img_per_s']['sparse']:.0f} | {kept} |",
-        f"| same weights, random tokens | {rand['top1']:.2f} | {rand['gmacs']:.4f} | – | {kept} |",
+        *demo_table(r),
         "",
         f"{100 * (1 - sparse['gmacs'] / dense['gmacs']):.1f}% fewer MACs and {bench['speedup']:.2f}× the dense "
         f"throughput (median of {bench['repeats']} interleaved batches) at {sparse['top1'] - dense['top1']:+.2f} "
         f"top-1 points; the learned predictor is {sparse['top1'] - rand['top1']:+.2f} points over random tokens "
         f"at the same counts. Data: {r['data']}.",
+        "",
+        *overlap_table(r["item_overlap"], sparse["kept_tokens"]),
     ]
     return "\n".join(rows)
 
@@ -71,6 +67,19 @@ def _flops(rows: list[dict]) -> str:
             f"| {r['model']} | {r['keep_rate']} | {kept} | {r['dense']['gmacs']:.3f} | {r['sparse']['gmacs']:.3f} "
             f"| {'–' if paper is None else paper} |"
         )
+    return "\n".join(lines)
+
+
+def _zoo(rows: list[dict]) -> str:
+    """The model zoo: every release checkpoint with the release's top-1, our MAC count (a ``flops --save`` file
+    per zoo name) and the published one. A zoo entry without its file is an error, so none is left out."""
+    ours = {r["model"]: r["sparse"]["gmacs"] for r in rows}
+    missing = sorted(set(ZOO) - set(ours))
+    if missing:
+        raise ValueError(f"no flops result file for zoo entries {missing}")
+    lines = ["| name | timm backbone | ρ | release top-1 | our GMACs | paper GMACs |", "|---|---|---|---|---|---|"]
+    for name, e in ZOO.items():
+        lines.append(f"| `{name}` | `{e.arch}` | {e.keep_rate} | {e.top1:.2f} | {ours[name]:.3f} | {e.paper_gmacs} |")
     return "\n".join(lines)
 
 
@@ -125,6 +134,7 @@ _TABLES: dict[str, Callable[[list[dict]], str]] = {
     "bench": _bench,
     "training": _training,
     "label-free": _evaluations,
+    "zoo": _zoo,
 }
 
 

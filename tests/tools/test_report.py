@@ -23,6 +23,13 @@ def test_markdown_shows_measured_numbers(tmp_path):
         "dense": {"top1": 82.5, "gmacs": 0.0292},
         "sparse": ev,
         "random": {**ev, "top1": 60.0},
+        "tome": {"top1": 79.5, "gmacs": 0.0181, "kept_tokens": [31, 26, 21], "r": 5},
+        "item_overlap": {
+            "images": 10,
+            "item_tokens": 12.5,
+            "learned": {"precision": [0.5, 0.625, 0.75], "recall": [0.9, 0.8, 0.7]},
+            "random": {"precision": [0.35, 0.35, 0.35], "recall": [0.7, 0.5, 0.3]},
+        },
         "bench": {
             "batch_size": 32,
             "repeats": 20,
@@ -46,3 +53,5 @@ def test_markdown_shows_measured_numbers(tmp_path):
     text = (tmp_path / "r.md").read_text()
     assert "81.23" in text and "-1.27 top-1 points" in text and "+21.23 points" in text and "1.40×" in text
     assert "cpu-x, 2 cores" in text and "`dynamicvit demo` (2026-12-01" in text  # where the figures come from
+    assert "| ToMe r=5 on the teacher (no training) | 79.50 | 0.0181 |" in text
+    assert "| 2 | 17 | 0.625 | 0.350 | 0.800 | 0.500 |" in text  # stage 2: kept, precision and recall

@@ -38,6 +38,20 @@ def test_the_training_step_table_has_a_row_per_step_variant():
             assert f"| {name} | {secs:.2f} | {r['time_vs_dense'][name]:.2f} |" in table
 
 
+def test_the_zoo_table_counts_every_release_model(tmp_path):
+    from dynamicvit.weights.zoo import ZOO
+
+    table = render("zoo", RESULTS_DIR)
+    for name, entry in ZOO.items():
+        gmacs = json.loads((RESULTS_DIR / "zoo" / f"{name}.json").read_text())["sparse"]["gmacs"]
+        assert f"| `{name}` | `{entry.arch}` | {entry.keep_rate} | {entry.top1:.2f} | {gmacs:.3f} |" in table
+    (tmp_path / "zoo").mkdir()
+    one = next(iter(ZOO))
+    (tmp_path / "zoo" / f"{one}.json").write_text((RESULTS_DIR / "zoo" / f"{one}.json").read_text())
+    with pytest.raises(ValueError, match="no flops result file for zoo entries"):  # the others are missing
+        render("zoo", tmp_path)
+
+
 def test_the_readme_table_is_its_result_file_rendered():
     assert render("demo", RESULTS_DIR) in (ROOT / "README.md").read_text()
 
