@@ -5,12 +5,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && command -v apt-get >/dev/null; then
+# Debian packages: the Fashion-MNIST files (the demo's data) and headless Chromium with its WebDriver (the
+# app's browser test)
+PACKAGES=""
+[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || PACKAGES="dataset-fashion-mnist"
+command -v chromium >/dev/null && command -v chromedriver >/dev/null || PACKAGES="$PACKAGES chromium chromium-driver"
+if [ -n "$PACKAGES" ] && command -v apt-get >/dev/null; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    echo "[setup] installing Debian package dataset-fashion-mnist"
-    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null \
-        || echo "[setup] warning: could not install dataset-fashion-mnist; pass --data-dir to commands that need it"
+    echo "[setup] installing Debian packages:$PACKAGES"
+    # shellcheck disable=SC2086
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq $PACKAGES >/dev/null \
+        || echo "[setup] warning: could not install$PACKAGES; pass --data-dir to commands that need the data"
 fi
 
 if [ ! -x .venv/bin/python ]; then

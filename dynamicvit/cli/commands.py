@@ -18,6 +18,7 @@ from dynamicvit.weights.zoo import ZOO
 
 __all__ = [
     "COMMANDS",
+    "cmd_app",
     "cmd_bench",
     "cmd_calibrate",
     "cmd_compare",
@@ -369,6 +370,16 @@ def cmd_models(args: argparse.Namespace) -> None:
     print("top-1 (ImageNet-1k) and GMACs as the release publishes them; dynamicvit.create_model(name, pretrained=True)")
 
 
+def cmd_app(args: argparse.Namespace) -> None:
+    if args.checkpoint and not Path(args.checkpoint).is_file():
+        raise FileNotFoundError(f"no checkpoint file at {args.checkpoint}")
+    try:
+        from dynamicvit.tools.app import launch
+    except ImportError as e:
+        raise RuntimeError(f"the app needs Gradio ({e}); install it with: pip install 'dynamicvit[app]'") from None
+    launch(args.model, args.checkpoint, args.host, args.port)
+
+
 COMMANDS = {
     "demo": cmd_demo,
     "train": cmd_train,
@@ -377,6 +388,7 @@ COMMANDS = {
     "calibrate": cmd_calibrate,
     "viz": cmd_viz,
     "export": cmd_export,
+    "app": cmd_app,
     "models": cmd_models,
     "flops": cmd_flops,
     "tune": cmd_tune,

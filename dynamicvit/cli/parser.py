@@ -47,6 +47,7 @@ def _number(kind: type, test, what: str):
 _positive = _number(int, lambda v: v >= 1, "at least 1")
 _non_negative = _number(int, lambda v: v >= 0, "0 or more")
 _positive_float = _number(float, lambda v: v > 0, "positive")
+_port = _number(int, lambda v: 1 <= v <= 65535, "a port in 1..65535")
 _non_negative_float = _number(float, lambda v: v >= 0, "0 or more")
 _rate = _number(float, lambda v: 0 < v <= 1, "in (0, 1]")
 
@@ -160,6 +161,14 @@ def _export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-ema", action="store_true", help="the raw weights even when the checkpoint has EMA ones")
 
 
+def _app(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("app", help="a local web page: upload images, move the keep rate, see the kept tokens")
+    p.add_argument("--model", default="deit_small_patch16_224", help="timm or zoo name the page starts with")
+    p.add_argument("--checkpoint", default="", help="a training checkpoint (or a release file with --model)")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: this machine only)")
+    p.add_argument("--port", type=_port, default=7860)
+
+
 def _models(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="the release's pretrained sparse models (the zoo)")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'dynamicvit_convnext*'")
@@ -212,7 +221,7 @@ def _bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-_COMMANDS = (_demo, _train, _compare, _eval, _calibrate, _viz, _export, _models, _flops, _tune, _bench)
+_COMMANDS = (_demo, _train, _compare, _eval, _calibrate, _viz, _export, _app, _models, _flops, _tune, _bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

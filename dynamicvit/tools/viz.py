@@ -105,12 +105,15 @@ def visualize_files(
     paths: Sequence[str | os.PathLike],
     out: str | os.PathLike,
     class_names: Sequence[str] | None = None,
+    top: int = 0,
 ) -> list[dict]:
     """Run an eval-mode reduced model on image files and save their kept-token grid to ``out``.
 
     Each file is resized to the model's input size. For ConvNeXt/Swin the drawn locations are
     those of the sparsified stage that took the slow path (greyed: fast path). Returns, per
-    image, the predicted class and the tokens kept per stage.
+    image, the predicted class and the tokens kept per stage; with ``top`` > 0 also the ``top`` most
+    likely classes as (name, probability) pairs (``top_classes``) and the model
+    ``input`` tensor.
     """
     from dynamicvit.core.flops import counts_per_image, input_size
     from dynamicvit.data.folders import load_image
@@ -130,10 +133,18 @@ def visualize_files(
     names = [class_names[p] if class_names else f"class {p}" for p in preds]
     titles = [f"{Path(p).name}: {n}" for p, n in zip(paths, names, strict=True)]
     save_kept_token_grid([pic for _, pic in loaded], result.decisions, grid, patch, out, titles)
-    return [
+    rows = [
         {"image": str(p), "prediction": n, "kept_tokens": list(c)}
         for p, n, c in zip(paths, names, counts_per_image(result.decisions), strict=True)
     ]
+    if top:
+        probs, classes = result.logits.float().softmax(-1).topk(min(top, result.logits.shape[-1]), dim=-1)
+        for row, (x, _), p, c in zip(rows, loaded, probs.tolist(), classes.tolist(), strict=True):
+            row["input"] = x
+            row["top_classes"] = [
+                (class_names[k] if class_names else f"class {k}", v) for k, v in zip(c, p, strict=True)
+            ]
+    return rows
 
 
 def _colour(labels: np.ndarray, num_classes: int) -> np.ndarray:

@@ -35,6 +35,8 @@ CASES = [
     ("export --onnx {d} --model " + TINY, "--onnx"),
     ("export --onnx {d}/m.onnx", "give --checkpoint PATH or --model NAME"),
     ("models nothing*", "no zoo model matches"),
+    ("app --port 70000", "argument --port: must be a port in 1..65535"),
+    ("app --checkpoint {d}/missing.pth", "no checkpoint file at"),
     ("models a b", "unrecognized arguments: b"),
     ("models --json", "unrecognized arguments: --json"),
     ("flops --model " + TINY + " --img-size 0", "argument --img-size: must be at least 1"),

@@ -1,0 +1,189 @@
+"""``dynamicvit app``: a local web page (Gradio) to try a sparse model on your own pictures.
+
+Pick a model (a training checkpoint, a release file with its zoo name, or any timm/zoo name with untrained
+predictors, said so on the page), upload an image, move the keep-rate slider, switch the fixed and adaptive
+budgets, and see the tokens kept at each stage (drawn by :func:`dynamicvit.tools.viz.visualize_files`, the
+``viz`` command's drawing), the top-5 classes, the image's MACs and its measured latency. Models load once
+per selection (cached); bad input (not an image, too large, a checkpoint of another architecture) is a
+message on the page and the server keeps running.
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dynamicvit.core.calibrate import calibrate
+from dynamicvit.core.files import CheckpointError
+from dynamicvit.core.flops import count_flops, counts_per_image, input_size, per_image_gmacs
+from dynamicvit.data.registry import class_names
+from dynamicvit.models.factory import create_model
+from dynamicvit.tools.viz import visualize_files
+from dynamicvit.train.build import load_trained
+
+__all__ = ["Loaded", "build_app", "load_model", "run_image"]
+
+USER_ERRORS = (ValueError, OSError, CheckpointError, RuntimeError, KeyError)
+
+
+@dataclass
+class Loaded:
+    """A model ready for the page: the eval-mode model, its class names and what the page says about it."""
+
+    model: nn.Module
+    names: tuple[str, ...] | None
+    note: str
+
+
+@functools.lru_cache(maxsize=4)
+def load_model(name: str, checkpoint: str = "") -> Loaded:
+    """The model of a selection, loaded once: ``checkpoint`` (a training checkpoint, or a release file read
+    as zoo/timm model ``name``) or, without one, ``name`` with untrained predictors.
+
+    Args:
+        name: a timm or zoo model name (may be empty with a training checkpoint).
+        checkpoint: a file path, or empty.
+
+    Returns:
+        The :class:`Loaded` model.
+    """
+    if checkpoint:
+        model, cfg = load_trained(checkpoint, **({"model": name} if name else {}))
+        names = class_names(getattr(model, "num_classes", 0), cfg.data)
+        return Loaded(model.eval(), names, f"trained checkpoint {Path(checkpoint).name}")
+    if not name:
+        raise ValueError("give a model name or a checkpoint file")
+    model = create_model(name).eval()
+    note = f"{name} with untrained predictors and weights: the kept tokens show the mechanics, not a trained choice"
+    return Loaded(model, class_names(getattr(model, "num_classes", 0)), note)
+
+
+def _set_budget(model: nn.Module, keep_rate: float, keep_mode: str) -> str:
+    """Apply the page's budget; the adaptive mode needs thresholds, calibrated here on random images when
+    the model has none for this keep rate (said in the returned note)."""
+    model.keep_mode = "fixed"
+    model.keep_rate = keep_rate
+    if keep_mode != "adaptive":
+        return ""
+    images = torch.randn(32, *input_size(model), generator=torch.Generator().manual_seed(0))
+    calibrate(model, images)
+    model.keep_mode = "adaptive"
+    return "adaptive thresholds calibrated to this keep rate on 32 random images"
+
+
+def _latency_ms(model: nn.Module, x: torch.Tensor, repeats: int = 5) -> float:
+    with torch.inference_mode():
+        model(x)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def run_image(loaded: Loaded, image: str, keep_rate: float, keep_mode: str, out: str) -> dict:
+    """One image through the selected model at the page's budget: the kept-token picture written to ``out``
+    and the figures shown beside it.
+
+    Args:
+        loaded: the selected model.
+        image: the uploaded file's path.
+        keep_rate: the slider's keep rate.
+        keep_mode: ``"fixed"`` or ``"adaptive"``.
+        out: where to write the picture (PNG).
+
+    Returns:
+        ``kept_tokens`` per stage, ``top_classes`` (name, probability), ``gmacs``, ``latency_ms`` at this budget and
+        ``dense_latency_ms`` with every token kept, and ``notes``.
+    """
+    model = loaded.model
+    notes = [loaded.note, _set_budget(model, keep_rate, keep_mode)]
+    row = visualize_files(model, [image], out, class_names=loaded.names, top=5)[0]
+    x = row.pop("input")[None]
+    latency = _latency_ms(model, x)
+    if keep_mode == "adaptive":  # this image's own counts
+        with torch.inference_mode():
+            gmacs = per_image_gmacs(model, counts_per_image(model.forward_with_decisions(x).decisions))[0]
+    else:
+        gmacs = count_flops(model).gmacs
+    model.keep_mode, model.keep_rate = "fixed", 1.0
+    dense_latency = _latency_ms(model, x)
+    return {**row, "gmacs": gmacs, "latency_ms": latency, "dense_latency_ms": dense_latency, "notes": notes}
+
+
+def _describe(r: dict) -> str:
+    kept = " / ".join(map(str, r["kept_tokens"]))
+    lines = [
+        f"**kept tokens per stage: {kept}**",
+        "",
+        f"{r['gmacs']:.3f} GMACs; {r['latency_ms']:.1f} ms (every token kept: {r['dense_latency_ms']:.1f} ms)",
+        "",
+        "| class | probability |",
+        "|---|---|",
+        *[f"| {name} | {p:.3f} |" for name, p in r["top_classes"]],
+        "",
+        *[f"*{n}*" for n in r["notes"] if n],
+    ]
+    return "\n".join(lines)
+
+
+def build_app(default_model: str = "deit_small_patch16_224", default_checkpoint: str = ""):
+    """The Gradio page (a ``gradio.Blocks``), not yet launched.
+
+    Args:
+        default_model: the model name the page starts with.
+        default_checkpoint: the checkpoint path it starts with.
+
+    Returns:
+        The ``gradio.Blocks`` app.
+    """
+    import gradio as gr
+
+    folder = Path(tempfile.mkdtemp(prefix="dynamicvit-app-"))
+
+    def predict(file, keep_rate, keep_mode, name, checkpoint):
+        if file is None:
+            return None, "upload an image"
+        try:
+            loaded = load_model(name.strip(), checkpoint.strip())
+            out = folder / f"kept-{time.monotonic_ns()}.png"
+            return str(out), _describe(run_image(loaded, file, float(keep_rate), keep_mode, str(out)))
+        except USER_ERRORS as e:  # shown on the page; the server keeps running
+            return None, f"**error:** {e}"
+
+    with gr.Blocks(title="dynamicvit: what the model keeps") as app:
+        gr.Markdown("# What the model keeps\nUpload an image and move the keep rate.")
+        with gr.Row():
+            name = gr.Textbox(default_model, label="model (timm or zoo name)", elem_id="model")
+            checkpoint = gr.Textbox(default_checkpoint, label="checkpoint file (optional)", elem_id="checkpoint")
+        with gr.Row():
+            keep_rate = gr.Slider(0.1, 1.0, value=0.7, step=0.05, label="keep rate", elem_id="keep-rate")
+            keep_mode = gr.Radio(["fixed", "adaptive"], value="fixed", label="budget", elem_id="keep-mode")
+        upload = gr.File(label="image", type="filepath", elem_id="upload")
+        with gr.Row():
+            picture = gr.Image(label="kept tokens per stage", type="filepath", elem_id="picture")
+            info = gr.Markdown(elem_id="info")
+        inputs = [upload, keep_rate, keep_mode, name, checkpoint]
+        for trigger in (upload.upload, keep_rate.change, keep_mode.change):  # the latest request wins
+            trigger(
+                predict,
+                inputs,
+                [picture, info],
+                concurrency_limit=1,
+                concurrency_id="model",
+                trigger_mode="always_last",
+            )
+    return app
+
+
+def launch(model: str, checkpoint: str, host: str, port: int) -> None:
+    """Serve the page on ``host:port`` until interrupted (127.0.0.1 by default: this machine only)."""
+    build_app(model, checkpoint).launch(server_name=host, server_port=port, show_error=False)

@@ -1,0 +1,126 @@
+"""The app in a real browser: headless Chromium (Debian's ``chromium`` and ``chromium-driver``) driven by
+Selenium against the Gradio page served on a free local port. Without a browser the test is skipped with
+its reason, unless ``DYNAMICVIT_REQUIRE_BROWSER=1`` (set by ``.ci/run``) makes that a failure; with
+``DYNAMICVIT_APP_SCREENSHOT=FILE`` it saves the page it checked there (the README's picture)."""
+
+import os
+import re
+import shutil
+import socket
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dynamicvit.tools.app import build_app, load_model, run_image
+
+DRIVER = shutil.which("chromedriver")
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _browser_or_skip():
+    missing = [name for name, path in (("chromium", BROWSER), ("chromedriver", DRIVER)) if path is None]
+    try:
+        import gradio  # noqa: F401
+        import selenium  # noqa: F401
+    except ImportError as e:
+        missing.append(str(e))
+    if missing and os.environ.get("DYNAMICVIT_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"the browser test needs {', '.join(missing)}")
+    if missing:
+        pytest.skip(f"no {', '.join(missing)} (scripts/setup.sh installs them)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _photo(path, seed=0):
+    """scikit-image's cat photo (seed 0), else a noise picture."""
+    if seed == 0:
+        from skimage import data
+
+        Image.fromarray(data.chelsea()).save(path)
+    else:
+        Image.fromarray((np.random.default_rng(seed).random((90, 110, 3)) * 255).astype("uint8")).save(path)
+    return str(path)
+
+
+def test_run_image_reports_kept_tokens_top_classes_and_cost(tmp_path):
+    loaded = load_model("deit_tiny_patch16_224")
+    wide = run_image(loaded, _photo(tmp_path / "a.png"), 0.9, "fixed", str(tmp_path / "wide.png"))
+    tight = run_image(loaded, _photo(tmp_path / "a.png"), 0.5, "fixed", str(tmp_path / "tight.png"))
+    assert wide["kept_tokens"] == [176, 158, 142] and tight["kept_tokens"] == [98, 49, 24]
+    assert tight["gmacs"] < wide["gmacs"] and len(tight["top_classes"]) == 5
+    assert "untrained predictors" in tight["notes"][0]
+    assert (tmp_path / "tight.png").stat().st_size > 0
+    adaptive = run_image(loaded, _photo(tmp_path / "a.png"), 0.5, "adaptive", str(tmp_path / "ad.png"))
+    assert "calibrated" in adaptive["notes"][1] and len(adaptive["kept_tokens"]) == 3
+    (tmp_path / "bad.png").write_text("not an image")
+    with pytest.raises(ValueError, match="cannot read image"):
+        run_image(loaded, str(tmp_path / "bad.png"), 0.5, "fixed", str(tmp_path / "x.png"))
+
+
+def test_the_page_in_a_browser(tmp_path):
+    _browser_or_skip()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    port = _free_port()
+    app = build_app("deit_tiny_patch16_224")
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    options = webdriver.ChromeOptions()
+    flags = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1300,1100")
+    for flag in flags:
+        options.add_argument(flag)
+    options.binary_location = BROWSER
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    wait = WebDriverWait(driver, 120)
+    try:
+        driver.get(f"http://127.0.0.1:{port}/")
+        info = lambda: driver.find_element(By.ID, "info").text  # noqa: E731
+        picture = lambda: driver.find_element(By.CSS_SELECTOR, "#picture img").get_attribute("src")  # noqa: E731
+
+        def kept(text: str) -> list[int]:
+            found = re.search(r"kept tokens per stage: ([\d / ]+)", text)
+            return [int(v) for v in found.group(1).split("/")] if found else []
+
+        def set_keep_rate(value: str) -> None:
+            box = element("#keep-rate input[type=number]")
+            box.send_keys(Keys.CONTROL, "a")
+            box.send_keys(value, Keys.ENTER)
+
+        def element(css: str):
+            wait.until(lambda _: driver.find_elements(By.CSS_SELECTOR, css))
+            return driver.find_element(By.CSS_SELECTOR, css)
+
+        def upload(path: str) -> None:
+            if not driver.find_elements(By.CSS_SELECTOR, "#upload input[type=file]"):
+                element("#upload button[aria-label='Clear']").click()  # the previous file
+            element("#upload input[type=file]").send_keys(path)
+
+        element("#upload input[type=file]")  # the page has rendered
+        upload(_photo(tmp_path / "photo.png"))
+        wait.until(lambda _: kept(info()))
+        set_keep_rate("0.9")
+        wait.until(lambda _: kept(info()) == [176, 158, 142])
+        wide_picture = picture()
+        set_keep_rate("0.5")
+        wait.until(lambda _: kept(info()) == [98, 49, 24])
+        assert picture() != wide_picture  # a new drawing for the new budget
+        if os.environ.get("DYNAMICVIT_APP_SCREENSHOT"):
+            driver.save_screenshot(os.environ["DYNAMICVIT_APP_SCREENSHOT"])
+
+        (tmp_path / "notes.png").write_text("not an image")
+        upload(str(tmp_path / "notes.png"))
+        wait.until(lambda _: "error" in info() and "cannot read image" in info())
+        upload(_photo(tmp_path / "second.png", seed=1))  # the server survived the bad file
+        wait.until(lambda _: kept(info()) == [98, 49, 24])
+    finally:
+        driver.quit()
+        app.close()
