@@ -27,6 +27,8 @@ from dynamicvit.data.registry import class_names
 from dynamicvit.models.factory import create_model
 from dynamicvit.tools.viz import visualize_files
 from dynamicvit.train.build import load_trained
+from dynamicvit.weights.download import cache_path
+from dynamicvit.weights.zoo import ZOO
 
 __all__ = ["Loaded", "build_app", "load_model", "run_image"]
 
@@ -45,7 +47,8 @@ class Loaded:
 @functools.lru_cache(maxsize=4)
 def load_model(name: str, checkpoint: str = "") -> Loaded:
     """The model of a selection, loaded once: ``checkpoint`` (a training checkpoint, or a release file read
-    as zoo/timm model ``name``) or, without one, ``name`` with untrained predictors.
+    as zoo/timm model ``name``); without one, a zoo ``name`` whose release file is in the download cache,
+    else ``name`` with untrained predictors (and weights).
 
     Args:
         name: a timm or zoo model name (may be empty with a training checkpoint).
@@ -60,6 +63,9 @@ def load_model(name: str, checkpoint: str = "") -> Loaded:
         return Loaded(model.eval(), names, f"trained checkpoint {Path(checkpoint).name}")
     if not name:
         raise ValueError("give a model name or a checkpoint file")
+    if name in ZOO and cache_path(name).is_file():
+        model = create_model(name, pretrained=True).eval()
+        return Loaded(model, class_names(model.num_classes), f"{name}: the release's checkpoint")
     model = create_model(name).eval()
     note = f"{name} with untrained predictors and weights: the kept tokens show the mechanics, not a trained choice"
     return Loaded(model, class_names(getattr(model, "num_classes", 0)), note)
@@ -135,6 +141,31 @@ def _describe(r: dict) -> str:
     return "\n".join(lines)
 
 
+def _examples(folder: Path) -> list[str]:
+    """Example pictures written to ``folder``: scikit-image's photos and two demo canvases, those available."""
+    from PIL import Image
+
+    pictures = {}
+    try:
+        from skimage import data
+
+        pictures.update({"cat": data.chelsea(), "coffee": data.coffee(), "astronaut": data.astronaut()})
+    except ImportError:
+        pass
+    try:
+        from dynamicvit.data.cluttered import ClutteredFashionMNIST
+
+        canvases = ClutteredFashionMNIST("test", canvas=48, distractors=2)
+        pictures.update({f"canvas-{i}": canvases.render(i)[0] for i in range(2)})
+    except (OSError, ValueError):  # no Fashion-MNIST files here
+        pass
+    paths = []
+    for name, array in pictures.items():
+        Image.fromarray(array).save(folder / f"{name}.png")
+        paths.append(str(folder / f"{name}.png"))
+    return paths
+
+
 def build_app(default_model: str = "deit_small_patch16_224", default_checkpoint: str = ""):
     """The Gradio page (a ``gradio.Blocks``), not yet launched.
 
@@ -168,11 +199,14 @@ def build_app(default_model: str = "deit_small_patch16_224", default_checkpoint:
             keep_rate = gr.Slider(0.1, 1.0, value=0.7, step=0.05, label="keep rate", elem_id="keep-rate")
             keep_mode = gr.Radio(["fixed", "adaptive"], value="fixed", label="budget", elem_id="keep-mode")
         upload = gr.File(label="image", type="filepath", elem_id="upload")
+        examples = _examples(folder)
+        if examples:
+            gr.Examples([[p] for p in examples], inputs=[upload], label="examples")
         with gr.Row():
             picture = gr.Image(label="kept tokens per stage", type="filepath", elem_id="picture")
             info = gr.Markdown(elem_id="info")
         inputs = [upload, keep_rate, keep_mode, name, checkpoint]
-        for trigger in (upload.upload, keep_rate.change, keep_mode.change):  # the latest request wins
+        for trigger in (upload.change, keep_rate.change, keep_mode.change):  # the latest request wins
             trigger(
                 predict,
                 inputs,

@@ -14,7 +14,7 @@ from dynamicvit.core.files import CheckpointError, atomic_write
 from dynamicvit.weights.checkpoint import is_added_key, read_state_dict
 from dynamicvit.weights.zoo import ZOO, ZooEntry, list_models
 
-__all__ = ["check_release_file", "download", "sha256"]
+__all__ = ["cache_path", "check_release_file", "download", "sha256"]
 
 
 def sha256(path: str | Path) -> str:
@@ -41,6 +41,19 @@ def check_release_file(path: Path, entry: ZooEntry) -> str:
     return digest
 
 
+def cache_path(name: str, folder: str | Path | None = None) -> Path:
+    """Where :func:`download` keeps zoo model ``name``'s file (``folder``, default: torch's hub cache).
+
+    Args:
+        name: a zoo name.
+        folder: the download folder.
+
+    Returns:
+        The file's path (which may not exist yet).
+    """
+    return Path(folder or Path(torch.hub.get_dir()) / "checkpoints" / "dynamicvit") / f"{name}.pth"
+
+
 def download(name: str, folder: str | Path | None = None) -> Path:
     """The local file of zoo model ``name``, downloaded into ``folder`` (default: torch's hub cache) the first
     time and checked before it is kept (its SHA-256 printed); a clear error offline.
@@ -55,8 +68,7 @@ def download(name: str, folder: str | Path | None = None) -> Path:
     entry = ZOO.get(name)
     if entry is None:
         raise ValueError(f"unknown zoo model {name!r}; known: {', '.join(list_models())}")
-    folder = Path(folder or Path(torch.hub.get_dir()) / "checkpoints" / "dynamicvit")
-    path = folder / f"{entry.name}.pth"
+    path = cache_path(entry.name, folder)
     if path.is_file():
         try:
             check_release_file(path, entry)

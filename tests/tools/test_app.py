@@ -114,6 +114,8 @@ def test_the_page_in_a_browser(tmp_path):
         wait.until(lambda _: kept(info()) == [98, 49, 24])
         assert picture() != wide_picture  # a new drawing for the new budget
         if os.environ.get("DYNAMICVIT_APP_SCREENSHOT"):
+            settled = lambda _: "processing" not in driver.find_element(By.TAG_NAME, "body").text  # noqa: E731
+            wait.until(lambda _: settled(_) and picture() and kept(info()) == [98, 49, 24])
             driver.save_screenshot(os.environ["DYNAMICVIT_APP_SCREENSHOT"])
 
         (tmp_path / "notes.png").write_text("not an image")
@@ -124,3 +126,23 @@ def test_the_page_in_a_browser(tmp_path):
     finally:
         driver.quit()
         app.close()
+
+
+def test_a_checkpoint_of_another_architecture_is_a_user_error(tmp_path):
+    """What the page shows as a message (the server keeps running) instead of a crash."""
+    import timm
+    import torch
+
+    from dynamicvit.tools.app import USER_ERRORS
+
+    torch.save(timm.create_model("deit_tiny_patch16_224").state_dict(), tmp_path / "tiny.pth")
+    with pytest.raises(USER_ERRORS) as caught:
+        load_model("vit_small_patch16_224", str(tmp_path / "tiny.pth"))
+    assert "does not fit" in str(caught.value)
+
+
+def test_the_page_offers_example_pictures(tmp_path):
+    from dynamicvit.tools.app import _examples
+
+    names = {os.path.basename(p) for p in _examples(tmp_path)}
+    assert {"cat.png", "coffee.png", "astronaut.png"} <= names  # scikit-image is a dev dependency
