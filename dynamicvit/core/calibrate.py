@@ -19,10 +19,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from dynamicvit.core.flops import input_size
 from dynamicvit.core.interfaces import find_reducer
 from dynamicvit.core.predictor import threshold_keep
 
-__all__ = ["MIN_CALIBRATION_IMAGES", "calibrate"]
+__all__ = ["MIN_CALIBRATION_IMAGES", "calibrate", "random_images"]
 
 MIN_CALIBRATION_IMAGES = 8
 
@@ -97,3 +98,19 @@ def calibrate(
     reached = [k / count for k in kept]
     model.train(was_training)
     return {"thresholds": thresholds, "targets": targets, "reached": reached, "images": count}
+
+
+def random_images(model: nn.Module, count: int = 32, img_size: int | None = None) -> torch.Tensor:
+    """A seeded batch of random images of ``model``'s input size: what an untrained model's thresholds are
+    calibrated on when there are no real images (it shows the adaptive mode's mechanics, not a trained
+    model's spread).
+
+    Args:
+        model: the model the images are for.
+        count: how many images.
+        img_size: the input resolution (default: the model's).
+
+    Returns:
+        A (count, C, H, W) batch, the same for every call.
+    """
+    return torch.randn(count, *input_size(model, img_size), generator=torch.Generator().manual_seed(0))

@@ -11,7 +11,6 @@ message on the page and the server keeps running.
 from __future__ import annotations
 
 import functools
-import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -20,11 +19,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dynamicvit.core.calibrate import calibrate
+from dynamicvit.core.calibrate import calibrate, random_images
 from dynamicvit.core.files import CheckpointError
-from dynamicvit.core.flops import count_flops, counts_per_image, input_size, per_image_gmacs
+from dynamicvit.core.flops import count_flops, per_image_gmacs
 from dynamicvit.data.registry import class_names
 from dynamicvit.models.factory import create_model
+from dynamicvit.tools.bench import time_callables
 from dynamicvit.tools.viz import visualize_files
 from dynamicvit.train.build import load_trained
 from dynamicvit.weights.download import cache_path
@@ -78,21 +78,13 @@ def _set_budget(model: nn.Module, keep_rate: float, keep_mode: str) -> str:
     model.keep_rate = keep_rate
     if keep_mode != "adaptive":
         return ""
-    images = torch.randn(32, *input_size(model), generator=torch.Generator().manual_seed(0))
-    calibrate(model, images)
-    model.keep_mode = "adaptive"
+    calibrate(model, random_images(model))  # switches the model to the adaptive mode
     return "adaptive thresholds calibrated to this keep rate on 32 random images"
 
 
-def _latency_ms(model: nn.Module, x: torch.Tensor, repeats: int = 5) -> float:
-    with torch.inference_mode():
-        model(x)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+def _latency_ms(model: nn.Module, x: torch.Tensor) -> float:
+    """Median milliseconds of ``model(x)`` over 5 calls after one warm-up (:func:`time_callables`)."""
+    return 1000 * time_callables({"model": model}, x, warmup=1, repeats=5)["model"]
 
 
 def run_image(loaded: Loaded, image: str, keep_rate: float, keep_mode: str, out: str) -> dict:
@@ -115,11 +107,10 @@ def run_image(loaded: Loaded, image: str, keep_rate: float, keep_mode: str, out:
     row = visualize_files(model, [image], out, class_names=loaded.names, top=5)[0]
     x = row.pop("input")[None]
     latency = _latency_ms(model, x)
-    if keep_mode == "adaptive":  # this image's own counts
-        with torch.inference_mode():
-            gmacs = per_image_gmacs(model, counts_per_image(model.forward_with_decisions(x).decisions))[0]
-    else:
-        gmacs = count_flops(model).gmacs
+    # the adaptive mode's cost follows this image's own counts, which visualize_files reported
+    gmacs = (
+        per_image_gmacs(model, [tuple(row["kept_tokens"])])[0] if keep_mode == "adaptive" else count_flops(model).gmacs
+    )
     model.keep_mode, model.keep_rate = "fixed", 1.0
     dense_latency = _latency_ms(model, x)
     return {**row, "gmacs": gmacs, "latency_ms": latency, "dense_latency_ms": dense_latency, "notes": notes}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dynamicvit.core.calibrate import calibrate
+from dynamicvit.core.calibrate import calibrate, random_images
 from dynamicvit.core.flops import count_flops, counts_per_image, input_size, per_image_gmacs, per_image_report
 from dynamicvit.models.factory import create_pair
 
@@ -25,7 +25,7 @@ def compare_flops(
     dense, sparse = create_pair(model, keep_rate=keep_rate, **timm_kwargs)
     d, s = count_flops(dense, prune_layers=sparse.prune_layers), count_flops(sparse)
     if keep_mode == "adaptive":
-        images = torch.randn(32, *input_size(sparse, img_size), generator=torch.Generator().manual_seed(0))
+        images = random_images(sparse, img_size=img_size)
         calibrate(sparse, images)
         with torch.inference_mode():
             counts = counts_per_image(sparse(images, return_decisions=True).decisions)

@@ -129,8 +129,8 @@ def visualize_files(
     if not result.decisions:
         raise ValueError(f"{type(model).__name__} merges or pools tokens instead of keeping a subset; nothing to draw")
     grid, patch = decision_cells(model, (h, w))
-    preds = result.logits.argmax(-1).tolist()
-    names = [class_names[p] if class_names else f"class {p}" for p in preds]
+    name_of = (lambda k: class_names[k]) if class_names else (lambda k: f"class {k}")
+    names = [name_of(p) for p in result.logits.argmax(-1).tolist()]
     titles = [f"{Path(p).name}: {n}" for p, n in zip(paths, names, strict=True)]
     save_kept_token_grid([pic for _, pic in loaded], result.decisions, grid, patch, out, titles)
     rows = [
@@ -141,9 +141,7 @@ def visualize_files(
         probs, classes = result.logits.float().softmax(-1).topk(min(top, result.logits.shape[-1]), dim=-1)
         for row, (x, _), p, c in zip(rows, loaded, probs.tolist(), classes.tolist(), strict=True):
             row["input"] = x
-            row["top_classes"] = [
-                (class_names[k] if class_names else f"class {k}", v) for k, v in zip(c, p, strict=True)
-            ]
+            row["top_classes"] = [(name_of(k), v) for k, v in zip(c, p, strict=True)]
     return rows
 
 
