@@ -373,10 +373,8 @@ def cmd_models(args: argparse.Namespace) -> None:
 def cmd_app(args: argparse.Namespace) -> None:
     if args.checkpoint and not Path(args.checkpoint).is_file():
         raise FileNotFoundError(f"no checkpoint file at {args.checkpoint}")
-    try:
-        from dynamicvit.tools.app import launch
-    except ImportError as e:
-        raise RuntimeError(f"the app needs Gradio ({e}); install it with: pip install 'dynamicvit[app]'") from None
+    from dynamicvit.tools.app import launch
+
     launch(args.model, args.checkpoint, args.host, args.port)
 
 

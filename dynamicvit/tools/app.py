@@ -167,7 +167,10 @@ def build_app(default_model: str = "deit_small_patch16_224", default_checkpoint:
     Returns:
         The ``gradio.Blocks`` app.
     """
-    import gradio as gr
+    try:
+        import gradio as gr
+    except ImportError as e:
+        raise ImportError(f"the app needs Gradio ({e}); install it with: pip install 'dynamicvit[app]'") from None
 
     folder = Path(tempfile.mkdtemp(prefix="dynamicvit-app-"))
 

@@ -146,3 +146,13 @@ def test_the_page_offers_example_pictures(tmp_path):
 
     names = {os.path.basename(p) for p in _examples(tmp_path)}
     assert {"cat.png", "coffee.png", "astronaut.png"} <= names  # scikit-image is a dev dependency
+
+
+def test_without_gradio_the_command_says_how_to_install_it(monkeypatch, capsys):
+    import sys
+
+    from dynamicvit.cli import main
+
+    monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio now fails
+    assert main(["app", "--port", "7861"]) == 2
+    assert "pip install 'dynamicvit[app]'" in capsys.readouterr().err
