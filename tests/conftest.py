@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from timm.models.deit import VisionTransformerDistilled
 from timm.models.vision_transformer import VisionTransformer
 
@@ -27,6 +29,16 @@ def tiny_vit(kind: str = "plain", **overrides) -> VisionTransformer:
     if kind == "registers":
         kwargs.setdefault("reg_tokens", 2)
     return VisionTransformer(**kwargs)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` are skipped, with the reason shown in the summary, where torch sees no GPU."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run scripts/gpu_check.sh on a GPU machine)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
@@ -70,6 +82,41 @@ def make_fake_fashion(directory: Path, train: int = 320, test: int = 160, seed: 
 @pytest.fixture(scope="session")
 def fake_fashion(tmp_path_factory) -> Path:
     return make_fake_fashion(tmp_path_factory.mktemp("fashion"))
+
+
+def png_bytes(i: int) -> bytes:
+    """A 12x12 RGB noise PNG, different for each ``i``."""
+    pixels = np.random.default_rng(i).integers(0, 255, (12, 12, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+def make_shards(folder: Path, counts: dict[str, list[int]]) -> Path:
+    """Shards as ``webdataset.ShardWriter`` writes them; sample ``i`` (over all shards of a split) has class ``i``
+    so a test can tell the images apart by label."""
+    import webdataset as wds
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, sizes in counts.items():
+        i = 0
+        for s, size in enumerate(sizes):
+            with wds.TarWriter(str(folder / f"{split}-{s:04d}.tar")) as sink:
+                for _ in range(size):
+                    sink.write({"__key__": f"{split}{i:05d}", "png": png_bytes(i), "cls": str(i).encode()})
+                    i += 1
+    return folder
+
+
+def make_hf(folder: Path, train: int = 32, val: int = 9, columns=("image", "label")) -> Path:
+    import datasets
+
+    def split(n: int, offset: int) -> datasets.Dataset:
+        images = [Image.open(io.BytesIO(png_bytes(offset + i))) for i in range(n)]
+        return datasets.Dataset.from_dict({columns[0]: images, columns[1]: list(range(n))})
+
+    datasets.DatasetDict({"train": split(train, 0), "validation": split(val, 1000)}).save_to_disk(str(folder))
+    return folder
 
 
 TINY_KW = {"patch_size": 7, "embed_dim": 32, "depth": 4, "num_heads": 2}

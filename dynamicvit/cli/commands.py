@@ -113,7 +113,8 @@ def _bench_checkpoints(args: argparse.Namespace) -> list[dict]:
 def _bench_models(args: argparse.Namespace) -> list[dict]:
     from dynamicvit.tools.bench import benchmark
 
-    options = {k: getattr(args, k) for k in ("keep_rate", "img_size", "warmup", "repeats", "compile", "onnx")}
+    keys = ("keep_rate", "img_size", "warmup", "repeats", "compile", "onnx", "device")
+    options = {k: getattr(args, k) for k in keys}
     results = [
         benchmark(model, batch_size=batch, keep_mode=args.keep_mode, **options)
         for model in args.models
@@ -123,8 +124,8 @@ def _bench_models(args: argparse.Namespace) -> list[dict]:
         return results
     for r in results:
         print(
-            f"{r['model']} keep rate {r['keep_rate']}, batch {r['batch_size']}, {r['threads']} threads, "
-            f"median of {r['repeats']} interleaved runs"
+            f"{r['model']} keep rate {r['keep_rate']}, batch {r['batch_size']}, {r['device']} "
+            f"({r['threads']} threads), median of {r['repeats']} interleaved runs"
         )
         print(f"  {'variant':<17}{'img/s':>9}{'× dense':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'peak MB':>9}")
         for name, v in r["variants"].items():
@@ -168,7 +169,14 @@ def _bench_notes(r: dict) -> str:
 def cmd_train(args: argparse.Namespace) -> None:
     from dynamicvit.train.trainer import train
 
-    record = train(config_from_args(args))
+    cfg = config_from_args(args)
+    if args.dry_run:
+        from dynamicvit.train.build import resolve_config
+        from dynamicvit.train.config import config_yaml
+
+        print(config_yaml(resolve_config(cfg)), end="")
+        return
+    record = train(cfg)
     if record and os.environ.get("RANK", "0") == "0":
         print(json.dumps(record, indent=2))
 

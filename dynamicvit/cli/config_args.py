@@ -8,7 +8,7 @@ import dataclasses
 import json
 from collections.abc import Sequence
 
-from dynamicvit.train.config import TrainConfig, field_flags
+from dynamicvit.train.config import TrainConfig, field_flags, read_recipe
 
 __all__ = ["DATA_FIELDS", "add_config_args", "config_from_args"]
 
@@ -37,8 +37,10 @@ def add_config_args(p: argparse.ArgumentParser, names: Sequence[str] | None = No
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The defaults, with every config flag the user gave on top."""
+    """The defaults, the recipe of ``--config FILE`` (if the command takes one) on top, and every config flag
+    the user gave on top of both."""
     given = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(TrainConfig)}
+    recipe = read_recipe(args.config) if getattr(args, "config", None) else {}
     return TrainConfig.from_dict(
-        {**dataclasses.asdict(TrainConfig()), **{k: v for k, v in given.items() if v is not None}}
+        {**dataclasses.asdict(TrainConfig()), **recipe, **{k: v for k, v in given.items() if v is not None}}
     )

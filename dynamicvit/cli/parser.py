@@ -77,6 +77,14 @@ def _demo(sub: argparse._SubParsersAction) -> None:
 
 def _train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="distillation fine-tuning of a sparse model (or --dense training)")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="a YAML recipe of config fields (e.g. recipes/deit_small.yaml); flags override it",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="check the configuration, print it as YAML and exit (reads no data)"
+    )
     add_config_args(p)
 
 
@@ -210,6 +218,7 @@ def _bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=_non_negative, default=3)
     p.add_argument("--repeats", type=_positive, default=10)
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd dense and sparse")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: the GPU when there is one)")
     p.add_argument("--save", metavar="FILE", default=None, help="also write the results with their provenance as JSON")
     p.add_argument("--onnx", action="store_true", help="also time the ONNX exports with onnxruntime")
     p.add_argument("--keep-mode", choices=KEEP_MODES, default="fixed", help="adaptive: also time the adaptive mode")

@@ -50,12 +50,13 @@ _FAULTS: dict[str, int] = {}
 
 def fault_point(name: str) -> None:
     """Fault-injection hook for the kill-and-resume tests: with ``DYNAMICVIT_FAULT=name:n`` in the
-    environment, the n-th pass through ``name`` kills this process with SIGKILL. No-op otherwise."""
-    spec = os.environ.get("DYNAMICVIT_FAULT")
-    if not spec or spec.rsplit(":", 1)[0] != name:
+    environment, the n-th pass through ``name`` kills this process with SIGKILL; ``name:n:r`` only the
+    process of rank ``r`` (torchrun's ``RANK``). No-op otherwise."""
+    spec = os.environ.get("DYNAMICVIT_FAULT", "").split(":")
+    if spec[0] != name or (len(spec) > 2 and spec[2] != os.environ.get("RANK", "0")):
         return
     _FAULTS[name] = _FAULTS.get(name, 0) + 1
-    if _FAULTS[name] == int(spec.rsplit(":", 1)[1]):
+    if _FAULTS[name] == int(spec[1]):
         os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,8 @@ from torch.utils.data import Dataset
 
 from dynamicvit.data.fashion import to_tensor
 from dynamicvit.data.registry import DataOptions, DataSet, register_dataset
+from dynamicvit.data.skipping import read_skipping
+from dynamicvit.data.transforms import image_transform
 
 __all__ = ["IMAGE_SUFFIXES", "ImageFiles", "image_folder", "load_image"]
 
@@ -41,25 +42,7 @@ class ImageFiles(Dataset):
         def read(i: int) -> tuple[torch.Tensor, int]:
             return load_image(self.files[i], (self.img_size,) * 2, 3)[0], -1
 
-        return _read_skipping(self, index, read, lambda i: self.files[i])
-
-
-def _read_skipping(dataset: Dataset, index: int, read, name):
-    """``read(index)``, or, for an image that cannot be read (corrupt, truncated, over the pixel limit), the
-    next readable one: the file (``name(index)``) is named on stderr once and counted in ``dataset.skipped``,
-    so one bad file does not end a long training run. A set where no image can be read is an error."""
-    from PIL import Image
-
-    skipped = dataset.__dict__.setdefault("skipped", set())
-    for offset in range(len(dataset)):
-        i = (index + offset) % len(dataset)
-        try:
-            return read(i)
-        except (OSError, ValueError, Image.DecompressionBombError) as err:
-            if i not in skipped:
-                skipped.add(i)
-                print(f"dynamicvit: skipped unreadable image {name(i)} ({len(skipped)} so far): {err}", file=sys.stderr)
-    raise ValueError(f"no image of this set of {len(dataset)} can be read")
+        return read_skipping(self, index, read, lambda i: self.files[i])
 
 
 def _skipping(folder_class: type) -> type:
@@ -67,21 +50,22 @@ def _skipping(folder_class: type) -> type:
 
     class Skipping(folder_class):
         def __getitem__(self, index: int):
-            return _read_skipping(self, index, super().__getitem__, lambda i: self.samples[i][0])
+            return read_skipping(self, index, super().__getitem__, lambda i: self.samples[i][0])
 
     return Skipping
 
 
-def image_folder(split: str, data_dir, img_size: int, limit: int | None) -> Dataset:
-    from timm.data import create_transform
+def image_folder(split: str, o: DataOptions) -> Dataset:
+    """An ImageNet-style tree, ``data_dir/{train,val}/<class>/*.jpg``, with timm's transforms."""
     from torchvision.datasets import ImageFolder
 
+    data_dir, limit = o.data_dir, o.limit
     if data_dir is None:
         raise ValueError("imagefolder needs --data-dir with train/ and val/ class folders")
     folder = Path(data_dir) / ("train" if split == "train" else "val")
     if not folder.is_dir():
         raise FileNotFoundError(f"no {folder}: expected ImageNet layout, {data_dir}/train/<class>/*.jpg and val/")
-    transform = create_transform(img_size, is_training=split == "train")
+    transform = image_transform(o, training=split == "train")
     dataset = _skipping(ImageFolder)(str(folder), transform=transform)
     dataset.num_classes, dataset.in_chans = len(dataset.classes), 3
     if limit is not None:
@@ -132,5 +116,5 @@ def _images(split: str, o: DataOptions) -> Dataset:
     return ImageFiles(folder, o.img_size, o.limit)
 
 
-register_dataset(DataSet("imagefolder", lambda s, o: image_folder(s, o.data_dir, o.img_size, o.limit)))
+register_dataset(DataSet("imagefolder", image_folder))
 register_dataset(DataSet("images", _images, labelled=False))

@@ -7,9 +7,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, IterableDataset
 
-__all__ = ["DATASETS", "DataOptions", "DataSet", "build_dataset", "class_names", "get_dataset", "register_dataset"]
+__all__ = [
+    "DATASETS",
+    "DataOptions",
+    "DataSet",
+    "build_dataset",
+    "class_names",
+    "get_dataset",
+    "image_shape",
+    "register_dataset",
+]
 
 
 @dataclass(frozen=True)
@@ -23,6 +32,10 @@ class DataOptions:
     canvas: int = 64
     distractors: int = 4
     distractors_max: int | None = None
+    aa: str | None = None  # image data's training augmentation (dynamicvit.data.transforms)
+    reprob: float = 0.0
+    color_jitter: float = 0.4
+    interpolation: str = "bilinear"
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,12 @@ def build_dataset(name: str, split: str, data_dir=None, **options) -> Dataset:
     annotations in ``data_dir/annotations/{train,val}.json``) are detection sets.
     """
     return get_dataset(name).build(split, DataOptions(data_dir=data_dir, **options))
+
+
+def image_shape(dataset) -> tuple[int, ...]:
+    """The (C, H, W) of a data set's first image (read from the stream for a set of shards)."""
+    sample = next(iter(dataset)) if isinstance(dataset, IterableDataset) else dataset[0]
+    return tuple(sample[0].shape)
 
 
 def class_names(num_classes: int, data: str | None = None) -> tuple[str, ...] | None:

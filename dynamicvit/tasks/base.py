@@ -26,6 +26,7 @@ class Task:
     fixed_input_size: ClassVar[bool] = True  # its models are built for the data set's image size
     mixes_labels: ClassVar[bool] = False  # mixup / cutmix apply to its labels
     learns_without_labels: ClassVar[bool] = True  # label-free calibration (--no-labels) applies
+    shards_evaluation: ClassVar[bool] = False  # metrics add up over images: each rank evaluates a part
     targets_in_forward: ClassVar[bool] = False  # the model computes its own losses from the targets
 
     def build_dense(

@@ -27,6 +27,7 @@ class ClassifyTask(Task):
     help = "image classification (default)"
     fixed_input_size = False
     mixes_labels = True
+    shards_evaluation = True
 
     def build_dense(self, make, name, head_classes, input_size, **kwargs) -> nn.Module:
         return make(name, **kwargs)

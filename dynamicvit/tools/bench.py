@@ -35,13 +35,39 @@ from dynamicvit.models.vit import DynamicViTMixin
 from dynamicvit.tools.bench_forwards import limit_forward, padded_forward
 from dynamicvit.train.build import load_trained
 
-__all__ = ["time_runs", "time_callables", "sliced_forward", "peak_memory_mb", "benchmark"]
+__all__ = [
+    "bench_device",
+    "benchmark",
+    "device_name",
+    "peak_memory_mb",
+    "sliced_forward",
+    "time_callables",
+    "time_runs",
+]
 
 
 def sliced_forward(model: nn.Module, score: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
     """The *limit* of a sparse model (:func:`limit_forward`): the token budget without its cost.
     With ``score`` the predictors still score the patch tokens at each stage (scores unused)."""
     return lambda x: limit_forward(model, x, score=score)
+
+
+def bench_device(device: str | None = None) -> torch.device:
+    """The device to time on: ``device``, else the GPU when there is one, else the CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        found = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"--device {device!r} is no torch device (cpu, cuda, cuda:1, ...)") from None
+    if found.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: torch sees no CUDA device here")
+    return found
+
+
+def device_name(device: torch.device) -> str:
+    """``cpu``, or the GPU's name (``NVIDIA H200``)."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 def time_runs(
@@ -68,11 +94,24 @@ def _time_runs(fns, x: torch.Tensor, warmup: int, repeats: int) -> dict[str, lis
     for _ in range(repeats):
         order.shuffle(names)
         for name in names:
-            fn = fns[name]
-            start = time.perf_counter()
-            fn(x)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(_seconds(fns[name], x))
     return times
+
+
+def _seconds(fn: Callable[[torch.Tensor], object], x: torch.Tensor) -> float:
+    """Seconds of one call: on a GPU between CUDA events recorded on the current stream around the call
+    (the kernels' time, host launch overhead included), else the wall clock."""
+    if not x.is_cuda:
+        start = time.perf_counter()
+        fn(x)
+        return time.perf_counter() - start
+    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize(x.device)
+    begin.record()
+    fn(x)
+    end.record()
+    end.synchronize()
+    return begin.elapsed_time(end) / 1000.0
 
 
 def time_callables(
@@ -158,6 +197,7 @@ def benchmark(
     compile: bool | str = False,
     onnx: bool = False,
     keep_mode: str = "fixed",
+    device: str | None = None,
     **timm_kwargs,
 ) -> dict:
     """img/s of dense, sparse and the slicing limit for a timm or zoo model name (``keep_rate`` default:
@@ -168,7 +208,8 @@ def benchmark(
 
     ``keep_mode="adaptive"`` adds the adaptive mode calibrated to the fixed mode's average counts (on
     64 other random images), run packed (``adaptive``) and padded (``adaptive padded``), and the
-    per-image distribution of its kept tokens on the timed batch.
+    per-image distribution of its kept tokens on the timed batch. ``device`` defaults to the GPU when
+    there is one (timed with CUDA events), else the CPU.
 
     Longer than 60 lines on purpose: every variant must be built before the one interleaved timing loop
     and read back after it, so building, timing and reporting share one scope.
@@ -179,9 +220,12 @@ def benchmark(
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     if img_size is not None:
         timm_kwargs["img_size"] = img_size
-    dense, sparse = create_pair(model, keep_rate=keep_rate, **timm_kwargs)
+    run_on = bench_device(device)
+    if onnx and run_on.type != "cpu":
+        raise ValueError("--onnx times onnxruntime on the CPU: pass --device cpu")
+    dense, sparse = (m.to(run_on) for m in create_pair(model, keep_rate=keep_rate, **timm_kwargs))
     chans, h, w = input_size(dense, img_size)
-    x = torch.randn(batch_size, chans, h, w)
+    x = torch.randn(batch_size, chans, h, w, device=run_on)
     fns = {"dense": dense, "sparse": sparse}
     if isinstance(sparse, DynamicViTMixin):  # asymmetric computation keeps every location: no slicing limit
         fns["limit"] = sliced_forward(sparse)
@@ -189,7 +233,7 @@ def benchmark(
     per_image = None
     if keep_mode == "adaptive":
         adaptive = copy.deepcopy(sparse)
-        calibrate(adaptive, torch.randn(64, chans, h, w, generator=torch.Generator().manual_seed(1)))
+        calibrate(adaptive, torch.randn(64, chans, h, w, generator=torch.Generator().manual_seed(1)).to(run_on))
         fns["adaptive"] = adaptive
         if isinstance(adaptive, DynamicViTMixin):
             fns["adaptive padded"] = functools.partial(padded_forward, adaptive)
@@ -222,6 +266,7 @@ def benchmark(
         "keep_rate": sparse.keep_rate,
         "batch_size": batch_size,
         "img_size": [h, w],
+        "device": device_name(run_on),
         "threads": torch.get_num_threads(),
         "repeats": repeats,
         "img_per_s": {k: ips[k] for k in ("dense", "sparse", "limit", "limit+predictors") if k in ips},

@@ -8,17 +8,18 @@ import dataclasses
 import functools
 import os
 
+import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from dynamicvit.core.interfaces import backbone_of, find_reducer
 from dynamicvit.core.losses import is_encoder
-from dynamicvit.data.registry import DATASETS, build_dataset
+from dynamicvit.data.registry import DATASETS, build_dataset, image_shape
 from dynamicvit.methods.registry import apply_method, get_method
 from dynamicvit.models.registry import build_timm_model
 from dynamicvit.tasks.base import Task
 from dynamicvit.tasks.registry import DEFAULT_TASK, get_task
-from dynamicvit.train.config import TrainConfig, check_teacher, trusted_config, validate
+from dynamicvit.train.config import TrainConfig, check_teacher, trusted_config, validate, with_family_defaults
 from dynamicvit.weights.checkpoint import (
     infer_timm_kwargs,
     is_added_key,
@@ -37,6 +38,7 @@ __all__ = [
     "load_trained",
     "param_groups",
     "reduce",
+    "resolve_config",
     "set_keep_mode",
     "build_untrained",
 ]
@@ -54,6 +56,10 @@ def build_run_dataset(cfg: TrainConfig, split: str) -> Dataset:
         canvas=cfg.canvas,
         distractors=cfg.distractors,
         distractors_max=cfg.distractors_max,
+        aa=cfg.aa,
+        reprob=cfg.reprob,
+        color_jitter=cfg.color_jitter,
+        interpolation=cfg.interpolation,
     )
 
 
@@ -86,12 +92,13 @@ def build_dense_for_data(cfg: TrainConfig, dataset, pretrained: bool = False) ->
         )
     if not task.mixes_labels and (cfg.mixup or cfg.cutmix):
         raise ValueError(f"--task {cfg.task} takes no --mixup / --cutmix (they mix class labels)")
-    size = tuple(dataset[0][0].shape) if task.fixed_input_size else None
+    shape = image_shape(dataset)
+    size = shape if task.fixed_input_size else None
     classes = dataset.num_classes
     if classes is None and cfg.teacher_checkpoint:
         classes = infer_timm_kwargs(read_state_dict(cfg.teacher_checkpoint))["num_classes"]
     model = build_dense(cfg, classes, dataset.in_chans, size, pretrained)
-    _check_image_size(model, cfg, tuple(dataset[0][0].shape[-2:]))
+    _check_image_size(model, cfg, shape[-2:])
     if cfg.dense and is_encoder(model):
         raise ValueError("an encoder without classifier (num_classes 0) has no labels to learn from: train it sparse")
     if cfg.teacher_checkpoint:
@@ -150,6 +157,19 @@ def build_teacher_student(cfg: TrainConfig, dataset) -> tuple[nn.Module, nn.Modu
             )
         student.freeze_prefix()
     return student, teacher.eval()
+
+
+def resolve_config(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` checked as the trainer checks it and with its family defaults filled, without reading data or
+    weights: the model is built and reduced on the ``meta`` device (no memory, no initialisation work), so a
+    model, method or keep schedule that does not fit is reported here (``train --dry-run``)."""
+    validate(cfg)
+    side = cfg.img_size or cfg.canvas
+    with torch.device("meta"):
+        model = build_dense(cfg, None, 3, (3, side, side))
+        if not cfg.dense:
+            model = reduce(model, cfg)
+    return with_family_defaults(cfg, model)
 
 
 def load_trained(source: str | os.PathLike | dict, ema: bool = True, **overrides) -> tuple[nn.Module, TrainConfig]:

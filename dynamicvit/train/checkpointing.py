@@ -11,7 +11,7 @@ import torch.distributed as dist
 
 from dynamicvit.core.files import atomic_save
 from dynamicvit.train.config import check_resumable
-from dynamicvit.train.distributed import rng_state, set_rng_state
+from dynamicvit.train.distributed import gather_objects, rng_state, seed_all, set_rng_state
 from dynamicvit.weights.checkpoint import load_checkpoint, read_checkpoint, read_state_dict
 
 __all__ = ["Checkpointing"]
@@ -63,7 +63,8 @@ class Checkpointing:
         check_resumable(state, self.cfg, path)
         load_checkpoint(self.model, read_state_dict(state))
         self.optimizer.load_state_dict(state["optimizer"])
-        if state["config"].get("epochs") == self.cfg.epochs:  # otherwise the new plan stands (re-planned)
+        if state["config"].get("epochs") == self.cfg.epochs and len(state.get("rng_ranks") or [0]) == self.world:
+            # otherwise the new plan stands (re-planned for more epochs or another number of processes)
             self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -73,9 +74,29 @@ class Checkpointing:
         self.skipped_steps = state.get("skipped_steps", 0)
         ranks = state.get("rng_ranks") or [state["rng"]]
         if len(ranks) != self.world:
-            raise ValueError(f"the checkpoint was written by {len(ranks)} processes, this run has {self.world}")
-        set_rng_state(ranks[self.rank])
+            self._rescale(state, len(ranks))
+        if self.rank < len(ranks):
+            set_rng_state(ranks[self.rank])
+        else:  # a process the saved run did not have: its own stream from the seed
+            seed_all(self.cfg.seed + self.rank + 100_003 * self.epoch)
+        unvalidated = False
         if self.rank == 0:
             validated = self.folder.truncate_logs(self.epoch)
-            if self.epoch and self.epoch not in validated and state.get("record"):
-                self._validate_and_log(state["record"])  # killed between the checkpoint and its validation
+            unvalidated = bool(self.epoch and self.epoch not in validated and state.get("record"))
+        if gather_objects(unvalidated)[0]:  # killed between the checkpoint and its validation
+            self._validate_and_log(state["record"])
+
+    def _rescale(self, state: dict, saved_world: int) -> None:
+        """Continue a run saved by ``saved_world`` processes with this run's number: the global batch and the
+        updates per epoch change, so the schedule is re-planned from the saved epoch on (say so)."""
+        before = state["updates"] // state["epoch"] if state["epoch"] else None
+        self.updates = self.epoch * self.updates_per_epoch  # the scheduler was planned for this run's updates
+        if self.rank == 0:
+            batch = self.cfg.batch_size * self.cfg.accum_steps
+            print(
+                f"resuming a run of {saved_world} processes with {self.world}: global batch {batch * saved_world} -> "
+                f"{batch * self.world}, updates per epoch {before} -> {self.updates_per_epoch}; the learning-rate "
+                f"schedule is re-planned from epoch {self.epoch}"
+                + (f"; processes {saved_world}.. draw new random streams" if self.world > saved_world else ""),
+                flush=True,
+            )

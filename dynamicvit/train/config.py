@@ -20,6 +20,7 @@ from torch import nn
 from dynamicvit.core.files import CheckpointError
 from dynamicvit.core.interfaces import FAMILY_DEFAULTED, KEEP_MODES, backbone_of
 from dynamicvit.data.registry import DATASETS, get_dataset
+from dynamicvit.data.transforms import check_auto_augment
 from dynamicvit.methods.registry import METHODS
 from dynamicvit.models.registry import family_of
 from dynamicvit.tasks.registry import TASKS, get_task
@@ -31,8 +32,10 @@ __all__ = [
     "trusted_config",
     "TrainConfig",
     "check_teacher",
+    "config_yaml",
     "field_flags",
     "flag",
+    "read_recipe",
     "validate",
     "with_family_defaults",
 ]
@@ -77,10 +80,21 @@ class TrainConfig:
         None, "cluttered-fashion-mnist: a random count in [--distractors, this] per canvas (difficulty varies)"
     )
     img_size: int | None = _opt(None, "input resolution (default: the model's)")
+    aa: str | None = _opt(
+        None, "image data (imagefolder, wds, hfds): timm auto-augment policy, e.g. rand-m9-mstd0.5-inc1 (RandAugment)"
+    )
+    reprob: float = _opt(0.0, "image data: random erasing probability (timm RandomErasing)")
+    color_jitter: float = _opt(0.4, "image data: colour jitter strength (timm create_transform)")
+    interpolation: str = _opt(
+        "bilinear", "image data: training resize interpolation", choices=("bilinear", "bicubic", "random")
+    )
     train_limit: int | None = _opt(None, "use only the first N training images")
     val_limit: int | None = _opt(None, "use only the first N test images")
     epochs: int = _opt(30, "training epochs")
     batch_size: int = _opt(64, "images per step and process")
+    accum_steps: int = _opt(
+        1, "optimiser step every N batches, gradients summed (the release's update_freq); the schedule counts steps"
+    )
     lr: float = _opt(1e-3, "peak learning rate of the new modules (the whole model with --dense)")
     backbone_lr_scale: float | None = _opt(None, "backbone lr relative to --lr (default: the family's, ViT 0.01)")
     freeze_backbone_epochs: float = _opt(5, "no backbone updates before this epoch (fractions allowed)")
@@ -117,6 +131,8 @@ class TrainConfig:
     ema_decay: float | None = _opt(None, "keep an EMA of the weights (timm ModelEmaV3) with this decay")
     clip_grad: float | None = _opt(None, "clip the gradient norm to this value")
     amp: bool = _opt(False, "autocast: bf16 on CPU, fp16 + grad scaler on CUDA")
+    channels_last: bool = _opt(False, "channels-last memory format for model and images (convolutional backbones)")
+    compile: bool = _opt(False, "torch.compile the model to train (the first steps compile)")
     seed: int = _opt(0, "random seed (data order, initialisation, Gumbel noise)")
     workers: int = _opt(0, "data loader worker processes")
     out_dir: str = _opt("runs/train", "run folder (checkpoints, metrics)", flags=("--out",))
@@ -172,6 +188,9 @@ _RULES = (
     ("ema_decay", lambda v: 0 < v < 1, "in (0, 1)"),
     ("clip_grad", lambda v: v > 0, "positive"),
     ("workers", lambda v: 0 <= v <= MAX_WORKERS, f"0 to {MAX_WORKERS}"),
+    ("accum_steps", lambda v: 1 <= v <= 1024, "1 to 1024"),
+    ("reprob", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("color_jitter", lambda v: v >= 0, "0 or more"),
     ("max_bad_steps", lambda v: v >= 1, "at least 1"),
     ("ratio_weight", lambda v: v >= 0, "0 or more"),
     ("distill_weight", lambda v: v >= 0, "0 or more"),
@@ -204,6 +223,8 @@ def validate(cfg: TrainConfig, training: bool = True) -> TrainConfig:
         raise ValueError(
             f"--distractors-max must be at least --distractors ({cfg.distractors}), got {cfg.distractors_max}"
         )
+    if cfg.aa is not None:
+        check_auto_augment(cfg.aa)
     if cfg.thresholds is not None and any(not 0 < t < 1 for t in cfg.thresholds):
         raise ValueError(f"--thresholds must lie in (0, 1) (keep probabilities), got {cfg.thresholds}")
     if cfg.no_labels and cfg.dense:
@@ -277,7 +298,7 @@ def with_family_defaults(cfg: TrainConfig, model: nn.Module) -> TrainConfig:
 # Config fields that may differ when a run is resumed: more epochs re-plan the cosine schedule
 # from the current update on; the others do not change what is computed.
 RESUMABLE_CHANGES = frozenset(
-    {"epochs", "resume", "overwrite", "progress", "workers", "out_dir", "data_dir", "max_bad_steps"}
+    {"epochs", "resume", "overwrite", "progress", "workers", "out_dir", "data_dir", "max_bad_steps", "compile"}
 )
 
 
@@ -299,3 +320,76 @@ def check_resumable(state: dict, cfg: TrainConfig, path) -> None:
             f"{path} was written with another configuration ({'; '.join(changed)}); resume with the same "
             "settings (only epochs may grow), or start a new run with another --out or --overwrite"
         )
+
+
+def read_recipe(path: str | Path) -> dict:
+    """The :class:`TrainConfig` fields a YAML recipe sets (``dynamicvit train --config FILE``), each value
+    converted to its field's type. A ``ValueError`` names the file and the first key that is no config field
+    or holds a value of the wrong kind."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--config {path}: no such file")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ValueError(f"--config {path}: not YAML ({str(err).splitlines()[0]})") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ValueError(f"--config {path}: a recipe is a mapping of config fields to values")
+    known = {f.name: f for f in fields(TrainConfig)}
+    out = {}
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        if name not in known:
+            raise ValueError(f"--config {path}: {key!r} is no config field (the fields are `train --help`'s flags)")
+        out[name] = _typed(known[name], value, f"--config {path}: {key}")
+    return out
+
+
+def _typed(f: dataclasses.Field, value: Any, where: str) -> Any:
+    """``value`` as the type of field ``f`` (YAML reads ``1e-3`` as a string, ``5`` as an int for a float)."""
+    kind = str(f.type).removesuffix(" | None")
+    if value is None:
+        if str(f.type).endswith("| None"):
+            return None
+        raise ValueError(f"{where} cannot be empty")
+    scalar = {"int": int, "float": float, "str": str, "bool": bool}
+    try:
+        if kind.startswith("list["):
+            item = scalar[kind[5:-1]]
+            if not isinstance(value, list):
+                raise TypeError
+            return [_scalar(item, v) for v in value]
+        if kind == "dict":
+            if not isinstance(value, dict):
+                raise TypeError
+            return value
+        return _scalar(scalar[kind], value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where} must be {kind}, got {value!r}") from None
+
+
+def _scalar(kind: type, value: Any) -> Any:
+    if kind is bool or isinstance(value, bool):
+        if not isinstance(value, bool) or kind is not bool:
+            raise TypeError
+        return value
+    if kind is int:
+        if isinstance(value, float) and not value.is_integer():
+            raise TypeError
+        return int(value)
+    if kind is float:
+        return float(value)
+    if not isinstance(value, str):
+        raise TypeError
+    return value
+
+
+def config_yaml(cfg: TrainConfig) -> str:
+    """``cfg`` as a YAML recipe (what ``--dry-run`` prints; :func:`read_recipe` reads it back)."""
+    import yaml
+
+    return yaml.safe_dump(asdict(cfg), sort_keys=False)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
+import sys
 import time
 import weakref
 from dataclasses import asdict
@@ -23,19 +25,28 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from dynamicvit.core.files import atomic_save, fault_point, folder_lock
 from dynamicvit.core.interfaces import FAMILY_DEFAULTED
 from dynamicvit.core.losses import build_criterion
+from dynamicvit.data.skipping import skipped_records
 from dynamicvit.methods.registry import get_method
 from dynamicvit.tasks.evaluate import evaluate
 from dynamicvit.tasks.registry import get_task
 from dynamicvit.train.build import build_run_dataset, build_teacher_student, param_groups
 from dynamicvit.train.checkpointing import Checkpointing
 from dynamicvit.train.config import RESUMABLE_CHANGES, TrainConfig, check_resumable, validate, with_family_defaults
-from dynamicvit.train.distributed import dist_info, ranks_in_sync, seed_all
+from dynamicvit.train.distributed import (
+    combine_results,
+    dist_info,
+    eval_shard,
+    gather_objects,
+    ranks_in_sync,
+    run_device,
+    seed_all,
+)
+from dynamicvit.train.loaders import EpochLoader
 from dynamicvit.train.run_folder import RUN_FILES, RunFolder
 from dynamicvit.weights.checkpoint import backbone_weights
 
@@ -56,8 +67,8 @@ class Trainer(Checkpointing):
         match, see :data:`RESUMABLE_CHANGES`). A finished run is an error unless ``reuse_finished``."""
         validate(cfg)
         self.cfg = cfg
-        self.rank, self.world, local_rank = dist_info()
-        self.device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+        self.rank, self.world, _ = dist_info()  # selects this process's GPU before the group exists
+        self.device = run_device()
         self.folder = RunFolder(cfg.out_dir, self.rank)
         self.out_dir = self.folder.path
         self._hold = contextlib.ExitStack()  # the run folder's lock, released by close()
@@ -115,19 +126,14 @@ class Trainer(Checkpointing):
         cfg = self.cfg
         self.train_set = build_run_dataset(cfg, "train")
         self.val_set = build_run_dataset(cfg, "test")
-        if len(self.train_set) < cfg.batch_size * self.world:
-            raise ValueError(f"{len(self.train_set)} training images are fewer than one global batch")
-        self.sampler = DistributedSampler(
-            self.train_set, num_replicas=self.world, rank=self.rank, shuffle=True, seed=cfg.seed, drop_last=True
+        self.loader = EpochLoader(
+            self.train_set, cfg.batch_size, self.rank, self.world, cfg.workers, cfg.seed, self.device
         )
-        self.loader = DataLoader(
-            self.train_set,
-            batch_size=cfg.batch_size,
-            sampler=self.sampler,
-            num_workers=cfg.workers,
-            drop_last=True,
-            collate_fn=getattr(self.train_set, "collate_fn", None),  # detection sets: lists of targets
-        )
+        if len(self.loader) < cfg.accum_steps:
+            raise ValueError(
+                f"{len(self.train_set)} training images are fewer than one optimiser step of "
+                f"{cfg.batch_size} x {self.world} processes x {cfg.accum_steps} accumulation steps"
+            )
 
     def _build_models(self) -> None:
         """The model to train and its frozen teacher, on the run's device; the config's family defaults."""
@@ -137,9 +143,10 @@ class Trainer(Checkpointing):
         # what --freeze-backbone-epochs freezes: the trainable weights that sparsification did not add
         self.backbone_params = [] if cfg.dense else backbone_weights(self.model)
         self._frozen = False
-        self.model = self.model.to(self.device)
+        memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.model = self.model.to(self.device, memory_format=memory)
         if self.teacher is not None:
-            self.teacher = self.teacher.to(self.device).eval()
+            self.teacher = self.teacher.to(self.device, memory_format=memory).eval()
         self.cfg = with_family_defaults(cfg, self.model)
 
     def _build_optimisation(self) -> None:
@@ -155,7 +162,7 @@ class Trainer(Checkpointing):
             warmup_epochs=cfg.warmup_epochs,
             min_lr=cfg.min_lr,
             warmup_lr=cfg.min_lr,
-            updates_per_epoch=len(self.loader),
+            updates_per_epoch=self.updates_per_epoch,
             step_on_epochs=False,
         )
         self.mixup = None
@@ -172,6 +179,16 @@ class Trainer(Checkpointing):
         use_scaler = cfg.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
         self.ddp = DistributedDataParallel(self.model) if self.world > 1 else self.model
+        if cfg.compile:  # the compiled module shares the weights; checkpoints keep saving self.model's
+            self.ddp = torch.compile(self.ddp)
+        if self.rank == 0 and cfg.progress:
+            batch = cfg.batch_size * self.world * cfg.accum_steps
+            print(
+                f"global batch {batch} ({cfg.batch_size} x {self.world} processes x {cfg.accum_steps} accumulation "
+                f"steps), peak lr {cfg.lr:g} (backbone x{cfg.backbone_lr_scale:g}), {self.updates_per_epoch} "
+                f"updates per epoch on {self.device.type}",
+                flush=True,
+            )
 
     def _base_criterion(self) -> nn.Module:
         """The task's objective: mixed soft targets, the task's own losses, or (smoothed) cross-entropy."""
@@ -199,13 +216,22 @@ class Trainer(Checkpointing):
         )
 
     def _validate_and_log(self, record: dict) -> dict:
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            # leaves the training RNG alone; an encoder is scored by k-NN against training images
-            result = evaluate(self.eval_model, self.val_set, self.cfg, reference=self.train_set)
-        record = {**record, **{f"val_{k}": v for k, v in result.items()}}
-        self.folder.append("metrics.jsonl", [record])
-        if self.cfg.progress:
-            print(_summary(record), flush=True)
+        """Validate the model after an epoch and (rank 0) log ``record`` with the results. Called on every
+        rank: a task whose metrics add up over images (classification) has each rank evaluate its own part of
+        the validation set and combines the parts; the others evaluate on rank 0 while the rest wait."""
+        sharded = self.world > 1 and self.task.shards_evaluation
+        if sharded or self.rank == 0:
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                # leaves the training RNG alone; an encoder is scored by k-NN against training images
+                val_set = eval_shard(self.val_set, self.rank, self.world) if sharded else self.val_set
+                result = evaluate(self.eval_model, val_set, self.cfg, reference=self.train_set)
+            if sharded:
+                result = combine_results(gather_objects(result))
+            record = {**record, **{f"val_{k}": v for k, v in result.items()}}
+        if self.rank == 0:
+            self.folder.append("metrics.jsonl", [record])
+            if self.cfg.progress:
+                print(_summary(record), flush=True)
         return record
 
     # -- training ----------------------------------------------------------------------------
@@ -221,56 +247,76 @@ class Trainer(Checkpointing):
             dist.all_reduce(flag, op=dist.ReduceOp.MIN)
         return bool(flag.item())
 
+    @property
+    def updates_per_epoch(self) -> int:
+        """Optimiser steps per epoch: the loader's batches over ``accum_steps`` (a partial group is dropped)."""
+        return len(self.loader) // self.cfg.accum_steps
+
     def train_one_epoch(self) -> dict:
-        """One pass over the training data; the epoch's mean loss terms, speed and learning rate."""
-        cfg, model = self.cfg, self.model
-        model.train()
+        """One pass over the training data; the epoch's mean loss terms, speed and learning rate. With
+        ``accum_steps`` N the gradients of N batches are summed (each loss divided by N, DDP synchronising the
+        last only) before one optimiser step."""
+        cfg, accum = self.cfg, self.cfg.accum_steps
+        self.model.train()
         if self.criterion is not None:
             self.criterion.train()
-        self.sampler.set_epoch(self.epoch)
-        frozen_until = 0 if cfg.dense else cfg.freeze_backbone_epochs * len(self.loader)  # in updates
-        sums: dict[str, float] = {}
-        steps: list[dict] = []
-        seen, bad_in_row, start = 0, 0, time.perf_counter()
+        self.loader.set_epoch(self.epoch)
+        frozen_until = 0 if cfg.dense else cfg.freeze_backbone_epochs * self.updates_per_epoch  # in updates
+        meter, skipped_before = _Meter(self.world), skipped_records(self.train_set)
+        bad_in_row, group_ok = 0, True
+        batches = itertools.islice(self.loader, self.updates_per_epoch * accum)
         bar = tqdm(
-            self.loader,
+            batches,
+            total=self.updates_per_epoch * accum,
             desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
             disable=not cfg.progress or self.rank,
             dynamic_ncols=True,
             leave=False,
         )
-        for x, y in bar:
-            x = x.to(self.device, non_blocking=True)
-            y = self.task.batch_to(y, self.device)
-            if self.mixup is not None:
-                x, y = self.mixup(x, y)
-            self._freeze_backbone(self.updates < frozen_until)
-            loss, terms = self._objective(x, y)
-            self.optimizer.zero_grad(set_to_none=True)
-            if not self._all_finite(loss):
+        for i, (x, y) in enumerate(bar):
+            frozen = self.updates < frozen_until
+            if i % accum == 0:
+                self._freeze_backbone(frozen)
+                self.optimizer.zero_grad(set_to_none=True)
+                group_ok = True
+            last = (i + 1) % accum == 0
+            group_ok = group_ok and self._accumulate(x, y, last, meter)
+            if last and group_ok:
+                bad_in_row = 0
+                self._step(frozen)
+                if self.updates % 10 == 0:
+                    meter.log({"update": self.updates, "epoch": self.epoch + 1, "lr": self._lr()})
+            elif last:
                 bad_in_row = self._skip_step(bad_in_row + 1)
-                continue
-            bad_in_row = 0
-            self._step(loss, self.updates < frozen_until)
-            seen += x.shape[0]
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v) * x.shape[0]
-            if self.updates % 10 == 0:
-                steps.append({"update": self.updates, "epoch": self.epoch + 1, "lr": self._lr()} | _floats(terms))
-            bar.set_postfix(
-                {k: f"{v / seen:.3f}" for k, v in sums.items()}
-                | {"lr": f"{self._lr():.1e}", "img/s": f"{seen * self.world / (time.perf_counter() - start):.0f}"}
-            )
-        elapsed = time.perf_counter() - start
-        if self.rank == 0 and steps:
-            self.folder.append("steps.jsonl", steps)
-        out = {f"train_{k}": v / max(seen, 1) for k, v in sums.items()}
-        return out | {
-            "train_img_per_s": seen * self.world / elapsed,
-            "train_seconds": elapsed,
-            "skipped_steps": self.skipped_steps,
-            "lr": self._lr(),
-        }
+            bar.set_postfix(meter.postfix(self._lr()))
+        if self.rank == 0 and meter.steps:
+            self.folder.append("steps.jsonl", meter.steps)
+        skipped = self._sum_over_ranks(skipped_records(self.train_set) - skipped_before)
+        return meter.summary() | {"skipped_steps": self.skipped_steps, "skipped_records": skipped, "lr": self._lr()}
+
+    def _accumulate(self, x: torch.Tensor, y, last: bool, meter: _Meter) -> bool:
+        """Forward and backward of one batch, its gradients added to the group's (DDP synchronises on the
+        ``last`` batch of a group only); ``False`` when the loss was not finite on some rank (the group's
+        gradients are dropped on every rank)."""
+        x = x.to(self.device, non_blocking=True)
+        if self.cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = self.task.batch_to(y, self.device)
+        if self.mixup is not None:
+            x, y = self.mixup(x, y)
+        no_sync = self.ddp.no_sync() if self.world > 1 and not last else contextlib.nullcontext()
+        with no_sync:
+            loss, terms = self._objective(x, y)
+            if not self._all_finite(loss):
+                self.optimizer.zero_grad(set_to_none=True)
+                return False
+            scaled = loss / self.cfg.accum_steps
+            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+        meter.add(terms, x.shape[0])
+        return True
+
+    def _sum_over_ranks(self, value: int) -> int:
+        return sum(gather_objects(value))
 
     def _skip_step(self, bad_in_row: int) -> int:
         """Count a step skipped for a non-finite loss; stop the run after ``max_bad_steps`` in a row."""
@@ -282,9 +328,9 @@ class Trainer(Checkpointing):
             )
         return bad_in_row
 
-    def _step(self, loss: torch.Tensor, backbone_frozen: bool) -> None:
-        """One optimiser update, then the schedule and the EMA weights follow it."""
-        self._update(loss, backbone_frozen)
+    def _step(self, backbone_frozen: bool) -> None:
+        """One optimiser update from the accumulated gradients, then the schedule and the EMA weights follow it."""
+        self._apply_gradients(backbone_frozen)
         self.updates += 1
         fault_point("update")
         self.scheduler.step_update(self.updates)
@@ -304,10 +350,9 @@ class Trainer(Checkpointing):
             teacher = self.criterion.teacher_outputs(x)  # before the student: a lower peak memory
             return self.criterion(x, self.ddp(x, return_decisions=True, **given), y, teacher)
 
-    def _update(self, loss: torch.Tensor, frozen: bool) -> None:
-        """Backward and one optimiser step (scaled, clipped; no gradient for a ``frozen`` backbone)."""
+    def _apply_gradients(self, frozen: bool) -> None:
+        """One optimiser step (unscaled, clipped; no gradient for a ``frozen`` backbone)."""
         cfg, model = self.cfg, self.model
-        (self.scaler.scale(loss) if self.scaler else loss).backward()
         if frozen:
             for p in self.backbone_params:
                 p.grad = None
@@ -342,8 +387,7 @@ class Trainer(Checkpointing):
                 record = self._last_record = {"epoch": self.epoch + 1, **self.train_one_epoch()}
                 self.epoch += 1
                 self.save()
-                if self.rank == 0:
-                    record = self._validate_and_log(record)
+                record = self._validate_and_log(record)
                 if self.world > 1:
                     dist.barrier()
         except KeyboardInterrupt:
@@ -370,8 +414,11 @@ class Trainer(Checkpointing):
 
 
 def _summary(record: dict) -> str:
+    """The epoch's line: loss, top-1, GMACs, speed, and the unreadable records skipped if there were any."""
     keys = ("train_loss", "val_top1", "val_gmacs", "train_img_per_s")
-    return f"epoch {record['epoch']}: " + ", ".join(f"{k} {record[k]:.4g}" for k in keys if k in record)
+    line = f"epoch {record['epoch']}: " + ", ".join(f"{k} {record[k]:.4g}" for k in keys if record.get(k) is not None)
+    skipped = record.get("skipped_records")
+    return line + (f", {skipped} unreadable records skipped" if skipped else "")
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -382,9 +429,46 @@ def train(cfg: TrainConfig) -> dict:
         with Trainer(cfg) as trainer:
             return trainer.fit()
     finally:
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+        _leave_group(failed=sys.exc_info()[0] is not None)
 
 
-def _floats(terms: dict) -> dict[str, float]:
-    return {k: float(v) for k, v in terms.items()}
+def _leave_group(failed: bool) -> None:
+    """Destroy the process group, except after a failure under NCCL: the failed rank then just exits and
+    torchrun stops every other rank at once, where NCCL's shutdown could wait on ranks blocked in a collective."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if failed and dist.get_backend() == "nccl":
+        return
+    dist.destroy_process_group()
+
+
+class _Meter:
+    """An epoch's running means of the loss terms (per image), its speed and its logged steps."""
+
+    def __init__(self, world: int) -> None:
+        self.world, self.seen, self.start = world, 0, time.perf_counter()
+        self.sums: dict[str, float] = {}
+        self.last: dict[str, float] = {}
+        self.steps: list[dict] = []
+
+    def add(self, terms: dict, images: int) -> None:
+        self.last = {k: float(v) for k, v in terms.items()}
+        self.seen += images
+        for k, v in self.last.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v * images
+
+    def log(self, step: dict) -> None:
+        """Keep ``step`` with the last batch's loss terms (written to steps.jsonl at the epoch's end)."""
+        self.steps.append(step | self.last)
+
+    def postfix(self, lr: float) -> dict:
+        speed = self.seen * self.world / max(time.perf_counter() - self.start, 1e-9)
+        return {k: f"{v / max(self.seen, 1):.3f}" for k, v in self.sums.items()} | {
+            "lr": f"{lr:.1e}",
+            "img/s": f"{speed:.0f}",
+        }
+
+    def summary(self) -> dict:
+        elapsed = time.perf_counter() - self.start
+        out = {f"train_{k}": v / max(self.seen, 1) for k, v in self.sums.items()}
+        return out | {"train_img_per_s": self.seen * self.world / elapsed, "train_seconds": elapsed}

@@ -94,6 +94,21 @@ def test_fused_is_safe_under_cpu_autocast(dtype):
     assert all(torch.isfinite(g).all() for g in grads)
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_fused_on_cuda_equals_the_reference_under_autocast(dtype):
+    inputs, leaves = _inputs(n=33)
+    q, k, v, policy, b = (t.detach().cuda().requires_grad_() for t in inputs)
+    with torch.autocast("cuda", dtype=dtype):
+        fused = masked_attention(q * 10, k, v, policy, 0.5, torch.nn.Identity(), b)
+        ref = reference_masked_attention(q * 10, k, v, policy, 0.5, torch.nn.Identity(), b)
+    assert fused.is_cuda and torch.allclose(fused.float(), ref.float(), atol=0.02)
+    grads = torch.autograd.grad(fused.float().sum(), (q, k, v, policy, b))
+    ref_grads = torch.autograd.grad(ref.float().sum(), (q, k, v, policy, b))
+    for g, r in zip(grads, ref_grads, strict=True):
+        assert torch.isfinite(g).all() and torch.allclose(g.float(), r.float(), atol=0.05 * r.abs().max().item())
+
+
 def test_dropout_and_the_switch_take_the_reference_path(monkeypatch):
     calls = []
     monkeypatch.setattr(attention, "reference_masked_attention", lambda *a: calls.append(1) or a[0])

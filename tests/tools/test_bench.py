@@ -179,3 +179,9 @@ def test_bench_save_writes_every_mode_with_its_provenance(mode, tmp_path, monkey
     assert main(["bench", *mode, "--model", "deit_tiny_patch16_224", "--json", "--save", str(out)]) == 0
     saved = json.loads(out.read_text())
     assert saved["runs"] == [run] and saved["provenance"]["command"].startswith("dynamicvit bench ")
+
+
+@pytest.mark.cuda
+def test_bench_times_on_the_gpu_with_cuda_events():
+    r = benchmark("deit_tiny_patch16_224", batch_size=4, warmup=2, repeats=3)
+    assert r["device"] == torch.cuda.get_device_name() and r["img_per_s"]["sparse"] > 0
