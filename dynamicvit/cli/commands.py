@@ -100,7 +100,7 @@ def _bench_training(args: argparse.Namespace) -> list[dict]:
 def _bench_checkpoints(args: argparse.Namespace) -> list[dict]:
     from dynamicvit.tools.bench import benchmark_checkpoints
 
-    r = benchmark_checkpoints(*args.checkpoints, args.batch_sizes[0], args.warmup, args.repeats)
+    r = benchmark_checkpoints(*args.checkpoints, args.batch_sizes[0], args.warmup, args.repeats, args.device)
     if _printed_json(args, [r]):
         return [r]
     print(f"batch {r['batch_size']}, {r['img_size'][0]}x{r['img_size'][1]}, median of {r['repeats']} interleaved runs")

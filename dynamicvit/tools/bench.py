@@ -282,14 +282,21 @@ def benchmark(
 
 
 def benchmark_checkpoints(
-    dense: str | Path, sparse: str | Path, batch_size: int = 32, warmup: int = 3, repeats: int = 10
+    dense: str | Path,
+    sparse: str | Path,
+    batch_size: int = 32,
+    warmup: int = 3,
+    repeats: int = 10,
+    device: str | None = None,
 ) -> dict:
     """img/s of two trained models – a dense one and its sparse fine-tune: classifiers, segmenters or
     detectors – and, for segmenters and detectors, of their backbones alone, all timed interleaved in one
-    process on the models' input size; MACs of each, ratios to the dense model."""
+    process on the models' input size (on ``device``, see :func:`bench_device`); MACs of each, ratios to
+    the dense model."""
     if batch_size < 1 or repeats < 1:
         raise ValueError(f"batch_size and repeats must be >= 1, got {batch_size} and {repeats}")
-    models = {"dense": load_trained(dense)[0], "sparse": load_trained(sparse)[0]}
+    run_on = bench_device(device)
+    models = {"dense": load_trained(dense)[0].to(run_on), "sparse": load_trained(sparse)[0].to(run_on)}
     chans, h, w = input_size(models["dense"])
     if input_size(models["sparse"]) != (chans, h, w):
         raise ValueError(f"the checkpoints take different inputs: {(chans, h, w)} vs {input_size(models['sparse'])}")
@@ -299,7 +306,7 @@ def benchmark_checkpoints(
         if backbone_of(m) is not m:
             fns[f"{name} backbone"] = backbone_of(m)
             macs[f"{name} backbone"] = count_flops(backbone_of(m), (h, w)).gmacs
-    x = torch.randn(batch_size, chans, h, w, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(batch_size, chans, h, w, generator=torch.Generator().manual_seed(0)).to(run_on)
     times = time_runs(fns, x, warmup, repeats)
     ips = {name: batch_size / statistics.median(t) for name, t in times.items()}
     speedups = {"sparse": ips["sparse"] / ips["dense"]}
@@ -309,6 +316,7 @@ def benchmark_checkpoints(
         "checkpoints": [str(dense), str(sparse)],
         "batch_size": batch_size,
         "img_size": [h, w],
+        "device": device_name(run_on),
         "threads": torch.get_num_threads(),
         "repeats": repeats,
         "img_per_s": ips,

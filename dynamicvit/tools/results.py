@@ -101,6 +101,59 @@ def _bench(files: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _runs(files: list[dict]) -> list[dict]:
+    """The benchmark runs of ``bench --save`` files, by model then batch size."""
+    return sorted((r for f in files for r in f["runs"]), key=lambda r: (r["model"], r["batch_size"]))
+
+
+def _bench_matrix(files: list[dict]) -> str:
+    """One line per variant of each batch size: img/s, ratio to dense, latency percentiles, peak memory."""
+    lines = [
+        "| batch | variant | img/s | × dense | p50 ms | p90 ms | p99 ms | peak MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in _runs(files):
+        for name, v in r["variants"].items():
+            lat, peak = v["latency_ms"], v.get("peak_mb")
+            lines.append(
+                f"| {r['batch_size']} | {name} | {v['img_per_s']:.1f} | {v['speedup']:.2f}× | {lat['p50']:.0f} "
+                f"| {lat['p90']:.0f} | {lat['p99']:.0f} | {'–' if peak is None else f'{peak:.0f}'} |"
+            )
+    return "\n".join(lines)
+
+
+def _bench_adaptive(files: list[dict]) -> str:
+    """One line per batch size: dense, fixed, adaptive packed and padded img/s, the adaptive mode's kept
+    tokens (mean, p10–p90 per stage) and mean GMACs."""
+    lines = [
+        "| batch | dense img/s | fixed img/s | adaptive img/s | adaptive / fixed | padded img/s | padded / fixed "
+        "| adaptive kept tokens per stage, mean (p10–p90) | adaptive GMACs / image |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in _runs(files):
+        v, report = r["variants"], r["per_image"]
+        kept = " / ".join(f"{d['mean']:.1f} ({d['p10']:.0f}–{d['p90']:.0f})" for d in report["tokens"].values())
+        lines.append(
+            f"| {r['batch_size']} | {v['dense']['img_per_s']:.2f} | {v['sparse']['img_per_s']:.2f} "
+            f"| {v['adaptive']['img_per_s']:.2f} | **{r['adaptive_fraction_of_fixed']:.3f}** "
+            f"| {v['adaptive padded']['img_per_s']:.2f} | {r['padded_fraction_of_fixed']:.3f} | {kept} "
+            f"| {report['gmacs']['mean']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def _bench_pairs(files: list[dict]) -> str:
+    """One line per model and batch size: dense and sparse img/s and the speed-up."""
+    lines = ["| model, ρ | batch | dense img/s | sparse img/s | speed-up |", "|---|---|---|---|---|"]
+    for r in _runs(files):
+        ips = r["img_per_s"]
+        lines.append(
+            f"| {r['model']}, {r['keep_rate']} | {r['batch_size']} | {ips['dense']:.1f} | {ips['sparse']:.1f} "
+            f"| {r['speedup']:.2f}× |"
+        )
+    return "\n".join(lines)
+
+
 def _training(files: list[dict]) -> str:
     """One line per training-step variant of each model and batch size: seconds, peak MB, both against dense."""
     lines = ["| model, ρ, batch | step | seconds | × dense | peak MB | × dense |", "|---|---|---|---|---|---|"]
@@ -127,14 +180,73 @@ def _evaluations(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-_RENDERERS: dict[str, Callable[[dict], str]] = {"demo": _demo}
+def _dense_prediction(rows: list[dict]) -> str:
+    """One line per ``eval --save`` file of a segmenter (mIoU, pixel accuracy) or detector (COCO mAP, AP50):
+    the run, its kept locations per stage, backbone and whole-model GMACs, and the test images."""
+    lines = [
+        "| run | mIoU or mAP (%) | pixel acc. or AP50 (%) | kept per stage | backbone GMACs | model GMACs "
+        "| test images |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        first, second = (r["miou"], r["top1"]) if "miou" in r else (r["map"], r["ap50"])
+        kept = " / ".join(map(str, r.get("kept_tokens", []))) or "all"
+        lines.append(
+            f"| {Path(r['checkpoint']).parent.name} | {first:.2f} | {second:.2f} | {kept} "
+            f"| {r['backbone_gmacs']:.5f} | {r['gmacs']:.5f} | {r['images']} |"
+        )
+    return "\n".join(lines)
+
+
+def _checkpoint_speed(rows: list[dict]) -> str:
+    """One line per ``bench --checkpoints --save`` file: whole model and backbone img/s, dense and sparse."""
+    lines = ["| models | part | dense img/s | sparse img/s | sparse / dense |", "|---|---|---|---|---|"]
+    for r in rows:
+        (run,) = r["runs"]
+        names = " vs ".join(Path(c).parent.name for c in run["checkpoints"])
+        for part, prefix in (("whole model", ""), ("backbone alone", " backbone")):
+            if f"dense{prefix}" in run["img_per_s"]:
+                dense, sparse = run["img_per_s"][f"dense{prefix}"], run["img_per_s"][f"sparse{prefix}"]
+                lines.append(f"| {names} | {part} | {dense:.1f} | {sparse:.1f} | {sparse / dense:.2f}× |")
+    return "\n".join(lines)
+
+
+def _compare(summary: dict) -> str:
+    """``dynamicvit compare``'s result: one line per MACs budget, each method's top-1 and its speed-up over the
+    dense model timed in the same run, the best top-1 of the budget in bold."""
+    labels = summary.get("labels", {})
+    methods = summary["methods"]
+    lines = [
+        "| MACs budget | " + " | ".join(labels.get(m, m) for m in methods) + " |",
+        "|---" * (len(methods) + 1) + "|",
+    ]
+    for budget in summary["budgets"]:
+        row = {r["method"]: r for r in summary["rows"] if r["budget"] == budget}
+        best = max(r["top1"] for r in row.values())
+        cells = [
+            f"{'**' if row[m]['top1'] == best else ''}{row[m]['top1']:.2f}{'**' if row[m]['top1'] == best else ''} "
+            f"({row[m]['speedup']:.2f}×)"
+            for m in methods
+        ]
+        lines.append(f"| {budget:g} | " + " | ".join(cells) + " |")
+    d = summary["dense"]
+    return "\n".join(lines) + f"\n\nDense teacher: {d['top1']:.2f} % top-1, {d['gmacs']:.4f} GMACs."
+
+
+_RENDERERS: dict[str, Callable[[dict], str]] = {"demo": _demo, "compare": _compare}
 # one file per row (or per run), in a folder of the table's name
 _TABLES: dict[str, Callable[[list[dict]], str]] = {
     "flops": _flops,
     "bench": _bench,
+    "bench-matrix": _bench_matrix,
+    "bench-adaptive": _bench_adaptive,
+    "bench-hierarchical": _bench_pairs,
     "training": _training,
     "label-free": _evaluations,
+    "freeze-prefix": _evaluations,
     "zoo": _zoo,
+    **{task: _dense_prediction for task in ("segment", "vit-segment", "detect")},
+    **{f"{task}-speed": _checkpoint_speed for task in ("segment", "vit-segment", "detect")},
 }
 
 
