@@ -183,10 +183,11 @@ class Trainer(Checkpointing):
             self.ddp = torch.compile(self.ddp)
         if self.rank == 0 and cfg.progress:
             batch = cfg.batch_size * self.world * cfg.accum_steps
+            backbone = "" if cfg.dense else f" (backbone x{cfg.backbone_lr_scale:g})"
             print(
                 f"global batch {batch} ({cfg.batch_size} x {self.world} processes x {cfg.accum_steps} accumulation "
-                f"steps), peak lr {cfg.lr:g} (backbone x{cfg.backbone_lr_scale:g}), {self.updates_per_epoch} "
-                f"updates per epoch on {self.device.type}",
+                f"steps), peak lr {cfg.lr:g}{backbone}, {self.updates_per_epoch} updates per epoch on "
+                f"{self.device.type}",
                 flush=True,
             )
 
