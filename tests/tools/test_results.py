@@ -80,3 +80,48 @@ def test_readme_links_point_at_files_and_the_readme_stays_short():
     links = [t for t in re.findall(r"\]\(([^)#]+)\)", text) if not t.startswith("http")]
     assert links and all((ROOT / t).exists() for t in links), [t for t in links if not (ROOT / t).exists()]
     assert len(text.splitlines()) <= 250
+
+
+MARKER = re.compile(r"<!-- results:([\w-]+) -->")
+
+
+def test_every_documented_table_renders_from_its_files():
+    """Each ``<!-- results:NAME -->`` in the documentation names a renderer with result files behind it."""
+    names = {m for page in (ROOT / "docs").rglob("*.md") for m in MARKER.findall(page.read_text())}
+    assert {"bench-matrix", "bench-adaptive", "bench-hierarchical", "compare", "segment"} <= names
+    for name in sorted(names):
+        assert render(name, RESULTS_DIR).strip(), name
+
+
+def test_the_matrix_has_a_row_per_variant_and_batch():
+    runs = [r for p in (RESULTS_DIR / "bench-matrix").glob("*.json") for r in json.loads(p.read_text())["runs"]]
+    table = render("bench-matrix", RESULTS_DIR)
+    rows = [line for line in table.splitlines() if re.match(r"\| \d+ \|", line)]
+    assert len(rows) == sum(len(r["variants"]) for r in runs) and any("sparse onnx" in row for row in rows)
+    for r in runs:
+        v = r["variants"]["sparse"]
+        assert f"| {r['batch_size']} | sparse | {v['img_per_s']:.1f} | {v['speedup']:.2f}× |" in table
+
+
+def test_the_adaptive_speed_table_shows_each_batch_against_fixed():
+    runs = [r for p in (RESULTS_DIR / "bench-adaptive").glob("*.json") for r in json.loads(p.read_text())["runs"]]
+    table = render("bench-adaptive", RESULTS_DIR)
+    for r in runs:
+        assert f"| **{r['adaptive_fraction_of_fixed']:.3f}** |" in table
+        assert f"| {r['per_image']['gmacs']['mean']:.3f} |" in table
+
+
+def test_the_comparison_marks_the_best_method_of_each_budget():
+    summary = json.loads((RESULTS_DIR / "compare.json").read_text())
+    table = render("compare", RESULTS_DIR)
+    for budget in summary["budgets"]:
+        best = max((r for r in summary["rows"] if r["budget"] == budget), key=lambda r: r["top1"])
+        (line,) = [row for row in table.splitlines() if row.startswith(f"| {budget:g} |")]
+        assert f"**{best['top1']:.2f}**" in line and line.count("**") == 2
+
+
+def test_dense_prediction_rows_carry_their_metric():
+    table = render("segment", RESULTS_DIR)
+    for p in (RESULTS_DIR / "segment").glob("*.json"):
+        r = json.loads(p.read_text())
+        assert f"| {Path(r['checkpoint']).parent.name} | {r['miou']:.2f} | {r['top1']:.2f} |" in table
