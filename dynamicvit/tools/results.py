@@ -238,6 +238,8 @@ _RENDERERS: dict[str, Callable[[dict], str]] = {"demo": _demo, "compare": _compa
 _TABLES: dict[str, Callable[[list[dict]], str]] = {
     "flops": _flops,
     "bench": _bench,
+    "bench-lvvit": _bench,
+    "bench-backbones": _bench,
     "bench-matrix": _bench_matrix,
     "bench-adaptive": _bench_adaptive,
     "bench-hierarchical": _bench_pairs,
