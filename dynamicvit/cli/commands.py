@@ -81,7 +81,7 @@ def _bench_training(args: argparse.Namespace) -> list[dict]:
     from dynamicvit.tools.bench import benchmark_training
 
     runs = [
-        benchmark_training(m, args.keep_rate or 0.7, b, args.warmup, args.repeats, **_size(args.img_size))
+        benchmark_training(m, args.keep_rate or 0.7, b, args.warmup, args.repeats, args.device, **_size(args.img_size))
         for m in args.models
         for b in args.batch_sizes
     ]

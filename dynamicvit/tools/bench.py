@@ -336,25 +336,33 @@ def _unfused(run: Callable[[torch.Tensor], None]) -> Callable[[torch.Tensor], No
 
 
 def benchmark_training(
-    model: str, keep_rate: float = 0.7, batch_size: int = 16, warmup: int = 1, repeats: int = 5, **timm_kwargs
+    model: str,
+    keep_rate: float = 0.7,
+    batch_size: int = 16,
+    warmup: int = 1,
+    repeats: int = 5,
+    device: str | None = None,
+    **timm_kwargs,
 ) -> dict:
     """Seconds and peak memory of one training step (forward, loss, backward, AdamW update), interleaved
     in one process: the dense model with cross-entropy, DynamicViT fine-tuning (the paper's objective,
     backbone trainable), for plain ViTs the same with the layers before the first pruning stage frozen
     (``--freeze-prefix``: the teacher reuses them) and with the reference (unfused) masked attention
-    instead of the fused one, and calibration (backbone frozen: only the new modules learn)."""
+    instead of the fused one, and calibration (backbone frozen: only the new modules learn). ``device`` as
+    in :func:`bench_device`."""
     from timm.optim import create_optimizer_v2
 
     from dynamicvit.core.losses import build_criterion
     from dynamicvit.weights.checkpoint import freeze_weights
 
-    dense, sparse = create_pair(model, keep_rate=keep_rate, **timm_kwargs)
+    run_on = bench_device(device)
+    dense, sparse = (m.to(run_on) for m in create_pair(model, keep_rate=keep_rate, **timm_kwargs))
     teacher = copy.deepcopy(dense).eval()
     frozen = copy.deepcopy(sparse)
     backbone = freeze_weights(frozen)
     chans, h, w = input_size(dense)
-    x = torch.randn(batch_size, chans, h, w, generator=torch.Generator().manual_seed(0))
-    y = torch.randint(0, dense.num_classes, (batch_size,), generator=torch.Generator().manual_seed(1))
+    x = torch.randn(batch_size, chans, h, w, generator=torch.Generator().manual_seed(0)).to(run_on)
+    y = torch.randint(0, dense.num_classes, (batch_size,), generator=torch.Generator().manual_seed(1)).to(run_on)
     ce = torch.nn.CrossEntropyLoss()
 
     def step(net: nn.Module, loss_of: Callable[[nn.Module], torch.Tensor]) -> Callable[[torch.Tensor], None]:
@@ -395,6 +403,7 @@ def benchmark_training(
         "model": model,
         "keep_rate": keep_rate,
         "batch_size": batch_size,
+        "device": device_name(run_on),
         "threads": torch.get_num_threads(),
         "repeats": repeats,
         "frozen_weights": len(backbone),
