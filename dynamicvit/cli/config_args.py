@@ -8,7 +8,7 @@ import dataclasses
 import json
 from collections.abc import Sequence
 
-from dynamicvit.train.config import TrainConfig, field_flags, read_recipe
+from dynamicvit.train.config import TrainConfig, field_flags, field_kind, read_recipe
 
 __all__ = ["DATA_FIELDS", "add_config_args", "config_from_args"]
 
@@ -26,7 +26,7 @@ def add_config_args(p: argparse.ArgumentParser, names: Sequence[str] | None = No
             continue
         meta = f.metadata
         kwargs = {"dest": f.name, "default": None, "help": meta["help"]}
-        kind = str(f.type).removesuffix(" | None")
+        kind = field_kind(f)
         if kind == "bool":
             kwargs["action"] = "store_false" if f.default else "store_true"
         else:

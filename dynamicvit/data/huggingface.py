@@ -8,6 +8,7 @@ The rows are read by index, so a ``torchrun`` job splits them across ranks with 
 from __future__ import annotations
 
 import glob
+import io
 from pathlib import Path
 
 import torch
@@ -77,8 +78,6 @@ class HFImages(Dataset):
         row = self.table[index]
         image = row["image"]
         if isinstance(image, dict):  # an undecoded Image feature: {"bytes": ..., "path": ...}
-            import io
-
             image = Image.open(io.BytesIO(image["bytes"])) if image.get("bytes") else Image.open(image["path"])
         return self.transform(image.convert("RGB")), int(row["label"])
 

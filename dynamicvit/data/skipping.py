@@ -23,11 +23,11 @@ class SkipCounter:
     def __init__(self) -> None:
         self._slots = torch.zeros(MAX_LOADER_WORKERS + 1, dtype=torch.int64).share_memory_()
 
-    def add(self) -> int:
-        """Count one skipped record; return this process's count."""
+    def add(self, records: int = 1) -> int:
+        """Count ``records`` skipped records; return this process's count."""
         info = get_worker_info()
         slot = 0 if info is None else info.id + 1
-        self._slots[slot] += 1
+        self._slots[slot] += records
         return int(self._slots[slot])
 
     @property

@@ -104,28 +104,33 @@ class ShardedImages(IterableDataset):
                 left = None if left is None else left - take
         if not shards:
             raise ValueError(f"no sample with an image ({', '.join(IMAGE_KEYS)}) and a .cls label in {files[0]} ...")
-        self.all_shards, self.shards = shards, shards
+        self.all_shards = shards
         self.num_classes = max(top for _, _, top in indexed) + 1
         self.transform, self.training, self.seed = transform, training, seed
         self.rank, self.world = 0, 1
         self.skip_counter = SkipCounter()
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
 
+    @property
+    def shards(self) -> list[_Shard]:
+        """The shards this rank reads: ``rank, rank + world, ...``."""
+        return self.all_shards[self.rank :: self.world]
+
     def __len__(self) -> int:
         return sum(s.count for s in self.shards)
 
     def for_rank(self, rank: int, world: int) -> ShardedImages:
-        """This set as rank ``rank`` of ``world`` reads it: shards ``rank, rank + world, ...``."""
+        """This set as rank ``rank`` of ``world`` reads it."""
         view = copy.copy(self)
-        view.rank, view.world, view.shards = rank, world, self.all_shards[rank::world]
+        view.rank, view.world = rank, world
         return view
 
     def steps(self, batch_size: int, workers: int) -> int:
         """Full batches per epoch that every rank can take (each loader worker drops its partial batch)."""
-        ranks = [self.all_shards[r :: self.world] for r in range(self.world)]
+        split = max(workers, 1)
         return min(
-            sum(sum(s.count for s in mine[w :: max(workers, 1)]) // batch_size for w in range(max(workers, 1)))
-            for mine in ranks
+            sum(sum(s.count for s in self.for_rank(r, self.world).shards[w::split]) // batch_size for w in range(split))
+            for r in range(self.world)
         )
 
     def set_epoch(self, epoch: int) -> None:
@@ -184,10 +189,8 @@ class ShardedImages(IterableDataset):
     def _decode(self, record: dict) -> tuple[torch.Tensor, int] | None:
         from PIL import Image
 
-        image = next((record[k] for k in IMAGE_KEYS if k in record), None)
+        image = next(record[k] for k in IMAGE_KEYS if k in record)  # _records passes samples only
         try:
-            if image is None or "cls" not in record:
-                raise ValueError("no image or no .cls member")
             label = int(record["cls"].decode().strip())
             with Image.open(io.BytesIO(image)) as picture:
                 return self.transform(picture.convert("RGB")), label
@@ -196,8 +199,7 @@ class ShardedImages(IterableDataset):
             return None
 
     def _skipped(self, name: str, err: Exception | str, records: int = 1) -> None:
-        for _ in range(records):
-            seen = self.skip_counter.add()
+        seen = self.skip_counter.add(records)
         print(f"dynamicvit: skipped unreadable record {name} ({seen} so far): {err}", file=sys.stderr)
 
 

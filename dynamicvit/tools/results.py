@@ -101,6 +101,11 @@ def _bench(files: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _kept(r: dict) -> str:
+    """The kept tokens (locations) per stage of an evaluation, ``all`` for a dense model."""
+    return " / ".join(map(str, r.get("kept_tokens", []))) or "all"
+
+
 def _runs(files: list[dict]) -> list[dict]:
     """The benchmark runs of ``bench --save`` files, by model then batch size."""
     return sorted((r for f in files for r in f["runs"]), key=lambda r: (r["model"], r["batch_size"]))
@@ -157,7 +162,7 @@ def _bench_pairs(files: list[dict]) -> str:
 def _training(files: list[dict]) -> str:
     """One line per training-step variant of each model and batch size: seconds, peak MB, both against dense."""
     lines = ["| model, ρ, batch | step | seconds | × dense | peak MB | × dense |", "|---|---|---|---|---|---|"]
-    for r in sorted((r for f in files for r in f["runs"]), key=lambda r: (r["model"], r["batch_size"])):
+    for r in _runs(files):
         for name, secs in r["seconds"].items():
             lines.append(
                 f"| {r['model']}, {r['keep_rate']}, {r['batch_size']} | {name} | {secs:.2f} "
@@ -172,10 +177,9 @@ def _evaluations(rows: list[dict]) -> str:
     lines = ["| run | metric | value (%) | GMACs / image | kept patches per stage |", "|---|---|---|---|---|"]
     for r in rows:
         metric = "knn_top1" if "knn_top1" in r else "top1"
-        kept = " / ".join(map(str, r.get("kept_tokens", []))) or "all"
         lines.append(
             f"| {Path(r['checkpoint']).parent.name} | {'k-NN top-1' if metric == 'knn_top1' else 'top-1'} "
-            f"| {r[metric]:.2f} | {r['gmacs']:.4f} | {kept} |"
+            f"| {r[metric]:.2f} | {r['gmacs']:.4f} | {_kept(r)} |"
         )
     return "\n".join(lines)
 
@@ -190,9 +194,8 @@ def _dense_prediction(rows: list[dict]) -> str:
     ]
     for r in rows:
         first, second = (r["miou"], r["top1"]) if "miou" in r else (r["map"], r["ap50"])
-        kept = " / ".join(map(str, r.get("kept_tokens", []))) or "all"
         lines.append(
-            f"| {Path(r['checkpoint']).parent.name} | {first:.2f} | {second:.2f} | {kept} "
+            f"| {Path(r['checkpoint']).parent.name} | {first:.2f} | {second:.2f} | {_kept(r)} "
             f"| {r['backbone_gmacs']:.5f} | {r['gmacs']:.5f} | {r['images']} |"
         )
     return "\n".join(lines)

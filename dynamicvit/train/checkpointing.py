@@ -7,8 +7,6 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-import torch.distributed as dist
-
 from dynamicvit.core.files import atomic_save
 from dynamicvit.train.config import check_resumable
 from dynamicvit.train.distributed import gather_objects, rng_state, seed_all, set_rng_state
@@ -45,11 +43,7 @@ class Checkpointing:
 
     def _rng_states(self) -> list[dict]:
         """Every rank's random state (a collective: all ranks must call it)."""
-        if self.world == 1:
-            return [rng_state()]
-        states: list = [None] * self.world
-        dist.all_gather_object(states, rng_state())
-        return states
+        return gather_objects(rng_state())
 
     def save(self, path: Path | None = None) -> None:
         state = self.state_dict()  # on every rank: it gathers the ranks' random states
@@ -63,7 +57,8 @@ class Checkpointing:
         check_resumable(state, self.cfg, path)
         load_checkpoint(self.model, read_state_dict(state))
         self.optimizer.load_state_dict(state["optimizer"])
-        if state["config"].get("epochs") == self.cfg.epochs and len(state.get("rng_ranks") or [0]) == self.world:
+        ranks = state.get("rng_ranks") or [state["rng"]]  # each saving process's random state
+        if state["config"].get("epochs") == self.cfg.epochs and len(ranks) == self.world:
             # otherwise the new plan stands (re-planned for more epochs or another number of processes)
             self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler and state.get("scaler"):
@@ -72,7 +67,6 @@ class Checkpointing:
             self.ema.load_state_dict(state["ema"])
         self.epoch, self.updates = state["epoch"], state["updates"]
         self.skipped_steps = state.get("skipped_steps", 0)
-        ranks = state.get("rng_ranks") or [state["rng"]]
         if len(ranks) != self.world:
             self._rescale(state, len(ranks))
         if self.rank < len(ranks):

@@ -34,6 +34,7 @@ __all__ = [
     "check_teacher",
     "config_yaml",
     "field_flags",
+    "field_kind",
     "flag",
     "read_recipe",
     "validate",
@@ -199,6 +200,11 @@ _RULES = (
 )
 
 
+def field_kind(f: dataclasses.Field) -> str:
+    """The type of a config field as written, without ``| None``: ``int``, ``float``, ``list[int]``, ``dict``, ..."""
+    return str(f.type).removesuffix(" | None")
+
+
 def field_flags(f: dataclasses.Field) -> tuple[str, ...]:
     """The CLI flags of a config field: its ``flags``, else ``--val-limit`` for ``val_limit``."""
     return f.metadata.get("flags", ("--" + f.name.replace("_", "-"),))
@@ -351,9 +357,9 @@ def read_recipe(path: str | Path) -> dict:
 
 def _typed(f: dataclasses.Field, value: Any, where: str) -> Any:
     """``value`` as the type of field ``f`` (YAML reads ``1e-3`` as a string, ``5`` as an int for a float)."""
-    kind = str(f.type).removesuffix(" | None")
+    kind = field_kind(f)
     if value is None:
-        if str(f.type).endswith("| None"):
+        if kind != str(f.type):
             return None
         raise ValueError(f"{where} cannot be empty")
     scalar = {"int": int, "float": float, "str": str, "bool": bool}

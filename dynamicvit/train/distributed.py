@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import Subset
+from torch.utils.data import IterableDataset, Subset
 
 __all__ = [
     "collective_device",
@@ -96,7 +96,7 @@ def eval_shard(dataset, rank: int, world: int):
     shards), so the ranks together see every image exactly once, none padded or repeated."""
     if world == 1:
         return dataset
-    if hasattr(dataset, "for_rank"):
+    if isinstance(dataset, IterableDataset):  # a set of shards splits itself
         return dataset.for_rank(rank, world)
     return _Part(dataset, range(rank, len(dataset), world))
 

@@ -218,8 +218,8 @@ class Trainer(Checkpointing):
 
     def _validate_and_log(self, record: dict) -> dict:
         """Validate the model after an epoch and (rank 0) log ``record`` with the results. Called on every
-        rank: a task whose metrics add up over images (classification) has each rank evaluate its own part of
-        the validation set and combines the parts; the others evaluate on rank 0 while the rest wait."""
+        rank: for a task whose metrics add up over images (classification) each rank evaluates its own part of
+        the validation set and the parts are combined; other tasks are evaluated on rank 0 alone."""
         sharded = self.world > 1 and self.task.shards_evaluation
         if sharded or self.rank == 0:
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
