@@ -66,6 +66,7 @@ def test_run_image_reports_kept_tokens_top_classes_and_cost(tmp_path):
 def test_the_page_in_a_browser(tmp_path):
     _browser_or_skip()
     from selenium import webdriver
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -80,7 +81,9 @@ def test_the_page_in_a_browser(tmp_path):
         options.add_argument(flag)
     options.binary_location = BROWSER
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
-    wait = WebDriverWait(driver, 120)
+    # Gradio re-renders components while it updates them: a found element may go stale before it is read,
+    # so every read and every action retries until it succeeds
+    wait = WebDriverWait(driver, 120, ignored_exceptions=(StaleElementReferenceException,))
     try:
         driver.get(f"http://127.0.0.1:{port}/")
         info = lambda: driver.find_element(By.ID, "info").text  # noqa: E731
@@ -90,10 +93,12 @@ def test_the_page_in_a_browser(tmp_path):
             found = re.search(r"kept tokens per stage: ([\d / ]+)", text)
             return [int(v) for v in found.group(1).split("/")] if found else []
 
+        def act(action) -> None:
+            wait.until(lambda _: action() or True)
+
         def set_keep_rate(value: str) -> None:
-            box = element("#keep-rate input[type=number]")
-            box.send_keys(Keys.CONTROL, "a")
-            box.send_keys(value, Keys.ENTER)
+            act(lambda: element("#keep-rate input[type=number]").send_keys(Keys.CONTROL, "a"))
+            act(lambda: element("#keep-rate input[type=number]").send_keys(value, Keys.ENTER))
 
         def element(css: str):
             wait.until(lambda _: driver.find_elements(By.CSS_SELECTOR, css))
@@ -101,18 +106,18 @@ def test_the_page_in_a_browser(tmp_path):
 
         def upload(path: str) -> None:
             if not driver.find_elements(By.CSS_SELECTOR, "#upload input[type=file]"):
-                element("#upload button[aria-label='Clear']").click()  # the previous file
-            element("#upload input[type=file]").send_keys(path)
+                act(lambda: element("#upload button[aria-label='Clear']").click())  # the previous file
+            act(lambda: element("#upload input[type=file]").send_keys(path))
 
         element("#upload input[type=file]")  # the page has rendered
         upload(_photo(tmp_path / "photo.png"))
         wait.until(lambda _: kept(info()))
         set_keep_rate("0.9")
         wait.until(lambda _: kept(info()) == [176, 158, 142])
-        wide_picture = picture()
+        wide_picture = wait.until(lambda _: picture())
         set_keep_rate("0.5")
         wait.until(lambda _: kept(info()) == [98, 49, 24])
-        assert picture() != wide_picture  # a new drawing for the new budget
+        assert wait.until(lambda _: picture()) != wide_picture  # a new drawing for the new budget
         if os.environ.get("DYNAMICVIT_APP_SCREENSHOT"):
             settled = lambda _: "processing" not in driver.find_element(By.TAG_NAME, "body").text  # noqa: E731
             wait.until(lambda _: settled(_) and picture() and kept(info()) == [98, 49, 24])
