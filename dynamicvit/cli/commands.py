@@ -356,13 +356,15 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     held_out = build_run_dataset(dataclasses.replace(cfg, train_limit=args.images), "train")  # not the test split
     r = calibrate(model, held_out, batch_size=args.batch_size)
     config = saved.get("config", {}) if isinstance(saved, dict) else {}
-    config = {**config, **overrides, "keep_mode": "adaptive", "thresholds": r["thresholds"]}
+    # the learned mode's offsets are buffers of its budget predictors: saved with the weights
+    config = {**config, **overrides, "keep_mode": r["mode"], "thresholds": r.get("thresholds")}
     save_checkpoint(model, args.out, config=config)
+    name, values = ("threshold", r["thresholds"]) if "thresholds" in r else ("offset", r["offsets"])
     print(f"calibrated on {r['images']} training images (not the test split)")
-    print(f"{'stage':<8}{'threshold':>10}{'target':>9}{'reached':>9}")
-    for s, (t, goal, got) in enumerate(zip(r["thresholds"], r["targets"], r["reached"], strict=True)):
+    print(f"{'stage':<8}{name:>10}{'target':>9}{'reached':>9}")
+    for s, (t, goal, got) in enumerate(zip(values, r["targets"], r["reached"], strict=True)):
         print(f"{s + 1:<8}{t:>10.4f}{goal:>9.4f}{got:>9.4f}")
-    print(f"written to {args.out} (keep mode adaptive; dynamicvit eval --checkpoint {args.out})")
+    print(f"written to {args.out} (keep mode {r['mode']}; dynamicvit eval --checkpoint {args.out})")
 
 
 def cmd_models(args: argparse.Namespace) -> None:

@@ -12,6 +12,8 @@ from dynamicvit.methods.registry import METHODS
 
 __all__ = ["build_parser"]
 
+# the keep modes of commands that build untrained models (the learned mode's budgets need training)
+UNTRAINED_MODES = ("fixed", "adaptive")
 DESCRIPTION = "dynamicvit: dynamic spatial sparsification for timm vision models (also python -m dynamicvit)."
 
 
@@ -19,7 +21,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="timm or zoo model name, e.g. deit_small_patch16_224")
     p.add_argument("--keep-rate", type=_rate, default=None, help="keep ratio rho in (0, 1] (default: zoo's, else 0.7)")
     p.add_argument("--img-size", type=_positive, default=None, help="input resolution (default: the model's)")
-    p.add_argument("--keep-mode", choices=KEEP_MODES, default="fixed", help="adaptive: per-image counts by threshold")
+    p.add_argument(
+        "--keep-mode", choices=UNTRAINED_MODES, default="fixed", help="adaptive: per-image counts by threshold"
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -119,10 +123,12 @@ def _eval(sub: argparse._SubParsersAction) -> None:
 
 def _calibrate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "calibrate", help="adaptive keep mode: per-stage thresholds meeting the budget on held-out images"
+        "calibrate",
+        help="per-image budgets meeting the fixed mode's mean cost on held-out images: the adaptive mode's "
+        "thresholds, or a learned-mode model's budget offsets",
     )
     p.add_argument("--checkpoint", required=True, help="a trained sparse model (training checkpoint or release file)")
-    p.add_argument("--out", required=True, help="checkpoint to write: the model with its thresholds, adaptive mode")
+    p.add_argument("--out", required=True, help="checkpoint to write: the calibrated model")
     p.add_argument(
         "--images", type=_positive, default=512, help="training images to calibrate on (held out from testing)"
     )
@@ -221,7 +227,9 @@ def _bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: the GPU when there is one)")
     p.add_argument("--save", metavar="FILE", default=None, help="also write the results with their provenance as JSON")
     p.add_argument("--onnx", action="store_true", help="also time the ONNX exports with onnxruntime")
-    p.add_argument("--keep-mode", choices=KEEP_MODES, default="fixed", help="adaptive: also time the adaptive mode")
+    p.add_argument(
+        "--keep-mode", choices=UNTRAINED_MODES, default="fixed", help="adaptive: also time the adaptive mode"
+    )
     p.add_argument(
         "--training",
         action="store_true",

@@ -1,5 +1,5 @@
-"""Thresholds for the adaptive keep mode, set on held-out images so the average kept fraction meets a
-budget.
+"""Per-image budgets set on held-out images so the average kept fraction meets a target: the adaptive keep
+mode's thresholds, or the learned keep mode's budget offsets.
 
 In the adaptive mode (:attr:`dynamicvit.core.interfaces.TokenReducer.keep_mode`) each image keeps, at each
 stage, the tokens whose keep probability exceeds the stage's threshold. :func:`calibrate` picks the
@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from dynamicvit.core.flops import input_size
 from dynamicvit.core.interfaces import find_reducer
+from dynamicvit.core.learned_budget import learned_counts
 from dynamicvit.core.predictor import threshold_keep
 
 __all__ = ["MIN_CALIBRATION_IMAGES", "calibrate", "random_images"]
@@ -38,10 +39,11 @@ def _batches(data: Dataset | torch.Tensor, batch_size: int) -> list[torch.Tensor
 
 
 def _run(model: nn.Module, reducer, batches: list[torch.Tensor]):
-    """Per batch, (images, grid tokens, per-stage (scores, image ids) of the tokens alive before it)."""
+    """Per batch, (images, grid tokens, per-stage (scores, image ids) of the tokens alive before it, and in the
+    learned mode per-stage (budget log-odds, alive tokens) per image)."""
     for x in batches:
         model(x)
-        yield x.shape[0], reducer.last_tokens, reducer.last_keep_scores
+        yield x.shape[0], reducer.last_tokens, reducer.last_keep_scores, getattr(reducer, "last_budgets", [])
 
 
 @torch.inference_mode()
@@ -51,11 +53,10 @@ def calibrate(
     targets: Sequence[float] | None = None,
     batch_size: int = 64,
 ) -> dict:
-    """Switch ``model`` to the adaptive keep mode and set its per-stage thresholds on ``data`` (a data
-    set of (image, label) pairs or an image batch) so the average kept fraction of the grid's tokens
-    after each stage is ``targets`` (default: the fixed mode's counts over the grid, so both modes cost
-    the same on average). Returns the thresholds, the targets
-    and the fractions reached on ``data``.
+    """Set ``model``'s per-image budgets on ``data`` (a data set of (image, label) pairs or an image batch) so
+    the average kept fraction of the grid's tokens after each stage is ``targets`` (default: the fixed mode's
+    counts over the grid, so both modes cost the same on average). A model in the learned keep mode gets its
+    budget predictors' offsets; any other is switched to the adaptive mode and gets its thresholds.
 
     Args:
         model: a reduced model whose method has an adaptive keep mode.
@@ -64,7 +65,7 @@ def calibrate(
         batch_size: images per forward.
 
     Returns:
-        ``thresholds``, ``targets``, ``reached`` and ``images``.
+        ``mode``, ``thresholds`` (adaptive) or ``offsets`` (learned), ``targets``, ``reached`` and ``images``.
     """
     reducer = find_reducer(model)
     if reducer is None or not reducer.supports_adaptive:
@@ -78,26 +79,78 @@ def calibrate(
     batches = _batches(data, batch_size)
     was_training = model.training
     model.eval()
-    reducer.keep_mode = "adaptive"
-    thresholds = [0.5] * stages
-    for stage in range(stages):  # a stage's scores depend on the earlier stages' thresholds only
-        reducer.thresholds = thresholds
+    learned = reducer.keep_mode == "learned"
+    reducer.keep_mode = "learned" if learned else "adaptive"
+    rule = _LearnedRule(reducer) if learned else _ThresholdRule(reducer)
+    for stage in range(stages):  # a stage's choice depends on the earlier stages' settings only
         runs = list(_run(model, reducer, batches))
         if targets is None:  # the fixed mode's counts on this grid: the same average cost
             tokens = runs[0][1]
             targets = [c / tokens for c in reducer.token_counts(tokens)]
-        ranked = torch.cat([scores[stage][0].float() for _, _, scores in runs]).sort(descending=True).values
-        k = min(max(round(targets[stage] * runs[0][1] * count), 1), ranked.numel())
-        cut = float(ranked[k - 1]) if k == ranked.numel() else (float(ranked[k - 1]) + float(ranked[k])) / 2
-        thresholds[stage] = min(max(1 / (1 + math.exp(-min(max(cut, -30.0), 30.0))), 1e-6), 1 - 1e-6)
-    reducer.thresholds = thresholds
-    kept = [0] * stages
-    for images, tokens, scores in _run(model, reducer, batches):
-        for s, (score, seg) in enumerate(scores):
-            kept[s] += int(threshold_keep(score, seg, images, thresholds[s]).sum()) / tokens
-    reached = [k / count for k in kept]
+        rule.fit(stage, runs, round(targets[stage] * runs[0][1] * count))
+    kept = [0.0] * stages
+    for images, tokens, scores, budgets in _run(model, reducer, batches):
+        for s in range(stages):
+            kept[s] += rule.kept(s, images, scores, budgets) / tokens
     model.train(was_training)
-    return {"thresholds": thresholds, "targets": targets, "reached": reached, "images": count}
+    return {
+        "mode": reducer.keep_mode,
+        **rule.result(),
+        "targets": targets,
+        "reached": [k / count for k in kept],
+        "images": count,
+    }
+
+
+class _ThresholdRule:
+    """The adaptive mode's calibration: each stage's threshold at the score that keeps the target count."""
+
+    def __init__(self, reducer) -> None:
+        self.reducer = reducer
+        reducer.thresholds = [0.5] * len(reducer.keep_targets())
+
+    def fit(self, stage: int, runs: list, total: int) -> None:
+        ranked = torch.cat([scores[stage][0].float() for _, _, scores, _ in runs]).sort(descending=True).values
+        k = min(max(total, 1), ranked.numel())
+        cut = float(ranked[k - 1]) if k == ranked.numel() else (float(ranked[k - 1]) + float(ranked[k])) / 2
+        thresholds = self.reducer.thresholds
+        thresholds[stage] = min(max(1 / (1 + math.exp(-min(max(cut, -30.0), 30.0))), 1e-6), 1 - 1e-6)
+        self.reducer.thresholds = thresholds
+
+    def kept(self, stage: int, images: int, scores: list, budgets: list) -> int:
+        score, seg = scores[stage]
+        return int(threshold_keep(score, seg, images, self.reducer.thresholds[stage]).sum())
+
+    def result(self) -> dict:
+        return {"thresholds": self.reducer.thresholds}
+
+
+class _LearnedRule:
+    """The learned mode's calibration: each stage's budget offset (a shift of every image's budget log-odds)
+    at which the images' counts add up to the target, found by bisection on the recorded log-odds."""
+
+    def __init__(self, reducer) -> None:
+        self.budgets = reducer.budget_predictor
+        for budget in self.budgets:
+            budget.offset.zero_()
+
+    def fit(self, stage: int, runs: list, total: int) -> None:
+        logits = torch.cat([budgets[stage][0] for *_, budgets in runs])
+        alive = torch.cat([budgets[stage][1] for *_, budgets in runs])
+        low, high = -40.0, 40.0
+        for _ in range(60):  # the kept total grows with the offset
+            mid = (low + high) / 2
+            low, high = (
+                (mid, high) if int(learned_counts(torch.sigmoid(logits + mid), alive).sum()) < total else (low, mid)
+            )
+        self.budgets[stage].offset.fill_(high)
+
+    def kept(self, stage: int, images: int, scores: list, budgets: list) -> int:
+        logits, alive = budgets[stage]
+        return int(learned_counts(torch.sigmoid(logits + self.budgets[stage].offset), alive).sum())
+
+    def result(self) -> dict:
+        return {"offsets": [float(b.offset) for b in self.budgets]}
 
 
 def random_images(model: nn.Module, count: int = 32, img_size: int | None = None) -> torch.Tensor:

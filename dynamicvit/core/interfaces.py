@@ -19,7 +19,7 @@ from torch import nn
 
 __all__ = ["FAMILY_DEFAULTED", "KEEP_MODES", "Family", "Method", "TokenReducer", "check_thresholds", "find_reducer"]
 
-KEEP_MODES = ("fixed", "adaptive")  # see TokenReducer.keep_mode
+KEEP_MODES = ("fixed", "adaptive", "learned")  # see TokenReducer.keep_mode
 FAMILY_DEFAULTED = ("ratio_weight", "backbone_lr_scale")  # recipe fields a config leaves None for its Family
 
 
@@ -33,6 +33,7 @@ class TokenReducer:
     method: ClassVar[str]  # registry name of the reducing method
     distills_tokens: ClassVar[bool] = False  # final features are tokens aligned with the dense model's
     supports_adaptive: ClassVar[bool] = False  # has the per-image (threshold) keep mode
+    supports_learned: ClassVar[bool] = False  # has the learned per-image budget (add_budget_predictors)
     last_grid: tuple[int, int] = (0, 0)
     _keep_mode: str = "fixed"
     _thresholds: list[float] | None = None
@@ -40,20 +41,32 @@ class TokenReducer:
     @property
     def keep_mode(self) -> str:
         """``"fixed"``: every image keeps the schedule's count (the paper); ``"adaptive"``: at inference
-        each image keeps the tokens whose keep probability exceeds the stage's threshold (at least one),
-        so counts differ per image. Settable."""
+        each image keeps the tokens whose keep probability exceeds the stage's threshold (at least one);
+        ``"learned"``: a budget predictor per stage gives each image its count, in training and at inference
+        (:mod:`dynamicvit.core.learned_budget`; setting it adds the budget predictors once). Settable."""
         return self._keep_mode
 
     @keep_mode.setter
     def keep_mode(self, mode: str) -> None:
         if mode not in KEEP_MODES:
-            raise ValueError(f"keep_mode must be 'fixed' or 'adaptive', got {mode!r}")
-        if mode == "adaptive" and not self.supports_adaptive:
-            raise TypeError(
-                f"{self.method} ({type(self).__name__}) has no adaptive keep mode; DynamicViT on timm ViTs and "
-                "ConvNeXt/Swin has"
+            raise ValueError(f"keep_mode must be one of {', '.join(KEEP_MODES)}, got {mode!r}")
+        if mode != "fixed" and not getattr(self, f"supports_{mode}"):
+            owners = (
+                "DynamicViT on timm ViTs and ConvNeXt/Swin has" if mode == "adaptive" else "DynamicViT on timm ViTs has"
             )
+            raise TypeError(f"{self.method} ({type(self).__name__}) has no {mode} keep mode; {owners}")
+        if mode == "learned":
+            self.add_budget_predictors()
         self._keep_mode = mode
+
+    @property
+    def per_image(self) -> bool:
+        """Whether the keep mode gives each image its own count (``"adaptive"`` or ``"learned"``)."""
+        return self._keep_mode != "fixed"
+
+    def add_budget_predictors(self) -> None:
+        """Add the learned mode's budget predictors (once); models with ``supports_learned`` implement it."""
+        raise NotImplementedError
 
     @property
     def thresholds(self) -> list[float]:

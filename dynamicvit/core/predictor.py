@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dynamicvit.core.learned_budget import BudgetPredictor, image_means, soft_topk_mask
 from dynamicvit.core.tokens import forced_positions
 
 __all__ = [
@@ -201,6 +202,7 @@ def decide(
     previous: torch.Tensor | None = None,
     forced: torch.Tensor | None = None,
     num_tokens: int | None = None,
+    budget: BudgetPredictor | None = None,
 ) -> torch.Tensor:
     """One stage's decision over ``tokens`` (B, n, C), the alive tokens of a grid of ``num_tokens``.
 
@@ -210,12 +212,19 @@ def decide(
     * eval: positions (B, ``count``) among ``tokens`` of the best-scored ones, in descending score.
       ``previous`` (B, n) holds the alive tokens' grid indices (``None``: ``tokens`` is the whole grid);
       ``forced`` grid indices (B, k) are mapped to positions (and checked to be nested).
+
+    With a ``budget`` predictor (the learned keep mode) the train mask keeps each image's own count of its
+    best tokens (:func:`~dynamicvit.core.learned_budget.soft_topk_mask`) instead of a Gumbel choice per token.
     """
     if training:
         alive = previous if previous is not None else tokens.new_ones(tokens.shape[:2], dtype=torch.float32)
         if forced is not None:
             return forced.to(alive) * alive
-        return gumbel_keep_mask(predictor(tokens, alive.unsqueeze(-1)), alive)
+        log_probs = predictor(tokens, alive.unsqueeze(-1))
+        if budget is not None:
+            ratio = budget(image_means(tokens, alive))
+            return soft_topk_mask(log_probs[..., 0] - log_probs[..., 1], alive, ratio).to(alive.dtype)
+        return gumbel_keep_mask(log_probs, alive)
     if forced is not None:
         return forced_positions(previous, forced.to(tokens.device, torch.long), num_tokens or tokens.shape[1])
     return predictor.keep_score(tokens).topk(count, dim=1).indices

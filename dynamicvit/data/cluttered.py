@@ -9,8 +9,11 @@ Three sets: classification (:class:`ClutteredFashionMNIST`), segmentation scenes
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from dynamicvit.data.fashion import FASHION_CLASSES, load_fashion_mnist, to_tensor
@@ -45,7 +48,9 @@ class _Canvases(Dataset):
 class ClutteredFashionMNIST(_Canvases):
     """One item at a random place on a ``canvas``² black image plus ``distractors`` fragments
     (with ``distractors_max``, a count drawn per canvas from [distractors, distractors_max], so the
-    difficulty varies per image; :meth:`distractor_count` tells it).
+    difficulty varies per image; :meth:`distractor_count` tells it). With ``item_scale`` s > 1 each
+    item is resized by a factor drawn log-uniformly from [1/s, s] (:meth:`item_image`), so the share of
+    the canvas an image's object covers varies: a 2× item spans sixteen times the tokens of a ½× one.
 
     Fragments are ``fragment``² crops of other items of the same split, pasted with a
     pixel-wise maximum. :meth:`render` also returns the item's box, used by visualisations.
@@ -64,13 +69,20 @@ class ClutteredFashionMNIST(_Canvases):
         limit: int | None = None,
         download: bool = False,
         distractors_max: int | None = None,
+        item_scale: float = 1.0,
     ) -> None:
+        if not 1.0 <= item_scale or round(28 * item_scale) > canvas:
+            raise ValueError(
+                f"item_scale must be at least 1 and fit its items (up to {round(28 * item_scale)} px) on the "
+                f"{canvas}-px canvas, got {item_scale}"
+            )
         if not 0 < fragment <= 28:
             raise ValueError(f"fragment must be in 1..28 pixels, got {fragment}")
         if distractors_max is not None and distractors_max < distractors:
             raise ValueError(f"distractors_max ({distractors_max}) must be at least distractors ({distractors})")
         super().__init__(split, data_dir, canvas, seed, limit, download)
         self.distractors, self.distractors_max, self.fragment = distractors, distractors_max, fragment
+        self.item_scale = float(item_scale)
         # rendered canvases, filled lazily (np.zeros pages stay unallocated until written)
         self._cache = np.zeros((self.length, canvas, canvas), dtype=np.uint8)
         self._cached = np.zeros(self.length, dtype=bool)
@@ -86,17 +98,29 @@ class ClutteredFashionMNIST(_Canvases):
             ty, tx = rng.integers(0, size - frag + 1, size=2)
             region = canvas[ty : ty + frag, tx : tx + frag]
             np.maximum(region, other[sy : sy + frag, sx : sx + frag], out=region)
-        y, x = (int(v) for v in rng.integers(0, size - 28 + 1, size=2))
-        region = canvas[y : y + 28, x : x + 28]
-        np.maximum(region, self.images[index], out=region)
+        item = self.item_image(index)
+        side = item.shape[0]
+        y, x = (int(v) for v in rng.integers(0, size - side + 1, size=2))
+        region = canvas[y : y + side, x : x + side]
+        np.maximum(region, item, out=region)
         return canvas, int(self.labels[index]), (y, x)
+
+    def item_image(self, index: int) -> np.ndarray:
+        """Canvas ``index``'s item (uint8, square): the Fashion-MNIST image, resized by its drawn scale."""
+        image = self.images[index]
+        if self.item_scale == 1.0:
+            return image
+        log_s = math.log(self.item_scale)
+        side = max(4, round(28 * math.exp(self._rng(index, 2).uniform(-log_s, log_s))))
+        return np.asarray(Image.fromarray(image).resize((side, side), Image.BILINEAR))
 
     def item_mask(self, index: int) -> np.ndarray:
         """Boolean H×W map of canvas ``index``'s item pixels (its own non-zero pixels, not the fragments'):
         where the item is, for measuring what a model looks at; never an input to training."""
         _, _, (y, x) = self.render(index)
+        item = self.item_image(index)
         mask = np.zeros((self.canvas, self.canvas), dtype=bool)
-        mask[y : y + 28, x : x + 28] = self.images[index] > 0
+        mask[y : y + item.shape[0], x : x + item.shape[1]] = item > 0
         return mask
 
     def distractor_count(self, index: int) -> int:
@@ -191,7 +215,14 @@ register_dataset(
     DataSet(
         "cluttered-fashion-mnist",
         lambda s, o: ClutteredFashionMNIST(
-            s, o.data_dir, o.canvas, o.distractors, seed=o.seed, limit=o.limit, distractors_max=o.distractors_max
+            s,
+            o.data_dir,
+            o.canvas,
+            o.distractors,
+            seed=o.seed,
+            limit=o.limit,
+            distractors_max=o.distractors_max,
+            item_scale=o.item_scale,
         ),
         classes=FASHION_CLASSES,
     )

@@ -32,6 +32,7 @@ class DataOptions:
     canvas: int = 64
     distractors: int = 4
     distractors_max: int | None = None
+    item_scale: float = 1.0
     aa: str | None = None  # image data's training augmentation (dynamicvit.data.transforms)
     reprob: float = 0.0
     color_jitter: float = 0.4

@@ -1,10 +1,12 @@
-"""The adaptive keep mode of DynamicViT's eval forward: each image keeps the tokens its scores put above
-the stage's threshold, and the batch runs packed (no padding computed, no image depends on another)."""
+"""The per-image keep modes of DynamicViT's eval forward: each image keeps the tokens its scores put above
+the stage's threshold (``"adaptive"``) or its own learned count of its best tokens (``"learned"``), and the
+batch runs packed (no padding computed, no image depends on another)."""
 
 from __future__ import annotations
 
 import torch
 
+from dynamicvit.core.learned_budget import learned_counts, packed_means, topk_keep_packed
 from dynamicvit.core.predictor import threshold_keep
 from dynamicvit.core.tokens import PackedTokens, forced_keep, iter_stages, packed_block, per_image, pools_patches
 
@@ -15,28 +17,29 @@ class AdaptiveForwardMixin:
     """``_forward_adaptive`` for a DynamicViT model whose blocks are timm ``Block`` s (mixed in front of it)."""
 
     last_keep_scores: list[tuple[torch.Tensor, torch.Tensor]] = []
+    last_budgets: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def _forward_adaptive(self, x, decisions):
-        """Eval, adaptive keep mode: each image keeps its own tokens (:func:`threshold_keep`); from the first
+        """Eval, a per-image keep mode: each image keeps its own tokens (:meth:`_image_keep`); from the first
         stage on the batch runs packed (:class:`PackedTokens`), so no padding is computed and an image's
         output does not depend on the other images. Returns padded tokens and, per stage, one index
         tensor per image. ``last_keep_scores`` holds each stage's (scores, image ids) of the tokens alive
-        before it (for calibration)."""
+        before it, ``last_budgets`` (learned mode) each stage's (budget log-odds, alive tokens) per image
+        (for calibration)."""
         if getattr(self, "head_reads_tokens", False) or pools_patches(self):
             raise TypeError(f"{type(self).__name__}'s head reads patch tokens; adaptive mode needs a class-token head")
-        prefix, thresholds = self.num_prefix_tokens, self.thresholds
-        packed, kept, scores = None, [], []
+        prefix = self.num_prefix_tokens
+        packed, kept, scores, budgets = None, [], [], []
         for s, blk in iter_stages(self.blocks, self._prune_layers):
             if s is not None:
                 packed = packed or PackedTokens.pack(x, prefix)
                 rows = packed.patch_rows()
                 seg = packed.seg.index_select(0, rows)
-                score = self.score_predictor[s].keep_score_packed(
-                    packed.x.index_select(0, rows), seg, packed.num_images
-                )
+                tokens = packed.x.index_select(0, rows)
+                score = self.score_predictor[s].keep_score_packed(tokens, seg, packed.num_images)
                 scores.append((score, seg))
                 if decisions is None:
-                    keep = threshold_keep(score, seg, packed.num_images, thresholds[s])
+                    keep = self._image_keep(s, score, seg, tokens, packed.num_images, budgets)
                 else:
                     keep = forced_keep(decisions[s], packed, rows, x.shape[1] - prefix)
                 kept_rows = rows[keep]
@@ -48,5 +51,18 @@ class AdaptiveForwardMixin:
             else:
                 packed = packed_block(blk, packed)
         if not torch.compiler.is_compiling():
-            self.last_keep_scores = scores
+            self.last_keep_scores, self.last_budgets = scores, budgets
         return (x if packed is None else packed.padded()), kept
+
+    def _image_keep(self, s: int, score, seg, tokens, num_images: int, budgets: list) -> torch.Tensor:
+        """Stage ``s``'s (T,) bool keep mask of packed tokens of ``num_images`` images (``seg``: each token's
+        image; ``tokens`` (T, C)):
+        the adaptive mode's threshold, or the learned mode's per-image count of the best-scored (appending
+        the stage's (budget log-odds, alive tokens) per image to ``budgets``)."""
+        if self.keep_mode != "learned":
+            return threshold_keep(score, seg, num_images, self.thresholds[s])
+        budget = self.budget_predictor[s]
+        logits = budget.logits(packed_means(tokens, seg, num_images))
+        alive = torch.bincount(seg, minlength=num_images)
+        budgets.append((logits, alive))
+        return topk_keep_packed(score, seg, learned_counts(torch.sigmoid(logits + budget.offset), alive))

@@ -29,6 +29,7 @@ from torch import nn
 
 from dynamicvit.core.attention import masked_attention
 from dynamicvit.core.interfaces import Family
+from dynamicvit.core.learned_budget import build_budget_predictors
 from dynamicvit.core.predictor import decide
 from dynamicvit.core.tokens import (
     check_finite,
@@ -95,12 +96,25 @@ class DynamicViTMixin(AdaptiveForwardMixin, SharedPrefixMixin, TokenReductionMix
     method = "dynamicvit"
     distills_tokens = True
     supports_adaptive = True
+    supports_learned = True
     score_predictor: nn.ModuleList
+
+    def add_budget_predictors(self) -> None:
+        """The learned keep mode's :class:`~dynamicvit.core.learned_budget.BudgetPredictor` per stage (once),
+        each starting at ρ of the tokens alive (the fixed mode's schedule)."""
+        if not hasattr(self, "budget_predictor"):
+            ref = next(self.score_predictor.parameters())
+            budgets = build_budget_predictors(self.embed_dim, [self._keep_rate] * len(self._prune_layers))
+            self.budget_predictor = budgets.to(device=ref.device, dtype=ref.dtype)
+
+    def budget_at(self, s: int) -> nn.Module | None:
+        """Stage ``s``'s budget predictor in the learned keep mode, else ``None``."""
+        return self.budget_predictor[s] if self.keep_mode == "learned" else None
 
     def forward_blocks(self, x, decisions, grid):
         if self.training:
             return self._forward_masked(x, decisions)
-        if self.keep_mode == "adaptive":
+        if self.per_image:
             return self._forward_adaptive(x, decisions)
         return self._forward_pruned(x, decisions)
 
@@ -146,7 +160,7 @@ class DynamicViTMixin(AdaptiveForwardMixin, SharedPrefixMixin, TokenReductionMix
                 patches = patch_tokens(x, prefix)
                 if trace is not None:
                     trace.append((patches, mask))
-                mask = decide(self.score_predictor[s], patches, 0, True, mask, forced)
+                mask = decide(self.score_predictor[s], patches, 0, True, mask, forced, budget=self.budget_at(s))
                 masks.append(mask)
                 policy = torch.cat([mask.new_ones(mask.shape[0], prefix), mask], dim=1)
             x = self._block(blk, x, None, policy)
@@ -185,8 +199,8 @@ class DynamicViTMixin(AdaptiveForwardMixin, SharedPrefixMixin, TokenReductionMix
         """All patch tokens, normalised, at their grid places (B, N, C) – a kept token's final features, a
         dropped token's from the stage that dropped it (:func:`restore_tokens`) – and the decisions: a
         pruned ViT as a dense-prediction backbone. Same kept set ⇒ same map in train and eval mode."""
-        if not self.training and self.keep_mode == "adaptive":
-            raise TypeError("token restoration runs in the fixed keep mode (adaptive mode packs the batch)")
+        if not self.training and self.per_image:
+            raise TypeError(f"token restoration runs in the fixed keep mode ({self.keep_mode} mode packs the batch)")
         grid = self._check_input(x)
         if decisions is not None and len(decisions) != len(self._prune_layers):
             raise ValueError(f"expected {len(self._prune_layers)} forced decisions, got {len(decisions)}")

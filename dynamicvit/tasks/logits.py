@@ -81,7 +81,7 @@ def _check_forced(model: nn.Module, reducer: TokenReducer | None, decisions_fn: 
     method = method_of(model)
     if decisions_fn is not None and not (method and method.accepts_decisions):
         raise ValueError("forced token selection (e.g. random tokens) applies to DynamicViT models only")
-    adaptive = reducer is not None and reducer.keep_mode == "adaptive"
+    adaptive = reducer is not None and reducer.per_image
     if adaptive and decisions_fn is not None:
         raise ValueError("random tokens keep the fixed mode's counts; evaluate them with keep_mode 'fixed'")
     return adaptive

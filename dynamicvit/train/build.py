@@ -56,6 +56,7 @@ def build_run_dataset(cfg: TrainConfig, split: str) -> Dataset:
         canvas=cfg.canvas,
         distractors=cfg.distractors,
         distractors_max=cfg.distractors_max,
+        item_scale=cfg.item_scale,
         aa=cfg.aa,
         reprob=cfg.reprob,
         color_jitter=cfg.color_jitter,
@@ -134,6 +135,8 @@ def reduce(model: nn.Module, cfg: TrainConfig, **options) -> nn.Module:
     reduced = apply_method(
         target, cfg.method, keep_rate=cfg.keep_rate, prune_layers=cfg.prune_layers, r=cfg.tome_r, **options
     )
+    if cfg.keep_mode == "learned":  # trained with its budget predictors, not only run with them
+        set_keep_mode(reduced, "learned")
     return model if target is not model else reduced
 
 
@@ -192,6 +195,9 @@ def load_trained(source: str | os.PathLike | dict, ema: bool = True, **overrides
     # a learned method's modules show in the weights; the others are known from the config alone
     if any(is_added_key(k) for k in weights) or (not cfg.dense and not get_method(cfg.method).learned):
         model = reduce(model, cfg, **options)
+    reducer = find_reducer(model)
+    if reducer is not None and any("budget_predictor" in k.split(".") for k in weights):
+        reducer.add_budget_predictors()  # trained in the learned mode; runs in any mode
     load_checkpoint(model, _trunk(model, weights))
     set_keep_mode(model, cfg.keep_mode, cfg.thresholds)
     return model.eval(), cfg

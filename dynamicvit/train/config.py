@@ -80,6 +80,9 @@ class TrainConfig:
     distractors_max: int | None = _opt(
         None, "cluttered-fashion-mnist: a random count in [--distractors, this] per canvas (difficulty varies)"
     )
+    item_scale: float = _opt(
+        1.0, "cluttered-fashion-mnist: each item resized by a factor in [1/this, this] (log-uniform; size varies)"
+    )
     img_size: int | None = _opt(None, "input resolution (default: the model's)")
     aa: str | None = _opt(
         None, "image data (imagefolder, wds, hfds): timm auto-augment policy, e.g. rand-m9-mstd0.5-inc1 (RandAugment)"
@@ -121,7 +124,10 @@ class TrainConfig:
         choices=("image", "batch"),
     )
     keep_mode: str = _opt(
-        "fixed", "inference: the schedule's count for every image, or per-image counts by threshold", choices=KEEP_MODES
+        "fixed",
+        "the schedule's count for every image (fixed), per-image counts by a threshold at inference (adaptive), "
+        "or per-image counts from budget predictors trained with the model (learned; with --ratio-loss batch)",
+        choices=KEEP_MODES,
     )
     thresholds: list[float] | None = _opt(None, "adaptive keep mode: per-stage keep-probability thresholds (calibrate)")
     distill_weight: float = _opt(0.5, "weight of the KL distillation from the dense model")
@@ -180,6 +186,7 @@ _RULES = (
     ("canvas", lambda v: 28 <= v <= MAX_SIDE, f"28 (a Fashion-MNIST item is 28x28) to {MAX_SIDE}"),
     ("distractors", lambda v: v >= 0, "0 or more"),
     ("distractors_max", lambda v: v >= 0, "0 or more"),
+    ("item_scale", lambda v: 1 <= v <= 4, "in [1, 4]"),
     ("img_size", lambda v: 1 <= v <= MAX_SIDE, f"1 to {MAX_SIDE} pixels"),
     ("train_limit", lambda v: v >= 1, "a positive number of images"),
     ("val_limit", lambda v: v >= 1, "a positive number of images"),
@@ -229,6 +236,9 @@ def validate(cfg: TrainConfig, training: bool = True) -> TrainConfig:
         raise ValueError(
             f"--distractors-max must be at least --distractors ({cfg.distractors}), got {cfg.distractors_max}"
         )
+    if round(28 * cfg.item_scale) > cfg.canvas:
+        raise ValueError(f"--item-scale {cfg.item_scale} makes items up to {round(28 * cfg.item_scale)} pixels: "
+                         f"more than the {cfg.canvas}-pixel --canvas")  # fmt: skip
     if cfg.aa is not None:
         check_auto_augment(cfg.aa)
     if cfg.thresholds is not None and any(not 0 < t < 1 for t in cfg.thresholds):
@@ -241,6 +251,11 @@ def validate(cfg: TrainConfig, training: bool = True) -> TrainConfig:
         raise ValueError("--freeze-prefix applies to DynamicViT training (--method dynamicvit, not --dense)")
     if training and not get_dataset(cfg.data).labelled and not cfg.no_labels:
         raise ValueError(f"--data {cfg.data} has no labels: pass --no-labels (distil from the dense model alone)")
+    if training and cfg.keep_mode == "learned" and not cfg.dense and cfg.ratio_loss != "batch":
+        raise ValueError(
+            "--keep-mode learned trains each image's own budget: the keep-ratio term must act on the batch "
+            "average (add --ratio-loss batch)"
+        )
     if training:
         check_teacher(cfg)
     return cfg

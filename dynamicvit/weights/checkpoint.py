@@ -104,7 +104,10 @@ def _names(keys: list[str]) -> str:
 def is_added_key(name: str) -> bool:
     """Whether a state-dict key belongs to what sparsification adds (predictors, fast paths; the
     release's names included)."""
-    return any(part in ("score_predictor", "fast_path", "fast_path_gamma", "fastmlp") for part in name.split("."))
+    return any(
+        part in ("score_predictor", "budget_predictor", "fast_path", "fast_path_gamma", "fastmlp")
+        for part in name.split(".")
+    )
 
 
 def backbone_weights(model: nn.Module) -> list[nn.Parameter]:

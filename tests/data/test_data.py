@@ -125,3 +125,24 @@ def test_cluttered_item_mask_is_the_items_own_pixels(fake_fashion):
     assert mask.shape == (48, 48) and mask.sum() == (ds.images[5] > 0).sum()
     assert mask[y : y + 28, x : x + 28].sum() == mask.sum()  # nothing outside the item's square
     assert (canvas[mask] >= ds.images[5][ds.images[5] > 0]).all()  # the item is drawn where the mask says
+
+
+def test_items_of_varying_scale(fake_fashion):
+    """--item-scale 2: items from ½× to 2× (so their token counts vary several-fold), the mask follows the
+    resized item, canvases are reproducible, and a scale whose items do not fit is refused."""
+    from dynamicvit.data import build_dataset
+
+    data = build_dataset("cluttered-fashion-mnist", "train", fake_fashion, canvas=64, distractors=0,
+                         item_scale=2.0, limit=64)  # fmt: skip
+    sides = [data.item_image(i).shape[0] for i in range(64)]
+    assert 14 <= min(sides) < 20 and 40 < max(sides) <= 56
+    for i in range(4):
+        canvas, _, (y, x) = data.render(i)
+        mask = data.item_mask(i)
+        assert mask.any() and not mask[:y].any() and not mask[:, :x].any()
+        assert bool((canvas[mask] > 0).all())  # item pixels are ink (no distractors here)
+    assert np.array_equal(data.render(3)[0], data.render(3)[0])
+    plain = build_dataset("cluttered-fashion-mnist", "train", fake_fashion, canvas=64, distractors=0, limit=4)
+    assert all(plain.item_image(i).shape == (28, 28) for i in range(4))
+    with pytest.raises(ValueError, match="fit its items"):
+        build_dataset("cluttered-fashion-mnist", "train", fake_fashion, canvas=48, item_scale=2.0, limit=4)

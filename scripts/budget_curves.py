@@ -1,0 +1,170 @@
+"""Top-1 against mean MACs of the three keep modes – fixed, threshold and learned – from one teacher at three
+budgets, on Cluttered Fashion-MNIST.
+
+``--data scale``: 64×64 canvases whose item is resized by ½× to 2× (``--item-scale 2``) with two distractor
+fragments, so an image's object covers from about 4 to 49 of its 64 tokens. ``--data clutter``: the demo's
+48×48 canvases (items of one size, two fragments). For each keep rate two students are fine-tuned from the
+teacher with the demo's recipe (one epoch, backbone frozen): *fixed* (the paper's keep-ratio term on each
+image) and *learned* (``--keep-mode learned``, the term on the batch average). Three modes are evaluated on
+the test images: the fixed student as trained, the same student with thresholds calibrated to its mean
+counts (*threshold*), and the learned student with budget offsets calibrated to the same counts
+(*learned*); calibration uses held-out training canvases, never the test split.
+
+Writes ``docs/results/budgets/DATA.json`` (figures and provenance) and ``docs/results/budgets/DATA.png``
+(top-1 against mean GMACs; each mode's per-image GMACs spread). About 25 minutes per data set on 2 cores:
+``.venv/bin/python scripts/budget_curves.py --data scale``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from dynamicvit.core.calibrate import calibrate  # noqa: E402
+from dynamicvit.core.files import atomic_write_text  # noqa: E402
+from dynamicvit.core.flops import counts_per_image, per_image_gmacs  # noqa: E402
+from dynamicvit.tools.provenance import provenance  # noqa: E402
+from dynamicvit.train.build import build_run_dataset  # noqa: E402
+from dynamicvit.train.config import TrainConfig  # noqa: E402
+from dynamicvit.train.evaluate import evaluate  # noqa: E402
+from dynamicvit.train.trainer import Trainer  # noqa: E402
+
+DATA = {
+    "scale": dict(canvas=64, img_size=64, distractors=2, item_scale=2.0),
+    "clutter": dict(canvas=48, img_size=48, distractors=2),
+}
+MODES = ("fixed", "threshold", "learned")
+
+
+def train(cfg: TrainConfig) -> torch.nn.Module:
+    """Train, or reuse the finished run of the same configuration in ``cfg.out_dir``."""
+    cfg.resume = (Path(cfg.out_dir) / "last.pth").exists()
+    with Trainer(cfg, reuse_finished=True) as trainer:
+        trainer.fit()
+    return trainer.model.eval()
+
+
+def per_image_spread(model: torch.nn.Module, dataset, gmacs: float, batch_size: int = 256) -> list[float]:
+    """Each test image's GMACs in the model's keep mode (``gmacs`` for every image in the fixed mode)."""
+    if not model.per_image:
+        return [gmacs] * len(dataset)
+    counts = []
+    with torch.inference_mode():
+        for start in range(0, len(dataset), batch_size):
+            x = torch.stack([dataset[i][0] for i in range(start, min(start + batch_size, len(dataset)))])
+            counts += counts_per_image(model(x, return_decisions=True).decisions)
+    return per_image_gmacs(model, counts)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", choices=sorted(DATA), default="scale")
+    p.add_argument("--runs", default="runs/budgets", help="run folders (reused when finished)")
+    p.add_argument("--out", default="docs/results/budgets")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--keep-rates", type=float, nargs="+", default=[0.5, 0.7, 0.85])
+    p.add_argument("--train-limit", type=int, default=20000)
+    p.add_argument("--val-limit", type=int, default=None)
+    p.add_argument("--teacher-epochs", type=int, default=3)
+    p.add_argument("--calib-images", type=int, default=1000)
+    args = p.parse_args()
+    start = time.perf_counter()
+    runs, out = Path(args.runs) / args.data, Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    common = dict(
+        model="dvit_tiny_fmnist",
+        data="cluttered-fashion-mnist",
+        data_dir=args.data_dir,
+        batch_size=128,
+        train_limit=args.train_limit,
+        val_limit=args.val_limit,
+        progress=False,
+        **DATA[args.data],
+    )
+    teacher_cfg = TrainConfig(dense=True, epochs=args.teacher_epochs, lr=2e-3, warmup_epochs=0.2, min_lr=1e-5,
+                              out_dir=str(runs / "teacher"), **common)  # fmt: skip
+    teacher = train(teacher_cfg)
+    student = dict(
+        teacher_checkpoint=str(runs / "teacher" / "last.pth"),
+        epochs=1,
+        lr=1e-3,
+        backbone_lr_scale=0.1,
+        freeze_backbone_epochs=1.0,
+        ratio_weight=10.0,
+        warmup_epochs=0.1,
+        min_lr=1e-5,
+        prune_layers=[1, 2, 3],
+        **common,
+    )  # the demo's student recipe
+    test_set = build_run_dataset(TrainConfig(**common), "test")
+    held_out = build_run_dataset(TrainConfig(**{**common, "train_limit": args.calib_images, "seed": 1}), "train")
+    dense = evaluate(teacher, test_set)
+    budgets, spreads = [], {}
+    for rate in args.keep_rates:
+        fixed = train(TrainConfig(keep_rate=rate, out_dir=str(runs / f"fixed-{rate}"), **student))
+        learned = train(TrainConfig(keep_rate=rate, keep_mode="learned", ratio_loss="batch",
+                                    out_dir=str(runs / f"learned-{rate}"), **student))  # fmt: skip
+        threshold = copy.deepcopy(fixed)
+        targets = [c / fixed.num_patches for c in fixed.keep_counts()]
+        row = {"keep_rate": rate, "targets": targets}
+        row["threshold_calibration"] = calibrate(threshold, held_out, targets)
+        row["learned_calibration"] = calibrate(learned, held_out, targets)
+        for mode, model in zip(MODES, (fixed, threshold, learned), strict=True):
+            r = evaluate(model, test_set)
+            row[mode] = {k: r[k] for k in ("top1", "gmacs", "kept_tokens", "per_image") if k in r}
+            spreads[(rate, mode)] = per_image_spread(model, test_set, r["gmacs"])
+        budgets.append(row)
+        print(f"rho {rate}: " + "  ".join(f"{m} {row[m]['top1']:.2f}% {row[m]['gmacs']:.4f} G" for m in MODES))
+    command = " ".join(["python", "scripts/budget_curves.py", *sys.argv[1:]])
+    result = {
+        "data": args.data,
+        "data_options": DATA[args.data],
+        "train_images": args.train_limit,
+        "calibration_images": len(held_out),
+        "test_images": len(test_set),
+        "dense": {k: dense[k] for k in ("top1", "gmacs")},
+        "budgets": budgets,
+        "provenance": provenance(command),
+        "seconds": time.perf_counter() - start,
+    }
+    atomic_write_text(out / f"{args.data}.json", json.dumps(result, indent=2))
+    plot(result, spreads, out / f"{args.data}.png")
+    print(f"written to {out / args.data}.json ({result['seconds']:.0f} s)")
+
+
+def plot(result: dict, spreads: dict, path: Path) -> None:
+    """Top-1 against mean GMACs per mode (left) and each mode's per-image GMACs at every budget (right)."""
+    fig, (curve, spread) = plt.subplots(1, 2, figsize=(10, 3.8))
+    styles = {"fixed": "s-", "threshold": "^--", "learned": "o-"}
+    for mode in MODES:
+        rows = result["budgets"]
+        curve.plot([r[mode]["gmacs"] for r in rows], [r[mode]["top1"] for r in rows], styles[mode], label=mode)
+    curve.axhline(result["dense"]["top1"], color="grey", lw=0.8, ls=":", label="dense teacher")
+    curve.set_xlabel("mean GMACs per image")
+    curve.set_ylabel("top-1 (%)")
+    curve.legend(fontsize=8)
+    labels, values = [], []
+    for (rate, mode), gmacs in spreads.items():
+        labels.append(f"{mode}\nρ {rate}")
+        values.append([g * 1e3 for g in gmacs])
+    spread.boxplot(values, showfliers=False)
+    spread.set_xticks(range(1, len(labels) + 1), labels, fontsize=6)
+    spread.set_ylabel("MMACs per image (p25–p75, whiskers 1.5 IQR)")
+    fig.suptitle(f"Cluttered Fashion-MNIST ({result['data']}): keep modes at three budgets", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
