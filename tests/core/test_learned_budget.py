@@ -46,7 +46,7 @@ def test_soft_topk_keeps_each_image_its_count_of_its_best(batch, tokens, seed):
     assert bool((mask <= alive).all())
     for i in range(batch):  # the kept ones are the best-scored alive ones
         alive_scores = scores[i][alive[i] > 0]
-        assert bool((scores[i][mask[i] > 0.5].min() >= alive_scores.sort(descending=True).values[expected[i] - 1]))
+        assert bool(scores[i][mask[i] > 0.5].min() >= alive_scores.sort(descending=True).values[expected[i] - 1])
 
 
 def test_the_soft_mask_carries_gradient_to_budgets_and_scores():
