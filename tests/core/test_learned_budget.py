@@ -146,7 +146,9 @@ def test_training_in_the_learned_mode(tmp_path, fake_fashion):
     with Trainer(cfg) as run:
         start = [p.detach().clone() for p in run.model.budget_predictor.parameters()]
         run.fit()
-        moved = [not torch.equal(a, b.detach()) for a, b in zip(start, run.model.budget_predictor.parameters())]
+        moved = [
+            not torch.equal(a, b.detach()) for a, b in zip(start, run.model.budget_predictor.parameters(), strict=True)
+        ]
     assert any(moved)
     loaded, _ = load_trained(str(tmp_path / "learned" / "last.pth"))
     assert loaded.keep_mode == "learned"
