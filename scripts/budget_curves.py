@@ -10,7 +10,7 @@ the test images: the fixed student as trained, the same student with thresholds 
 counts (*threshold*), and the learned student with budget offsets calibrated to the same counts
 (*learned*); calibration uses held-out training canvases, never the test split.
 
-Writes ``docs/results/budgets/DATA.json`` (figures and provenance) and ``docs/results/budgets/DATA.png``
+Writes ``docs/results/budgets-DATA.json`` (figures and provenance) and ``docs/results/budgets-DATA.png``
 (top-1 against mean GMACs; each mode's per-image GMACs spread). About 25 minutes per data set on 2 cores:
 ``.venv/bin/python scripts/budget_curves.py --data scale``.
 """
@@ -70,7 +70,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", choices=sorted(DATA), default="scale")
     p.add_argument("--runs", default="runs/budgets", help="run folders (reused when finished)")
-    p.add_argument("--out", default="docs/results/budgets")
+    p.add_argument("--out", default="docs/results", help="writes budgets-DATA.json and budgets-DATA.png there")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--keep-rates", type=float, nargs="+", default=[0.5, 0.7, 0.85])
     p.add_argument("--train-limit", type=int, default=20000)
@@ -137,9 +137,9 @@ def main() -> None:
         "provenance": provenance(command),
         "seconds": time.perf_counter() - start,
     }
-    atomic_write_text(out / f"{args.data}.json", json.dumps(result, indent=2))
-    plot(result, spreads, out / f"{args.data}.png")
-    print(f"written to {out / args.data}.json ({result['seconds']:.0f} s)")
+    atomic_write_text(out / f"budgets-{args.data}.json", json.dumps(result, indent=2))
+    plot(result, spreads, out / f"budgets-{args.data}.png")
+    print(f"written to {out}/budgets-{args.data}.json ({result['seconds']:.0f} s)")
 
 
 def plot(result: dict, spreads: dict, path: Path) -> None:

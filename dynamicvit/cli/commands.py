@@ -210,6 +210,7 @@ def _size(img_size: int | None) -> dict:
 def cmd_tune(args: argparse.Namespace) -> None:
     from dynamicvit.tools.tune import tune
 
+    _check_save(args)
     r = tune(
         args.model,
         target_speedup=args.target_speedup,
@@ -220,6 +221,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
         warmup=args.warmup,
         repeats=args.repeats,
     )
+    _save(args, r)
     if args.json:
         print(json.dumps(r, indent=2))
         return

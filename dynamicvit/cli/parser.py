@@ -205,6 +205,7 @@ def _tune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rates", type=_rate, nargs="+", default=None, help="keep rates to try (default 0.9 ... 0.3)")
     p.add_argument("--warmup", type=_non_negative, default=2)
     p.add_argument("--repeats", type=_positive, default=5)
+    p.add_argument("--save", metavar="FILE", default=None, help="also write the results with their provenance as JSON")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 

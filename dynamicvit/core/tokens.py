@@ -162,13 +162,16 @@ def restore_tokens(trace: Sequence[tuple[torch.Tensor, torch.Tensor | None]], nu
     for dense prediction on a pruned ViT).
 
     ``trace`` lists, in forward order, (patch tokens, which of them are alive): alive as ``None`` (all,
-    tokens (B, N, C)), a hard mask (B, N) over full-length tokens (train mode), or grid indices (B, k) of
-    the k tokens given (eval mode). Later entries overwrite earlier ones where alive; masks blend, so
-    straight-through gradients reach the masks."""
+    tokens (B, N, C)), a hard mask (B, N) over full-length tokens (train mode), grid indices (B, k) of
+    the k tokens given (eval mode), or (images, grid indices) of packed rows (T, C) (per-image keep modes).
+    Later entries overwrite earlier ones where alive; masks blend, so straight-through gradients reach the
+    masks."""
     full = None
     for tokens, alive in trace:
         if alive is None:
             full = tokens
+        elif isinstance(alive, tuple):
+            full = full.index_put(alive, tokens)
         elif alive.dtype.is_floating_point:
             keep = alive.unsqueeze(-1).to(tokens.dtype)
             full = keep * tokens + (1 - keep) * full

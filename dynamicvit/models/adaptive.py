@@ -19,23 +19,29 @@ class AdaptiveForwardMixin:
     last_keep_scores: list[tuple[torch.Tensor, torch.Tensor]] = []
     last_budgets: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-    def _forward_adaptive(self, x, decisions):
+    def _forward_adaptive(self, x, decisions, trace: list | None = None):
         """Eval, a per-image keep mode: each image keeps its own tokens (:meth:`_image_keep`); from the first
         stage on the batch runs packed (:class:`PackedTokens`), so no padding is computed and an image's
         output does not depend on the other images. Returns padded tokens and, per stage, one index
         tensor per image. ``last_keep_scores`` holds each stage's (scores, image ids) of the tokens alive
         before it, ``last_budgets`` (learned mode) each stage's (budget log-odds, alive tokens) per image
-        (for calibration)."""
+        (for calibration). ``trace`` (a list) collects, for :func:`restore_tokens`, the full patch tokens
+        before the first stage, then each stage's alive patch rows as (rows (T, C), (images, grid indices)),
+        and the final ones."""
         if getattr(self, "head_reads_tokens", False) or pools_patches(self):
             raise TypeError(f"{type(self).__name__}'s head reads patch tokens; adaptive mode needs a class-token head")
         prefix = self.num_prefix_tokens
         packed, kept, scores, budgets = None, [], [], []
         for s, blk in iter_stages(self.blocks, self._prune_layers):
             if s is not None:
+                if trace is not None and packed is None:
+                    trace.append((x[:, prefix:], None))
                 packed = packed or PackedTokens.pack(x, prefix)
                 rows = packed.patch_rows()
                 seg = packed.seg.index_select(0, rows)
                 tokens = packed.x.index_select(0, rows)
+                if trace is not None and s > 0:
+                    trace.append((tokens, (seg, packed.grid.index_select(0, rows))))
                 score = self.score_predictor[s].keep_score_packed(tokens, seg, packed.num_images)
                 scores.append((score, seg))
                 if decisions is None:
@@ -52,6 +58,9 @@ class AdaptiveForwardMixin:
                 packed = packed_block(blk, packed)
         if not torch.compiler.is_compiling():
             self.last_keep_scores, self.last_budgets = scores, budgets
+        if trace is not None and packed is not None:
+            rows = packed.patch_rows()
+            trace.append((packed.x.index_select(0, rows), (packed.seg[rows], packed.grid[rows])))
         return (x if packed is None else packed.padded()), kept
 
     def _image_keep(self, s: int, score, seg, tokens, num_images: int, budgets: list) -> torch.Tensor:

@@ -199,15 +199,16 @@ class DynamicViTMixin(AdaptiveForwardMixin, SharedPrefixMixin, TokenReductionMix
         """All patch tokens, normalised, at their grid places (B, N, C) – a kept token's final features, a
         dropped token's from the stage that dropped it (:func:`restore_tokens`) – and the decisions: a
         pruned ViT as a dense-prediction backbone. Same kept set ⇒ same map in train and eval mode."""
-        if not self.training and self.per_image:
-            raise TypeError(f"token restoration runs in the fixed keep mode ({self.keep_mode} mode packs the batch)")
         grid = self._check_input(x)
         if decisions is not None and len(decisions) != len(self._prune_layers):
             raise ValueError(f"expected {len(self._prune_layers)} forced decisions, got {len(decisions)}")
         trace: list = []
-        run = self._forward_masked if self.training else self._forward_pruned
-        tokens, out = run(self._embed(x), decisions, trace)
-        trace.append((patch_tokens(tokens, self.num_prefix_tokens), out[-1] if out else None))
+        if not self.training and self.per_image:  # packed: the forward traces its final rows itself
+            _, out = self._forward_adaptive(self._embed(x), decisions, trace)
+        else:
+            run = self._forward_masked if self.training else self._forward_pruned
+            tokens, out = run(self._embed(x), decisions, trace)
+            trace.append((patch_tokens(tokens, self.num_prefix_tokens), out[-1] if out else None))
         full = self.norm(restore_tokens(trace, grid[0] * grid[1]))
         check_finite(x, full)
         return full, out

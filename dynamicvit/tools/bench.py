@@ -208,7 +208,8 @@ def benchmark(
 
     ``keep_mode="adaptive"`` adds the adaptive mode calibrated to the fixed mode's average counts (on
     64 other random images), run packed (``adaptive``) and padded (``adaptive padded``), and the
-    per-image distribution of its kept tokens on the timed batch. ``device`` defaults to the GPU when
+    per-image distribution of its kept tokens on the timed batch; for a ViT also the learned mode
+    (``learned``: fresh budget predictors, their offsets calibrated the same way). ``device`` defaults to the GPU when
     there is one (timed with CUDA events), else the CPU.
 
     Longer than 60 lines on purpose: every variant must be built before the one interleaved timing loop
@@ -237,6 +238,9 @@ def benchmark(
         fns["adaptive"] = adaptive
         if isinstance(adaptive, DynamicViTMixin):
             fns["adaptive padded"] = functools.partial(padded_forward, adaptive)
+            fns["learned"] = learned = copy.deepcopy(sparse)
+            learned.keep_mode = "learned"  # fresh budget predictors, offsets calibrated to the same mean
+            calibrate(learned, torch.randn(64, chans, h, w, generator=torch.Generator().manual_seed(1)).to(run_on))
         with torch.inference_mode():
             counts = counts_per_image(adaptive(x, return_decisions=True).decisions)
         per_image = per_image_report(counts, per_image_gmacs(adaptive, counts, (h, w)))
@@ -276,6 +280,7 @@ def benchmark(
         "predictors_fraction_of_limit": ips["limit+predictors"] / ips["limit"] if "limit" in ips else None,
         "adaptive_fraction_of_fixed": ips["adaptive"] / ips["sparse"] if "adaptive" in ips else None,
         "padded_fraction_of_fixed": ips["adaptive padded"] / ips["sparse"] if "adaptive padded" in ips else None,
+        "learned_fraction_of_fixed": ips["learned"] / ips["sparse"] if "learned" in ips else None,
         "per_image": per_image,
         "variants": variants,
     }

@@ -128,21 +128,22 @@ def _bench_matrix(files: list[dict]) -> str:
 
 
 def _bench_adaptive(files: list[dict]) -> str:
-    """One line per batch size: dense, fixed, adaptive packed and padded img/s, the adaptive mode's kept
-    tokens (mean, p10–p90 per stage) and mean GMACs."""
+    """One line per batch size: dense, fixed, adaptive packed and padded, and learned img/s, the adaptive
+    mode's kept tokens (mean, p10–p90 per stage) and mean GMACs."""
     lines = [
         "| batch | dense img/s | fixed img/s | adaptive img/s | adaptive / fixed | padded img/s | padded / fixed "
-        "| adaptive kept tokens per stage, mean (p10–p90) | adaptive GMACs / image |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| learned / fixed | adaptive kept tokens per stage, mean (p10–p90) | adaptive GMACs / image |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in _runs(files):
         v, report = r["variants"], r["per_image"]
         kept = " / ".join(f"{d['mean']:.1f} ({d['p10']:.0f}–{d['p90']:.0f})" for d in report["tokens"].values())
+        learned = r.get("learned_fraction_of_fixed")
         lines.append(
             f"| {r['batch_size']} | {v['dense']['img_per_s']:.2f} | {v['sparse']['img_per_s']:.2f} "
             f"| {v['adaptive']['img_per_s']:.2f} | **{r['adaptive_fraction_of_fixed']:.3f}** "
-            f"| {v['adaptive padded']['img_per_s']:.2f} | {r['padded_fraction_of_fixed']:.3f} | {kept} "
-            f"| {report['gmacs']['mean']:.3f} |"
+            f"| {v['adaptive padded']['img_per_s']:.2f} | {r['padded_fraction_of_fixed']:.3f} "
+            f"| {'–' if learned is None else f'**{learned:.3f}**'} | {kept} | {report['gmacs']['mean']:.3f} |"
         )
     return "\n".join(lines)
 
@@ -236,7 +237,65 @@ def _compare(summary: dict) -> str:
     return "\n".join(lines) + f"\n\nDense teacher: {d['top1']:.2f} % top-1, {d['gmacs']:.4f} GMACs."
 
 
-_RENDERERS: dict[str, Callable[[dict], str]] = {"demo": _demo, "compare": _compare}
+def _tune(r: dict) -> str:
+    """``dynamicvit tune --save``'s result: the measured curve and the keep rate it picked."""
+    lines = ["| keep rate | GMACs | img/s | speed-up | ms per batch |", "|---|---|---|---|---|"]
+    for p in r["curve"]:
+        lines.append(
+            f"| {p['keep_rate']:.2f} | {p['gmacs']:.3f} | {p['img_per_s']:.1f} | {p['speedup']:.2f}× "
+            f"| {p['ms_per_batch']:.0f} |"
+        )
+    target = f"{r['target_speedup']}× dense" if r.get("target_speedup") else f"{r['target_ms']} ms per batch"
+    return "\n".join(lines) + (
+        f"\n\n{r['model']}, batch {r['batch_size']}, dense {r['dense_ms_per_batch']:.0f} ms per batch; for the target "
+        f"{target} tune picks keep rate **{r['keep_rate']}** ({r['gmacs']:.3f} GMACs, measured "
+        f"{r['speedup']:.2f}× dense)."
+    )
+
+
+BUDGET_MODES = ("fixed", "threshold", "learned")
+
+
+def _budgets(r: dict) -> str:
+    """``scripts/budget_curves.py``'s result: per keep rate, top-1 and mean MACs of the three keep modes, the
+    per-image modes' MACs spread and their test cost against the fixed mode's (the calibration's
+    carry-over), then whether the learned mode met the target of 0.5 points over the fixed one."""
+    lines = [
+        "| ρ | " + " | ".join(f"{m}: top-1, MMACs" for m in BUDGET_MODES) + " | learned − fixed |",
+        "|---" * (len(BUDGET_MODES) + 2) + "|",
+    ]
+    wins = 0
+    for row in r["budgets"]:
+        cells = [f"{row[m]['top1']:.2f}, {1e3 * row[m]['gmacs']:.2f}" for m in BUDGET_MODES]
+        gain = row["learned"]["top1"] - row["fixed"]["top1"]
+        equal = abs(row["learned"]["gmacs"] / row["fixed"]["gmacs"] - 1) <= 0.01
+        wins += gain >= 0.5 and equal
+        lines.append(f"| {row['keep_rate']:g} | " + " | ".join(cells) + f" | {gain:+.2f} |")
+    lines += ["", "| ρ | mode | MMACs per image p10 / p50 / p90 | test MACs vs fixed |", "|---|---|---|---|"]
+    for row in r["budgets"]:
+        for m in ("threshold", "learned"):
+            g = row[m]["per_image"]["gmacs"]
+            spread = " / ".join(f"{1e3 * g[q]:.2f}" for q in ("p10", "p50", "p90"))
+            cost = 100 * (row[m]["gmacs"] / row["fixed"]["gmacs"] - 1)
+            lines.append(f"| {row['keep_rate']:g} | {m} | {spread} | {cost:+.1f} % |")
+    d = r["dense"]
+    verdict = "met" if wins >= 2 else "not met"
+    lines += [
+        "",
+        f"Dense teacher: {d['top1']:.2f} % top-1, {1e3 * d['gmacs']:.2f} MMACs; {r['test_images']} test images. "
+        f"Target – the learned mode at least 0.5 points above the fixed mode at equal mean MACs (±1 %) at two of "
+        f"the three budgets – **{verdict}** ({wins} of {len(r['budgets'])}).",
+    ]
+    return "\n".join(lines)
+
+
+_RENDERERS: dict[str, Callable[[dict], str]] = {
+    "demo": _demo,
+    "compare": _compare,
+    "budgets-scale": _budgets,
+    "budgets-clutter": _budgets,
+    "tune": _tune,
+}
 # one file per row (or per run), in a folder of the table's name
 _TABLES: dict[str, Callable[[list[dict]], str]] = {
     "flops": _flops,

@@ -258,8 +258,9 @@ def test_bench_times_packed_and_padded_adaptive():
     from dynamicvit.tools.bench import benchmark
 
     r = benchmark("deit_tiny_patch16_224", img_size=32, batch_size=3, warmup=1, repeats=1, keep_mode="adaptive")
-    assert {"sparse", "adaptive", "adaptive padded"} <= set(r["variants"])
-    assert r["adaptive_fraction_of_fixed"] > 0 and r["per_image"]["images"] == 3
+    assert {"sparse", "adaptive", "adaptive padded", "learned"} <= set(r["variants"])
+    assert r["adaptive_fraction_of_fixed"] > 0 and r["learned_fraction_of_fixed"] > 0
+    assert r["per_image"]["images"] == 3
 
 
 def test_viz_draws_per_image_counts(tmp_path):

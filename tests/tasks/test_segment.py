@@ -121,6 +121,64 @@ def test_restored_tokens_same_kept_set_same_map_in_train_and_eval(reg_tokens):
     assert torch.allclose(alone, full, atol=1e-5)  # an image's map does not depend on its batch
 
 
+@pytest.mark.parametrize("mode", ["adaptive", "learned"])
+def test_restored_tokens_in_the_per_image_modes(mode):
+    """Packed restoration: with each image's kept set forced to the fixed mode's, the per-image mode restores
+    the fixed mode's map; its own per-image counts give an image the same map alone as in its batch."""
+    vit = dynamicvit.sparsify(_tiny_vit_backbone(), keep_rate=0.6, prune_layers=[1, 2, 3]).eval()
+    with torch.no_grad():
+        for p in vit.score_predictor.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        fixed, decisions = vit.forward_restored(x)
+        vit.keep_mode = mode
+        if mode == "learned":
+            for p in vit.budget_predictor.parameters():
+                p.add_(0.5 * torch.randn_like(p))
+        else:
+            dynamicvit.calibrate(vit, torch.randn(16, 3, 32, 32))
+        forced = [list(d) for d in decisions]
+        same, _ = vit.forward_restored(x, forced)
+        torch.testing.assert_close(same, fixed, atol=1e-5, rtol=1e-5)
+        full, kept = vit.forward_restored(x)
+        assert len({len(k) for k in kept[-1]}) > 1  # counts differ per image
+        alone = torch.cat([vit.forward_restored(x[i : i + 1])[0] for i in range(4)])
+        torch.testing.assert_close(alone, full, atol=1e-5, rtol=1e-5)
+        for i, index in enumerate(kept[-1]):  # a kept token's features are the packed forward's final ones
+            final = vit.forward_sparse(x[i : i + 1])[0][0, vit.num_prefix_tokens :]
+            torch.testing.assert_close(full[i, index.sort().values], final, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backbone", ["vit", "convnext"])
+def test_segmenters_evaluate_per_image_budgets(backbone, fake_fashion):
+    """A segmenter in a per-image keep mode (the ViT's learned budgets with restoration, ConvNeXt's
+    thresholds) reports mIoU with each image's kept tokens and MACs."""
+    from dynamicvit.data import build_dataset
+    from dynamicvit.train.evaluate import evaluate
+
+    scenes = build_dataset("cluttered-fashion-scenes", "test", fake_fashion, canvas=32, limit=12)
+    if backbone == "vit":
+        model = build_segmenter(_tiny_vit_backbone(in_chans=1), 11, (1, 32, 32))
+        dynamicvit.sparsify(model.backbone, keep_rate=0.6, prune_layers=[1, 2, 3])
+        model.backbone.keep_mode = "learned"
+        spread = [*model.backbone.score_predictor.parameters(), *model.backbone.budget_predictor.parameters()]
+    else:
+        cnx = timm.create_model("convnext_tiny", depths=(1, 1, 4, 1), dims=(8, 16, 32, 32), in_chans=1,
+                                features_only=True)  # fmt: skip
+        model = build_segmenter(cnx, 11, (1, 32, 32))
+        dynamicvit.sparsify(model.backbone, keep_rate=0.7)
+        spread = list(dynamicvit.find_reducer(model).score_predictor.parameters())
+    with torch.no_grad():
+        for p in spread:
+            p.add_(0.5 * torch.randn_like(p))
+    if backbone == "convnext":
+        dynamicvit.calibrate(model, torch.randn(16, 1, 32, 32))
+    r = evaluate(model.eval(), scenes)
+    assert r["per_image"]["images"] == 12 and 0 <= r["miou"] <= 100
+    assert r["per_image"]["gmacs"]["p90"] > r["per_image"]["gmacs"]["p10"]  # images cost differently
+
+
 def test_vit_segmenter_dense_and_restored_sparse():
     dense = build_segmenter(_tiny_vit_backbone(), 11, (3, 32, 32)).eval()
     sparse = copy.deepcopy(dense)

@@ -32,9 +32,16 @@ def test_tune_skips_rates_convnext_cannot_take_and_says_when_the_target_is_out_o
         dynamicvit.tune("convnext_tiny", target_speedup=1.1, rates=(0.3,), img_size=64, **small)
 
 
-def test_cli_tune(capsys):
+def test_cli_tune(tmp_path, capsys):
     argv = ["tune", "--model", "deit_tiny_patch16_224", "--img-size", "32", "--batch-size", "1", "--repeats", "1"]
     assert main([*argv, "--warmup", "0", "--target-ms", "1e9", "--rates", "0.8", "0.6", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["keep_rate"] == 0.8
+    saved = tmp_path / "tune.json"
+    assert main([*argv, "--warmup", "0", "--target-ms", "1e9", "--rates", "0.7", "--save", str(saved)]) == 0
+    r = json.loads(saved.read_text())
+    assert r["keep_rate"] == 0.7 and r["provenance"]["command"].startswith("dynamicvit tune ")
+    from dynamicvit.tools.results import render
+
+    assert "tune picks keep rate **0.7**" in render("tune", tmp_path)
     assert main([*argv, "--target-speedup", "-1"]) == 2
     assert "argument --target-speedup: must be positive, got -1" in capsys.readouterr().err
