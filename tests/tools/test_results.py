@@ -125,3 +125,34 @@ def test_dense_prediction_rows_carry_their_metric():
     for p in (RESULTS_DIR / "segment").glob("*.json"):
         r = json.loads(p.read_text())
         assert f"| {Path(r['checkpoint']).parent.name} | {r['miou']:.2f} | {r['top1']:.2f} |" in table
+
+
+def _budget_row(rate: float, fixed: tuple, learned: tuple, trained: tuple) -> dict:
+    spread = {"per_image": {"gmacs": {"p10": 0.01, "p50": 0.02, "p90": 0.03}}}
+    row = {"keep_rate": rate, "fixed": {"top1": fixed[0], "gmacs": fixed[1]}}
+    row["threshold"] = {"top1": fixed[0] - 1, "gmacs": fixed[1], **spread}
+    row["learned"] = {"top1": learned[0], "gmacs": learned[1], **spread}
+    row["learned, as trained"] = {"top1": trained[0], "gmacs": trained[1], **spread}
+    return row
+
+
+def test_the_budget_verdict_counts_wins_at_equal_macs_or_fewer_macs(tmp_path):
+    """+0.5 at equal MACs counts; so does the fixed curve's top-1 at 15 % fewer MACs (the curve interpolated);
+    a gain at 2 % more MACs does not."""
+    rows = [
+        _budget_row(0.5, (60.0, 0.020), (60.6, 0.0201), (60.0, 0.0200)),  # +0.6 at equal MACs: a win
+        _budget_row(0.7, (64.0, 0.030), (64.6, 0.0306), (64.0, 0.0300)),  # +0.6 at 2 % more MACs: no win
+        _budget_row(0.85, (66.0, 0.040), (66.0, 0.0400), (66.0, 0.0400)),
+    ]
+    result = {"budgets": rows, "dense": {"top1": 70.0, "gmacs": 0.05}, "test_images": 10}
+    one = _budgets_table(tmp_path, result)
+    assert "**not met** (1 of 3)" in one
+    rows[2]["learned, as trained"] = {**rows[2]["learned, as trained"], "top1": 64.0, "gmacs": 0.025}
+    two = _budgets_table(tmp_path, result)  # the curve reaches 64.0 at 0.030: 0.025 is 16.7 % fewer
+    assert "**met** (2 of 3)" in two and "30.00 (-16.7 %)" in two
+
+
+def _budgets_table(folder, result: dict) -> str:
+    result = {**result, "provenance": json.loads(RESULTS_DIR.joinpath("demo.json").read_text())["provenance"]}
+    (folder / "budgets-scale.json").write_text(json.dumps(result))
+    return render("budgets-scale", folder)
