@@ -111,7 +111,7 @@ def test_modes_thresholds_and_bad_input():
         model.thresholds = [0.5, 1.0, 0.2]
     with pytest.raises(ValueError, match="expected 3 thresholds"):
         model.thresholds = [0.5]
-    with pytest.raises(ValueError, match="keep_mode must be 'fixed' or 'adaptive'"):
+    with pytest.raises(ValueError, match="keep_mode must be one of fixed, adaptive, learned"):
         model.keep_mode = "dynamic"
     evit = dynamicvit.apply_method(tiny_vit(), "evit", keep_rate=0.7)
     with pytest.raises(TypeError, match="no adaptive keep mode"):
