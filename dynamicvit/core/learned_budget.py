@@ -9,9 +9,8 @@ briefly trained model keeps all or almost none of an image's tokens.
 
 Training keeps the hard top-``k_i`` set in the forward pass and takes its gradient from a soft mask
 ``sigmoid(z_j - τ_i)`` around the threshold ``τ_i`` that ``r_i`` places among the image's sorted scores
-(:func:`soft_topk_mask`), so the task loss reaches both the ranking and the budget; one shift of the batch's
-budgets holds their mean at the stage's target (:meth:`BudgetPredictor.allocate`) while images trade tokens
-among themselves.
+(:func:`soft_topk_mask`), so the task loss reaches both the ranking and the budget; the keep-ratio term on
+the batch average holds the mean budget at its target while images trade tokens among themselves.
 At inference the counts run packed like the adaptive mode; :func:`dynamicvit.core.calibrate.calibrate`
 shifts each stage's budgets (``offset``) so the mean cost on held-out images meets a target.
 """
@@ -50,7 +49,6 @@ class BudgetPredictor(nn.Module):
         self.fc2 = nn.Linear(hidden, 1)
         self.register_buffer("offset", torch.zeros(()))
         p = min(max(float(keep_probability), 1e-3), 1 - 1e-3)
-        self.target = p
         nn.init.trunc_normal_(self.fc1.weight, std=0.02)
         nn.init.zeros_(self.fc1.bias)
         nn.init.zeros_(self.fc2.weight)
@@ -63,20 +61,6 @@ class BudgetPredictor(nn.Module):
     def forward(self, means: torch.Tensor) -> torch.Tensor:
         """The kept fraction (B,) of each image's alive tokens, in (0, 1)."""
         return torch.sigmoid(self.logits(means) + self.offset)
-
-    def allocate(self, means: torch.Tensor) -> torch.Tensor:
-        """Training: each image's kept fraction (B,) with the batch's mean held at the stage's target. One shift
-        of the batch's log-odds (found by bisection, not differentiated) sets the mean, as calibration's
-        offset does at inference, so training runs at the budget the model will be used at and images trade
-        tokens among themselves."""
-        logits = self.logits(means)
-        low, high = logits.new_tensor(-40.0), logits.new_tensor(40.0)
-        with torch.no_grad():
-            for _ in range(40):  # the mean fraction grows with the shift
-                mid = (low + high) / 2
-                below = torch.sigmoid(logits + mid).mean() < self.target
-                low, high = torch.where(below, mid, low), torch.where(below, high, mid)
-        return torch.sigmoid(logits + (low + high) / 2)
 
 
 def build_budget_predictors(embed_dim: int, keep_probabilities: list[float], eps: float = 1e-5) -> nn.ModuleList:

@@ -222,7 +222,7 @@ def decide(
             return forced.to(alive) * alive
         log_probs = predictor(tokens, alive.unsqueeze(-1))
         if budget is not None:
-            ratio = budget.allocate(image_means(tokens, alive))
+            ratio = budget(image_means(tokens, alive))
             return soft_topk_mask(log_probs[..., 0] - log_probs[..., 1], alive, ratio).to(alive.dtype)
         return gumbel_keep_mask(log_probs, alive)
     if forced is not None:
