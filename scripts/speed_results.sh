@@ -3,6 +3,7 @@
 #   docs/results/bench-matrix/    DeiT-S at rho 0.7: every variant (sparse, limit, compiled, ONNX) by batch size
 #   docs/results/bench-adaptive/  DeiT-S at rho 0.7: fixed against adaptive (packed and padded) budgets
 #   docs/results/bench-hierarchical/  ConvNeXt-T and Swin-T at rho 0.7, batch 32
+#   docs/results/tune.json        DeiT-S: the keep rate that reaches 1.5x the dense img/s at batch 32
 # Usage: bash scripts/speed_results.sh   (about 20 minutes on 2 CPU cores; run nothing else meanwhile)
 set -euo pipefail
 DVIT=${DVIT:-.venv/bin/dynamicvit}
@@ -20,3 +21,4 @@ for b in 1 8 32; do
 done
 $DVIT bench --models convnext_tiny swin_tiny_patch4_window7_224 --keep-rate 0.7 --batch-size 32 --repeats 10 \
   --device cpu --save docs/results/bench-hierarchical/convnext_tiny-swin_tiny-0.7-batch32.json > /dev/null
+$DVIT tune --model deit_small_patch16_224 --target-speedup 1.5 --batch-size 32 --save docs/results/tune.json > /dev/null
