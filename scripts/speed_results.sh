@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The speed guide's and the concepts page's measured tables, one result file per command:
 #   docs/results/bench-matrix/    DeiT-S at rho 0.7: every variant (sparse, limit, compiled, ONNX) by batch size
-#   docs/results/bench-adaptive/  DeiT-S at rho 0.7: fixed against adaptive (packed and padded) budgets
+#   docs/results/bench-adaptive/  DeiT-S at rho 0.7: fixed against adaptive (packed and padded) and learned budgets
 #   docs/results/bench-hierarchical/  ConvNeXt-T and Swin-T at rho 0.7, batch 32
 #   docs/results/tune.json        DeiT-S: the keep rate that reaches 1.5x the dense img/s at batch 32
 # Usage: bash scripts/speed_results.sh   (about 20 minutes on 2 CPU cores; run nothing else meanwhile)
@@ -14,7 +14,7 @@ for b in 1 8 32; do
   $DVIT bench $M --batch-size "$b" --repeats "$repeats" --compile --onnx --device cpu \
     --save "docs/results/bench-matrix/deit_small-0.7-batch$b.json" > /dev/null
 done
-for b in 1 8 32; do
+for b in 1 8 32 64; do
   repeats=$([ "$b" = 1 ] && echo 30 || echo 10)
   $DVIT bench $M --batch-size "$b" --repeats "$repeats" --keep-mode adaptive --device cpu \
     --save "docs/results/bench-adaptive/deit_small-0.7-batch$b.json" > /dev/null
