@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dynamicvit.core.learned_budget import BudgetPredictor, image_means, soft_topk_mask
+from dynamicvit.core.learned_budget import BudgetPredictor, image_means, packed_means, soft_topk_mask
 from dynamicvit.core.tokens import forced_positions
 
 __all__ = [
@@ -125,11 +125,8 @@ class TokenPredictor(nn.Module):
         x = self.in_conv(x)
         half = x.shape[-1] // 2
         local_x, global_x = x[..., :half], x[..., half:]
-        if policy is None:  # every token alive: plain mean
-            global_x = global_x.mean(dim=1, keepdim=True)
-        else:  # mean over alive tokens only
-            policy = policy.to(global_x.dtype)
-            global_x = (global_x * policy).sum(dim=1, keepdim=True) / policy.sum(dim=1, keepdim=True).clamp_min(1e-6)
+        # mean over the alive tokens (all of them without a policy)
+        global_x = image_means(global_x, None if policy is None else policy.squeeze(-1)).unsqueeze(1)
         # out_conv[0] on cat(local, global broadcast): the global half is the same for every
         # token, so project it once per image instead of once per token.
         fc = self.out_conv[0]
@@ -155,9 +152,7 @@ class TokenPredictor(nn.Module):
         c = x.shape[-1]
         half, fc_mix = c // 2, self.out_conv[0]
         x = self._token_features(x)
-        sums = x.new_zeros(num_images, c - half).index_add_(0, seg, x[:, half:])
-        counts = torch.bincount(seg, minlength=num_images).clamp_min(1).to(x.dtype)
-        global_x = F.linear(sums / counts[:, None], fc_mix.weight[:, half:], fc_mix.bias)
+        global_x = F.linear(packed_means(x[:, half:], seg, num_images), fc_mix.weight[:, half:], fc_mix.bias)
         x = (x[:, :half] @ fc_mix.weight[:, :half].t()).add_(global_x.index_select(0, seg))
         return self._keep_logit(x).view(-1)
 

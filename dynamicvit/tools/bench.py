@@ -234,13 +234,14 @@ def benchmark(
     per_image = None
     if keep_mode == "adaptive":
         adaptive = copy.deepcopy(sparse)
-        calibrate(adaptive, torch.randn(64, chans, h, w, generator=torch.Generator().manual_seed(1)).to(run_on))
+        held_out = torch.randn(64, chans, h, w, generator=torch.Generator().manual_seed(1)).to(run_on)
+        calibrate(adaptive, held_out)
         fns["adaptive"] = adaptive
         if isinstance(adaptive, DynamicViTMixin):
             fns["adaptive padded"] = functools.partial(padded_forward, adaptive)
             fns["learned"] = learned = copy.deepcopy(sparse)
             learned.keep_mode = "learned"  # fresh budget predictors, offsets calibrated to the same mean
-            calibrate(learned, torch.randn(64, chans, h, w, generator=torch.Generator().manual_seed(1)).to(run_on))
+            calibrate(learned, held_out)
         with torch.inference_mode():
             counts = counts_per_image(adaptive(x, return_decisions=True).decisions)
         per_image = per_image_report(counts, per_image_gmacs(adaptive, counts, (h, w)))

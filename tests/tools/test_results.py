@@ -14,6 +14,11 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS_DIR = ROOT / "docs" / "results"  # the source tree's (also in the sdist), not the installed package's
 
 
+def _runs(name: str) -> list[dict]:
+    """The benchmark runs of every ``--save`` file of table ``name``."""
+    return [r for p in (RESULTS_DIR / name).glob("*.json") for r in json.loads(p.read_text())["runs"]]
+
+
 def test_a_table_of_row_files_renders_every_row():
     table = render("flops", RESULTS_DIR)
     rows = [line for line in table.splitlines() if line.startswith("| ") and "GMACs" not in line]
@@ -22,7 +27,7 @@ def test_a_table_of_row_files_renders_every_row():
 
 
 def test_the_benchmark_table_has_a_row_per_run():
-    runs = [r for p in (RESULTS_DIR / "bench").glob("*.json") for r in json.loads(p.read_text())["runs"]]
+    runs = _runs("bench")
     table = render("bench", RESULTS_DIR)
     for r in runs:
         assert f"| {r['batch_size']} | {r['repeats']} | {r['img_per_s']['dense']:.1f} |" in table
@@ -30,7 +35,7 @@ def test_the_benchmark_table_has_a_row_per_run():
 
 
 def test_the_training_step_table_has_a_row_per_step_variant():
-    runs = [r for p in (RESULTS_DIR / "training").glob("*.json") for r in json.loads(p.read_text())["runs"]]
+    runs = _runs("training")
     table = render("training", RESULTS_DIR)
     assert runs and "unfused attention" in table
     for r in runs:
@@ -96,7 +101,7 @@ def test_every_documented_table_renders_from_its_files():
 
 
 def test_the_matrix_has_a_row_per_variant_and_batch():
-    runs = [r for p in (RESULTS_DIR / "bench-matrix").glob("*.json") for r in json.loads(p.read_text())["runs"]]
+    runs = _runs("bench-matrix")
     table = render("bench-matrix", RESULTS_DIR)
     rows = [line for line in table.splitlines() if re.match(r"\| \d+ \|", line)]
     assert len(rows) == sum(len(r["variants"]) for r in runs) and any("sparse onnx" in row for row in rows)
@@ -106,7 +111,7 @@ def test_the_matrix_has_a_row_per_variant_and_batch():
 
 
 def test_the_adaptive_speed_table_shows_each_batch_against_fixed():
-    runs = [r for p in (RESULTS_DIR / "bench-adaptive").glob("*.json") for r in json.loads(p.read_text())["runs"]]
+    runs = _runs("bench-adaptive")
     table = render("bench-adaptive", RESULTS_DIR)
     for r in runs:
         assert f"| **{r['adaptive_fraction_of_fixed']:.3f}** |" in table
