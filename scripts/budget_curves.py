@@ -1,20 +1,22 @@
-"""Top-1 against mean MACs of the three keep modes – fixed, threshold and learned – from one teacher at three
-budgets, on Cluttered Fashion-MNIST.
+"""Accuracy against mean MACs of the three keep modes – fixed, threshold and learned – from one teacher at
+three budgets, on Cluttered Fashion-MNIST.
 
 ``--data scale``: 64×64 canvases whose item is resized by ½× to 2× (``--item-scale 2``) with two distractor
 fragments, so an image's object covers from about 4 to 49 of its 64 tokens. ``--data clutter``: the demo's
-48×48 canvases (items of one size, two fragments). For each keep rate two students are fine-tuned from the
-teacher with the demo's recipe (one epoch, backbone frozen): *fixed* (the paper's keep-ratio term on each
-image) and *learned* (``--keep-mode learned``, the term on the batch average). Four models are evaluated on
-the test images: the fixed student as trained, the same student with thresholds calibrated to its mean
-counts (*threshold*), the learned student with budget offsets calibrated to the same counts (*learned*),
-and the learned student with the budgets it was trained to (*learned, as trained*: its mean cost is where
-training left it, compared with the fixed students' curve); calibration uses held-out training canvases,
-never the test split.
+48×48 canvases (items of one size, two fragments). ``--data scenes``: segmentation (``--task segment``, an
+FPN on the pruned ViT's restored tokens, mIoU) of 64×64 scenes with 1 to 6 items (``--scene-items 1
+--scene-items-max 6``), whose items cover from about 12 to 36 of the 64 tokens. For each keep rate two
+students are fine-tuned from the teacher with the demo's recipe (one epoch, backbone frozen): *fixed* (the
+paper's keep-ratio term on each image) and *learned* (``--keep-mode learned``, the term on the batch
+average). Four models are evaluated on the test images: the fixed student as trained, the same student
+with thresholds calibrated to its mean counts (*threshold*), the learned student with budget offsets
+calibrated to the same counts (*learned*), and the learned student with the budgets it was trained to
+(*learned, as trained*: its mean cost is where training left it, compared with the fixed students' curve);
+calibration uses held-out training canvases, never the test split.
 
 Writes ``docs/results/budgets-DATA.json`` (figures and provenance) and ``docs/results/budgets-DATA.png``
-(top-1 against mean GMACs; each mode's per-image GMACs spread). About 25 minutes per data set on 2 cores:
-``.venv/bin/python scripts/budget_curves.py --data scale``.
+(top-1, or mIoU, against mean GMACs; each mode's per-image GMACs spread). About 25 minutes per data set on
+2 cores: ``.venv/bin/python scripts/budget_curves.py --data scale``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import torch  # noqa: E402
 from dynamicvit.core.calibrate import calibrate  # noqa: E402
 from dynamicvit.core.files import atomic_write_text  # noqa: E402
 from dynamicvit.core.flops import counts_per_image, per_image_gmacs  # noqa: E402
+from dynamicvit.core.interfaces import find_reducer  # noqa: E402
 from dynamicvit.tools.provenance import provenance  # noqa: E402
 from dynamicvit.train.build import build_run_dataset  # noqa: E402
 from dynamicvit.train.config import TrainConfig  # noqa: E402
@@ -44,7 +47,11 @@ from dynamicvit.train.trainer import Trainer  # noqa: E402
 DATA = {
     "scale": dict(canvas=64, img_size=64, distractors=2, item_scale=2.0),
     "clutter": dict(canvas=48, img_size=48, distractors=2),
+    "scenes": dict(
+        data="cluttered-fashion-scenes", task="segment", canvas=64, img_size=64, scene_items=1, scene_items_max=6
+    ),
 }
+METRICS = {"classify": "top1", "segment": "miou"}  # the score each task's curve plots
 MODES = ("fixed", "threshold", "learned", "learned, as trained")
 
 
@@ -58,7 +65,7 @@ def train(cfg: TrainConfig) -> torch.nn.Module:
 
 def per_image_spread(model: torch.nn.Module, dataset, gmacs: float, batch_size: int = 256) -> list[float]:
     """Each test image's GMACs in the model's keep mode (``gmacs`` for every image in the fixed mode)."""
-    if not model.per_image:
+    if not find_reducer(model).per_image:
         return [gmacs] * len(dataset)
     counts = []
     with torch.inference_mode():
@@ -86,13 +93,14 @@ def main() -> None:
     common = dict(
         model="dvit_tiny_fmnist",
         data="cluttered-fashion-mnist",
+        **DATA[args.data],
         data_dir=args.data_dir,
         batch_size=128,
         train_limit=args.train_limit,
         val_limit=args.val_limit,
         progress=False,
-        **DATA[args.data],
     )
+    metric = METRICS[TrainConfig(**common).task]
     teacher_cfg = TrainConfig(dense=True, epochs=args.teacher_epochs, lr=2e-3, warmup_epochs=0.2, min_lr=1e-5,
                               out_dir=str(runs / "teacher"), **common)  # fmt: skip
     teacher = train(teacher_cfg)
@@ -117,25 +125,27 @@ def main() -> None:
         learned = train(TrainConfig(keep_rate=rate, keep_mode="learned", ratio_loss="batch",
                                     out_dir=str(runs / f"learned-{rate}"), **student))  # fmt: skip
         threshold = copy.deepcopy(fixed)
-        targets = [c / fixed.num_patches for c in fixed.keep_counts()]
+        reducer = find_reducer(fixed)
+        targets = [c / reducer.num_patches for c in reducer.keep_counts()]
         row = {"keep_rate": rate, "targets": targets}
         trained = copy.deepcopy(learned)  # its budgets as trained: the mean the keep-ratio term reached
         row["threshold_calibration"] = calibrate(threshold, held_out, targets)
         row["learned_calibration"] = calibrate(learned, held_out, targets)
         for mode, model in zip(MODES, (fixed, threshold, learned, trained), strict=True):
             r = evaluate(model, test_set)
-            row[mode] = {k: r[k] for k in ("top1", "gmacs", "kept_tokens", "per_image") if k in r}
+            row[mode] = {k: r[k] for k in ("top1", "miou", "gmacs", "kept_tokens", "per_image") if k in r}
             spreads[(rate, mode)] = per_image_spread(model, test_set, r["gmacs"])
         budgets.append(row)
-        print(f"rho {rate}: " + "  ".join(f"{m} {row[m]['top1']:.2f}% {row[m]['gmacs']:.4f} G" for m in MODES))
+        print(f"rho {rate}: " + "  ".join(f"{m} {row[m][metric]:.2f}% {row[m]['gmacs']:.4f} G" for m in MODES))
     command = " ".join(["python", "scripts/budget_curves.py", *sys.argv[1:]])
     result = {
         "data": args.data,
         "data_options": DATA[args.data],
+        "metric": metric,
         "train_images": args.train_limit,
         "calibration_images": len(held_out),
         "test_images": len(test_set),
-        "dense": {k: dense[k] for k in ("top1", "gmacs")},
+        "dense": {k: dense[k] for k in ("top1", "miou", "gmacs") if k in dense},
         "budgets": budgets,
         "provenance": provenance(command),
         "seconds": time.perf_counter() - start,
@@ -146,15 +156,16 @@ def main() -> None:
 
 
 def plot(result: dict, spreads: dict, path: Path) -> None:
-    """Top-1 against mean GMACs per mode (left) and each mode's per-image GMACs at every budget (right)."""
+    """Top-1 (or mIoU) against mean GMACs per mode (left) and each mode's per-image GMACs at every budget (right)."""
+    metric = result["metric"]
     fig, (curve, spread) = plt.subplots(1, 2, figsize=(10, 3.8))
     styles = {"fixed": "s-", "threshold": "^--", "learned": "o-", "learned, as trained": "o:"}
     for mode in MODES:
         rows = result["budgets"]
-        curve.plot([r[mode]["gmacs"] for r in rows], [r[mode]["top1"] for r in rows], styles[mode], label=mode)
-    curve.axhline(result["dense"]["top1"], color="grey", lw=0.8, ls=":", label="dense teacher")
+        curve.plot([r[mode]["gmacs"] for r in rows], [r[mode][metric] for r in rows], styles[mode], label=mode)
+    curve.axhline(result["dense"][metric], color="grey", lw=0.8, ls=":", label="dense teacher")
     curve.set_xlabel("mean GMACs per image")
-    curve.set_ylabel("top-1 (%)")
+    curve.set_ylabel({"top1": "top-1 (%)", "miou": "mIoU (%)"}[metric])
     curve.legend(fontsize=8)
     labels, values = [], []
     for (rate, mode), gmacs in spreads.items():

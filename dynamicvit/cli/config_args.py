@@ -12,7 +12,18 @@ from dynamicvit.train.config import TrainConfig, field_flags, field_kind, read_r
 
 __all__ = ["DATA_FIELDS", "add_config_args", "config_from_args"]
 
-DATA_FIELDS = ("data", "data_dir", "canvas", "distractors", "distractors_max", "item_scale", "train_limit", "val_limit")
+DATA_FIELDS = (
+    "data",
+    "data_dir",
+    "canvas",
+    "distractors",
+    "distractors_max",
+    "item_scale",
+    "scene_items",
+    "scene_items_max",
+    "train_limit",
+    "val_limit",
+)
 _PARSERS = {"int": int, "float": float, "str": str, "list[int]": int, "list[float]": float, "dict": json.loads}
 
 

@@ -137,7 +137,9 @@ class ClutteredFashionMNIST(_Canvases):
 
 
 class ClutteredFashionScenes(_Canvases):
-    """Segmentation scenes: ``items`` Fashion-MNIST items at random places on a ``canvas``² image.
+    """Segmentation scenes: ``items`` Fashion-MNIST items at random places on a ``canvas``² image (with
+    ``items_max``, a count drawn per scene from [items, items_max], so how much of a scene matters varies;
+    :meth:`item_count` tells it).
 
     Each pixel is labelled with its item's class + 1 where the item's own silhouette (pixel
     value above ``threshold``) covers it, 0 (background) elsewhere; later items lie on top.
@@ -158,11 +160,21 @@ class ClutteredFashionScenes(_Canvases):
         seed: int = 0,
         limit: int | None = None,
         download: bool = False,
+        items_max: int | None = None,
     ) -> None:
         if items < 1:
             raise ValueError(f"a scene needs at least one item, got {items}")
+        if items_max is not None and items_max < items:
+            raise ValueError(f"items_max ({items_max}) must be at least items ({items})")
         super().__init__(split, data_dir, canvas, seed, limit, download)
-        self.items, self.threshold = items, threshold
+        self.items, self.items_max, self.threshold = items, items_max, threshold
+
+    def item_count(self, index: int) -> int:
+        """The number of items on scene ``index`` (drawn apart from their places, so a fixed count's
+        scenes are the same with or without ``items_max``)."""
+        if self.items_max is None:
+            return self.items
+        return int(self._rng(index, 8).integers(self.items, self.items_max + 1))
 
     def render(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Canvas (uint8 H×W) and per-pixel labels (int64 H×W)."""
@@ -176,7 +188,7 @@ class ClutteredFashionScenes(_Canvases):
         size = self.canvas
         canvas = np.zeros((size, size), dtype=np.uint8)
         labels = np.zeros((size, size), dtype=np.int64)
-        picks = [index, *rng.integers(len(self.images), size=self.items - 1)]
+        picks = [index, *rng.integers(len(self.images), size=self.item_count(index) - 1)]
         items = []
         for k in picks:
             y, x = (int(v) for v in rng.integers(0, size - 28 + 1, size=2))
@@ -196,7 +208,7 @@ class ClutteredFashionScenes(_Canvases):
 
 
 class ClutteredFashionDetection(ClutteredFashionScenes):
-    """Detection scenes: the segmentation scenes' ``items`` Fashion-MNIST items on a ``canvas``² image,
+    """Detection scenes: the segmentation scenes' items (``items``, or from [items, items_max]) on a ``canvas``² image,
     each with a tight box from its own silhouette and its class (0–9). Returns (image (1, H, W), target)
     with target ``{"boxes": (N, 4) float xyxy pixels, "labels": (N,) int64}`` as torchvision's detectors
     take; ``collate_fn`` batches them."""
@@ -209,6 +221,11 @@ class ClutteredFashionDetection(ClutteredFashionScenes):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         canvas, _, items = self.render_items(index)
         return to_tensor(canvas), detection_target([label for label, _ in items], [box for _, box in items])
+
+
+def _scene_options(o) -> dict:
+    """The scene data sets' keyword arguments from a run's :class:`DataOptions`."""
+    return dict(canvas=o.canvas, items=o.scene_items, items_max=o.scene_items_max, seed=o.seed, limit=o.limit)
 
 
 register_dataset(
@@ -230,7 +247,7 @@ register_dataset(
 register_dataset(
     DataSet(
         "cluttered-fashion-scenes",
-        lambda s, o: ClutteredFashionScenes(s, o.data_dir, canvas=o.canvas, seed=o.seed, limit=o.limit),
+        lambda s, o: ClutteredFashionScenes(s, o.data_dir, **_scene_options(o)),
         task=ClutteredFashionScenes.task,
         classes=FASHION_CLASSES,
     )
@@ -238,7 +255,7 @@ register_dataset(
 register_dataset(
     DataSet(
         "cluttered-fashion-boxes",
-        lambda s, o: ClutteredFashionDetection(s, o.data_dir, canvas=o.canvas, seed=o.seed, limit=o.limit),
+        lambda s, o: ClutteredFashionDetection(s, o.data_dir, **_scene_options(o)),
         task=ClutteredFashionDetection.task,
         classes=FASHION_CLASSES,
     )

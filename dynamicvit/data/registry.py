@@ -33,6 +33,8 @@ class DataOptions:
     distractors: int = 4
     distractors_max: int | None = None
     item_scale: float = 1.0
+    scene_items: int = 3
+    scene_items_max: int | None = None
     aa: str | None = None  # image data's training augmentation (dynamicvit.data.transforms)
     reprob: float = 0.0
     color_jitter: float = 0.4

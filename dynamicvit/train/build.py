@@ -57,6 +57,8 @@ def build_run_dataset(cfg: TrainConfig, split: str) -> Dataset:
         distractors=cfg.distractors,
         distractors_max=cfg.distractors_max,
         item_scale=cfg.item_scale,
+        scene_items=cfg.scene_items,
+        scene_items_max=cfg.scene_items_max,
         aa=cfg.aa,
         reprob=cfg.reprob,
         color_jitter=cfg.color_jitter,

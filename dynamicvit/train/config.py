@@ -83,6 +83,10 @@ class TrainConfig:
     item_scale: float = _opt(
         1.0, "cluttered-fashion-mnist: each item resized by a factor in [1/this, this] (log-uniform; size varies)"
     )
+    scene_items: int = _opt(3, "cluttered-fashion-scenes/-boxes: items per scene")
+    scene_items_max: int | None = _opt(
+        None, "cluttered-fashion-scenes/-boxes: a random count in [--scene-items, this] per scene (content varies)"
+    )
     img_size: int | None = _opt(None, "input resolution (default: the model's)")
     aa: str | None = _opt(
         None, "image data (imagefolder, wds, hfds): timm auto-augment policy, e.g. rand-m9-mstd0.5-inc1 (RandAugment)"
@@ -155,7 +159,11 @@ class TrainConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
-MAX_WORKERS, MAX_SIDE = 256, 8192  # bounds that also keep a foreign checkpoint's config from exhausting a machine
+MAX_WORKERS, MAX_SIDE, MAX_SCENE_ITEMS = (
+    256,
+    8192,
+    64,
+)  # bounds that also keep a foreign checkpoint's config from exhausting a machine
 # timm.create_model arguments that load files, reach the network or change what is built beyond the
 # architecture: refused in a config read from a checkpoint
 _UNSAFE_MODEL_KWARGS = frozenset(
@@ -187,6 +195,8 @@ _RULES = (
     ("distractors", lambda v: v >= 0, "0 or more"),
     ("distractors_max", lambda v: v >= 0, "0 or more"),
     ("item_scale", lambda v: 1 <= v <= 4, "in [1, 4]"),
+    ("scene_items", lambda v: 1 <= v <= MAX_SCENE_ITEMS, f"1 to {MAX_SCENE_ITEMS}"),
+    ("scene_items_max", lambda v: 1 <= v <= MAX_SCENE_ITEMS, f"1 to {MAX_SCENE_ITEMS}"),
     ("img_size", lambda v: 1 <= v <= MAX_SIDE, f"1 to {MAX_SIDE} pixels"),
     ("train_limit", lambda v: v >= 1, "a positive number of images"),
     ("val_limit", lambda v: v >= 1, "a positive number of images"),
@@ -235,6 +245,10 @@ def validate(cfg: TrainConfig, training: bool = True) -> TrainConfig:
     if cfg.distractors_max is not None and cfg.distractors_max < cfg.distractors:
         raise ValueError(
             f"--distractors-max must be at least --distractors ({cfg.distractors}), got {cfg.distractors_max}"
+        )
+    if cfg.scene_items_max is not None and cfg.scene_items_max < cfg.scene_items:
+        raise ValueError(
+            f"--scene-items-max must be at least --scene-items ({cfg.scene_items}), got {cfg.scene_items_max}"
         )
     if round(28 * cfg.item_scale) > cfg.canvas:
         raise ValueError(f"--item-scale {cfg.item_scale} makes items up to {round(28 * cfg.item_scale)} pixels: "

@@ -107,6 +107,34 @@ def test_cluttered_scenes_label_each_pixel_by_its_item(fake_fashion):
     assert set(labels.flatten().tolist()) <= set(range(11))
 
 
+def test_scenes_with_a_varying_number_of_items(fake_fashion):
+    """--scene-items 1 --scene-items-max 6: each scene's own count in [1, 6], every count occurs, the labels
+    hold no more items than the count says, and a fixed count's scenes are those without a maximum."""
+    from dynamicvit.data import build_dataset
+
+    data = build_dataset("cluttered-fashion-scenes", "train", fake_fashion, canvas=64, scene_items=1,
+                         scene_items_max=6, limit=200)  # fmt: skip
+    counts = [data.item_count(i) for i in range(200)]
+    assert set(counts) == set(range(1, 7))
+    for i in range(12):
+        _, _, items = data.render_items(i)
+        assert len(items) <= counts[i]
+    one = next(i for i, c in enumerate(counts) if c == 1)
+    assert len(set(data[one][1].flatten().tolist()) - {0}) == 1  # one item: one class besides background
+    plain = build_dataset("cluttered-fashion-scenes", "train", fake_fashion, canvas=64, scene_items=3, limit=4)
+    same = build_dataset("cluttered-fashion-scenes", "train", fake_fashion, canvas=64, scene_items=3,
+                         scene_items_max=3, limit=4)  # fmt: skip
+    assert all(torch.equal(plain[i][1], same[i][1]) for i in range(4))
+    with pytest.raises(ValueError, match="items_max"):
+        build_dataset("cluttered-fashion-scenes", "train", fake_fashion, scene_items=4, scene_items_max=2, limit=4)
+    from dynamicvit.train.config import TrainConfig, validate
+
+    with pytest.raises(ValueError, match="--scene-items-max must be at least --scene-items"):
+        validate(TrainConfig(scene_items=3, scene_items_max=2))
+    with pytest.raises(ValueError, match="--scene-items must be 1 to 64"):
+        validate(TrainConfig(scene_items=0))
+
+
 def test_data_sets_register_once_and_name_their_classes():
     from dynamicvit.data import DATASETS, FASHION_CLASSES, class_names, register_dataset
 
