@@ -92,8 +92,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     common = dict(
         model="dvit_tiny_fmnist",
-        data="cluttered-fashion-mnist",
-        **DATA[args.data],
+        **{"data": "cluttered-fashion-mnist", **DATA[args.data]},
         data_dir=args.data_dir,
         batch_size=128,
         train_limit=args.train_limit,
