@@ -24,13 +24,14 @@ from torchvision.models.detection import FCOS
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops import FeaturePyramidNetwork
 
-from dynamicvit.core.flops import count_flops
+from dynamicvit.core.flops import count_flops, counts_per_image
 from dynamicvit.core.interfaces import find_reducer
 from dynamicvit.core.losses import keep_ratio_loss
 from dynamicvit.core.tokens import SparseOutput, check_image_batch, in_channels, nchw_maps
 from dynamicvit.data.targets import collate_detection
 from dynamicvit.models.registry import keeps_maps
 from dynamicvit.tasks.base import Task
+from dynamicvit.tasks.logits import token_report
 from dynamicvit.tasks.registry import register_task
 
 __all__ = [
@@ -234,10 +235,23 @@ def _xywh(boxes: torch.Tensor) -> list[list[float]]:
     return torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
 
 
+def _detect(model: Detector, x: torch.Tensor, counts: list[tuple[int, ...]] | None) -> list[dict]:
+    """One batch's detections, appending each image's kept tokens per stage to ``counts`` (per-image keep
+    modes) unless it is ``None``."""
+    if counts is None:
+        return model(x)
+    result = model(x, return_decisions=True)
+    counts.extend(counts_per_image(result.decisions))
+    return result.logits
+
+
 @torch.inference_mode()
-def evaluate_detection(model: Detector, dataset, batch_size: int = 64, workers: int = 0) -> dict:
+def evaluate_detection(
+    model: Detector, dataset, batch_size: int = 64, workers: int = 0, counts: list[tuple[int, ...]] | None = None
+) -> dict:
     """COCO mAP and AP50 (%) of ``model`` on ``dataset`` (pycocotools), seconds and img/s of the whole
-    detector and of its backbone alone, images."""
+    detector and of its backbone alone, images; ``counts`` (a list), when given, collects each image's kept
+    tokens per stage."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -247,7 +261,7 @@ def evaluate_detection(model: Detector, dataset, batch_size: int = 64, workers: 
     for x, targets in loader:
         x = x.to(device)
         start = time.perf_counter()
-        out = model(x)
+        out = _detect(model, x, counts)
         seconds += time.perf_counter() - start
         start = time.perf_counter()
         model.backbone(x)
@@ -310,17 +324,17 @@ class DetectTask(Task):
         )
 
     def evaluate(self, model, dataset, cfg, batch_size, decisions_fn, reference) -> dict:
-        """mAP/AP50 (pycocotools), img/s of the detector and of its backbone, GMACs of both, kept locations."""
+        """mAP/AP50 (pycocotools), img/s of the detector and of its backbone, GMACs of both, kept locations
+        (per image in a per-image keep mode, the GMACs then the mean over the images)."""
         if decisions_fn is not None:
             raise ValueError("forced token selection (e.g. random tokens) is evaluated on classifiers and segmenters")
         size = tuple(dataset[0][0].shape[-2:])
-        out = evaluate_detection(model, dataset, batch_size=batch_size, workers=cfg.workers if cfg else 0)
-        out["gmacs"] = count_flops(model, img_size=size).gmacs
-        out["backbone_gmacs"] = count_flops(model.backbone, img_size=size).gmacs
         reducer = find_reducer(model)
-        if reducer is not None:
-            out["kept_tokens"] = reducer.token_counts(reducer.last_tokens)
-        return out
+        counts = [] if reducer is not None and reducer.per_image else None
+        out = evaluate_detection(model, dataset, batch_size, cfg.workers if cfg else 0, counts)
+        out["backbone_gmacs"] = count_flops(model.backbone, img_size=size).gmacs
+        out["gmacs"] = count_flops(model, img_size=size).gmacs
+        return out | token_report(model, reducer, counts, out["gmacs"])
 
 
 register_task(DetectTask())

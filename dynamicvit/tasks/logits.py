@@ -16,7 +16,7 @@ from dynamicvit.core.flops import count_flops, counts_per_image, per_image_gmacs
 from dynamicvit.core.interfaces import TokenReducer, find_reducer
 from dynamicvit.methods.registry import method_of
 
-__all__ = ["BatchHook", "DecisionsFn", "evaluate_logits"]
+__all__ = ["BatchHook", "DecisionsFn", "evaluate_logits", "token_report"]
 
 DecisionsFn = Callable[[int, int, list[int]], list[torch.Tensor]]
 BatchHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
@@ -73,7 +73,7 @@ def evaluate_logits(
         "img_per_s": len(dataset) / compute if compute else math.nan,
         "images": len(dataset),
     }
-    return out | _token_report(model, reducer, counts if adaptive else None, out["gmacs"])
+    return out | token_report(model, reducer, counts if adaptive else None, out["gmacs"])
 
 
 def _check_forced(model: nn.Module, reducer: TokenReducer | None, decisions_fn: DecisionsFn | None) -> bool:
@@ -105,10 +105,12 @@ def _forward(
     return model(x)
 
 
-def _token_report(
+def token_report(
     model: nn.Module, reducer: TokenReducer | None, counts: list[tuple[int, ...]] | None, gmacs: float
 ) -> dict:
-    """Kept tokens per stage and the per-image report (adaptive: the mean GMACs over the images)."""
+    """Kept tokens per stage and the per-image report of a reduced ``model`` whose fixed-mode cost is
+    ``gmacs``; ``counts``, each image's kept tokens per stage in a per-image keep mode (``None`` in the fixed
+    mode), make ``gmacs`` the mean over the images. ``{}`` for a dense model."""
     if counts is not None:
         report = per_image_report(counts, per_image_gmacs(model, counts))
         kept = [round(d["mean"], 1) for d in report["tokens"].values()]

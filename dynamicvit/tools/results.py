@@ -255,22 +255,24 @@ def _tune(r: dict) -> str:
 
 BUDGET_MODES = ("fixed", "threshold", "learned")
 AS_TRAINED = "learned, as trained"
+METRIC_NAMES = {"top1": "top-1", "miou": "mIoU"}
 
 
 def _budgets(r: dict) -> str:
-    """``scripts/budget_curves.py``'s result: per keep rate, top-1 and mean MACs of the three keep modes at the
-    fixed mode's mean counts; the per-image modes' MACs spread and their test cost against the fixed mode's
-    (the calibration's carry-over); the learned students at their trained budgets against the fixed curve;
-    then whether the learned mode met its target at two of the budgets."""
-    rows = r["budgets"]
+    """``scripts/budget_curves.py``'s result: per keep rate, the score (top-1, or mIoU for segmentation) and
+    mean MACs of the three keep modes at the fixed mode's mean counts; the per-image modes' MACs spread and
+    their test cost against the fixed mode's (the calibration's carry-over); the learned students at their
+    trained budgets against the fixed curve; then whether the learned mode met its target at two budgets."""
+    rows, metric = r["budgets"], r.get("metric", "top1")
+    name = METRIC_NAMES[metric]
     lines = [
-        "| ρ | " + " | ".join(f"{m}: top-1, MMACs" for m in BUDGET_MODES) + " | learned − fixed |",
+        "| ρ | " + " | ".join(f"{m}: {name}, MMACs" for m in BUDGET_MODES) + " | learned − fixed |",
         "|---" * (len(BUDGET_MODES) + 2) + "|",
     ]
     wins = []
     for row in rows:
-        cells = [f"{row[m]['top1']:.2f}, {1e3 * row[m]['gmacs']:.2f}" for m in BUDGET_MODES]
-        gain = row["learned"]["top1"] - row["fixed"]["top1"]
+        cells = [f"{row[m][metric]:.2f}, {1e3 * row[m]['gmacs']:.2f}" for m in BUDGET_MODES]
+        gain = row["learned"][metric] - row["fixed"][metric]
         wins.append(gain >= 0.5 and abs(row["learned"]["gmacs"] / row["fixed"]["gmacs"] - 1) <= 0.01)
         lines.append(f"| {row['keep_rate']:g} | " + " | ".join(cells) + f" | {gain:+.2f} |")
     lines += ["", "| ρ | mode | MMACs per image p10 / p50 / p90 | test MACs vs fixed |", "|---|---|---|---|"]
@@ -281,20 +283,20 @@ def _budgets(r: dict) -> str:
             cost = 100 * (row[m]["gmacs"] / row["fixed"]["gmacs"] - 1)
             lines.append(f"| {row['keep_rate']:g} | {m} | {spread} | {cost:+.1f} % |")
     if all(AS_TRAINED in row for row in rows):
-        table, own_wins = _as_trained(rows)
+        table, own_wins = _as_trained(rows, metric)
         lines += table
         wins = [a or b for a, b in zip(wins, own_wins, strict=True)]
     d, won = r["dense"], sum(wins)
     target = (
-        "Target – the learned mode at least 0.5 points above the fixed mode at equal mean MACs (±1 %), or at the "
-        "fixed mode's top-1 with at least 15 % fewer mean MACs, at two of the budgets – "
+        f"Target – the learned mode at least 0.5 points of {name} above the fixed mode at equal mean MACs (±1 %), "
+        f"or at the fixed mode's {name} with at least 15 % fewer mean MACs, at two of the budgets – "
         f"**{'met' if won >= 2 else 'not met'}** ({won} of {len(rows)})."
     )
     if len(rows) == 1:  # one budget: the check that the learned rule costs nothing where images are alike
-        gap = rows[0]["learned"]["top1"] - rows[0]["fixed"]["top1"]
+        gap = rows[0]["learned"][metric] - rows[0]["fixed"][metric]
         verdict = "met" if gap >= -0.3 else "not met"
         target = f"Target – the learned mode within 0.3 points of the fixed mode – **{verdict}**."
-    dense = f"Dense teacher: {d['top1']:.2f} % top-1, {1e3 * d['gmacs']:.2f} MMACs; {r['test_images']} test images."
+    dense = f"Dense teacher: {d[metric]:.2f} % {name}, {1e3 * d['gmacs']:.2f} MMACs; {r['test_images']} test images."
     lines += ["", f"{dense} {target}"]
     return "\n".join(lines)
 
@@ -307,32 +309,34 @@ def _interpolate(points: list[tuple[float, float]], at: float) -> float | None:
     return None
 
 
-def _as_trained(rows: list[dict]) -> tuple[list[str], list[bool]]:
+def _as_trained(rows: list[dict], metric: str = "top1") -> tuple[list[str], list[bool]]:
     """The learned students at the mean cost training left them, against the fixed students' curve (linear
-    between the measured budgets): its top-1 at the same MACs and the MACs it needs for the same top-1. Returns
-    the table and, per row, whether the student is 0.5 points above the curve or 15 % cheaper than it."""
-    curve = sorted((row["fixed"]["gmacs"], row["fixed"]["top1"]) for row in rows)
+    between the measured budgets): their score (``metric``) at the same MACs and the MACs it needs for the same
+    score. Returns the table and, per row, whether the student is 0.5 points above the curve or 15 % cheaper."""
+    name = METRIC_NAMES[metric]
+    curve = sorted((row["fixed"]["gmacs"], row["fixed"][metric]) for row in rows)
     lines = [
         "",
-        "| ρ | learned, as trained: top-1, MMACs | fixed curve's top-1 at these MACs "
-        "| fixed curve's MMACs for this top-1 |",
+        f"| ρ | learned, as trained: {name}, MMACs | fixed curve's {name} at these MACs "
+        f"| fixed curve's MMACs for this {name} |",
         "|---|---|---|---|",
     ]
     wins = []
     for row in rows:
         own = row[AS_TRAINED]
         same_macs = _interpolate(curve, own["gmacs"])
-        same_top1 = _interpolate(sorted((t, g) for g, t in curve), own["top1"])
-        at_macs, for_top1 = "outside the curve", "outside the curve"
+        same_score = _interpolate(sorted((t, g) for g, t in curve), own[metric])
+        at_macs, for_score = "outside the curve", "outside the curve"
         if same_macs is not None:
-            at_macs = f"{same_macs:.2f} ({own['top1'] - same_macs:+.2f})"
-        if same_top1 is not None:
-            for_top1 = f"{1e3 * same_top1:.2f} ({100 * (own['gmacs'] / same_top1 - 1):+.1f} %)"
+            at_macs = f"{same_macs:.2f} ({own[metric] - same_macs:+.2f})"
+        if same_score is not None:
+            for_score = f"{1e3 * same_score:.2f} ({100 * (own['gmacs'] / same_score - 1):+.1f} %)"
         wins.append(
-            (same_macs is not None and own["top1"] - same_macs >= 0.5)
-            or (same_top1 is not None and own["gmacs"] <= 0.85 * same_top1)
+            (same_macs is not None and own[metric] - same_macs >= 0.5)
+            or (same_score is not None and own["gmacs"] <= 0.85 * same_score)
         )
-        lines.append(f"| {row['keep_rate']:g} | {own['top1']:.2f}, {1e3 * own['gmacs']:.2f} | {at_macs} | {for_top1} |")
+        cells = f"{own[metric]:.2f}, {1e3 * own['gmacs']:.2f} | {at_macs} | {for_score}"
+        lines.append(f"| {row['keep_rate']:g} | {cells} |")
     return lines, wins
 
 
@@ -341,6 +345,7 @@ _RENDERERS: dict[str, Callable[[dict], str]] = {
     "compare": _compare,
     "budgets-scale": _budgets,
     "budgets-clutter": _budgets,
+    "budgets-scenes": _budgets,
     "tune": _tune,
 }
 # one file per row (or per run), in a folder of the table's name

@@ -125,6 +125,34 @@ def test_sparse_detector_same_kept_set_same_features_in_train_and_eval(name):
         assert det["boxes"].shape[1] == 4 and (det["boxes"] >= 0).all() and (det["boxes"] <= 64).all()
 
 
+def test_detector_in_the_adaptive_mode_is_batch_invariant_and_costs_per_image(fake_fashion):
+    """A calibrated detector keeps each image's own slow-path locations: an image's boxes do not depend on
+    its batch, and evaluation reports mAP with each image's kept tokens and MACs (their mean as its GMACs)."""
+    from dynamicvit.data import build_dataset
+    from dynamicvit.train.evaluate import evaluate
+
+    torch.manual_seed(0)
+    model = tiny_detector().eval()
+    dynamicvit.sparsify(model.backbone, keep_rate=0.7)
+    with torch.no_grad():
+        for p in dynamicvit.find_reducer(model).score_predictor.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    dynamicvit.calibrate(model, torch.randn(16, 1, 64, 64))
+    data = build_dataset("cluttered-fashion-boxes", "test", fake_fashion, canvas=64, limit=12, scene_items=1,
+                         scene_items_max=6)  # fmt: skip
+    x = torch.stack([data[i][0] for i in range(4)])
+    with torch.no_grad():
+        together = model(x, return_decisions=True)
+        alone = [model(x[i : i + 1])[0] for i in range(4)]
+    assert len({len(d) for d in together.decisions[-1]}) > 1  # the images keep different counts
+    for a, b in zip(together.logits, alone, strict=True):
+        assert torch.allclose(a["boxes"], b["boxes"], atol=1e-4) and torch.equal(a["labels"], b["labels"])
+    r = evaluate(model, data)
+    assert r["per_image"]["images"] == 12 and 0 <= r["map"] <= 100
+    assert r["gmacs"] == pytest.approx(r["per_image"]["gmacs"]["mean"])
+    assert r["per_image"]["gmacs"]["p90"] > r["per_image"]["gmacs"]["p10"]
+
+
 def test_detection_distillation_terms():
     dense = tiny_detector()
     student = copy.deepcopy(dense)

@@ -163,3 +163,15 @@ def _budgets_table(folder, result: dict) -> str:
     result = {**result, "provenance": json.loads(RESULTS_DIR.joinpath("demo.json").read_text())["provenance"]}
     (folder / "budgets-scale.json").write_text(json.dumps(result))
     return render("budgets-scale", folder)
+
+
+def test_the_budget_table_of_a_segmentation_curve_reads_miou(tmp_path):
+    """A result whose ``metric`` is mIoU is judged and labelled by mIoU, not by its pixel accuracy."""
+    rows = [_budget_row(r, (40.0, g), (41.0, g), (40.0, g)) for r, g in ((0.5, 0.02), (0.7, 0.03), (0.85, 0.04))]
+    for row in rows:
+        for mode in ("fixed", "threshold", "learned", "learned, as trained"):
+            row[mode] = {**row[mode], "miou": row[mode]["top1"] - 20, "top1": 90.0}
+    result = {"metric": "miou", "budgets": rows, "dense": {"top1": 95.0, "miou": 30.0, "gmacs": 0.05}, "test_images": 9}
+    table = _budgets_table(tmp_path, result)
+    assert "fixed: mIoU, MMACs" in table and "| 0.5 | 20.00, 20.00 |" in table and "+1.00 |" in table
+    assert "30.00 % mIoU" in table and "**met** (3 of 3)" in table
