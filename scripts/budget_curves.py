@@ -8,11 +8,13 @@ FPN on the pruned ViT's restored tokens, mIoU) of 64×64 scenes with 1 to 6 item
 --scene-items-max 6``), whose items cover from about 12 to 36 of the 64 tokens. For each keep rate two
 students are fine-tuned from the teacher with the demo's recipe (one epoch, backbone frozen): *fixed* (the
 paper's keep-ratio term on each image) and *learned* (``--keep-mode learned``, the term on the batch
-average). Four models are evaluated on the test images: the fixed student as trained, the same student
+average). Five models are evaluated on the test images: the fixed student as trained, the same student
 with thresholds calibrated to its mean counts (*threshold*), the learned student with budget offsets
-calibrated to the same counts (*learned*), and the learned student with the budgets it was trained to
-(*learned, as trained*: its mean cost is where training left it, compared with the fixed students' curve);
-calibration uses held-out training canvases, never the test split.
+calibrated to the same counts (*learned*), the learned student with the budgets it was trained to
+(*learned, as trained*: its mean cost is where training left it, compared with the fixed students' curve),
+and the learned student at the fixed mode's counts (*learned, fixed counts*: what its training gives
+without per-image budgets, so *learned* minus it is what the budgets themselves add); calibration uses
+held-out training canvases, never the test split.
 
 Writes ``docs/results/budgets-DATA.json`` (figures and provenance) and ``docs/results/budgets-DATA.png``
 (top-1, or mIoU, against mean GMACs; each mode's per-image GMACs spread). About 25 minutes per data set on
@@ -52,7 +54,7 @@ DATA = {
     ),
 }
 METRICS = {"classify": "top1", "segment": "miou"}  # the score each task's curve plots
-MODES = ("fixed", "threshold", "learned", "learned, as trained")
+MODES = ("fixed", "threshold", "learned", "learned, as trained", "learned, fixed counts")
 
 
 def train(cfg: TrainConfig) -> torch.nn.Module:
@@ -63,10 +65,8 @@ def train(cfg: TrainConfig) -> torch.nn.Module:
     return trainer.model.eval()
 
 
-def per_image_spread(model: torch.nn.Module, dataset, gmacs: float, batch_size: int = 256) -> list[float]:
-    """Each test image's GMACs in the model's keep mode (``gmacs`` for every image in the fixed mode)."""
-    if not find_reducer(model).per_image:
-        return [gmacs] * len(dataset)
+def per_image_spread(model: torch.nn.Module, dataset, batch_size: int = 256) -> list[float]:
+    """Each test image's GMACs in the model's per-image keep mode."""
     counts = []
     with torch.inference_mode():
         for start in range(0, len(dataset), batch_size):
@@ -128,12 +128,15 @@ def main() -> None:
         targets = [c / reducer.num_patches for c in reducer.keep_counts()]
         row = {"keep_rate": rate, "targets": targets}
         trained = copy.deepcopy(learned)  # its budgets as trained: the mean the keep-ratio term reached
+        ranking = copy.deepcopy(learned)  # its ranking at the fixed mode's counts: what the budgets themselves add
+        find_reducer(ranking).keep_mode = "fixed"
         row["threshold_calibration"] = calibrate(threshold, held_out, targets)
         row["learned_calibration"] = calibrate(learned, held_out, targets)
-        for mode, model in zip(MODES, (fixed, threshold, learned, trained), strict=True):
+        for mode, model in zip(MODES, (fixed, threshold, learned, trained, ranking), strict=True):
             r = evaluate(model, test_set)
             row[mode] = {k: r[k] for k in ("top1", "miou", "gmacs", "kept_tokens", "per_image") if k in r}
-            spreads[(rate, mode)] = per_image_spread(model, test_set, r["gmacs"])
+            if find_reducer(model).per_image:
+                spreads[(rate, mode)] = per_image_spread(model, test_set)
         budgets.append(row)
         print(f"rho {rate}: " + "  ".join(f"{m} {row[m][metric]:.2f}% {row[m]['gmacs']:.4f} G" for m in MODES))
     command = " ".join(["python", "scripts/budget_curves.py", *sys.argv[1:]])
@@ -158,8 +161,14 @@ def plot(result: dict, spreads: dict, path: Path) -> None:
     """Top-1 (or mIoU) against mean GMACs per mode (left) and each mode's per-image GMACs at every budget (right)."""
     metric = result["metric"]
     fig, (curve, spread) = plt.subplots(1, 2, figsize=(10, 3.8))
-    styles = {"fixed": "s-", "threshold": "^--", "learned": "o-", "learned, as trained": "o:"}
-    for mode in MODES:
+    styles = {
+        "fixed": "s-",
+        "threshold": "^--",
+        "learned": "o-",
+        "learned, as trained": "o:",
+        "learned, fixed counts": "d-.",
+    }
+    for mode in [m for m in MODES if m in result["budgets"][0]]:
         rows = result["budgets"]
         curve.plot([r[mode]["gmacs"] for r in rows], [r[mode][metric] for r in rows], styles[mode], label=mode)
     curve.axhline(result["dense"][metric], color="grey", lw=0.8, ls=":", label="dense teacher")
