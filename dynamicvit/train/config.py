@@ -339,16 +339,18 @@ RESUMABLE_CHANGES = frozenset(
 
 def check_resumable(state: dict, cfg: TrainConfig, path) -> None:
     """Raise unless ``state`` is a training checkpoint whose saved config matches ``cfg`` (fields left
-    ``None`` in ``cfg`` take the saved value, as they would from the family defaults)."""
+    ``None`` in ``cfg`` take the saved value, as they would from the family defaults; fields the saved
+    config lacks, added to :class:`TrainConfig` after it was written, count as their defaults)."""
     keys = set(state) if isinstance(state, dict) else set()
     missing = {"model", "optimizer", "scheduler", "epoch", "rng", "config"} - keys
     if missing:
         raise CheckpointError(f"--resume: {path} is not a training checkpoint (no {sorted(missing)})")
-    now, saved = asdict(cfg), state["config"]
+    # a field the checkpoint lacks is newer than it: the run behaved as the field's default says
+    now, saved = asdict(cfg), {**asdict(TrainConfig()), **state["config"]}
     changed = [
-        f"{k} {saved.get(k)!r} -> {v!r}"
+        f"{k} {saved[k]!r} -> {v!r}"
         for k, v in now.items()
-        if k not in RESUMABLE_CHANGES and v != saved.get(k) and not (v is None and k in FAMILY_DEFAULTED)
+        if k not in RESUMABLE_CHANGES and v != saved[k] and not (v is None and k in FAMILY_DEFAULTED)
     ]
     if changed:
         raise ValueError(

@@ -249,6 +249,19 @@ def test_resume_refuses_another_configuration_and_a_finished_run(tmp_path, fake_
         Trainer(tiny_cfg(tmp_path, fake_fashion, dense=True, epochs=1, resume=True))
 
 
+def test_a_run_saved_before_a_config_field_existed_resumes(tmp_path, fake_fashion):
+    """A checkpoint whose config lacks a field added later resumes when the field keeps its default (the
+    run behaved as the default says) and is refused, naming the field, when it does not."""
+    Trainer(tiny_cfg(tmp_path, fake_fashion, dense=True, epochs=1)).fit()
+    path = tmp_path / "run" / "last.pth"
+    state = torch.load(path, weights_only=False)
+    del state["config"]["scene_items"], state["config"]["scene_items_max"]
+    torch.save(state, path)
+    assert Trainer(tiny_cfg(tmp_path, fake_fashion, dense=True, epochs=1, resume=True), reuse_finished=True).epoch == 1
+    with pytest.raises(ValueError, match=r"scene_items 3 -> 5"):
+        Trainer(tiny_cfg(tmp_path, fake_fashion, dense=True, epochs=2, resume=True, scene_items=5))
+
+
 def test_more_epochs_on_resume_replan_the_schedule(tmp_path, fake_fashion):
     kw = dict(dense=True, warmup_epochs=0.5, min_lr=1e-5)
     Trainer(tiny_cfg(tmp_path, fake_fashion, "short", epochs=1, **kw)).fit()
