@@ -177,4 +177,6 @@ def test_the_budget_table_of_a_segmentation_curve_reads_miou(tmp_path):
     assert "30.00 % mIoU" in table and "**met** (3 of 3)" in table
     for row in rows:  # the same student at the fixed counts: 0.25 below its per-image budgets
         row["learned, fixed counts"] = {"top1": 90.0, "miou": row["learned"]["miou"] - 0.25, "gmacs": 0.02}
-    assert "| 0.5 | 20.75, 20.00 | +0.75 | +0.25 |" in _budgets_table(tmp_path, result)
+    table = _budgets_table(tmp_path, result)
+    assert "| 0.5 | 20.75, 20.00 | +0.75 | +0.25 |" in table
+    assert "**met** (3 of 3)" in table and "budgets' own share" in table and "**not met** (0 of 3)" in table
