@@ -34,7 +34,7 @@ def _batches(data: Dataset | torch.Tensor, batch_size: int) -> list[torch.Tensor
         if data.dim() != 4:
             raise ValueError(f"calibration images must be a batch (N, C, H, W), got {tuple(data.shape)}")
         return list(data.split(batch_size))
-    loader = DataLoader(data, batch_size=batch_size)
+    loader = DataLoader(data, batch_size=batch_size, collate_fn=getattr(data, "collate_fn", None))  # detection sets
     return [batch[0] if isinstance(batch, (list, tuple)) else batch for batch in loader]
 
 

@@ -137,9 +137,11 @@ def test_detector_in_the_adaptive_mode_is_batch_invariant_and_costs_per_image(fa
     with torch.no_grad():
         for p in dynamicvit.find_reducer(model).score_predictor.parameters():
             p.add_(0.5 * torch.randn_like(p))
-    dynamicvit.calibrate(model, torch.randn(16, 1, 64, 64))
     data = build_dataset("cluttered-fashion-boxes", "test", fake_fashion, canvas=64, limit=12, scene_items=1,
                          scene_items_max=6)  # fmt: skip
+    calibration = build_dataset("cluttered-fashion-boxes", "train", fake_fashion, canvas=64, limit=16, scene_items=1,
+                                scene_items_max=6)  # fmt: skip
+    assert dynamicvit.calibrate(model, calibration)["images"] == 16  # boxes of varying count per scene batch
     x = torch.stack([data[i][0] for i in range(4)])
     with torch.no_grad():
         together = model(x, return_decisions=True)
@@ -208,6 +210,13 @@ def test_train_and_eval_detect_dense_and_sparse(tmp_path, fake_fashion, capsys):
     assert main(["export", "--checkpoint", str(teacher), "--onnx", str(tmp_path / "d.onnx")]) == 2
     assert "export its backbone" in capsys.readouterr().err
     assert main(["eval", "--checkpoint", str(teacher), "--random"]) == 2
+    adaptive = tmp_path / "adaptive.pth"  # per-image slow-path locations, set on held-out scenes by the CLI
+    assert main(["calibrate", "--checkpoint", str(tmp_path / "sparse" / "last.pth"), "--out", str(adaptive)]) == 0
+    assert main(["eval", "--checkpoint", str(adaptive), "--json"]) == 0
+    out = capsys.readouterr().out
+    per_image = json.loads(out[out.index("{\n") :])["per_image"]
+    last = per_image["tokens"]["stage 3"]
+    assert per_image["images"] == sparse["images"] and last["p90"] > last["p10"]  # each scene its own count
 
 
 def test_detect_needs_a_hierarchical_backbone_and_box_data(tmp_path, fake_fashion):
