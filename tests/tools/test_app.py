@@ -97,8 +97,10 @@ def test_the_page_in_a_browser(tmp_path):
             wait.until(lambda _: action() or True)
 
         def set_keep_rate(value: str) -> None:
-            act(lambda: element("#keep-rate input[type=number]").send_keys(Keys.CONTROL, "a"))
-            act(lambda: element("#keep-rate input[type=number]").send_keys(value, Keys.ENTER))
+            # the whole value at once: typed key by key, its first digit ("0") is out of the slider's range
+            fill = "arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('input', {bubbles: true}));"
+            act(lambda: driver.execute_script(fill, element("#keep-rate input[type=number]"), value))
+            act(lambda: element("#keep-rate input[type=number]").send_keys(Keys.ENTER))
 
         def element(css: str):
             wait.until(lambda _: driver.find_elements(By.CSS_SELECTOR, css))
