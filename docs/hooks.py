@@ -2,7 +2,7 @@
 
 * ``<!-- cli -->`` becomes the ``--help`` of every command, from the argument parser itself;
 * ``<!-- results:NAME -->`` becomes the table of ``docs/results/NAME.json`` with its provenance line
-  (``dynamicvit.tools.results.render``), so a number typed by hand cannot appear.
+  (``dynamicvit.docsgen.tables.render``), so a number typed by hand cannot appear.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from dynamicvit.cli.reference import cli_reference
-from dynamicvit.tools.results import render
+from dynamicvit.docsgen.cli_reference import cli_reference
+from dynamicvit.docsgen.tables import render
 
 _RESULTS = re.compile(r"<!-- results:([\w-]+) -->")
 

@@ -8,8 +8,6 @@ from dynamicvit.core.predictor import TokenPredictor, keep_counts
 from dynamicvit.core.tokens import SparseOutput
 from dynamicvit.methods import METHODS, apply_method, method_of, set_budget
 from dynamicvit.models import FAMILIES, create_model, demo_vits, lvvit, sparsify  # noqa: F401  (register their models with timm)
-from dynamicvit.tools.export import export_onnx
-from dynamicvit.tools.tune import tune
 from dynamicvit.weights.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from dynamicvit.weights.zoo import ZOO, list_models
 
@@ -41,3 +39,14 @@ __all__ = [
     "tune",
 ]
 __version__ = "0.3.0"
+
+# loaded on first use, so ``import dynamicvit`` does not load the tools (and, through them, every task and data set)
+_LAZY = {"export_onnx": "dynamicvit.tools.export", "tune": "dynamicvit.tools.tune"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'dynamicvit' has no attribute {name!r}")

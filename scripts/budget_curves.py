@@ -36,14 +36,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from dynamicvit.builder import (
+    build_run_dataset,  # noqa: E402
+    evaluate,  # noqa: E402
+)
+from dynamicvit.config import TrainConfig  # noqa: E402
 from dynamicvit.core.calibrate import calibrate  # noqa: E402
 from dynamicvit.core.files import atomic_write_text  # noqa: E402
 from dynamicvit.core.flops import counts_per_image, per_image_gmacs  # noqa: E402
 from dynamicvit.core.interfaces import find_reducer  # noqa: E402
 from dynamicvit.tools.provenance import provenance  # noqa: E402
-from dynamicvit.train.build import build_run_dataset  # noqa: E402
-from dynamicvit.train.config import TrainConfig  # noqa: E402
-from dynamicvit.train.evaluate import evaluate  # noqa: E402
 from dynamicvit.train.trainer import Trainer  # noqa: E402
 
 DATA = {

@@ -28,11 +28,25 @@ BACKBONES = {
     "deit-distilled": (lambda: VisionTransformerDistilled(**VIT), 32),
     "lvvit": (lambda: timm.create_model("lvvit_s", **VIT), 32),
     "eva": (lambda: timm.create_model("eva02_tiny_patch14_224", img_size=28, depth=4, num_classes=10), 28),
-    "beit": (lambda: timm.create_model("beit_base_patch16_224", img_size=32, depth=4, embed_dim=32, num_heads=2,
-                                       num_classes=10), 32),  # fmt: skip
+    "beit": (
+        lambda: timm.create_model(
+            "beit_base_patch16_224", img_size=32, depth=4, embed_dim=32, num_heads=2, num_classes=10
+        ),
+        32,
+    ),  # fmt: skip
     "convnext": (lambda: ConvNeXt(depths=(1, 1, 4, 1), dims=(8, 16, 32, 48), num_classes=10), 64),
-    "swin": (lambda: SwinTransformer(num_classes=10, img_size=64, patch_size=4, window_size=4, embed_dim=16,
-                                     depths=(1, 1, 4, 1), num_heads=(1, 1, 2, 2)), 64),  # fmt: skip
+    "swin": (
+        lambda: SwinTransformer(
+            num_classes=10,
+            img_size=64,
+            patch_size=4,
+            window_size=4,
+            embed_dim=16,
+            depths=(1, 1, 4, 1),
+            num_heads=(1, 1, 2, 2),
+        ),
+        64,
+    ),  # fmt: skip
 }
 
 

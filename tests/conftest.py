@@ -13,8 +13,8 @@ from PIL import Image
 from timm.models.deit import VisionTransformerDistilled
 from timm.models.vision_transformer import VisionTransformer
 
+from dynamicvit.config import TrainConfig
 from dynamicvit.models.lvvit import LVViT
-from dynamicvit.train.config import TrainConfig
 
 TINY = dict(img_size=32, patch_size=4, embed_dim=32, depth=4, num_heads=2, num_classes=10)
 

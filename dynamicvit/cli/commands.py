@@ -10,8 +10,11 @@ import os
 import shlex
 from pathlib import Path
 
+from dynamicvit.cli.bench_command import cmd_bench
 from dynamicvit.cli.config_args import DATA_FIELDS, config_from_args
-from dynamicvit.core.files import atomic_write_text, check_writable
+from dynamicvit.cli.output import check_save, per_image_lines, save_result
+from dynamicvit.core.files import check_writable
+from dynamicvit.core.keep import KEEP_RULES
 from dynamicvit.methods.registry import METHODS
 from dynamicvit.weights.download import download
 from dynamicvit.weights.zoo import ZOO
@@ -36,9 +39,9 @@ __all__ = [
 def cmd_flops(args: argparse.Namespace) -> None:
     from dynamicvit.tools.flops_report import compare_flops
 
-    _check_save(args)
+    check_save(args)
     r = compare_flops(args.model, keep_rate=args.keep_rate, img_size=args.img_size, keep_mode=args.keep_mode)
-    _save(args, r)
+    save_result(args, r)
     if args.json:
         print(json.dumps(r, indent=2))
         return
@@ -51,119 +54,9 @@ def cmd_flops(args: argparse.Namespace) -> None:
         print(f"{part:<16}{'' if d is None else f'{d / 1e9:.3f}':>10}{sparse['parts'][part] / 1e9:>10.3f}")
     print(f"{'total':<16}{dense['gmacs']:>10.3f}{sparse['gmacs']:>10.3f}   ratio {r['ratio']:.3f}")
     print("tokens kept: " + ", ".join(f"{k} {v}" for k, v in sparse["tokens"].items()))
-    if args.keep_mode == "adaptive":
-        print("adaptive, calibrated to the fixed budget on 32 random images (untrained predictors):")
-        print(_per_image_lines(r["per_image"]))
-
-
-def _check_save(args: argparse.Namespace) -> None:
-    """Before any work: ``--save FILE`` must be writable."""
-    if args.save:
-        check_writable(args.save, "--save")
-
-
-def _save(args: argparse.Namespace, result: dict) -> None:
-    """With ``--save FILE``: write ``result`` and its provenance there as JSON (atomically)."""
-    from dynamicvit.tools.provenance import provenance
-
-    if args.save:
-        command = shlex.join(["dynamicvit", *args.argv])
-        atomic_write_text(args.save, json.dumps({**result, "provenance": provenance(command)}, indent=2))
-
-
-def cmd_bench(args: argparse.Namespace) -> None:
-    _check_save(args)
-    bench = _bench_training if args.training else _bench_checkpoints if args.checkpoints else _bench_models
-    _save(args, {"runs": bench(args)})
-
-
-def _bench_training(args: argparse.Namespace) -> list[dict]:
-    from dynamicvit.tools.bench import benchmark_training
-
-    runs = [
-        benchmark_training(m, args.keep_rate or 0.7, b, args.warmup, args.repeats, args.device, **_size(args.img_size))
-        for m in args.models
-        for b in args.batch_sizes
-    ]
-    if _printed_json(args, runs):
-        return runs
-    for r in runs:
-        print(f"{r['model']} training step, batch {r['batch_size']}, median of {r['repeats']} interleaved runs")
-        for name, secs in r["seconds"].items():
-            print(
-                f"  {name:<30} {secs:7.3f} s  {r['time_vs_dense'][name]:5.2f}x   "
-                f"{r['peak_mb'][name]:8.1f} MB  {r['memory_vs_dense'][name]:5.2f}x"
-            )
-    return runs
-
-
-def _bench_checkpoints(args: argparse.Namespace) -> list[dict]:
-    from dynamicvit.tools.bench import benchmark_checkpoints
-
-    r = benchmark_checkpoints(*args.checkpoints, args.batch_sizes[0], args.warmup, args.repeats, args.device)
-    if _printed_json(args, [r]):
-        return [r]
-    print(f"batch {r['batch_size']}, {r['img_size'][0]}x{r['img_size'][1]}, median of {r['repeats']} interleaved runs")
-    for name, ips in r["img_per_s"].items():
-        ratio = ips / r["img_per_s"]["dense backbone" if "backbone" in name else "dense"]
-        print(f"  {name:<16} {ips:9.1f} img/s  {ratio:5.2f}x  {r['gmacs'][name]:.5f} GMACs")
-    return [r]
-
-
-def _bench_models(args: argparse.Namespace) -> list[dict]:
-    from dynamicvit.tools.bench import benchmark
-
-    keys = ("keep_rate", "img_size", "warmup", "repeats", "compile", "onnx", "device")
-    options = {k: getattr(args, k) for k in keys}
-    results = [
-        benchmark(model, batch_size=batch, keep_mode=args.keep_mode, **options)
-        for model in args.models
-        for batch in args.batch_sizes
-    ]
-    if _printed_json(args, results):
-        return results
-    for r in results:
-        print(
-            f"{r['model']} keep rate {r['keep_rate']}, batch {r['batch_size']}, {r['device']} "
-            f"({r['threads']} threads), median of {r['repeats']} interleaved runs"
-        )
-        print(f"  {'variant':<17}{'img/s':>9}{'× dense':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'peak MB':>9}")
-        for name, v in r["variants"].items():
-            lat, peak = v["latency_ms"], v["peak_mb"]
-            print(
-                f"  {name:<17}{v['img_per_s']:>9.1f}{v['speedup']:>9.2f}{lat['p50']:>9.1f}{lat['p90']:>9.1f}"
-                f"{lat['p99']:>9.1f}{'–' if peak is None else f'{peak:.1f}':>9}"
-            )
-        notes = _bench_notes(r)
-        if notes:
-            print(notes)
-    return results
-
-
-def _bench_notes(r: dict) -> str:
-    """The noise warning, the adaptive mode's and the slicing limit's lines of one benchmark result."""
-    noisy = [name for name, v in r["variants"].items() if v.get("noisy")]
-    lines = (
-        [
-            f"  warning: p90 above 1.5x p50 for {', '.join(noisy)}: the timings are noise-bound (another process "
-            "competed for the cores); rerun with more --repeats on an idle machine"
-        ]
-        if noisy
-        else []
-    )
-    if r["adaptive_fraction_of_fixed"] is not None:
-        padded = r["padded_fraction_of_fixed"]
-        lines.append(
-            f"  adaptive (calibrated to the fixed counts, packed): {r['adaptive_fraction_of_fixed']:.3f} of fixed"
-            + ("" if padded is None else f"; padded instead of packed: {padded:.3f}")
-        )
-        lines.append(_per_image_lines(r["per_image"]))
-    if r["fraction_of_limit"] is not None:
-        lines.append(
-            f"  limit = same token counts sliced, no predictor; sparse: {r['fraction_of_limit']:.3f} of it, "
-            f"limit+predictors (scores computed, tokens sliced): {r['predictors_fraction_of_limit']:.3f}"
-        )
-    return "\n".join(lines)
+    if KEEP_RULES[args.keep_mode].per_image:
+        print(f"{args.keep_mode}, calibrated to the fixed budget on 32 random images (untrained predictors):")
+        print(per_image_lines(r["per_image"]))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -171,8 +64,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     cfg = config_from_args(args)
     if args.dry_run:
+        from dynamicvit.config import config_yaml
         from dynamicvit.train.build import resolve_config
-        from dynamicvit.train.config import config_yaml
 
         print(config_yaml(resolve_config(cfg)), end="")
         return
@@ -196,21 +89,10 @@ def cmd_compare(args: argparse.Namespace) -> None:
     print((Path(args.out_dir) / "compare.md").read_text())
 
 
-def _printed_json(args: argparse.Namespace, results: list[dict]) -> bool:
-    """With ``--json``: print the result (a list when there are several) and say so."""
-    if args.json:
-        print(json.dumps(results if len(results) > 1 else results[0], indent=2))
-    return args.json
-
-
-def _size(img_size: int | None) -> dict:
-    return {} if img_size is None else {"img_size": img_size}
-
-
 def cmd_tune(args: argparse.Namespace) -> None:
     from dynamicvit.tools.tune import tune
 
-    _check_save(args)
+    check_save(args)
     r = tune(
         args.model,
         target_speedup=args.target_speedup,
@@ -221,7 +103,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
         warmup=args.warmup,
         repeats=args.repeats,
     )
-    _save(args, r)
+    save_result(args, r)
     if args.json:
         print(json.dumps(r, indent=2))
         return
@@ -239,8 +121,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    from dynamicvit.builder import evaluate_run, load_for_eval
     from dynamicvit.tools.viz import TASK_PICTURES
-    from dynamicvit.train.evaluate import evaluate_run, load_for_eval
 
     overrides = {
         k: getattr(args, k)
@@ -249,7 +131,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     }
     if args.picture:
         check_writable(args.picture, "--picture")
-    _check_save(args)
+    check_save(args)
     model, dataset, cfg = load_for_eval(args.checkpoint, ema=not args.no_ema, **overrides)
     draw = TASK_PICTURES.get(cfg.task)
     if args.picture and draw is None:
@@ -259,28 +141,19 @@ def cmd_eval(args: argparse.Namespace) -> None:
     r = evaluate_run(model, dataset, cfg, random_tokens=args.random)
     if args.picture:
         draw(model, dataset, args.picture)
-    _save(args, {"checkpoint": args.checkpoint, **r})
+    save_result(args, {"checkpoint": args.checkpoint, **r})
     if args.json:
         print(json.dumps(r, indent=2))
         return
     print("  ".join(f"{k} {v}" for k, v in r.items() if k != "per_image"))
     if "per_image" in r:
-        print(_per_image_lines(r["per_image"]))
-
-
-def _per_image_lines(report: dict) -> str:
-    """The per-image distribution of kept tokens and GMACs, one line each."""
-    lines = [f"per image ({report['images']} images): mean / p10 / p50 / p90"]
-    rows = {**{f"tokens {k}": v for k, v in report["tokens"].items()}, "GMACs": report["gmacs"]}
-    for name, d in rows.items():
-        lines.append(f"  {name:<16}{d['mean']:>9.3f}{d['p10']:>9.3f}{d['p50']:>9.3f}{d['p90']:>9.3f}")
-    return "\n".join(lines)
+        print(per_image_lines(r["per_image"]))
 
 
 def cmd_viz(args: argparse.Namespace) -> None:
+    from dynamicvit.builder import load_trained
     from dynamicvit.data.registry import class_names
     from dynamicvit.tools.viz import visualize_files
-    from dynamicvit.train.build import load_trained
 
     overrides = {
         k: getattr(args, k)
@@ -308,12 +181,12 @@ def cmd_export(args: argparse.Namespace) -> None:
     if args.pretrained and not args.checkpoint and args.model in ZOO:  # the release's file, not timm's dense one
         args.checkpoint = str(download(args.model))
     if args.checkpoint:
-        from dynamicvit.train.build import load_trained
+        from dynamicvit.builder import load_trained
 
         overrides = {k: getattr(args, k) for k in ("model", "model_kwargs", "img_size") if getattr(args, k) is not None}
         model, _ = load_trained(args.checkpoint, ema=not args.no_ema, **overrides)
     else:
-        from dynamicvit.train.build import build_untrained
+        from dynamicvit.builder import build_untrained
 
         model = build_untrained(
             args.model,
@@ -339,8 +212,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
+    from dynamicvit.builder import build_run_dataset, load_trained
     from dynamicvit.core.calibrate import MIN_CALIBRATION_IMAGES, calibrate
-    from dynamicvit.train.build import build_run_dataset, load_trained
     from dynamicvit.weights.checkpoint import read_checkpoint, save_checkpoint
 
     if args.images < MIN_CALIBRATION_IMAGES:

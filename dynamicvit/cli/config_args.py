@@ -1,4 +1,4 @@
-"""Command-line flags from :class:`~dynamicvit.train.config.TrainConfig`'s fields (one definition of each
+"""Command-line flags from :class:`~dynamicvit.config.TrainConfig`'s fields (one definition of each
 flag: its help, type and choices live on the field)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import dataclasses
 import json
 from collections.abc import Sequence
 
-from dynamicvit.train.config import TrainConfig, field_flags, field_kind, read_recipe
+from dynamicvit.config import TrainConfig, field_flags, field_kind, read_recipe
 
 __all__ = ["DATA_FIELDS", "add_config_args", "config_from_args"]
 

@@ -7,13 +7,11 @@ import argparse
 import json
 
 from dynamicvit.cli.config_args import DATA_FIELDS, add_config_args
-from dynamicvit.core.interfaces import KEEP_MODES
+from dynamicvit.core.keep import DEFAULT_KEEP_MODE, KEEP_RULES, untrained_rules
 from dynamicvit.methods.registry import METHODS
 
 __all__ = ["build_parser"]
 
-# the keep modes of commands that build untrained models (the learned mode's budgets need training)
-UNTRAINED_MODES = ("fixed", "adaptive")
 DESCRIPTION = "dynamicvit: dynamic spatial sparsification for timm vision models (also python -m dynamicvit)."
 
 
@@ -22,7 +20,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-rate", type=_rate, default=None, help="keep ratio rho in (0, 1] (default: zoo's, else 0.7)")
     p.add_argument("--img-size", type=_positive, default=None, help="input resolution (default: the model's)")
     p.add_argument(
-        "--keep-mode", choices=UNTRAINED_MODES, default="fixed", help="adaptive: per-image counts by threshold"
+        "--keep-mode", choices=untrained_rules(), default=DEFAULT_KEEP_MODE, help="per-image modes are calibrated"
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -150,7 +148,7 @@ def _viz(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--img-size", type=_positive, default=None, help="input resolution (ViT position embeddings resampled)"
     )
-    p.add_argument("--keep-mode", choices=KEEP_MODES, default=None, help="default: the checkpoint's (fixed)")
+    p.add_argument("--keep-mode", choices=KEEP_RULES, default=None, help="default: the checkpoint's")
     p.add_argument("--out", default="kept_tokens.png", help="PNG to write")
     p.add_argument("--no-ema", action="store_true", help="the raw weights even when the checkpoint has EMA ones")
 
@@ -229,7 +227,10 @@ def _bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save", metavar="FILE", default=None, help="also write the results with their provenance as JSON")
     p.add_argument("--onnx", action="store_true", help="also time the ONNX exports with onnxruntime")
     p.add_argument(
-        "--keep-mode", choices=UNTRAINED_MODES, default="fixed", help="adaptive: also time the adaptive mode"
+        "--keep-mode",
+        choices=untrained_rules(),
+        default=DEFAULT_KEEP_MODE,
+        help="a per-image mode: also time every per-image mode, calibrated to the fixed mode's counts",
     )
     p.add_argument(
         "--training",

@@ -12,7 +12,6 @@ hard ones more, at the same average cost.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -21,8 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from dynamicvit.core.flops import input_size
 from dynamicvit.core.interfaces import find_reducer
-from dynamicvit.core.learned_budget import learned_counts
-from dynamicvit.core.predictor import threshold_keep
+from dynamicvit.core.keep import calibrated_rule
 
 __all__ = ["MIN_CALIBRATION_IMAGES", "calibrate", "random_images"]
 
@@ -79,9 +77,8 @@ def calibrate(
     batches = _batches(data, batch_size)
     was_training = model.training
     model.eval()
-    learned = reducer.keep_mode == "learned"
-    reducer.keep_mode = "learned" if learned else "adaptive"
-    rule = _LearnedRule(reducer) if learned else _ThresholdRule(reducer)
+    reducer.keep_mode = calibrated_rule(reducer.keep_rule).name
+    rule = reducer.keep_rule.fitter(reducer)
     for stage in range(stages):  # a stage's choice depends on the earlier stages' settings only
         runs = list(_run(model, reducer, batches))
         if targets is None:  # the fixed mode's counts on this grid: the same average cost
@@ -100,57 +97,6 @@ def calibrate(
         "reached": [k / count for k in kept],
         "images": count,
     }
-
-
-class _ThresholdRule:
-    """The adaptive mode's calibration: each stage's threshold at the score that keeps the target count."""
-
-    def __init__(self, reducer) -> None:
-        self.reducer = reducer
-        reducer.thresholds = [0.5] * len(reducer.keep_targets())
-
-    def fit(self, stage: int, runs: list, total: int) -> None:
-        ranked = torch.cat([scores[stage][0].float() for _, _, scores, _ in runs]).sort(descending=True).values
-        k = min(max(total, 1), ranked.numel())
-        cut = float(ranked[k - 1]) if k == ranked.numel() else (float(ranked[k - 1]) + float(ranked[k])) / 2
-        thresholds = self.reducer.thresholds
-        thresholds[stage] = min(max(1 / (1 + math.exp(-min(max(cut, -30.0), 30.0))), 1e-6), 1 - 1e-6)
-        self.reducer.thresholds = thresholds
-
-    def kept(self, stage: int, images: int, scores: list, budgets: list) -> int:
-        score, seg = scores[stage]
-        return int(threshold_keep(score, seg, images, self.reducer.thresholds[stage]).sum())
-
-    def result(self) -> dict:
-        return {"thresholds": self.reducer.thresholds}
-
-
-class _LearnedRule:
-    """The learned mode's calibration: each stage's budget offset (a shift of every image's budget log-odds)
-    at which the images' counts add up to the target, found by bisection on the recorded log-odds."""
-
-    def __init__(self, reducer) -> None:
-        self.budgets = reducer.budget_predictor
-        for budget in self.budgets:
-            budget.offset.zero_()
-
-    def fit(self, stage: int, runs: list, total: int) -> None:
-        logits = torch.cat([budgets[stage][0] for *_, budgets in runs])
-        alive = torch.cat([budgets[stage][1] for *_, budgets in runs])
-        low, high = -40.0, 40.0
-        for _ in range(60):  # the kept total grows with the offset
-            mid = (low + high) / 2
-            low, high = (
-                (mid, high) if int(learned_counts(torch.sigmoid(logits + mid), alive).sum()) < total else (low, mid)
-            )
-        self.budgets[stage].offset.fill_(high)
-
-    def kept(self, stage: int, images: int, scores: list, budgets: list) -> int:
-        logits, alive = budgets[stage]
-        return int(learned_counts(torch.sigmoid(logits + self.budgets[stage].offset), alive).sum())
-
-    def result(self) -> dict:
-        return {"offsets": [float(b.offset) for b in self.budgets]}
 
 
 def random_images(model: nn.Module, count: int = 32, img_size: int | None = None) -> torch.Tensor:

@@ -17,9 +17,10 @@ from typing import ClassVar
 
 from torch import nn
 
-__all__ = ["FAMILY_DEFAULTED", "KEEP_MODES", "Family", "Method", "TokenReducer", "check_thresholds", "find_reducer"]
+from dynamicvit.core.keep import KEEP_RULES, MASK_RULES, KeepRule, MaskRule
 
-KEEP_MODES = ("fixed", "adaptive", "learned")  # see TokenReducer.keep_mode
+__all__ = ["FAMILY_DEFAULTED", "Family", "Method", "TokenReducer", "check_thresholds", "find_reducer"]
+
 FAMILY_DEFAULTED = ("ratio_weight", "backbone_lr_scale")  # recipe fields a config leaves None for its Family
 
 
@@ -32,37 +33,42 @@ class TokenReducer:
 
     method: ClassVar[str]  # registry name of the reducing method
     distills_tokens: ClassVar[bool] = False  # final features are tokens aligned with the dense model's
-    supports_adaptive: ClassVar[bool] = False  # has the per-image (threshold) keep mode
-    supports_learned: ClassVar[bool] = False  # has the learned per-image budget (add_budget_predictors)
+    supports_adaptive: ClassVar[bool] = False  # has the packed per-image eval forward (per-image keep rules)
+    supports_learned: ClassVar[bool] = False  # has budget predictors (add_budget_predictors)
     last_grid: tuple[int, int] = (0, 0)
-    _keep_mode: str = "fixed"
+    _keep_rule: KeepRule = next(iter(KEEP_RULES.values()))  # the first registered rule: the paper's fixed counts
+    _mask_rule: MaskRule = next(iter(MASK_RULES.values()))  # the first registered rule: the paper's Gumbel masks
     _thresholds: list[float] | None = None
 
     @property
     def keep_mode(self) -> str:
-        """``"fixed"``: every image keeps the schedule's count (the paper); ``"adaptive"``: at inference
-        each image keeps the tokens whose keep probability exceeds the stage's threshold (at least one);
-        ``"learned"``: a budget predictor per stage gives each image its count, in training and at inference
-        (:mod:`dynamicvit.core.learned_budget`; setting it adds the budget predictors once). Settable."""
-        return self._keep_mode
+        """The name of the keep rule of the eval forward (:data:`dynamicvit.core.keep.KEEP_RULES`): the fixed
+        schedule's count for every image (the paper), a threshold per stage, or learned per-image counts
+        (setting it adds the budget predictors once). Settable."""
+        return self._keep_rule.name
 
     @keep_mode.setter
     def keep_mode(self, mode: str) -> None:
-        if mode not in KEEP_MODES:
-            raise ValueError(f"keep_mode must be one of {', '.join(KEEP_MODES)}, got {mode!r}")
-        if mode != "fixed" and not getattr(self, f"supports_{mode}"):
-            owners = (
-                "DynamicViT on timm ViTs and ConvNeXt/Swin has" if mode == "adaptive" else "DynamicViT on timm ViTs has"
-            )
-            raise TypeError(f"{self.method} ({type(self).__name__}) has no {mode} keep mode; {owners}")
-        if mode == "learned":
-            self.add_budget_predictors()
-        self._keep_mode = mode
+        rule = KEEP_RULES.lookup(mode)
+        if not rule.supported_by(self):
+            raise TypeError(f"{self.method} ({type(self).__name__}) has no {mode} keep mode; {rule.owners}")
+        rule.prepare(self)
+        self._keep_rule = rule
+
+    @property
+    def keep_rule(self) -> KeepRule:
+        """The keep rule :attr:`keep_mode` names."""
+        return self._keep_rule
+
+    @property
+    def mask_rule(self) -> MaskRule:
+        """The training forward's mask rule (:data:`dynamicvit.core.keep.MASK_RULES`)."""
+        return self._mask_rule
 
     @property
     def per_image(self) -> bool:
-        """Whether the keep mode gives each image its own count (``"adaptive"`` or ``"learned"``)."""
-        return self._keep_mode != "fixed"
+        """Whether the keep rule gives each image its own count."""
+        return self._keep_rule.per_image
 
     def add_budget_predictors(self) -> None:
         """Add the learned mode's budget predictors (once); models with ``supports_learned`` implement it."""

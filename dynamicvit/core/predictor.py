@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -198,6 +199,7 @@ def decide(
     forced: torch.Tensor | None = None,
     num_tokens: int | None = None,
     budget: BudgetPredictor | None = None,
+    rule: Any = None,
 ) -> torch.Tensor:
     """One stage's decision over ``tokens`` (B, n, C), the alive tokens of a grid of ``num_tokens``.
 
@@ -208,8 +210,10 @@ def decide(
       ``previous`` (B, n) holds the alive tokens' grid indices (``None``: ``tokens`` is the whole grid);
       ``forced`` grid indices (B, k) are mapped to positions (and checked to be nested).
 
-    With a ``budget`` predictor (the learned keep mode) the train mask keeps each image's own count of its
-    best tokens (:func:`~dynamicvit.core.learned_budget.soft_topk_mask`) instead of a Gumbel choice per token.
+    The train mask is ``rule.mask(log_probs, alive)`` (a :class:`~dynamicvit.core.keep.MaskRule`; ``None``:
+    the paper's Gumbel rule). With a ``budget`` predictor (the learned keep mode) the train mask keeps each
+    image's own count of its best tokens (:func:`~dynamicvit.core.learned_budget.soft_topk_mask`) instead of
+    a Gumbel choice per token.
     """
     if training:
         alive = previous if previous is not None else tokens.new_ones(tokens.shape[:2], dtype=torch.float32)
@@ -219,7 +223,7 @@ def decide(
         if budget is not None:
             ratio = budget(image_means(tokens, alive))
             return soft_topk_mask(log_probs[..., 0] - log_probs[..., 1], alive, ratio).to(alive.dtype)
-        return gumbel_keep_mask(log_probs, alive)
+        return gumbel_keep_mask(log_probs, alive) if rule is None else rule.mask(log_probs, alive)
     if forced is not None:
         return forced_positions(previous, forced.to(tokens.device, torch.long), num_tokens or tokens.shape[1])
     return predictor.keep_score(tokens).topk(count, dim=1).indices

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from torch.utils.data import Dataset, IterableDataset
 
+from dynamicvit.core.registry import Registry
+
 __all__ = [
     "DATASETS",
     "DataOptions",
@@ -52,23 +54,17 @@ class DataSet:
     classes: tuple[str, ...] | None = None  # class names, when the set has fixed ones
 
 
-DATASETS: dict[str, DataSet] = {}
+DATASETS: Registry[DataSet] = Registry("data set")
 
 
 def register_dataset(dataset: DataSet) -> DataSet:
     """Add ``dataset`` to :data:`DATASETS` under its name."""
-    if dataset.name in DATASETS:
-        raise ValueError(f"a data set called {dataset.name!r} is already registered")
-    DATASETS[dataset.name] = dataset
-    return dataset
+    return DATASETS.register(dataset.name, dataset)
 
 
 def get_dataset(name: str) -> DataSet:
     """The registered data set called ``name``, or a one-line ``ValueError`` listing them."""
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}") from None
+    return DATASETS.lookup(name)
 
 
 def build_dataset(name: str, split: str, data_dir=None, **options) -> Dataset:

@@ -10,27 +10,23 @@ from typing import Any, TypeVar
 from torch import nn
 
 from dynamicvit.core.interfaces import Method, find_reducer
+from dynamicvit.core.registry import Registry
 
 __all__ = ["METHODS", "apply_method", "get_method", "method_of", "register_method"]
 
-METHODS: dict[str, type[Method]] = {}
+METHODS: Registry[type[Method]] = Registry("method")
 
 M = TypeVar("M", bound=type[Method])
 
 
 def register_method(method: M) -> M:
     """Class decorator: add ``method`` to :data:`METHODS` under its ``name``."""
-    if method.name in METHODS:
-        raise ValueError(f"a method called {method.name!r} is already registered")
-    METHODS[method.name] = method
-    return method
+    return METHODS.register(method.name, method)
 
 
 def get_method(name: str) -> type[Method]:
     """The registered method called ``name``, or a ``ValueError`` listing them."""
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
-    return METHODS[name]
+    return METHODS.lookup(name)
 
 
 def method_of(model: nn.Module) -> type[Method] | None:

@@ -1,13 +1,11 @@
 """The per-image keep modes of DynamicViT's eval forward: each image keeps the tokens its scores put above
-the stage's threshold (``"adaptive"``) or its own learned count of its best tokens (``"learned"``), and the
-batch runs packed (no padding computed, no image depends on another)."""
+the stage's threshold or its own learned count of its best tokens (the keep rule, :mod:`dynamicvit.core.keep`),
+and the batch runs packed (no padding computed, no image depends on another)."""
 
 from __future__ import annotations
 
 import torch
 
-from dynamicvit.core.learned_budget import learned_counts, packed_means, topk_keep_packed
-from dynamicvit.core.predictor import threshold_keep
 from dynamicvit.core.tokens import PackedTokens, forced_keep, iter_stages, packed_block, per_image, pools_patches
 
 __all__ = ["AdaptiveForwardMixin"]
@@ -66,12 +64,6 @@ class AdaptiveForwardMixin:
     def _image_keep(self, s: int, score, seg, tokens, num_images: int, budgets: list) -> torch.Tensor:
         """Stage ``s``'s (T,) bool keep mask of packed tokens of ``num_images`` images (``seg``: each token's
         image; ``tokens`` (T, C)):
-        the adaptive mode's threshold, or the learned mode's per-image count of the best-scored (appending
-        the stage's (budget log-odds, alive tokens) per image to ``budgets``)."""
-        if self.keep_mode != "learned":
-            return threshold_keep(score, seg, num_images, self.thresholds[s])
-        budget = self.budget_predictor[s]
-        logits = budget.logits(packed_means(tokens, seg, num_images))
-        alive = torch.bincount(seg, minlength=num_images)
-        budgets.append((logits, alive))
-        return topk_keep_packed(score, seg, learned_counts(torch.sigmoid(logits + budget.offset), alive))
+        as the keep rule decides (:meth:`dynamicvit.core.keep.KeepRule.image_keep`; the learned rule appends the
+        stage's (budget log-odds, alive tokens) per image to ``budgets``)."""
+        return self.keep_rule.image_keep(self, s, score, seg, tokens, num_images, budgets)

@@ -44,7 +44,7 @@ def sparsify(
     family = family_of(model)
     unknown = sorted(set(options) - set(family.options))
     if unknown:
-        takers = [f.name for f in FAMILIES if set(unknown) <= set(f.options)]
+        takers = [f.name for f in FAMILIES.values() if set(unknown) <= set(f.options)]
         where = f"{' and '.join(takers)} models only" if takers else "no model family"
         raise TypeError(f"options {unknown} apply to {where}")
     return family.sparsify(model, keep_rate=keep_rate, prune_layers=prune_layers, **options)

@@ -9,18 +9,16 @@ import timm
 from torch import nn
 
 from dynamicvit.core.interfaces import Family
+from dynamicvit.core.registry import Registry
 
 __all__ = ["FAMILIES", "build_timm_model", "family_of", "find_family", "keeps_maps", "register_family", "supported"]
 
-FAMILIES: list[Family] = []
+FAMILIES: Registry[Family] = Registry("model family")
 
 
 def register_family(family: Family) -> Family:
     """Add ``family`` to :data:`FAMILIES` (recognition tries families in registration order)."""
-    if any(f.name == family.name for f in FAMILIES):
-        raise ValueError(f"a model family called {family.name!r} is already registered")
-    FAMILIES.append(family)
-    return family
+    return FAMILIES.register(family.name, family)
 
 
 def supported() -> str:
@@ -29,12 +27,12 @@ def supported() -> str:
 
 
 def _listed() -> str:
-    return "; ".join(f.supported for f in FAMILIES)
+    return "; ".join(f.supported for f in FAMILIES.values())
 
 
 def find_family(model: nn.Module) -> Family | None:
     """The registered family of ``model`` (dense or sparsified), or ``None``."""
-    return next((family for family in FAMILIES if family.recognises(model)), None)
+    return next((family for family in FAMILIES.values() if family.recognises(model)), None)
 
 
 def family_of(model: nn.Module) -> Family:

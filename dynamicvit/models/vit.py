@@ -108,8 +108,8 @@ class DynamicViTMixin(AdaptiveForwardMixin, SharedPrefixMixin, TokenReductionMix
             self.budget_predictor = budgets.to(device=ref.device, dtype=ref.dtype)
 
     def budget_at(self, s: int) -> nn.Module | None:
-        """Stage ``s``'s budget predictor in the learned keep mode, else ``None``."""
-        return self.budget_predictor[s] if self.keep_mode == "learned" else None
+        """Stage ``s``'s budget predictor when the keep rule has one (the learned mode), else ``None``."""
+        return self.keep_rule.budget_at(self, s)
 
     def forward_blocks(self, x, decisions, grid):
         if self.training:
@@ -160,7 +160,16 @@ class DynamicViTMixin(AdaptiveForwardMixin, SharedPrefixMixin, TokenReductionMix
                 patches = patch_tokens(x, prefix)
                 if trace is not None:
                     trace.append((patches, mask))
-                mask = decide(self.score_predictor[s], patches, 0, True, mask, forced, budget=self.budget_at(s))
+                mask = decide(
+                    self.score_predictor[s],
+                    patches,
+                    0,
+                    True,
+                    mask,
+                    forced,
+                    budget=self.budget_at(s),
+                    rule=self.mask_rule,
+                )
                 masks.append(mask)
                 policy = torch.cat([mask.new_ones(mask.shape[0], prefix), mask], dim=1)
             x = self._block(blk, x, None, policy)

@@ -55,7 +55,7 @@ class Task:
         return {"targets": targets} if self.targets_in_forward else {}
 
     def evaluate(self, model: nn.Module, dataset, cfg, batch_size: int, decisions_fn, reference) -> dict:
-        """The task's metrics of ``model`` (eval mode) on ``dataset``; see :func:`dynamicvit.train.evaluate`."""
+        """The task's metrics of ``model`` (eval mode) on ``dataset`` (:func:`dynamicvit.tasks.evaluate.evaluate`)."""
         raise NotImplementedError
 
     def check_export(self, model: nn.Module) -> None:

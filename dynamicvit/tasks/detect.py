@@ -20,8 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
-from torchvision.models.detection import FCOS
-from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops import FeaturePyramidNetwork
 
 from dynamicvit.core.flops import count_flops, counts_per_image
@@ -78,6 +76,10 @@ class Detector(nn.Module):
     task_model = True  # methods reduce its backbone
 
     def __init__(self, body: nn.Module, num_classes: int, input_size: tuple[int, int, int], width: int = 64) -> None:
+        # torchvision's detection models load only when a detector is built: registering the task is free
+        from torchvision.models.detection import FCOS
+        from torchvision.models.detection.anchor_utils import AnchorGenerator
+
         super().__init__()
         chans, h, w = input_size
         strides = [int(r) for r in body.feature_info.reduction()]

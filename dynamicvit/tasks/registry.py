@@ -5,19 +5,19 @@ from __future__ import annotations
 
 from torch import nn
 
+from dynamicvit.core.registry import Registry
 from dynamicvit.tasks.base import Task
 
 __all__ = ["DEFAULT_TASK", "TASKS", "get_task", "register_task", "task_of"]
 
-TASKS: dict[str, Task] = {}
+TASKS: Registry[Task] = Registry("task")
 
 DEFAULT_TASK = "classify"  # the task of a model without a ``task`` attribute (a plain classifier)
 
 
 def register_task(task: Task) -> Task:
     """Add ``task`` to :data:`TASKS` under its name (the command line's ``--task`` choices read it)."""
-    TASKS[task.name] = task
-    return task
+    return TASKS.register(task.name, task)
 
 
 def get_task(name: str) -> Task:

@@ -19,14 +19,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dynamicvit.builder import load_trained
 from dynamicvit.core.calibrate import calibrate, random_images
 from dynamicvit.core.files import CheckpointError
 from dynamicvit.core.flops import count_flops, per_image_gmacs
+from dynamicvit.core.keep import DEFAULT_KEEP_MODE as FIXED
+from dynamicvit.core.keep import KEEP_RULES, untrained_rules
 from dynamicvit.data.registry import class_names
 from dynamicvit.models.factory import create_model
-from dynamicvit.tools.bench import time_callables
+from dynamicvit.tools.timing import time_callables
 from dynamicvit.tools.viz import visualize_files
-from dynamicvit.train.build import load_trained
 from dynamicvit.weights.download import cache_path
 from dynamicvit.weights.zoo import ZOO
 
@@ -74,12 +76,13 @@ def load_model(name: str, checkpoint: str = "") -> Loaded:
 def _set_budget(model: nn.Module, keep_rate: float, keep_mode: str) -> str:
     """Apply the page's budget; the adaptive mode needs thresholds, calibrated here on random images when
     the model has none for this keep rate (said in the returned note)."""
-    model.keep_mode = "fixed"
+    model.keep_mode = FIXED
     model.keep_rate = keep_rate
-    if keep_mode != "adaptive":
+    if not KEEP_RULES[keep_mode].per_image:
         return ""
-    calibrate(model, random_images(model))  # switches the model to the adaptive mode
-    return "adaptive thresholds calibrated to this keep rate on 32 random images"
+    model.keep_mode = keep_mode
+    calibrate(model, random_images(model))
+    return f"{keep_mode} keep mode calibrated to this keep rate on 32 random images"
 
 
 def _latency_ms(model: nn.Module, x: torch.Tensor) -> float:
@@ -95,7 +98,7 @@ def run_image(loaded: Loaded, image: str, keep_rate: float, keep_mode: str, out:
         loaded: the selected model.
         image: the uploaded file's path.
         keep_rate: the slider's keep rate.
-        keep_mode: ``"fixed"`` or ``"adaptive"``.
+        keep_mode: a keep rule that needs no training (:func:`dynamicvit.core.keep.untrained_rules`).
         out: where to write the picture (PNG).
 
     Returns:
@@ -109,9 +112,11 @@ def run_image(loaded: Loaded, image: str, keep_rate: float, keep_mode: str, out:
     latency = _latency_ms(model, x)
     # the adaptive mode's cost follows this image's own counts, which visualize_files reported
     gmacs = (
-        per_image_gmacs(model, [tuple(row["kept_tokens"])])[0] if keep_mode == "adaptive" else count_flops(model).gmacs
+        per_image_gmacs(model, [tuple(row["kept_tokens"])])[0]
+        if KEEP_RULES[keep_mode].per_image
+        else count_flops(model).gmacs
     )
-    model.keep_mode, model.keep_rate = "fixed", 1.0
+    model.keep_mode, model.keep_rate = FIXED, 1.0
     dense_latency = _latency_ms(model, x)
     return {**row, "gmacs": gmacs, "latency_ms": latency, "dense_latency_ms": dense_latency, "notes": notes}
 
@@ -191,7 +196,7 @@ def build_app(default_model: str = "deit_small_patch16_224", default_checkpoint:
             checkpoint = gr.Textbox(default_checkpoint, label="checkpoint file (optional)", elem_id="checkpoint")
         with gr.Row():
             keep_rate = gr.Slider(0.1, 1.0, value=0.7, step=0.05, label="keep rate", elem_id="keep-rate")
-            keep_mode = gr.Radio(["fixed", "adaptive"], value="fixed", label="budget", elem_id="keep-mode")
+            keep_mode = gr.Radio(list(untrained_rules()), value=FIXED, label="keep mode", elem_id="keep-mode")
         upload = gr.File(label="image", type="filepath", elem_id="upload")
         examples = _examples(folder)
         if examples:

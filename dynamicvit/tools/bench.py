@@ -10,40 +10,29 @@ token selection.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
-import random
 import statistics
 import tempfile
 import time
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
+from dynamicvit.builder import load_trained
 from dynamicvit.core.attention import fused_masked_attention
 from dynamicvit.core.calibrate import calibrate
 from dynamicvit.core.flops import count_flops, counts_per_image, input_size, per_image_gmacs, per_image_report
-from dynamicvit.core.interfaces import backbone_of
+from dynamicvit.core.interfaces import backbone_of, find_reducer
+from dynamicvit.core.keep import DEFAULT_KEEP_MODE, KEEP_RULES
 from dynamicvit.models.factory import create_pair
 from dynamicvit.models.vit import DynamicViTMixin
 from dynamicvit.tools.bench_forwards import limit_forward, padded_forward
-from dynamicvit.train.build import load_trained
+from dynamicvit.tools.timing import bench_device, device_name, peak_mb, peak_memory_mb, time_runs, timing_row
 
-__all__ = [
-    "bench_device",
-    "benchmark",
-    "device_name",
-    "peak_memory_mb",
-    "sliced_forward",
-    "time_callables",
-    "time_runs",
-]
+__all__ = ["benchmark", "benchmark_checkpoints", "benchmark_training", "sliced_forward"]
 
 
 def sliced_forward(model: nn.Module, score: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -52,139 +41,12 @@ def sliced_forward(model: nn.Module, score: bool = False) -> Callable[[torch.Ten
     return lambda x: limit_forward(model, x, score=score)
 
 
-def bench_device(device: str | None = None) -> torch.device:
-    """The device to time on: ``device``, else the GPU when there is one, else the CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        found = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"--device {device!r} is no torch device (cpu, cuda, cuda:1, ...)") from None
-    if found.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: torch sees no CUDA device here")
-    return found
-
-
-def device_name(device: torch.device) -> str:
-    """``cpu``, or the GPU's name (``NVIDIA H200``)."""
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-
-
-def time_runs(
-    fns: dict[str, Callable[[torch.Tensor], torch.Tensor]],
-    x: torch.Tensor,
-    warmup: int = 3,
-    repeats: int = 10,
-    grad: bool = False,
-) -> dict[str, list[float]]:
-    """Seconds of every call of each function, interleaved in a shuffled order per round so
-    that drift and cache effects of the previous call hit all alike; under ``inference_mode`` unless
-    ``grad`` (training steps)."""
-    with contextlib.nullcontext() if grad else torch.inference_mode():
-        return _time_runs(fns, x, warmup, repeats)
-
-
-def _time_runs(fns, x: torch.Tensor, warmup: int, repeats: int) -> dict[str, list[float]]:
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn(x)
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    order = random.Random(0)
-    names = list(fns)
-    for _ in range(repeats):
-        order.shuffle(names)
-        for name in names:
-            times[name].append(_seconds(fns[name], x))
-    return times
-
-
-def _seconds(fn: Callable[[torch.Tensor], object], x: torch.Tensor) -> float:
-    """Seconds of one call: on a GPU between CUDA events recorded on the current stream around the call
-    (the kernels' time, host launch overhead included), else the wall clock."""
-    if not x.is_cuda:
-        start = time.perf_counter()
-        fn(x)
-        return time.perf_counter() - start
-    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize(x.device)
-    begin.record()
-    fn(x)
-    end.record()
-    end.synchronize()
-    return begin.elapsed_time(end) / 1000.0
-
-
-def time_callables(
-    fns: dict[str, Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor, warmup: int = 3, repeats: int = 10
-) -> dict[str, float]:
-    """Median seconds per call of each function (see :func:`time_runs`)."""
-    return {name: statistics.median(t) for name, t in time_runs(fns, x, warmup, repeats).items()}
-
-
-class _LiveTensorBytes(TorchDispatchMode):
-    """Peak bytes of tensors created by ops and still alive, for CPU runs (no allocator stats there)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live = self.peak = 0
-        self._owned: set[int] = set()
-
-    def _free(self, ptr: int, nbytes: int) -> None:
-        self._owned.discard(ptr)
-        self.live -= nbytes
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in self._owned:
-                ptr, nbytes = t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()
-                self._owned.add(ptr)
-                self.live += nbytes
-                self.peak = max(self.peak, self.live)
-                weakref.finalize(t, self._free, ptr, nbytes)
-        return out
-
-
-@torch.inference_mode()
-def peak_memory_mb(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> float:
-    """Peak memory of one call in MB: the CUDA allocator's peak, or on CPU the peak of live tensors
-    the call created (activations; weights and the input are not counted)."""
-    return _peak_mb(fn, x)
-
-
-def _peak_mb(fn: Callable[[torch.Tensor], object], x: torch.Tensor) -> float:
-    if x.is_cuda:
-        torch.cuda.reset_peak_memory_stats(x.device)
-        base = torch.cuda.memory_allocated(x.device)
-        fn(x)
-        return (torch.cuda.max_memory_allocated(x.device) - base) / 2**20
-    with _LiveTensorBytes() as counter:
-        fn(x)
-    return counter.peak / 2**20
-
-
 def _onnx_runner(model: nn.Module, path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
     from dynamicvit.tools.export import export_onnx, onnx_session
 
     export_onnx(model, path, check=False)
     session = onnx_session(path)
     return lambda x: session.run(None, {"images": x.numpy()})[0]
-
-
-NOISE_LIMIT = 1.5  # p90 / p50 above which a row's timings are noise-bound
-
-
-def _row(times: list[float], batch: int, dense: list[float]) -> dict:
-    """img/s, speed-up over dense, latency percentiles and whether the timings were noisy (p90 over
-    :data:`NOISE_LIMIT` × p50: something else competed for the cores)."""
-    median = statistics.median(times)
-    q = statistics.quantiles(times, n=100, method="inclusive") if len(times) > 1 else [times[0]] * 99
-    return {
-        "img_per_s": batch / median,
-        "speedup": statistics.median(dense) / median,
-        "latency_ms": {"p50": 1e3 * median, "p90": 1e3 * q[89], "p99": 1e3 * q[98]},
-        "noisy": q[89] > NOISE_LIMIT * median,
-    }
 
 
 def benchmark(
@@ -196,7 +58,7 @@ def benchmark(
     repeats: int = 10,
     compile: bool | str = False,
     onnx: bool = False,
-    keep_mode: str = "fixed",
+    keep_mode: str = DEFAULT_KEEP_MODE,
     device: str | None = None,
     **timm_kwargs,
 ) -> dict:
@@ -206,11 +68,11 @@ def benchmark(
     ``onnx`` the ``torch.compile``d and onnxruntime versions of dense and sparse, all timed
     interleaved in one process. ``compile`` may name a ``torch.compile`` backend (default inductor).
 
-    ``keep_mode="adaptive"`` adds the adaptive mode calibrated to the fixed mode's average counts (on
-    64 other random images), run packed (``adaptive``) and padded (``adaptive padded``), and the
-    per-image distribution of its kept tokens on the timed batch; for a ViT also the learned mode
-    (``learned``: fresh budget predictors, their offsets calibrated the same way). ``device`` defaults to the GPU when
-    there is one (timed with CUDA events), else the CPU.
+    A per-image ``keep_mode`` adds every per-image keep rule the model supports, each calibrated to the fixed
+    mode's average counts (on 64 other random images) and run packed (under its name), ``keep_mode`` also
+    padded (``"<keep_mode> padded"``) on a ViT, and the per-image distribution of ``keep_mode``'s kept tokens
+    on the timed batch (a rule with modules to train, e.g. learned budgets, gets fresh ones). ``device``
+    defaults to the GPU when there is one (timed with CUDA events), else the CPU.
 
     Longer than 60 lines on purpose: every variant must be built before the one interleaved timing loop
     and read back after it, so building, timing and reporting share one scope.
@@ -232,19 +94,12 @@ def benchmark(
         fns["limit"] = sliced_forward(sparse)
         fns["limit+predictors"] = sliced_forward(sparse, score=True)
     per_image = None
-    if keep_mode == "adaptive":
-        adaptive = copy.deepcopy(sparse)
+    if KEEP_RULES.lookup(keep_mode).per_image:
         held_out = torch.randn(64, chans, h, w, generator=torch.Generator().manual_seed(1)).to(run_on)
-        calibrate(adaptive, held_out)
-        fns["adaptive"] = adaptive
-        if isinstance(adaptive, DynamicViTMixin):
-            fns["adaptive padded"] = functools.partial(padded_forward, adaptive)
-            fns["learned"] = learned = copy.deepcopy(sparse)
-            learned.keep_mode = "learned"  # fresh budget predictors, offsets calibrated to the same mean
-            calibrate(learned, held_out)
+        fns.update(_per_image_variants(sparse, keep_mode, held_out))
         with torch.inference_mode():
-            counts = counts_per_image(adaptive(x, return_decisions=True).decisions)
-        per_image = per_image_report(counts, per_image_gmacs(adaptive, counts, (h, w)))
+            counts = counts_per_image(fns[keep_mode](x, return_decisions=True).decisions)
+        per_image = per_image_report(counts, per_image_gmacs(fns[keep_mode], counts, (h, w)))
     peaks = {name: peak_memory_mb(fn, x) for name, fn in fns.items()}
     setup: dict[str, float] = {}
     if compile:
@@ -261,7 +116,7 @@ def benchmark(
                 fns[f"{name} onnx"] = _onnx_runner(fns[name], Path(tmp) / f"{name}.onnx")
     times = time_runs(fns, x, warmup, repeats)
     ips = {name: batch_size / statistics.median(t) for name, t in times.items()}
-    variants = {name: _row(t, batch_size, times["dense"]) for name, t in times.items()}
+    variants = {name: timing_row(t, batch_size, times["dense"]) for name, t in times.items()}
     for name, row in variants.items():
         row["peak_mb"] = peaks.get(name)
         if name in setup:
@@ -279,12 +134,32 @@ def benchmark(
         "limit_speedup": ips["limit"] / ips["dense"] if "limit" in ips else None,
         "fraction_of_limit": ips["sparse"] / ips["limit"] if "limit" in ips else None,
         "predictors_fraction_of_limit": ips["limit+predictors"] / ips["limit"] if "limit" in ips else None,
-        "adaptive_fraction_of_fixed": ips["adaptive"] / ips["sparse"] if "adaptive" in ips else None,
-        "padded_fraction_of_fixed": ips["adaptive padded"] / ips["sparse"] if "adaptive padded" in ips else None,
-        "learned_fraction_of_fixed": ips["learned"] / ips["sparse"] if "learned" in ips else None,
+        **{
+            f"{name}_fraction_of_fixed": ips[name] / ips["sparse"] if name in ips else None
+            for name, rule in KEEP_RULES.items()
+            if rule.per_image
+        },
+        "padded_fraction_of_fixed": ips[f"{keep_mode} padded"] / ips["sparse"]
+        if f"{keep_mode} padded" in ips
+        else None,
         "per_image": per_image,
         "variants": variants,
     }
+
+
+def _per_image_variants(sparse: nn.Module, keep_mode: str, held_out: torch.Tensor) -> dict:
+    """Copies of ``sparse`` in every per-image keep rule it supports (a rule with modules to train gets fresh
+    ones), each calibrated on ``held_out`` to the fixed mode's mean counts; for a ViT also ``keep_mode`` run
+    padded (``"<keep_mode> padded"``)."""
+    variants: dict = {}
+    for name, rule in KEEP_RULES.items():
+        if rule.per_image and rule.supported_by(find_reducer(sparse)):
+            variants[name] = copy.deepcopy(sparse)
+            variants[name].keep_mode = name
+            calibrate(variants[name], held_out)
+    if isinstance(sparse, DynamicViTMixin):
+        variants[f"{keep_mode} padded"] = functools.partial(padded_forward, variants[keep_mode])
+    return variants
 
 
 def benchmark_checkpoints(
@@ -403,7 +278,7 @@ def benchmark_training(
         fns["fine-tune, unfused attention"] = _unfused(step(unfused, distilled(unfused)))
     fns["calibrate"] = step(frozen, distilled(frozen))
     with torch.enable_grad():
-        peaks = {name: _peak_mb(fn, x) for name, fn in fns.items()}
+        peaks = {name: peak_mb(fn, x) for name, fn in fns.items()}
         times = {name: statistics.median(t) for name, t in time_runs(fns, x, warmup, repeats, grad=True).items()}
     return {
         "model": model,

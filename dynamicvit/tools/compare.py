@@ -20,16 +20,16 @@ from statistics import median
 import torch
 from torch import nn
 
+from dynamicvit.builder import build_dense_for_data, build_run_dataset
+from dynamicvit.config import TrainConfig, validate
 from dynamicvit.core.files import atomic_write_text, folder_lock
 from dynamicvit.core.flops import count_flops
 from dynamicvit.methods.budget import set_budget
 from dynamicvit.methods.registry import METHODS, apply_method, get_method
-from dynamicvit.tools.bench import time_callables
+from dynamicvit.tasks.evaluate import evaluate
 from dynamicvit.tools.provenance import provenance
 from dynamicvit.tools.report import save_tradeoff_plots, write_comparison_markdown
-from dynamicvit.train.build import build_dense_for_data, build_run_dataset
-from dynamicvit.train.config import TrainConfig, validate
-from dynamicvit.train.evaluate import evaluate
+from dynamicvit.tools.timing import time_callables
 from dynamicvit.train.run_folder import check_report_folder
 from dynamicvit.train.trainer import Trainer
 

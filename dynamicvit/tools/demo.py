@@ -18,19 +18,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dynamicvit.config import TrainConfig
 from dynamicvit.core.files import atomic_write_text, folder_lock
 from dynamicvit.core.flops import count_flops
 from dynamicvit.core.predictor import random_selector
 from dynamicvit.data.fashion import FASHION_CLASSES
 from dynamicvit.methods.budget import set_budget
 from dynamicvit.methods.registry import apply_method
-from dynamicvit.tools.bench import time_callables
+from dynamicvit.tasks.evaluate import evaluate
 from dynamicvit.tools.item_overlap import kept_item_overlap
 from dynamicvit.tools.provenance import provenance
 from dynamicvit.tools.report import save_curves, write_html, write_markdown
+from dynamicvit.tools.timing import time_callables
 from dynamicvit.tools.viz import save_kept_token_grid
-from dynamicvit.train.config import TrainConfig
-from dynamicvit.train.evaluate import evaluate
 from dynamicvit.train.run_folder import check_report_folder
 from dynamicvit.train.trainer import Trainer
 

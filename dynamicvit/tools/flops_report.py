@@ -6,25 +6,31 @@ import torch
 
 from dynamicvit.core.calibrate import calibrate, random_images
 from dynamicvit.core.flops import count_flops, counts_per_image, input_size, per_image_gmacs, per_image_report
+from dynamicvit.core.keep import DEFAULT_KEEP_MODE, KEEP_RULES
 from dynamicvit.models.factory import create_pair
 
 __all__ = ["compare_flops"]
 
 
 def compare_flops(
-    model: str, keep_rate: float | None = None, img_size: int | None = None, keep_mode: str = "fixed", **timm_kwargs
+    model: str,
+    keep_rate: float | None = None,
+    img_size: int | None = None,
+    keep_mode: str = DEFAULT_KEEP_MODE,
+    **timm_kwargs,
 ) -> dict:
     """Dense and sparse MAC reports for a timm or zoo model name, grouped by the same stages
     (``keep_rate`` default: the zoo model's, else 0.7).
 
-    ``keep_mode="adaptive"`` calibrates the thresholds to the fixed budget on 32 random images and adds
+    A per-image ``keep_mode`` (e.g. ``"adaptive"``) is calibrated to the fixed budget on 32 random images and adds
     the per-image distribution (``per_image``: tokens per stage and GMACs, mean and p10/p50/p90) on them;
     with untrained predictors it shows the mechanics, not a trained model's spread."""
     if img_size is not None:
         timm_kwargs["img_size"] = img_size
     dense, sparse = create_pair(model, keep_rate=keep_rate, **timm_kwargs)
     d, s = count_flops(dense, prune_layers=sparse.prune_layers), count_flops(sparse)
-    if keep_mode == "adaptive":
+    if KEEP_RULES.lookup(keep_mode).per_image:
+        sparse.keep_mode = keep_mode
         images = random_images(sparse, img_size=img_size)
         calibrate(sparse, images)
         with torch.inference_mode():

@@ -17,7 +17,7 @@ from torch import nn
 from dynamicvit.core.flops import count_flops, input_size
 from dynamicvit.core.predictor import check_keep_rate
 from dynamicvit.models.factory import create_pair
-from dynamicvit.tools.bench import time_runs
+from dynamicvit.tools.timing import time_runs
 
 __all__ = ["DEFAULT_RATES", "tune"]
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
+from dynamicvit.config import check_resumable
 from dynamicvit.core.files import atomic_save
-from dynamicvit.train.config import check_resumable
 from dynamicvit.train.distributed import gather_objects, rng_state, seed_all, set_rng_state
 from dynamicvit.weights.checkpoint import load_checkpoint, read_checkpoint, read_state_dict
 

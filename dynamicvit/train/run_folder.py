@@ -8,8 +8,8 @@ import json
 from collections.abc import Collection
 from pathlib import Path
 
+from dynamicvit.config import TrainConfig, check_resumable
 from dynamicvit.core.files import CheckpointError, remove_own_temporaries
-from dynamicvit.train.config import TrainConfig, check_resumable
 from dynamicvit.weights.checkpoint import read_checkpoint
 
 __all__ = ["RUN_FILES", "RunFolder", "check_report_folder"]

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from dynamicvit.cli import build_parser, config_from_args, main
-from dynamicvit.train.config import TrainConfig
+from dynamicvit.config import TrainConfig
 
 
 def test_flops_json(capsys):
@@ -165,7 +165,7 @@ def test_release_checkpoint_through_viz_eval_export(tmp_path, capsys):
     from PIL import Image
     from timm.data import ImageNetInfo
 
-    from dynamicvit.train.build import load_trained
+    from dynamicvit.builder import load_trained
 
     model, path = _release_deit_tiny(tmp_path)
     image = tmp_path / "photo.png"

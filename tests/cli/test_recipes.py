@@ -11,7 +11,7 @@ from conftest import make_hf, make_shards
 from test_bad_inputs import _snapshot
 
 from dynamicvit.cli import main
-from dynamicvit.train.config import TrainConfig, read_recipe
+from dynamicvit.config import TrainConfig, read_recipe
 
 RECIPE_DIR = Path(__file__).parents[2] / "recipes"
 RECIPES = sorted(RECIPE_DIR.glob("*.yaml"))

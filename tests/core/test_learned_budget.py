@@ -12,11 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dynamicvit
+from dynamicvit.builder import load_trained
 from dynamicvit.cli import main
+from dynamicvit.config import validate
 from dynamicvit.core.calibrate import calibrate
 from dynamicvit.core.learned_budget import learned_counts, soft_topk_mask, topk_keep_packed
-from dynamicvit.train.build import load_trained
-from dynamicvit.train.config import validate
 from dynamicvit.train.trainer import Trainer
 from dynamicvit.weights.checkpoint import save_checkpoint
 

@@ -185,8 +185,13 @@ class _FirstPatches(Method):
         return reduce_vit(model, _FirstPatchesMixin, keep_rate, prune_layers)
 
 
-def test_a_new_method_needs_its_classes_and_one_registry_line(monkeypatch, tmp_path):
-    monkeypatch.setitem(METHODS, "first", _FirstPatches)  # the registry line
+@pytest.fixture
+def first_patches():
+    yield METHODS.register("first", _FirstPatches)  # the registry line
+    METHODS.remove("first")
+
+
+def test_a_new_method_needs_its_classes_and_one_registry_line(first_patches, tmp_path):
     dense = tiny_vit().eval()
     model = apply_method(copy.deepcopy(dense), "first", keep_rate=0.5).eval()
     assert method_of(model) is _FirstPatches and method_of(dense) is None

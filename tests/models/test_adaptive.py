@@ -13,10 +13,10 @@ from dynamicvit.cli import main
 from dynamicvit.core.calibrate import calibrate
 from dynamicvit.core.flops import count_flops, per_image_gmacs
 from dynamicvit.core.losses import keep_ratio_loss
+from dynamicvit.tasks.evaluate import evaluate
 from dynamicvit.tools.bench_forwards import padded_forward
 from dynamicvit.tools.export import export_onnx
 from dynamicvit.tools.flops_report import compare_flops
-from dynamicvit.train.evaluate import evaluate
 from dynamicvit.weights.checkpoint import save_checkpoint
 
 CNX = dict(depths=(1, 1, 4, 1), dims=(8, 16, 32, 32), num_classes=5)
@@ -111,7 +111,7 @@ def test_modes_thresholds_and_bad_input():
         model.thresholds = [0.5, 1.0, 0.2]
     with pytest.raises(ValueError, match="expected 3 thresholds"):
         model.thresholds = [0.5]
-    with pytest.raises(ValueError, match="keep_mode must be one of fixed, adaptive, learned"):
+    with pytest.raises(ValueError, match="unknown keep rule .*; choose one of fixed, adaptive, learned"):
         model.keep_mode = "dynamic"
     evit = dynamicvit.apply_method(tiny_vit(), "evit", keep_rate=0.7)
     with pytest.raises(TypeError, match="no adaptive keep mode"):

@@ -9,10 +9,10 @@ from conftest import tiny_cfg
 from PIL import Image
 
 import dynamicvit
+from dynamicvit.builder import evaluate_checkpoint
 from dynamicvit.cli import main
 from dynamicvit.data import ClutteredFashionDetection, CocoDetection, collate_detection
 from dynamicvit.tasks.detect import LEVELS, DetectionDistillLoss, build_detector, coco_map
-from dynamicvit.train.evaluate import evaluate_checkpoint
 from dynamicvit.train.trainer import Trainer
 
 SMALL = {"dims": [8, 16, 32, 48], "depths": [1, 1, 4, 1]}
@@ -129,7 +129,7 @@ def test_detector_in_the_adaptive_mode_is_batch_invariant_and_costs_per_image(fa
     """A calibrated detector keeps each image's own slow-path locations: an image's boxes do not depend on
     its batch, and evaluation reports mAP with each image's kept tokens and MACs (their mean as its GMACs)."""
     from dynamicvit.data import build_dataset
-    from dynamicvit.train.evaluate import evaluate
+    from dynamicvit.tasks.evaluate import evaluate
 
     torch.manual_seed(0)
     model = tiny_detector().eval()

@@ -6,9 +6,9 @@ import torch
 from conftest import tiny_cfg
 
 import dynamicvit
+from dynamicvit.builder import evaluate_checkpoint
 from dynamicvit.cli import main
 from dynamicvit.tasks.segment import build_segmenter, confusion_matrix, miou
-from dynamicvit.train.evaluate import evaluate_checkpoint
 from dynamicvit.train.trainer import Trainer
 
 SMALL = {"dims": [8, 16, 32, 48], "depths": [1, 1, 4, 1]}
@@ -155,7 +155,7 @@ def test_segmenters_evaluate_per_image_budgets(backbone, fake_fashion):
     """A segmenter in a per-image keep mode (the ViT's learned budgets with restoration, ConvNeXt's
     thresholds) reports mIoU with each image's kept tokens and MACs."""
     from dynamicvit.data import build_dataset
-    from dynamicvit.train.evaluate import evaluate
+    from dynamicvit.tasks.evaluate import evaluate
 
     scenes = build_dataset("cluttered-fashion-scenes", "test", fake_fashion, canvas=32, limit=12)
     if backbone == "vit":

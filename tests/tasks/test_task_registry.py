@@ -7,10 +7,10 @@ from conftest import tiny_vit
 from torch.utils.data import TensorDataset
 
 from dynamicvit.cli import build_parser
+from dynamicvit.config import TrainConfig, validate
 from dynamicvit.tasks import TASKS, get_task, register_task, task_of
 from dynamicvit.tasks.classify import ClassifyTask
-from dynamicvit.train.config import TrainConfig, validate
-from dynamicvit.train.evaluate import evaluate
+from dynamicvit.tasks.evaluate import evaluate
 
 
 class CountTask(ClassifyTask):
@@ -27,7 +27,7 @@ class CountTask(ClassifyTask):
 def count_task():
     task = register_task(CountTask())
     yield task
-    del TASKS[task.name]
+    TASKS.remove(task.name)
 
 
 def test_registered_task_reaches_config_cli_and_evaluation(count_task):

@@ -6,7 +6,8 @@ from conftest import tiny_vit
 
 import dynamicvit
 from dynamicvit.cli import main
-from dynamicvit.tools.bench import benchmark, benchmark_training, peak_memory_mb, sliced_forward, time_callables
+from dynamicvit.tools.bench import benchmark, benchmark_training, sliced_forward
+from dynamicvit.tools.timing import peak_memory_mb, time_callables
 
 
 def test_sliced_limit_at_full_keep_equals_model():

@@ -40,7 +40,7 @@ def test_cli_tune(tmp_path, capsys):
     assert main([*argv, "--warmup", "0", "--target-ms", "1e9", "--rates", "0.7", "--save", str(saved)]) == 0
     r = json.loads(saved.read_text())
     assert r["keep_rate"] == 0.7 and r["provenance"]["command"].startswith("dynamicvit tune ")
-    from dynamicvit.tools.results import render
+    from dynamicvit.docsgen.tables import render
 
     assert "tune picks keep rate **0.7**" in render("tune", tmp_path)
     assert main([*argv, "--target-speedup", "-1"]) == 2

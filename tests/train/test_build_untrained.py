@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from dynamicvit.builder import build_untrained
 from dynamicvit.core.interfaces import find_reducer
 from dynamicvit.methods import method_of
-from dynamicvit.train.build import build_untrained
 
 TINY = "deit_tiny_patch16_224"
 

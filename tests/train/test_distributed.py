@@ -15,9 +15,9 @@ import torch
 import torch.distributed as dist
 from conftest import make_hf, make_shards, tiny_cfg
 
+from dynamicvit.tasks.evaluate import evaluate
 from dynamicvit.train import distributed
 from dynamicvit.train.distributed import combine_results, eval_shard
-from dynamicvit.train.evaluate import evaluate
 from dynamicvit.train.trainer import Trainer
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "dynamicvit"]

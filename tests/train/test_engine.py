@@ -8,9 +8,10 @@ import torch
 from conftest import TINY_KW, tiny_cfg
 
 import dynamicvit
+from dynamicvit.builder import evaluate_checkpoint
 from dynamicvit.cli import main
 from dynamicvit.methods import random_selector
-from dynamicvit.train.evaluate import evaluate, evaluate_checkpoint
+from dynamicvit.tasks.evaluate import evaluate
 from dynamicvit.train.trainer import Trainer, TrainingError
 from dynamicvit.weights.checkpoint import CheckpointError
 
@@ -389,7 +390,7 @@ def test_encoder_without_classifier_distils_its_embedding_and_is_scored_by_knn(
 
 
 def test_knn_top1_by_hand():
-    from dynamicvit.train.evaluate import knn_top1
+    from dynamicvit.tasks.classify import knn_top1
 
     ref = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]), dim=1)
     query = torch.nn.functional.normalize(torch.tensor([[1.0, 0.05], [0.1, 1.0]]), dim=1)

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 import dynamicvit
+from dynamicvit.builder import load_trained
 from dynamicvit.cli import main
-from dynamicvit.train.build import load_trained
 from dynamicvit.weights.checkpoint import CheckpointError, load_checkpoint
 from dynamicvit.weights.download import download, sha256
 from dynamicvit.weights.zoo import ZOO, list_models, release_keep_ratios

@@ -42,7 +42,6 @@ from dynamicvit.core.predictor import (
     check_keep_rate,
     decide,
     keep_count,
-    threshold_keep,
 )
 from dynamicvit.core.tokens import (
     PackedTokens,
@@ -247,7 +246,7 @@ class DynamicStageMixin(TokenReducer):
         h, w = kind.grid(x)
         kind.check_map(self.blocks, x)
         counts, forced = self.keep_counts(h * w), self.forced_decisions
-        adaptive = not self.training and self.keep_mode == "adaptive"
+        adaptive = not self.training and self.per_image
         rows, decisions, scores = None, [], []
         for s, blk in iter_stages(self.blocks, self.prune_layers):
             if s is not None:  # each predictor selects afresh from all locations
@@ -257,7 +256,13 @@ class DynamicStageMixin(TokenReducer):
                     scores.append(score)
                 else:
                     decision = decide(
-                        self.score_predictor[s], tokens, counts[s], self.training, None, forced_at(forced, s)
+                        self.score_predictor[s],
+                        tokens,
+                        counts[s],
+                        self.training,
+                        None,
+                        forced_at(forced, s),
+                        rule=self.mask_rule,
                     )
                 decisions.append(decision)
                 # once per decision, not once per block
@@ -278,7 +283,7 @@ class DynamicStageMixin(TokenReducer):
             packed = PackedTokens.pack(tokens, 0)
             keep = forced_keep(forced, packed, packed.patch_rows(), n)
         else:
-            keep = threshold_keep(score, seg, b, self.thresholds[stage])
+            keep = self.keep_rule.image_keep(self, stage, score, seg, tokens, b, [])
         grid = torch.arange(n, device=tokens.device).repeat(b)
         return per_image(grid[keep], seg[keep], b), (score, seg)
 
@@ -318,7 +323,7 @@ class DynamicHierarchicalMixin:
 
     @property
     def keep_mode(self) -> str:
-        """The sparsified stage's keep mode (``"fixed"`` or ``"adaptive"``, see :class:`TokenReducer`)."""
+        """The sparsified stage's keep mode (a keep rule with ``hierarchical`` support, see :class:`TokenReducer`)."""
         return self.dynamic_stage.keep_mode
 
     @keep_mode.setter

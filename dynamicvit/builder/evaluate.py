@@ -1,5 +1,5 @@
-"""Evaluation of any model (dense, reduced, segmenter) on a data set: top-1 or mIoU, GMACs, img/s,
-tokens kept; and the same for a training checkpoint rebuilt from its saved config."""
+"""Evaluating a run: the model of a training checkpoint rebuilt from its saved config, on the test set that
+config describes (an encoder scored by k-NN against the run's training images)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import os
 from torch import nn
 from torch.utils.data import Dataset
 
+from dynamicvit.builder.data import build_run_dataset
+from dynamicvit.builder.models import load_trained
+from dynamicvit.config import TrainConfig
 from dynamicvit.core.losses import is_encoder
 from dynamicvit.core.predictor import random_selector
-from dynamicvit.tasks.classify import embed, knn_top1
 from dynamicvit.tasks.evaluate import evaluate
-from dynamicvit.train.build import build_run_dataset, load_trained
-from dynamicvit.train.config import TrainConfig
 
-__all__ = ["embed", "evaluate", "evaluate_checkpoint", "evaluate_run", "knn_top1", "load_for_eval"]
+__all__ = ["evaluate_checkpoint", "evaluate_run", "load_for_eval"]
 
 
 def evaluate_checkpoint(path: str | os.PathLike, random_tokens: bool = False, ema: bool = True, **overrides) -> dict:
@@ -28,8 +28,9 @@ def evaluate_checkpoint(path: str | os.PathLike, random_tokens: bool = False, em
 
 
 def evaluate_run(model: nn.Module, dataset: Dataset, cfg: TrainConfig, random_tokens: bool = False) -> dict:
-    """:func:`evaluate` of a run's model on its test set (what :func:`load_for_eval` returns): an encoder is
-    scored by k-NN against the run's training images; ``random_tokens`` chooses the kept tokens at random."""
+    """:func:`~dynamicvit.tasks.evaluate.evaluate` of a run's model on its test set (what :func:`load_for_eval`
+    returns): an encoder is scored by k-NN against the run's training images; ``random_tokens`` chooses the
+    kept tokens at random."""
     reference = build_run_dataset(cfg, "train") if is_encoder(model) else None
     return evaluate(
         model, dataset, cfg, decisions_fn=random_selector(cfg.seed) if random_tokens else None, reference=reference
@@ -37,6 +38,6 @@ def evaluate_run(model: nn.Module, dataset: Dataset, cfg: TrainConfig, random_to
 
 
 def load_for_eval(path: str | os.PathLike, ema: bool = True, **overrides) -> tuple[nn.Module, Dataset, TrainConfig]:
-    """:func:`dynamicvit.train.build.load_trained` plus the test set its config describes."""
+    """:func:`~dynamicvit.builder.models.load_trained` plus the test set its config describes."""
     model, cfg = load_trained(path, ema=ema, **overrides)
     return model, build_run_dataset(cfg, "test"), cfg

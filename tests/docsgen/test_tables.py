@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import dynamicvit
-from dynamicvit.tools.results import render
+from dynamicvit.docsgen.tables import render
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS_DIR = ROOT / "docs" / "results"  # the source tree's (also in the sdist), not the installed package's

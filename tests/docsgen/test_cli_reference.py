@@ -3,7 +3,7 @@
 import argparse
 
 from dynamicvit.cli import build_parser
-from dynamicvit.cli.reference import cli_reference
+from dynamicvit.docsgen.cli_reference import cli_reference
 
 
 def test_every_command_and_flag_is_in_the_reference():

@@ -1,0 +1,144 @@
+"""The one place that makes a model for use: a run's dense model from its config, reduced by its method, and
+the eval-mode model of a training checkpoint or of a name with no checkpoint, in the keep mode asked for.
+Training, evaluation, benchmarks, export, the app and visualisation all build through it."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+
+from torch import nn
+
+from dynamicvit.config import TrainConfig, trusted_config, validate
+from dynamicvit.core.interfaces import backbone_of, find_reducer
+from dynamicvit.core.keep import KEEP_RULES
+from dynamicvit.core.losses import is_encoder
+from dynamicvit.methods.registry import apply_method, get_method
+from dynamicvit.models.registry import build_timm_model
+from dynamicvit.tasks.registry import get_task
+from dynamicvit.weights.checkpoint import (
+    infer_timm_kwargs,
+    is_added_key,
+    load_checkpoint,
+    read_checkpoint,
+    read_state_dict,
+)
+from dynamicvit.weights.zoo import ZOO, resolve
+
+__all__ = ["build_dense", "build_untrained", "load_trained", "reduce", "set_keep_mode", "trunk"]
+
+
+def build_dense(
+    cfg: TrainConfig,
+    num_classes: int | None,
+    in_chans: int,
+    input_size: tuple[int, int, int] | None = None,
+    pretrained: bool = False,
+) -> nn.Module:
+    """The run's dense model: a timm classifier, or for ``task="segment"`` / ``"detect"`` a segmenter /
+    FCOS detector on the timm backbone, taking ``input_size`` (C, H, W) images."""
+    kwargs = {"in_chans": in_chans, **cfg.model_kwargs}
+    if num_classes is not None and "num_classes" not in kwargs:  # None: the model's (pretrained) classes
+        kwargs["num_classes"] = num_classes  # --model-kwargs '{"num_classes": 0}' gives an encoder
+    if cfg.img_size is not None:
+        kwargs["img_size"] = cfg.img_size
+    make = functools.partial(build_timm_model, pretrained=pretrained)
+    return get_task(cfg.task).build_dense(make, cfg.model, num_classes, input_size, **kwargs)
+
+
+def reduce(model: nn.Module, cfg: TrainConfig, **options) -> nn.Module:
+    """The run's student: ``model`` reduced by ``cfg.method`` at ``cfg.keep_rate`` (or ToMe's r); a segmenter's
+    or detector's backbone is reduced in place."""
+    target = backbone_of(model)
+    reduced = apply_method(
+        target, cfg.method, keep_rate=cfg.keep_rate, prune_layers=cfg.prune_layers, r=cfg.tome_r, **options
+    )
+    if KEEP_RULES.lookup(cfg.keep_mode).needs_training:  # trained with its modules, not only run with them
+        set_keep_mode(reduced, cfg.keep_mode)
+    return model if target is not model else reduced
+
+
+def load_trained(source: str | os.PathLike | dict, ema: bool = True, **overrides) -> tuple[nn.Module, TrainConfig]:
+    """The eval-mode model of a training checkpoint (a file, or the object read from one), rebuilt from its
+    saved config (``overrides`` on top; classes and channels read off the weights), and that config.
+
+    One rule for every command: a checkpoint with EMA weights (``--ema-decay``) gives its EMA
+    weights – what training validated – unless ``ema=False`` asks for the raw ones. A file without a
+    saved config (e.g. the release's) is read with ``overrides["model"]``, a timm or zoo name."""
+    state = source if isinstance(source, dict) else read_checkpoint(source)
+    origin = "the checkpoint" if isinstance(source, dict) else source
+    saved = trusted_config(state.get("config") if isinstance(state, dict) else None, origin)
+    cfg, options = _resolved({**saved, **overrides}, overrides.get("keep_rate"))
+    use_ema = ema and isinstance(state, dict) and isinstance(state.get("ema"), dict)
+    weights = read_state_dict(state["ema"] if use_ema else state)
+    found = infer_timm_kwargs(weights)
+    chans, side = found["in_chans"], cfg.img_size or cfg.canvas
+    size = (chans, side, side) if get_task(cfg.task).fixed_input_size else None
+    model = build_dense(cfg, found["num_classes"], chans, size)
+    # a learned method's modules show in the weights; the others are known from the config alone
+    if any(is_added_key(k) for k in weights) or (not cfg.dense and not get_method(cfg.method).learned):
+        model = reduce(model, cfg, **options)
+    reducer = find_reducer(model)
+    if reducer is not None and any("budget_predictor" in k.split(".") for k in weights):
+        reducer.add_budget_predictors()  # trained in the learned mode; runs in any mode
+    load_checkpoint(model, trunk(model, weights))
+    set_keep_mode(model, cfg.keep_mode, cfg.thresholds)
+    return model.eval(), cfg
+
+
+def build_untrained(
+    name: str, method: str = "dynamicvit", keep_rate: float | None = None, img_size: int | None = None, **kwargs
+) -> nn.Module:
+    """The eval-mode model ``name`` (timm or zoo) reduced by ``method`` (``"dense"``: not reduced), built by the
+    same rules as :func:`load_trained` but from no checkpoint: a learned method's modules keep their fresh
+    initialisation.
+
+    Args:
+        name: a timm model or zoo name (a zoo name brings its backbone and keep rate).
+        method: a registered method, or ``"dense"``.
+        keep_rate: the keep rate (default: the zoo's, else the config's default).
+        img_size: input resolution (default: the model's).
+        **kwargs: ``pretrained`` (timm's dense weights) and other :class:`TrainConfig` fields.
+
+    Returns:
+        The model in eval mode.
+    """
+    pretrained = kwargs.pop("pretrained", False)
+    values = {"model": name, "img_size": img_size, "dense": method == "dense", **kwargs}
+    if method != "dense":
+        values["method"] = method
+    if keep_rate is not None:
+        values["keep_rate"] = keep_rate
+    cfg, options = _resolved(values, keep_rate)
+    model = build_dense(cfg, None, 3, pretrained=pretrained)
+    return (model if cfg.dense else reduce(model, cfg, **options)).eval()
+
+
+def _resolved(values: dict, keep_rate: float | None) -> tuple[TrainConfig, dict]:
+    """The validated config of ``values`` with a zoo name replaced by its backbone and (unless ``keep_rate``
+    is given) its keep rate, and the zoo entry's sparsify options."""
+    cfg, options = TrainConfig.from_dict(values), {}
+    if cfg.model in ZOO:  # a released model: its backbone and, unless overridden, its budget
+        arch, rate, options = resolve(cfg.model, keep_rate)
+        cfg = dataclasses.replace(cfg, model=arch, keep_rate=rate)
+    return validate(cfg, training=False), options
+
+
+def trunk(model: nn.Module, weights: dict) -> dict:
+    """``weights`` without the classifier when ``model`` is an encoder (``num_classes=0``): a classifier's
+    checkpoint gives an encoder its trunk."""
+    return {k: v for k, v in weights.items() if not k.startswith("head.")} if is_encoder(model) else weights
+
+
+def set_keep_mode(model: nn.Module, mode: str, thresholds=None) -> None:
+    """Put the reducing module of ``model`` in keep ``mode`` (with ``thresholds`` if given); a dense model
+    has nothing to set and only takes the fixed mode."""
+    reducer = find_reducer(model)
+    if reducer is None:
+        if KEEP_RULES.lookup(mode).per_image or thresholds is not None:
+            raise ValueError("a dense model keeps every token: --keep-mode and --thresholds apply to sparse models")
+        return
+    reducer.keep_mode = mode
+    if thresholds is not None:
+        reducer.thresholds = thresholds

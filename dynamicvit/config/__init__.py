@@ -1,0 +1,28 @@
+"""The run configuration (:class:`TrainConfig`, saved in every checkpoint) with its checks and YAML recipes:
+what training, evaluation and the model builder read."""
+
+from dynamicvit.config.checks import (
+    RESUMABLE_CHANGES,
+    check_resumable,
+    check_teacher,
+    trusted_config,
+    validate,
+    with_family_defaults,
+)
+from dynamicvit.config.fields import TrainConfig, field_flags, field_kind, flag
+from dynamicvit.config.recipes import config_yaml, read_recipe
+
+__all__ = [
+    "RESUMABLE_CHANGES",
+    "TrainConfig",
+    "check_resumable",
+    "check_teacher",
+    "config_yaml",
+    "field_flags",
+    "field_kind",
+    "flag",
+    "read_recipe",
+    "trusted_config",
+    "validate",
+    "with_family_defaults",
+]

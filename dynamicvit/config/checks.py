@@ -1,0 +1,219 @@
+"""Checks of a run configuration before any work: value ranges naming the flag, what a checkpoint's saved
+config may hold, the teacher a sparse run distils from, the family defaults, and what may change on resume."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import timm
+from torch import nn
+
+from dynamicvit.config.fields import TrainConfig, flag
+from dynamicvit.core.files import CheckpointError
+from dynamicvit.core.interfaces import FAMILY_DEFAULTED, backbone_of
+from dynamicvit.core.keep import KEEP_RULES
+from dynamicvit.data.registry import get_dataset
+from dynamicvit.data.transforms import check_auto_augment
+from dynamicvit.methods.registry import METHODS
+from dynamicvit.models.registry import family_of
+from dynamicvit.tasks.registry import get_task
+from dynamicvit.weights.zoo import ZOO
+
+__all__ = [
+    "RESUMABLE_CHANGES",
+    "check_resumable",
+    "check_teacher",
+    "trusted_config",
+    "validate",
+    "with_family_defaults",
+]
+
+
+MAX_WORKERS, MAX_SIDE, MAX_SCENE_ITEMS = (
+    256,
+    8192,
+    64,
+)  # bounds that also keep a foreign checkpoint's config from exhausting a machine
+# timm.create_model arguments that load files, reach the network or change what is built beyond the
+# architecture: refused in a config read from a checkpoint
+_UNSAFE_MODEL_KWARGS = frozenset(
+    {
+        "checkpoint_path",
+        "pretrained",
+        "pretrained_cfg",
+        "pretrained_cfg_overlay",
+        "pretrained_strict",
+        "cache_dir",
+        "features_only",
+        "scriptable",
+        "exportable",
+    }
+)
+
+# (field, test, what it must be): checked before any work, the error names the flag
+_RULES = (
+    ("epochs", lambda v: v >= 1, "at least 1"),
+    ("batch_size", lambda v: v >= 1, "at least 1"),
+    ("lr", lambda v: v > 0, "positive"),
+    ("min_lr", lambda v: v >= 0, "0 or more"),
+    ("warmup_epochs", lambda v: v >= 0, "0 or more"),
+    ("freeze_backbone_epochs", lambda v: v >= 0, "0 or more"),
+    ("weight_decay", lambda v: v >= 0, "0 or more"),
+    ("keep_rate", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("tome_r", lambda v: v >= 0, "0 or more"),
+    ("canvas", lambda v: 28 <= v <= MAX_SIDE, f"28 (a Fashion-MNIST item is 28x28) to {MAX_SIDE}"),
+    ("distractors", lambda v: v >= 0, "0 or more"),
+    ("distractors_max", lambda v: v >= 0, "0 or more"),
+    ("item_scale", lambda v: 1 <= v <= 4, "in [1, 4]"),
+    ("scene_items", lambda v: 1 <= v <= MAX_SCENE_ITEMS, f"1 to {MAX_SCENE_ITEMS}"),
+    ("scene_items_max", lambda v: 1 <= v <= MAX_SCENE_ITEMS, f"1 to {MAX_SCENE_ITEMS}"),
+    ("img_size", lambda v: 1 <= v <= MAX_SIDE, f"1 to {MAX_SIDE} pixels"),
+    ("train_limit", lambda v: v >= 1, "a positive number of images"),
+    ("val_limit", lambda v: v >= 1, "a positive number of images"),
+    ("mixup", lambda v: v >= 0, "0 or more"),
+    ("cutmix", lambda v: v >= 0, "0 or more"),
+    ("smoothing", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("ema_decay", lambda v: 0 < v < 1, "in (0, 1)"),
+    ("clip_grad", lambda v: v > 0, "positive"),
+    ("workers", lambda v: 0 <= v <= MAX_WORKERS, f"0 to {MAX_WORKERS}"),
+    ("accum_steps", lambda v: 1 <= v <= 1024, "1 to 1024"),
+    ("reprob", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("color_jitter", lambda v: v >= 0, "0 or more"),
+    ("max_bad_steps", lambda v: v >= 1, "at least 1"),
+    ("ratio_weight", lambda v: v >= 0, "0 or more"),
+    ("distill_weight", lambda v: v >= 0, "0 or more"),
+    ("token_weight", lambda v: v >= 0, "0 or more"),
+    ("backbone_lr_scale", lambda v: v >= 0, "0 or more"),
+)
+
+
+def validate(cfg: TrainConfig, training: bool = True) -> TrainConfig:
+    """Raise a ``ValueError`` naming the flag of the first value out of range; return ``cfg``.
+    With ``training`` also check that a sparse run has a teacher to distil from."""
+    for name, ok, what in _RULES:
+        value = getattr(cfg, name)
+        if value is not None and not ok(value):
+            raise ValueError(f"{flag(name)} must be {what}, got {value}")
+    task = get_task(cfg.task)
+    if cfg.keep_mode not in KEEP_RULES:
+        raise ValueError(f"--keep-mode must be one of {', '.join(KEEP_RULES)}, got {cfg.keep_mode!r}")
+    if cfg.method not in METHODS:
+        raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
+    if cfg.distractors_max is not None and cfg.distractors_max < cfg.distractors:
+        raise ValueError(
+            f"--distractors-max must be at least --distractors ({cfg.distractors}), got {cfg.distractors_max}"
+        )
+    if cfg.scene_items_max is not None and cfg.scene_items_max < cfg.scene_items:
+        raise ValueError(
+            f"--scene-items-max must be at least --scene-items ({cfg.scene_items}), got {cfg.scene_items_max}"
+        )
+    if round(28 * cfg.item_scale) > cfg.canvas:
+        raise ValueError(f"--item-scale {cfg.item_scale} makes items up to {round(28 * cfg.item_scale)} pixels: "
+                         f"more than the {cfg.canvas}-pixel --canvas")  # fmt: skip
+    if cfg.aa is not None:
+        check_auto_augment(cfg.aa)
+    if cfg.thresholds is not None and any(not 0 < t < 1 for t in cfg.thresholds):
+        raise ValueError(f"--thresholds must lie in (0, 1) (keep probabilities), got {cfg.thresholds}")
+    if cfg.no_labels and cfg.dense:
+        raise ValueError("--no-labels trains a sparse model from a dense one; --dense training needs labels")
+    if cfg.no_labels and not task.learns_without_labels:
+        raise ValueError(f"--no-labels does not apply to --task {task.name} (it learns from its targets)")
+    if cfg.freeze_prefix and (cfg.dense or cfg.method != "dynamicvit"):
+        raise ValueError("--freeze-prefix applies to DynamicViT training (--method dynamicvit, not --dense)")
+    if training and not get_dataset(cfg.data).labelled and not cfg.no_labels:
+        raise ValueError(f"--data {cfg.data} has no labels: pass --no-labels (distil from the dense model alone)")
+    if training and KEEP_RULES.lookup(cfg.keep_mode).needs_training and not cfg.dense and cfg.ratio_loss != "batch":
+        raise ValueError(
+            f"--keep-mode {cfg.keep_mode} trains each image's own budget: the keep-ratio term must act on the batch "
+            "average (add --ratio-loss batch)"
+        )
+    if training:
+        check_teacher(cfg)
+    return cfg
+
+
+def trusted_config(saved: Any, source: object) -> dict:
+    """The config dict a checkpoint file carries, checked before anything is built from it: only known
+    fields of plain values; a model name timm or this package registers (no ``hf-hub:`` / ``local-dir:``
+    sources); ``model_kwargs`` of plain architecture values, none that loads files or reaches the network.
+    The numeric bounds are :func:`validate`'s. A ``ValueError`` names the entry and ``source``."""
+    if not isinstance(saved, dict):
+        return {}
+    known = {f.name for f in fields(TrainConfig)}
+    config = {k: v for k, v in saved.items() if k in known}
+    for key, value in config.items():
+        if not _plain(value):
+            raise ValueError(f"{source}: config entry {key!r} is not a plain value")
+    model = config.get("model")
+    if model is not None and (not isinstance(model, str) or ":" in model or not _registered(model)):
+        raise ValueError(f"{source}: config names model {model!r}, which timm and dynamicvit do not register")
+    kwargs = config.get("model_kwargs", {})
+    nested = isinstance(kwargs, dict) and any(isinstance(v, dict) for v in kwargs.values())
+    if not isinstance(kwargs, dict) or set(kwargs) & _UNSAFE_MODEL_KWARGS or nested:
+        raise ValueError(f"{source}: config model_kwargs {kwargs!r} hold more than architecture values")
+    return config
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def _registered(name: str) -> bool:
+    return name in ZOO or timm.is_model(name)
+
+
+def check_teacher(cfg: TrainConfig) -> None:
+    """Raise unless a sparse run has a dense model to distil from (and its checkpoint file exists)."""
+    if not cfg.dense and not (cfg.pretrained or cfg.teacher_checkpoint):
+        raise ValueError(
+            "sparse training distils from a trained dense model: pass --pretrained or "
+            "--teacher-checkpoint (make one with `dynamicvit train --dense`)"
+        )
+    if cfg.teacher_checkpoint and not Path(cfg.teacher_checkpoint).is_file():
+        raise ValueError(f"--teacher-checkpoint {cfg.teacher_checkpoint}: no such file")
+
+
+def with_family_defaults(cfg: TrainConfig, model: nn.Module) -> TrainConfig:
+    """``cfg`` with the recipe values left unset filled from the model's family."""
+    family = family_of(backbone_of(model))
+    return dataclasses.replace(
+        cfg,
+        ratio_weight=family.ratio_weight if cfg.ratio_weight is None else cfg.ratio_weight,
+        backbone_lr_scale=family.backbone_lr_scale if cfg.backbone_lr_scale is None else cfg.backbone_lr_scale,
+    )
+
+
+# Config fields that may differ when a run is resumed: more epochs re-plan the cosine schedule
+# from the current update on; the others do not change what is computed.
+RESUMABLE_CHANGES = frozenset(
+    {"epochs", "resume", "overwrite", "progress", "workers", "out_dir", "data_dir", "max_bad_steps", "compile"}
+)
+
+
+def check_resumable(state: dict, cfg: TrainConfig, path) -> None:
+    """Raise unless ``state`` is a training checkpoint whose saved config matches ``cfg`` (fields left
+    ``None`` in ``cfg`` take the saved value, as they would from the family defaults; fields the saved
+    config lacks, added to :class:`TrainConfig` after it was written, count as their defaults)."""
+    keys = set(state) if isinstance(state, dict) else set()
+    missing = {"model", "optimizer", "scheduler", "epoch", "rng", "config"} - keys
+    if missing:
+        raise CheckpointError(f"--resume: {path} is not a training checkpoint (no {sorted(missing)})")
+    # a field the checkpoint lacks is newer than it: the run behaved as the field's default says
+    now, saved = asdict(cfg), {**asdict(TrainConfig()), **state["config"]}
+    changed = [
+        f"{k} {saved[k]!r} -> {v!r}"
+        for k, v in now.items()
+        if k not in RESUMABLE_CHANGES and v != saved[k] and not (v is None and k in FAMILY_DEFAULTED)
+    ]
+    if changed:
+        raise ValueError(
+            f"{path} was written with another configuration ({'; '.join(changed)}); resume with the same "
+            "settings (only epochs may grow), or start a new run with another --out or --overwrite"
+        )

@@ -1,0 +1,95 @@
+"""Keep rules are registered parts: a toy rule added by one class and one registry entry reaches the command
+line and a model, and no module outside the rules compares a keep mode with a string."""
+
+import ast
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_vit
+
+import dynamicvit
+from dynamicvit.cli import build_parser
+from dynamicvit.core.keep import KEEP_RULES, KeepRule, calibrated_rule, untrained_rules
+
+PACKAGE = Path(dynamicvit.__file__).parent
+RULES_HOME = PACKAGE / "core" / "keep"
+# result-file columns that hold a *selection* or a curve, not a model's keep mode: the demo's item overlap of
+# the predictor's choice against random tokens, and the documentation's renderers of saved result files
+RESULT_KEYS = {"tools/item_overlap.py", "tools/report.py", "docsgen/tables.py", "docsgen/budgets.py"}
+
+
+class BestHalf(KeepRule):
+    """A toy per-image rule: each image keeps its tokens scored above their image's median."""
+
+    name = "best-half"
+    help = "a toy rule for the registry test"
+    per_image = True
+
+    def image_keep(self, reducer, stage, score, seg, tokens, num_images, budgets):
+        medians = torch.stack([score[seg == i].median() for i in range(num_images)])
+        return score >= medians[seg]
+
+
+@pytest.fixture
+def toy_rule():
+    rule = KEEP_RULES.register(BestHalf.name, BestHalf())
+    yield rule
+    KEEP_RULES.remove(rule.name)
+
+
+def test_a_registered_rule_is_a_keep_mode_choice_and_runs(toy_rule):
+    args = build_parser().parse_args(["eval", "--checkpoint", "x.pth", "--keep-mode", "best-half"])
+    assert args.keep_mode == "best-half"
+    assert "best-half" in untrained_rules()
+    model = dynamicvit.sparsify(tiny_vit(), keep_rate=0.9).eval()
+    model.keep_mode = "best-half"
+    assert model.keep_rule is toy_rule and model.per_image
+    with torch.no_grad():
+        decisions = model(torch.randn(2, 3, 32, 32), return_decisions=True).decisions
+    assert all(len(d) == 2 for d in decisions)  # one index tensor per image: the packed per-image forward ran
+    assert 1 <= len(decisions[0][0]) <= 64
+
+
+def test_rules_say_what_they_support():
+    fixed, threshold, learned = (KEEP_RULES[n] for n in ("fixed", "adaptive", "learned"))
+    assert not fixed.per_image and fixed.onnx and fixed.hierarchical
+    assert threshold.per_image and threshold.calibrated and threshold.hierarchical and not threshold.onnx
+    assert learned.needs_training and not learned.hierarchical
+    assert untrained_rules() == ("fixed", "adaptive")
+    assert calibrated_rule(fixed) is threshold and calibrated_rule(learned) is learned
+    evit = dynamicvit.apply_method(tiny_vit(), "evit", keep_rate=0.7)
+    with pytest.raises(TypeError, match="no adaptive keep mode"):
+        evit.keep_mode = "adaptive"
+
+
+def _string_constants(tree: ast.AST):
+    """String constants of a module that are not docstrings."""
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            yield node
+
+
+def test_keep_rule_names_are_literals_only_in_their_own_modules():
+    names = set(KEEP_RULES)
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        where = path.relative_to(PACKAGE).as_posix()
+        if path.is_relative_to(RULES_HOME) or where in RESULT_KEYS:
+            continue
+        tree = ast.parse(path.read_text())
+        found += [f"{where}:{c.lineno} {c.value!r}" for c in _string_constants(tree) if c.value in names]
+        for node in ast.walk(tree):  # no keep mode compared with a string, whatever the string
+            if isinstance(node, ast.Compare) and "keep_mode" in ast.unparse(node):
+                sides = [node.left, *node.comparators]
+                if any(isinstance(s, ast.Constant) and isinstance(s.value, str) for s in sides):
+                    found.append(f"{where}:{node.lineno} {ast.unparse(node)}")
+    assert found == []
