@@ -17,7 +17,7 @@ from typing import ClassVar
 
 from torch import nn
 
-from dynamicvit.core.keep import KEEP_RULES, MASK_RULES, KeepRule, MaskRule
+from dynamicvit.core.keep import DEFAULT_KEEP_MODE, DEFAULT_MASK_RULE, KEEP_RULES, MASK_RULES, KeepRule, MaskRule
 
 __all__ = ["FAMILY_DEFAULTED", "Family", "Method", "TokenReducer", "check_thresholds", "find_reducer"]
 
@@ -36,8 +36,8 @@ class TokenReducer:
     supports_adaptive: ClassVar[bool] = False  # has the packed per-image eval forward (per-image keep rules)
     supports_learned: ClassVar[bool] = False  # has budget predictors (add_budget_predictors)
     last_grid: tuple[int, int] = (0, 0)
-    _keep_rule: KeepRule = next(iter(KEEP_RULES.values()))  # the first registered rule: the paper's fixed counts
-    _mask_rule: MaskRule = next(iter(MASK_RULES.values()))  # the first registered rule: the paper's Gumbel masks
+    _keep_rule: KeepRule = KEEP_RULES[DEFAULT_KEEP_MODE]
+    _mask_rule: MaskRule = MASK_RULES[DEFAULT_MASK_RULE]
     _thresholds: list[float] | None = None
 
     @property

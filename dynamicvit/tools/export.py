@@ -65,7 +65,7 @@ def export_onnx(
     if method is not None and not method.exportable:
         raise ValueError(f"the {method.name} method draws numbers at run time and cannot be exported")
     reducer = find_reducer(model)
-    if reducer is not None and reducer.per_image:
+    if reducer is not None and not reducer.keep_rule.onnx:
         raise ValueError(
             f"the {reducer.keep_mode} keep mode cannot be exported: each image's token count depends on its data, and "
             "torch.export (behind torch.onnx) stops on such data-dependent sizes; export the fixed mode "

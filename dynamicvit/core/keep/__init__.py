@@ -13,9 +13,11 @@ from dynamicvit.core.keep import gumbel  # noqa: F401
 from dynamicvit.core.keep.rule import KEEP_RULES, MASK_RULES, KeepRule, MaskRule, calibrated_rule, untrained_rules
 
 DEFAULT_KEEP_MODE: str = fixed.FixedRule.name  # what a model runs unless told otherwise: the paper's counts
+DEFAULT_MASK_RULE: str = gumbel.GumbelRule.name  # what a model trains with unless told otherwise: the paper's
 
 __all__ = [
     "DEFAULT_KEEP_MODE",
+    "DEFAULT_MASK_RULE",
     "KEEP_RULES",
     "MASK_RULES",
     "KeepRule",
