@@ -80,6 +80,8 @@ class DistillationLoss(nn.Module):
         super().__init__()
         # a student with ``teacher_features(teacher, images)`` may share its frozen layers with the teacher
         self.teacher_features = getattr(student, "teacher_features", None)
+        # a method with its own training objective (DiffRate's MACs term): weighted terms by name
+        self.method_loss = getattr(find_reducer(student), "method_loss", None) if student is not None else None
         self.prefix_is_fixed = getattr(student, "prefix_is_fixed", None)  # then the teacher runs after it
         self.embedding = embedding  # the outputs are embeddings (an encoder without classifier): MSE, no KL
         self.labels = labels and not embedding  # False: no cross-entropy, the targets are not read
@@ -154,7 +156,10 @@ class DistillationLoss(nn.Module):
         logits, masks, feats = output
         terms = {"ce": self.base_criterion(logits, targets)} if self.labels else {}
         total = terms["ce"] if self.labels else logits.new_zeros(()).float()
-        if self.ratio_weight:
+        for name, term in self.method_loss().items() if self.method_loss is not None else ():
+            terms[name] = term
+            total = total + term
+        if self.ratio_weight and masks:
             terms["ratio"] = keep_ratio_loss(masks, self.ratios(len(masks)), self.ratio_loss)
             total = total + self.ratio_weight * terms["ratio"]
         if self.teacher is not None:
@@ -251,7 +256,7 @@ def build_criterion(
     token_head = getattr(model, "token_logits", None) if distills_tokens and teacher is not None else None
     return DistillationLoss(
         teacher,
-        keep_rate=targets[0] if learned else 1.0,
+        keep_rate=targets[0] if learned and targets else 1.0,
         base_criterion=base_criterion,
         ratio_weight=ratio_weight if learned else 0.0,
         distill_weight=distill_weight,

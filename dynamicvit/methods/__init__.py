@@ -9,7 +9,11 @@ untouched, same ``forward`` signature). Written from their papers:
 * ``random`` / ``static`` – random or centre keep at DynamicViT's schedule (:mod:`.random`, :mod:`.static`);
 * ``pool`` – structural down-sampling of the token grid (:mod:`.pool`);
 * ``evit`` – EViT, class-token attention keep with a fused token (:mod:`.evit`);
-* ``tome`` – ToMe, bipartite token merging in every block (:mod:`.tome`).
+* ``tome`` – ToMe, bipartite token merging in every block (:mod:`.tome`);
+* ``topk`` – class-attention top-k without fusion, the ICCVW 2023 baseline (:mod:`.topk`);
+* ``ppt`` – PPT, prune or pool per image by the spread of token importance (:mod:`.ppt`);
+* ``mctf`` – MCTF, multi-criteria fusion with one-step-ahead attention (:mod:`.mctf`);
+* ``diffrate`` – DiffRate, per-block prune and merge counts searched for a MACs target (:mod:`.diffrate`).
 
 A new method is its own module plus its import below. :func:`set_budget` (:mod:`.budget`) tunes any
 method's knob to a fraction of the dense MACs. Prefix tokens (class, distillation, registers)
@@ -27,6 +31,10 @@ from dynamicvit.methods import static  # noqa: F401
 from dynamicvit.methods import pool  # noqa: F401
 from dynamicvit.methods import evit  # noqa: F401
 from dynamicvit.methods import tome  # noqa: F401
+from dynamicvit.methods import topk  # noqa: F401
+from dynamicvit.methods import ppt  # noqa: F401
+from dynamicvit.methods import mctf  # noqa: F401
+from dynamicvit.methods import diffrate  # noqa: F401
 
 # isort: on
 from dynamicvit.methods.budget import set_budget

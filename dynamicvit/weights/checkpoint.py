@@ -105,7 +105,7 @@ def is_added_key(name: str) -> bool:
     """Whether a state-dict key belongs to what sparsification adds (predictors, fast paths; the
     release's names included)."""
     return any(
-        part in ("score_predictor", "budget_predictor", "fast_path", "fast_path_gamma", "fastmlp")
+        part in ("score_predictor", "budget_predictor", "fast_path", "fast_path_gamma", "fastmlp", "rate_search")
         for part in name.split(".")
     )
 

@@ -6,7 +6,18 @@ from dynamicvit.methods import METHODS, get_method, register_method
 
 
 def test_methods_register_in_command_line_order_and_only_once():
-    assert list(METHODS) == ["dynamicvit", "random", "static", "pool", "evit", "tome"]
+    assert list(METHODS) == [
+        "dynamicvit",
+        "random",
+        "static",
+        "pool",
+        "evit",
+        "tome",
+        "topk",
+        "ppt",
+        "mctf",
+        "diffrate",
+    ]
     with pytest.raises(ValueError, match="'tome' is already registered"):
         register_method(METHODS["tome"])
 

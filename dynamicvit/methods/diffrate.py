@@ -1,0 +1,236 @@
+"""``diffrate``: Differentiable compression rates (Chen et al., ICCV 2023, arXiv 2305.17997).
+
+From the second block on, every block prunes and then merges after its attention residual:
+patches are ranked by the class token's attention (mean over heads); the first ``prune_b`` are
+kept, and ranks ``merge_b … prune_b`` (the least important of those) are merged, each into its
+most cosine-similar token among the first ``merge_b`` (similarity of the hidden state; sizes add,
+attention is proportional). The counts are what DiffRate learns: per block, a softmax over
+candidate kept fractions for pruning and one for merging. In train mode the search runs as in
+the paper – nothing is removed: a token's rank gives it the probability that the learned count
+exceeds it, used with a straight-through estimator as a weight in attention and in merging, the
+counts forced non-increasing – and :meth:`DiffRateMixin.method_loss` adds
+``flops_weight · (MACs fraction − target)²``. With the backbone frozen only the rate logits learn
+(the paper's off-the-shelf setting); the network can be fine-tuned with them. At inference the
+expected counts are rounded and tokens are really removed.
+
+The knob is the keep rate ρ: it places the search's starting point (kept fraction
+``ρ ** (3 b / (L − 1))`` after block ``b``, no merging) and its MACs target.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dynamicvit.core.interfaces import Method
+from dynamicvit.core.predictor import check_keep_rate
+from dynamicvit.core.tokens import attention_output, attention_qkv, gather_tokens, residual_mlp
+from dynamicvit.methods.common import BaselineMixin, reduce_vit
+from dynamicvit.methods.merging import Merge, attend, fuse_tokens
+from dynamicvit.methods.registry import register_method
+
+__all__ = ["DiffRate", "DiffRateMixin", "RateSearch", "survival"]
+
+CANDIDATES = 49  # kept fractions 1, 48/49, …, 1/49 (the paper: 196, 192, …, 4 tokens)
+
+
+def survival(logits: torch.Tensor, expected: torch.Tensor, rank: torch.Tensor, n: int) -> torch.Tensor:
+    """Per token, the probability that the learned count exceeds its rank (B, n), straight-through:
+    the forward value is 1 for ranks below the rounded expected count (what inference keeps), else 0.
+
+    Args:
+        logits: the block's logits over the candidate fractions (K,).
+        expected: the block's expected kept fraction (:meth:`RateSearch.expected`).
+        rank: each token's rank (0 = most important) (B, n).
+        n: patches at the block's input.
+    """
+    fractions = torch.linspace(1, 1 / CANDIDATES, CANDIDATES, device=logits.device)
+    soft = (logits.float().softmax(dim=0) * (fractions * n > rank[..., None].float())).sum(dim=-1)
+    hard = (rank < (expected.detach() * n).round().clamp_min(1)).float()
+    return hard + soft - soft.detach()
+
+
+class RateSearch(nn.Module):
+    """DiffRate's learnable rates: per reducing block, logits over candidate kept fractions for pruning
+    and for merging (its only parameters in the off-the-shelf search)."""
+
+    def __init__(self, blocks: int) -> None:
+        super().__init__()
+        self.prune = nn.Parameter(torch.zeros(blocks, CANDIDATES))
+        self.merge = nn.Parameter(torch.zeros(blocks, CANDIDATES))
+
+    def start_at(self, fractions: list[float]) -> None:
+        """Put every block's distributions on its kept fraction (pruning; no merging): the mass on the two
+        candidates around it, a floor of 1e-5 on the others so that the search can move there."""
+        grid = torch.linspace(1, 1 / CANDIDATES, CANDIDATES)
+        with torch.no_grad():
+            for b, f in enumerate(fractions):
+                p = (1 - (grid - f).abs() * (CANDIDATES - 1)).clamp_min(0)  # linear interpolation weights
+                logits = (p / p.sum() + 1e-5).log()
+                self.prune[b].copy_(logits)
+                self.merge[b].copy_(logits)
+
+    def expected(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Expected kept fractions after pruning and after merging, per block, non-increasing."""
+        grid = torch.linspace(1, 1 / CANDIDATES, CANDIDATES, device=self.prune.device)
+        prune = torch.cummin((self.prune.float().softmax(-1) * grid).sum(-1), dim=0).values
+        return prune, torch.minimum((self.merge.float().softmax(-1) * grid).sum(-1), prune)
+
+
+class DiffRateMixin(BaselineMixin):
+    method = "diffrate"
+    rate_search: RateSearch
+    flops_weight = 100.0  # the paper's 5·(ΔGFLOPs)² on DeiT-S (4.6 G) is ≈ 100·(Δ fraction)²
+
+    @property
+    def keep_rate(self) -> float:
+        """ρ: sets the search's start (kept ``ρ ** (3b / (L − 1))`` after block b) and its MACs target."""
+        return self._keep_rate
+
+    @keep_rate.setter
+    def keep_rate(self, value: float) -> None:
+        self._keep_rate = check_keep_rate(value)
+        depth = len(self.blocks)
+        self.rate_search.start_at([self._keep_rate ** (3 * b / (depth - 1)) for b in range(1, depth)])
+        with torch.no_grad():
+            self.macs_target = float(self._cost(*self.rate_search.expected()))
+        self._read_rates()
+
+    @property
+    def prune_layers(self) -> list[int]:
+        """None: DiffRate reduces inside every block but the first."""
+        return []
+
+    def keep_targets(self) -> list[float]:
+        return []  # the search's own loss holds the budget, not per-stage keep ratios
+
+    def counts(self, n: int) -> list[tuple[int, int]]:
+        """Patches kept after pruning and after merging in blocks 1 … L − 1, for ``n`` input patches (read
+        from the rates when the model last entered eval mode or its keep rate was set: plain numbers, so
+        that an exported graph holds them as constants)."""
+        return [(max(1, round(p * n)), max(1, round(m * n))) for p, m in self._fractions]
+
+    def _read_rates(self) -> None:
+        with torch.no_grad():
+            prune, merge = self.rate_search.expected()
+        self._fractions = list(zip(prune.tolist(), merge.tolist(), strict=True))
+
+    def train(self, mode: bool = True):
+        """Switch mode; entering eval mode fixes the counts the search has reached."""
+        super().train(mode)
+        self._read_rates()
+        return self
+
+    def token_counts(self, num_patches: int | None = None) -> list[int]:
+        n = num_patches or self.num_patches
+        return [n] + [m for _, m in self.counts(n)]
+
+    def _cost(self, prune: torch.Tensor, merge: torch.Tensor) -> torch.Tensor:
+        """The blocks' MACs at kept fractions ``prune``/``merge`` per block, as a fraction of the dense blocks'."""
+        blk, n, prefix = self.blocks[0], self.num_patches, self.num_prefix_tokens
+        c, hidden = self.embed_dim, blk.mlp.fc1.out_features
+
+        def block(n_in: torch.Tensor, n_out: torch.Tensor) -> torch.Tensor:  # attention on n_in, MLP on n_out
+            return n_in * 4 * c * c + 2 * n_in * n_in * c + n_out * 2 * c * hidden
+
+        full = torch.tensor(float(n + prefix), device=prune.device)
+        tokens = prefix + merge * n
+        inputs = torch.cat([full[None], tokens[:-1]])
+        return (block(full, full) + block(inputs, tokens).sum()) / (block(full, full) * len(self.blocks))
+
+    def no_weight_decay(self) -> set[str]:
+        """timm's set plus the rate logits (the paper searches without weight decay)."""
+        return {*super().no_weight_decay(), "rate_search.prune", "rate_search.merge"}
+
+    def method_loss(self) -> dict[str, torch.Tensor]:
+        """The search's MACs term (train mode): ``flops_weight · (fraction − target)²``."""
+        fraction = self._cost(*self.rate_search.expected())
+        return {"flops": self.flops_weight * (fraction - self.macs_target) ** 2}
+
+    def forward_blocks(self, x, decisions, grid):
+        """Tokens are mixtures of patches: no kept indices to report."""
+        if self.training:
+            return self._search(x), []
+        prefix, size = self.num_prefix_tokens, x.new_ones(x.shape[0], x.shape[1], 1, dtype=torch.float32)
+        x = self.blocks[0](x)
+        for blk, (keep, merge) in zip(self.blocks[1:], self.counts(x.shape[1] - prefix), strict=True):
+            x, scores = _attend_with_class_scores(blk, x, size, prefix)
+            order = scores.argsort(dim=1, descending=True)[:, :keep]
+            x = torch.cat([x[:, :prefix], gather_tokens(x[:, prefix:], order)], dim=1)
+            size = torch.cat([size[:, :prefix], gather_tokens(size[:, prefix:], order)], dim=1)
+            if merge < keep:
+                x, size = fuse_tokens(x, size, _ranked_merge(x[:, prefix:], merge).shifted(prefix))
+            x = residual_mlp(blk, x)
+        return x, []
+
+    def _search(self, x: torch.Tensor) -> torch.Tensor:
+        """The train-mode forward: every token kept, weighted by the probability that it survives."""
+        prefix, n = self.num_prefix_tokens, x.shape[1] - self.num_prefix_tokens
+        size = x.new_ones(x.shape[0], x.shape[1], 1, dtype=torch.float32)
+        alive = torch.ones_like(size)
+        x = self.blocks[0](x)
+        expected_prune, expected_merge = self.rate_search.expected()
+        for b, blk in enumerate(self.blocks[1:]):
+            x, probs, _, _ = attend(blk, x, size * alive.clamp_min(1e-6), probs=True)
+            scores = probs[:, :, 0, prefix:].mean(dim=1) * alive[:, prefix:, 0]
+            rank = torch.zeros_like(scores, dtype=torch.long)
+            rank = rank.scatter(
+                1, scores.argsort(dim=1, descending=True), torch.arange(n, device=x.device).expand_as(rank)
+            )
+            pruned = survival(self.rate_search.prune[b], expected_prune[b], rank, n)
+            kept = torch.minimum(survival(self.rate_search.merge[b], expected_merge[b], rank, n), pruned)
+            x, size, alive = _soft_merge(x, size, alive, pruned, kept, rank, prefix)
+            x = residual_mlp(blk, x)
+        return x
+
+
+def _attend_with_class_scores(blk: nn.Module, x: torch.Tensor, size: torch.Tensor, prefix: int):
+    """The attention residual (fused SDPA) and the class token's attention to the patches, mean over heads."""
+    attn, h = blk.attn, blk.norm1(x)
+    q, k, v = attention_qkv(attn, h)
+    bias = size[..., 0].log()[:, None, None, :]
+    heads = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=attn.scale)
+    cls = ((q[:, :, :1] * attn.scale) @ k.transpose(-2, -1)).float() + bias
+    x = x + blk.drop_path1(blk.ls1(attention_output(attn, h, heads)))
+    return x, cls.softmax(dim=-1)[:, :, 0, prefix:].mean(dim=1)
+
+
+def _ranked_merge(patches: torch.Tensor, merge: int) -> Merge:
+    """Patches in rank order: the first ``merge`` stay; each later one joins its most similar of them."""
+    keys = F.normalize(patches.detach().float(), dim=-1)
+    sim = keys[:, merge:] @ keys[:, :merge].transpose(1, 2)
+    b, n = patches.shape[:2]
+    ranks = torch.arange(n, device=patches.device).expand(b, n)
+    return Merge(ranks[:, :merge], ranks[:, merge:], sim.argmax(dim=-1))
+
+
+def _soft_merge(x, size, alive, pruned, kept, rank, prefix):
+    """The search's merge: each surviving token outside the kept set sends ``pruned − kept`` of itself to
+    its most similar kept token (ranked within the hard kept count) and stays with weight ``kept``."""
+    patches = F.normalize(x[:, prefix:].detach().float(), dim=-1)
+    sim = patches @ patches.transpose(1, 2)
+    target = sim.masked_fill((kept < 0.5)[:, None, :], -2.0).argmax(dim=-1)  # (B, n)
+    share = (alive[:, prefix:, 0] * (pruned - kept)).clamp_min(0)  # what each token sends
+    send = F.one_hot(target, sim.shape[-1]).float() * (share * size[:, prefix:, 0])[..., None]  # (B, n, n)
+    received = send.transpose(1, 2) @ x[:, prefix:].float()
+    weight = size[:, prefix:] + send.sum(dim=1)[..., None]
+    merged = (size[:, prefix:] * x[:, prefix:].float() + received) / weight
+    x = torch.cat([x[:, :prefix], merged.to(x.dtype)], dim=1)
+    size = torch.cat([size[:, :prefix], weight], dim=1)
+    alive = torch.cat([alive[:, :prefix], alive[:, prefix:] * kept[..., None]], dim=1)
+    return x, size, alive
+
+
+@register_method
+class DiffRate(Method):
+    name = "diffrate"
+    label = "DiffRate (searched rates)"
+    learned = True
+    keeps_subset = False
+
+    @classmethod
+    def apply(cls, model: nn.Module, keep_rate: float = 0.7, prune_layers=None, **_) -> nn.Module:
+        model.rate_search = RateSearch(len(model.blocks) - 1).to(next(model.parameters()).device)
+        model.register_load_state_dict_post_hook(lambda module, _: module._read_rates())
+        return reduce_vit(model, DiffRateMixin, keep_rate, prune_layers)  # setting ρ starts the search

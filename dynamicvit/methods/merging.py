@@ -1,0 +1,132 @@
+"""Attention and token fusion that the merging methods share (PPT, MCTF, DiffRate).
+
+A merge is written as a :class:`Merge`: the ``anchors`` (one token per output slot, in slot
+order) and the ``sources`` fused into them, each with its target slot. Fusing gathers the
+anchors and adds the sources with a small one-hot matmul (slots × sources): ONNX-exportable and
+TensorRT-convertible (no scatter-reduce), every image alone, and cheap – (T − r) · r · C
+multiply-adds for ``r`` sources, which the FLOP counter counts like any matmul.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dynamicvit.core.tokens import attention_output, attention_qkv, gather_tokens
+
+__all__ = ["Merge", "attend", "bipartite_merge_plan", "fuse_tokens", "proportional_probs", "rank_of", "slot_sums"]
+
+
+class Merge(NamedTuple):
+    """Which tokens survive as slots and which fuse into them (all (B, ·) long tensors).
+
+    Attributes:
+        anchors: the token that opens each output slot, in slot order (B, T').
+        sources: the tokens fused away (B, r).
+        targets: the slot each source joins (B, r), in 0 … T' − 1.
+    """
+
+    anchors: torch.Tensor
+    sources: torch.Tensor
+    targets: torch.Tensor
+
+    def shifted(self, prefix: int) -> Merge:
+        """The same plan over patch tokens placed after ``prefix`` untouched tokens (class, registers)."""
+        b = self.anchors.shape[0]
+        keep = torch.arange(prefix, device=self.anchors.device).expand(b, prefix)
+        return Merge(torch.cat([keep, self.anchors + prefix], 1), self.sources + prefix, self.targets + prefix)
+
+
+def proportional_probs(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
+    """Softmax attention probabilities (B, H, N, N), float32, with ToMe's proportional attention:
+    a key standing for ``size`` tokens gets ``+ log size`` (``size`` (B, N, 1))."""
+    logits = (q * attn.scale) @ k.transpose(-2, -1)
+    return (logits.float() + size[..., 0].log()[:, None, None, :]).softmax(dim=-1)
+
+
+def attend(
+    blk: nn.Module, x: torch.Tensor, size: torch.Tensor, probs: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """A timm block's attention residual with proportional attention.
+
+    Args:
+        blk: a timm ``Block``.
+        x: tokens (B, N, C).
+        size: how many patches each token stands for (B, N, 1).
+        probs: whether to return the attention probabilities (computed explicitly; without, the
+            fused SDPA kernel runs).
+
+    Returns:
+        ``(x + attention, probabilities or None, keys, values)``, keys and values (B, H, N, d).
+    """
+    attn, h = blk.attn, blk.norm1(x)
+    q, k, v = attention_qkv(attn, h)
+    drop = attn.attn_drop.p if blk.training else 0.0
+    if probs:
+        p = proportional_probs(attn, q, k, size)
+        heads = F.dropout(p, drop, blk.training).to(v.dtype) @ v
+    else:
+        p, bias = None, size[..., 0].log()[:, None, None, :].to(q.dtype)
+        heads = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=drop, scale=attn.scale)
+    return x + blk.drop_path1(blk.ls1(attention_output(attn, h, heads))), p, k, v
+
+
+def fuse_tokens(
+    x: torch.Tensor, size: torch.Tensor, plan: Merge, weight: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average every slot's tokens, weighted by ``weight`` × size (default: by size), and add their sizes.
+
+    Args:
+        x: tokens (B, T, C).
+        size: patches each token stands for (B, T, 1), float32.
+        plan: anchors and sources (:class:`Merge`).
+        weight: extra per-token weights (B, T) (MCTF: attention received).
+
+    Returns:
+        ``(fused tokens (B, T', C), their sizes (B, T', 1))``.
+    """
+    w = size if weight is None else weight.float()[..., None] * size
+    slots = torch.arange(plan.anchors.shape[1], device=x.device)
+    onehot = (plan.targets[:, None, :] == slots[None, :, None]).float()  # (B, T', r)
+
+    fused = slot_sums(x * w.to(x.dtype), plan, onehot) / slot_sums(w, plan, onehot).to(x.dtype)
+    return fused, slot_sums(size, plan, onehot)
+
+
+def slot_sums(values: torch.Tensor, plan: Merge, onehot: torch.Tensor | None = None) -> torch.Tensor:
+    """The sum of ``values`` (B, T, C) over each slot's tokens (B, T', C); ``onehot`` (B, T', r) of the
+    sources' targets when already built."""
+    if onehot is None:
+        slots = torch.arange(plan.anchors.shape[1], device=values.device)
+        onehot = (plan.targets[:, None, :] == slots[None, :, None]).float()
+    return gather_tokens(values, plan.anchors) + onehot.to(values.dtype) @ gather_tokens(values, plan.sources)
+
+
+def rank_of(order: torch.Tensor) -> torch.Tensor:
+    """The inverse permutation of ``order`` (B, n): the position of every index in it."""
+    return order.argsort(dim=-1)
+
+
+def bipartite_merge_plan(metric: torch.Tensor, r: int) -> Merge:
+    """ToMe's bipartite soft matching as a :class:`Merge` of ``n`` tokens into ``n − r`` slots.
+
+    Even tokens form set A, odd tokens set B; each A token's most cosine-similar B token is its
+    edge; the ``r`` A tokens with the strongest edges fuse into their partner.
+
+    Args:
+        metric: per-token features to compare (B, n, d).
+        r: tokens to merge away (at most half of ``n``).
+
+    Returns:
+        The plan: A tokens left open the first slots (strongest edge first), B tokens the rest.
+    """
+    keys = F.normalize(metric.float(), dim=-1)
+    n, na = metric.shape[1], (metric.shape[1] + 1) // 2
+    best, partner = (keys[:, ::2] @ keys[:, 1::2].transpose(1, 2)).max(dim=-1)
+    order = best.argsort(dim=-1, descending=True)  # A positions, strongest edge first
+    b_tokens = torch.arange(1, n, 2, device=metric.device).expand(metric.shape[0], n - na)
+    anchors = torch.cat([2 * order[:, r:], b_tokens], dim=1)
+    return Merge(anchors, 2 * order[:, :r], na - r + partner.gather(1, order[:, :r]))

@@ -1,0 +1,94 @@
+"""``ppt``: Token Pruning *and* Pooling (Wu et al., arXiv 2310.01812).
+
+In the block of each stage, after the attention residual and before the MLP, PPT reduces the
+patches to the stage's count by one of two policies, chosen per image from the spread of the
+token importance scores (class-token attention summed over heads × the value's norm):
+
+* scores spread out (some tokens clearly matter more): **prune** the least important;
+* scores even (nothing stands out, e.g. early blocks): **pool** – ToMe's bipartite merging on the
+  head-averaged keys, size-weighted, with proportional attention afterwards.
+
+The paper's threshold, a variance of 7e-5 for scores normalised to sum to one over 196 patches, is
+kept as the squared coefficient of variation it implies (7e-5 × 196² ≈ 2.69), so that it means the
+same on any grid. Both policies are computed and one is selected per image with ``where``: the
+forward is exportable and an image's result does not depend on its batch. Follows DynamicViT's
+schedule (ρ, ρ², ρ³ at the same blocks: the paper's 3/6/9 on DeiT).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dynamicvit.core.interfaces import Method
+from dynamicvit.core.tokens import gather_tokens, iter_stages, residual_mlp
+from dynamicvit.methods.common import BaselineMixin, reduce_vit
+from dynamicvit.methods.merging import attend, bipartite_merge_plan, fuse_tokens, slot_sums
+from dynamicvit.methods.registry import register_method
+
+__all__ = ["PPT", "PPTMixin", "PPT_THRESHOLD", "importance_scores", "pools"]
+
+PPT_THRESHOLD = 7e-5 * 196**2  # the paper's off-the-shelf variance threshold, as a squared coefficient of variation
+
+
+def importance_scores(probs: torch.Tensor, v: torch.Tensor, prefix: int) -> torch.Tensor:
+    """PPT's token importance (B, n): class-token attention summed over heads × ‖v‖ (heads concatenated),
+    normalised to sum to one over the patches."""
+    vnorm = v.transpose(1, 2).flatten(2).float().norm(dim=-1)  # (B, N)
+    scores = probs[:, :, 0, prefix:].sum(dim=1) * vnorm[:, prefix:]
+    return scores / scores.sum(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def pools(scores: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Per image (B,): whether PPT pools (the scores' squared coefficient of variation is below
+    ``threshold``) rather than prunes."""
+    n = scores.shape[1]
+    spread = (scores * n).var(dim=1) if n > 1 else scores.new_zeros(scores.shape[0])
+    return spread < threshold
+
+
+class PPTMixin(BaselineMixin):
+    method = "ppt"
+    ppt_threshold: float
+
+    def forward_blocks(self, x, decisions, grid):
+        """Tokens are mixtures of patches after pooling: no kept indices to report."""
+        prefix = self.num_prefix_tokens
+        counts = self.keep_counts(x.shape[1] - prefix)
+        size = x.new_ones(x.shape[0], x.shape[1], 1, dtype=torch.float32)
+        for s, blk in iter_stages(self.blocks, self._prune_layers):
+            x, probs, k, v = attend(blk, x, size, probs=s is not None)
+            if s is not None:
+                x, size = self._reduce(x, size, importance_scores(probs, v, prefix), k, counts[s])
+            x = residual_mlp(blk, x)
+        return x, []
+
+    def _reduce(self, x: torch.Tensor, size: torch.Tensor, scores: torch.Tensor, k: torch.Tensor, keep: int):
+        """Both policies down to ``keep`` patches, one chosen per image."""
+        prefix, n = self.num_prefix_tokens, x.shape[1] - self.num_prefix_tokens
+        if keep >= n:
+            return x, size
+        top = scores.topk(keep, dim=1).indices
+        pruned, pruned_size = gather_tokens(x[:, prefix:], top), gather_tokens(size[:, prefix:], top)
+        plan = bipartite_merge_plan(k.mean(dim=1)[:, prefix:], min(n - keep, n // 2))
+        pooled, pooled_size = fuse_tokens(x[:, prefix:], size[:, prefix:], plan)
+        if pooled.shape[1] != keep:  # pooling merges at most half: prune the rest of the way by importance
+            order = slot_sums(scores[..., None], plan)[..., 0].topk(keep, dim=1).indices
+            pooled, pooled_size = gather_tokens(pooled, order), gather_tokens(pooled_size, order)
+        pool = pools(scores, self.ppt_threshold)[:, None, None]
+        x = torch.cat([x[:, :prefix], torch.where(pool, pooled, pruned)], dim=1)
+        return x, torch.cat([size[:, :prefix], torch.where(pool, pooled_size, pruned_size)], dim=1)
+
+
+@register_method
+class PPT(Method):
+    name = "ppt"
+    label = "PPT (prune or pool)"
+
+    @classmethod
+    def apply(
+        cls, model: nn.Module, keep_rate: float = 0.7, prune_layers=None, ppt_threshold: float = PPT_THRESHOLD, **_
+    ) -> nn.Module:
+        if not ppt_threshold >= 0:
+            raise ValueError(f"PPT's threshold must be >= 0, got {ppt_threshold}")
+        return reduce_vit(model, PPTMixin, keep_rate, prune_layers, ppt_threshold=float(ppt_threshold))
