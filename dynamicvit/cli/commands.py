@@ -85,6 +85,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
         out_dir=args.out_dir,
         bench_batch=args.bench_batch,
         bench_repeats=args.bench_repeats,
+        seeds=args.seeds,
+        regimes=args.regimes,
     )
     print((Path(args.out_dir) / "compare.md").read_text())
 

@@ -7,6 +7,7 @@ import argparse
 import json
 
 from dynamicvit.cli.config_args import DATA_FIELDS, add_config_args
+from dynamicvit.config.regimes import REGIMES
 from dynamicvit.core.keep import DEFAULT_KEEP_MODE, KEEP_RULES, untrained_rules
 from dynamicvit.methods.registry import METHODS
 
@@ -97,8 +98,20 @@ def _compare(sub: argparse._SubParsersAction) -> None:
         "--budgets", type=_rate, nargs="+", default=[0.5, 0.6, 0.7, 0.8, 0.9], help="fractions of dense MACs"
     )
     p.add_argument("--methods", nargs="+", default=None, help="subset of: " + " ".join(METHODS))
-    p.add_argument("--bench-batch", type=_positive, default=64)
-    p.add_argument("--bench-repeats", type=_positive, default=10)
+    p.add_argument(
+        "--regime",
+        dest="regimes",
+        nargs="+",
+        choices=REGIMES,
+        default=None,
+        help="frozen: only a method's own parameters learn; finetune: every method fine-tuned with the recipe "
+        "(default: what the recipe's --freeze-backbone-epochs implies)",
+    )
+    p.add_argument(
+        "--seeds", type=int, nargs="+", default=None, help="training seeds of the trained rows (default: --seed)"
+    )
+    p.add_argument("--bench-batch", type=_positive, default=64, help="images per timed call (batch 1 is timed too)")
+    p.add_argument("--bench-repeats", type=_positive, default=10, help="timed rounds per batch size")
     p.add_argument("--out", dest="out_dir", default="runs/compare", help="report folder")
 
 

@@ -11,17 +11,21 @@ from dynamicvit.config.checks import (
 )
 from dynamicvit.config.fields import TrainConfig, field_flags, field_kind, flag
 from dynamicvit.config.recipes import config_yaml, read_recipe
+from dynamicvit.config.regimes import REGIMES, default_regime, regime_config
 
 __all__ = [
+    "REGIMES",
     "RESUMABLE_CHANGES",
     "TrainConfig",
     "check_resumable",
     "check_teacher",
     "config_yaml",
+    "default_regime",
     "field_flags",
     "field_kind",
     "flag",
     "read_recipe",
+    "regime_config",
     "trusted_config",
     "validate",
     "with_family_defaults",

@@ -43,7 +43,7 @@ class TrainConfig:
         choices=TASKS,  # the registry itself: a task registered later is a valid choice
     )
     method: str = _opt("dynamicvit", "token reduction to train (baselines train with CE + KL)", choices=tuple(METHODS))
-    tome_r: int = _opt(8, "ToMe's tokens merged per block (method tome)")
+    tome_r: int = _opt(8, "tokens merged per block (methods tome and mctf)")
     pretrained: bool = _opt(False, "start from timm's pretrained weights")
     teacher_checkpoint: str | None = _opt(None, "dense checkpoint for the teacher and the student's backbone")
     model_kwargs: dict = _opt({}, "extra timm kwargs as JSON, e.g. '{\"drop_path_rate\": 0.1}'")

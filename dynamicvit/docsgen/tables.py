@@ -11,7 +11,7 @@ from pathlib import Path
 
 from dynamicvit.docsgen.budgets import budgets_table
 from dynamicvit.tools.provenance import describe_machine
-from dynamicvit.tools.report import demo_table, overlap_table
+from dynamicvit.tools.report import demo_table, lead_sentences, overlap_table, regime_rows
 from dynamicvit.weights.zoo import ZOO
 
 __all__ = ["RESULTS_DIR", "render"]
@@ -217,25 +217,30 @@ def _checkpoint_speed(rows: list[dict]) -> str:
 
 
 def _compare(summary: dict) -> str:
-    """``dynamicvit compare``'s result: one line per MACs budget, each method's top-1 and its speed-up over the
-    dense model timed in the same run, the best top-1 of the budget in bold."""
-    labels = summary.get("labels", {})
-    methods = summary["methods"]
-    lines = [
-        "| MACs budget | " + " | ".join(labels.get(m, m) for m in methods) + " |",
-        "|---" * (len(methods) + 1) + "|",
-    ]
-    for budget in summary["budgets"]:
-        row = {r["method"]: r for r in summary["rows"] if r["budget"] == budget}
-        best = max(r["top1"] for r in row.values())
-        cells = [
-            f"{'**' if row[m]['top1'] == best else ''}{row[m]['top1']:.2f}{'**' if row[m]['top1'] == best else ''} "
-            f"({row[m]['speedup']:.2f}×)"
-            for m in methods
+    """``dynamicvit compare``'s result: per regime, one line per method and one column per MACs budget (top-1,
+    mean ± std over seeds for trained rows, and the speed-up over the dense model timed in the same run), the
+    best of each budget in bold; then one sentence per budget saying who leads and whether it is a tie."""
+    labels, budgets, parts = summary.get("labels", {}), summary["budgets"], []
+    for regime, rows in regime_rows(summary).items():
+        cell = {(r["method"], r["budget"]): r for r in rows}
+        best = {b: max(r["top1"] for r in rows if r["budget"] == b) for b in budgets}
+        lines = [
+            f"**{regime}**",
+            "",
+            "| method | " + " | ".join(f"{b:g} of dense MACs" for b in budgets) + " |",
+            "|---" * (len(budgets) + 1) + "|",
         ]
-        lines.append(f"| {budget:g} | " + " | ".join(cells) + " |")
+        for m in summary["methods"]:
+            cells = []
+            for b in budgets:
+                r = cell[m, b]
+                text = f"{r['top1']:.2f}" + (f" ± {r['top1_std']:.2f}" if len(r.get("top1_runs", [])) > 1 else "")
+                cells.append((f"**{text}**" if r["top1"] == best[b] else text) + f" ({r['speedup']:.2f}×)")
+            lines.append(f"| {labels.get(m, m)} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines))
     d = summary["dense"]
-    return "\n".join(lines) + f"\n\nDense teacher: {d['top1']:.2f} % top-1, {d['gmacs']:.4f} GMACs."
+    sentences = "\n".join(f"- {s}" for s in lead_sentences(summary))
+    return "\n\n".join(parts) + f"\n\nDense teacher: {d['top1']:.2f} % top-1, {d['gmacs']:.4f} GMACs.\n\n{sentences}"
 
 
 def _tune(r: dict) -> str:

@@ -1,11 +1,16 @@
-"""Token-reduction methods side by side at matched FLOPs: accuracy, MACs, measured img/s.
+"""Token-reduction methods side by side at matched MACs: accuracy over seeds, MACs, measured img/s.
 
 For each budget (a fraction of the dense model's MACs) every method's knob is tuned with
-:func:`dynamicvit.methods.set_budget`; methods that train are fine-tuned with the same
-engine and recipe (``TrainConfig``); the rest run training-free on the dense weights.
-A method with learned modules (DynamicViT's predictors) always trains; the others train only
-when the recipe updates the backbone (``freeze_backbone_epochs < epochs``), as otherwise
-nothing of them would change. Throughput is measured in one process, all methods of a budget interleaved.
+:func:`dynamicvit.methods.set_budget`, in one or two *regimes*:
+
+* ``frozen`` – the backbone stays as trained; only a method's own parameters learn (DynamicViT's
+  predictors, DiffRate's rates), the training-free methods run on the dense weights;
+* ``finetune`` – every method is fine-tuned with the same engine and recipe (``TrainConfig``).
+
+A trained row is trained once per seed (the seed sets initialisation and data order) and reports
+the mean and standard deviation of top-1 over them; a training-free row is deterministic and
+evaluated once. Throughput is measured in one process at the benchmark batch and at batch 1, all
+methods of a budget and the dense model interleaved.
 """
 
 from __future__ import annotations
@@ -13,15 +18,15 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
-from statistics import median
 
 import torch
 from torch import nn
 
 from dynamicvit.builder import build_dense_for_data, build_run_dataset
-from dynamicvit.config import TrainConfig, validate
+from dynamicvit.config import REGIMES, TrainConfig, default_regime, regime_config, validate
 from dynamicvit.core.files import atomic_write_text, folder_lock
 from dynamicvit.core.flops import count_flops
 from dynamicvit.methods.budget import set_budget
@@ -40,13 +45,12 @@ OUTPUTS = ("compare.json", "compare.md", "acc_vs_gmacs.png", "acc_vs_img_per_s.p
 
 
 def trains(method: str, cfg: TrainConfig) -> bool:
-    """Whether ``method`` is fine-tuned under the recipe ``cfg`` (see the module docstring)."""
+    """Whether ``method`` is trained under the recipe ``cfg``: always when it has parameters of its own,
+    otherwise only when the recipe updates the backbone (``freeze_backbone_epochs < epochs``)."""
     return get_method(method).learned or cfg.freeze_backbone_epochs < cfg.epochs
 
 
-def _check_args(
-    cfg: TrainConfig, budgets: Sequence[float], methods: Sequence[str], bench_batch: int, bench_repeats: int
-) -> None:
+def _check_args(cfg: TrainConfig, budgets, methods, regimes, seeds, bench_batch: int, bench_repeats: int) -> None:
     """Every argument checked before any work (the dense model's evaluation included)."""
     validate(cfg)
     if not (cfg.pretrained or cfg.teacher_checkpoint):
@@ -56,6 +60,11 @@ def _check_args(
     bad = [b for b in budgets if not 0 < b <= 1]
     if bad or not budgets:
         raise ValueError(f"--budgets must be fractions of the dense MACs in (0, 1], got {list(budgets)}")
+    unknown = [r for r in regimes if r not in REGIMES]
+    if unknown or not regimes:
+        raise ValueError(f"--regime must be among {', '.join(REGIMES)}, got {list(regimes)}")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds must name distinct seeds, got {list(seeds)}")
     for flag, value in (("--bench-batch", bench_batch), ("--bench-repeats", bench_repeats)):
         if value < 1:
             raise ValueError(f"{flag} must be at least 1, got {value}")
@@ -64,12 +73,13 @@ def _check_args(
 def _fine_tune(cfg: TrainConfig, method: str, model: nn.Module, out_dir: Path) -> nn.Module:
     """Train ``method`` at the tuned knob of ``model`` with the recipe; a finished run of the same
     configuration is reused (one of another configuration is an error)."""
+    entry = get_method(method)
     run = dataclasses.replace(
         cfg,
         dense=False,
         method=method,
         keep_rate=model.keep_rate,
-        tome_r=getattr(model, "tome_r", cfg.tome_r),
+        tome_r=getattr(model, entry.knob) if entry.integer_knob else cfg.tome_r,
         out_dir=str(out_dir),
         resume=cfg.resume and (out_dir / "last.pth").exists(),
     )
@@ -85,56 +95,112 @@ def run_compare(
     out_dir: str = "runs/compare",
     bench_batch: int = 64,
     bench_repeats: int = 10,
+    seeds: Sequence[int] | None = None,
+    regimes: Sequence[str] | None = None,
 ) -> dict:
-    """Run the comparison into ``out_dir``, held for this process while it runs; a folder holding an earlier
-    comparison needs ``cfg.resume`` (finished fine-tuning runs reused) or ``cfg.overwrite``. Writes
-    ``compare.json``, ``compare.md`` and two trade-off plots."""
-    _check_args(cfg, budgets, methods, bench_batch, bench_repeats)
+    """Run the comparison into ``out_dir``, held for this process while it runs.
+
+    A folder holding an earlier comparison needs ``cfg.resume`` (finished training runs reused) or
+    ``cfg.overwrite``.
+
+    Args:
+        cfg: the recipe (data, teacher, schedule) every trained row shares.
+        budgets: fractions of the dense MACs.
+        methods: registered method names.
+        out_dir: the report folder (one training run per regime, method, budget and seed inside).
+        bench_batch: images per timed call (the batch-1 timing runs as well).
+        bench_repeats: timed rounds per batch size.
+        seeds: training seeds of the trained rows (default: the recipe's).
+        regimes: among :data:`REGIMES` (default: the one the recipe implies).
+
+    Returns:
+        The summary written to ``compare.json`` (also ``compare.md`` and two trade-off plots).
+    """
+    seeds = list(seeds) if seeds else [cfg.seed]
+    regimes = list(regimes) if regimes else [default_regime(cfg)]
+    _check_args(cfg, budgets, methods, regimes, seeds, bench_batch, bench_repeats)
     out = Path(out_dir)
     with folder_lock(out):
         check_report_folder(out, OUTPUTS, cfg.resume, cfg.overwrite)
-        return _run(cfg, budgets, methods, out, bench_batch, bench_repeats)
+        return _run(cfg, list(budgets), list(methods), regimes, seeds, out, bench_batch, bench_repeats)
 
 
-def _run(cfg: TrainConfig, budgets, methods, out: Path, bench_batch: int, bench_repeats: int) -> dict:
-    """Every method at every budget: tune, fine-tune the trained ones, evaluate, time; then the report."""
+def _row(cfg: TrainConfig, regime: str, budget: float, method: str, dense: nn.Module, seeds, test_set, out: Path):
+    """One method at one budget in one regime: tuned, trained per seed when it trains, evaluated.
+    Returns the row and the model to time (the first seed's)."""
+    entry, dense_macs = get_method(method), count_flops(dense).total
+    model = apply_method(copy.deepcopy(dense), method, prune_layers=cfg.prune_layers, seed=cfg.seed)
+    reached = set_budget(model, budget, dense_macs)
+    trained = trains(method, cfg)
+    results, timed = [], None
+    for seed in seeds if trained else [None]:
+        run = model
+        if trained:
+            run = _fine_tune(
+                dataclasses.replace(cfg, seed=seed),
+                method,
+                copy.deepcopy(model),
+                out / regime / f"{method}_{budget:g}_s{seed}",
+            )
+        results.append(evaluate(run, test_set, cfg))
+        timed = timed or run
+    top1 = [r["top1"] for r in results]
+    row = {
+        "regime": regime,
+        "budget": budget,
+        "method": method,
+        "trained": trained,
+        "seeds": seeds if trained else [],
+        "top1": statistics.fmean(top1),
+        "top1_std": statistics.stdev(top1) if len(top1) > 1 else 0.0,
+        "top1_runs": top1,
+        "macs_fraction": reached,
+        "knob": {entry.knob_label: round(getattr(timed, entry.knob), 4)},
+        **{k: results[0][k] for k in ("gmacs", "kept_tokens")},
+    }
+    return row, timed
+
+
+def _time(rows: list[dict], models: dict[str, nn.Module], dense: nn.Module, x: torch.Tensor, repeats: int) -> dict:
+    """img/s of every model at the benchmark batch and at batch 1, interleaved with the dense model's;
+    fills the rows' ``img_per_s``, ``img_per_s_b1`` and ``speedup``; returns the dense model's img/s."""
+    fns = {"dense": dense, **models}
+    secs = time_callables(fns, x, warmup=2, repeats=repeats)
+    secs_b1 = time_callables(fns, x[:1], warmup=2, repeats=repeats)
+    for row in rows:
+        row["img_per_s"] = x.shape[0] / secs[row["method"]]
+        row["img_per_s_b1"] = 1 / secs_b1[row["method"]]
+        row["speedup"] = secs["dense"] / secs[row["method"]]
+    return {"batch": x.shape[0] / secs["dense"], "batch1": 1 / secs_b1["dense"]}
+
+
+def _run(cfg: TrainConfig, budgets, methods, regimes, seeds, out: Path, bench_batch: int, bench_repeats: int) -> dict:
+    """Every method at every budget in every regime; then the report."""
     test_set = build_run_dataset(cfg, "test")
     dense = build_dense_for_data(cfg, test_set, pretrained=cfg.pretrained).eval()
-    dense_macs = count_flops(dense).total
     x = torch.stack([test_set[i][0] for i in range(min(bench_batch, len(test_set)))])
     dense_result = evaluate(dense, test_set, cfg)
-    rows, dense_ips = [], []
-    for budget in budgets:
-        models = {}
-        for method in methods:
-            entry = get_method(method)
-            model = apply_method(copy.deepcopy(dense), method, prune_layers=cfg.prune_layers, seed=cfg.seed)
-            reached = set_budget(model, budget, dense_macs)
-            trained = trains(method, cfg)
-            if trained:
-                model = _fine_tune(cfg, method, model, out / f"{method}_{budget:g}")
-            result = evaluate(model, test_set, cfg)
-            models[method] = model
-            rows.append(
-                {
-                    "budget": budget,
-                    "method": method,
-                    "trained": trained,
-                    "macs_fraction": reached,
-                    "knob": {entry.knob_label: round(getattr(model, entry.knob), 4)},
-                    **{k: result[k] for k in ("top1", "gmacs", "kept_tokens")},
-                }
+    rows, dense_speed = [], []
+    for regime in regimes:
+        rcfg = regime_config(cfg, regime)
+        for budget in budgets:
+            block = [_row(rcfg, regime, budget, m, dense, seeds, test_set, out) for m in methods]
+            rows += [r for r, _ in block]
+            dense_speed.append(
+                _time([r for r, _ in block], {r["method"]: m for r, m in block}, dense, x, bench_repeats)
             )
-        secs = time_callables({"dense": dense, **models}, x, warmup=2, repeats=bench_repeats)
-        for row in rows[-len(methods) :]:
-            row["img_per_s"] = x.shape[0] / secs[row["method"]]
-            row["speedup"] = secs["dense"] / secs[row["method"]]
-        dense_ips.append(x.shape[0] / secs["dense"])
     summary = {
-        "dense": {"top1": dense_result["top1"], "gmacs": dense_result["gmacs"], "img_per_s": median(dense_ips)},
+        "dense": {
+            "top1": dense_result["top1"],
+            "gmacs": dense_result["gmacs"],
+            "img_per_s": statistics.median(s["batch"] for s in dense_speed),
+            "img_per_s_b1": statistics.median(s["batch1"] for s in dense_speed),
+        },
         "rows": rows,
-        "budgets": list(budgets),
-        "methods": list(methods),
+        "budgets": budgets,
+        "methods": methods,
+        "regimes": regimes,
+        "seeds": seeds,
         "labels": {m: get_method(m).label for m in methods},
         "recipe": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("progress", "resume", "out_dir")},
         "provenance": provenance(),

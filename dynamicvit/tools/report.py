@@ -17,8 +17,10 @@ from dynamicvit.tools.provenance import describe_machine  # noqa: E402
 
 __all__ = [
     "demo_table",
+    "lead_sentences",
     "overlap_table",
     "read_jsonl",
+    "regime_rows",
     "save_curves",
     "save_figure",
     "save_tradeoff_plots",
@@ -145,49 +147,105 @@ def _demo_lines(summary: dict) -> list[str]:
     ]
 
 
+def regime_rows(summary: dict) -> dict[str, list[dict]]:
+    """A comparison's rows by regime (a result file without regimes: one, named ``recipe``)."""
+    out: dict[str, list[dict]] = {}
+    for r in summary["rows"]:
+        out.setdefault(r.get("regime", "recipe"), []).append(r)
+    return out
+
+
+def _top1(r: dict) -> str:
+    """``mean ± std (n)`` for a row trained over seeds, the single value otherwise."""
+    n = len(r.get("top1_runs", [r["top1"]]))
+    return f"{r['top1']:.2f} ± {r['top1_std']:.2f} ({n})" if n > 1 else f"{r['top1']:.2f}"
+
+
+def lead_sentences(summary: dict) -> list[str]:
+    """One plain sentence per regime and budget: which method leads, by how much, and whether the lead
+    exceeds the seed spread (the larger standard deviation of the two); where DynamicViT stands."""
+    labels, lines = summary.get("labels", {}), []
+    for regime, rows in regime_rows(summary).items():
+        for budget in summary["budgets"]:
+            block = sorted((r for r in rows if r["budget"] == budget), key=lambda r: -r["top1"])
+            if len(block) < 2:
+                continue
+            first, second = block[0], block[1]
+            margin, spread = first["top1"] - second["top1"], max(first.get("top1_std", 0), second.get("top1_std", 0))
+            verdict = (
+                f"more than the seed spread ({spread:.2f})"
+                if margin > spread
+                else f"within the seed spread ({spread:.2f}): a tie"
+            )
+            line = (
+                f"At {budget:g} of the dense MACs ({regime}), {labels.get(first['method'], first['method'])} leads "
+                f"{labels.get(second['method'], second['method'])} by {margin:.2f} points, {verdict}."
+            )
+            ours = next((r for r in block if r["method"] == "dynamicvit"), None)
+            if ours is not None and ours is not first:
+                line += f" DynamicViT is {first['top1'] - ours['top1']:.2f} points behind the leader."
+            lines.append(line)
+    return lines
+
+
 def save_tradeoff_plots(summary: dict, out_dir: str | os.PathLike) -> None:
-    """``acc_vs_gmacs.png`` and ``acc_vs_img_per_s.png``: one line per method, the dense model as a star."""
-    rows, dense = summary["rows"], summary["dense"]
+    """``acc_vs_gmacs.png`` and ``acc_vs_img_per_s.png``: one panel per regime, one line per method with
+    the seeds' standard deviation as error bars, the dense model as a star."""
+    by_regime, dense = regime_rows(summary), summary["dense"]
     for key, label, name in (
         ("gmacs", "GMACs per image", "acc_vs_gmacs.png"),
-        ("img_per_s", f"img/s (batch {summary['bench']['batch_size']}, CPU)", "acc_vs_img_per_s.png"),
+        ("img_per_s", f"img/s (batch {summary['bench']['batch_size']})", "acc_vs_img_per_s.png"),
     ):
-        fig, ax = plt.subplots(figsize=(5.5, 4))
-        for method in summary["methods"]:
-            pts = sorted((r[key], r["top1"]) for r in rows if r["method"] == method)
-            ax.plot(*zip(*pts, strict=True), marker="o", label=summary.get("labels", {}).get(method, method))
-        ax.plot([dense[key]], [dense["top1"]], marker="*", markersize=12, color="black", linestyle="", label="dense")
-        ax.set(xlabel=label, ylabel="top-1 (%)", title=f"top-1 vs {label.split(' (')[0]}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        fig, axes = plt.subplots(1, len(by_regime), figsize=(5.5 * len(by_regime), 4), squeeze=False)
+        for ax, (regime, rows) in zip(axes[0], by_regime.items(), strict=True):
+            for method in summary["methods"]:
+                pts = sorted((r[key], r["top1"], r.get("top1_std", 0.0)) for r in rows if r["method"] == method)
+                xs, ys, errs = zip(*pts, strict=True)
+                ax.errorbar(
+                    xs, ys, yerr=errs, marker="o", capsize=2, label=summary.get("labels", {}).get(method, method)
+                )
+            ax.plot(
+                [dense[key]], [dense["top1"]], marker="*", markersize=12, color="black", linestyle="", label="dense"
+            )
+            ax.set(xlabel=label, ylabel="top-1 (%)", title=f"{regime}: top-1 vs {label.split(' (')[0]}")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
         fig.tight_layout()
         save_figure(fig, Path(out_dir) / name)
 
 
 def write_comparison_markdown(summary: dict, path: str | os.PathLike) -> None:
-    """The comparison table, one block of rows per budget, best top-1 per budget in bold."""
+    """The comparison table, one block of rows per regime and budget, best top-1 in bold, then who leads."""
     d, b, labels = summary["dense"], summary["bench"], summary.get("labels", {})
     lines = [
         "# Token reduction at matched MACs",
         "",
         f"Dense model: top-1 {d['top1']:.2f}%, {d['gmacs']:.4f} GMACs, {d['img_per_s']:.0f} img/s. "
-        f"Throughput: batch {b['batch_size']}, median of {b['repeats']} interleaved runs, {b['threads']} threads "
-        f"({describe_machine(summary['provenance']['machine'])}); speed-up is against the dense model timed "
-        "in the same run.",
+        f"Throughput: batch {b['batch_size']} and batch 1, median of {b['repeats']} interleaved runs, {b['threads']} "
+        f"threads ({describe_machine(summary['provenance']['machine'])}); speed-up is against the dense model timed "
+        "in the same run, in brackets after img/s. Trained rows: mean ± standard deviation over the seeds "
+        "(their number in brackets).",
         "",
-        "| budget | method | trained | top-1 (%) | GMACs | MACs / dense | img/s | speed-up | knob | tokens per step |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| regime | budget | method | top-1 (%) | GMACs | MACs / dense | img/s | img/s (batch 1) | knob |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for budget in summary["budgets"]:
-        block = [r for r in summary["rows"] if r["budget"] == budget]
-        best = max(r["top1"] for r in block)
-        for r in sorted(block, key=lambda r: -r["top1"]):
-            top1 = f"**{r['top1']:.2f}**" if r["top1"] == best else f"{r['top1']:.2f}"
-            knob = ", ".join(f"{k} {v}" for k, v in r["knob"].items())
-            lines.append(
-                f"| {budget:g} | {labels.get(r['method'], r['method'])} | {'yes' if r['trained'] else 'no'} "
-                f"| {top1} | {r['gmacs']:.4f} | {r['macs_fraction']:.3f} | {r['img_per_s']:.0f} "
-                f"| {r['speedup']:.2f}× | {knob} | {' / '.join(map(str, r['kept_tokens']))} |"
-            )
-    lines += ["", "![top-1 vs GMACs](acc_vs_gmacs.png) ![top-1 vs img/s](acc_vs_img_per_s.png)", ""]
+    for regime, rows in regime_rows(summary).items():
+        for budget in summary["budgets"]:
+            block = [r for r in rows if r["budget"] == budget]
+            best = max(r["top1"] for r in block)
+            for r in sorted(block, key=lambda r: -r["top1"]):
+                top1 = f"**{_top1(r)}**" if r["top1"] == best else _top1(r)
+                knob = ", ".join(f"{k} {v}" for k, v in r["knob"].items())
+                lines.append(
+                    f"| {regime} | {budget:g} | {labels.get(r['method'], r['method'])} | {top1} | {r['gmacs']:.4f} "
+                    f"| {r['macs_fraction']:.3f} | {r['img_per_s']:.0f} ({r['speedup']:.2f}×) "
+                    f"| {r.get('img_per_s_b1', float('nan')):.0f} | {knob} |"
+                )
+    lines += [
+        "",
+        *lead_sentences(summary),
+        "",
+        "![top-1 vs GMACs](acc_vs_gmacs.png) ![top-1 vs img/s](acc_vs_img_per_s.png)",
+        "",
+    ]
     atomic_write_text(path, "\n".join(lines))

@@ -127,10 +127,13 @@ def test_the_adaptive_speed_table_shows_each_batch_against_fixed():
 def test_the_comparison_marks_the_best_method_of_each_budget():
     summary = json.loads((RESULTS_DIR / "compare.json").read_text())
     table = render("compare", RESULTS_DIR)
-    for budget in summary["budgets"]:
+    lines = {line.split(" | ")[0][2:]: line for line in table.splitlines() if line.startswith("| ")}
+    for column, budget in enumerate(summary["budgets"], start=1):
         best = max((r for r in summary["rows"] if r["budget"] == budget), key=lambda r: r["top1"])
-        (line,) = [row for row in table.splitlines() if row.startswith(f"| {budget:g} |")]
-        assert f"**{best['top1']:.2f}**" in line and line.count("**") == 2
+        bold = [m for m, line in lines.items() if line.strip(" |").split(" | ")[column].startswith("**")]
+        assert bold == [summary["labels"][best["method"]]], (budget, bold)
+        assert f"**{best['top1']:.2f}" in lines[summary["labels"][best["method"]]]
+    assert table.count("leads") == len(summary["budgets"])  # one sentence per budget
 
 
 def test_dense_prediction_rows_carry_their_metric():

@@ -2,6 +2,7 @@ import copy
 import json
 
 import pytest
+import torch
 from conftest import tiny_cfg
 
 from dynamicvit.builder import build_dense_for_data, build_run_dataset
@@ -27,9 +28,9 @@ def test_compare_all_methods_at_matched_macs(tmp_path, fake_fashion, teacher):
     assert len(rows) == 2 * len(METHODS)
     for row in rows:
         assert abs(row["macs_fraction"] - row["budget"]) < 0.1, row
-        assert row["trained"] == (row["method"] == "dynamicvit")
-        assert row["img_per_s"] > 0
-    assert (tmp_path / "cmp" / "dynamicvit_0.6" / "last.pth").exists()
+        assert row["trained"] == (row["method"] in ("dynamicvit", "diffrate"))  # only their own parameters learn
+        assert row["img_per_s"] > 0 and row["img_per_s_b1"] > 0 and row["regime"] == "frozen"
+    assert (tmp_path / "cmp" / "frozen" / "dynamicvit_0.6_s0" / "last.pth").exists()
     # an untrained method's row is what the method gives on the dense weights at that budget
     test_set = build_run_dataset(cfg, "test")
     dense = build_dense_for_data(cfg, test_set).eval()
@@ -43,6 +44,34 @@ def test_compare_all_methods_at_matched_macs(tmp_path, fake_fashion, teacher):
         assert (tmp_path / "cmp" / name).stat().st_size > 0
     assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["budgets"] == [0.6, 0.8]
     assert "ToMe" in (tmp_path / "cmp" / "compare.md").read_text()
+
+
+def test_seeds_and_regimes(tmp_path, fake_fashion, teacher):
+    """Trained rows run once per seed (mean and spread reported), training-free rows once; both regimes;
+    each budget gets a sentence naming its leader; the knob of an integer-knob method reaches its training."""
+    cfg = tiny_cfg(tmp_path, fake_fashion, teacher_checkpoint=str(teacher), epochs=1, freeze_backbone_epochs=0)
+    summary = run_compare(
+        cfg,
+        budgets=[0.7],
+        methods=["mctf", "topk"],
+        out_dir=str(tmp_path / "cmp"),
+        bench_batch=2,
+        bench_repeats=1,
+        seeds=[0, 1],
+        regimes=["frozen", "finetune"],
+    )
+    rows = {(r["regime"], r["method"]): r for r in summary["rows"]}
+    assert not rows["frozen", "mctf"]["trained"] and rows["frozen", "mctf"]["top1_runs"] == [
+        rows["frozen", "mctf"]["top1"]
+    ]
+    tuned = rows["finetune", "mctf"]
+    assert tuned["trained"] and len(tuned["top1_runs"]) == 2 and tuned["seeds"] == [0, 1]
+    assert tuned["top1"] == pytest.approx(sum(tuned["top1_runs"]) / 2)
+    assert tuned["top1_std"] == pytest.approx(abs(tuned["top1_runs"][0] - tuned["top1_runs"][1]) / 2**0.5)
+    saved = torch.load(tmp_path / "cmp" / "finetune" / "mctf_0.7_s1" / "last.pth", weights_only=False)
+    assert saved["config"]["tome_r"] == tuned["knob"]["r"] and saved["config"]["seed"] == 1
+    report = (tmp_path / "cmp" / "compare.md").read_text()
+    assert report.count("leads") == 2 and "(frozen)" in report and "(finetune)" in report
 
 
 def test_baselines_train_when_the_backbone_does(tmp_path, fake_fashion):
