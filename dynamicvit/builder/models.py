@@ -12,7 +12,7 @@ from torch import nn
 
 from dynamicvit.config import TrainConfig, trusted_config, validate
 from dynamicvit.core.interfaces import backbone_of, find_reducer
-from dynamicvit.core.keep import KEEP_RULES
+from dynamicvit.core.keep import DEFAULT_MASK_RULE, KEEP_RULES
 from dynamicvit.core.losses import is_encoder
 from dynamicvit.methods.registry import apply_method, get_method
 from dynamicvit.models.registry import build_timm_model
@@ -56,6 +56,10 @@ def reduce(model: nn.Module, cfg: TrainConfig, **options) -> nn.Module:
     )
     if KEEP_RULES.lookup(cfg.keep_mode).needs_training:  # trained with its modules, not only run with them
         set_keep_mode(reduced, cfg.keep_mode)
+    if cfg.mask_rule != DEFAULT_MASK_RULE:
+        if not get_method(cfg.method).uses_mask_rule:
+            raise ValueError(f"--mask-rule {cfg.mask_rule} shapes predictor training; method {cfg.method} has none")
+        find_reducer(reduced).mask_mode = cfg.mask_rule
     return model if target is not model else reduced
 
 

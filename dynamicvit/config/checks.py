@@ -14,7 +14,7 @@ from torch import nn
 from dynamicvit.config.fields import TrainConfig, flag
 from dynamicvit.core.files import CheckpointError
 from dynamicvit.core.interfaces import FAMILY_DEFAULTED, backbone_of
-from dynamicvit.core.keep import KEEP_RULES
+from dynamicvit.core.keep import KEEP_RULES, MASK_RULES
 from dynamicvit.data.registry import get_dataset
 from dynamicvit.data.transforms import check_auto_augment
 from dynamicvit.methods.registry import METHODS
@@ -100,6 +100,8 @@ def validate(cfg: TrainConfig, training: bool = True) -> TrainConfig:
     task = get_task(cfg.task)
     if cfg.keep_mode not in KEEP_RULES:
         raise ValueError(f"--keep-mode must be one of {', '.join(KEEP_RULES)}, got {cfg.keep_mode!r}")
+    if cfg.mask_rule not in MASK_RULES:
+        raise ValueError(f"--mask-rule must be one of {', '.join(MASK_RULES)}, got {cfg.mask_rule!r}")
     if cfg.method not in METHODS:
         raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
     if cfg.distractors_max is not None and cfg.distractors_max < cfg.distractors:

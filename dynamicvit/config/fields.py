@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field, fields
 
-from dynamicvit.core.keep import DEFAULT_KEEP_MODE, KEEP_RULES
+from dynamicvit.core.keep import DEFAULT_KEEP_MODE, DEFAULT_MASK_RULE, KEEP_RULES, MASK_RULES
 from dynamicvit.data.registry import DATASETS, DataOptions
 from dynamicvit.methods.registry import METHODS
 from dynamicvit.tasks.registry import TASKS
@@ -109,6 +109,11 @@ class TrainConfig:
         DEFAULT_KEEP_MODE,
         "; ".join(f"{name}: {rule.help}" for name, rule in KEEP_RULES.items()),
         choices=KEEP_RULES,  # the registry itself: a rule registered later is a valid choice
+    )
+    mask_rule: str = _opt(
+        DEFAULT_MASK_RULE,
+        "training mask: " + "; ".join(f"{name}: {rule.help}" for name, rule in MASK_RULES.items()),
+        choices=MASK_RULES,
     )
     thresholds: list[float] | None = _opt(None, "adaptive keep mode: per-stage keep-probability thresholds (calibrate)")
     distill_weight: float = _opt(0.5, "weight of the KL distillation from the dense model")

@@ -62,8 +62,19 @@ class TokenReducer:
 
     @property
     def mask_rule(self) -> MaskRule:
-        """The training forward's mask rule (:data:`dynamicvit.core.keep.MASK_RULES`)."""
+        """The training forward's mask rule (:data:`dynamicvit.core.keep.MASK_RULES`); set it by name with
+        :attr:`mask_mode`."""
         return self._mask_rule
+
+    @property
+    def mask_mode(self) -> str:
+        """The name of the training forward's mask rule: ``gumbel`` (the paper) or ``topk`` (the inference
+        count). Settable; inference does not read it."""
+        return self._mask_rule.name
+
+    @mask_mode.setter
+    def mask_mode(self, name: str) -> None:
+        self._mask_rule = MASK_RULES.lookup(name)
 
     @property
     def per_image(self) -> bool:
@@ -159,6 +170,7 @@ class Method:
     accepts_decisions: ClassVar[bool] = False  # ``forward(x, decisions=...)`` forces its choices
     learned: ClassVar[bool] = False  # adds modules that must be trained (predictors): keep-ratio loss applies
     keeps_subset: ClassVar[bool] = True  # decisions are kept indices (else tokens are mixtures of patches)
+    uses_mask_rule: ClassVar[bool] = False  # its training masks follow a mask rule (--mask-rule)
 
     @classmethod
     def apply(cls, model: nn.Module, keep_rate: float = 0.7, prune_layers=None, **options) -> nn.Module:

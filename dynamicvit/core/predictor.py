@@ -210,7 +210,7 @@ def decide(
       ``previous`` (B, n) holds the alive tokens' grid indices (``None``: ``tokens`` is the whole grid);
       ``forced`` grid indices (B, k) are mapped to positions (and checked to be nested).
 
-    The train mask is ``rule.mask(log_probs, alive)`` (a :class:`~dynamicvit.core.keep.MaskRule`; ``None``:
+    The train mask is ``rule.mask(log_probs, alive, count)`` (a :class:`~dynamicvit.core.keep.MaskRule`; ``None``:
     the paper's Gumbel rule). With a ``budget`` predictor (the learned keep mode) the train mask keeps each
     image's own count of its best tokens (:func:`~dynamicvit.core.learned_budget.soft_topk_mask`) instead of
     a Gumbel choice per token.
@@ -223,7 +223,7 @@ def decide(
         if budget is not None:
             ratio = budget(image_means(tokens, alive))
             return soft_topk_mask(log_probs[..., 0] - log_probs[..., 1], alive, ratio).to(alive.dtype)
-        return gumbel_keep_mask(log_probs, alive) if rule is None else rule.mask(log_probs, alive)
+        return gumbel_keep_mask(log_probs, alive) if rule is None else rule.mask(log_probs, alive, count)
     if forced is not None:
         return forced_positions(previous, forced.to(tokens.device, torch.long), num_tokens or tokens.shape[1])
     return predictor.keep_score(tokens).topk(count, dim=1).indices

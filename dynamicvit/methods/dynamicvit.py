@@ -18,6 +18,7 @@ class DynamicViT(Method):
     label = "DynamicViT"
     accepts_decisions = True
     learned = True
+    uses_mask_rule = True
 
     @classmethod
     def apply(cls, model: nn.Module, keep_rate: float = 0.7, prune_layers=None, keep_ratios=None, **_) -> nn.Module:

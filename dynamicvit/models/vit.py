@@ -152,6 +152,7 @@ class DynamicViTMixin(AdaptiveForwardMixin, SharedPrefixMixin, TokenReductionMix
         :func:`restore_tokens`."""
         prefix = self.num_prefix_tokens
         mask, policy, masks = None, None, []
+        counts = self.keep_counts(x.shape[1] - prefix)
         for s, blk in iter_stages(self.blocks, self._prune_layers):
             if s == 0 and not torch.compiler.is_compiling() and self.prefix_is_fixed():
                 self._shared = (self._images, x)
@@ -163,7 +164,7 @@ class DynamicViTMixin(AdaptiveForwardMixin, SharedPrefixMixin, TokenReductionMix
                 mask = decide(
                     self.score_predictor[s],
                     patches,
-                    0,
+                    counts[s],
                     True,
                     mask,
                     forced,

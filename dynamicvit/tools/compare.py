@@ -29,6 +29,7 @@ from dynamicvit.builder import build_dense_for_data, build_run_dataset
 from dynamicvit.config import REGIMES, TrainConfig, default_regime, regime_config, validate
 from dynamicvit.core.files import atomic_write_text, folder_lock
 from dynamicvit.core.flops import count_flops
+from dynamicvit.core.keep import DEFAULT_MASK_RULE
 from dynamicvit.methods.budget import set_budget
 from dynamicvit.methods.registry import METHODS, apply_method, get_method
 from dynamicvit.tasks.evaluate import evaluate
@@ -80,6 +81,7 @@ def _fine_tune(cfg: TrainConfig, method: str, model: nn.Module, out_dir: Path) -
         method=method,
         keep_rate=model.keep_rate,
         tome_r=getattr(model, entry.knob) if entry.integer_knob else cfg.tome_r,
+        mask_rule=cfg.mask_rule if entry.uses_mask_rule else DEFAULT_MASK_RULE,
         out_dir=str(out_dir),
         resume=cfg.resume and (out_dir / "last.pth").exists(),
     )

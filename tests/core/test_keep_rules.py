@@ -93,3 +93,26 @@ def test_keep_rule_names_are_literals_only_in_their_own_modules():
                 if any(isinstance(s, ast.Constant) and isinstance(s.value, str) for s in sides):
                     found.append(f"{where}:{node.lineno} {ast.unparse(node)}")
     assert found == []
+
+
+def test_topk_mask_rule_trains_with_the_inference_count():
+    """Each image keeps exactly the stage's count in the training forward (nested), and the task loss
+    reaches the predictors; the Gumbel rule keeps a count that varies per image."""
+    import torch
+    from conftest import tiny_vit
+
+    from dynamicvit import sparsify
+
+    torch.manual_seed(0)
+    model = sparsify(tiny_vit(), keep_rate=0.5).train()
+    model.mask_mode = "topk"
+    out = model.forward_with_decisions(torch.randn(4, 3, 32, 32))
+    for mask, count in zip(out.decisions, model.keep_counts(), strict=True):
+        assert mask.sum(dim=1).round().tolist() == [count] * 4
+    for earlier, later in zip(out.decisions, out.decisions[1:], strict=False):
+        assert (later <= earlier + 1e-6).all()  # straight-through values are 0/1 up to rounding
+    out.logits.sum().backward()
+    assert model.score_predictor[0].out_conv[0].weight.grad.abs().sum() > 0
+    model.mask_mode = "gumbel"
+    kept = model.forward_with_decisions(torch.randn(16, 3, 32, 32)).decisions[0].sum(dim=1)
+    assert len(set(kept.tolist())) > 1

@@ -24,3 +24,17 @@ def test_method_and_keep_rate_reach_the_model(method):
 def test_bad_keep_rate_is_refused_before_building():
     with pytest.raises(ValueError, match=r"--keep-rate must be in \(0, 1\], got 1.5"):
         build_untrained(TINY, "dynamicvit", keep_rate=1.5)
+
+
+def test_mask_rule_reaches_the_student_and_only_predictor_methods_take_it(tmp_path, fake_fashion):
+    from conftest import tiny_cfg
+
+    from dynamicvit.builder import reduce
+    from dynamicvit.builder.models import build_dense
+
+    cfg = tiny_cfg(tmp_path, fake_fashion, mask_rule="topk")
+    student = reduce(build_dense(cfg, 10, 1, (1, 28, 28)), cfg)
+    assert find_reducer(student).mask_mode == "topk"
+    cfg = tiny_cfg(tmp_path, fake_fashion, mask_rule="topk", method="tome")
+    with pytest.raises(ValueError, match="--mask-rule topk shapes predictor training; method tome has none"):
+        reduce(build_dense(cfg, 10, 1, (1, 28, 28)), cfg)

@@ -8,6 +8,7 @@ from dynamicvit.core.keep import fixed  # noqa: F401
 from dynamicvit.core.keep import threshold  # noqa: F401
 from dynamicvit.core.keep import learned  # noqa: F401
 from dynamicvit.core.keep import gumbel  # noqa: F401
+from dynamicvit.core.keep import topk  # noqa: F401
 
 # isort: on
 from dynamicvit.core.keep.rule import KEEP_RULES, MASK_RULES, KeepRule, MaskRule, calibrated_rule, untrained_rules

@@ -15,7 +15,7 @@ class GumbelRule(MaskRule):
     name = "gumbel"
     help = "a hard Gumbel-softmax keep sample per token, straight-through gradient (the paper)"
 
-    def mask(self, log_probs: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+    def mask(self, log_probs: torch.Tensor, alive: torch.Tensor, count: int) -> torch.Tensor:
         return gumbel_keep_mask(log_probs, alive)
 
 

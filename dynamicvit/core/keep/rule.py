@@ -88,8 +88,9 @@ class MaskRule:
     name: ClassVar[str]
     help: ClassVar[str]
 
-    def mask(self, log_probs: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
-        """The (B, N) keep mask of ``log_probs`` (B, N, 2) (keep, drop), nested in ``alive`` (B, N)."""
+    def mask(self, log_probs: torch.Tensor, alive: torch.Tensor, count: int) -> torch.Tensor:
+        """The (B, N) keep mask of ``log_probs`` (B, N, 2) (keep, drop), nested in ``alive`` (B, N); ``count``
+        is the tokens the stage keeps at inference (the fixed mode's schedule)."""
         raise NotImplementedError
 
 
