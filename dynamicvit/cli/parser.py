@@ -188,10 +188,15 @@ def _export(sub: argparse._SubParsersAction) -> None:
 
 def _app(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("app", help="a local web page: upload images, move the keep rate, see the kept tokens")
-    p.add_argument("--model", default="deit_small_patch16_224", help="timm or zoo name the page starts with")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="timm or zoo name the page starts with (default: the training checkpoint's own model, else "
+        "deit_small_patch16_224)",
+    )
     p.add_argument("--checkpoint", default="", help="a training checkpoint (or a release file with --model)")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: this machine only)")
-    p.add_argument("--port", type=_port, default=7860)
+    p.add_argument("--port", type=_port, default=7860, help="port to serve on")
 
 
 def _models(sub: argparse._SubParsersAction) -> None:

@@ -29,10 +29,11 @@ from dynamicvit.data.registry import class_names
 from dynamicvit.models.factory import create_model
 from dynamicvit.tools.timing import time_callables
 from dynamicvit.tools.viz import visualize_files
+from dynamicvit.weights.checkpoint import read_checkpoint
 from dynamicvit.weights.download import cache_path
 from dynamicvit.weights.zoo import ZOO
 
-__all__ = ["Loaded", "build_app", "load_model", "run_image"]
+__all__ = ["DEFAULT_MODEL", "Loaded", "build_app", "load_model", "page_model", "run_image", "saved_config"]
 
 USER_ERRORS = (ValueError, OSError, CheckpointError, RuntimeError, KeyError)
 
@@ -137,23 +138,55 @@ def _describe(r: dict) -> str:
     return "\n".join(lines)
 
 
-def _examples(folder: Path) -> list[str]:
-    """Example pictures written to ``folder``: scikit-image's photos and two demo canvases, those available."""
+DEFAULT_MODEL = "deit_small_patch16_224"
+
+
+def saved_config(checkpoint: str) -> dict:
+    """The run configuration a training checkpoint carries (``{}`` for a release file, a missing path or
+    an unreadable file: the page then says what is wrong when it loads the model)."""
+    if not checkpoint or not Path(checkpoint).is_file():
+        return {}
+    try:
+        state = read_checkpoint(checkpoint)
+    except USER_ERRORS:
+        return {}
+    config = state.get("config") if isinstance(state, dict) else None
+    return config if isinstance(config, dict) else {}
+
+
+def page_model(model: str | None, checkpoint: str) -> str:
+    """What the page's model box starts with: the model named, else the training checkpoint's own
+    architecture, else (no checkpoint) :data:`DEFAULT_MODEL`; empty for a release file, whose zoo name
+    the user types."""
+    if model:
+        return model
+    if checkpoint:
+        return str(saved_config(checkpoint).get("model", ""))
+    return DEFAULT_MODEL
+
+
+def _examples(folder: Path, config: dict | None = None) -> list[str]:
+    """Example pictures written to ``folder`` that fit the model: demo canvases (of the checkpoint's canvas
+    size) for a model trained on cluttered Fashion-MNIST, scikit-image's photos otherwise; those available."""
     from PIL import Image
 
+    config = config or {}
+    canvases_only = str(config.get("data", "")).startswith("cluttered")
     pictures = {}
     try:
         from skimage import data
 
-        pictures.update({"cat": data.chelsea(), "coffee": data.coffee(), "astronaut": data.astronaut()})
+        if not canvases_only:
+            pictures.update({"cat": data.chelsea(), "coffee": data.coffee(), "astronaut": data.astronaut()})
     except ImportError:
         pass
     try:
         from dynamicvit.data.cluttered import ClutteredFashionMNIST
 
-        canvases = ClutteredFashionMNIST("test", canvas=48, distractors=2)
-        pictures.update({f"canvas-{i}": canvases.render(i)[0] for i in range(2)})
-    except (OSError, ValueError):  # no Fashion-MNIST files here
+        options = {"canvas": config.get("canvas") or 48, "distractors": config.get("distractors", 2)}
+        canvases = ClutteredFashionMNIST("test", data_dir=config.get("data_dir"), **options)
+        pictures.update({f"canvas-{i}": canvases.render(i)[0] for i in range(4 if canvases_only else 2)})
+    except (OSError, ValueError, TypeError):  # no Fashion-MNIST files here
         pass
     paths = []
     for name, array in pictures.items():
@@ -162,11 +195,12 @@ def _examples(folder: Path) -> list[str]:
     return paths
 
 
-def build_app(default_model: str = "deit_small_patch16_224", default_checkpoint: str = ""):
+def build_app(default_model: str | None = None, default_checkpoint: str = ""):
     """The Gradio page (a ``gradio.Blocks``), not yet launched.
 
     Args:
-        default_model: the model name the page starts with.
+        default_model: the model name the page starts with (default: :func:`page_model`'s choice: a
+            training checkpoint's own model, else :data:`DEFAULT_MODEL`).
         default_checkpoint: the checkpoint path it starts with.
 
     Returns:
@@ -192,13 +226,17 @@ def build_app(default_model: str = "deit_small_patch16_224", default_checkpoint:
     with gr.Blocks(title="dynamicvit: what the model keeps") as app:
         gr.Markdown("# What the model keeps\nUpload an image and move the keep rate.")
         with gr.Row():
-            name = gr.Textbox(default_model, label="model (timm or zoo name)", elem_id="model")
+            name = gr.Textbox(
+                page_model(default_model, default_checkpoint),
+                label="model (timm or zoo name; a training checkpoint brings its own)",
+                elem_id="model",
+            )
             checkpoint = gr.Textbox(default_checkpoint, label="checkpoint file (optional)", elem_id="checkpoint")
         with gr.Row():
             keep_rate = gr.Slider(0.1, 1.0, value=0.7, step=0.05, label="keep rate", elem_id="keep-rate")
             keep_mode = gr.Radio(list(untrained_rules()), value=FIXED, label="keep mode", elem_id="keep-mode")
         upload = gr.File(label="image", type="filepath", elem_id="upload")
-        examples = _examples(folder)
+        examples = _examples(folder, saved_config(default_checkpoint))
         if examples:
             gr.Examples([[p] for p in examples], inputs=[upload], label="examples")
         with gr.Row():
@@ -217,6 +255,6 @@ def build_app(default_model: str = "deit_small_patch16_224", default_checkpoint:
     return app
 
 
-def launch(model: str, checkpoint: str, host: str, port: int) -> None:
+def launch(model: str | None, checkpoint: str, host: str, port: int) -> None:
     """Serve the page on ``host:port`` until interrupted (127.0.0.1 by default: this machine only)."""
     build_app(model, checkpoint).launch(server_name=host, server_port=port, show_error=False)

@@ -163,3 +163,31 @@ def test_without_gradio_the_command_says_how_to_install_it(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio now fails
     assert main(["app", "--port", "7861"]) == 2
     assert "pip install 'dynamicvit[app]'" in capsys.readouterr().err
+
+
+def test_a_training_checkpoint_runs_with_the_pages_own_defaults(tmp_path, fake_fashion):
+    """``dynamicvit app --checkpoint runs/demo/sparse/last.pth``: the model box starts with the checkpoint's
+    own architecture (a fixed default name would override it and every request would fail), and a request
+    with the page's defaults (keep rate 0.7, fixed mode) answers with the kept-token picture."""
+    from conftest import tiny_cfg
+
+    from dynamicvit.core.keep import DEFAULT_KEEP_MODE
+    from dynamicvit.tools.app import DEFAULT_MODEL, _examples, page_model
+    from dynamicvit.train.trainer import Trainer
+
+    Trainer(tiny_cfg(tmp_path, fake_fashion, dense=True, epochs=1)).fit()
+    cfg = tiny_cfg(tmp_path, fake_fashion, "student", teacher_checkpoint=str(tmp_path / "run" / "last.pth"), epochs=1)
+    Trainer(cfg).fit()
+    checkpoint = str(tmp_path / "student" / "last.pth")
+    assert page_model(None, checkpoint) == cfg.model != DEFAULT_MODEL
+    assert (
+        page_model(None, "") == DEFAULT_MODEL
+        and page_model("vit_tiny_patch16_224", checkpoint) == "vit_tiny_patch16_224"
+    )
+    image = tmp_path / "grey.png"
+    Image.fromarray((np.random.default_rng(0).random((28, 28)) * 255).astype("uint8")).save(image)
+    loaded = load_model(page_model(None, checkpoint), checkpoint)
+    row = run_image(loaded, str(image), 0.7, DEFAULT_KEEP_MODE, str(tmp_path / "kept.png"))
+    assert row["kept_tokens"] and (tmp_path / "kept.png").stat().st_size > 0
+    canvases = {os.path.basename(p) for p in _examples(tmp_path, {"data": "cluttered-fashion-mnist", "canvas": 48})}
+    assert "cat.png" not in canvases  # a demo student gets demo canvases, not photos
