@@ -8,7 +8,7 @@ import dataclasses
 import json
 from collections.abc import Sequence
 
-from dynamicvit.config import TrainConfig, field_flags, field_kind, read_recipe
+from dynamicvit.config import TrainConfig, field_flags, field_kind, read_recipe, section_of
 
 __all__ = ["DATA_FIELDS", "add_config_args", "config_from_args"]
 
@@ -28,15 +28,21 @@ _PARSERS = {"int": int, "float": float, "str": str, "list[int]": int, "list[floa
 
 
 def add_config_args(p: argparse.ArgumentParser, names: Sequence[str] | None = None, skip: Sequence[str] = ()) -> None:
-    """One flag per :class:`TrainConfig` field (or the ``names`` among them), help text from the field.
+    """One flag per :class:`TrainConfig` field (or the ``names`` among them), help text from the field and
+    the field's default shown; with every field, in one argument group per config section.
 
     Every flag defaults to ``None`` – "not given" – so a config (the defaults, or a checkpoint's
     saved one) is overridden only by what the user passed."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
     for f in dataclasses.fields(TrainConfig):
         if (names is not None and f.name not in names) or f.name in skip:
             continue
         meta = f.metadata
-        kwargs = {"dest": f.name, "default": None, "help": meta["help"]}
+        section = section_of(f.name)
+        target = (
+            p if names is not None else groups.get(section) or groups.setdefault(section, p.add_argument_group(section))
+        )
+        kwargs = {"dest": f.name, "default": None, "help": _with_default(meta["help"], f)}
         kind = field_kind(f)
         if kind == "bool":
             kwargs["action"] = "store_false" if f.default else "store_true"
@@ -44,7 +50,16 @@ def add_config_args(p: argparse.ArgumentParser, names: Sequence[str] | None = No
             kwargs["type"] = _PARSERS[kind]
             kwargs["nargs"] = "+" if kind.startswith("list") else None
             kwargs["choices"] = meta.get("choices")
-        p.add_argument(*field_flags(f), **kwargs)
+        target.add_argument(*field_flags(f), **kwargs)
+
+
+def _with_default(text: str, f: dataclasses.Field) -> str:
+    """A field's help with its default, unless the default says nothing (unset, a switch, empty) or the
+    text already names it."""
+    default = f.default if f.default is not dataclasses.MISSING else None
+    if default is None or isinstance(default, bool) or default == "" or "(default" in text:
+        return text
+    return f"{text} (default: {default})"
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

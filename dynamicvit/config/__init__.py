@@ -9,13 +9,14 @@ from dynamicvit.config.checks import (
     validate,
     with_family_defaults,
 )
-from dynamicvit.config.fields import TrainConfig, field_flags, field_kind, flag
+from dynamicvit.config.fields import SECTIONS, TrainConfig, field_flags, field_kind, flag, section_of
 from dynamicvit.config.recipes import config_yaml, read_recipe
 from dynamicvit.config.regimes import REGIMES, default_regime, regime_config
 
 __all__ = [
     "REGIMES",
     "RESUMABLE_CHANGES",
+    "SECTIONS",
     "TrainConfig",
     "check_resumable",
     "check_teacher",
@@ -26,6 +27,7 @@ __all__ = [
     "flag",
     "read_recipe",
     "regime_config",
+    "section_of",
     "trusted_config",
     "validate",
     "with_family_defaults",

@@ -17,7 +17,7 @@ from dynamicvit.data.registry import DATASETS, DataOptions
 from dynamicvit.methods.registry import METHODS
 from dynamicvit.tasks.registry import TASKS
 
-__all__ = ["TrainConfig", "field_flags", "field_kind", "flag"]
+__all__ = ["SECTIONS", "TrainConfig", "field_flags", "field_kind", "flag", "section_of"]
 
 
 def _opt(default, help: str, **cli):
@@ -161,3 +161,29 @@ def field_flags(f: dataclasses.Field) -> tuple[str, ...]:
 def flag(name: str) -> str:
     """The (first) CLI flag of the config field ``name``, for error messages."""
     return field_flags(next(f for f in fields(TrainConfig) if f.name == name))[0]
+
+
+# what each field is about: the command line's argument groups (and the order a reader meets them in)
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "model": ("model", "dense", "task", "method", "tome_r", "pretrained", "teacher_checkpoint", "model_kwargs"),
+    "data": (
+        "data", "data_dir", "canvas", "distractors", "distractors_max", "item_scale", "scene_items",
+        "scene_items_max", "img_size", "train_limit", "val_limit", "aa", "reprob", "color_jitter",
+        "interpolation", "mixup", "cutmix", "smoothing",
+    ),
+    "schedule": (
+        "epochs", "batch_size", "accum_steps", "lr", "backbone_lr_scale", "freeze_backbone_epochs",
+        "freeze_prefix", "warmup_epochs", "min_lr", "weight_decay", "ema_decay", "clip_grad",
+    ),
+    "budget": ("keep_rate", "prune_layers", "keep_mode", "thresholds"),
+    "loss": ("ratio_weight", "ratio_loss", "mask_rule", "no_labels", "distill_weight", "token_weight"),
+    "run": (
+        "seed", "out_dir", "resume", "overwrite", "amp", "channels_last", "compile", "workers", "max_bad_steps",
+        "deterministic", "progress",
+    ),
+}  # fmt: skip
+
+
+def section_of(name: str) -> str:
+    """The section (:data:`SECTIONS`) of the config field ``name``."""
+    return next(section for section, names in SECTIONS.items() if name in names)
