@@ -45,7 +45,7 @@ def is_encoder(model: nn.Module) -> bool:
 
 
 class DistillationLoss(nn.Module):
-    """``base(pred, y) + w_r·ratio + w_kl·KL(student‖teacher cls) + w_tok·MSE(kept tokens)``.
+    """``base(pred, y) + w_r·ratio + w_kl·KL(teacher‖student, class logits) + w_tok·MSE(kept tokens)``.
 
     Called with the images, the student's :class:`SparseOutput` (train mode, masks as
     decisions) and the targets; returns the total and a dict of detached terms. The frozen

@@ -238,9 +238,18 @@ def _compare(summary: dict) -> str:
                 cells.append((f"**{text}**" if r["top1"] == best[b] else text) + f" ({r['speedup']:.2f}×)")
             lines.append(f"| {labels.get(m, m)} | " + " | ".join(cells) + " |")
         parts.append("\n".join(lines))
-    d = summary["dense"]
+    d, r = summary["dense"], summary.get("recipe", {})
     sentences = "\n".join(f"- {s}" for s in lead_sentences(summary))
-    return "\n\n".join(parts) + f"\n\nDense teacher: {d['top1']:.2f} % top-1, {d['gmacs']:.4f} GMACs.\n\n{sentences}"
+    sizes = ""
+    if summary.get("seeds"):
+        sizes = (
+            f" Trained rows: {r.get('train_limit') or 'all'} training images, {r.get('epochs')} epoch(s), "
+            f"seeds {', '.join(map(str, summary['seeds']))}; top-1 on {r.get('val_limit') or 'all'} test images."
+        )
+    return (
+        "\n\n".join(parts)
+        + f"\n\nDense teacher: {d['top1']:.2f} % top-1, {d['gmacs']:.4f} GMACs.{sizes}\n\n{sentences}"
+    )
 
 
 def _tune(r: dict) -> str:
@@ -262,6 +271,7 @@ def _tune(r: dict) -> str:
 _RENDERERS: dict[str, Callable[[dict], str]] = {
     "demo": _demo,
     "compare": _compare,
+    **{f"leaderboard-{proxy}": _compare for proxy in ("demo", "scale", "grid14")},
     "budgets-scale": budgets_table,
     "budgets-clutter": budgets_table,
     "budgets-scenes": budgets_table,

@@ -1,0 +1,19 @@
+"""The pages say nothing stale: every repository path they cite exists."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+# a path in backticks, e.g. `dynamicvit/weights/release.py`, `scripts/setup.sh`, `recipes/deit_small.yaml`
+CITED = re.compile(r"`((?:dynamicvit|scripts|tests|recipes|docs)/[\w/.-]+\.(?:py|sh|yaml|md|json|png))`")
+
+
+def test_every_cited_path_exists():
+    missing = [
+        f"{page.relative_to(ROOT)}: {path}"
+        for page in PAGES
+        for path in CITED.findall(page.read_text())
+        if "NAME" not in path and not (ROOT / path).exists()
+    ]
+    assert not missing, f"pages cite paths that do not exist: {missing}"
