@@ -2,7 +2,9 @@
 
 * ``<!-- cli -->`` becomes the ``--help`` of every command, from the argument parser itself;
 * ``<!-- results:NAME -->`` becomes the table of ``docs/results/NAME.json`` with its provenance line
-  (``dynamicvit.docsgen.tables.render``), so a number typed by hand cannot appear.
+  (``dynamicvit.docsgen.tables.render``), so a number typed by hand cannot appear;
+* the Sphinx roles of the package's docstrings (``:func:`x` ``, ``:class:`~a.B` ``) become code spans in the
+  rendered API reference instead of printing literally (``dynamicvit.docsgen.roles``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import re
 from pathlib import Path
 
 from dynamicvit.docsgen.cli_reference import cli_reference
+from dynamicvit.docsgen.roles import strip_roles
 from dynamicvit.docsgen.tables import render
 
 _RESULTS = re.compile(r"<!-- results:([\w-]+) -->")
@@ -20,3 +23,7 @@ def on_page_markdown(markdown: str, config, **_) -> str:
     results = Path(config["docs_dir"]) / "results"
     markdown = markdown.replace("<!-- cli -->", cli_reference())
     return _RESULTS.sub(lambda m: render(m.group(1), results), markdown)
+
+
+def on_page_content(html: str, **_) -> str:
+    return strip_roles(html)

@@ -17,3 +17,13 @@ def test_every_cited_path_exists():
         if "NAME" not in path and not (ROOT / path).exists()
     ]
     assert not missing, f"pages cite paths that do not exist: {missing}"
+
+
+def test_sphinx_roles_become_code():
+    from dynamicvit.docsgen.roles import strip_roles
+
+    html = "see :func:<code>dynamicvit.sparsify</code> and :class:<code>~dynamicvit.core.keep.MaskRule</code>"
+    html += " or :mod:<code>.merging</code>"
+    assert strip_roles(html) == (
+        "see <code>dynamicvit.sparsify</code> and <code>MaskRule</code> or <code>merging</code>"
+    )
