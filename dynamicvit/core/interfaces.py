@@ -28,7 +28,16 @@ class TokenReducer:
     """Mixed into every module that reduces tokens; read through :func:`find_reducer`.
 
     Decisions index a grid of ``h × w`` tokens (ViT patches, or the locations of a ConvNeXt/Swin
-    stage); ``last_grid`` is that grid in the latest forward.
+    stage).
+
+    Attributes:
+        method: the registry name of the reducing method.
+        distills_tokens: whether the final features are tokens aligned with the dense model's (token
+            distillation applies).
+        supports_adaptive: whether it has the packed per-image eval forward (per-image keep rules).
+        supports_learned: whether it can add budget predictors (the learned keep mode).
+        last_grid: the token grid of the latest forward.
+        keep_mode: the eval forward's keep rule by name (settable); ``mask_mode`` the training mask rule's.
     """
 
     method: ClassVar[str]  # registry name of the reducing method
@@ -146,7 +155,18 @@ def backbone_of(model: nn.Module) -> nn.Module:
 
 @dataclass(frozen=True)
 class Family:
-    """A backbone family :func:`dynamicvit.sparsify` knows, and its training recipe defaults."""
+    """A backbone family :func:`dynamicvit.sparsify` knows, and its training recipe defaults.
+
+    Attributes:
+        name: the family's name.
+        supported: what the family accepts, for error messages.
+        recognises: whether a model belongs to the family.
+        sparsify: ``(model, keep_rate, prune_layers, **options) -> model``, in place.
+        ratio_weight: the keep-ratio loss weight of the papers' recipe.
+        backbone_lr_scale: the backbone's learning rate relative to the new modules'.
+        options: extra keyword arguments ``sparsify`` takes.
+        keeps_maps: a hierarchical backbone whose sparse model keeps the feature maps dense heads read.
+    """
 
     name: str
     supported: str  # what the family accepts, for error messages
@@ -159,7 +179,20 @@ class Family:
 
 
 class Method:
-    """A token-reduction method as the registry knows it; subclasses set the class attributes."""
+    """A token-reduction method as the registry knows it; subclasses set the class attributes.
+
+    Attributes:
+        name: the registry name (``--method``).
+        label: the name in tables and plots.
+        knob: the model attribute that sets the budget (``keep_rate``, or ``tome_r``/``mctf_r``).
+        knob_label: the knob's name in tables.
+        integer_knob: whether the knob is an integer (bisected as one by ``set_budget``).
+        exportable: no run-time randomness: ONNX export works.
+        accepts_decisions: ``forward(x, decisions=...)`` forces its choices.
+        learned: it adds parameters that must be trained (predictors, rates): it trains in every regime.
+        keeps_subset: its decisions are kept indices (else tokens are mixtures of patches).
+        uses_mask_rule: its training masks follow a mask rule (``--mask-rule``).
+    """
 
     name: ClassVar[str]
     label: ClassVar[str]  # for tables and plots

@@ -52,14 +52,27 @@ class DistillationLoss(nn.Module):
     dense ``teacher`` runs once per call under ``no_grad``; with ``teacher=None`` only the
     base and ratio terms remain. Target ratios default to ``keep_rate**s`` per stage
     (cumulative, plain ViT); pass ``target_ratios`` for other schedules. A term whose
-    weight is 0 is not computed (baselines without masks train with CE + KL only).
-    ``student``: the model being trained, when it can hand the teacher the tokens of the layers both share
-    (frozen, before the first pruning stage: ``teacher_features``), so that they run once.
-    ``labels=False`` drops the cross-entropy: the student learns from the teacher alone (and the targets
-    are not read). ``embedding=True`` (encoders without a classifier, ``num_classes=0``) also replaces the
-    class KL by an MSE between the student's and the teacher's pooled embeddings. With ``token_head``
-    (the student's token-labelling head: final tokens → per-token logits) the token term is
-    KL(teacher ‖ student) of the kept tokens' predictions, the teacher's from its own ``token_logits``.
+    weight is 0 is not computed (baselines without masks train with CE + KL only). A student whose
+    reducer has ``method_loss()`` (DiffRate's MACs term) adds those terms.
+
+    Args:
+        teacher: the frozen dense model, or ``None`` (no distillation).
+        keep_rate: ρ of the default per-stage targets ``ρ**s``.
+        base_criterion: the label loss (default cross-entropy; soft-target CE under mixup).
+        ratio_weight: weight of the keep-ratio term.
+        distill_weight: weight of the class KL (or embedding MSE).
+        token_weight: weight of the kept-token term.
+        target_ratios: per-stage keep targets replacing ``ρ**s``.
+        token_head: the student's token-labelling head (final tokens → per-token logits): the token term is
+            then KL(teacher ‖ student) of the kept tokens' predictions, the teacher's from its own
+            ``token_logits``.
+        ratio_loss: ``"image"`` (the paper) or ``"batch"`` (per-image budgets).
+        labels: ``False`` drops the cross-entropy: the student learns from the teacher alone (the targets
+            are not read).
+        embedding: for encoders without a classifier (``num_classes=0``): an MSE between the pooled
+            embeddings replaces the class KL.
+        student: the model being trained, when it can hand the teacher the tokens of the layers both share
+            (frozen, before the first pruning stage: ``teacher_features``), so that they run once.
     """
 
     def __init__(

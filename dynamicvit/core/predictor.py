@@ -102,7 +102,13 @@ def check_prune_layers(prune_layers, depth: int, lowest: int = 1) -> list[int]:
 class TokenPredictor(nn.Module):
     """Scores tokens ``(B, N, C)`` → log-probabilities ``(B, N, 2)``; channel 0 means keep.
 
-    ``eps`` is the LayerNorm's epsilon (the release uses 1e-5 for ViTs and Swin, 1e-6 for ConvNeXt)."""
+    The paper's predictor (arXiv 2106.02034, §3.2): an MLP on each token's local features
+    concatenated with the mean of the alive tokens' global features.
+
+    Args:
+        embed_dim: the tokens' channels (even, at least 8).
+        eps: the LayerNorm's epsilon (the release uses 1e-5 for ViTs and Swin, 1e-6 for ConvNeXt).
+    """
 
     def __init__(self, embed_dim: int, eps: float = 1e-5) -> None:
         super().__init__()

@@ -46,10 +46,13 @@ __all__ = [
 class SparseOutput(NamedTuple):
     """Result of ``model(x, return_decisions=True)``.
 
-    ``decisions``: one tensor per stage – train mode: hard masks (B, N); eval mode: kept
-    indices (B, k_s) into the original grid. ``features``: final normalised tokens (prefix
-    tokens first; all N patches in train mode, the kept ones in eval mode), or the final
-    feature map of a hierarchical model.
+    Attributes:
+        logits: class logits (B, K).
+        decisions: one tensor per stage – train mode: hard masks (B, N); eval mode: kept indices (B, k_s)
+            into the original grid (a per-image keep mode: one index tensor per image). Methods whose
+            tokens are mixtures of patches (ToMe, PPT, MCTF, DiffRate) report none.
+        features: final normalised tokens (prefix tokens first; all N patches in train mode, the kept ones
+            in eval mode), or the final feature map of a hierarchical model.
     """
 
     logits: torch.Tensor
