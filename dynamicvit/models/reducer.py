@@ -4,6 +4,8 @@ that pool patch tokens, and installing a reducing class into a model in place.""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import torch
 from torch import nn
 
@@ -14,6 +16,7 @@ from dynamicvit.core.predictor import (
     check_prune_layers,
     cumulative_ratios,
     default_prune_layers,
+    keep_count,
     keep_counts,
 )
 from dynamicvit.core.tokens import POOLS, SparseOutput, check_finite, check_image_batch, in_channels, mixed_class
@@ -44,15 +47,40 @@ class TokenReductionMixin(TokenReducer):
 
     _prune_layers: list[int]
     _keep_rate: float
+    _keep_schedule: list[float] | None = None
 
     @property
     def keep_rate(self) -> float:
-        """Per-stage keep ratio rho; stage s keeps int(N * rho**s) patches. Settable."""
+        """Per-stage keep ratio rho; stage s keeps int(N * rho**s) patches. Settable (clears a
+        :attr:`keep_schedule`)."""
         return self._keep_rate
 
     @keep_rate.setter
     def keep_rate(self, value: float) -> None:
         self._keep_rate = check_keep_rate(value)
+        self._keep_schedule = None
+
+    @property
+    def keep_schedule(self) -> list[float]:
+        """The fraction of the input patches alive after each stage: ρ, ρ², ρ³ (the paper's schedule) unless
+        set to another non-increasing list, e.g. one searched for a MACs target
+        (:func:`dynamicvit.tools.schedule.search_schedule`). Settable; ``None`` returns to ρ**s."""
+        return (
+            list(self._keep_schedule)
+            if self._keep_schedule
+            else cumulative_ratios(self._keep_rate, len(self._prune_layers))
+        )
+
+    @keep_schedule.setter
+    def keep_schedule(self, fractions: list[float] | None) -> None:
+        if fractions is not None:
+            fractions = [check_keep_rate(f) for f in fractions]
+            if len(fractions) != len(self._prune_layers) or any(b > a for a, b in pairwise(fractions)):
+                raise ValueError(
+                    f"keep_schedule must give {len(self._prune_layers)} non-increasing fractions in (0, 1], "
+                    f"got {fractions}"
+                )
+        self._keep_schedule = fractions
 
     @property
     def prune_layers(self) -> list[int]:
@@ -66,10 +94,13 @@ class TokenReductionMixin(TokenReducer):
 
     def keep_counts(self, num_patches: int | None = None) -> list[int]:
         """Patch tokens kept after each stage for an input of ``num_patches`` patches."""
-        return keep_counts(num_patches or self.num_patches, self._keep_rate, len(self._prune_layers))
+        n = num_patches or self.num_patches
+        if self._keep_schedule is None:
+            return keep_counts(n, self._keep_rate, len(self._prune_layers))
+        return [keep_count(n, f) for f in self._keep_schedule]
 
     def keep_targets(self) -> list[float]:
-        return cumulative_ratios(self._keep_rate, len(self._prune_layers))
+        return self.keep_schedule
 
     def token_counts(self, num_patches: int | None = None) -> list[int]:
         """Tokens (besides class/distillation/register tokens) alive after each reduction step."""
