@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from dynamicvit.core.interfaces import Method
+from dynamicvit.core.merging import Merge, attend, fuse_tokens
 from dynamicvit.core.predictor import check_keep_rate
 from dynamicvit.core.tokens import attention_output, attention_qkv, gather_tokens, residual_mlp
 from dynamicvit.methods.common import BaselineMixin, reduce_vit
-from dynamicvit.methods.merging import Merge, attend, fuse_tokens
 from dynamicvit.methods.registry import register_method
 
 __all__ = ["DiffRate", "DiffRateMixin", "RateSearch", "survival"]

@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from dynamicvit.core.interfaces import Method
+from dynamicvit.core.merging import Merge, attend, fuse_tokens, proportional_probs, rank_of
 from dynamicvit.core.tokens import attention_output, attention_qkv, residual_mlp
 from dynamicvit.methods.common import BaselineMixin, reduce_vit
-from dynamicvit.methods.merging import Merge, attend, fuse_tokens, proportional_probs, rank_of
 from dynamicvit.methods.registry import register_method
 
 __all__ = ["MCTF", "MCTFMixin", "TAUS", "mctf_merge_plan", "pair_scores"]

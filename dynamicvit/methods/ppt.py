@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from dynamicvit.core.interfaces import Method
+from dynamicvit.core.merging import attend, bipartite_merge_plan, fuse_tokens, slot_sums
 from dynamicvit.core.tokens import gather_tokens, iter_stages, residual_mlp
 from dynamicvit.methods.common import BaselineMixin, reduce_vit
-from dynamicvit.methods.merging import attend, bipartite_merge_plan, fuse_tokens, slot_sums
 from dynamicvit.methods.registry import register_method
 
 __all__ = ["PPT", "PPTMixin", "PPT_THRESHOLD", "importance_scores", "pools"]

@@ -8,10 +8,10 @@ import torch
 from conftest import tiny_vit
 
 from dynamicvit.core.losses import build_criterion
+from dynamicvit.core.merging import Merge, bipartite_merge_plan, fuse_tokens
 from dynamicvit.methods import apply_method
 from dynamicvit.methods.diffrate import survival
 from dynamicvit.methods.mctf import mctf_merge_plan, pair_scores
-from dynamicvit.methods.merging import Merge, bipartite_merge_plan, fuse_tokens
 from dynamicvit.methods.ppt import importance_scores, pools
 from dynamicvit.methods.tome import bipartite_merge
 from dynamicvit.tools.export import export_onnx

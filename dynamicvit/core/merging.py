@@ -1,4 +1,4 @@
-"""Attention and token fusion that the merging methods share (PPT, MCTF, DiffRate).
+"""Attention and token fusion for merging tokens (PPT, MCTF, DiffRate, and DynamicViT's merged drops).
 
 A merge is written as a :class:`Merge`: the ``anchors`` (one token per output slot, in slot
 order) and the ``sources`` fused into them, each with its target slot. Fusing gathers the
