@@ -60,6 +60,10 @@ def reduce(model: nn.Module, cfg: TrainConfig, **options) -> nn.Module:
         if not get_method(cfg.method).uses_mask_rule:
             raise ValueError(f"--mask-rule {cfg.mask_rule} shapes predictor training; method {cfg.method} has none")
         find_reducer(reduced).mask_mode = cfg.mask_rule
+    if cfg.merge_dropped:
+        if not hasattr(find_reducer(reduced), "_forward_pruned_merging"):
+            raise ValueError(f"--merge-dropped is DynamicViT's on plain ViTs; method {cfg.method} does not drop tokens")
+        find_reducer(reduced).merge_dropped = True
     return model if target is not model else reduced
 
 

@@ -110,6 +110,11 @@ class TrainConfig:
         "; ".join(f"{name}: {rule.help}" for name, rule in KEEP_RULES.items()),
         choices=KEEP_RULES,  # the registry itself: a rule registered later is a valid choice
     )
+    merge_dropped: bool = _opt(
+        False,
+        "DynamicViT: merge each dropped token into its most similar kept token (proportional attention) "
+        "instead of discarding it",
+    )
     mask_rule: str = _opt(
         DEFAULT_MASK_RULE,
         "training mask: " + "; ".join(f"{name}: {rule.help}" for name, rule in MASK_RULES.items()),
@@ -175,7 +180,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
         "epochs", "batch_size", "accum_steps", "lr", "backbone_lr_scale", "freeze_backbone_epochs",
         "freeze_prefix", "warmup_epochs", "min_lr", "weight_decay", "ema_decay", "clip_grad",
     ),
-    "budget": ("keep_rate", "prune_layers", "keep_mode", "thresholds"),
+    "budget": ("keep_rate", "prune_layers", "keep_mode", "thresholds", "merge_dropped"),
     "loss": ("ratio_weight", "ratio_loss", "mask_rule", "no_labels", "distill_weight", "token_weight"),
     "run": (
         "seed", "out_dir", "resume", "overwrite", "amp", "channels_last", "compile", "workers", "max_bad_steps",

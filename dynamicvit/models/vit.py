@@ -44,6 +44,7 @@ from dynamicvit.core.tokens import (
     with_prefix,
 )
 from dynamicvit.models.adaptive import AdaptiveForwardMixin
+from dynamicvit.models.merged_drops import MergedDropsMixin
 from dynamicvit.models.reducer import (
     TokenReductionMixin,
     check_not_reduced,
@@ -86,7 +87,7 @@ def reduction_layers(model: VisionTransformer, keep_rate: float, prune_layers) -
     return reduction_counts(model, keep_rate, prune_layers)
 
 
-class DynamicViTMixin(AdaptiveForwardMixin, SharedPrefixMixin, TokenReductionMixin):
+class DynamicViTMixin(MergedDropsMixin, AdaptiveForwardMixin, SharedPrefixMixin, TokenReductionMixin):
     """Methods a sparsified ``VisionTransformer`` gains; mixed in front of its own class.
 
     ``decisions`` passed to ``forward`` force the stages' choices (train: masks (B, N); eval:
@@ -112,11 +113,22 @@ class DynamicViTMixin(AdaptiveForwardMixin, SharedPrefixMixin, TokenReductionMix
         return self.keep_rule.budget_at(self, s)
 
     def forward_blocks(self, x, decisions, grid):
+        if self.merge_dropped:
+            self._check_merging()
+            return (self._forward_masked_merging if self.training else self._forward_pruned_merging)(x, decisions)
         if self.training:
             return self._forward_masked(x, decisions)
         if self.per_image:
             return self._forward_adaptive(x, decisions)
         return self._forward_pruned(x, decisions)
+
+    def _check_merging(self) -> None:
+        """Merging dropped tokens needs timm's own blocks and the fixed keep mode."""
+        if type(self)._block is not DynamicViTMixin._block or self.per_image:
+            raise ValueError(
+                f"merge_dropped runs on plain timm ViT blocks in the fixed keep mode, not {type(self).__name__} "
+                f"in the {self.keep_mode} mode"
+            )
 
     def head_logits(self, feats: torch.Tensor, decisions: list[torch.Tensor]) -> torch.Tensor:
         """A head that reads patch tokens sees, in train mode, only the tokens the last mask keeps – the

@@ -29,6 +29,7 @@ from dynamicvit.builder import build_dense_for_data, build_run_dataset
 from dynamicvit.config import REGIMES, TrainConfig, default_regime, regime_config, validate
 from dynamicvit.core.files import atomic_write_text, folder_lock
 from dynamicvit.core.flops import count_flops
+from dynamicvit.core.interfaces import find_reducer
 from dynamicvit.core.keep import DEFAULT_MASK_RULE
 from dynamicvit.methods.budget import set_budget
 from dynamicvit.methods.registry import METHODS, apply_method, get_method
@@ -82,6 +83,7 @@ def _fine_tune(cfg: TrainConfig, method: str, model: nn.Module, out_dir: Path) -
         keep_rate=model.keep_rate,
         tome_r=getattr(model, entry.knob) if entry.integer_knob else cfg.tome_r,
         mask_rule=cfg.mask_rule if entry.uses_mask_rule else DEFAULT_MASK_RULE,
+        merge_dropped=cfg.merge_dropped and hasattr(find_reducer(model), "_forward_pruned_merging"),
         out_dir=str(out_dir),
         resume=cfg.resume and (out_dir / "last.pth").exists(),
     )

@@ -38,3 +38,16 @@ def test_mask_rule_reaches_the_student_and_only_predictor_methods_take_it(tmp_pa
     cfg = tiny_cfg(tmp_path, fake_fashion, mask_rule="topk", method="tome")
     with pytest.raises(ValueError, match="--mask-rule topk shapes predictor training; method tome has none"):
         reduce(build_dense(cfg, 10, 1, (1, 28, 28)), cfg)
+
+
+def test_merge_dropped_reaches_dynamicvit_and_only_it(tmp_path, fake_fashion):
+    from conftest import tiny_cfg
+
+    from dynamicvit.builder import reduce
+    from dynamicvit.builder.models import build_dense
+
+    cfg = tiny_cfg(tmp_path, fake_fashion, merge_dropped=True)
+    assert find_reducer(reduce(build_dense(cfg, 10, 1, (1, 28, 28)), cfg)).merge_dropped
+    cfg = tiny_cfg(tmp_path, fake_fashion, merge_dropped=True, method="evit")
+    with pytest.raises(ValueError, match="--merge-dropped is DynamicViT's on plain ViTs; method evit"):
+        reduce(build_dense(cfg, 10, 1, (1, 28, 28)), cfg)
