@@ -7,11 +7,13 @@ python scripts/leaderboard.py --proxy demo --quick    # seconds: the path the te
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
+from dynamicvit.core.files import atomic_write_text
 from dynamicvit.methods import METHODS
-from dynamicvit.tools.leaderboard import PROXIES, run_leaderboard
+from dynamicvit.tools.leaderboard import PROXIES, add_variant, run_leaderboard
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -26,16 +28,30 @@ def main() -> None:
     parser.add_argument(
         "--limits", type=int, nargs=2, default=None, metavar=("TRAIN", "TEST"), help="images (default: SIZES)"
     )
+    parser.add_argument("--mask-rule", default=None, help="a DynamicViT variant: its training mask rule")
+    parser.add_argument("--merge-dropped", action="store_true", help="a DynamicViT variant: merged drops")
+    parser.add_argument("--tag", default="", help="the variant's name; its rows join the proxy's leaderboard file")
     parser.add_argument("--quick", action="store_true", help="seconds-long sizes; nothing copied into the docs")
     args = parser.parse_args()
-    run_leaderboard(
-        args.proxy, args.out, tuple(args.seeds), tuple(args.methods), args.quick, args.data_dir, limits=args.limits
-    )
-    if not args.quick:
-        src = Path(args.out) / args.proxy / "compare"
-        shutil.copy(src / "compare.json", DOCS / "results" / f"leaderboard-{args.proxy}.json")
-        for plot in ("acc_vs_gmacs.png", "acc_vs_img_per_s.png"):
-            shutil.copy(src / plot, DOCS / "leaderboards" / f"{args.proxy}-{plot}")
+    variant = {k: v for k, v in (("mask_rule", args.mask_rule), ("merge_dropped", args.merge_dropped)) if v}
+    if bool(variant) != bool(args.tag):
+        parser.error("a variant (--mask-rule, --merge-dropped) needs a --tag, and a --tag a variant")
+    summary = run_leaderboard(
+        args.proxy, args.out, tuple(args.seeds), tuple(args.methods), args.quick, args.data_dir,
+        limits=args.limits, variant=variant, tag=args.tag,
+    )  # fmt: skip
+    if args.quick:
+        return
+    board_file = DOCS / "results" / f"leaderboard-{args.proxy}.json"
+    if args.tag:
+        label = "DynamicViT (" + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in variant.items()) + ")"
+        board = add_variant(json.loads(board_file.read_text()), summary, args.tag, label)
+        atomic_write_text(board_file, json.dumps(board, indent=2))
+        return
+    src = Path(args.out) / args.proxy / "compare"
+    shutil.copy(src / "compare.json", board_file)
+    for plot in ("acc_vs_gmacs.png", "acc_vs_img_per_s.png"):
+        shutil.copy(src / plot, DOCS / "leaderboards" / f"{args.proxy}-{plot}")
 
 
 if __name__ == "__main__":

@@ -14,11 +14,12 @@ import dataclasses
 from pathlib import Path
 
 from dynamicvit.config import TrainConfig
+from dynamicvit.core.keep import DEFAULT_MASK_RULE
 from dynamicvit.methods.registry import METHODS
 from dynamicvit.tools.compare import run_compare
 from dynamicvit.train.trainer import Trainer
 
-__all__ = ["BUDGETS", "PROXIES", "SIZES", "proxy_config", "run_leaderboard"]
+__all__ = ["BUDGETS", "PROXIES", "SIZES", "add_variant", "proxy_config", "run_leaderboard"]
 
 BUDGETS = (0.5, 0.65, 0.8)
 PROXIES: dict[str, dict] = {
@@ -65,6 +66,8 @@ def run_leaderboard(
     data_dir: str | None = None,
     resume: bool = True,
     limits: tuple[int, int] | None = None,
+    variant: dict | None = None,
+    tag: str = "",
 ) -> dict:
     """Train (or reuse) the proxy's teacher, then run ``compare`` in both regimes at :data:`BUDGETS`.
 
@@ -77,6 +80,8 @@ def run_leaderboard(
         data_dir: Fashion-MNIST's folder (default: the data set's own lookup).
         resume: reuse finished runs of an earlier call.
         limits: training and test images (default: :data:`SIZES`).
+        variant: config fields of a DynamicViT variant (``mask_rule``, ``merge_dropped``) for this run.
+        tag: the variant's name: its comparison goes to ``compare-TAG`` beside the main one.
 
     Returns:
         The comparison's summary.
@@ -85,9 +90,12 @@ def run_leaderboard(
     cfg = dataclasses.replace(proxy_config(proxy, out, quick, data_dir), resume=resume)
     if limits is not None:
         cfg = dataclasses.replace(cfg, train_limit=limits[0], val_limit=limits[1])
+    compare_dir = out / (f"compare-{tag}" if tag else "compare")
+    cfg = dataclasses.replace(cfg, **(variant or {}), out_dir=str(compare_dir))
     teacher = dataclasses.replace(
-        cfg, dense=True, teacher_checkpoint=None, epochs=1 if quick else 4, lr=2e-3, warmup_epochs=0.2,
-        out_dir=str(out / "teacher"), resume=resume and (out / "teacher" / "last.pth").exists(),
+        cfg, dense=True, mask_rule=DEFAULT_MASK_RULE, merge_dropped=False, teacher_checkpoint=None,
+        epochs=1 if quick else 4, lr=2e-3, warmup_epochs=0.2, out_dir=str(out / "teacher"),
+        resume=resume and (out / "teacher" / "last.pth").exists(),
     )  # fmt: skip
     with Trainer(teacher, reuse_finished=True) as trainer:
         trainer.fit()
@@ -95,9 +103,37 @@ def run_leaderboard(
         cfg,
         budgets=BUDGETS,
         methods=methods,
-        out_dir=str(out / "compare"),
+        out_dir=str(compare_dir),
         bench_batch=4 if quick else 32,
         bench_repeats=1 if quick else 10,
         seeds=seeds,
         regimes=("frozen", "finetune"),
     )
+
+
+def add_variant(board: dict, variant: dict, tag: str, label: str) -> dict:
+    """The leaderboard ``board`` with a variant's DynamicViT rows added as the method ``dynamicvit+TAG``
+    (same proxy, teacher, budgets, regimes and seeds; throughput timed in the variant's own run, its speed-up
+    against the dense model of that run); the variant's provenance is kept under ``variants``.
+
+    Args:
+        board: the main comparison's summary.
+        variant: the variant run's summary (its DynamicViT rows).
+        tag: the variant's name.
+        label: its name in tables.
+
+    Returns:
+        A new summary.
+    """
+    if (board["budgets"], board["regimes"], board["seeds"]) != (
+        variant["budgets"],
+        variant["regimes"],
+        variant["seeds"],
+    ):
+        raise ValueError(f"variant {tag} was run at other budgets, regimes or seeds than the leaderboard")
+    name = f"dynamicvit+{tag}"
+    rows = [r for r in board["rows"] if r["method"] != name]
+    rows += [{**r, "method": name} for r in variant["rows"] if r["method"] == "dynamicvit"]
+    methods = [m for m in board["methods"] if m != name] + [name]
+    variants = {**board.get("variants", {}), tag: {"provenance": variant["provenance"], "label": label}}
+    return {**board, "rows": rows, "methods": methods, "labels": {**board["labels"], name: label}, "variants": variants}

@@ -22,3 +22,18 @@ def test_proxies_differ_by_token_grid(tmp_path):
     assert grids == {"demo": 6, "scale": 10, "grid14": 14}
     with pytest.raises(ValueError, match="unknown proxy 'imagenet'"):
         proxy_config("imagenet", tmp_path)
+
+
+def test_a_variant_joins_the_leaderboard_as_its_own_method():
+    from dynamicvit.tools.leaderboard import add_variant
+
+    row = {"method": "dynamicvit", "budget": 0.5, "regime": "frozen", "top1": 1.0}
+    board = {"budgets": [0.5], "regimes": ["frozen"], "seeds": [0, 1], "methods": ["dynamicvit", "tome"],
+             "labels": {"dynamicvit": "DynamicViT"}, "rows": [row, {**row, "method": "tome"}]}  # fmt: skip
+    variant = {**board, "rows": [{**row, "top1": 2.0}], "methods": ["dynamicvit"], "provenance": {"date": "d"}}
+    merged = add_variant(board, variant, "topk", "DynamicViT (top-k rule)")
+    assert merged["methods"] == ["dynamicvit", "tome", "dynamicvit+topk"]
+    assert [r["top1"] for r in merged["rows"] if r["method"] == "dynamicvit+topk"] == [2.0]
+    assert add_variant(merged, variant, "topk", "again")["methods"].count("dynamicvit+topk") == 1  # replaced
+    with pytest.raises(ValueError, match="other budgets"):
+        add_variant(board, {**variant, "budgets": [0.8]}, "topk", "x")
