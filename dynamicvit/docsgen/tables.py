@@ -246,10 +246,11 @@ def _compare(summary: dict) -> str:
             f" Trained rows: {r.get('train_limit') or 'all'} training images, {r.get('epochs')} epoch(s), "
             f"seeds {', '.join(map(str, summary['seeds']))}; top-1 on {r.get('val_limit') or 'all'} test images."
         )
-    return (
-        "\n\n".join(parts)
-        + f"\n\nDense teacher: {d['top1']:.2f} % top-1, {d['gmacs']:.4f} GMACs.{sizes}\n\n{sentences}"
+    variants = "".join(
+        f"\n\n*{v['label']}:* " + _provenance(v["provenance"]) for v in summary.get("variants", {}).values()
     )
+    text = "\n\n".join(parts) + f"\n\nDense teacher: {d['top1']:.2f} % top-1, {d['gmacs']:.4f} GMACs.{sizes}"
+    return f"{text}\n\n{sentences}{variants}"
 
 
 def _tune(r: dict) -> str:
