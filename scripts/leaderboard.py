@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
+import sys
 from pathlib import Path
 
 from dynamicvit.core.files import atomic_write_text
@@ -16,6 +18,16 @@ from dynamicvit.methods import METHODS
 from dynamicvit.tools.leaderboard import PROXIES, add_variant, run_leaderboard
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def portable(summary: dict, out: Path, argv: str) -> dict:
+    """The summary as the docs keep it: the command that wrote it (this script's), and paths under ``--out``
+    written as under the default ``runs/leaderboard``, so no machine-local folder shows."""
+    text = json.dumps(summary).replace(str(out.resolve()), "runs/leaderboard").replace(str(out), "runs/leaderboard")
+    summary = json.loads(text)
+    command = re.sub(r"\s*--out\s+\S+", "", argv)
+    summary["provenance"]["command"] = f"python scripts/leaderboard.py {command}".strip()
+    return summary
 
 
 def main() -> None:
@@ -42,6 +54,7 @@ def main() -> None:
     )  # fmt: skip
     if args.quick:
         return
+    summary = portable(summary, Path(args.out), " ".join(sys.argv[1:]))
     board_file = DOCS / "results" / f"leaderboard-{args.proxy}.json"
     if args.tag:
         label = "DynamicViT (" + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in variant.items()) + ")"
@@ -49,7 +62,7 @@ def main() -> None:
         atomic_write_text(board_file, json.dumps(board, indent=2))
         return
     src = Path(args.out) / args.proxy / "compare"
-    shutil.copy(src / "compare.json", board_file)
+    atomic_write_text(board_file, json.dumps(summary, indent=2))
     for plot in ("acc_vs_gmacs.png", "acc_vs_img_per_s.png"):
         shutil.copy(src / plot, DOCS / "leaderboards" / f"{args.proxy}-{plot}")
 

@@ -253,6 +253,24 @@ def _compare(summary: dict) -> str:
     return f"{text}\n\n{sentences}{variants}"
 
 
+def _schedule(result: dict) -> str:
+    """``scripts/schedule_search.py``'s result: per trained student, test top-1 with the ρ schedule and with the
+    schedule searched on held-out images for the same MACs, and the searched fractions."""
+    lines = [
+        "| regime | MACs budget | seed | top-1, ρ schedule | top-1, searched | searched fractions per stage |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in sorted(result["rows"], key=lambda r: (r["regime"], r["budget"], r["seed"])):
+        fractions = " / ".join(f"{f:.2f}" for f in r["best"]["schedule"])
+        lines.append(
+            f"| {r['regime']} | {r['budget']:g} | {r['seed']} | {r['rho_top1']:.2f} | {r['searched_top1']:.2f} "
+            f"| {fractions} |"
+        )
+    gains = [r["searched_top1"] - r["rho_top1"] for r in result["rows"]]
+    mean = sum(gains) / len(gains)
+    return "\n".join(lines) + f"\n\nMean change of test top-1 with the searched schedule: {mean:+.2f} points."
+
+
 def _tune(r: dict) -> str:
     """``dynamicvit tune --save``'s result: the measured curve and the keep rate it picked."""
     lines = ["| keep rate | GMACs | img/s | speed-up | ms per batch |", "|---|---|---|---|---|"]
@@ -272,6 +290,7 @@ def _tune(r: dict) -> str:
 _RENDERERS: dict[str, Callable[[dict], str]] = {
     "demo": _demo,
     "compare": _compare,
+    "schedule-demo": _schedule,
     **{f"leaderboard-{proxy}": _compare for proxy in ("demo", "scale", "grid14")},
     "budgets-scale": budgets_table,
     "budgets-clutter": budgets_table,

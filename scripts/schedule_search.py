@@ -1,0 +1,70 @@
+"""Searched keep schedules against the paper's ρ, ρ², ρ³ on a proxy's trained DynamicViT students.
+
+For each student of a leaderboard run (``runs/leaderboard/PROXY/compare/REGIME/dynamicvit_BUDGET_sSEED``),
+search the per-stage keep fractions on held-out training images (those after the run's training limit)
+for the run's MACs budget, then evaluate both schedules on the test images. Writes
+``docs/results/schedule-PROXY.json``.
+
+    python scripts/schedule_search.py --proxy demo --out runs/leaderboard
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+from dynamicvit.builder import build_run_dataset, load_trained
+from dynamicvit.core.files import atomic_write_text
+from dynamicvit.core.flops import count_flops
+from dynamicvit.tasks.evaluate import evaluate
+from dynamicvit.tools.provenance import provenance
+from dynamicvit.tools.schedule import search_schedule
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def _held_out(cfg, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` training images the run did not train on (after its training limit)."""
+    full = build_run_dataset(dataclasses.replace(cfg, train_limit=cfg.train_limit + count), "train")
+    samples = [full[i] for i in range(cfg.train_limit, cfg.train_limit + count)]
+    return torch.stack([s[0] for s in samples]), torch.tensor([s[1] for s in samples])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--proxy", default="demo", help="the leaderboard proxy whose students to search")
+    parser.add_argument("--out", default="runs/leaderboard", help="the leaderboard runs' parent folder")
+    parser.add_argument("--held-out", type=int, default=2000, help="held-out training images to search on")
+    args = parser.parse_args()
+    runs = sorted((Path(args.out) / args.proxy / "compare").glob("*/dynamicvit_*_s*/last.pth"))
+    if not runs:
+        raise SystemExit(f"no DynamicViT students under {Path(args.out) / args.proxy / 'compare'}")
+    rows = []
+    for path in runs:
+        regime = path.parent.parent.name
+        budget, seed = re.match(r"dynamicvit_([\d.]+)_s(\d+)", path.parent.name).groups()
+        model, cfg = load_trained(str(path))
+        test_set = build_run_dataset(cfg, "test")
+        dense = load_trained(cfg.teacher_checkpoint)[0]
+        images, labels = _held_out(cfg, args.held_out)
+        before = evaluate(model, test_set, cfg)["top1"]
+        found = search_schedule(model, images, labels, float(budget), count_flops(dense).total)
+        after = evaluate(model, test_set, cfg)["top1"]
+        rows.append({"regime": regime, "budget": float(budget), "seed": int(seed), "rho_top1": before,
+                     "searched_top1": after, **found})  # fmt: skip
+        print(rows[-1], flush=True)
+    record = provenance(f"python scripts/schedule_search.py {' '.join(a for a in sys.argv[1:])}")
+    record["command"] = re.sub(r"\s*--out\s+\S+", "", record["command"])
+    atomic_write_text(
+        DOCS / "results" / f"schedule-{args.proxy}.json", json.dumps({"rows": rows, "provenance": record}, indent=2)
+    )
+
+
+if __name__ == "__main__":
+    main()
