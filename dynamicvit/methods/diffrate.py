@@ -72,10 +72,17 @@ class RateSearch(nn.Module):
                 self.merge[b].copy_(logits)
 
     def expected(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Expected kept fractions after pruning and after merging, per block, non-increasing."""
+        """Expected kept fractions after pruning and after merging, per block: a block prunes at most what
+        the block before it left, and merges at most what it pruned to."""
         grid = torch.linspace(1, 1 / CANDIDATES, CANDIDATES, device=self.prune.device)
-        prune = torch.cummin((self.prune.float().softmax(-1) * grid).sum(-1), dim=0).values
-        return prune, torch.minimum((self.merge.float().softmax(-1) * grid).sum(-1), prune)
+        raw_prune = (self.prune.float().softmax(-1) * grid).sum(-1)
+        raw_merge = (self.merge.float().softmax(-1) * grid).sum(-1)
+        prune, merge, left = [], [], raw_prune.new_ones(())
+        for p, m in zip(raw_prune, raw_merge, strict=True):
+            prune.append(torch.minimum(p, left))
+            merge.append(torch.minimum(m, prune[-1]))
+            left = merge[-1]
+        return torch.stack(prune), torch.stack(merge)
 
 
 class DiffRateMixin(BaselineMixin):
