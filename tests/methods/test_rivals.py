@@ -134,3 +134,16 @@ def test_batch_of_one_and_export(method, tmp_path):
         batch = model(x)
         assert torch.allclose(torch.cat([model(x[i : i + 1]) for i in range(3)]), batch, atol=1e-5)
     assert export_onnx(model, tmp_path / f"{method}.onnx")["max_abs_diff"] < 1e-4
+
+
+def test_diffrate_counts_chain_through_the_blocks():
+    """A block cannot prune to more tokens than the block before it left: the reported counts are what the
+    forward keeps."""
+    model = apply_method(tiny_vit(), "diffrate", keep_rate=0.9)
+    with torch.no_grad():
+        model.rate_search.merge[0].fill_(-20).data[-1] = 20  # block 1 merges down to its smallest candidate
+    model.eval()
+    prune, merge = model.rate_search.expected()
+    assert prune[1] <= merge[0] + 1e-6
+    out = model.forward_with_decisions(torch.randn(1, 3, 32, 32))
+    assert out.features.shape[1] == 1 + model.token_counts()[-1]
