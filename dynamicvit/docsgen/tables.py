@@ -289,7 +289,6 @@ def _tune(r: dict) -> str:
 
 _RENDERERS: dict[str, Callable[[dict], str]] = {
     "demo": _demo,
-    "compare": _compare,
     "schedule-demo": _schedule,
     **{f"leaderboard-{proxy}": _compare for proxy in ("demo", "scale", "grid14")},
     "budgets-scale": budgets_table,

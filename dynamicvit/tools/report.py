@@ -161,29 +161,44 @@ def _top1(r: dict) -> str:
     return f"{r['top1']:.2f} ± {r['top1_std']:.2f} ({n})" if n > 1 else f"{r['top1']:.2f}"
 
 
-def lead_sentences(summary: dict) -> list[str]:
-    """One plain sentence per regime and budget: which method leads, by how much, and whether the lead
-    exceeds the seed spread (the larger standard deviation of the two); where DynamicViT stands."""
+def _verdict(first: dict, second: dict) -> str:
+    """Whether ``first``'s lead over ``second`` exceeds the seed spread (the larger standard deviation of the
+    two); two training-free rows have no spread: one evaluation each."""
+    if not (first.get("trained") or second.get("trained")):
+        return "both training-free (no seed spread: one evaluation each)"
+    spread = max(first.get("top1_std", 0), second.get("top1_std", 0))
+    margin = first["top1"] - second["top1"]
+    return (
+        f"more than the seed spread ({spread:.2f})"
+        if margin > spread
+        else f"within the seed spread ({spread:.2f}): a tie"
+    )
+
+
+def lead_sentences(summary: dict, tolerance: float = 0.02) -> list[str]:
+    """One plain sentence per regime and budget: which method leads, by how much and whether that exceeds the
+    seed spread (:func:`_verdict`); where DynamicViT stands; the rows whose knob could not reach the budget
+    within ``tolerance``."""
     labels, lines = summary.get("labels", {}), []
+    name = lambda r: labels.get(r["method"], r["method"])  # noqa: E731
     for regime, rows in regime_rows(summary).items():
         for budget in summary["budgets"]:
             block = sorted((r for r in rows if r["budget"] == budget), key=lambda r: -r["top1"])
             if len(block) < 2:
                 continue
             first, second = block[0], block[1]
-            margin, spread = first["top1"] - second["top1"], max(first.get("top1_std", 0), second.get("top1_std", 0))
-            verdict = (
-                f"more than the seed spread ({spread:.2f})"
-                if margin > spread
-                else f"within the seed spread ({spread:.2f}): a tie"
-            )
             line = (
-                f"At {budget:g} of the dense MACs ({regime}), {labels.get(first['method'], first['method'])} leads "
-                f"{labels.get(second['method'], second['method'])} by {margin:.2f} points, {verdict}."
+                f"At {budget:g} of the dense MACs ({regime}), {name(first)} leads {name(second)} by "
+                f"{first['top1'] - second['top1']:.2f} points, {_verdict(first, second)}."
             )
             ours = next((r for r in block if r["method"] == "dynamicvit"), None)
             if ours is not None and ours is not first:
                 line += f" DynamicViT is {first['top1'] - ours['top1']:.2f} points behind the leader."
+            missed = [
+                f"{name(r)} {r['macs_fraction']:.3f}" for r in block if abs(r["macs_fraction"] - budget) > tolerance
+            ]
+            if missed:
+                line += f" Off the budget by more than {tolerance:.0%} (coarse knob steps): {', '.join(missed)}."
             lines.append(line)
     return lines
 

@@ -55,3 +55,21 @@ def test_markdown_shows_measured_numbers(tmp_path):
     assert "cpu-x, 2 cores" in text and "`dynamicvit demo` (2026-12-01" in text  # where the figures come from
     assert "| ToMe r=5 on the teacher (no training) | 79.50 | 0.0181 |" in text
     assert "| 2 | 17 | 0.625 | 0.350 | 0.800 | 0.500 |" in text  # stage 2: kept, precision and recall
+
+
+def test_lead_sentences_say_tie_spread_and_missed_budgets():
+    from dynamicvit.tools.report import lead_sentences
+
+    def row(method, top1, std=0.0, trained=True, reached=0.5):
+        return {"method": method, "budget": 0.5, "regime": "finetune", "top1": top1, "top1_std": std,
+                "trained": trained, "macs_fraction": reached}  # fmt: skip
+
+    summary = {"budgets": [0.5], "labels": {"tome": "ToMe"}}
+    tie = lead_sentences({**summary, "rows": [row("tome", 60.0, 0.5), row("dynamicvit", 59.8, 0.1)]})
+    assert tie == ["At 0.5 of the dense MACs (finetune), ToMe leads dynamicvit by 0.20 points, within the seed "
+                   "spread (0.50): a tie. DynamicViT is 0.20 points behind the leader."]  # fmt: skip
+    lead = lead_sentences({**summary, "rows": [row("dynamicvit", 61.0, 0.2), row("tome", 60.0, 0.3, reached=0.45)]})
+    assert "more than the seed spread (0.30)" in lead[0] and "Off the budget by more than 2%" in lead[0]
+    assert "behind" not in lead[0] and "ToMe 0.450" in lead[0]
+    free = lead_sentences({**summary, "rows": [row("tome", 60.0, trained=False), row("evit", 59.0, trained=False)]})
+    assert "both training-free" in free[0]
