@@ -211,7 +211,7 @@ def save_tradeoff_plots(summary: dict, out_dir: str | os.PathLike) -> None:
         ("gmacs", "GMACs per image", "acc_vs_gmacs.png"),
         ("img_per_s", f"img/s (batch {summary['bench']['batch_size']})", "acc_vs_img_per_s.png"),
     ):
-        fig, axes = plt.subplots(1, len(by_regime), figsize=(5.5 * len(by_regime), 4), squeeze=False)
+        fig, axes = plt.subplots(1, len(by_regime), figsize=(5 * len(by_regime) + 2.2, 4), squeeze=False)
         for ax, (regime, rows) in zip(axes[0], by_regime.items(), strict=True):
             for method in summary["methods"]:
                 pts = sorted((r[key], r["top1"], r.get("top1_std", 0.0)) for r in rows if r["method"] == method)
@@ -224,8 +224,9 @@ def save_tradeoff_plots(summary: dict, out_dir: str | os.PathLike) -> None:
             )
             ax.set(xlabel=label, ylabel="top-1 (%)", title=f"{regime}: top-1 vs {label.split(' (')[0]}")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-        fig.tight_layout()
+        handles, names = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, names, loc="center right", fontsize=7, frameon=False)  # beside the panels, not over them
+        fig.tight_layout(rect=(0, 0, 1 - 2.2 / (5 * len(by_regime) + 2.2), 1))
         save_figure(fig, Path(out_dir) / name)
 
 
