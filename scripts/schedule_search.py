@@ -2,7 +2,8 @@
 
 For each student of a leaderboard run (``runs/leaderboard/PROXY/compare/REGIME/dynamicvit_BUDGET_sSEED``),
 search the per-stage keep fractions on held-out training images (those after the run's training limit)
-for the run's MACs budget, then evaluate both schedules on the test images. Writes
+for the run's MACs budget, then evaluate both schedules on the leaderboard's test images (those of the
+recipe's seed: the canvases are drawn from the seed). Writes
 ``docs/results/schedule-PROXY.json``.
 
     python scripts/schedule_search.py --proxy demo --out runs/leaderboard
@@ -30,7 +31,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
 def _held_out(cfg, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``count`` training images the run did not train on (after its training limit)."""
+    """``count`` training images after the training limit (no run of the leaderboard trained on them)."""
     full = build_run_dataset(dataclasses.replace(cfg, train_limit=cfg.train_limit + count), "train")
     samples = [full[i] for i in range(cfg.train_limit, cfg.train_limit + count)]
     return torch.stack([s[0] for s in samples]), torch.tensor([s[1] for s in samples])
@@ -45,11 +46,13 @@ def main() -> None:
     runs = sorted((Path(args.out) / args.proxy / "compare").glob("*/dynamicvit_*_s*/last.pth"))
     if not runs:
         raise SystemExit(f"no DynamicViT students under {Path(args.out) / args.proxy / 'compare'}")
+    recipe = json.loads((Path(args.out) / args.proxy / "compare" / "compare.json").read_text())["recipe"]
     rows = []
     for path in runs:
         regime = path.parent.parent.name
         budget, seed = re.match(r"dynamicvit_([\d.]+)_s(\d+)", path.parent.name).groups()
         model, cfg = load_trained(str(path))
+        cfg = dataclasses.replace(cfg, seed=recipe["seed"])  # the leaderboard's test set (a seed redraws canvases)
         test_set = build_run_dataset(cfg, "test")
         dense = load_trained(cfg.teacher_checkpoint)[0]
         images, labels = _held_out(cfg, args.held_out)
