@@ -194,6 +194,9 @@ def lead_sentences(summary: dict, tolerance: float = 0.02) -> list[str]:
             ours = next((r for r in block if r["method"] == "dynamicvit"), None)
             if ours is not None and ours is not first:
                 line += f" DynamicViT is {first['top1'] - ours['top1']:.2f} points behind the leader."
+            variant = next((r for r in block if r["method"].startswith("dynamicvit+")), None)  # the best one
+            if variant is not None and variant is not first:
+                line += f" Its best variant, {name(variant)}, is {first['top1'] - variant['top1']:.2f} behind."
             missed = [
                 f"{name(r)} {r['macs_fraction']:.3f}" for r in block if abs(r["macs_fraction"] - budget) > tolerance
             ]
