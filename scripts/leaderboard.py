@@ -11,11 +11,13 @@ import json
 import re
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from dynamicvit.core.files import atomic_write_text
 from dynamicvit.methods import METHODS
 from dynamicvit.tools.leaderboard import PROXIES, add_variant, run_leaderboard
+from dynamicvit.tools.report import save_tradeoff_plots
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -28,6 +30,15 @@ def portable(summary: dict, out: Path, argv: str) -> dict:
     command = re.sub(r"\s*--out\s+\S+", "", argv)
     summary["provenance"]["command"] = f"python scripts/leaderboard.py {command}".strip()
     return summary
+
+
+def variant_label(variant: dict) -> str:
+    """The table name of a DynamicViT variant, e.g. ``DynamicViT (top-k rule, merged drops)``."""
+    parts = [
+        f"{variant['mask_rule']} rule" if "mask_rule" in variant else "",
+        "merged drops" if variant.get("merge_dropped") else "",
+    ]
+    return "DynamicViT (" + ", ".join(p for p in parts if p) + ")"
 
 
 def main() -> None:
@@ -57,14 +68,13 @@ def main() -> None:
     summary = portable(summary, Path(args.out), " ".join(sys.argv[1:]))
     board_file = DOCS / "results" / f"leaderboard-{args.proxy}.json"
     if args.tag:
-        label = "DynamicViT (" + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in variant.items()) + ")"
-        board = add_variant(json.loads(board_file.read_text()), summary, args.tag, label)
-        atomic_write_text(board_file, json.dumps(board, indent=2))
-        return
-    src = Path(args.out) / args.proxy / "compare"
+        label = variant_label(variant)
+        summary = add_variant(json.loads(board_file.read_text()), summary, args.tag, label)
     atomic_write_text(board_file, json.dumps(summary, indent=2))
-    for plot in ("acc_vs_gmacs.png", "acc_vs_img_per_s.png"):
-        shutil.copy(src / plot, DOCS / "leaderboards" / f"{args.proxy}-{plot}")
+    with tempfile.TemporaryDirectory() as tmp:  # the plots of the whole board, variants included
+        save_tradeoff_plots(summary, tmp)
+        for plot in ("acc_vs_gmacs.png", "acc_vs_img_per_s.png"):
+            shutil.copy(Path(tmp) / plot, DOCS / "leaderboards" / f"{args.proxy}-{plot}")
 
 
 if __name__ == "__main__":
