@@ -15,6 +15,8 @@ from dynamicvit.core.registry import Registry
 __all__ = ["METHODS", "apply_method", "get_method", "method_of", "register_method"]
 
 METHODS: Registry[type[Method]] = Registry("method")
+"""Token-reduction methods by name, each registered by its module in :mod:`dynamicvit.methods` when the package
+is imported (the ``--method`` choices, in their order): DynamicViT and the baselines and rivals."""
 
 M = TypeVar("M", bound=type[Method])
 

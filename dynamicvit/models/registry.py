@@ -14,6 +14,8 @@ from dynamicvit.core.registry import Registry
 __all__ = ["FAMILIES", "build_timm_model", "family_of", "find_family", "keeps_maps", "register_family", "supported"]
 
 FAMILIES: Registry[Family] = Registry("model family")
+"""Backbone families :func:`dynamicvit.sparsify` knows, each registered by its module in :mod:`dynamicvit.models`
+when the package is imported: plain ViTs, EVA, BEiT, Hugging Face models, ConvNeXt and Swin."""
 
 
 def register_family(family: Family) -> Family:

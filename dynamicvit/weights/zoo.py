@@ -91,6 +91,8 @@ ZOO: dict[str, ZooEntry] = {
         for short, arch, rho, top1, top5, gmacs, file_id in _RELEASE
     )
 }
+"""The release's fifteen fine-tuned models by name (``dynamicvit_deit_small.r0_7``, …): architecture, keep
+rate, the release's accuracy and GFLOPs, and the checksum of its file (``list_models`` lists them)."""
 
 
 def list_models(pattern: str = "*") -> list[str]:
