@@ -17,7 +17,16 @@ from torch import nn
 
 from dynamicvit.core.tokens import attention_output, attention_qkv, gather_tokens
 
-__all__ = ["Merge", "attend", "bipartite_merge_plan", "fuse_tokens", "proportional_probs", "rank_of", "slot_sums"]
+__all__ = [
+    "Merge",
+    "attend",
+    "bipartite_merge_plan",
+    "fuse_tokens",
+    "proportional_probs",
+    "rank_of",
+    "slot_sums",
+    "soft_merge",
+]
 
 
 class Merge(NamedTuple):
@@ -130,3 +139,29 @@ def bipartite_merge_plan(metric: torch.Tensor, r: int) -> Merge:
     b_tokens = torch.arange(1, n, 2, device=metric.device).expand(metric.shape[0], n - na)
     anchors = torch.cat([2 * order[:, r:], b_tokens], dim=1)
     return Merge(anchors, 2 * order[:, :r], na - r + partner.gather(1, order[:, :r]))
+
+
+def soft_merge(
+    x: torch.Tensor, size: torch.Tensor, share: torch.Tensor, kept: torch.Tensor, prefix: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training-time merge of a forward that keeps every token in the batch (DiffRate's search,
+    DynamicViT's merged drops): each patch token sends ``share`` of itself (size-weighted) to the most
+    cosine-similar token that ``kept`` marks; straight-through ``share`` and ``kept`` carry the gradient.
+
+    Args:
+        x: tokens (B, prefix + N, C).
+        size: patches each token stands for (B, prefix + N, 1), float32.
+        share: the fraction of itself each patch token sends (B, N).
+        kept: 0/1 marks of the tokens that may receive (B, N).
+        prefix: untouched leading tokens (class, registers).
+
+    Returns:
+        ``(tokens, sizes)``: every kept token's weighted average with what it received, and its new size.
+    """
+    patches = F.normalize(x[:, prefix:].detach().float(), dim=-1)
+    sim = (patches @ patches.transpose(1, 2)).masked_fill((kept < 0.5)[:, None, :], -2.0)
+    own = size[:, prefix:]
+    send = F.one_hot(sim.argmax(dim=-1), sim.shape[-1]).float() * (share * own[..., 0])[..., None]  # (B, N, N)
+    total = own + send.sum(dim=1)[..., None]
+    merged = (own * x[:, prefix:].float() + send.transpose(1, 2) @ x[:, prefix:].float()) / total
+    return torch.cat([x[:, :prefix], merged.to(x.dtype)], dim=1), torch.cat([size[:, :prefix], total], dim=1)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dynamicvit.core.interfaces import Method
-from dynamicvit.core.merging import Merge, attend, fuse_tokens
+from dynamicvit.core.merging import Merge, attend, fuse_tokens, soft_merge
 from dynamicvit.core.predictor import check_keep_rate
 from dynamicvit.core.tokens import attention_output, attention_qkv, gather_tokens, residual_mlp
 from dynamicvit.methods.common import BaselineMixin, reduce_vit
@@ -187,7 +187,9 @@ class DiffRateMixin(BaselineMixin):
             )
             pruned = survival(self.rate_search.prune[b], expected_prune[b], rank, n)
             kept = torch.minimum(survival(self.rate_search.merge[b], expected_merge[b], rank, n), pruned)
-            x, size, alive = _soft_merge(x, size, alive, pruned, kept, rank, prefix)
+            # each surviving token outside the kept set sends ``pruned − kept`` of itself and stays with ``kept``
+            x, size = soft_merge(x, size, (alive[:, prefix:, 0] * (pruned - kept)).clamp_min(0), kept, prefix)
+            alive = torch.cat([alive[:, :prefix], alive[:, prefix:] * kept[..., None]], dim=1)
             x = residual_mlp(blk, x)
         return x
 
@@ -210,23 +212,6 @@ def _ranked_merge(patches: torch.Tensor, merge: int) -> Merge:
     b, n = patches.shape[:2]
     ranks = torch.arange(n, device=patches.device).expand(b, n)
     return Merge(ranks[:, :merge], ranks[:, merge:], sim.argmax(dim=-1))
-
-
-def _soft_merge(x, size, alive, pruned, kept, rank, prefix):
-    """The search's merge: each surviving token outside the kept set sends ``pruned − kept`` of itself to
-    its most similar kept token (ranked within the hard kept count) and stays with weight ``kept``."""
-    patches = F.normalize(x[:, prefix:].detach().float(), dim=-1)
-    sim = patches @ patches.transpose(1, 2)
-    target = sim.masked_fill((kept < 0.5)[:, None, :], -2.0).argmax(dim=-1)  # (B, n)
-    share = (alive[:, prefix:, 0] * (pruned - kept)).clamp_min(0)  # what each token sends
-    send = F.one_hot(target, sim.shape[-1]).float() * (share * size[:, prefix:, 0])[..., None]  # (B, n, n)
-    received = send.transpose(1, 2) @ x[:, prefix:].float()
-    weight = size[:, prefix:] + send.sum(dim=1)[..., None]
-    merged = (size[:, prefix:] * x[:, prefix:].float() + received) / weight
-    x = torch.cat([x[:, :prefix], merged.to(x.dtype)], dim=1)
-    size = torch.cat([size[:, :prefix], weight], dim=1)
-    alive = torch.cat([alive[:, :prefix], alive[:, prefix:] * kept[..., None]], dim=1)
-    return x, size, alive
 
 
 @register_method

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dynamicvit.core.attention import masked_attention
-from dynamicvit.core.merging import Merge, attend, fuse_tokens
+from dynamicvit.core.merging import Merge, attend, fuse_tokens, soft_merge
 from dynamicvit.core.predictor import decide
 from dynamicvit.core.tokens import forced_at, iter_stages, patch_tokens, residual_attention, residual_mlp
 
@@ -49,19 +49,6 @@ def _sized_masked_block(blk: nn.Module, x: torch.Tensor, policy: torch.Tensor, s
     return residual_mlp(blk, residual_attention(blk, x, heads))
 
 
-def _soft_merge(x, size, alive, kept, prefix: int):
-    """The training merge: each token ``alive`` but not ``kept`` (straight-through 0/1 masks (B, N)) sends
-    ``alive − kept`` of itself to the kept token most similar to it."""
-    patches = F.normalize(x[:, prefix:].detach().float(), dim=-1)
-    sim = (patches @ patches.transpose(1, 2)).masked_fill((kept < 0.5)[:, None, :], -2.0)
-    share = (alive - kept).clamp_min(0) * size[:, prefix:, 0]  # (B, N): what each token sends
-    send = F.one_hot(sim.argmax(dim=-1), sim.shape[-1]).to(share.dtype) * share[..., None]  # (B, N, N)
-    own = size[:, prefix:]
-    total = own + send.sum(dim=1)[..., None]
-    merged = (own * x[:, prefix:].float() + send.transpose(1, 2) @ x[:, prefix:].float()) / total
-    return torch.cat([x[:, :prefix], merged.to(x.dtype)], dim=1), torch.cat([size[:, :prefix], total], dim=1)
-
-
 class MergedDropsMixin:
     """The merging forwards of :class:`~dynamicvit.models.vit.DynamicViTMixin` (``merge_dropped=True``)."""
 
@@ -79,7 +66,8 @@ class MergedDropsMixin:
                 mask = decide(self.score_predictor[s], patches, counts[s], True, alive, forced_at(decisions, s),
                               budget=self.budget_at(s), rule=self.mask_rule)  # fmt: skip
                 before = torch.ones_like(mask) if alive is None else alive
-                x, size = _soft_merge(x, size, before.float(), mask.float(), prefix)
+                # a token the stage drops sends ``alive − kept`` of itself to its kept partner
+                x, size = soft_merge(x, size, (before.float() - mask.float()).clamp_min(0), mask.float(), prefix)
                 alive = mask
                 masks.append(mask)
                 policy = torch.cat([mask.new_ones(mask.shape[0], prefix), mask], dim=1)
