@@ -3,14 +3,17 @@ and keep-by-score selection at each stage (``random``, ``static``)."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
+from dynamicvit.core.interfaces import Method
 from dynamicvit.core.tokens import gather_tokens, iter_stages, mixed_class, patch_tokens, with_prefix
 from dynamicvit.models.reducer import TokenReductionMixin
 from dynamicvit.models.vit import reduction_layers
 
-__all__ = ["BaselineMixin", "ScoredKeepMixin", "reduce_vit"]
+__all__ = ["BaselineMixin", "InBlockMixin", "MergePerBlock", "ScoredKeepMixin", "reduce_vit"]
 
 
 class BaselineMixin(TokenReductionMixin):
@@ -26,6 +29,15 @@ class BaselineMixin(TokenReductionMixin):
         if decisions is not None:
             raise ValueError(f"the {self.method} baseline chooses its own tokens; forced decisions are DynamicViT's")
         return super().forward_sparse(x)
+
+
+class InBlockMixin(BaselineMixin):
+    """A baseline that reduces inside its blocks (ToMe, MCTF, DiffRate): no stage boundaries."""
+
+    @property
+    def prune_layers(self) -> list[int]:
+        """None: the method reduces inside the blocks."""
+        return []
 
 
 class ScoredKeepMixin(BaselineMixin):
@@ -59,3 +71,25 @@ def reduce_vit(model: nn.Module, mixin: type, keep_rate: float, prune_layers, **
     for name, value in attributes.items():
         setattr(model, name, value)
     return model
+
+
+class MergePerBlock(Method):
+    """The registry entry of a method that merges ``r`` tokens in every block (ToMe, MCTF): its knob is the
+    integer ``r``, from half the patches (fewest MACs) to none, kept on the model as ``knob``."""
+
+    mixin: ClassVar[type]
+    merges: ClassVar[str] = "merged"  # what the error message says is done to the r tokens
+    knob_label = "r"
+    integer_knob = True
+    keeps_subset = False
+
+    @classmethod
+    def apply(cls, model: nn.Module, keep_rate: float = 0.7, prune_layers=None, r: int = 8, **_) -> nn.Module:
+        if int(r) < 0:
+            name = cls.label.split(" (")[0]
+            raise ValueError(f"{name}'s r (tokens {cls.merges} per block) must be >= 0, got {r}")
+        return reduce_vit(model, cls.mixin, keep_rate, prune_layers, **{cls.knob: int(r)})
+
+    @classmethod
+    def knob_range(cls, model: nn.Module) -> tuple[float, float]:
+        return model.num_patches // 2, 0  # more merging, fewer MACs

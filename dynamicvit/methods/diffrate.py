@@ -27,7 +27,7 @@ from dynamicvit.core.interfaces import Method
 from dynamicvit.core.merging import Merge, attend, fuse_tokens, soft_merge
 from dynamicvit.core.predictor import check_keep_rate
 from dynamicvit.core.tokens import attention_output, attention_qkv, gather_tokens, residual_mlp
-from dynamicvit.methods.common import BaselineMixin, reduce_vit
+from dynamicvit.methods.common import InBlockMixin, reduce_vit
 from dynamicvit.methods.registry import register_method
 
 __all__ = ["DiffRate", "DiffRateMixin", "RateSearch", "survival"]
@@ -85,7 +85,7 @@ class RateSearch(nn.Module):
         return torch.stack(prune), torch.stack(merge)
 
 
-class DiffRateMixin(BaselineMixin):
+class DiffRateMixin(InBlockMixin):
     method = "diffrate"
     rate_search: RateSearch
     flops_weight = 100.0  # the paper's 5·(ΔGFLOPs)² on DeiT-S (4.6 G) is ≈ 100·(Δ fraction)²
@@ -103,11 +103,6 @@ class DiffRateMixin(BaselineMixin):
         with torch.no_grad():
             self.macs_target = float(self._cost(*self.rate_search.expected()))
         self._read_rates()
-
-    @property
-    def prune_layers(self) -> list[int]:
-        """None: DiffRate reduces inside every block but the first."""
-        return []
 
     def keep_targets(self) -> list[float]:
         return []  # the search's own loss holds the budget, not per-stage keep ratios

@@ -26,10 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dynamicvit.core.interfaces import Method
 from dynamicvit.core.merging import Merge, attend, fuse_tokens, proportional_probs, rank_of
 from dynamicvit.core.tokens import attention_output, attention_qkv, residual_mlp
-from dynamicvit.methods.common import BaselineMixin, reduce_vit
+from dynamicvit.methods.common import InBlockMixin, MergePerBlock
 from dynamicvit.methods.registry import register_method
 
 __all__ = ["MCTF", "MCTFMixin", "TAUS", "mctf_merge_plan", "pair_scores"]
@@ -86,14 +85,9 @@ def mctf_merge_plan(scores: torch.Tensor, r: int) -> Merge:
     return Merge(anchors, sources, targets)
 
 
-class MCTFMixin(BaselineMixin):
+class MCTFMixin(InBlockMixin):
     method = "mctf"
     mctf_r: int
-
-    @property
-    def prune_layers(self) -> list[int]:
-        """None: MCTF fuses inside every block, there are no stage boundaries."""
-        return []
 
     def token_counts(self, num_patches: int | None = None) -> list[int]:
         """Tokens left after each block (none fused in the first; ``r`` capped at half of what is left)."""
@@ -135,20 +129,9 @@ class MCTFMixin(BaselineMixin):
 
 
 @register_method
-class MCTF(Method):
+class MCTF(MergePerBlock):
     name = "mctf"
     label = "MCTF (multi-criteria fusion)"
     knob = "mctf_r"
-    knob_label = "r"
-    integer_knob = True
-    keeps_subset = False
-
-    @classmethod
-    def apply(cls, model: nn.Module, keep_rate: float = 0.7, prune_layers=None, r: int = 8, **_) -> nn.Module:
-        if int(r) < 0:
-            raise ValueError(f"MCTF's r (tokens fused per block) must be >= 0, got {r}")
-        return reduce_vit(model, MCTFMixin, keep_rate, prune_layers, mctf_r=int(r))
-
-    @classmethod
-    def knob_range(cls, model: nn.Module) -> tuple[float, float]:
-        return model.num_patches // 2, 0  # more fusion, fewer MACs
+    merges = "fused"
+    mixin = MCTFMixin

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from dynamicvit.core.interfaces import Method
 from dynamicvit.core.tokens import residual_attention, residual_mlp
-from dynamicvit.methods.common import BaselineMixin, reduce_vit
+from dynamicvit.methods.common import InBlockMixin, MergePerBlock
 from dynamicvit.methods.registry import register_method
 
 __all__ = ["ToMe", "ToMeMixin", "bipartite_merge"]
@@ -46,14 +44,9 @@ def bipartite_merge(
     return torch.cat([x[:, :prefix], merged.to(x.dtype)], dim=1), torch.cat([size[:, :prefix], merged_size], dim=1)
 
 
-class ToMeMixin(BaselineMixin):
+class ToMeMixin(InBlockMixin):
     method = "tome"
     tome_r: int
-
-    @property
-    def prune_layers(self) -> list[int]:
-        """None: ToMe merges inside every block, there are no stage boundaries."""
-        return []
 
     def token_counts(self, num_patches: int | None = None) -> list[int]:
         """Tokens left after each block (``r`` capped at half of what is left)."""
@@ -85,20 +78,8 @@ class ToMeMixin(BaselineMixin):
 
 
 @register_method
-class ToMe(Method):
+class ToMe(MergePerBlock):
     name = "tome"
     label = "ToMe (merging)"
     knob = "tome_r"
-    knob_label = "r"
-    integer_knob = True
-    keeps_subset = False
-
-    @classmethod
-    def apply(cls, model: nn.Module, keep_rate: float = 0.7, prune_layers=None, r: int = 8, **_) -> nn.Module:
-        if int(r) < 0:
-            raise ValueError(f"ToMe's r (tokens merged per block) must be >= 0, got {r}")
-        return reduce_vit(model, ToMeMixin, keep_rate, prune_layers, tome_r=int(r))
-
-    @classmethod
-    def knob_range(cls, model: nn.Module) -> tuple[float, float]:
-        return model.num_patches // 2, 0  # more merging, fewer MACs
+    mixin = ToMeMixin
