@@ -15,6 +15,7 @@ from dynamicvit.core.interfaces import backbone_of, find_reducer
 from dynamicvit.core.keep import DEFAULT_MASK_RULE, KEEP_RULES
 from dynamicvit.core.losses import is_encoder
 from dynamicvit.methods.registry import apply_method, get_method
+from dynamicvit.models.merged_drops import merges_drops
 from dynamicvit.models.registry import build_timm_model
 from dynamicvit.tasks.registry import get_task
 from dynamicvit.weights.checkpoint import (
@@ -61,7 +62,7 @@ def reduce(model: nn.Module, cfg: TrainConfig, **options) -> nn.Module:
             raise ValueError(f"--mask-rule {cfg.mask_rule} shapes predictor training; method {cfg.method} has none")
         find_reducer(reduced).mask_mode = cfg.mask_rule
     if cfg.merge_dropped:
-        if not hasattr(find_reducer(reduced), "_forward_pruned_merging"):
+        if not merges_drops(find_reducer(reduced)):
             raise ValueError(f"--merge-dropped is DynamicViT's on plain ViTs; method {cfg.method} does not drop tokens")
         find_reducer(reduced).merge_dropped = True
     return model if target is not model else reduced

@@ -21,7 +21,7 @@ from dynamicvit.core.merging import Merge, attend, fuse_tokens, soft_merge
 from dynamicvit.core.predictor import decide
 from dynamicvit.core.tokens import forced_at, iter_stages, patch_tokens, residual_attention, residual_mlp
 
-__all__ = ["MergedDropsMixin", "dropped_merge_plan"]
+__all__ = ["MergedDropsMixin", "dropped_merge_plan", "merges_drops"]
 
 
 def dropped_merge_plan(patches: torch.Tensor, keep: torch.Tensor) -> Merge:
@@ -92,3 +92,8 @@ class MergedDropsMixin:
                 kept.append(index)
             x = blk(x) if size is None else residual_mlp(blk, attend(blk, x, size)[0])
         return x, kept
+
+
+def merges_drops(reducer: object) -> bool:
+    """Whether a reducing module can merge its dropped tokens (``merge_dropped``): DynamicViT on ViTs."""
+    return isinstance(reducer, MergedDropsMixin)

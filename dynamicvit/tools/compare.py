@@ -33,6 +33,7 @@ from dynamicvit.core.interfaces import find_reducer
 from dynamicvit.core.keep import DEFAULT_MASK_RULE
 from dynamicvit.methods.budget import set_budget
 from dynamicvit.methods.registry import METHODS, apply_method, get_method
+from dynamicvit.models.merged_drops import merges_drops
 from dynamicvit.tasks.evaluate import evaluate
 from dynamicvit.tools.provenance import provenance
 from dynamicvit.tools.report import save_tradeoff_plots, write_comparison_markdown
@@ -83,7 +84,7 @@ def _fine_tune(cfg: TrainConfig, method: str, model: nn.Module, out_dir: Path) -
         keep_rate=model.keep_rate,
         tome_r=getattr(model, entry.knob) if entry.integer_knob else cfg.tome_r,
         mask_rule=cfg.mask_rule if entry.uses_mask_rule else DEFAULT_MASK_RULE,
-        merge_dropped=cfg.merge_dropped and hasattr(find_reducer(model), "_forward_pruned_merging"),
+        merge_dropped=cfg.merge_dropped and merges_drops(find_reducer(model)),
         out_dir=str(out_dir),
         resume=cfg.resume and (out_dir / "last.pth").exists(),
     )
@@ -129,10 +130,20 @@ def run_compare(
         return _run(cfg, list(budgets), list(methods), regimes, seeds, out, bench_batch, bench_repeats)
 
 
-def _row(cfg: TrainConfig, regime: str, budget: float, method: str, dense: nn.Module, seeds, test_set, out: Path):
+def _row(
+    cfg: TrainConfig,
+    regime: str,
+    budget: float,
+    method: str,
+    dense: nn.Module,
+    dense_macs: int,
+    seeds,
+    test_set,
+    out: Path,
+):
     """One method at one budget in one regime: tuned, trained per seed when it trains, evaluated.
     Returns the row and the model to time (the first seed's)."""
-    entry, dense_macs = get_method(method), count_flops(dense).total
+    entry = get_method(method)
     model = apply_method(copy.deepcopy(dense), method, prune_layers=cfg.prune_layers, seed=cfg.seed)
     set_budget(model, budget, dense_macs)
     trained = trains(method, cfg)
@@ -183,12 +194,12 @@ def _run(cfg: TrainConfig, budgets, methods, regimes, seeds, out: Path, bench_ba
     test_set = build_run_dataset(cfg, "test")
     dense = build_dense_for_data(cfg, test_set, pretrained=cfg.pretrained).eval()
     x = torch.stack([test_set[i][0] for i in range(min(bench_batch, len(test_set)))])
-    dense_result = evaluate(dense, test_set, cfg)
+    dense_result, dense_macs = evaluate(dense, test_set, cfg), count_flops(dense).total
     rows, dense_speed = [], []
     for regime in regimes:
         rcfg = regime_config(cfg, regime)
         for budget in budgets:
-            block = [_row(rcfg, regime, budget, m, dense, seeds, test_set, out) for m in methods]
+            block = [_row(rcfg, regime, budget, m, dense, dense_macs, seeds, test_set, out) for m in methods]
             rows += [r for r, _ in block]
             dense_speed.append(
                 _time([r for r, _ in block], {r["method"]: m for r, m in block}, dense, x, bench_repeats)
