@@ -17,6 +17,7 @@ from dynamicvit.config import TrainConfig
 from dynamicvit.core.keep import DEFAULT_MASK_RULE
 from dynamicvit.methods.registry import METHODS
 from dynamicvit.tools.compare import run_compare
+from dynamicvit.tools.demo import STUDENT_RECIPE, TEACHER_RECIPE
 from dynamicvit.train.trainer import Trainer
 
 __all__ = ["BUDGETS", "PROXIES", "SIZES", "add_variant", "proxy_config", "run_leaderboard"]
@@ -42,12 +43,8 @@ def proxy_config(proxy: str, out: Path, quick: bool = False, data_dir: str | Non
         data_dir=data_dir,
         batch_size=32 if quick else 128,
         epochs=1,
-        lr=1e-3,
-        backbone_lr_scale=0.1,
+        **STUDENT_RECIPE,
         freeze_backbone_epochs=0.0,
-        ratio_weight=10.0,
-        warmup_epochs=0.1,
-        min_lr=1e-5,
         prune_layers=[1, 2, 3],
         teacher_checkpoint=str(out / "teacher" / "last.pth"),
         out_dir=str(out / "compare"),
@@ -94,7 +91,7 @@ def run_leaderboard(
     cfg = dataclasses.replace(cfg, **(variant or {}), out_dir=str(compare_dir))
     teacher = dataclasses.replace(
         cfg, dense=True, mask_rule=DEFAULT_MASK_RULE, merge_dropped=False, teacher_checkpoint=None,
-        epochs=1 if quick else 4, lr=2e-3, warmup_epochs=0.2, out_dir=str(out / "teacher"),
+        epochs=1 if quick else 4, **TEACHER_RECIPE, out_dir=str(out / "teacher"),
         resume=resume and (out / "teacher" / "last.pth").exists(),
     )  # fmt: skip
     with Trainer(teacher, reuse_finished=True) as trainer:
