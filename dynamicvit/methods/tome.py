@@ -8,9 +8,9 @@ over heads, cosine similarity), average merged tokens by size, and use proportio
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from dynamicvit.core.tokens import residual_attention, residual_mlp
+from dynamicvit.core.merging import attend
+from dynamicvit.core.tokens import residual_mlp
 from dynamicvit.methods.common import InBlockMixin, MergePerBlock
 from dynamicvit.methods.registry import register_method
 
@@ -61,18 +61,10 @@ class ToMeMixin(InBlockMixin):
         prefix = self.num_prefix_tokens
         size = x.new_ones(x.shape[0], x.shape[1], 1, dtype=torch.float32)
         for blk in self.blocks:
-            seen = {}
-
-            def heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn=blk.attn, size=size, seen=seen):
-                seen["k"] = k
-                bias = size[..., 0].log()[:, None, None, :].to(q.dtype)  # proportional attention
-                drop = attn.attn_drop.p if self.training else 0.0
-                return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=drop, scale=attn.scale)
-
-            x = residual_attention(blk, x, heads)
+            x, _, keys, _ = attend(blk, x, size)  # proportional attention
             r = min(self.tome_r, (x.shape[1] - prefix) // 2)
             if r > 0:
-                x, size = bipartite_merge(x, size, seen["k"].mean(dim=1), r, prefix)
+                x, size = bipartite_merge(x, size, keys.mean(dim=1), r, prefix)
             x = residual_mlp(blk, x)
         return x, []
 
