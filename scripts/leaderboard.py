@@ -1,7 +1,12 @@
-"""Run one proxy's leaderboard and copy its result file and plots into the docs.
+"""Run a proxy's leaderboard in passes that resume, and publish its result file and plots into the docs.
 
-python scripts/leaderboard.py --proxy demo            # about 2 hours on 2 CPU cores
-python scripts/leaderboard.py --proxy demo --quick    # seconds: the path the tests use
+    python scripts/leaderboard.py --proxy demo                 # teacher to convergence, then every row
+    python scripts/leaderboard.py --proxy demo --extra-seed    # a third seed for the top three of each budget
+    python scripts/leaderboard.py --proxy demo --time          # the speed pass (run it with nothing else running)
+    python scripts/leaderboard.py --proxy demo --publish       # docs/results/leaderboard-demo.json and plots
+    python scripts/leaderboard.py --proxy demo --quick         # seconds: the path the tests use
+
+Every finished row is written at once; a rerun skips finished rows and refuses a changed recipe.
 """
 
 from __future__ import annotations
@@ -14,67 +19,66 @@ import sys
 import tempfile
 from pathlib import Path
 
+from dynamicvit.config import REGIMES
 from dynamicvit.core.files import atomic_write_text
-from dynamicvit.methods import METHODS
-from dynamicvit.tools.leaderboard import PROXIES, add_variant, run_leaderboard
-from dynamicvit.tools.report import save_tradeoff_plots
+from dynamicvit.tools.leaderboard import PROXIES, entries, open_board
+from dynamicvit.tools.leaderboard.plots import save_board_plots
+from dynamicvit.tools.leaderboard.summary import group_rows, summarise, top_entries
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
-def portable(summary: dict, out: Path, argv: str) -> dict:
-    """The summary as the docs keep it: the command that wrote it (this script's), and paths under ``--out``
-    written as under the default ``runs/leaderboard``, so no machine-local folder shows."""
-    text = json.dumps(summary).replace(str(out.resolve()), "runs/leaderboard").replace(str(out), "runs/leaderboard")
-    summary = json.loads(text)
-    command = re.sub(r"\s*--out\s+\S+", "", argv)
-    summary["provenance"]["command"] = f"python scripts/leaderboard.py {command}".strip()
-    return summary
-
-
-def variant_label(variant: dict) -> str:
-    """The table name of a DynamicViT variant, e.g. ``DynamicViT (top-k rule, merged drops)``."""
-    parts = [
-        f"{variant['mask_rule']} rule" if "mask_rule" in variant else "",
-        "merged drops" if variant.get("merge_dropped") else "",
-    ]
-    return "DynamicViT (" + ", ".join(p for p in parts if p) + ")"
-
-
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--proxy", required=True, choices=list(PROXIES), help="which token grid")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds of the trained rows")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), help="methods")
-    parser.add_argument("--out", default="runs/leaderboard", help="parent folder of the proxies' runs")
-    parser.add_argument("--data-dir", default=None, help="Fashion-MNIST folder (default: the data set's lookup)")
+    parser.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES), help="regimes to run")
+    parser.add_argument("--budgets", nargs="+", type=float, default=None, help="MACs budgets (default: the proxy's)")
     parser.add_argument(
-        "--limits", type=int, nargs=2, default=None, metavar=("TRAIN", "TEST"), help="images (default: SIZES)"
+        "--entries",
+        nargs="+",
+        default=None,
+        choices=list(entries()),
+        help="methods and DynamicViT variants (default: every one the regime runs on this grid)",
     )
-    parser.add_argument("--mask-rule", default=None, help="a DynamicViT variant: its training mask rule")
-    parser.add_argument("--merge-dropped", action="store_true", help="a DynamicViT variant: merged drops")
-    parser.add_argument("--tag", default="", help="the variant's name; its rows join the proxy's leaderboard file")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds of the trained and random rows")
+    parser.add_argument("--extra-seed", action="store_true", help="one more seed for the top three of each budget")
+    parser.add_argument("--time", action="store_true", help="the speed pass instead of the accuracy pass")
+    parser.add_argument("--publish", action="store_true", help="write the result file and plots into the docs")
+    parser.add_argument("--out", default="runs/leaderboard", help="parent folder of the boards")
+    parser.add_argument("--data-dir", default=None, help="Fashion-MNIST folder (default: the data set's lookup)")
     parser.add_argument("--quick", action="store_true", help="seconds-long sizes; nothing copied into the docs")
-    args = parser.parse_args()
-    variant = {k: v for k, v in (("mask_rule", args.mask_rule), ("merge_dropped", args.merge_dropped)) if v}
-    if bool(variant) != bool(args.tag):
-        parser.error("a variant (--mask-rule, --merge-dropped) needs a --tag, and a --tag a variant")
-    summary = run_leaderboard(
-        args.proxy, args.out, tuple(args.seeds), tuple(args.methods), args.quick, args.data_dir,
-        limits=args.limits, variant=variant, tag=args.tag,
-    )  # fmt: skip
-    if args.quick:
-        return
-    summary = portable(summary, Path(args.out), " ".join(sys.argv[1:]))
-    board_file = DOCS / "results" / f"leaderboard-{args.proxy}.json"
-    if args.tag:
-        label = variant_label(variant)
-        summary = add_variant(json.loads(board_file.read_text()), summary, args.tag, label)
-    atomic_write_text(board_file, json.dumps(summary, indent=2))
-    with tempfile.TemporaryDirectory() as tmp:  # the plots of the whole board, variants included
-        save_tradeoff_plots(summary, tmp)
-        for plot in ("acc_vs_gmacs.png", "acc_vs_img_per_s.png"):
-            shutil.copy(Path(tmp) / plot, DOCS / "leaderboards" / f"{args.proxy}-{plot}")
+    args = parser.parse_args(argv)
+    if args.budgets and any(not 0 < b <= 1 for b in args.budgets):
+        parser.error(f"--budgets must be fractions of the dense MACs in (0, 1], got {args.budgets}")
+    return args
+
+
+def publish(summary: dict, proxy: str) -> None:
+    """The result file and the plots of the board, into the docs."""
+    atomic_write_text(DOCS / "results" / f"leaderboard-{proxy}.json", json.dumps(summary, indent=1))
+    with tempfile.TemporaryDirectory() as tmp:
+        for plot in save_board_plots(summary, tmp):
+            shutil.copy(plot, DOCS / "leaderboards" / f"{proxy}-{plot.name}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    command = "python scripts/leaderboard.py " + re.sub(
+        r"\s*--(out|data-dir)\s+\S+", "", " ".join(argv or sys.argv[1:])
+    )
+    with open_board(args.proxy, args.out, args.quick, args.data_dir) as board:
+        if args.time:
+            board.time(args.regimes, args.budgets, batch=4 if args.quick else 32, repeats=1 if args.quick else 10)
+        elif args.extra_seed:
+            extra = max(args.seeds) + 1
+            for regime, budget, name in top_entries(group_rows(board.store.all())):
+                board.run([regime], [budget], [name], [*args.seeds, extra])
+        else:
+            board.run(args.regimes, args.budgets, args.entries, args.seeds)
+        if args.publish and not args.quick:
+            speed_file = board.folder / "speed.json"
+            speed = json.loads(speed_file.read_text()) if speed_file.exists() else None
+            publish(summarise(board, speed, command.strip()), args.proxy)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,8 @@
 """Searched keep schedules against the paper's ρ, ρ², ρ³ on a proxy's trained DynamicViT students.
 
-For each student of a leaderboard run (``runs/leaderboard/PROXY/compare/REGIME/dynamicvit_BUDGET_sSEED``),
+For each DynamicViT student of a leaderboard (``runs/leaderboard/PROXY/runs/REGIME/dynamicvit_BUDGET_sSEED``),
 search the per-stage keep fractions on held-out training images (those after the run's training limit)
-for the run's MACs budget, then evaluate both schedules on the leaderboard's test images (those of the
-recipe's seed: the canvases are drawn from the seed). Writes
+for the run's MACs budget, then evaluate both schedules on the leaderboard's test canvases. Writes
 ``docs/results/schedule-PROXY.json``.
 
     python scripts/schedule_search.py --proxy demo --out runs/leaderboard
@@ -24,6 +23,7 @@ from dynamicvit.builder import build_run_dataset, load_trained
 from dynamicvit.core.files import atomic_write_text
 from dynamicvit.core.flops import count_flops
 from dynamicvit.tasks.evaluate import evaluate
+from dynamicvit.tools.leaderboard import open_board
 from dynamicvit.tools.provenance import provenance
 from dynamicvit.tools.schedule import search_schedule
 
@@ -43,16 +43,17 @@ def main() -> None:
     parser.add_argument("--out", default="runs/leaderboard", help="the leaderboard runs' parent folder")
     parser.add_argument("--held-out", type=int, default=2000, help="held-out training images to search on")
     args = parser.parse_args()
-    runs = sorted((Path(args.out) / args.proxy / "compare").glob("*/dynamicvit_*_s*/last.pth"))
+    runs = sorted((Path(args.out) / args.proxy / "runs").glob("*/dynamicvit_*_s*/last.pth"))
     if not runs:
-        raise SystemExit(f"no DynamicViT students under {Path(args.out) / args.proxy / 'compare'}")
-    recipe = json.loads((Path(args.out) / args.proxy / "compare" / "compare.json").read_text())["recipe"]
+        raise SystemExit(f"no DynamicViT students under {Path(args.out) / args.proxy / 'runs'}")
+    with open_board(args.proxy, args.out) as board:
+        test_seed = board.cfg.seed  # every row is scored on the board's test canvases (a seed redraws them)
     rows = []
     for path in runs:
         regime = path.parent.parent.name
         budget, seed = re.match(r"dynamicvit_([\d.]+)_s(\d+)", path.parent.name).groups()
         model, cfg = load_trained(str(path))
-        cfg = dataclasses.replace(cfg, seed=recipe["seed"])  # the leaderboard's test set (a seed redraws canvases)
+        cfg = dataclasses.replace(cfg, seed=test_seed)
         test_set = build_run_dataset(cfg, "test")
         dense = load_trained(cfg.teacher_checkpoint)[0]
         images, labels = _held_out(cfg, args.held_out)

@@ -10,7 +10,7 @@ import os
 
 from torch import nn
 
-from dynamicvit.config import TrainConfig, trusted_config, validate
+from dynamicvit.config import TrainConfig, default_regime, trusted_config, validate
 from dynamicvit.core.interfaces import backbone_of, find_reducer
 from dynamicvit.core.keep import DEFAULT_MASK_RULE, KEEP_RULES
 from dynamicvit.core.losses import is_encoder
@@ -48,10 +48,14 @@ def build_dense(
     return get_task(cfg.task).build_dense(make, cfg.model, num_classes, input_size, **kwargs)
 
 
-def reduce(model: nn.Module, cfg: TrainConfig, **options) -> nn.Module:
+def reduce(model: nn.Module, cfg: TrainConfig, fine_tuned: bool | None = None, **options) -> nn.Module:
     """The run's student: ``model`` reduced by ``cfg.method`` at ``cfg.keep_rate`` (or ToMe's r); a segmenter's
-    or detector's backbone is reduced in place."""
+    or detector's backbone is reduced in place. The method's options for a network fine-tuned with it
+    (:meth:`~dynamicvit.core.interfaces.Method.regime_options`) apply when ``fine_tuned``, by default when the
+    run updates the backbone."""
     target = backbone_of(model)
+    tuned = default_regime(cfg) == "finetune" if fine_tuned is None else fine_tuned
+    options = {**get_method(cfg.method).regime_options(tuned), **options}
     reduced = apply_method(
         target, cfg.method, keep_rate=cfg.keep_rate, prune_layers=cfg.prune_layers, r=cfg.tome_r, **options
     )
@@ -121,7 +125,7 @@ def build_untrained(
         values["keep_rate"] = keep_rate
     cfg, options = _resolved(values, keep_rate)
     model = build_dense(cfg, None, 3, pretrained=pretrained)
-    return (model if cfg.dense else reduce(model, cfg, **options)).eval()
+    return (model if cfg.dense else reduce(model, cfg, fine_tuned=False, **options)).eval()
 
 
 def _resolved(values: dict, keep_rate: float | None) -> tuple[TrainConfig, dict]:

@@ -19,6 +19,7 @@ DATA_FIELDS = (
     "distractors",
     "distractors_max",
     "item_scale",
+    "item_size",
     "scene_items",
     "scene_items_max",
     "train_limit",

@@ -68,6 +68,7 @@ _RULES = (
     ("distractors", lambda v: v >= 0, "0 or more"),
     ("distractors_max", lambda v: v >= 0, "0 or more"),
     ("item_scale", lambda v: 1 <= v <= 4, "in [1, 4]"),
+    ("item_size", lambda v: 4 <= v <= MAX_SIDE, f"4 to {MAX_SIDE} pixels"),
     ("scene_items", lambda v: 1 <= v <= MAX_SCENE_ITEMS, f"1 to {MAX_SCENE_ITEMS}"),
     ("scene_items_max", lambda v: 1 <= v <= MAX_SCENE_ITEMS, f"1 to {MAX_SCENE_ITEMS}"),
     ("img_size", lambda v: 1 <= v <= MAX_SIDE, f"1 to {MAX_SIDE} pixels"),
@@ -112,9 +113,10 @@ def validate(cfg: TrainConfig, training: bool = True) -> TrainConfig:
         raise ValueError(
             f"--scene-items-max must be at least --scene-items ({cfg.scene_items}), got {cfg.scene_items_max}"
         )
-    if round(28 * cfg.item_scale) > cfg.canvas:
-        raise ValueError(f"--item-scale {cfg.item_scale} makes items up to {round(28 * cfg.item_scale)} pixels: "
-                         f"more than the {cfg.canvas}-pixel --canvas")  # fmt: skip
+    if round(cfg.item_size * cfg.item_scale) > cfg.canvas:
+        side = round(cfg.item_size * cfg.item_scale)
+        raise ValueError(f"--item-size {cfg.item_size} and --item-scale {cfg.item_scale} make items up to {side} "
+                         f"pixels: more than the {cfg.canvas}-pixel --canvas")  # fmt: skip
     if cfg.aa is not None:
         check_auto_augment(cfg.aa)
     if cfg.thresholds is not None and any(not 0 < t < 1 for t in cfg.thresholds):

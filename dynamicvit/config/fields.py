@@ -43,7 +43,7 @@ class TrainConfig:
         choices=TASKS,  # the registry itself: a task registered later is a valid choice
     )
     method: str = _opt("dynamicvit", "token reduction to train (baselines train with CE + KL)", choices=tuple(METHODS))
-    tome_r: int = _opt(8, "tokens merged per block (methods tome and mctf)")
+    tome_r: float = _opt(8.0, "tokens merged per block (methods tome and mctf); a fraction is spread over the blocks")
     pretrained: bool = _opt(False, "start from timm's pretrained weights")
     teacher_checkpoint: str | None = _opt(None, "dense checkpoint for the teacher and the student's backbone")
     model_kwargs: dict = _opt({}, "extra timm kwargs as JSON, e.g. '{\"drop_path_rate\": 0.1}'")
@@ -60,6 +60,9 @@ class TrainConfig:
     )
     item_scale: float = _opt(
         1.0, "cluttered-fashion-mnist: each item resized by a factor in [1/this, this] (log-uniform; size varies)"
+    )
+    item_size: int = _opt(
+        28, "cluttered-fashion-mnist: the item's side in pixels before --item-scale (Fashion-MNIST's own 28)"
     )
     scene_items: int = _opt(3, "cluttered-fashion-scenes/-boxes: items per scene")
     scene_items_max: int | None = _opt(
@@ -172,7 +175,7 @@ def flag(name: str) -> str:
 SECTIONS: dict[str, tuple[str, ...]] = {
     "model": ("model", "dense", "task", "method", "tome_r", "pretrained", "teacher_checkpoint", "model_kwargs"),
     "data": (
-        "data", "data_dir", "canvas", "distractors", "distractors_max", "item_scale", "scene_items",
+        "data", "data_dir", "canvas", "distractors", "distractors_max", "item_scale", "item_size", "scene_items",
         "scene_items_max", "img_size", "train_limit", "val_limit", "aa", "reprob", "color_jitter",
         "interpolation", "mixup", "cutmix", "smoothing",
     ),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import nn
 
@@ -186,29 +186,76 @@ class Method:
         label: the name in tables and plots.
         knob: the model attribute that sets the budget (``keep_rate``, or ``tome_r``/``mctf_r``).
         knob_label: the knob's name in tables.
-        integer_knob: whether the knob is an integer (bisected as one by ``set_budget``).
         exportable: no run-time randomness: ONNX export works.
         accepts_decisions: ``forward(x, decisions=...)`` forces its choices.
         learned: it adds parameters that must be trained (predictors, rates): it trains in every regime.
         keeps_subset: its decisions are kept indices (else tokens are mixtures of patches).
         uses_mask_rule: its training masks follow a mask rule (``--mask-rule``).
+        apply_options: the keyword options of :meth:`apply` beyond the knob (e.g. ToMe's ``prop_attn``).
     """
 
     name: ClassVar[str]
     label: ClassVar[str]  # for tables and plots
     knob: ClassVar[str] = "keep_rate"  # the model attribute that sets the budget
     knob_label: ClassVar[str] = "keep_rate"
-    integer_knob: ClassVar[bool] = False
     exportable: ClassVar[bool] = True  # no run-time randomness: ONNX export works
     accepts_decisions: ClassVar[bool] = False  # ``forward(x, decisions=...)`` forces its choices
     learned: ClassVar[bool] = False  # adds modules that must be trained (predictors): keep-ratio loss applies
     keeps_subset: ClassVar[bool] = True  # decisions are kept indices (else tokens are mixtures of patches)
     uses_mask_rule: ClassVar[bool] = False  # its training masks follow a mask rule (--mask-rule)
+    apply_options: ClassVar[tuple[str, ...]] = ()  # keyword options of apply() beyond the knob
 
     @classmethod
     def apply(cls, model: nn.Module, keep_rate: float = 0.7, prune_layers=None, **options) -> nn.Module:
         """Reduce ``model`` in place with this method and return it (options it does not use are ignored)."""
         raise NotImplementedError
+
+    @classmethod
+    def macs_fraction(cls, model: nn.Module, dense_macs: int) -> float | None:
+        """The fraction of ``dense_macs`` that ``model`` costs when that is not what a forward counts (a method
+        whose cost is only known after training reports its target); ``None``: count it on a forward.
+
+        Args:
+            model: the reduced model.
+            dense_macs: the dense model's MACs.
+
+        Returns:
+            The fraction, or ``None``.
+        """
+        return None
+
+    @classmethod
+    def regime_options(cls, fine_tuned: bool) -> dict[str, Any]:
+        """Options of :meth:`apply` that the method's authors set differently for a network fine-tuned with the
+        method (``fine_tuned``) than for one used as it was trained (ToMe's proportional attention, PPT's
+        threshold, MCTF's consistency loss); the model builder passes them.
+
+        Args:
+            fine_tuned: whether the run updates (or updated) the backbone with the method in place.
+
+        Returns:
+            Keyword options for :meth:`apply`.
+        """
+        return {}
+
+    @classmethod
+    def searched(cls, model: nn.Module) -> dict[str, Any]:
+        """What a trained ``model`` of this method settled on that its knob does not say (DiffRate's searched
+        counts), for result files; nothing by default."""
+        return {}
+
+    @classmethod
+    def authors_recipe(cls, cfg: Any) -> dict[str, Any]:
+        """Optimisation settings the method's authors train it with, as overrides of a comparison's shared
+        recipe ``cfg`` (a :class:`~dynamicvit.config.TrainConfig`); none by default.
+
+        Args:
+            cfg: the shared recipe.
+
+        Returns:
+            Config fields to replace.
+        """
+        return {}
 
     @classmethod
     def knob_range(cls, model: nn.Module) -> tuple[float, float]:

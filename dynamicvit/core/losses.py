@@ -53,7 +53,8 @@ class DistillationLoss(nn.Module):
     base and ratio terms remain. Target ratios default to ``keep_rate**s`` per stage
     (cumulative, plain ViT); pass ``target_ratios`` for other schedules. A term whose
     weight is 0 is not computed (baselines without masks train with CE + KL only). A student whose
-    reducer has ``method_loss()`` (DiffRate's MACs term) adds those terms.
+    reducer has ``method_loss(images, output, targets)`` (DiffRate's MACs term, MCTF's consistency) adds those
+    terms.
 
     Args:
         teacher: the frozen dense model, or ``None`` (no distillation).
@@ -93,7 +94,7 @@ class DistillationLoss(nn.Module):
         super().__init__()
         # a student with ``teacher_features(teacher, images)`` may share its frozen layers with the teacher
         self.teacher_features = getattr(student, "teacher_features", None)
-        # a method with its own training objective (DiffRate's MACs term): weighted terms by name
+        # a method with its own training objective (DiffRate's MACs term, MCTF's consistency): weighted terms
         self.method_loss = getattr(find_reducer(student), "method_loss", None) if student is not None else None
         self.prefix_is_fixed = getattr(student, "prefix_is_fixed", None)  # then the teacher runs after it
         self.embedding = embedding  # the outputs are embeddings (an encoder without classifier): MSE, no KL
@@ -169,7 +170,8 @@ class DistillationLoss(nn.Module):
         logits, masks, feats = output
         terms = {"ce": self.base_criterion(logits, targets)} if self.labels else {}
         total = terms["ce"] if self.labels else logits.new_zeros(()).float()
-        for name, term in self.method_loss().items() if self.method_loss is not None else ():
+        extra = self.method_loss(inputs, output, targets) if self.method_loss is not None else {}
+        for name, term in extra.items():
             terms[name] = term
             total = total + term
         if self.ratio_weight and masks:

@@ -2,9 +2,10 @@
 
 A merge is written as a :class:`Merge`: the ``anchors`` (one token per output slot, in slot
 order) and the ``sources`` fused into them, each with its target slot. Fusing gathers the
-anchors and adds the sources with a small one-hot matmul (slots × sources): ONNX-exportable and
-TensorRT-convertible (no scatter-reduce), every image alone, and cheap – (T − r) · r · C
-multiply-adds for ``r`` sources, which the FLOP counter counts like any matmul.
+anchors and adds the sources into their slots: in eager mode with ``scatter_add`` (what the
+methods' own code does; no multiply-adds, as the papers count), and while exporting to ONNX with
+a small one-hot matmul (slots × sources) instead, which TensorRT converts (it has no
+ScatterElements with add). Both give the same sums; every image is fused alone.
 """
 
 from __future__ import annotations
@@ -98,20 +99,19 @@ def fuse_tokens(
         ``(fused tokens (B, T', C), their sizes (B, T', 1))``.
     """
     w = size if weight is None else weight.float()[..., None] * size
-    slots = torch.arange(plan.anchors.shape[1], device=x.device)
-    onehot = (plan.targets[:, None, :] == slots[None, :, None]).float()  # (B, T', r)
-
-    fused = slot_sums(x * w.to(x.dtype), plan, onehot) / slot_sums(w, plan, onehot).to(x.dtype)
-    return fused, slot_sums(size, plan, onehot)
+    fused = slot_sums(x * w.to(x.dtype), plan) / slot_sums(w, plan).to(x.dtype)
+    return fused, slot_sums(size, plan)
 
 
-def slot_sums(values: torch.Tensor, plan: Merge, onehot: torch.Tensor | None = None) -> torch.Tensor:
-    """The sum of ``values`` (B, T, C) over each slot's tokens (B, T', C); ``onehot`` (B, T', r) of the
-    sources' targets when already built."""
-    if onehot is None:
+def slot_sums(values: torch.Tensor, plan: Merge) -> torch.Tensor:
+    """The sum of ``values`` (B, T, C) over each slot's tokens (B, T', C): the anchors gathered, the sources
+    added into their slots (``scatter_add``; a one-hot matmul while exporting to ONNX)."""
+    anchors, sources = gather_tokens(values, plan.anchors), gather_tokens(values, plan.sources)
+    if torch.onnx.is_in_onnx_export():
         slots = torch.arange(plan.anchors.shape[1], device=values.device)
-        onehot = (plan.targets[:, None, :] == slots[None, :, None]).float()
-    return gather_tokens(values, plan.anchors) + onehot.to(values.dtype) @ gather_tokens(values, plan.sources)
+        onehot = (plan.targets[:, None, :] == slots[None, :, None]).to(values.dtype)  # (B, T', r)
+        return anchors + onehot @ sources
+    return anchors.scatter_add(1, plan.targets[..., None].expand_as(sources), sources)
 
 
 def rank_of(order: torch.Tensor) -> torch.Tensor:
@@ -130,23 +130,24 @@ def bipartite_merge_plan(metric: torch.Tensor, r: int) -> Merge:
         r: tokens to merge away (at most half of ``n``).
 
     Returns:
-        The plan: A tokens left open the first slots (strongest edge first), B tokens the rest.
+        The plan: A tokens left open the first slots (in order of position, as ToMe's code keeps them), B
+        tokens the rest.
     """
     keys = F.normalize(metric.float(), dim=-1)
     n, na = metric.shape[1], (metric.shape[1] + 1) // 2
     best, partner = (keys[:, ::2] @ keys[:, 1::2].transpose(1, 2)).max(dim=-1)
     order = best.argsort(dim=-1, descending=True)  # A positions, strongest edge first
     b_tokens = torch.arange(1, n, 2, device=metric.device).expand(metric.shape[0], n - na)
-    anchors = torch.cat([2 * order[:, r:], b_tokens], dim=1)
+    anchors = torch.cat([2 * order[:, r:].sort(dim=1).values, b_tokens], dim=1)
     return Merge(anchors, 2 * order[:, :r], na - r + partner.gather(1, order[:, :r]))
 
 
 def soft_merge(
-    x: torch.Tensor, size: torch.Tensor, share: torch.Tensor, kept: torch.Tensor, prefix: int
+    x: torch.Tensor, size: torch.Tensor, share: torch.Tensor, kept: torch.Tensor, prefix: int, mean: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The training-time merge of a forward that keeps every token in the batch (DiffRate's search,
-    DynamicViT's merged drops): each patch token sends ``share`` of itself (size-weighted) to the most
-    cosine-similar token that ``kept`` marks; straight-through ``share`` and ``kept`` carry the gradient.
+    DynamicViT's merged drops): each patch token sends ``share`` of itself to the most cosine-similar token
+    that ``kept`` marks; straight-through ``share`` and ``kept`` carry the gradient.
 
     Args:
         x: tokens (B, prefix + N, C).
@@ -154,14 +155,19 @@ def soft_merge(
         share: the fraction of itself each patch token sends (B, N).
         kept: 0/1 marks of the tokens that may receive (B, N).
         prefix: untouched leading tokens (class, registers).
+        mean: DiffRate's rule – every token weighs 1 in the average and a sender adds its size scaled by its
+            similarity – instead of ToMe's size-weighted average with sizes added.
 
     Returns:
         ``(tokens, sizes)``: every kept token's weighted average with what it received, and its new size.
     """
     patches = F.normalize(x[:, prefix:].detach().float(), dim=-1)
-    sim = (patches @ patches.transpose(1, 2)).masked_fill((kept < 0.5)[:, None, :], -2.0)
+    best, target = (patches @ patches.transpose(1, 2)).masked_fill((kept < 0.5)[:, None, :], -2.0).max(dim=-1)
     own = size[:, prefix:]
-    send = F.one_hot(sim.argmax(dim=-1), sim.shape[-1]).float() * (share * own[..., 0])[..., None]  # (B, N, N)
-    total = own + send.sum(dim=1)[..., None]
-    merged = (own * x[:, prefix:].float() + send.transpose(1, 2) @ x[:, prefix:].float()) / total
-    return torch.cat([x[:, :prefix], merged.to(x.dtype)], dim=1), torch.cat([size[:, :prefix], total], dim=1)
+    weight = torch.ones_like(own) if mean else own
+    route = F.one_hot(target, patches.shape[1]).float() * share[..., None]  # (B, N, N): sender → receiver
+    total = weight + (route * weight).sum(dim=1)[..., None]
+    merged = (weight * x[:, prefix:].float() + (route * weight).transpose(1, 2) @ x[:, prefix:].float()) / total
+    scale = best.clamp(0, 1)[..., None] if mean else torch.ones_like(own)
+    new_size = own + (route * own * scale).sum(dim=1)[..., None]
+    return torch.cat([x[:, :prefix], merged.to(x.dtype)], dim=1), torch.cat([size[:, :prefix], new_size], dim=1)

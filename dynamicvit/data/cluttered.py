@@ -2,8 +2,9 @@
 black canvas together with fragments cut from other items. The label is the item's
 class, so *where* the object is matters and most of the canvas is uninformative – the
 setting in which spatial sparsity pays. Every sample is a pure function of
-``(seed, split, index)``.
-``(seed, split, index)``.
+``(seed, split, index)``. Besides ``"train"`` and ``"test"`` the classification set has a ``"val"`` split:
+canvases of the last :data:`VAL_IMAGES` Fashion-MNIST training images, held out for choosing when a model has
+converged, so the test canvases stay unseen (train on at most the first ``60000 - VAL_IMAGES``).
 
 Three sets: classification (:class:`ClutteredFashionMNIST`), segmentation scenes and detection scenes."""
 
@@ -20,7 +21,9 @@ from dynamicvit.data.fashion import FASHION_CLASSES, load_fashion_mnist, to_tens
 from dynamicvit.data.registry import DataSet, register_dataset
 from dynamicvit.data.targets import collate_detection, detection_target
 
-__all__ = ["ClutteredFashionDetection", "ClutteredFashionMNIST", "ClutteredFashionScenes"]
+__all__ = ["VAL_IMAGES", "ClutteredFashionDetection", "ClutteredFashionMNIST", "ClutteredFashionScenes"]
+
+VAL_IMAGES = 10_000  # the held-out "val" split: the last Fashion-MNIST training images
 
 
 class _Canvases(Dataset):
@@ -34,7 +37,7 @@ class _Canvases(Dataset):
         self.images, self.labels = load_fashion_mnist(split, data_dir, download)
         self.length = len(self.labels) if limit is None else min(limit, len(self.labels))
         self.canvas, self.seed = canvas, seed
-        self._split_id = 0 if split == "train" else 1
+        self._split_id = {"train": 0, "test": 1}[split]
 
     def __len__(self) -> int:
         return self.length
@@ -48,9 +51,10 @@ class _Canvases(Dataset):
 class ClutteredFashionMNIST(_Canvases):
     """One item at a random place on a ``canvas``² black image plus ``distractors`` fragments
     (with ``distractors_max``, a count drawn per canvas from [distractors, distractors_max], so the
-    difficulty varies per image; :meth:`distractor_count` tells it). With ``item_scale`` s > 1 each
-    item is resized by a factor drawn log-uniformly from [1/s, s] (:meth:`item_image`), so the share of
-    the canvas an image's object covers varies: a 2× item spans sixteen times the tokens of a ½× one.
+    difficulty varies per image; :meth:`distractor_count` tells it). Items are ``item_size`` pixels wide
+    (Fashion-MNIST's 28 by default); with ``item_scale`` s > 1 each is resized by a factor drawn
+    log-uniformly from [1/s, s] around it (:meth:`item_image`), so the share of the canvas an image's
+    object covers varies: a 2× item spans sixteen times the tokens of a ½× one.
 
     Fragments are ``fragment``² crops of other items of the same split, pasted with a
     pixel-wise maximum. :meth:`render` also returns the item's box, used by visualisations.
@@ -70,19 +74,26 @@ class ClutteredFashionMNIST(_Canvases):
         download: bool = False,
         distractors_max: int | None = None,
         item_scale: float = 1.0,
+        item_size: int = 28,
     ) -> None:
-        if not 1.0 <= item_scale or round(28 * item_scale) > canvas:
+        if not 4 <= item_size <= canvas:
+            raise ValueError(f"item_size must be 4 to {canvas} pixels (the canvas), got {item_size}")
+        if not 1.0 <= item_scale or round(item_size * item_scale) > canvas:
             raise ValueError(
-                f"item_scale must be at least 1 and fit its items (up to {round(28 * item_scale)} px) on the "
-                f"{canvas}-px canvas, got {item_scale}"
+                f"item_scale must be at least 1 and fit its items (up to {round(item_size * item_scale)} px) on "
+                f"the {canvas}-px canvas, got {item_scale}"
             )
         if not 0 < fragment <= 28:
             raise ValueError(f"fragment must be in 1..28 pixels, got {fragment}")
         if distractors_max is not None and distractors_max < distractors:
             raise ValueError(f"distractors_max ({distractors_max}) must be at least distractors ({distractors})")
-        super().__init__(split, data_dir, canvas, seed, limit, download)
+        held_out = split == "val"
+        super().__init__("train" if held_out else split, data_dir, canvas, seed, limit, download)
+        if held_out:  # the last VAL_IMAGES training images, drawn with their own generator
+            self.images, self.labels = self.images[-VAL_IMAGES:], self.labels[-VAL_IMAGES:]
+            self.length, self._split_id = min(self.length, len(self.labels)), 2
         self.distractors, self.distractors_max, self.fragment = distractors, distractors_max, fragment
-        self.item_scale = float(item_scale)
+        self.item_scale, self.item_size = float(item_scale), int(item_size)
         # rendered canvases, filled lazily (np.zeros pages stay unallocated until written)
         self._cache = np.zeros((self.length, canvas, canvas), dtype=np.uint8)
         self._cached = np.zeros(self.length, dtype=bool)
@@ -108,10 +119,10 @@ class ClutteredFashionMNIST(_Canvases):
     def item_image(self, index: int) -> np.ndarray:
         """Canvas ``index``'s item (uint8, square): the Fashion-MNIST image, resized by its drawn scale."""
         image = self.images[index]
-        if self.item_scale == 1.0:
+        if self.item_scale == 1.0 and self.item_size == 28:
             return image
         log_s = math.log(self.item_scale)
-        side = max(4, round(28 * math.exp(self._rng(index, 2).uniform(-log_s, log_s))))
+        side = max(4, round(self.item_size * math.exp(self._rng(index, 2).uniform(-log_s, log_s))))
         return np.asarray(Image.fromarray(image).resize((side, side), Image.BILINEAR))
 
     def item_mask(self, index: int) -> np.ndarray:
@@ -240,6 +251,7 @@ register_dataset(
             limit=o.limit,
             distractors_max=o.distractors_max,
             item_scale=o.item_scale,
+            item_size=o.item_size,
         ),
         classes=FASHION_CLASSES,
     )

@@ -35,6 +35,7 @@ class DataOptions:
     distractors: int = 4
     distractors_max: int | None = None
     item_scale: float = 1.0
+    item_size: int = 28
     scene_items: int = 3
     scene_items_max: int | None = None
     aa: str | None = None  # image data's training augmentation (dynamicvit.data.transforms)

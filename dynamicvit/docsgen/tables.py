@@ -10,13 +10,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dynamicvit.docsgen.budgets import budgets_table
+from dynamicvit.docsgen.leaderboard import leaderboard_table, missing_board
 from dynamicvit.tools.provenance import describe_machine
-from dynamicvit.tools.report import demo_table, lead_sentences, overlap_table, regime_rows
+from dynamicvit.tools.report import demo_table, overlap_table
 from dynamicvit.weights.zoo import ZOO
 
 __all__ = ["RESULTS_DIR", "render"]
 
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "docs" / "results"
+LEADERBOARDS = ("demo", "scale", "grid14")  # the leaderboards' proxies (dynamicvit.tools.leaderboard.PROXIES)
 
 
 def _where(p: dict) -> str:
@@ -216,43 +218,6 @@ def _checkpoint_speed(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _compare(summary: dict) -> str:
-    """``dynamicvit compare``'s result: per regime, one line per method and one column per MACs budget (top-1,
-    mean ± std over seeds for trained rows, and the speed-up over the dense model timed in the same run), the
-    best of each budget in bold; then one sentence per budget saying who leads and whether it is a tie."""
-    labels, budgets, parts = summary.get("labels", {}), summary["budgets"], []
-    for regime, rows in regime_rows(summary).items():
-        cell = {(r["method"], r["budget"]): r for r in rows}
-        best = {b: max(r["top1"] for r in rows if r["budget"] == b) for b in budgets}
-        lines = [
-            f"**{regime}**",
-            "",
-            "| method | " + " | ".join(f"{b:g} of dense MACs" for b in budgets) + " |",
-            "|---" * (len(budgets) + 1) + "|",
-        ]
-        for m in summary["methods"]:
-            cells = []
-            for b in budgets:
-                r = cell[m, b]
-                text = f"{r['top1']:.2f}" + (f" ± {r['top1_std']:.2f}" if len(r.get("top1_runs", [])) > 1 else "")
-                cells.append((f"**{text}**" if r["top1"] == best[b] else text) + f" ({r['speedup']:.2f}×)")
-            lines.append(f"| {labels.get(m, m)} | " + " | ".join(cells) + " |")
-        parts.append("\n".join(lines))
-    d, r = summary["dense"], summary.get("recipe", {})
-    sentences = "\n".join(f"- {s}" for s in lead_sentences(summary))
-    sizes = ""
-    if summary.get("seeds"):
-        sizes = (
-            f" Trained rows: {r.get('train_limit') or 'all'} training images, {r.get('epochs')} epoch(s), "
-            f"seeds {', '.join(map(str, summary['seeds']))}; top-1 on {r.get('val_limit') or 'all'} test images."
-        )
-    variants = "".join(
-        f"\n\n*{v['label']}:* " + _provenance(v["provenance"]) for v in summary.get("variants", {}).values()
-    )
-    text = "\n\n".join(parts) + f"\n\nDense teacher: {d['top1']:.2f} % top-1, {d['gmacs']:.4f} GMACs.{sizes}"
-    return f"{text}\n\n{sentences}{variants}"
-
-
 def _schedule(result: dict) -> str:
     """``scripts/schedule_search.py``'s result: per trained student, test top-1 with the ρ schedule and with the
     schedule searched on held-out images for the same MACs, and the searched fractions."""
@@ -290,7 +255,7 @@ def _tune(r: dict) -> str:
 _RENDERERS: dict[str, Callable[[dict], str]] = {
     "demo": _demo,
     "schedule-demo": _schedule,
-    **{f"leaderboard-{proxy}": _compare for proxy in ("demo", "scale", "grid14")},
+    **{f"leaderboard-{proxy}": leaderboard_table for proxy in LEADERBOARDS},
     "budgets-scale": budgets_table,
     "budgets-clutter": budgets_table,
     "budgets-scenes": budgets_table,
@@ -332,5 +297,7 @@ def render(name: str, folder: Path = RESULTS_DIR) -> str:
         return _TABLES[name](rows) + "\n\n" + _shared_provenance([r["provenance"] for r in rows])
     if name not in _RENDERERS:
         raise ValueError(f"no renderer for result {name!r}; known: {', '.join([*_RENDERERS, *_TABLES])}")
+    if name.startswith("leaderboard-") and not (folder / f"{name}.json").exists():
+        return missing_board(name)  # a board still being run
     result = json.loads((folder / f"{name}.json").read_text())
     return _RENDERERS[name](result) + "\n\n" + _provenance(result["provenance"])

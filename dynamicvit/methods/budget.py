@@ -7,11 +7,26 @@ from torch import nn
 from dynamicvit.core.flops import count_flops
 from dynamicvit.methods.registry import method_of
 
-__all__ = ["set_budget"]
+__all__ = ["macs_fraction", "set_budget"]
+
+
+def macs_fraction(model: nn.Module, dense_macs: int) -> float:
+    """The fraction of ``dense_macs`` a reduced ``model`` costs, as :func:`set_budget` tunes it: counted on a
+    forward, or the target its method reports (DiffRate before its search).
+
+    Args:
+        model: a model reduced by a registered method.
+        dense_macs: the dense model's MACs.
+
+    Returns:
+        The fraction.
+    """
+    target = method_of(model).macs_fraction(model, dense_macs)
+    return count_flops(model).total / dense_macs if target is None else target
 
 
 def set_budget(model: nn.Module, budget: float, dense_macs: int, tolerance: float = 0.02) -> float:
-    """Tune a reduced model's knob (its method's ``knob``: keep rate, ToMe's ``r``) so its MACs come
+    """Tune a reduced model's knob (its method's ``knob``: keep rate, ToMe's ``r``, bisected) so its MACs come
     closest to ``budget`` × ``dense_macs``; returns the fraction reached. Raises ``ValueError`` when
     the budget lies further than ``tolerance`` outside what the method can reach on this model.
 
@@ -35,21 +50,15 @@ def set_budget(model: nn.Module, budget: float, dense_macs: int, tolerance: floa
 
     def fraction(value) -> float:
         setattr(model, method.knob, value)
-        return count_flops(model).total / dense_macs
+        return macs_fraction(model, dense_macs)
 
     cheap, costly = method.knob_range(model)
     sign = 1 if costly > cheap else -1  # ties go to the costlier value
     values = {v: fraction(v) for v in (cheap, costly)}
-    if method.integer_knob:  # bisect until the two ends are neighbours
-        while abs(costly - cheap) > 1:
-            mid = (cheap + costly) // 2
-            values[mid] = fraction(mid)
-            cheap, costly = (cheap, mid) if values[mid] > budget else (mid, costly)
-    else:
-        for _ in range(14):
-            mid = (cheap + costly) / 2
-            values[mid] = fraction(mid)
-            cheap, costly = (mid, costly) if values[mid] <= budget else (cheap, mid)
+    for _ in range(14):
+        mid = (cheap + costly) / 2
+        values[mid] = fraction(mid)
+        cheap, costly = (mid, costly) if values[mid] <= budget else (cheap, mid)
     reach = (min(values.values()), max(values.values()))
     if not reach[0] - tolerance <= budget <= reach[1] + tolerance:
         raise ValueError(

@@ -3,6 +3,8 @@ and keep-by-score selection at each stage (``random``, ``static``)."""
 
 from __future__ import annotations
 
+import itertools
+import math
 from typing import ClassVar
 
 import torch
@@ -13,7 +15,23 @@ from dynamicvit.core.tokens import gather_tokens, iter_stages, mixed_class, patc
 from dynamicvit.models.reducer import TokenReductionMixin
 from dynamicvit.models.vit import reduction_layers
 
-__all__ = ["BaselineMixin", "InBlockMixin", "MergePerBlock", "ScoredKeepMixin", "reduce_vit"]
+__all__ = ["BaselineMixin", "InBlockMixin", "MergePerBlock", "ScoredKeepMixin", "reduce_vit", "spread"]
+
+
+def spread(rate: float, steps: int) -> list[int]:
+    """A fractional per-step count as whole counts: step ``i`` takes ``⌊(i + 1)·rate + ½⌋ − ⌊i·rate + ½⌋``,
+    so the first ``i`` steps always add up to ``rate · i`` rounded. An integer ``rate`` gives itself at every
+    step; 2.5 gives 3, 2, 3, 2, … – which lets a knob counted in tokens per block land on any MACs budget.
+
+    Args:
+        rate: tokens per step, ``>= 0``.
+        steps: how many steps.
+
+    Returns:
+        ``steps`` whole counts.
+    """
+    edges = [math.floor(i * rate + 0.5) for i in range(steps + 1)]
+    return [b - a for a, b in itertools.pairwise(edges)]
 
 
 class BaselineMixin(TokenReductionMixin):
@@ -74,21 +92,22 @@ def reduce_vit(model: nn.Module, mixin: type, keep_rate: float, prune_layers, **
 
 
 class MergePerBlock(Method):
-    """The registry entry of a method that merges ``r`` tokens in every block (ToMe, MCTF): its knob is the
-    integer ``r``, from half the patches (fewest MACs) to none, kept on the model as ``knob``."""
+    """The registry entry of a method that merges ``r`` tokens in every block (ToMe, MCTF): its knob is ``r``,
+    from half the patches (fewest MACs) to none, kept on the model as ``knob``. A fractional ``r`` is spread
+    over the blocks (:func:`spread`), so the knob can land on a MACs budget that no integer reaches."""
 
     mixin: ClassVar[type]
     merges: ClassVar[str] = "merged"  # what the error message says is done to the r tokens
     knob_label = "r"
-    integer_knob = True
     keeps_subset = False
 
     @classmethod
-    def apply(cls, model: nn.Module, keep_rate: float = 0.7, prune_layers=None, r: int = 8, **_) -> nn.Module:
-        if int(r) < 0:
+    def apply(cls, model: nn.Module, keep_rate: float = 0.7, prune_layers=None, r: float = 8, **options) -> nn.Module:
+        if not float(r) >= 0:
             name = cls.label.split(" (")[0]
             raise ValueError(f"{name}'s r (tokens {cls.merges} per block) must be >= 0, got {r}")
-        return reduce_vit(model, cls.mixin, keep_rate, prune_layers, **{cls.knob: int(r)})
+        extra = {k: options[k] for k in cls.apply_options if k in options}
+        return reduce_vit(model, cls.mixin, keep_rate, prune_layers, **{cls.knob: float(r)}, **extra)
 
     @classmethod
     def knob_range(cls, model: nn.Module) -> tuple[float, float]:

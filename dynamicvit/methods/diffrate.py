@@ -1,20 +1,24 @@
-"""``diffrate``: Differentiable compression rates (Chen et al., ICCV 2023, arXiv 2305.17997).
+"""``diffrate``: Differentiable compression rates (Chen et al., ICCV 2023, arXiv 2305.17997), as the authors'
+code runs it.
 
 From the second block on, every block prunes and then merges after its attention residual:
 patches are ranked by the class token's attention (mean over heads); the first ``prune_b`` are
 kept, and ranks ``merge_b … prune_b`` (the least important of those) are merged, each into its
-most cosine-similar token among the first ``merge_b`` (similarity of the hidden state; sizes add,
-attention is proportional). The counts are what DiffRate learns: per block, a softmax over
-candidate kept fractions for pruning and one for merging. In train mode the search runs as in
-the paper – nothing is removed: a token's rank gives it the probability that the learned count
-exceeds it, used with a straight-through estimator as a weight in attention and in merging, the
-counts forced non-increasing – and :meth:`DiffRateMixin.method_loss` adds
-``flops_weight · (MACs fraction − target)²``. With the backbone frozen only the rate logits learn
-(the paper's off-the-shelf setting); the network can be fine-tuned with them. At inference the
-expected counts are rounded and tokens are really removed.
+most cosine-similar token among the first ``merge_b`` (similarity of the hidden state). As in the
+authors' code a merged token is the plain mean of what it holds, and its size – for proportional
+attention – adds each source's size scaled by its similarity. The counts are what DiffRate learns:
+per block, a softmax over candidate kept fractions for pruning and one for merging, both starting
+uniform. In train mode the search runs as in the paper – nothing is removed: a token's rank gives it
+the probability that the learned count exceeds it, used with a straight-through estimator as a
+weight in attention and in merging, the counts forced non-increasing – and
+:meth:`DiffRateMixin.method_loss` adds ``flops_weight · (MACs fraction − target)²``. With the
+backbone frozen only the rate logits learn (the paper's off-the-shelf setting), at the authors'
+learning rate (:meth:`DiffRate.authors_recipe`); the network can be fine-tuned with them. At
+inference the expected counts are rounded and tokens are really removed.
 
-The knob is the keep rate ρ: it places the search's starting point (kept fraction
-``ρ ** (3 b / (L − 1))`` after block ``b``, no merging) and its MACs target.
+The knob is the keep rate ρ: the search's MACs target is the cost of keeping ``ρ ** (3 b / (L − 1))``
+of the patches after block ``b``, and :meth:`DiffRate.macs_fraction` reports that target, so that
+:func:`~dynamicvit.methods.set_budget` sets it before any search.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dynamicvit.core.interfaces import Method
-from dynamicvit.core.merging import Merge, attend, fuse_tokens, soft_merge
+from dynamicvit.core.interfaces import Method, find_reducer
+from dynamicvit.core.merging import Merge, attend, slot_sums, soft_merge
 from dynamicvit.core.predictor import check_keep_rate
 from dynamicvit.core.tokens import attention_output, attention_qkv, gather_tokens, residual_mlp
 from dynamicvit.methods.common import InBlockMixin, reduce_vit
@@ -60,17 +64,6 @@ class RateSearch(nn.Module):
         self.prune = nn.Parameter(torch.zeros(blocks, CANDIDATES))
         self.merge = nn.Parameter(torch.zeros(blocks, CANDIDATES))
 
-    def start_at(self, fractions: list[float]) -> None:
-        """Put every block's distributions on its kept fraction (pruning; no merging): the mass on the two
-        candidates around it, a floor of 1e-5 on the others so that the search can move there."""
-        grid = torch.linspace(1, 1 / CANDIDATES, CANDIDATES)
-        with torch.no_grad():
-            for b, f in enumerate(fractions):
-                p = (1 - (grid - f).abs() * (CANDIDATES - 1)).clamp_min(0)  # linear interpolation weights
-                logits = (p / p.sum() + 1e-5).log()
-                self.prune[b].copy_(logits)
-                self.merge[b].copy_(logits)
-
     def expected(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Expected kept fractions after pruning and after merging, per block: a block prunes at most what
         the block before it left, and merges at most what it pruned to."""
@@ -92,17 +85,15 @@ class DiffRateMixin(InBlockMixin):
 
     @property
     def keep_rate(self) -> float:
-        """ρ: sets the search's start (kept ``ρ ** (3b / (L − 1))`` after block b) and its MACs target."""
+        """ρ: sets the search's MACs target (the cost of keeping ``ρ ** (3b / (L − 1))`` after block b)."""
         return self._keep_rate
 
     @keep_rate.setter
     def keep_rate(self, value: float) -> None:
         self._keep_rate = check_keep_rate(value)
         depth = len(self.blocks)
-        self.rate_search.start_at([self._keep_rate ** (3 * b / (depth - 1)) for b in range(1, depth)])
-        with torch.no_grad():
-            self.macs_target = float(self._cost(*self.rate_search.expected()))
-        self._read_rates()
+        kept = torch.tensor([self._keep_rate ** (3 * b / (depth - 1)) for b in range(1, depth)])
+        self.macs_target = float(self._cost(kept, kept))
 
     def keep_targets(self) -> list[float]:
         return []  # the search's own loss holds the budget, not per-stage keep ratios
@@ -128,24 +119,30 @@ class DiffRateMixin(InBlockMixin):
         n = num_patches or self.num_patches
         return [n] + [m for _, m in self.counts(n)]
 
+    def _block_macs(self, n_in: torch.Tensor, n_out: torch.Tensor) -> torch.Tensor:
+        """A block's MACs with attention on ``n_in`` tokens and the MLP on ``n_out``."""
+        c, hidden = self.embed_dim, self.blocks[0].mlp.fc1.out_features
+        return n_in * 4 * c * c + 2 * n_in * n_in * c + n_out * 2 * c * hidden
+
+    def _dense_block_macs(self) -> float:
+        """The blocks' MACs on every token."""
+        full = torch.tensor(float(self.num_patches + self.num_prefix_tokens))
+        return float(self._block_macs(full, full)) * len(self.blocks)
+
     def _cost(self, prune: torch.Tensor, merge: torch.Tensor) -> torch.Tensor:
         """The blocks' MACs at kept fractions ``prune``/``merge`` per block, as a fraction of the dense blocks'."""
-        blk, n, prefix = self.blocks[0], self.num_patches, self.num_prefix_tokens
-        c, hidden = self.embed_dim, blk.mlp.fc1.out_features
-
-        def block(n_in: torch.Tensor, n_out: torch.Tensor) -> torch.Tensor:  # attention on n_in, MLP on n_out
-            return n_in * 4 * c * c + 2 * n_in * n_in * c + n_out * 2 * c * hidden
-
+        n, prefix = self.num_patches, self.num_prefix_tokens
         full = torch.tensor(float(n + prefix), device=prune.device)
-        tokens = prefix + merge * n
+        tokens = prefix + merge.float() * n
         inputs = torch.cat([full[None], tokens[:-1]])
-        return (block(full, full) + block(inputs, tokens).sum()) / (block(full, full) * len(self.blocks))
+        dense = self._block_macs(full, full)
+        return (dense + self._block_macs(inputs, tokens).sum()) / (dense * len(self.blocks))
 
     def no_weight_decay(self) -> set[str]:
         """timm's set plus the rate logits (the paper searches without weight decay)."""
         return {*super().no_weight_decay(), "rate_search.prune", "rate_search.merge"}
 
-    def method_loss(self) -> dict[str, torch.Tensor]:
+    def method_loss(self, *_) -> dict[str, torch.Tensor]:
         """The search's MACs term (train mode): ``flops_weight · (fraction − target)²``."""
         fraction = self._cost(*self.rate_search.expected())
         return {"flops": self.flops_weight * (fraction - self.macs_target) ** 2}
@@ -162,7 +159,7 @@ class DiffRateMixin(InBlockMixin):
             x = torch.cat([x[:, :prefix], gather_tokens(x[:, prefix:], order)], dim=1)
             size = torch.cat([size[:, :prefix], gather_tokens(size[:, prefix:], order)], dim=1)
             if merge < keep:
-                x, size = fuse_tokens(x, size, _ranked_merge(x[:, prefix:], merge).shifted(prefix))
+                x, size = _mean_merge(x, size, prefix, merge)
             x = residual_mlp(blk, x)
         return x, []
 
@@ -183,7 +180,8 @@ class DiffRateMixin(InBlockMixin):
             pruned = survival(self.rate_search.prune[b], expected_prune[b], rank, n)
             kept = torch.minimum(survival(self.rate_search.merge[b], expected_merge[b], rank, n), pruned)
             # each surviving token outside the kept set sends ``pruned − kept`` of itself and stays with ``kept``
-            x, size = soft_merge(x, size, (alive[:, prefix:, 0] * (pruned - kept)).clamp_min(0), kept, prefix)
+            x, size = soft_merge(x, size, (alive[:, prefix:, 0] * (pruned - kept)).clamp_min(0), kept, prefix,
+                                 mean=True)  # fmt: skip
             alive = torch.cat([alive[:, :prefix], alive[:, prefix:] * kept[..., None]], dim=1)
             x = residual_mlp(blk, x)
         return x
@@ -200,13 +198,19 @@ def _attend_with_class_scores(blk: nn.Module, x: torch.Tensor, size: torch.Tenso
     return x, cls.softmax(dim=-1)[:, :, 0, prefix:].mean(dim=1)
 
 
-def _ranked_merge(patches: torch.Tensor, merge: int) -> Merge:
-    """Patches in rank order: the first ``merge`` stay; each later one joins its most similar of them."""
+def _mean_merge(x: torch.Tensor, size: torch.Tensor, prefix: int, merge: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The authors' merge of patches in rank order: the first ``merge`` stay; each later one joins its most
+    cosine-similar of them; a slot is the plain mean of its tokens, its size adds the sources' sizes scaled
+    by their similarity."""
+    patches = x[:, prefix:]
     keys = F.normalize(patches.detach().float(), dim=-1)
-    sim = keys[:, merge:] @ keys[:, :merge].transpose(1, 2)
+    best, target = (keys[:, merge:] @ keys[:, :merge].transpose(1, 2)).max(dim=-1)
     b, n = patches.shape[:2]
-    ranks = torch.arange(n, device=patches.device).expand(b, n)
-    return Merge(ranks[:, :merge], ranks[:, merge:], sim.argmax(dim=-1))
+    ranks = torch.arange(n, device=x.device).expand(b, n)
+    plan = Merge(ranks[:, :merge], ranks[:, merge:], target).shifted(prefix)
+    scale = torch.cat([torch.ones_like(size[:, : prefix + merge]), best.clamp(0, 1)[..., None]], dim=1)
+    counts = slot_sums(torch.ones_like(size), plan)
+    return slot_sums(x, plan) / counts.to(x.dtype), slot_sums(size * scale, plan)
 
 
 @register_method
@@ -220,4 +224,36 @@ class DiffRate(Method):
     def apply(cls, model: nn.Module, keep_rate: float = 0.7, prune_layers=None, **_) -> nn.Module:
         model.rate_search = RateSearch(len(model.blocks) - 1).to(next(model.parameters()).device)
         model.register_load_state_dict_post_hook(lambda module, _: module._read_rates())
-        return reduce_vit(model, DiffRateMixin, keep_rate, prune_layers)  # setting ρ starts the search
+        model = reduce_vit(model, DiffRateMixin, keep_rate, prune_layers)  # setting ρ sets the MACs target
+        model._read_rates()
+        return model
+
+    @classmethod
+    def searched(cls, model: nn.Module) -> dict:
+        """The per-block patch counts the search settled on, after pruning and after merging, and those of
+        its uniform start."""
+        reducer = find_reducer(model)
+        start = RateSearch(len(reducer.blocks) - 1)
+        n = reducer.num_patches
+        with torch.no_grad():
+            fractions = [t.tolist() for t in start.expected()]
+        begin = [(max(1, round(p * n)), max(1, round(m * n))) for p, m in zip(*fractions, strict=True)]
+        return {"prune": [p for p, _ in reducer.counts(n)], "merge": [m for _, m in reducer.counts(n)],
+                "start_prune": [p for p, _ in begin], "start_merge": [m for _, m in begin]}  # fmt: skip
+
+    @classmethod
+    def macs_fraction(cls, model: nn.Module, dense_macs: int) -> float:
+        """The MACs fraction the search aims at: the dense model's MACs outside the blocks plus the target's
+        share of the blocks' (the counts themselves are only known once searched)."""
+        reducer = find_reducer(model)
+        blocks = float(reducer._dense_block_macs())
+        return (dense_macs - blocks + reducer.macs_target * blocks) / dense_macs
+
+    @classmethod
+    def authors_recipe(cls, cfg) -> dict:
+        """The authors' search: the rates at lr 0.01 falling to 0.001 (cosine), no warm-up; a fine-tuned
+        backbone keeps the recipe's own learning rate."""
+        lr, recipe = 0.01, {"lr": 0.01, "min_lr": 0.001, "warmup_epochs": 0.0}
+        if cfg.backbone_lr_scale is not None:
+            recipe["backbone_lr_scale"] = cfg.lr * cfg.backbone_lr_scale / lr
+        return recipe

@@ -1,18 +1,21 @@
-"""``ppt``: Token Pruning *and* Pooling (Wu et al., arXiv 2310.01812).
+"""``ppt``: Token Pruning *and* Pooling (Wu et al., arXiv 2310.01812), as the authors' code runs it.
 
-In the block of each stage, after the attention residual and before the MLP, PPT reduces the
-patches to the stage's count by one of two policies, chosen per image from the spread of the
-token importance scores (class-token attention summed over heads × the value's norm):
+In the block of each stage, after the attention residual and before the MLP, PPT removes ``r``
+patches by one of two policies, chosen per image from the spread of the token importance scores
+(class-token attention summed over heads × the value's norm, normalised to sum to one over the
+current patches):
 
-* scores spread out (some tokens clearly matter more): **prune** the least important;
-* scores even (nothing stands out, e.g. early blocks): **pool** – ToMe's bipartite merging on the
-  head-averaged keys, size-weighted, with proportional attention afterwards.
+* scores spread out (their variance at least the threshold): **prune** the ``r`` least important;
+* scores even (nothing stands out, e.g. early blocks): **pool** – ToMe's bipartite merging of ``r``
+  tokens on the head-averaged keys, size-weighted, with proportional attention afterwards.
 
-The paper's threshold, a variance of 7e-5 for scores normalised to sum to one over 196 patches, is
-kept as the squared coefficient of variation it implies (7e-5 × 196² ≈ 2.69), so that it means the
-same on any grid. Both policies are computed and one is selected per image with ``where``: the
-forward is exportable and an image's result does not depend on its batch. Follows DynamicViT's
-schedule (ρ, ρ², ρ³ at the same blocks: the paper's 3/6/9 on DeiT).
+As in the authors' code the threshold is on the plain (unbiased) variance of the current patches'
+scores, whatever their number: 7e-5 for a network used as trained, 6e-5 for one fine-tuned with PPT
+(:data:`PPT_THRESHOLD`, :data:`PPT_FINETUNED_THRESHOLD`). ``r`` is the same at every reducing block
+(the authors: 50 of DeiT-S's 196 patches at blocks 3, 6 and 9), capped at half the patches left: the
+keep rate ρ sets it to ``(1 − ρ)`` of the input patches (a fraction spread over the stages). Both
+policies are computed and one is selected per image with ``where``: the forward is exportable and an
+image's result does not depend on its batch.
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ from torch import nn
 from dynamicvit.core.interfaces import Method
 from dynamicvit.core.merging import attend, bipartite_merge_plan, fuse_tokens, slot_sums
 from dynamicvit.core.tokens import gather_tokens, iter_stages, residual_mlp
-from dynamicvit.methods.common import BaselineMixin, reduce_vit
+from dynamicvit.methods.common import BaselineMixin, reduce_vit, spread
 from dynamicvit.methods.registry import register_method
 
-__all__ = ["PPT", "PPTMixin", "PPT_THRESHOLD", "importance_scores", "pools"]
+__all__ = ["PPT", "PPTMixin", "PPT_FINETUNED_THRESHOLD", "PPT_THRESHOLD", "importance_scores", "pools"]
 
-PPT_THRESHOLD = 7e-5 * 196**2  # the paper's off-the-shelf variance threshold, as a squared coefficient of variation
+PPT_THRESHOLD = 7e-5  # the authors' variance threshold off the shelf
+PPT_FINETUNED_THRESHOLD = 6e-5  # and for fine-tuning with PPT
 
 
 def importance_scores(probs: torch.Tensor, v: torch.Tensor, prefix: int) -> torch.Tensor:
@@ -40,16 +44,27 @@ def importance_scores(probs: torch.Tensor, v: torch.Tensor, prefix: int) -> torc
 
 
 def pools(scores: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Per image (B,): whether PPT pools (the scores' squared coefficient of variation is below
+    """Per image (B,): whether PPT pools (the unbiased variance of the normalised ``scores`` (B, n) is below
     ``threshold``) rather than prunes."""
-    n = scores.shape[1]
-    spread = (scores * n).var(dim=1) if n > 1 else scores.new_zeros(scores.shape[0])
-    return spread < threshold
+    variance = scores.float().var(dim=1) if scores.shape[1] > 1 else scores.new_zeros(scores.shape[0])
+    return variance < threshold
 
 
 class PPTMixin(BaselineMixin):
     method = "ppt"
     ppt_threshold: float
+
+    def keep_counts(self, num_patches: int | None = None) -> list[int]:
+        """Patches kept after each stage: ``(1 − ρ)`` of the input patches removed at every stage, at most half
+        of those left (a searched keep schedule, when set, instead)."""
+        n = num_patches or self.num_patches
+        if self._keep_schedule is not None:
+            return super().keep_counts(n)
+        counts = []
+        for r in spread((1 - self.keep_rate) * n, len(self._prune_layers)):
+            n -= min(r, n // 2)
+            counts.append(n)
+        return counts
 
     def forward_blocks(self, x, decisions, grid):
         """Tokens are mixtures of patches after pooling: no kept indices to report."""
@@ -92,3 +107,8 @@ class PPT(Method):
         if not ppt_threshold >= 0:
             raise ValueError(f"PPT's threshold must be >= 0, got {ppt_threshold}")
         return reduce_vit(model, PPTMixin, keep_rate, prune_layers, ppt_threshold=float(ppt_threshold))
+
+    @classmethod
+    def regime_options(cls, fine_tuned: bool) -> dict:
+        """The authors' threshold: 6e-5 for fine-tuning with PPT, 7e-5 off the shelf."""
+        return {"ppt_threshold": PPT_FINETUNED_THRESHOLD if fine_tuned else PPT_THRESHOLD}

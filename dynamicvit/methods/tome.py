@@ -1,8 +1,11 @@
 """``tome``: Token Merging (Bolya et al., ICLR 2023, arXiv 2210.09461).
 
 In every block, after attention, merge ``r`` tokens by bipartite soft matching on the keys (mean
-over heads, cosine similarity), average merged tokens by size, and use proportional attention
-(``+ log size`` on the keys). Its knob is ``r``, not a keep rate.
+over heads, cosine similarity) and average merged tokens by size. As in the authors' code the
+tokens left unmerged keep their order of position (the next block's alternating split depends on
+it), and proportional attention (``+ log size`` on the keys) is on for a network used as it was
+trained and off for one fine-tuned with ToMe (the authors' ``prop_attn`` advice). Its knob is ``r``,
+not a keep rate; a fractional ``r`` is spread over the blocks.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import torch
 
 from dynamicvit.core.merging import attend
 from dynamicvit.core.tokens import residual_mlp
-from dynamicvit.methods.common import InBlockMixin, MergePerBlock
+from dynamicvit.methods.common import InBlockMixin, MergePerBlock, spread
 from dynamicvit.methods.registry import register_method
 
 __all__ = ["ToMe", "ToMeMixin", "bipartite_merge"]
@@ -23,7 +26,8 @@ def bipartite_merge(
     """ToMe's bipartite soft matching: merge ``r`` of the patch tokens into their best partners.
 
     Alternate patch tokens form sets A and B; each A token's most similar B token is its
-    edge; the ``r`` strongest edges merge (size-weighted mean). Prefix tokens are untouched.
+    edge; the ``r`` strongest edges merge (size-weighted mean). The A tokens left come first, in
+    order of position, then B. Prefix tokens are untouched.
     """
     c = x.shape[-1]
     keys = metric[:, prefix:]
@@ -31,7 +35,7 @@ def bipartite_merge(
     scores = keys[:, ::2] @ keys[:, 1::2].transpose(1, 2)
     best, partner = scores.max(dim=-1)
     edges = best.argsort(dim=-1, descending=True)[..., None]
-    unmerged, src = edges[:, r:], edges[:, :r]
+    unmerged, src = edges[:, r:].sort(dim=1).values, edges[:, :r]
     dst = partner[..., None].gather(1, src)
 
     weighted, sizes = x[:, prefix:] * size[:, prefix:], size[:, prefix:]
@@ -46,13 +50,22 @@ def bipartite_merge(
 
 class ToMeMixin(InBlockMixin):
     method = "tome"
-    tome_r: int
+    tome_r: float
+    prop_attn: bool = True
+
+    def merge_counts(self, num_patches: int | None = None) -> list[int]:
+        """Tokens merged in each block (``r`` spread over the blocks, capped at half of what is left)."""
+        n, merged = num_patches or self.num_patches, []
+        for r in spread(self.tome_r, len(self.blocks)):
+            merged.append(min(r, n // 2))
+            n -= merged[-1]
+        return merged
 
     def token_counts(self, num_patches: int | None = None) -> list[int]:
-        """Tokens left after each block (``r`` capped at half of what is left)."""
+        """Tokens left after each block."""
         n, counts = num_patches or self.num_patches, []
-        for _ in self.blocks:
-            n -= min(self.tome_r, n // 2)
+        for r in self.merge_counts(n):
+            n -= r
             counts.append(n)
         return counts
 
@@ -60,9 +73,8 @@ class ToMeMixin(InBlockMixin):
         """Tokens are mixtures of patches: no kept indices to report."""
         prefix = self.num_prefix_tokens
         size = x.new_ones(x.shape[0], x.shape[1], 1, dtype=torch.float32)
-        for blk in self.blocks:
-            x, _, keys, _ = attend(blk, x, size)  # proportional attention
-            r = min(self.tome_r, (x.shape[1] - prefix) // 2)
+        for blk, r in zip(self.blocks, self.merge_counts(x.shape[1] - prefix), strict=True):
+            x, _, keys, _ = attend(blk, x, size if self.prop_attn else torch.ones_like(size))
             if r > 0:
                 x, size = bipartite_merge(x, size, keys.mean(dim=1), r, prefix)
             x = residual_mlp(blk, x)
@@ -75,3 +87,9 @@ class ToMe(MergePerBlock):
     label = "ToMe (merging)"
     knob = "tome_r"
     mixin = ToMeMixin
+    apply_options = ("prop_attn",)
+
+    @classmethod
+    def regime_options(cls, fine_tuned: bool) -> dict:
+        """Proportional attention only for a network used as it was trained (the authors' advice)."""
+        return {"prop_attn": not fine_tuned}

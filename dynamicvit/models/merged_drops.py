@@ -3,8 +3,9 @@ the kept token most similar to it instead of discarding it.
 
 Each dropped token joins the kept token whose hidden state is most cosine-similar (size-weighted average,
 sizes add), and later blocks use proportional attention (``+ log size`` on the keys, ToMe's rule) so a
-merged token keeps the weight of what it holds. Inference stays a gather plus a small merge (a one-hot
-matmul over the dropped tokens: ONNX-exportable, no scatter-reduce). In training nothing is removed: a
+merged token keeps the weight of what it holds. Inference stays a gather plus a small merge (a scatter-add
+of the dropped tokens; a one-hot matmul while exporting to ONNX, see :mod:`dynamicvit.core.merging`). In
+training nothing is removed: a
 token the stage drops sends itself to its kept partner with the weight ``alive − kept`` of the straight-
 through masks, so the merge's gradient reaches the predictors, and masked attention carries the sizes as
 a bias. Only the fixed keep mode and blocks that are timm's own (plain ViTs) merge.

@@ -41,7 +41,7 @@ from dynamicvit.tools.timing import time_callables
 from dynamicvit.train.run_folder import check_report_folder
 from dynamicvit.train.trainer import Trainer
 
-__all__ = ["run_compare", "trains"]
+__all__ = ["fine_tune", "run_compare", "trains"]
 
 
 OUTPUTS = ("compare.json", "compare.md", "acc_vs_gmacs.png", "acc_vs_img_per_s.png")
@@ -73,16 +73,28 @@ def _check_args(cfg: TrainConfig, budgets, methods, regimes, seeds, bench_batch:
             raise ValueError(f"{flag} must be at least 1, got {value}")
 
 
-def _fine_tune(cfg: TrainConfig, method: str, model: nn.Module, out_dir: Path) -> nn.Module:
-    """Train ``method`` at the tuned knob of ``model`` with the recipe; a finished run of the same
-    configuration is reused (one of another configuration is an error)."""
+def fine_tune(cfg: TrainConfig, method: str, model: nn.Module, out_dir: Path) -> nn.Module:
+    """Train ``method`` at the tuned knob of ``model`` with the recipe (and the method's authors' optimisation
+    settings, :meth:`~dynamicvit.core.interfaces.Method.authors_recipe`); a finished run of the same
+    configuration is reused (one of another configuration is an error).
+
+    Args:
+        cfg: the shared recipe, its regime and seed set.
+        method: the registered method.
+        model: the dense model reduced by ``method``, its knob tuned to the budget.
+        out_dir: the run folder.
+
+    Returns:
+        The trained model in eval mode.
+    """
     entry = get_method(method)
     run = dataclasses.replace(
         cfg,
+        **entry.authors_recipe(cfg),
         dense=False,
         method=method,
         keep_rate=model.keep_rate,
-        tome_r=getattr(model, entry.knob) if entry.integer_knob else cfg.tome_r,
+        tome_r=cfg.tome_r if entry.knob == "keep_rate" else getattr(model, entry.knob),
         mask_rule=cfg.mask_rule if entry.uses_mask_rule else DEFAULT_MASK_RULE,
         merge_dropped=cfg.merge_dropped and merges_drops(find_reducer(model)),
         out_dir=str(out_dir),
@@ -151,7 +163,7 @@ def _row(
     for seed in seeds if trained else [None]:
         run = model
         if trained:
-            run = _fine_tune(
+            run = fine_tune(
                 dataclasses.replace(cfg, seed=seed),
                 method,
                 copy.deepcopy(model),

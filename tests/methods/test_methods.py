@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from dynamicvit.core.flops import count_flops
 from dynamicvit.core.interfaces import Method
 from dynamicvit.methods import METHODS, apply_method, method_of, set_budget
+from dynamicvit.methods.budget import macs_fraction
 from dynamicvit.methods.common import ScoredKeepMixin, reduce_vit
 from dynamicvit.methods.tome import bipartite_merge
 from dynamicvit.tools.export import export_onnx
@@ -89,7 +90,7 @@ def test_pool_halves_the_grid():
 
 def test_evit_keeps_what_the_class_token_attends_to():
     dense = tiny_vit().eval()
-    model = apply_method(copy.deepcopy(dense), "evit", keep_rate=0.5, prune_layers=[1]).eval()
+    model = apply_method(copy.deepcopy(dense), "evit", keep_rate=0.5, prune_layers=[1], fuse=False).eval()
     x = torch.randn(2, 3, 32, 32)
     captured = {}
 
@@ -105,7 +106,8 @@ def test_evit_keeps_what_the_class_token_attends_to():
     handle.remove()
     expected = captured["cls"].topk(32, dim=1).indices
     assert all(set(a.tolist()) == set(b.tolist()) for a, b in zip(kept, expected, strict=True))
-    assert model.token_counts() == [33]  # 32 kept + the fused token
+    fused = apply_method(copy.deepcopy(dense), "evit", keep_rate=0.5, prune_layers=[1]).eval()
+    assert fused.token_counts() == [33]  # 32 kept + the fused token
 
 
 def test_tome_merge_conserves_mass_and_size():
@@ -130,7 +132,9 @@ def test_set_budget_matches_macs(method):
     model = apply_method(copy.deepcopy(dense), method)
     reached = set_budget(model, 0.6, dense_macs)
     assert abs(reached - 0.6) < 0.05
-    assert abs(count_flops(model).total / dense_macs - reached) < 1e-9
+    assert abs(macs_fraction(model, dense_macs) - reached) < 1e-9  # DiffRate's: its search's target
+    if method != "diffrate":  # the others' cost is what a forward counts
+        assert abs(count_flops(model).total / dense_macs - reached) < 1e-9
 
 
 def test_bad_input_errors():
@@ -207,5 +211,5 @@ def test_a_new_method_needs_its_classes_and_one_registry_line(first_patches, tmp
 def test_registry_entries_declare_what_the_rest_consults():
     assert METHODS["dynamicvit"].learned and METHODS["dynamicvit"].accepts_decisions
     assert not METHODS["random"].exportable
-    assert (METHODS["tome"].knob, METHODS["tome"].integer_knob) == ("tome_r", True)
+    assert (METHODS["tome"].knob, METHODS["mctf"].knob) == ("tome_r", "mctf_r")
     assert all(name == entry.name for name, entry in METHODS.items())

@@ -120,7 +120,10 @@ def test_diffrate_search_forward_is_its_inference_and_trains_the_rates():
 
 
 def test_diffrate_counts_follow_loaded_rates():
-    source = apply_method(tiny_vit(), "diffrate", keep_rate=0.5).eval()
+    source = apply_method(tiny_vit(), "diffrate", keep_rate=0.5)
+    with torch.no_grad():
+        source.rate_search.prune.copy_(torch.randn_like(source.rate_search.prune) * 3)
+    source.eval()
     model = apply_method(tiny_vit(), "diffrate", keep_rate=0.9).eval()
     model.load_state_dict(source.state_dict())
     assert model.counts(64) == source.counts(64) != apply_method(tiny_vit(), "diffrate", keep_rate=0.9).counts(64)
@@ -147,3 +150,37 @@ def test_diffrate_counts_chain_through_the_blocks():
     assert prune[1] <= merge[0] + 1e-6
     out = model.forward_with_decisions(torch.randn(1, 3, 32, 32))
     assert out.features.shape[1] == 1 + model.token_counts()[-1]
+
+
+def test_evit_lets_an_earlier_fused_token_compete_in_the_next_top_k():
+    """The second stage keeps the class token's top-k of every token after it (the first stage's fused token
+    among them) and fuses the rest: read off the block through hooks, independent of the method's code."""
+    model = apply_method(tiny_vit(), "evit", keep_rate=0.9, prune_layers=[1, 2]).eval()
+    blk, seen = model.blocks[2], {}
+    hooks = [
+        blk.norm1.register_forward_hook(lambda m, a, o: seen.update(x=a[0])),
+        blk.attn.qkv.register_forward_hook(lambda m, a, o: seen.update(qkv=o)),
+        blk.attn.proj.register_forward_hook(lambda m, a, o: seen.update(proj=o)),
+        blk.norm2.register_forward_hook(lambda m, a, o: seen.update(mlp_in=a[0])),
+    ]
+    kept_fused = 0
+    for seed in range(4):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            model(torch.randn(2, 3, 32, 32))
+        b, t, _ = seen["x"].shape
+        q, k, _ = seen["qkv"].reshape(b, t, 3, blk.attn.num_heads, -1).permute(2, 0, 3, 1, 4)
+        cls = ((q * blk.attn.scale) @ k.transpose(-2, -1)).softmax(-1)[:, :, 0, 1:].mean(1)  # over t - 1 tokens
+        post = seen["x"] + seen["proj"]
+        count = model.keep_counts()[1]
+        order = cls.argsort(dim=1, descending=True)
+        keep, drop = order[:, :count], order[:, count:]
+        rest = post[:, 1:]
+        extra = (rest.gather(1, drop[..., None].expand(-1, -1, rest.shape[-1])) * cls.gather(1, drop)[..., None]).sum(1)
+        expected = torch.cat([post[:, :1], rest.gather(1, keep[..., None].expand(-1, -1, rest.shape[-1])),
+                              extra[:, None]], dim=1)  # fmt: skip
+        assert torch.allclose(seen["mlp_in"], expected, atol=1e-5)
+        kept_fused += int((keep == t - 2).any(dim=1).sum())  # the earlier fused token is the last one
+    assert kept_fused > 0  # the case the old rule (always fold it into the new one) got wrong was exercised
+    for h in hooks:
+        h.remove()

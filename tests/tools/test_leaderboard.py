@@ -1,39 +1,138 @@
+"""The leaderboards: rows written as they finish, resumed after a kill, refused under another recipe; per-image
+results and paired intervals; a converged teacher with its curve."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
 import pytest
 
-from dynamicvit.tools.leaderboard import BUDGETS, PROXIES, proxy_config, run_leaderboard
+from dynamicvit.tools.leaderboard import PROXIES, get_proxy, open_board
+from dynamicvit.tools.leaderboard.paired import Lead, paired_difference
+from dynamicvit.tools.leaderboard.rows import pack_correct, unpack_correct
+from dynamicvit.tools.leaderboard.summary import group_rows, leads, top_entries
+from dynamicvit.tools.teacher import converged
+
+ROOT = Path(__file__).resolve().parents[2]
+BOARD = ["--proxy", "demo", "--quick", "--entries", "static", "diffrate", "--budgets", "0.5", "--regimes", "frozen"]
 
 
-def test_quick_leaderboard_caches_its_teacher(tmp_path, fake_fashion):
-    """Both regimes, both seeds, every budget; the teacher is trained once and reused by the next call."""
-    summary = run_leaderboard("demo", str(tmp_path), seeds=(0, 1), methods=("static", "diffrate"), quick=True,
-                              data_dir=str(fake_fashion))  # fmt: skip
-    rows = {(r["regime"], r["budget"], r["method"]): r for r in summary["rows"]}
-    assert len(rows) == 2 * len(BUDGETS) * 2
-    assert rows["frozen", 0.5, "diffrate"]["trained"] and not rows["frozen", 0.5, "static"]["trained"]
-    assert len(rows["finetune", 0.8, "static"]["top1_runs"]) == 2
-    teacher = tmp_path / "demo" / "teacher" / "last.pth"
-    stamp = teacher.stat().st_mtime_ns
-    run_leaderboard("demo", str(tmp_path), seeds=(0,), methods=("static",), quick=True, data_dir=str(fake_fashion))
-    assert teacher.stat().st_mtime_ns == stamp
+def _board(out: Path, data_dir: Path, fault: str | None = None) -> int:
+    env = {k: v for k, v in os.environ.items() if k != "DYNAMICVIT_FAULT"}
+    env["PYTHONPATH"] = str(ROOT)
+    if fault:
+        env["DYNAMICVIT_FAULT"] = fault
+    script = str(ROOT / "scripts" / "leaderboard.py")
+    cmd = [sys.executable, script, *BOARD, "--out", str(out), "--data-dir", str(data_dir)]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300).returncode
 
 
-def test_proxies_differ_by_token_grid(tmp_path):
-    grids = {name: proxy_config(name, tmp_path).img_size // 8 for name in PROXIES}
-    assert grids == {"demo": 6, "scale": 10, "grid14": 14}
+def _rows(out: Path) -> dict[str, dict]:
+    rows = {p.stem: json.loads(p.read_text()) for p in sorted((out / "demo" / "rows").glob("*.json"))}
+    return {k: {f: r.get(f) for f in ("top1", "correct", "macs_fraction", "knob")} for k, r in rows.items()}
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory, fake_fashion):
+    out = tmp_path_factory.mktemp("board")
+    assert _board(out, fake_fashion) == 0
+    return out
+
+
+def test_a_board_writes_every_row_with_its_per_image_results(board):
+    rows = {p.stem: json.loads(p.read_text()) for p in (board / "demo" / "rows").glob("*.json")}
+    assert set(rows) == {"dense", "frozen_0.5_static", "frozen_0.5_diffrate_s0", "frozen_0.5_diffrate_s1"}
+    images = get_proxy("demo", quick=True).test_images
+    for row in rows.values():
+        correct = unpack_correct(row["correct"], images)
+        assert 100 * correct.mean() == pytest.approx(row["top1"])
+    diffrate = rows["frozen_0.5_diffrate_s0"]
+    assert diffrate["trained"] and diffrate["train_seconds"] > 0 and set(diffrate["searched"]) >= {"prune", "merge"}
+    curve = json.loads((board / "demo" / "teacher" / "curve.json").read_text())
+    assert curve["curve"] and (board / "demo" / "teacher" / "teacher.pth").exists()
+
+
+def test_killed_board_loses_and_repeats_no_row(board, tmp_path, fake_fashion):
+    """Killed while training the teacher, right after writing a row, and while training a row, then rerun:
+    every row once, equal to an uninterrupted board's."""
+    rows = tmp_path / "demo" / "rows"
+    for fault, left in (("update:1", 0), ("board-row:2", 2), ("update:1", 2)):  # dense and static, then DiffRate
+        assert _board(tmp_path, fake_fashion, fault) == -signal.SIGKILL
+        assert len(list(rows.glob("*.json"))) == left and not list(rows.glob(".dynamicvit-*"))
+    assert _board(tmp_path, fake_fashion) == 0
+    assert _rows(tmp_path) == _rows(board)
+
+
+def test_a_rerun_skips_finished_rows_and_refuses_another_recipe(board, fake_fashion):
+    stamps = {p: p.stat().st_mtime_ns for p in (board / "demo" / "rows").glob("*.json")}
+    with open_board("demo", board, quick=True, data_dir=str(fake_fashion)) as b:
+        assert b.run(["frozen"], [0.5], ["static", "diffrate"]) == []
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    recipe = board / "demo" / "recipe.json"
+    saved = recipe.read_text()
+    recipe.write_text(json.dumps({**json.loads(saved), "lr": 0.5}))
+    try:
+        with (
+            pytest.raises(ValueError, match=r"another recipe \(lr 0.5 → 0.001\)"),
+            open_board("demo", board, quick=True, data_dir=str(fake_fashion)),
+        ):
+            pass
+    finally:
+        recipe.write_text(saved)
+
+
+def test_proxies_differ_by_token_grid_and_keep_students_off_the_held_out_canvases():
+    assert {name: p.grid for name, p in PROXIES.items()} == {"demo": 6, "scale": 10, "grid14": 14}
+    grid14 = PROXIES["grid14"].data
+    assert grid14["item_size"] ** 2 == grid14["canvas"] ** 2 // 4  # items a quarter of the canvas on average
     with pytest.raises(ValueError, match="unknown proxy 'imagenet'"):
-        proxy_config("imagenet", tmp_path)
+        get_proxy("imagenet")
 
 
-def test_a_variant_joins_the_leaderboard_as_its_own_method():
-    from dynamicvit.tools.leaderboard import add_variant
+def test_teacher_stops_when_held_out_top1_stops_rising():
+    rising = [{"epoch": i, "val_top1": 50 + i} for i in range(1, 6)]
+    assert not converged(rising, patience=3, min_gain=0.1)
+    flat = rising + [{"epoch": 6 + i, "val_top1": 55.05} for i in range(3)]
+    assert converged(flat, patience=3, min_gain=0.1) and not converged(flat[:-1], patience=3, min_gain=0.1)
 
-    row = {"method": "dynamicvit", "budget": 0.5, "regime": "frozen", "top1": 1.0}
-    board = {"budgets": [0.5], "regimes": ["frozen"], "seeds": [0, 1], "methods": ["dynamicvit", "tome"],
-             "labels": {"dynamicvit": "DynamicViT"}, "rows": [row, {**row, "method": "tome"}]}  # fmt: skip
-    variant = {**board, "rows": [{**row, "top1": 2.0}], "methods": ["dynamicvit"], "provenance": {"date": "d"}}
-    merged = add_variant(board, variant, "topk", "DynamicViT (top-k rule)")
-    assert merged["methods"] == ["dynamicvit", "tome", "dynamicvit+topk"]
-    assert [r["top1"] for r in merged["rows"] if r["method"] == "dynamicvit+topk"] == [2.0]
-    assert add_variant(merged, variant, "topk", "again")["methods"].count("dynamicvit+topk") == 1  # replaced
-    with pytest.raises(ValueError, match="other budgets"):
-        add_variant(board, {**variant, "budgets": [0.8]}, "topk", "x")
+
+def test_paired_difference_by_hand():
+    a = np.zeros((1, 2000), dtype=bool)
+    a[0, :1000] = True
+    b = a.copy()
+    b[0, :60] = False  # a right on 60 more images: 3 points, every other image the same
+    gap, low, high = paired_difference(a, b)
+    assert gap == pytest.approx(3.0) and 2.0 < low < 3.0 < high < 4.0  # the paired interval is narrow
+    assert paired_difference(a, a) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="share their test images"):
+        paired_difference(a, b[:, :10])
+
+
+def test_leads_follow_the_intervals_and_skip_rows_off_budget():
+    rng = np.random.default_rng(0)
+    base = rng.random(4000) < 0.7
+
+    def group(entry, flips, fraction, seeds=(0, 1)):
+        runs = []
+        for s in seeds:
+            c = base.copy()
+            c[: flips + s] = True
+            runs.append({"regime": "frozen", "budget": 0.5, "entry": entry, "method": entry.split("+")[0],
+                         "seed": s, "trained": True, "top1": 100 * c.mean(), "macs_fraction": fraction,
+                         "gmacs": 1.0, "knob": {}, "searched": {}, "train_seconds": 1.0, "images": 4000,
+                         "correct": pack_correct(c)})  # fmt: skip
+        return runs
+
+    rows = group("tome", 0, 0.5) + group("evit", 400, 0.5) + group("mctf", 405, 0.5) + group("ppt", 2000, 0.6)
+    (found,) = leads(group_rows(rows), {})
+    assert found["off_budget"] == ["ppt"] and found["leader"] == "mctf" and found["tied"] == ["evit"]
+    assert "ties with evit" in found["sentence"] and "Not ranked" in found["sentence"]
+    (found,) = leads(group_rows(group("tome", 0, 0.5) + group("evit", 400, 0.5)), {})
+    assert found["tied"] == [] and "evit leads" in found["sentence"]
+    assert top_entries(group_rows(rows), 2) == [("frozen", 0.5, "mctf"), ("frozen", 0.5, "evit")]
+    with pytest.raises(ValueError, match="at least two"):
+        Lead({"tome": np.ones((1, 3), dtype=bool)}, {})

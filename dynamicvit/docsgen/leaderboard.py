@@ -1,0 +1,97 @@
+"""The leaderboard pages' tables, from a board's result file (``scripts/leaderboard.py --publish``): per regime
+one line per entry and a column per budget, the leads with their paired intervals, each row's training cost,
+DiffRate's searched counts and the teacher that every row starts from."""
+
+from __future__ import annotations
+
+import statistics
+
+__all__ = ["leaderboard_table", "missing_board"]
+
+
+def _cell(g: dict, lead: dict | None) -> str:
+    """top-1 ± std (seeds), the MACs reached and the speed-up; a leader whose lead holds in bold, the entries of
+    a tie (the leader among them) marked ``=``."""
+    n = len(g["top1_runs"])
+    text = f"{g['top1']:.2f}" + (f" ± {g['top1_std']:.2f} ({n})" if n > 1 else "")
+    if lead is not None and g["entry"] == lead["leader"] and not lead["tied"]:
+        text = f"**{text}**"
+    elif lead is not None and (g["entry"] in lead["tied"] or g["entry"] == lead["leader"]):
+        text = f"= {text}"
+    speed = f", {g['speedup']:.2f}×" if "speedup" in g else ""
+    return f"{text} ({g['macs_fraction']:.3f}{speed})"
+
+
+def _regime_table(summary: dict, regime: str) -> str:
+    rows = [g for g in summary["rows"] if g["regime"] == regime]
+    budgets = sorted({g["budget"] for g in rows})
+    leads = {x["budget"]: x for x in summary["leads"] if x["regime"] == regime}
+    cell = {(g["entry"], g["budget"]): g for g in rows}
+    lines = [
+        f"**{regime}**",
+        "",
+        "| entry | " + " | ".join(f"{b:g} of dense MACs" for b in budgets) + " | training s per run |",
+        "|---" * (len(budgets) + 2) + "|",
+    ]
+    order = sorted(dict.fromkeys(g["entry"] for g in rows), key=lambda e: -statistics.fmean(
+        g["top1"] for g in rows if g["entry"] == e))  # fmt: skip
+    for entry in order:
+        cells = [_cell(cell[entry, b], leads.get(b)) if (entry, b) in cell else "–" for b in budgets]
+        seconds = [s for g in rows if g["entry"] == entry for s in g["train_seconds"]]
+        cost = f"{statistics.fmean(seconds):.0f}" if any(seconds) else "training-free"
+        lines.append(f"| {summary['labels'].get(entry, entry)} | " + " | ".join(cells) + f" | {cost} |")
+    return "\n".join(lines)
+
+
+def _searched(summary: dict) -> list[str]:
+    """DiffRate's searched counts per block against its uniform start, first seed of each row."""
+    lines = []
+    for g in summary["rows"]:
+        if g["searched"]:
+            s = g["searched"][0]
+            lines.append(
+                f"- {g['regime']}, {g['budget']:g}: kept after pruning {s['prune']}, after merging {s['merge']} "
+                f"(uniform start: {s['start_prune']}, {s['start_merge']})"
+            )
+    return ["DiffRate's searched patch counts per block (first seed):", "", *lines] if lines else []
+
+
+def leaderboard_table(summary: dict) -> str:
+    """Markdown for a board's result file."""
+    t, d, p, r = summary["teacher"], summary["dense"], summary["proxy"], summary["recipe"]
+    regimes = sorted({g["regime"] for g in summary["rows"]})
+    seeds = sorted({s for g in summary["rows"] for s in g["seeds"] if s is not None})
+    speed = summary.get("speed", {})
+    timing = (
+        f" Speed-ups: against the dense model timed in the same block, batch {speed['bench']['batch_size']}, "
+        f"median of {speed['bench']['repeats']} interleaved runs."
+        if speed
+        else " Not timed yet (the speed pass has not run)."
+    )
+    head = (
+        f"Dense teacher: {d['top1']:.2f} % top-1 on the {d['images']} test canvases; its held-out top-1 peaked at "
+        f"{t['val_top1']:.2f} % in epoch {t['best_epoch']} of {t['epochs']} trained (schedule {t['max_epochs']} "
+        f"epochs, stopped when it stopped rising). Students: {r['train_limit']} training canvases, {r['epochs']} "
+        f"epoch, seeds {', '.join(map(str, seeds))}. Each cell: top-1 (%) ± standard deviation (seeds), then the "
+        f"fraction of the dense MACs reached and the speed-up.{timing} Bold: the leader, where its lead's 95 % "
+        "interval (test images and seeds) lies above zero; `=`: the entries of a tie for the lead."
+    )
+    parts = [head, *(_regime_table(summary, regime) for regime in regimes)]
+    parts.append("\n".join(f"- {x['sentence']}" for x in summary["leads"]))
+    parts.append("\n".join(_searched(summary)))
+    name = p.get("name", "board")
+    plots = [f"![dense teacher's held-out curve]({name}-teacher.png)", f"![top-1 vs GMACs]({name}-acc_vs_gmacs.png)"]
+    if speed:
+        plots.append(f"![top-1 vs img/s]({name}-acc_vs_img_per_s.png)")
+    parts.append("\n".join(plots))
+    parts.append(
+        f"Every row's GMACs, knob, kept tokens, training seconds, each seed's top-1 and per-image results are in "
+        f"`docs/results/leaderboard-{name}.json`."
+    )
+    return "\n\n".join(x for x in parts if x)
+
+
+def missing_board(name: str) -> str:
+    """What a leaderboard page shows before its board published a result file."""
+    proxy = name.removeprefix("leaderboard-")
+    return f"*No result file yet: `python scripts/leaderboard.py --proxy {proxy} --publish` writes it.*"
