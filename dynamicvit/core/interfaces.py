@@ -245,6 +245,11 @@ class Method:
         return {}
 
     @classmethod
+    def load_searched(cls, model: nn.Module, searched: dict[str, Any]) -> None:
+        """Put what :meth:`searched` recorded back into a freshly reduced ``model`` (its cost then follows the
+        trained one's); nothing by default."""
+
+    @classmethod
     def authors_recipe(cls, cfg: Any) -> dict[str, Any]:
         """Optimisation settings the method's authors train it with, as overrides of a comparison's shared
         recipe ``cfg`` (a :class:`~dynamicvit.config.TrainConfig`); none by default.

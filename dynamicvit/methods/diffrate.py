@@ -238,8 +238,22 @@ class DiffRate(Method):
         with torch.no_grad():
             fractions = [t.tolist() for t in start.expected()]
         begin = [(max(1, round(p * n)), max(1, round(m * n))) for p, m in zip(*fractions, strict=True)]
-        return {"prune": [p for p, _ in reducer.counts(n)], "merge": [m for _, m in reducer.counts(n)],
-                "start_prune": [p for p, _ in begin], "start_merge": [m for _, m in begin]}  # fmt: skip
+        logits = {k: v.tolist() for k, v in reducer.rate_search.state_dict().items()}
+        counts = reducer.counts(n)
+        return {
+            "prune": [p for p, _ in counts],
+            "merge": [m for _, m in counts],
+            "start_prune": [p for p, _ in begin],
+            "start_merge": [m for _, m in begin],
+            "logits": logits,
+        }
+
+    @classmethod
+    def load_searched(cls, model: nn.Module, searched: dict) -> None:
+        """Put the searched rate logits of :meth:`searched` back into a fresh ``model``."""
+        reducer = find_reducer(model)
+        reducer.rate_search.load_state_dict({k: torch.tensor(v) for k, v in searched["logits"].items()})
+        reducer._read_rates()
 
     @classmethod
     def macs_fraction(cls, model: nn.Module, dense_macs: int) -> float:

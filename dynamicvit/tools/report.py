@@ -114,7 +114,7 @@ def demo_table(summary: dict) -> list[str]:
         f"{b['img_per_s']['sparse']:.0f} | {' / '.join(map(str, s['kept_tokens']))} |",
         f"| same weights, random tokens | {r['top1']:.2f} | {r['gmacs']:.4f} | – | "
         f"{' / '.join(map(str, r['kept_tokens']))} |",
-        f"| ToMe r={t['r']} on the teacher (no training) | {t['top1']:.2f} | {t['gmacs']:.4f} | – | "
+        f"| ToMe r={t['r']:g} on the teacher (no training) | {t['top1']:.2f} | {t['gmacs']:.4f} | – | "
         f"{' / '.join(map(str, t['kept_tokens']))} |",
     ]
 

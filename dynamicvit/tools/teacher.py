@@ -69,6 +69,9 @@ def train_converged(
     done = len(curve) >= max_epochs or converged(curve, patience, min_gain)
     if done and (out / TEACHER_FILE).exists():  # a finished teacher (perhaps a committed one): nothing to train
         return json.loads(curve_file.read_text())
+    if curve and not (out / "last.pth").exists():  # an unfinished curve without its run cannot be continued
+        print(f"{out}: the unfinished teacher's checkpoint is missing; training it from the start", flush=True)
+        curve = []
     run = dataclasses.replace(cfg, epochs=max_epochs, resume=(out / "last.pth").exists())
     val_set = build_run_dataset(dataclasses.replace(cfg, val_limit=heldout), "val")
     with Trainer(run, reuse_finished=True) as trainer:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dynamicvit.core.flops import count_flops
 from dynamicvit.tools.leaderboard import PROXIES, get_proxy, open_board
 from dynamicvit.tools.leaderboard.paired import Lead, paired_difference
 from dynamicvit.tools.leaderboard.rows import pack_correct, unpack_correct
@@ -54,6 +55,17 @@ def test_a_board_writes_every_row_with_its_per_image_results(board):
     assert diffrate["trained"] and diffrate["train_seconds"] > 0 and set(diffrate["searched"]) >= {"prune", "merge"}
     curve = json.loads((board / "demo" / "teacher" / "curve.json").read_text())
     assert curve["curve"] and (board / "demo" / "teacher" / "teacher.pth").exists()
+
+
+def test_the_speed_pass_times_models_that_cost_what_the_rows_did(board, fake_fashion):
+    """Rebuilt from a row alone (no training run: those stay where they ran), a model costs the row's MACs."""
+    with open_board("demo", board, quick=True, data_dir=str(fake_fashion)) as b:
+        dense = b.dense()[0]
+        for row in b.store.all():
+            if row["entry"] != "dense":
+                assert count_flops(b._rebuild(row, dense)).gmacs == pytest.approx(row["gmacs"]), row["key"]
+        speed = b.time(["frozen"], [0.5], batch=2, repeats=1)
+    assert set(speed["blocks"]["frozen_0.5"]) == {"dense", "static", "diffrate"}
 
 
 def test_killed_board_loses_and_repeats_no_row(board, tmp_path, fake_fashion):

@@ -19,10 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from dynamicvit.builder import build_dense_for_data, build_run_dataset, load_trained
+from dynamicvit.builder import build_dense_for_data, build_run_dataset
 from dynamicvit.config import REGIMES, TrainConfig, regime_config
 from dynamicvit.core.files import atomic_write_text, folder_lock
 from dynamicvit.core.flops import count_flops
+from dynamicvit.core.interfaces import find_reducer
 from dynamicvit.methods.budget import set_budget
 from dynamicvit.methods.registry import apply_method, get_method
 from dynamicvit.tasks.logits import evaluate_logits
@@ -129,9 +130,9 @@ class Board:
         }
 
     def time(self, regimes=REGIMES, budgets=None, batch: int = 32, repeats: int = 10) -> dict:
-        """The speed pass: each regime × budget block's rows (a trained row: its first seed's model) timed at
-        ``batch`` and at batch 1 with the dense model interleaved; each block written to ``speed.json`` when
-        done, a finished block skipped on a rerun.
+        """The speed pass: each regime × budget block's entries (rebuilt at their rows' cost, :meth:`_rebuild`;
+        a trained entry's first seed) timed at ``batch`` and at batch 1 with the dense model interleaved; each
+        block written to ``speed.json`` when done, a finished block skipped on a rerun.
 
         Returns:
             The speed file's content.
@@ -139,7 +140,7 @@ class Board:
         budgets = budgets or self.proxy.budgets
         path = self.folder / "speed.json"
         speed = json.loads(path.read_text()) if path.exists() else {"blocks": {}}
-        dense, test_set, dense_macs = self.dense()
+        dense, test_set, _ = self.dense()
         x = torch.stack([test_set[i][0] for i in range(min(batch, len(test_set)))])
         rows = {r["key"]: r for r in self.store.all() if "key" in r}
         for regime in regimes:
@@ -151,7 +152,7 @@ class Board:
                 fns = {"dense": dense}
                 for r in sorted(members, key=lambda r: (r["entry"], r["seed"] or 0)):  # an entry's first seed
                     if r["entry"] not in fns:
-                        fns[r["entry"]] = self._rebuild(r, dense, dense_macs)
+                        fns[r["entry"]] = self._rebuild(r, dense)
                 secs = time_callables(fns, x, warmup=2, repeats=repeats)
                 secs_b1 = time_callables(fns, x[:1], warmup=2, repeats=repeats)
                 speed["blocks"][block] = {
@@ -164,14 +165,18 @@ class Board:
                 atomic_write_text(path, json.dumps(speed, indent=1))
         return speed
 
-    def _rebuild(self, row: dict, dense: nn.Module, dense_macs: int) -> nn.Module:
-        """The evaluated model of ``row``: its training run's weights, or the dense model reduced at its knob."""
-        if row["run"] is not None:
-            return load_trained(str(self.folder / row["run"] / "last.pth"))[0].eval()
+    def _rebuild(self, row: dict, dense: nn.Module) -> nn.Module:
+        """A model that costs what ``row``'s evaluated model cost: the dense model reduced at the row's knob, with
+        its entry's fields and what its method searched. The cost of a fixed-count reduction does not depend on
+        the trained weights, so the speed pass needs no training run (those stay on the machine that trained)."""
         method = get_method(row["method"])
         model = apply_method(copy.deepcopy(dense), row["method"], prune_layers=self.cfg.prune_layers,
                              seed=row["seed"] or 0)  # fmt: skip
         setattr(model, method.knob, next(iter(row["knob"].values())))
+        if get_entry(row["entry"]).fields.get("merge_dropped"):
+            find_reducer(model).merge_dropped = True
+        if row["searched"]:
+            method.load_searched(model, row["searched"])
         return model.eval()
 
 

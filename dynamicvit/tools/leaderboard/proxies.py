@@ -11,7 +11,6 @@ The model is the demo's ``dvit_tiny_fmnist`` (6 blocks, 96 wide), its blocks red
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +22,6 @@ from dynamicvit.tools.teacher import TEACHER_FILE, train_converged
 __all__ = ["PROXIES", "Proxy", "get_proxy", "proxy_config", "proxy_teacher"]
 
 FASHION_TRAIN = 60_000
-COMMITTED_TEACHERS = Path(__file__).resolve().parents[3] / "teachers"  # the source tree's converged teachers
 
 
 @dataclass(frozen=True)
@@ -64,6 +62,7 @@ PROXIES: dict[str, Proxy] = {
               train_images=6_000, teacher_images=20_000, teacher_max_epochs=20),
     )
 }  # fmt: skip
+PATIENCE = 5  # epochs without a gain before a teacher counts as converged (at a high learning rate, noise)
 QUICK = {"train_images": 64, "test_images": 32, "teacher_images": 64, "teacher_max_epochs": 2}
 
 
@@ -99,22 +98,16 @@ def proxy_config(
 
 
 def proxy_teacher(proxy: Proxy, out: Path, data_dir: str | None = None, quick: bool = False) -> dict:
-    """Train (or resume, or reuse) the proxy's dense teacher in ``out / "teacher"`` until it converges; a teacher
-    committed under ``teachers/PROXY`` in the source tree is copied there instead of training one.
+    """Train (or resume, or reuse) the proxy's dense teacher in ``out / "teacher"`` until it converges.
 
     Returns:
         The teacher's curve summary (:func:`~dynamicvit.tools.teacher.train_converged`).
     """
     folder = out / "teacher"
-    committed = COMMITTED_TEACHERS / proxy.name
-    if not quick and not (folder / TEACHER_FILE).exists() and (committed / TEACHER_FILE).exists():
-        folder.mkdir(parents=True, exist_ok=True)  # every machine starts from the same teacher
-        for name in (TEACHER_FILE, "curve.json"):
-            shutil.copy(committed / name, folder / name)
     cfg = dataclasses.replace(
         proxy_config(proxy, folder, folder / TEACHER_FILE, data_dir, quick),
         dense=True, teacher_checkpoint=None, **TEACHER_RECIPE, train_limit=proxy.teacher_images,
         val_limit=32 if quick else 1000,  # the trainer's own per-epoch check; convergence is judged on "val"
     )  # fmt: skip
     heldout = proxy.test_images if quick else 5000
-    return train_converged(cfg, proxy.teacher_max_epochs, patience=1 if quick else 3, heldout=heldout)
+    return train_converged(cfg, proxy.teacher_max_epochs, patience=1 if quick else PATIENCE, heldout=heldout)
