@@ -12,8 +12,8 @@ uniform. In train mode the search runs as in the paper – nothing is removed: a
 the probability that the learned count exceeds it, used with a straight-through estimator as a
 weight in attention and in merging, the counts forced non-increasing – and
 :meth:`DiffRateMixin.method_loss` adds ``flops_weight · (MACs fraction − target)²``. With the
-backbone frozen only the rate logits learn (the paper's off-the-shelf setting), at the authors'
-learning rate (:meth:`DiffRate.authors_recipe`); the network can be fine-tuned with them. At
+backbone frozen only the rate logits learn (the paper's off-the-shelf setting), for the authors' three
+epochs at their learning rate (:meth:`DiffRate.authors_recipe`); the network can be fine-tuned after. At
 inference the expected counts are rounded and tokens are really removed.
 
 The knob is the keep rate ρ: the search's MACs target is the cost of keeping ``ρ ** (3 b / (L − 1))``
@@ -37,6 +37,7 @@ from dynamicvit.methods.registry import register_method
 __all__ = ["DiffRate", "DiffRateMixin", "RateSearch", "survival"]
 
 CANDIDATES = 49  # kept fractions 1, 48/49, …, 1/49 (the paper: 196, 192, …, 4 tokens)
+SEARCH_EPOCHS = 3  # the authors search the rates for 3 epochs
 
 
 def survival(logits: torch.Tensor, expected: torch.Tensor, rank: torch.Tensor, n: int) -> torch.Tensor:
@@ -265,9 +266,17 @@ class DiffRate(Method):
 
     @classmethod
     def authors_recipe(cls, cfg) -> dict:
-        """The authors' search: the rates at lr 0.01 falling to 0.001 (cosine), no warm-up; a fine-tuned
-        backbone keeps the recipe's own learning rate."""
-        lr, recipe = 0.01, {"lr": 0.01, "min_lr": 0.001, "warmup_epochs": 0.0}
+        """The authors' search: :data:`SEARCH_EPOCHS` epochs of the rates alone (the backbone frozen) at lr 0.01
+        falling to 0.001 (cosine), no warm-up; a recipe that fine-tunes the backbone does so after the search,
+        for its own epochs, at its own backbone learning rate."""
+        lr = 0.01
+        recipe = {"lr": lr, "min_lr": 0.001, "warmup_epochs": 0.0}
+        if cfg.freeze_backbone_epochs >= cfg.epochs:  # only the rates learn
+            recipe.update(epochs=SEARCH_EPOCHS, freeze_backbone_epochs=float(SEARCH_EPOCHS))
+        else:
+            recipe.update(
+                epochs=cfg.epochs + SEARCH_EPOCHS, freeze_backbone_epochs=cfg.freeze_backbone_epochs + SEARCH_EPOCHS
+            )
         if cfg.backbone_lr_scale is not None:
             recipe["backbone_lr_scale"] = cfg.lr * cfg.backbone_lr_scale / lr
         return recipe

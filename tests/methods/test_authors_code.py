@@ -2,6 +2,7 @@
 earlier reading of that method."""
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -150,10 +151,12 @@ def test_diffrate_starts_uniform_and_searches_at_the_authors_rate(tmp_path, fake
     model = apply_method(tiny_vit(), "diffrate", keep_rate=0.6)
     assert not model.rate_search.prune.any() and not model.rate_search.merge.any()  # zero logits: uniform
     assert apply_method(tiny_vit(), "diffrate", keep_rate=0.9).macs_target > model.macs_target
-    cfg = tiny_cfg(tmp_path, fake_fashion, method="diffrate", lr=1e-3, backbone_lr_scale=0.1)
-    recipe = METHODS["diffrate"].authors_recipe(cfg)
-    assert (recipe["lr"], recipe["min_lr"]) == (0.01, 0.001)
+    cfg = tiny_cfg(tmp_path, fake_fashion, method="diffrate", lr=1e-3, backbone_lr_scale=0.1, epochs=1)
+    recipe = METHODS["diffrate"].authors_recipe(cfg)  # fine-tunes: the search, then the recipe's epoch
+    assert (recipe["lr"], recipe["min_lr"], recipe["epochs"], recipe["freeze_backbone_epochs"]) == (0.01, 0.001, 4, 3)
     assert recipe["lr"] * recipe["backbone_lr_scale"] == pytest.approx(1e-4)  # the backbone keeps the recipe's
+    frozen = METHODS["diffrate"].authors_recipe(dataclasses.replace(cfg, freeze_backbone_epochs=1))
+    assert (frozen["epochs"], frozen["freeze_backbone_epochs"]) == (3, 3)  # the authors' three epochs of search
 
 
 def test_diffrate_merge_is_a_plain_mean_with_similarity_scaled_sizes():
