@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from dynamicvit.core.flops import count_flops
-from dynamicvit.tools.leaderboard import PROXIES, get_proxy, open_board
+from dynamicvit.tools.leaderboard import PROXIES, entries, get_proxy, open_board
+from dynamicvit.tools.leaderboard.entries import default_entries
 from dynamicvit.tools.leaderboard.paired import Lead, paired_difference
 from dynamicvit.tools.leaderboard.rows import pack_correct, unpack_correct
 from dynamicvit.tools.leaderboard.summary import group_rows, leads, top_entries
@@ -148,3 +149,11 @@ def test_leads_follow_the_intervals_and_skip_rows_off_budget():
     assert top_entries(group_rows(rows), 2) == [("frozen", 0.5, "mctf"), ("frozen", 0.5, "evit")]
     with pytest.raises(ValueError, match="at least two"):
         Lead({"tome": np.ones((1, 3), dtype=bool)}, {})
+
+
+def test_larger_grids_fine_tune_the_rivals_and_two_dynamicvit_variants():
+    assert set(default_entries("frozen", small_grid=False)) == set(entries())
+    tuned = default_entries("finetune", small_grid=False)
+    assert not {"random", "static", "pool", "dynamicvit"} & set(tuned)
+    assert {"tome", "mctf", "diffrate", "dynamicvit+merge", "dynamicvit+topk+merge"} <= set(tuned)
+    assert default_entries("finetune", small_grid=True) == list(entries())

@@ -43,6 +43,9 @@ VARIANTS = (
           "DynamicViT (top-k rule, merged drops)"),
 )  # fmt: skip
 FROZEN_ONLY = ("random", "static", "pool")  # baselines without a fine-tuned regime on the larger grids
+# DynamicViT's entries fine-tuned on the larger grids: its two best variants of the 6×6 board (merged drops,
+# with and without the top-k rule); ``--entries`` picks others
+LARGE_GRID_VARIANTS = ("dynamicvit+merge", "dynamicvit+topk+merge")
 
 
 def entries() -> dict[str, Entry]:
@@ -61,8 +64,9 @@ def get_entry(name: str) -> Entry:
 
 def default_entries(regime: str, small_grid: bool) -> list[str]:
     """The entries a board runs in ``regime``: every one on the 6×6 grid; on larger grids the frozen regime
-    for every method and the fine-tuned one without the training-free baselines."""
+    for every entry, the fine-tuned one for every rival and :data:`LARGE_GRID_VARIANTS`."""
     names = list(entries())
     if small_grid or regime == "frozen":
         return names
-    return [n for n in names if n not in FROZEN_ONLY]
+    rivals = [n for n in names if n not in FROZEN_ONLY and get_entry(n).method != "dynamicvit"]
+    return [*rivals, *LARGE_GRID_VARIANTS]
