@@ -63,6 +63,14 @@ def publish(summary: dict, proxy: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    try:
+        run(args, argv)
+    except ValueError as err:  # bad input, a board folder in use or started with another recipe: one line
+        sys.exit(f"leaderboard.py: error: {err}")
+
+
+def run(args: argparse.Namespace, argv: list[str] | None) -> None:
+    """The pass ``args`` asks for, then (with ``--publish``) the docs' result file."""
     command = "python scripts/leaderboard.py " + re.sub(
         r"\s*--(out|data-dir)\s+\S+", "", " ".join(argv or sys.argv[1:])
     )

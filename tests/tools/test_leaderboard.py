@@ -23,14 +23,18 @@ ROOT = Path(__file__).resolve().parents[2]
 BOARD = ["--proxy", "demo", "--quick", "--entries", "static", "diffrate", "--budgets", "0.5", "--regimes", "frozen"]
 
 
-def _board(out: Path, data_dir: Path, fault: str | None = None) -> int:
+def _run(out: Path, data_dir: Path, fault: str | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "DYNAMICVIT_FAULT"}
     env["PYTHONPATH"] = str(ROOT)
     if fault:
         env["DYNAMICVIT_FAULT"] = fault
     script = str(ROOT / "scripts" / "leaderboard.py")
     cmd = [sys.executable, script, *BOARD, "--out", str(out), "--data-dir", str(data_dir)]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300).returncode
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _board(out: Path, data_dir: Path, fault: str | None = None) -> int:
+    return _run(out, data_dir, fault).returncode
 
 
 def _rows(out: Path) -> dict[str, dict]:
@@ -94,6 +98,8 @@ def test_a_rerun_skips_finished_rows_and_refuses_another_recipe(board, fake_fash
             open_board("demo", board, quick=True, data_dir=str(fake_fashion)),
         ):
             pass
+        done = _run(board, fake_fashion)
+        assert done.returncode == 1 and done.stderr.count("\n") == 1 and "another recipe" in done.stderr
     finally:
         recipe.write_text(saved)
 
