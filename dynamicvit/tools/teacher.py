@@ -19,6 +19,7 @@ from dynamicvit.config import TrainConfig
 from dynamicvit.core.files import atomic_write_text
 from dynamicvit.tasks.evaluate import evaluate
 from dynamicvit.tools.provenance import provenance
+from dynamicvit.tools.report import read_jsonl
 from dynamicvit.train.trainer import Trainer
 from dynamicvit.weights.checkpoint import save_checkpoint
 
@@ -58,8 +59,9 @@ def train_converged(
         heldout: held-out canvases scored after every epoch.
 
     Returns:
-        ``{"curve", "best_epoch", "val_top1", "epochs", "path", "provenance"}``, also written to the run
-        folder's ``curve.json``; ``path`` is the best epoch's weights (:data:`TEACHER_FILE`).
+        ``{"curve", "best_epoch", "val_top1", "epochs", "max_epochs", "train_seconds", "path", "recipe",
+        "provenance"}``, also written to the run folder's ``curve.json``; ``path`` is the best epoch's weights
+        (:data:`TEACHER_FILE`).
     """
     if not cfg.dense:
         raise ValueError("train_converged trains a dense model; set dense=True")
@@ -91,12 +93,14 @@ def train_converged(
 
 def _write(path: Path, curve: list[dict], cfg: TrainConfig, epochs: int, max_epochs: int) -> None:
     best = max(curve, key=lambda r: r["val_top1"])
+    trained = read_jsonl(path.parent / "metrics.jsonl")
     summary = {
         "curve": curve,
         "best_epoch": best["epoch"],
         "val_top1": best["val_top1"],
         "epochs": epochs,
         "max_epochs": max_epochs,
+        "train_seconds": sum(r.get("train_seconds", 0.0) for r in trained if r["epoch"] <= epochs),
         "path": str(path.parent / TEACHER_FILE),
         "recipe": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("progress", "resume", "out_dir")},
         "provenance": provenance(),

@@ -24,7 +24,7 @@ def _summary() -> dict:
     groups = group_rows(rows)
     return {
         "proxy": {"grid": 6, "data": {"canvas": 48}},
-        "teacher": {"val_top1": 80.0, "best_epoch": 9, "epochs": 12, "max_epochs": 30},
+        "teacher": {"val_top1": 80.0, "best_epoch": 9, "epochs": 12, "max_epochs": 30, "train_seconds": 3600.0},
         "dense": {"top1": 80.5, "gmacs": 2.0, "images": 4000},
         "labels": {"tome": "ToMe", "evit": "EViT", "mctf": "MCTF"},
         "rows": groups,
