@@ -72,7 +72,8 @@ def leaderboard_table(summary: dict) -> str:
         f"Dense teacher: {d['top1']:.2f} % top-1 on the {d['images']} test canvases; its held-out top-1 peaked at "
         f"{t['val_top1']:.2f} % in epoch {t['best_epoch']} of {t['epochs']} trained (schedule {t['max_epochs']} "
         f"epochs, stopped when it stopped rising; {t['train_seconds'] / 3600:.1f} h of training). Students: "
-        f"{r['train_limit']} training canvases, {r['epochs']} epoch, seeds {', '.join(map(str, seeds))}. Each cell: top-1 (%) ± standard deviation (seeds), then the "
+        f"{r['train_limit']} training canvases, {r['epochs']} epoch, seeds {', '.join(map(str, seeds))}. Each "
+        "cell: top-1 (%) ± standard deviation (seeds), then the "
         f"fraction of the dense MACs reached and the speed-up.{timing} Bold: the leader, where its lead's 95 % "
         "interval (test images and seeds) lies above zero; `=`: the entries of a tie for the lead."
     )
