@@ -5,7 +5,8 @@ unfinished teacher lets one more epoch of fine-tuning move a student more than p
 teacher trains on a cosine schedule of at most ``max_epochs``; after every epoch it is scored on
 held-out canvases (the data set's ``"val"`` split, never the test canvases), and training stops once
 ``patience`` epochs in a row failed to beat the best score by ``min_gain`` points. The best epoch's
-weights are the teacher. A killed run resumes from its last epoch and its curve.
+weights are the teacher (the last training checkpoint is then removed). A killed run resumes from its last
+epoch and its curve.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ def train_converged(
             if trainer.epoch >= max_epochs or converged(curve, patience, min_gain):
                 break
             trainer.fit(until_epoch=trainer.epoch + 1)
+    (out / "last.pth").unlink()  # converged: the teacher is its best epoch's weights, nothing trains it further
     return json.loads(curve_file.read_text())
 
 

@@ -60,6 +60,7 @@ def test_a_board_writes_every_row_with_its_per_image_results(board):
     assert diffrate["trained"] and diffrate["train_seconds"] > 0 and set(diffrate["searched"]) >= {"prune", "merge"}
     curve = json.loads((board / "demo" / "teacher" / "curve.json").read_text())
     assert curve["curve"] and (board / "demo" / "teacher" / "teacher.pth").exists()
+    assert not (board / "demo" / "teacher" / "last.pth").exists()  # converged: only its best weights stay
 
 
 def test_the_speed_pass_times_models_that_cost_what_the_rows_did(board, fake_fashion):
