@@ -48,14 +48,19 @@ def _correct(group: dict) -> np.ndarray:
     return np.stack([unpack_correct(c, group["images"]) for c in group["correct"]])
 
 
+def _blocks(groups: list[dict]):
+    """Per regime and budget: ``(regime, budget, its rows, those within BUDGET_TOLERANCE of the budget)``."""
+    for regime, budget in sorted({(g["regime"], g["budget"]) for g in groups}):
+        block = [g for g in groups if (g["regime"], g["budget"]) == (regime, budget)]
+        yield regime, budget, block, [g for g in block if abs(g["macs_fraction"] - budget) <= BUDGET_TOLERANCE]
+
+
 def leads(groups: list[dict], labels: dict[str, str]) -> list[dict]:
     """Per regime and budget: the leader among the rows within :data:`BUDGET_TOLERANCE` of the budget, the gap
     to each other such row with its interval, the tied entries, DynamicViT's best entry, the rows off the
     budget, and the sentence that says it."""
     out = []
-    for regime, budget in sorted({(g["regime"], g["budget"]) for g in groups}):
-        block = [g for g in groups if (g["regime"], g["budget"]) == (regime, budget)]
-        ranked = [g for g in block if abs(g["macs_fraction"] - budget) <= BUDGET_TOLERANCE]
+    for regime, budget, block, ranked in _blocks(groups):
         off = [g["entry"] for g in block if g not in ranked]
         if len(ranked) < 2:
             continue
@@ -77,9 +82,7 @@ def leads(groups: list[dict], labels: dict[str, str]) -> list[dict]:
 def top_entries(groups: list[dict], count: int = 3) -> list[tuple[str, float, str]]:
     """The ``count`` best trained entries of every regime and budget (on budget): who gets an extra seed."""
     out = []
-    for regime, budget in sorted({(g["regime"], g["budget"]) for g in groups}):
-        block = [g for g in groups if (g["regime"], g["budget"]) == (regime, budget)]
-        ranked = [g for g in block if abs(g["macs_fraction"] - budget) <= BUDGET_TOLERANCE]
+    for regime, budget, _, ranked in _blocks(groups):
         out += [(regime, budget, g["entry"]) for g in sorted(ranked, key=lambda g: -g["top1"])[:count] if g["trained"]]
     return out
 
