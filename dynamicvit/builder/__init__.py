@@ -5,13 +5,22 @@ and the evaluation of a run. Commands that do not train build through here and i
 
 from dynamicvit.builder.data import build_dense_for_data, build_run_dataset, data_for, dataset_task
 from dynamicvit.builder.evaluate import evaluate_checkpoint, evaluate_run, load_for_eval
-from dynamicvit.builder.models import build_dense, build_untrained, load_trained, reduce, set_keep_mode, trunk
+from dynamicvit.builder.models import (
+    build_dense,
+    build_untrained,
+    configure_reducer,
+    load_trained,
+    reduce,
+    set_keep_mode,
+    trunk,
+)
 
 __all__ = [
     "build_dense",
     "build_dense_for_data",
     "build_run_dataset",
     "build_untrained",
+    "configure_reducer",
     "data_for",
     "dataset_task",
     "evaluate_checkpoint",

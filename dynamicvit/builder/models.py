@@ -17,6 +17,7 @@ from dynamicvit.core.losses import is_encoder
 from dynamicvit.methods.registry import apply_method, get_method
 from dynamicvit.models.merged_drops import merges_drops
 from dynamicvit.models.registry import build_timm_model
+from dynamicvit.models.vit import has_attention_prior
 from dynamicvit.tasks.registry import get_task
 from dynamicvit.weights.checkpoint import (
     infer_timm_kwargs,
@@ -27,7 +28,7 @@ from dynamicvit.weights.checkpoint import (
 )
 from dynamicvit.weights.zoo import ZOO, resolve
 
-__all__ = ["build_dense", "build_untrained", "load_trained", "reduce", "set_keep_mode", "trunk"]
+__all__ = ["build_dense", "build_untrained", "configure_reducer", "load_trained", "reduce", "set_keep_mode", "trunk"]
 
 
 def build_dense(
@@ -61,15 +62,27 @@ def reduce(model: nn.Module, cfg: TrainConfig, fine_tuned: bool | None = None, *
     )
     if KEEP_RULES.lookup(cfg.keep_mode).needs_training:  # trained with its modules, not only run with them
         set_keep_mode(reduced, cfg.keep_mode)
+    configure_reducer(reduced, cfg)
+    return model if target is not model else reduced
+
+
+def configure_reducer(model: nn.Module, cfg: TrainConfig) -> None:
+    """Set the DynamicViT options of ``cfg`` on ``model``'s reducing module: the training mask rule, merged drops
+    and the attention prior (which must come before weights trained with it are loaded). A method without
+    them refuses in one line."""
+    reducer = find_reducer(model)
     if cfg.mask_rule != DEFAULT_MASK_RULE:
         if not get_method(cfg.method).uses_mask_rule:
             raise ValueError(f"--mask-rule {cfg.mask_rule} shapes predictor training; method {cfg.method} has none")
-        find_reducer(reduced).mask_mode = cfg.mask_rule
+        reducer.mask_mode = cfg.mask_rule
     if cfg.merge_dropped:
-        if not merges_drops(find_reducer(reduced)):
+        if not merges_drops(reducer):
             raise ValueError(f"--merge-dropped is DynamicViT's on plain ViTs; method {cfg.method} does not drop tokens")
-        find_reducer(reduced).merge_dropped = True
-    return model if target is not model else reduced
+        reducer.merge_dropped = True
+    if cfg.attention_prior:
+        if not has_attention_prior(reducer):
+            raise ValueError(f"--attention-prior is DynamicViT's on plain ViTs; method {cfg.method} has no predictor")
+        reducer.use_attention_prior()
 
 
 def load_trained(source: str | os.PathLike | dict, ema: bool = True, **overrides) -> tuple[nn.Module, TrainConfig]:

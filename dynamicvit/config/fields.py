@@ -118,6 +118,11 @@ class TrainConfig:
         "DynamicViT: merge each dropped token into its most similar kept token (proportional attention) "
         "instead of discarding it",
     )
+    attention_prior: bool = _opt(
+        False,
+        "DynamicViT on plain ViTs: each stage decides inside its block after the attention and adds a learned "
+        "multiple of the log attention each patch receives to the predictor's score (it starts as Top-K)",
+    )
     mask_rule: str = _opt(
         DEFAULT_MASK_RULE,
         "training mask: " + "; ".join(f"{name}: {rule.help}" for name, rule in MASK_RULES.items()),
@@ -183,7 +188,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
         "epochs", "batch_size", "accum_steps", "lr", "backbone_lr_scale", "freeze_backbone_epochs",
         "freeze_prefix", "warmup_epochs", "min_lr", "weight_decay", "ema_decay", "clip_grad",
     ),
-    "budget": ("keep_rate", "prune_layers", "keep_mode", "thresholds", "merge_dropped"),
+    "budget": ("keep_rate", "prune_layers", "keep_mode", "thresholds", "merge_dropped", "attention_prior"),
     "loss": ("ratio_weight", "ratio_loss", "mask_rule", "no_labels", "distill_weight", "token_weight"),
     "run": (
         "seed", "out_dir", "resume", "overwrite", "amp", "channels_last", "compile", "workers", "max_bad_steps",

@@ -123,12 +123,25 @@ class TokenPredictor(nn.Module):
             nn.Linear(embed_dim // 4, 2),
             nn.LogSoftmax(dim=-1),
         )
+        self.register_parameter("prior_weight", None)  # the attention prior's weight (use_attention_prior)
 
-    def forward(self, x: torch.Tensor, policy: torch.Tensor | None = None, score_only: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        policy: torch.Tensor | None = None,
+        score_only: bool = False,
+        prior: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """``policy`` (B, N, 1) marks alive tokens (1) for the global mean; None means all alive.
-        ``score_only`` returns :meth:`keep_score`'s (B, N) scores instead of the log-probabilities."""
+        ``score_only`` returns :meth:`keep_score`'s (B, N) scores instead of the log-probabilities.
+        ``prior`` (B, N): the attention prior's ``log(n · a)`` (:mod:`dynamicvit.core.attention_prior`),
+        added to the keep log-odds times :attr:`prior_weight`."""
         if score_only:
-            return self._score(x)
+            score = self._score(x)
+            return score if prior is None else score + self._weighted(prior)
+        if prior is not None:
+            odds = self._odds(x, policy) + self._weighted(prior)
+            return torch.stack([F.logsigmoid(odds), F.logsigmoid(-odds)], dim=-1)
         x = self.in_conv(x)
         half = x.shape[-1] // 2
         local_x, global_x = x[..., :half], x[..., half:]
@@ -141,6 +154,27 @@ class TokenPredictor(nn.Module):
         for layer in list(self.out_conv)[1:]:
             x = layer(x)
         return x
+
+    def _odds(self, x: torch.Tensor, policy: torch.Tensor | None) -> torch.Tensor:
+        """Keep log-odds (B, N) of :meth:`forward`'s log-probabilities."""
+        log_probs = self(x, policy)
+        return log_probs[..., 0] - log_probs[..., 1]
+
+    def _weighted(self, prior: torch.Tensor) -> torch.Tensor:
+        if self.prior_weight is None:
+            raise ValueError("this predictor has no attention prior; call use_attention_prior() first")
+        return self.prior_weight.to(prior.dtype) * prior
+
+    def use_attention_prior(self, weight: float = 1.0) -> None:
+        """Add the attention prior's learned weight (starting at ``weight``) and zero the last layer's
+        weights: the keep log-odds start as the prior alone (plus the keep probability's bias), so the
+        stage starts with Top-K's ranking and training adds what the predictor sees that attention misses.
+        Called once, on a fresh predictor; a checkpoint's weights are loaded after it."""
+        if self.prior_weight is None:
+            ref = self.out_conv[-2].weight
+            self.prior_weight = nn.Parameter(torch.tensor(float(weight), device=ref.device, dtype=ref.dtype))
+            with torch.no_grad():
+                ref.zero_()
 
     def _score(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`keep_score`'s computation: the same layers as :meth:`forward` in a dozen 2-D
@@ -189,11 +223,12 @@ class TokenPredictor(nn.Module):
         with torch.no_grad():
             self.out_conv[-2].bias.copy_(torch.tensor([math.log(p), math.log(1 - p)]))
 
-    def keep_score(self, x: torch.Tensor) -> torch.Tensor:
+    def keep_score(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
         """Eval-time keep score (B, N), every token alive: the log-odds of "keep",
-        ``log p_keep - log p_drop``. It ranks tokens exactly as the keep log-probability does
-        (both grow with the logit difference) but needs one output instead of two and no softmax."""
-        return self(x, score_only=True)
+        ``log p_keep - log p_drop`` (plus the weighted attention ``prior``, when given). It ranks tokens
+        exactly as the keep log-probability does (both grow with the logit difference) but needs one
+        output instead of two and no softmax."""
+        return self(x, score_only=True, prior=prior)
 
 
 def decide(
@@ -206,6 +241,7 @@ def decide(
     num_tokens: int | None = None,
     budget: BudgetPredictor | None = None,
     rule: Any = None,
+    prior: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One stage's decision over ``tokens`` (B, n, C), the alive tokens of a grid of ``num_tokens``.
 
@@ -219,20 +255,21 @@ def decide(
     The train mask is ``rule.mask(log_probs, alive, count)`` (a :class:`~dynamicvit.core.keep.MaskRule`; ``None``:
     the paper's Gumbel rule). With a ``budget`` predictor (the learned keep mode) the train mask keeps each
     image's own count of its best tokens (:func:`~dynamicvit.core.learned_budget.soft_topk_mask`) instead of
-    a Gumbel choice per token.
+    a Gumbel choice per token. ``prior`` (train: (B, N); eval: (B, n)) is the attention prior's ``log(n · a)``
+    of the tokens (:mod:`dynamicvit.core.attention_prior`), for a predictor that uses it.
     """
     if training:
         alive = previous if previous is not None else tokens.new_ones(tokens.shape[:2], dtype=torch.float32)
         if forced is not None:
             return forced.to(alive) * alive
-        log_probs = predictor(tokens, alive.unsqueeze(-1))
+        log_probs = predictor(tokens, alive.unsqueeze(-1), prior=prior)
         if budget is not None:
             ratio = budget(image_means(tokens, alive))
             return soft_topk_mask(log_probs[..., 0] - log_probs[..., 1], alive, ratio).to(alive.dtype)
         return gumbel_keep_mask(log_probs, alive) if rule is None else rule.mask(log_probs, alive, count)
     if forced is not None:
         return forced_positions(previous, forced.to(tokens.device, torch.long), num_tokens or tokens.shape[1])
-    return predictor.keep_score(tokens).topk(count, dim=1).indices
+    return predictor.keep_score(tokens, prior).topk(count, dim=1).indices
 
 
 def threshold_keep(score: torch.Tensor, seg: torch.Tensor, num_images: int, threshold: float) -> torch.Tensor:

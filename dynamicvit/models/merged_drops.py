@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dynamicvit.core.attention import masked_attention
+from dynamicvit.core.attention_prior import log_prior
 from dynamicvit.core.merging import Merge, attend, fuse_tokens, soft_merge
 from dynamicvit.core.predictor import decide
 from dynamicvit.core.tokens import forced_at, iter_stages, patch_tokens, residual_attention, residual_mlp
@@ -62,17 +63,23 @@ class MergedDropsMixin:
         size = x.new_ones(x.shape[0], x.shape[1], 1, dtype=torch.float32)
         alive, policy, masks = None, None, []
         for s, blk in iter_stages(self.blocks, self._prune_layers):
+            received = None
             if s is not None:
+                x, received = self._stage_attention(blk, x, policy, None if policy is None else size)
                 patches = patch_tokens(x, prefix)
+                prior = None if received is None else log_prior(received, alive)
                 mask = decide(self.score_predictor[s], patches, counts[s], True, alive, forced_at(decisions, s),
-                              budget=self.budget_at(s), rule=self.mask_rule)  # fmt: skip
+                              budget=self.budget_at(s), rule=self.mask_rule, prior=prior)  # fmt: skip
                 before = torch.ones_like(mask) if alive is None else alive
                 # a token the stage drops sends ``alive − kept`` of itself to its kept partner
                 x, size = soft_merge(x, size, (before.float() - mask.float()).clamp_min(0), mask.float(), prefix)
                 alive = mask
                 masks.append(mask)
                 policy = torch.cat([mask.new_ones(mask.shape[0], prefix), mask], dim=1)
-            x = blk(x) if policy is None else _sized_masked_block(blk, x, policy, size)
+            if received is not None:
+                x = residual_mlp(blk, x)
+            else:
+                x = blk(x) if policy is None else _sized_masked_block(blk, x, policy, size)
         return x, masks
 
     def _forward_pruned_merging(self, x: torch.Tensor, decisions):
@@ -82,16 +89,23 @@ class MergedDropsMixin:
         counts = self.keep_counts(n)
         size, index, kept = None, None, []
         for s, blk in iter_stages(self.blocks, self._prune_layers):
+            received = None
             if s is not None:
+                x, received = self._stage_attention(blk, x, None, size)
                 patches = patch_tokens(x, prefix)
-                keep = decide(self.score_predictor[s], patches, counts[s], False, index, forced_at(decisions, s), n)
+                prior = None if received is None else log_prior(received)
+                keep = decide(self.score_predictor[s], patches, counts[s], False, index, forced_at(decisions, s), n,
+                              prior=prior)  # fmt: skip
                 sizes = x.new_ones(x.shape[0], x.shape[1], 1, dtype=torch.float32) if size is None else size
                 merged, merged_size = fuse_tokens(patches, sizes[:, prefix:], dropped_merge_plan(patches, keep))
                 x = torch.cat([x[:, :prefix], merged], dim=1)
                 size = torch.cat([sizes[:, :prefix], merged_size], dim=1)
                 index = keep if index is None else index.gather(1, keep)
                 kept.append(index)
-            x = blk(x) if size is None else residual_mlp(blk, attend(blk, x, size)[0])
+            if received is not None:
+                x = residual_mlp(blk, x)
+            else:
+                x = blk(x) if size is None else residual_mlp(blk, attend(blk, x, size)[0])
         return x, kept
 
 

@@ -28,6 +28,7 @@ from timm.models.vision_transformer import Attention, Block, VisionTransformer
 from torch import nn
 
 from dynamicvit.core.attention import masked_attention
+from dynamicvit.core.attention_prior import attention_half, log_prior
 from dynamicvit.core.interfaces import Family
 from dynamicvit.core.learned_budget import build_budget_predictors
 from dynamicvit.core.predictor import decide
@@ -60,6 +61,7 @@ __all__ = [
     "SUPPORTED_VIT",
     "DynamicViTMixin",
     "check_supported",
+    "has_attention_prior",
     "reduction_layers",
     "sparsify_vit",
 ]
@@ -113,6 +115,8 @@ class DynamicViTMixin(MergedDropsMixin, AdaptiveForwardMixin, SharedPrefixMixin,
         return self.keep_rule.budget_at(self, s)
 
     def forward_blocks(self, x, decisions, grid):
+        if self.per_image and self.attention_prior:
+            raise ValueError(f"the attention prior runs in the fixed keep mode, not the {self.keep_mode} mode")
         if self.merge_dropped:
             self._check_merging()
             return (self._forward_masked_merging if self.training else self._forward_pruned_merging)(x, decisions)
@@ -166,9 +170,11 @@ class DynamicViTMixin(MergedDropsMixin, AdaptiveForwardMixin, SharedPrefixMixin,
         mask, policy, masks = None, None, []
         counts = self.keep_counts(x.shape[1] - prefix)
         for s, blk in iter_stages(self.blocks, self._prune_layers):
-            if s == 0 and not torch.compiler.is_compiling() and self.prefix_is_fixed():
-                self._shared = (self._images, x)
+            received = None
             if s is not None:
+                if s == 0 and not torch.compiler.is_compiling() and self.prefix_is_fixed():
+                    self._shared = (self._images, x)
+                x, received = self._stage_attention(blk, x, policy)
                 forced = forced_at(decisions, s)
                 patches = patch_tokens(x, prefix)
                 if trace is not None:
@@ -182,10 +188,11 @@ class DynamicViTMixin(MergedDropsMixin, AdaptiveForwardMixin, SharedPrefixMixin,
                     forced,
                     budget=self.budget_at(s),
                     rule=self.mask_rule,
+                    prior=None if received is None else log_prior(received, mask),
                 )
                 masks.append(mask)
                 policy = torch.cat([mask.new_ones(mask.shape[0], prefix), mask], dim=1)
-            x = self._block(blk, x, None, policy)
+            x = residual_mlp(blk, x) if received is not None else self._block(blk, x, None, policy)
         return x, masks
 
     def _forward_pruned(self, x, decisions, trace: list | None = None):
@@ -195,17 +202,44 @@ class DynamicViTMixin(MergedDropsMixin, AdaptiveForwardMixin, SharedPrefixMixin,
         counts = self.keep_counts(n)
         index, kept = None, []
         for s, blk in iter_stages(self.blocks, self._prune_layers):
+            received = None
             if s is not None:
+                x, received = self._stage_attention(blk, x)
                 patches = patch_tokens(x, prefix)
                 if trace is not None:
                     trace.append((patches, index))
                 forced = forced_at(decisions, s)
-                keep = decide(self.score_predictor[s], patches, counts[s], False, index, forced, n)
+                prior = None if received is None else log_prior(received)
+                keep = decide(self.score_predictor[s], patches, counts[s], False, index, forced, n, prior=prior)
                 x = with_prefix(x, prefix, gather_tokens(patches, keep))
                 index = keep if index is None else index.gather(1, keep)
                 kept.append(index)
-            x = self._block(blk, x, index)
+            x = residual_mlp(blk, x) if received is not None else self._block(blk, x, index)
         return x, kept
+
+    @property
+    def attention_prior(self) -> bool:
+        """Whether each stage decides inside its block, after the attention, adding the attention prior to its
+        predictor's scores (:mod:`dynamicvit.core.attention_prior`); :meth:`use_attention_prior` turns it on."""
+        return self.score_predictor[0].prior_weight is not None
+
+    def use_attention_prior(self) -> None:
+        """Turn the attention prior on (once, before training or loading weights trained with it): each
+        predictor gains its prior weight and starts from Top-K's ranking."""
+        if type(self)._block is not DynamicViTMixin._block:
+            raise ValueError(f"the attention prior runs on plain timm ViT blocks, not {type(self).__name__}")
+        for predictor in self.score_predictor:
+            predictor.use_attention_prior()
+
+    def _stage_attention(
+        self, blk: nn.Module, x: torch.Tensor, policy: torch.Tensor | None = None, size: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """With the attention prior, a stage block's attention branch and the attention each patch received in
+        it (:func:`~dynamicvit.core.attention_prior.attention_half`; the stage decides before the MLP); without,
+        ``(x, None)``: the stage decides before the block."""
+        if not self.attention_prior:
+            return x, None
+        return attention_half(blk, x, self.num_prefix_tokens, policy, size)
 
     def _block(
         self, blk: nn.Module, x: torch.Tensor, index: torch.Tensor | None, policy: torch.Tensor | None = None
@@ -234,6 +268,11 @@ class DynamicViTMixin(MergedDropsMixin, AdaptiveForwardMixin, SharedPrefixMixin,
         full = self.norm(restore_tokens(trace, grid[0] * grid[1]))
         check_finite(x, full)
         return full, out
+
+
+def has_attention_prior(reducer: object) -> bool:
+    """Whether a reducing module can take the attention prior (DynamicViT on ViTs)."""
+    return isinstance(reducer, DynamicViTMixin)
 
 
 def check_supported(model: nn.Module) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dynamicvit.builder import build_dense_for_data, build_run_dataset
+from dynamicvit.builder import build_dense_for_data, build_run_dataset, configure_reducer
 from dynamicvit.config import REGIMES, TrainConfig, default_regime, regime_config, validate
 from dynamicvit.core.files import atomic_write_text, folder_lock
 from dynamicvit.core.flops import count_flops
@@ -34,6 +34,7 @@ from dynamicvit.core.keep import DEFAULT_MASK_RULE
 from dynamicvit.methods.budget import set_budget
 from dynamicvit.methods.registry import METHODS, apply_method, get_method
 from dynamicvit.models.merged_drops import merges_drops
+from dynamicvit.models.vit import has_attention_prior
 from dynamicvit.tasks.evaluate import evaluate
 from dynamicvit.tools.provenance import provenance
 from dynamicvit.tools.report import save_tradeoff_plots, write_comparison_markdown
@@ -73,6 +74,33 @@ def _check_args(cfg: TrainConfig, budgets, methods, regimes, seeds, bench_batch:
             raise ValueError(f"{flag} must be at least 1, got {value}")
 
 
+def method_config(cfg: TrainConfig, method: str, model: nn.Module) -> TrainConfig:
+    """``cfg`` for ``method`` on ``model`` (reduced by it): DynamicViT's options (mask rule, merged drops,
+    attention prior) kept where the model's reducing module has them, their defaults elsewhere, so one recipe
+    serves every method of a comparison."""
+    reducer = find_reducer(model)
+    return dataclasses.replace(
+        cfg,
+        dense=False,
+        method=method,
+        mask_rule=cfg.mask_rule if get_method(method).uses_mask_rule else DEFAULT_MASK_RULE,
+        merge_dropped=cfg.merge_dropped and merges_drops(reducer),
+        attention_prior=cfg.attention_prior and has_attention_prior(reducer),
+    )
+
+
+def tuned_model(
+    dense: nn.Module, method: str, cfg: TrainConfig, budget: float, dense_macs: int, seed: int
+) -> nn.Module:
+    """A copy of ``dense`` reduced by ``method`` with ``cfg``'s options (:func:`method_config`), its knob tuned to
+    ``budget`` of ``dense_macs``. Merging's own small cost is reported with the row, not tuned for (merging
+    methods' authors count none), so merged drops are left for training to switch on."""
+    model = apply_method(copy.deepcopy(dense), method, prune_layers=cfg.prune_layers, seed=seed)
+    configure_reducer(model, dataclasses.replace(method_config(cfg, method, model), merge_dropped=False))
+    set_budget(model, budget, dense_macs)
+    return model
+
+
 def fine_tune(cfg: TrainConfig, method: str, model: nn.Module, out_dir: Path) -> nn.Module:
     """Train ``method`` at the tuned knob of ``model`` with the recipe (and the method's authors' optimisation
     settings, :meth:`~dynamicvit.core.interfaces.Method.authors_recipe`); a finished run of the same
@@ -89,14 +117,10 @@ def fine_tune(cfg: TrainConfig, method: str, model: nn.Module, out_dir: Path) ->
     """
     entry = get_method(method)
     run = dataclasses.replace(
-        cfg,
+        method_config(cfg, method, model),
         **entry.authors_recipe(cfg),
-        dense=False,
-        method=method,
         keep_rate=model.keep_rate,
         tome_r=cfg.tome_r if entry.knob == "keep_rate" else getattr(model, entry.knob),
-        mask_rule=cfg.mask_rule if entry.uses_mask_rule else DEFAULT_MASK_RULE,
-        merge_dropped=cfg.merge_dropped and merges_drops(find_reducer(model)),
         out_dir=str(out_dir),
         resume=cfg.resume and (out_dir / "last.pth").exists(),
     )
@@ -156,8 +180,7 @@ def _row(
     """One method at one budget in one regime: tuned, trained per seed when it trains, evaluated.
     Returns the row and the model to time (the first seed's)."""
     entry = get_method(method)
-    model = apply_method(copy.deepcopy(dense), method, prune_layers=cfg.prune_layers, seed=cfg.seed)
-    set_budget(model, budget, dense_macs)
+    model = tuned_model(dense, method, cfg, budget, dense_macs, cfg.seed)
     trained = trains(method, cfg)
     results, timed = [], None
     for seed in seeds if trained else [None]:

@@ -92,8 +92,12 @@ def test_a_rerun_skips_finished_rows_and_refuses_another_recipe(board, fake_fash
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     recipe = board / "demo" / "recipe.json"
     saved = recipe.read_text()
-    recipe.write_text(json.dumps({**json.loads(saved), "lr": 0.5}))
+    older = {k: v for k, v in json.loads(saved).items() if k != "attention_prior"}  # a field added since: default
+    recipe.write_text(json.dumps(older))
     try:
+        with open_board("demo", board, quick=True, data_dir=str(fake_fashion)):
+            pass
+        recipe.write_text(json.dumps({**json.loads(saved), "lr": 0.5}))
         with (
             pytest.raises(ValueError, match=r"another recipe \(lr 0.5 → 0.001\)"),
             open_board("demo", board, quick=True, data_dir=str(fake_fashion)),

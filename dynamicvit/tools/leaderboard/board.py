@@ -19,15 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from dynamicvit.builder import build_dense_for_data, build_run_dataset
+from dynamicvit.builder import build_dense_for_data, build_run_dataset, configure_reducer
 from dynamicvit.config import REGIMES, TrainConfig, regime_config
 from dynamicvit.core.files import atomic_write_text, folder_lock
 from dynamicvit.core.flops import count_flops
-from dynamicvit.core.interfaces import find_reducer
-from dynamicvit.methods.budget import set_budget
 from dynamicvit.methods.registry import apply_method, get_method
 from dynamicvit.tasks.logits import evaluate_logits
-from dynamicvit.tools.compare import fine_tune, trains
+from dynamicvit.tools.compare import fine_tune, method_config, trains, tuned_model
 from dynamicvit.tools.leaderboard.entries import Entry, default_entries, get_entry
 from dynamicvit.tools.leaderboard.proxies import Proxy, get_proxy, proxy_config, proxy_teacher
 from dynamicvit.tools.leaderboard.rows import RowStore, pack_correct, row_key
@@ -104,8 +102,7 @@ class Board:
         """One row: tuned to the budget, trained when it trains, evaluated on every test canvas."""
         cfg = dataclasses.replace(regime_config(self.cfg, regime), **entry.fields)
         method = get_method(entry.method)
-        model = apply_method(copy.deepcopy(dense), entry.method, prune_layers=cfg.prune_layers, seed=seed or 0)
-        set_budget(model, budget, dense_macs)
+        model = tuned_model(dense, entry.method, cfg, budget, dense_macs, seed or 0)
         knob = round(float(getattr(model, method.knob)), 4)
         trained, run, seconds = trains(entry.method, cfg), None, 0.0
         if trained:
@@ -172,9 +169,9 @@ class Board:
         method = get_method(row["method"])
         model = apply_method(copy.deepcopy(dense), row["method"], prune_layers=self.cfg.prune_layers,
                              seed=row["seed"] or 0)  # fmt: skip
+        cfg = dataclasses.replace(self.cfg, **get_entry(row["entry"]).fields)
+        configure_reducer(model, method_config(cfg, row["method"], model))
         setattr(model, method.knob, next(iter(row["knob"].values())))
-        if get_entry(row["entry"]).fields.get("merge_dropped"):
-            find_reducer(model).merge_dropped = True
         if row["searched"]:
             method.load_searched(model, row["searched"])
         return model.eval()
@@ -215,7 +212,8 @@ class _Opened:
             cfg = dataclasses.replace(cfg, resume=True)  # a killed row's training continues from its checkpoint
             recipe = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RECIPE_SKIPS}
             recipe["teacher"] = {k: teacher[k] for k in ("best_epoch", "val_top1", "epochs")}
-            return Board(proxy, folder, cfg, teacher, RowStore(folder, recipe))
+            defaults = {k: v for k, v in dataclasses.asdict(TrainConfig()).items() if k in recipe}
+            return Board(proxy, folder, cfg, teacher, RowStore(folder, recipe, defaults))
         except BaseException:
             self._lock.__exit__(None, None, None)
             raise

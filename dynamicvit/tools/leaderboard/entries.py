@@ -16,7 +16,7 @@ class Entry:
     Attributes:
         name: the entry's name on the board (``dynamicvit+topk``).
         method: the registered method.
-        fields: config fields of the variant (``mask_rule``, ``merge_dropped``).
+        fields: config fields of the variant (``mask_rule``, ``merge_dropped``, ``attention_prior``).
         label: its name in tables.
     """
 
@@ -41,6 +41,11 @@ VARIANTS = (
     Entry("dynamicvit+merge", "dynamicvit", {"merge_dropped": True}, "DynamicViT (merged drops)"),
     Entry("dynamicvit+topk+merge", "dynamicvit", {"mask_rule": "topk", "merge_dropped": True},
           "DynamicViT (top-k rule, merged drops)"),
+    Entry("dynamicvit+prior+topk", "dynamicvit", {"attention_prior": True, "mask_rule": "topk"},
+          "DynamicViT (attention prior, top-k rule)"),
+    Entry("dynamicvit+prior+topk+merge", "dynamicvit",
+          {"attention_prior": True, "mask_rule": "topk", "merge_dropped": True},
+          "DynamicViT (attention prior, top-k rule, merged drops)"),
 )  # fmt: skip
 FROZEN_ONLY = ("random", "static", "pool")  # baselines without a fine-tuned regime on the larger grids
 # DynamicViT's entries fine-tuned on the larger grids: its two best variants of the 6×6 board (merged drops,

@@ -36,14 +36,16 @@ class RowStore:
     Args:
         folder: the board's folder.
         recipe: what every row shares (data, teacher, schedule); compared with the folder's.
+        defaults: the value of a field the folder's recipe lacks (a config field added since the board started
+            counts as unchanged at its default).
     """
 
-    def __init__(self, folder: str | Path, recipe: dict) -> None:
+    def __init__(self, folder: str | Path, recipe: dict, defaults: dict | None = None) -> None:
         self.folder = Path(folder)
         self.rows_dir = self.folder / "rows"
         recipe_file = self.folder / "recipe.json"
         if recipe_file.exists():
-            saved = json.loads(recipe_file.read_text())
+            saved = {**(defaults or {}), **json.loads(recipe_file.read_text())}
             changed = sorted(k for k in {*saved, *recipe} if saved.get(k) != recipe.get(k))
             if changed:
                 shown = ", ".join(f"{k} {saved.get(k)!r} → {recipe.get(k)!r}" for k in changed[:4])
