@@ -59,7 +59,7 @@ PROXIES: dict[str, Proxy] = {
         Proxy("scale", {"canvas": 80, "img_size": 80, "distractors": 2, "item_scale": 2.0},
               train_images=10_000, teacher_images=30_000, teacher_max_epochs=24),
         Proxy("grid14", {"canvas": 112, "img_size": 112, "distractors": 3, "item_size": 56, "item_scale": 1.5},
-              train_images=6_000, teacher_images=20_000, teacher_max_epochs=20),
+              train_images=6_000, teacher_images=15_000, teacher_max_epochs=20),
     )
 }  # fmt: skip
 PATIENCE = 5  # epochs without a gain before a teacher counts as converged (at a high learning rate, noise)
