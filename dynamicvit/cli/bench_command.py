@@ -104,4 +104,6 @@ def _bench_notes(r: dict) -> str:
             f"  limit = same token counts sliced, no predictor; sparse: {r['fraction_of_limit']:.3f} of it, "
             f"limit+predictors (scores computed, tokens sliced): {r['predictors_fraction_of_limit']:.3f}"
         )
+    if r.get("merged_fraction_of_fixed") is not None:
+        lines.append(f"  merged drops (same kept counts): {r['merged_fraction_of_fixed']:.3f} of sparse's img/s")
     return "\n".join(lines)

@@ -99,8 +99,10 @@ def fuse_tokens(
         ``(fused tokens (B, T', C), their sizes (B, T', 1))``.
     """
     w = size if weight is None else weight.float()[..., None] * size
-    fused = slot_sums(x * w.to(x.dtype), plan) / slot_sums(w, plan).to(x.dtype)
-    return fused, slot_sums(size, plan)
+    c = x.shape[-1]
+    # one gather and one scatter for the weighted tokens, their weights and their sizes (float32 sums)
+    sums = slot_sums(torch.cat([x.float() * w, w, size], dim=-1), plan)
+    return (sums[..., :c] / sums[..., c : c + 1]).to(x.dtype), sums[..., c + 1 :]
 
 
 def slot_sums(values: torch.Tensor, plan: Merge) -> torch.Tensor:

@@ -28,6 +28,7 @@ from dynamicvit.core.flops import count_flops, counts_per_image, input_size, per
 from dynamicvit.core.interfaces import backbone_of, find_reducer
 from dynamicvit.core.keep import DEFAULT_KEEP_MODE, KEEP_RULES
 from dynamicvit.models.factory import create_pair
+from dynamicvit.models.merged_drops import merges_drops
 from dynamicvit.models.vit import DynamicViTMixin
 from dynamicvit.tools.bench_forwards import limit_forward, padded_forward
 from dynamicvit.tools.timing import bench_device, device_name, peak_mb, peak_memory_mb, time_runs, timing_row
@@ -64,7 +65,8 @@ def benchmark(
 ) -> dict:
     """img/s of dense, sparse and the slicing limit for a timm or zoo model name (``keep_rate`` default:
     the zoo model's, else 0.7), ratios to dense;
-    ``variants`` adds latency percentiles and peak memory of each, and with ``compile`` /
+    ``variants`` adds latency percentiles and peak memory of each (a plain ViT's also merging its dropped
+    tokens, ``merged drops``), and with ``compile`` /
     ``onnx`` the ``torch.compile``d and onnxruntime versions of dense and sparse, all timed
     interleaved in one process. ``compile`` may name a ``torch.compile`` backend (default inductor).
 
@@ -93,6 +95,8 @@ def benchmark(
     if isinstance(sparse, DynamicViTMixin):  # asymmetric computation keeps every location: no slicing limit
         fns["limit"] = sliced_forward(sparse)
         fns["limit+predictors"] = sliced_forward(sparse, score=True)
+        if merges_drops(sparse):
+            fns["merged drops"] = _merged_drops(sparse)
     per_image = None
     if KEEP_RULES.lookup(keep_mode).per_image:
         held_out = torch.randn(64, chans, h, w, generator=torch.Generator().manual_seed(1)).to(run_on)
@@ -134,6 +138,7 @@ def benchmark(
         "limit_speedup": ips["limit"] / ips["dense"] if "limit" in ips else None,
         "fraction_of_limit": ips["sparse"] / ips["limit"] if "limit" in ips else None,
         "predictors_fraction_of_limit": ips["limit+predictors"] / ips["limit"] if "limit" in ips else None,
+        "merged_fraction_of_fixed": ips["merged drops"] / ips["sparse"] if "merged drops" in ips else None,
         **{
             f"{name}_fraction_of_fixed": ips[name] / ips["sparse"] if name in ips else None
             for name, rule in KEEP_RULES.items()
@@ -145,6 +150,14 @@ def benchmark(
         "per_image": per_image,
         "variants": variants,
     }
+
+
+def _merged_drops(sparse: nn.Module) -> nn.Module:
+    """A copy of ``sparse`` that merges the tokens it drops (``--merge-dropped``) instead of discarding them:
+    the same kept counts, so its img/s over ``sparse``'s is the price of merging."""
+    merged = copy.deepcopy(sparse)
+    merged.merge_dropped = True
+    return merged
 
 
 def _per_image_variants(sparse: nn.Module, keep_mode: str, held_out: torch.Tensor) -> dict:

@@ -66,6 +66,7 @@ def test_benchmark_turns_timings_into_the_right_ratios(monkeypatch):
     import dynamicvit.tools.bench as bench
 
     seconds = {"dense": [0.4, 0.5, 0.6], "sparse": [0.25, 0.2, 0.3], "limit": [0.2] * 3, "limit+predictors": [0.22] * 3}
+    seconds["merged drops"] = [0.4] * 3
     seen = {}
 
     def fake_time_runs(fns, x, warmup, repeats):
@@ -80,6 +81,8 @@ def test_benchmark_turns_timings_into_the_right_ratios(monkeypatch):
     assert r["fraction_of_limit"] == pytest.approx(0.8) and r["predictors_fraction_of_limit"] == pytest.approx(
         0.2 / 0.22
     )
+    assert r["merged_fraction_of_fixed"] == pytest.approx(5 / 8)  # 5 img/s merging against 8 dropping
+    assert seen["merged drops"].merge_dropped and not seen["sparse"].merge_dropped
     assert r["variants"]["sparse"]["latency_ms"]["p50"] == pytest.approx(250.0)
 
 
@@ -113,6 +116,7 @@ def test_bench_variants_compile_and_onnx(capsys):
         "sparse",
         "limit",
         "limit+predictors",
+        "merged drops",
         "dense compiled",
         "sparse compiled",
         "dense onnx",
@@ -131,7 +135,8 @@ def test_bench_cli_matrix(capsys):
     rows = json.loads(capsys.readouterr().out)
     assert [r["batch_size"] for r in rows] == [1, 3]
     assert main([*args, "--repeats", "2", "--warmup", "1"]) == 0
-    assert "p99 ms" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "p99 ms" in out and "merged drops (same kept counts):" in out
 
 
 def test_training_step_benchmark_frozen_backbone_keeps_less(capsys):
@@ -154,11 +159,11 @@ def test_noise_bound_rows_are_flagged_and_warned(monkeypatch, capsys):
     from dynamicvit.cli import main
 
     steady, noisy = [0.2] * 9 + [0.21], [0.2] * 8 + [0.5, 0.5]  # p90 / p50: 1.05 and 2.5
-    seconds = {"dense": steady, "sparse": noisy, "limit": steady, "limit+predictors": steady}
+    seconds = {"dense": steady, "sparse": noisy, "limit": steady, "limit+predictors": steady, "merged drops": steady}
     monkeypatch.setattr(bench, "time_runs", lambda fns, *a, **k: {name: seconds[name] for name in fns})
     r = benchmark("deit_tiny_patch16_224", keep_rate=0.5, batch_size=2, img_size=32, patch_size=8)
     assert {n: v["noisy"] for n, v in r["variants"].items()} == {
-        "dense": False, "sparse": True, "limit": False, "limit+predictors": False
+        "dense": False, "sparse": True, "limit": False, "limit+predictors": False, "merged drops": False
     }  # fmt: skip
     args = ["bench", "--model", "deit_tiny_patch16_224", "--img-size", "32", "--batch-size", "2", "--keep-rate", "0.5"]
     assert main(args) == 0
