@@ -3,8 +3,8 @@ the kept token most similar to it instead of discarding it.
 
 Each dropped token joins the kept token whose hidden state is most cosine-similar (size-weighted average,
 sizes add), and later blocks use proportional attention (``+ log size`` on the keys, ToMe's rule) so a
-merged token keeps the weight of what it holds. Inference stays a gather plus a small merge (a scatter-add
-of the dropped tokens; a one-hot matmul while exporting to ONNX, see :mod:`dynamicvit.core.merging`). In
+merged token keeps the weight of what it holds. Inference stays a similarity matmul plus one row
+``index_add_`` of every patch into its slot (a one-hot matmul while exporting to ONNX). In
 training nothing is removed: a
 token the stage drops sends itself to its kept partner with the weight ``alive − kept`` of the straight-
 through masks, so the merge's gradient reaches the predictors, and masked attention carries the sizes as
@@ -19,25 +19,43 @@ from torch import nn
 
 from dynamicvit.core.attention import masked_attention
 from dynamicvit.core.attention_prior import log_prior
-from dynamicvit.core.merging import Merge, attend, fuse_tokens, soft_merge
+from dynamicvit.core.merging import attend, soft_merge
 from dynamicvit.core.predictor import decide
-from dynamicvit.core.tokens import forced_at, iter_stages, patch_tokens, residual_attention, residual_mlp
+from dynamicvit.core.tokens import forced_at, gather_tokens, iter_stages, patch_tokens, residual_attention, residual_mlp
 
-__all__ = ["MergedDropsMixin", "dropped_merge_plan", "merges_drops"]
+__all__ = ["MergedDropsMixin", "merge_into_kept", "merges_drops"]
 
 
-def dropped_merge_plan(patches: torch.Tensor, keep: torch.Tensor) -> Merge:
-    """The kept positions ``keep`` (B, k) of ``patches`` (B, n, C) as anchors, every other position a source
-    joining the kept token most cosine-similar to it."""
-    b, n = patches.shape[:2]
-    kept = torch.zeros(b, n, device=keep.device).scatter(1, keep, 1.0)
-    rank = (1 - kept) * (2 * n) - torch.arange(n, device=keep.device)  # dropped first, by position (topk exports)
-    dropped = rank.topk(n - keep.shape[1], dim=1).indices
+def merge_into_kept(
+    patches: torch.Tensor, size: torch.Tensor, keep: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every patch summed into a slot of the kept positions ``keep`` (B, k): a kept patch into its own slot, a
+    dropped one into the slot of the kept patch most cosine-similar to it (hidden states compared).
+
+    One similarity matmul over all patches and one row ``index_add_`` of the size-weighted patches with
+    their sizes (a one-hot matmul while exporting to ONNX): no list of dropped positions is built.
+
+    Args:
+        patches: patch tokens (B, n, C).
+        size: patches each token stands for (B, n, 1), float32.
+        keep: kept positions (B, k).
+
+    Returns:
+        ``(size-weighted mean of each slot (B, k, C), its summed size (B, k, 1))``.
+    """
+    b, n, c = patches.shape
+    k = keep.shape[1]
     keys = F.normalize(patches.detach().float(), dim=-1)
-    sim = keys.gather(1, dropped[..., None].expand(-1, -1, keys.shape[-1])) @ keys.gather(
-        1, keep[..., None].expand(-1, -1, keys.shape[-1])
-    ).transpose(1, 2)
-    return Merge(keep, dropped, sim.argmax(dim=-1))
+    target = (keys @ gather_tokens(keys, keep).transpose(1, 2)).argmax(dim=-1)  # (B, n): nearest kept token
+    target = target.scatter(1, keep, torch.arange(k, device=keep.device).expand(b, k))  # kept: own slot
+    packed = torch.cat([patches.float() * size, size], dim=-1)  # (B, n, C + 1)
+    if torch.onnx.is_in_onnx_export():
+        onehot = (target[:, None, :] == torch.arange(k, device=keep.device)[None, :, None]).float()
+        sums = onehot @ packed
+    else:
+        rows = (target + torch.arange(b, device=keep.device)[:, None] * k).flatten()
+        sums = packed.new_zeros(b * k, c + 1).index_add_(0, rows, packed.flatten(0, 1)).view(b, k, c + 1)
+    return (sums[..., :c] / sums[..., c:]).to(patches.dtype), sums[..., c:]
 
 
 def _sized_masked_block(blk: nn.Module, x: torch.Tensor, policy: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
@@ -97,7 +115,7 @@ class MergedDropsMixin:
                 keep = decide(self.score_predictor[s], patches, counts[s], False, index, forced_at(decisions, s), n,
                               prior=prior)  # fmt: skip
                 sizes = x.new_ones(x.shape[0], x.shape[1], 1, dtype=torch.float32) if size is None else size
-                merged, merged_size = fuse_tokens(patches, sizes[:, prefix:], dropped_merge_plan(patches, keep))
+                merged, merged_size = merge_into_kept(patches, sizes[:, prefix:], keep)
                 x = torch.cat([x[:, :prefix], merged], dim=1)
                 size = torch.cat([sizes[:, :prefix], merged_size], dim=1)
                 index = keep if index is None else index.gather(1, keep)

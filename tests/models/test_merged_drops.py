@@ -6,8 +6,7 @@ import torch
 from conftest import tiny_vit
 
 import dynamicvit
-from dynamicvit.core.merging import fuse_tokens
-from dynamicvit.models.merged_drops import dropped_merge_plan
+from dynamicvit.models.merged_drops import merge_into_kept
 from dynamicvit.tools.export import export_onnx
 
 
@@ -19,10 +18,13 @@ def _merging(kind="plain", **overrides):
 
 def test_each_dropped_token_joins_its_most_similar_kept_token():
     patches = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.2, 0.8]]])
-    plan = dropped_merge_plan(patches, torch.tensor([[0, 1]]))
-    assert plan.sources.tolist() == [[2, 3]] and plan.targets.tolist() == [[0, 1]]
-    fused, size = fuse_tokens(patches, torch.ones(1, 4, 1), plan)
+    fused, size = merge_into_kept(patches, torch.ones(1, 4, 1), torch.tensor([[0, 1]]))
     assert torch.allclose(fused, torch.tensor([[[0.95, 0.05], [0.1, 0.9]]])) and size.flatten().tolist() == [2, 2]
+    # kept positions in any order, sizes weighting the means: slot j is keep[j]'s
+    sized = torch.tensor([[[1.0], [3.0], [1.0], [1.0]]])
+    fused, size = merge_into_kept(patches, sized, torch.tensor([[1, 0]]))
+    assert size.flatten().tolist() == [4, 2]
+    assert torch.allclose(fused, torch.tensor([[[0.05, 0.95], [0.95, 0.05]]]))
 
 
 @pytest.mark.parametrize("kind", ["plain", "registers"])
