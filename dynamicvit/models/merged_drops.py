@@ -26,9 +26,7 @@ from dynamicvit.core.tokens import forced_at, gather_tokens, iter_stages, patch_
 __all__ = ["MergedDropsMixin", "merge_into_kept", "merges_drops"]
 
 
-def merge_into_kept(
-    patches: torch.Tensor, size: torch.Tensor, keep: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def merge_into_kept(patches: torch.Tensor, size: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Every patch summed into a slot of the kept positions ``keep`` (B, k): a kept patch into its own slot, a
     dropped one into the slot of the kept patch most cosine-similar to it (hidden states compared).
 
