@@ -7,6 +7,7 @@ from dynamicvit.builder.data import build_dense_for_data, build_run_dataset, dat
 from dynamicvit.builder.evaluate import evaluate_checkpoint, evaluate_run, load_for_eval
 from dynamicvit.builder.models import (
     build_dense,
+    build_pair,
     build_untrained,
     configure_reducer,
     load_trained,
@@ -18,6 +19,7 @@ from dynamicvit.builder.models import (
 __all__ = [
     "build_dense",
     "build_dense_for_data",
+    "build_pair",
     "build_run_dataset",
     "build_untrained",
     "configure_reducer",

@@ -4,6 +4,7 @@ Training, evaluation, benchmarks, export, the app and visualisation all build th
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import os
@@ -11,9 +12,11 @@ import os
 from torch import nn
 
 from dynamicvit.config import TrainConfig, default_regime, trusted_config, validate
+from dynamicvit.core.flops import count_flops
 from dynamicvit.core.interfaces import backbone_of, find_reducer
 from dynamicvit.core.keep import DEFAULT_MASK_RULE, KEEP_RULES
 from dynamicvit.core.losses import is_encoder
+from dynamicvit.methods.budget import macs_fraction, set_budget
 from dynamicvit.methods.registry import apply_method, get_method
 from dynamicvit.models.merged_drops import merges_drops
 from dynamicvit.models.registry import build_timm_model
@@ -28,7 +31,16 @@ from dynamicvit.weights.checkpoint import (
 )
 from dynamicvit.weights.zoo import ZOO, resolve
 
-__all__ = ["build_dense", "build_untrained", "configure_reducer", "load_trained", "reduce", "set_keep_mode", "trunk"]
+__all__ = [
+    "build_dense",
+    "build_pair",
+    "build_untrained",
+    "configure_reducer",
+    "load_trained",
+    "reduce",
+    "set_keep_mode",
+    "trunk",
+]
 
 
 def build_dense(
@@ -139,6 +151,36 @@ def build_untrained(
     cfg, options = _resolved(values, keep_rate)
     model = build_dense(cfg, None, 3, pretrained=pretrained)
     return (model if cfg.dense else reduce(model, cfg, fine_tuned=False, **options)).eval()
+
+
+def build_pair(
+    name: str, method: str = "dynamicvit", keep_rate: float | None = None, img_size: int | None = None, **kwargs
+) -> tuple[nn.Module, nn.Module]:
+    """The eval-mode dense model ``name`` and a copy reduced by ``method`` with the same weights: what the
+    speed and cost tools compare. A method whose knob is not the keep rate (ToMe's and MCTF's ``r``) is tuned
+    to the MACs DynamicViT has at ``keep_rate``, so pairs built for several methods compare them at equal cost.
+
+    Args:
+        name: a timm model or zoo name (a zoo name brings its backbone and keep rate).
+        method: a registered method.
+        keep_rate: the keep rate (default: the zoo's, else the config's default).
+        img_size: input resolution (default: the model's).
+        **kwargs: ``pretrained`` (timm's dense weights) and other :class:`TrainConfig` fields
+            (``model_kwargs``: ``timm.create_model`` arguments).
+
+    Returns:
+        ``(dense, reduced)``, both in eval mode.
+    """
+    pretrained = kwargs.pop("pretrained", False)
+    values = {"model": name, "img_size": img_size, "method": method, **kwargs}
+    cfg, options = _resolved(values if keep_rate is None else {**values, "keep_rate": keep_rate}, keep_rate)
+    dense = build_dense(dataclasses.replace(cfg, dense=True), None, 3, pretrained=pretrained).eval()
+    reduced = reduce(copy.deepcopy(dense), cfg, fine_tuned=False, **(options if method == "dynamicvit" else {}))
+    if get_method(method).knob != "keep_rate":
+        paper = reduce(copy.deepcopy(dense), dataclasses.replace(cfg, method="dynamicvit"), False, **options)
+        dense_macs = count_flops(dense).total
+        set_budget(reduced, macs_fraction(paper, dense_macs), dense_macs)
+    return dense, reduced.eval()
 
 
 def _resolved(values: dict, keep_rate: float | None) -> tuple[TrainConfig, dict]:

@@ -54,7 +54,7 @@ def _bench_checkpoints(args: argparse.Namespace) -> list[dict]:
 def _bench_models(args: argparse.Namespace) -> list[dict]:
     from dynamicvit.tools.bench import benchmark
 
-    keys = ("keep_rate", "img_size", "warmup", "repeats", "compile", "onnx", "device")
+    keys = ("method", "keep_rate", "img_size", "warmup", "repeats", "compile", "onnx", "device")
     options = {k: getattr(args, k) for k in keys}
     results = [
         benchmark(model, batch_size=batch, keep_mode=args.keep_mode, **options)
@@ -65,7 +65,7 @@ def _bench_models(args: argparse.Namespace) -> list[dict]:
         return results
     for r in results:
         print(
-            f"{r['model']} keep rate {r['keep_rate']}, batch {r['batch_size']}, {r['device']} "
+            f"{r['model']} {_knob(r)}, batch {r['batch_size']}, {r['device']} "
             f"({r['threads']} threads), median of {r['repeats']} interleaved runs"
         )
         print(f"  {'variant':<17}{'img/s':>9}{'× dense':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'peak MB':>9}")
@@ -79,6 +79,12 @@ def _bench_models(args: argparse.Namespace) -> list[dict]:
         if notes:
             print(notes)
     return results
+
+
+def _knob(r: dict) -> str:
+    """``keep rate 0.7`` for DynamicViT; ``tome, r 5.2`` for a method with another knob."""
+    shown = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in r["knob"].items())
+    return shown if r["method"] == "dynamicvit" else f"{r['method']}, {shown}"
 
 
 def _bench_notes(r: dict) -> str:

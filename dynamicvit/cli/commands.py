@@ -40,14 +40,17 @@ def cmd_flops(args: argparse.Namespace) -> None:
     from dynamicvit.tools.flops_report import compare_flops
 
     check_save(args)
-    r = compare_flops(args.model, keep_rate=args.keep_rate, img_size=args.img_size, keep_mode=args.keep_mode)
+    r = compare_flops(
+        args.model, method=args.method, keep_rate=args.keep_rate, img_size=args.img_size, keep_mode=args.keep_mode
+    )
     save_result(args, r)
     if args.json:
         print(json.dumps(r, indent=2))
         return
     dense, sparse = r["dense"], r["sparse"]
     h, w = r["img_size"]
-    print(f"{r['model']} @ {h}x{w}, keep rate {r['keep_rate']} — GMACs per image ({r['unit']})")
+    knob = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in r["knob"].items())
+    print(f"{r['model']} @ {h}x{w}, {r['method']} ({knob}) — GMACs per image ({r['unit']})")
     print(f"{'part':<16}{'dense':>10}{'sparse':>10}")
     for part in sparse["parts"]:
         d = dense["parts"].get(part)

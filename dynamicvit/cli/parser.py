@@ -16,8 +16,19 @@ __all__ = ["build_parser"]
 DESCRIPTION = "dynamicvit: dynamic spatial sparsification for timm vision models (also python -m dynamicvit)."
 
 
+def _add_method_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--method",
+        default="dynamicvit",
+        choices=list(METHODS),
+        help="how the model is reduced; a method whose knob is not the keep rate (ToMe's, MCTF's r) is tuned to "
+        "DynamicViT's MACs at --keep-rate",
+    )
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="timm or zoo model name, e.g. deit_small_patch16_224")
+    _add_method_arg(p)
     p.add_argument("--keep-rate", type=_rate, default=None, help="keep ratio rho in (0, 1] (default: zoo's, else 0.7)")
     p.add_argument("--img-size", type=_positive, default=None, help="input resolution (default: the model's)")
     p.add_argument(
@@ -291,6 +302,7 @@ def _bench(sub: argparse._SubParsersAction) -> None:
         metavar=("DENSE", "SPARSE"),
         help="two trained models (classifiers, segmenters, detectors): img/s of both and of their backbones",
     )
+    _add_method_arg(p)
     p.add_argument("--keep-rate", type=_rate, default=None, help="keep ratio rho in (0, 1] (default: zoo's, else 0.7)")
     p.add_argument("--img-size", type=_positive, default=None, help="input resolution (default: the model's)")
     p.add_argument(

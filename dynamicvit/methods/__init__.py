@@ -37,7 +37,7 @@ from dynamicvit.methods import mctf  # noqa: F401
 from dynamicvit.methods import diffrate  # noqa: F401
 
 # isort: on
-from dynamicvit.methods.budget import set_budget
+from dynamicvit.methods.budget import knob_of, set_budget
 from dynamicvit.methods.registry import METHODS, apply_method, get_method, method_of, register_method
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "Method",
     "apply_method",
     "get_method",
+    "knob_of",
     "method_of",
     "random_decisions",
     "random_selector",

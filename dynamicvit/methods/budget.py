@@ -7,7 +7,16 @@ from torch import nn
 from dynamicvit.core.flops import count_flops
 from dynamicvit.methods.registry import method_of
 
-__all__ = ["macs_fraction", "set_budget"]
+__all__ = ["knob_of", "macs_fraction", "set_budget"]
+
+
+def knob_of(model: nn.Module) -> dict[str, float]:
+    """The budget knob of a reduced ``model`` as results record it: ``{label: value}`` (``{"keep_rate": 0.7}``,
+    ``{"r": 5.25}``), rounded to 4 decimals."""
+    method = method_of(model)
+    if method is None:
+        raise ValueError(f"{type(model).__name__} is dense; it has no budget knob")
+    return {method.knob_label: round(float(getattr(model, method.knob)), 4)}
 
 
 def macs_fraction(model: nn.Module, dense_macs: int) -> float:

@@ -11,14 +11,13 @@ from dynamicvit.models import hf  # noqa: F401
 from dynamicvit.models import hierarchical  # noqa: F401
 
 # isort: on
-from dynamicvit.models.factory import create_model, create_pair, sparsify
+from dynamicvit.models.factory import create_model, sparsify
 from dynamicvit.models.registry import FAMILIES, build_timm_model, family_of, find_family, register_family, supported
 
 __all__ = [
     "FAMILIES",
     "build_timm_model",
     "create_model",
-    "create_pair",
     "family_of",
     "find_family",
     "register_family",

@@ -5,7 +5,6 @@ The families come from :mod:`dynamicvit.models.registry` (a family module regist
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +15,7 @@ from dynamicvit.weights import zoo
 from dynamicvit.weights.checkpoint import load_checkpoint
 from dynamicvit.weights.download import download
 
-__all__ = ["create_model", "create_pair", "sparsify"]
+__all__ = ["create_model", "sparsify"]
 
 
 def sparsify(
@@ -92,14 +91,3 @@ def create_model(
     if checkpoint_path is not None:
         load_checkpoint(model, checkpoint_path)
     return model
-
-
-def create_pair(
-    name: str, keep_rate: float | None = None, prune_layers=None, **timm_kwargs
-) -> tuple[nn.Module, nn.Module]:
-    """A dense timm model and its sparsified copy with identical backbone weights, both in eval mode
-    (``name`` may be a zoo name: its backbone and budget)."""
-    arch, keep_rate, options = zoo.resolve(name, keep_rate)
-    dense = build_timm_model(arch, **timm_kwargs).eval()
-    sparse = sparsify(copy.deepcopy(dense), keep_rate=keep_rate, prune_layers=prune_layers, **options)
-    return dense, sparse.eval()

@@ -19,14 +19,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dynamicvit.builder import load_trained
+from dynamicvit.builder import build_untrained, load_trained
 from dynamicvit.core.calibrate import calibrate, random_images
 from dynamicvit.core.files import CheckpointError
 from dynamicvit.core.flops import count_flops, per_image_gmacs
 from dynamicvit.core.keep import DEFAULT_KEEP_MODE as FIXED
 from dynamicvit.core.keep import KEEP_RULES, untrained_rules
 from dynamicvit.data.registry import class_names
-from dynamicvit.models.factory import create_model
 from dynamicvit.tools.timing import time_callables
 from dynamicvit.tools.viz import visualize_files
 from dynamicvit.weights.checkpoint import read_checkpoint
@@ -67,9 +66,9 @@ def load_model(name: str, checkpoint: str = "") -> Loaded:
     if not name:
         raise ValueError("give a model name or a checkpoint file")
     if name in ZOO and cache_path(name).is_file():
-        model = create_model(name, pretrained=True).eval()
+        model, _ = load_trained(cache_path(name), model=name)
         return Loaded(model, class_names(model.num_classes), f"{name}: the release's checkpoint")
-    model = create_model(name).eval()
+    model = build_untrained(name)
     note = f"{name} with untrained predictors and weights: the kept tokens show the mechanics, not a trained choice"
     return Loaded(model, class_names(getattr(model, "num_classes", 0)), note)
 

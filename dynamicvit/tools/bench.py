@@ -21,13 +21,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dynamicvit.builder import load_trained
+from dynamicvit.builder import build_pair, load_trained
 from dynamicvit.core.attention import fused_masked_attention
 from dynamicvit.core.calibrate import calibrate
 from dynamicvit.core.flops import count_flops, counts_per_image, input_size, per_image_gmacs, per_image_report
 from dynamicvit.core.interfaces import backbone_of, find_reducer
 from dynamicvit.core.keep import DEFAULT_KEEP_MODE, KEEP_RULES
-from dynamicvit.models.factory import create_pair
+from dynamicvit.methods.budget import knob_of
 from dynamicvit.models.merged_drops import merges_drops
 from dynamicvit.models.vit import DynamicViTMixin
 from dynamicvit.tools.bench_forwards import limit_forward, padded_forward
@@ -53,6 +53,7 @@ def _onnx_runner(model: nn.Module, path: Path) -> Callable[[torch.Tensor], torch
 def benchmark(
     model: str,
     keep_rate: float | None = None,
+    method: str = "dynamicvit",
     batch_size: int = 32,
     img_size: int | None = None,
     warmup: int = 3,
@@ -64,7 +65,9 @@ def benchmark(
     **timm_kwargs,
 ) -> dict:
     """img/s of dense, sparse and the slicing limit for a timm or zoo model name (``keep_rate`` default:
-    the zoo model's, else 0.7), ratios to dense;
+    the zoo model's, else 0.7), ratios to dense. ``method`` reduces the model another way (:func:`build_pair`:
+    ToMe's and MCTF's ``r`` tuned to DynamicViT's MACs at ``keep_rate``); the limit and the merged and per-image
+    variants are DynamicViT's;
     ``variants`` adds latency percentiles and peak memory of each (a plain ViT's also merging its dropped
     tokens, ``merged drops``), and with ``compile`` /
     ``onnx`` the ``torch.compile``d and onnxruntime versions of dense and sparse, all timed
@@ -83,12 +86,11 @@ def benchmark(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    if img_size is not None:
-        timm_kwargs["img_size"] = img_size
     run_on = bench_device(device)
     if onnx and run_on.type != "cpu":
         raise ValueError("--onnx times onnxruntime on the CPU: pass --device cpu")
-    dense, sparse = (m.to(run_on) for m in create_pair(model, keep_rate=keep_rate, **timm_kwargs))
+    pair = build_pair(model, method, keep_rate, img_size, model_kwargs=timm_kwargs)
+    dense, sparse = (m.to(run_on) for m in pair)
     chans, h, w = input_size(dense, img_size)
     x = torch.randn(batch_size, chans, h, w, device=run_on)
     fns = {"dense": dense, "sparse": sparse}
@@ -99,6 +101,8 @@ def benchmark(
             fns["merged drops"] = _merged_drops(sparse)
     per_image = None
     if KEEP_RULES.lookup(keep_mode).per_image:
+        if not KEEP_RULES.lookup(keep_mode).supported_by(find_reducer(sparse)):
+            raise ValueError(f"--keep-mode {keep_mode} is not one of method {method}'s keep modes")
         held_out = torch.randn(64, chans, h, w, generator=torch.Generator().manual_seed(1)).to(run_on)
         fns.update(_per_image_variants(sparse, keep_mode, held_out))
         with torch.inference_mode():
@@ -127,7 +131,9 @@ def benchmark(
             row["compile_seconds"] = setup[name]
     return {
         "model": model,
-        "keep_rate": sparse.keep_rate,
+        "method": method,
+        "keep_rate": getattr(sparse, "keep_rate", None),
+        "knob": knob_of(sparse),
         "batch_size": batch_size,
         "img_size": [h, w],
         "device": device_name(run_on),
@@ -250,7 +256,10 @@ def benchmark_training(
     from dynamicvit.weights.checkpoint import freeze_weights
 
     run_on = bench_device(device)
-    dense, sparse = (m.to(run_on) for m in create_pair(model, keep_rate=keep_rate, **timm_kwargs))
+    img_size = timm_kwargs.pop("img_size", None)
+    dense, sparse = (
+        m.to(run_on) for m in build_pair(model, keep_rate=keep_rate, img_size=img_size, model_kwargs=timm_kwargs)
+    )
     teacher = copy.deepcopy(dense).eval()
     frozen = copy.deepcopy(sparse)
     backbone = freeze_weights(frozen)

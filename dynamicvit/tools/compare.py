@@ -31,7 +31,7 @@ from dynamicvit.core.files import atomic_write_text, folder_lock
 from dynamicvit.core.flops import count_flops
 from dynamicvit.core.interfaces import find_reducer
 from dynamicvit.core.keep import DEFAULT_MASK_RULE
-from dynamicvit.methods.budget import set_budget
+from dynamicvit.methods.budget import knob_of, set_budget
 from dynamicvit.methods.registry import METHODS, apply_method, get_method
 from dynamicvit.models.merged_drops import merges_drops
 from dynamicvit.models.vit import has_attention_prior
@@ -179,7 +179,6 @@ def _row(
 ):
     """One method at one budget in one regime: tuned, trained per seed when it trains, evaluated.
     Returns the row and the model to time (the first seed's)."""
-    entry = get_method(method)
     model = tuned_model(dense, method, cfg, budget, dense_macs, cfg.seed)
     trained = trains(method, cfg)
     results, timed = [], None
@@ -205,7 +204,7 @@ def _row(
         "top1_std": statistics.stdev(top1) if len(top1) > 1 else 0.0,
         "top1_runs": top1,
         "macs_fraction": results[0]["gmacs"] * 1e9 / dense_macs,  # of the model evaluated (a merge adds a little)
-        "knob": {entry.knob_label: round(getattr(timed, entry.knob), 4)},
+        "knob": knob_of(timed),
         **{k: results[0][k] for k in ("gmacs", "kept_tokens")},
     }
     return row, timed

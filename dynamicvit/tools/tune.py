@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from dynamicvit.builder import build_pair
 from dynamicvit.core.flops import count_flops, input_size
 from dynamicvit.core.predictor import check_keep_rate
-from dynamicvit.models.factory import create_pair
 from dynamicvit.tools.timing import time_runs
 
 __all__ = ["DEFAULT_RATES", "tune"]
@@ -60,9 +60,7 @@ def tune(
     """
     _check_targets(target_speedup, target_ms, batch_size, repeats)
     grid = tuple(sorted({check_keep_rate(r) for r in rates or DEFAULT_RATES}, reverse=True))
-    if img_size is not None:
-        timm_kwargs["img_size"] = img_size
-    dense, sparse = create_pair(model, keep_rate=grid[0], **timm_kwargs)
+    dense, sparse = build_pair(model, keep_rate=grid[0], img_size=img_size, model_kwargs=timm_kwargs)
     chans, h, w = input_size(dense, img_size)
     x = torch.randn(batch_size, chans, h, w, generator=torch.Generator().manual_seed(0))
     gmacs = _gmacs_per_rate(sparse, grid, (h, w), strict=rates is not None)

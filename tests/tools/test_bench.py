@@ -6,7 +6,9 @@ from conftest import tiny_vit
 
 import dynamicvit
 from dynamicvit.cli import main
+from dynamicvit.methods import METHODS
 from dynamicvit.tools.bench import benchmark, benchmark_training, sliced_forward
+from dynamicvit.tools.flops_report import compare_flops
 from dynamicvit.tools.timing import peak_memory_mb, time_callables
 
 
@@ -191,3 +193,29 @@ def test_bench_save_writes_every_mode_with_its_provenance(mode, tmp_path, monkey
 def test_bench_times_on_the_gpu_with_cuda_events():
     r = benchmark("deit_tiny_patch16_224", batch_size=4, warmup=2, repeats=3)
     assert r["device"] == torch.cuda.get_device_name() and r["img_per_s"]["sparse"] > 0
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_bench_and_flops_run_every_method(method, capsys):
+    """One builder for every tool: each registered method is benchmarked and counted, ToMe's and MCTF's ``r``
+    tuned to DynamicViT's MACs at the keep rate (equal cost)."""
+    kwargs = {"keep_rate": 0.7, "img_size": 32, "patch_size": 8, "depth": 4}
+    r = benchmark("deit_tiny_patch16_224", method=method, batch_size=2, warmup=0, repeats=1, **kwargs)
+    assert r["method"] == method and r["img_per_s"]["sparse"] > 0
+    flops = compare_flops("deit_tiny_patch16_224", method=method, **kwargs)
+    paper = compare_flops("deit_tiny_patch16_224", **kwargs)
+    assert flops["knob"] == r["knob"] and flops["ratio"] < 1
+    if method in ("tome", "mctf"):
+        assert abs(flops["ratio"] - paper["ratio"]) < 0.03
+    else:
+        assert flops["knob"] == {"keep_rate": 0.7}
+
+
+def test_bench_and_flops_commands_take_a_method(capsys):
+    base = ["--model", "deit_tiny_patch16_224", "--img-size", "64", "--method", "tome"]
+    assert main(["flops", *base]) == 0
+    assert "tome (r " in capsys.readouterr().out
+    assert main(["bench", *base, "--batch-size", "1", "--repeats", "1", "--warmup", "0"]) == 0
+    assert "tome, r " in capsys.readouterr().out
+    assert main(["bench", *base, "--keep-mode", "adaptive"]) == 2
+    assert "not one of method tome's keep modes" in capsys.readouterr().err

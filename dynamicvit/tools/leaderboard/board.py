@@ -23,6 +23,7 @@ from dynamicvit.builder import build_dense_for_data, build_run_dataset, configur
 from dynamicvit.config import REGIMES, TrainConfig, regime_config
 from dynamicvit.core.files import atomic_write_text, folder_lock
 from dynamicvit.core.flops import count_flops
+from dynamicvit.methods.budget import knob_of
 from dynamicvit.methods.registry import apply_method, get_method
 from dynamicvit.tasks.logits import evaluate_logits
 from dynamicvit.tools.compare import fine_tune, method_config, trains, tuned_model
@@ -103,7 +104,7 @@ class Board:
         cfg = dataclasses.replace(regime_config(self.cfg, regime), **entry.fields)
         method = get_method(entry.method)
         model = tuned_model(dense, entry.method, cfg, budget, dense_macs, seed or 0)
-        knob = round(float(getattr(model, method.knob)), 4)
+        knob = knob_of(model)
         trained, run, seconds = trains(entry.method, cfg), None, 0.0
         if trained:
             run = self.folder / "runs" / regime / f"{entry.name}_{budget:g}_s{seed}"
@@ -119,7 +120,7 @@ class Board:
             "trained": trained,
             **result,
             "macs_fraction": result["gmacs"] * 1e9 / dense_macs,  # of the model evaluated (a merge adds a little)
-            "knob": {method.knob_label: knob},
+            "knob": knob,
             "searched": method.searched(model) if trained else {},
             "train_seconds": seconds,
             "run": None if run is None else str(run.relative_to(self.folder)),
