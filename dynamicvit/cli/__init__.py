@@ -1,5 +1,5 @@
-"""Command line: ``dynamicvit {demo,train,compare,eval,calibrate,models,flops,tune,bench,viz,export} ...``
-(also ``python -m dynamicvit``)."""
+"""Command line: ``dynamicvit COMMAND ...`` (also ``python -m dynamicvit``), one registered command per module
+of :mod:`dynamicvit.cli.commands` (``dynamicvit --help`` lists them)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from dynamicvit.cli.commands import COMMANDS
 from dynamicvit.cli.config_args import add_config_args, config_from_args
 from dynamicvit.cli.parser import build_parser
-from dynamicvit.core.files import CheckpointError
-from dynamicvit.train.trainer import TrainingError
+from dynamicvit.cli.registry import COMMANDS
+from dynamicvit.core.errors import CheckpointError, TrainingError
 
 __all__ = ["add_config_args", "build_parser", "config_from_args", "main"]
 
@@ -31,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(stop.code or 0)
     debug = args.debug or os.environ.get("DYNAMICVIT_DEBUG", "") not in ("", "0")
     try:
-        COMMANDS[args.command](args)
+        COMMANDS[args.command].run(args)
     except KeyboardInterrupt:
         print(f"dynamicvit {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from dynamicvit.core.errors import CheckpointError, FolderInUseError
+
 __all__ = [
     "LOCK_NAME",
     "TEMP_PREFIX",
@@ -35,14 +37,6 @@ __all__ = [
 
 TEMP_PREFIX = ".dynamicvit-"  # every temporary file this package writes starts so (and nothing else it removes)
 LOCK_NAME = ".dynamicvit.lock"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read or does not fit the model."""
-
-
-class FolderInUseError(ValueError):
-    """An output folder another live process holds."""
 
 
 _FAULTS: dict[str, int] = {}

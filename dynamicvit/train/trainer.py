@@ -23,6 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from dynamicvit.config import RESUMABLE_CHANGES, TrainConfig, check_resumable, validate
+from dynamicvit.core.errors import TrainingError
 from dynamicvit.core.files import atomic_save, fault_point, folder_lock
 from dynamicvit.core.interfaces import FAMILY_DEFAULTED
 from dynamicvit.data.skipping import skipped_records
@@ -41,10 +42,6 @@ from dynamicvit.train.run_folder import RUN_FILES, RunFolder
 from dynamicvit.train.setup import RunSetup
 
 __all__ = ["RESUMABLE_CHANGES", "RUN_FILES", "Trainer", "TrainingError", "check_resumable", "train"]
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. the loss stayed non-finite); the last checkpoint is intact."""
 
 
 class Trainer(Checkpointing, RunSetup):

@@ -57,3 +57,42 @@ def test_examples_on_the_commands_that_need_them():
     commands = _commands()
     for name in ("train", "compare", "bench"):
         assert f"dynamicvit {name} " in commands[name].format_help().split("examples:")[1]
+
+
+def test_a_command_is_one_declaration(capsys):
+    """A toy command registered in one place is in the top-level help, parses with its own flag's help and
+    default, and runs."""
+    from dynamicvit.cli import main
+    from dynamicvit.cli.registry import COMMANDS, Command, register_command
+
+    ran = []
+    register_command(
+        Command(
+            "toy",
+            arguments=lambda p: p.add_argument("--size", type=int, default=3, help="how big"),
+            run=lambda args: ran.append(args.size),
+            help="a toy command",
+        )
+    )
+    try:
+        assert "a toy command" in build_parser().format_help()
+        assert "how big (default: 3)" in _commands()["toy"].format_help()
+        assert main(["toy", "--size", "5"]) == 0 and ran == [5]
+    finally:
+        COMMANDS.remove("toy")
+
+
+def test_inference_commands_load_nothing_of_the_trainer():
+    """``import dynamicvit`` and the ``--help`` of eval and app import nothing from ``dynamicvit.train``."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, dynamicvit\n"
+        "from dynamicvit.cli import main\n"
+        "for c in ('eval', 'app', 'export'):\n"
+        "    main([c, '--help'])\n"
+        "print(sorted(m for m in sys.modules if m.startswith('dynamicvit.train')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"

@@ -1,16 +1,70 @@
-"""``dynamicvit bench``: measured img/s, latency and memory of dense against sparse models, of two trained
-checkpoints, or of a training step."""
+"""``dynamicvit bench``: measured img/s, latency and memory of dense vs sparse (and the slicing limit)."""
 
 from __future__ import annotations
 
 import argparse
 
+from dynamicvit.cli.arguments import (
+    add_method_arg,
+    non_negative,
+    positive,
+    rate,
+)
 from dynamicvit.cli.output import check_save, per_image_lines, printed_json, save_result, size_kwargs
+from dynamicvit.cli.registry import Command, register_command
+from dynamicvit.core.keep import DEFAULT_KEEP_MODE, untrained_rules
 
-__all__ = ["cmd_bench"]
+BENCH_EXAMPLES = """examples:
+  dynamicvit bench --model deit_small_patch16_224 --keep-rate 0.7 --batch-size 1 32   # img/s, dense vs sparse
+  dynamicvit bench --model dynamicvit_deit_s.r0_7 --onnx --save bench.json          # with onnxruntime
+  dynamicvit bench --checkpoints runs/teacher/last.pth runs/sparse/last.pth         # two trained models
+"""
 
 
-def cmd_bench(args: argparse.Namespace) -> None:
+def arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``dynamicvit bench``."""
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", "--models", dest="models", nargs="+", help="timm or zoo model name(s)")
+    which.add_argument(
+        "--checkpoints",
+        nargs=2,
+        metavar=("DENSE", "SPARSE"),
+        help="two trained models (classifiers, segmenters, detectors): img/s of both and of their backbones",
+    )
+    add_method_arg(p)
+    p.add_argument("--keep-rate", type=rate, default=None, help="keep ratio rho in (0, 1] (default: zoo's, else 0.7)")
+    p.add_argument("--img-size", type=positive, default=None, help="input resolution (default: the model's)")
+    p.add_argument(
+        "--batch-size",
+        "--batch-sizes",
+        dest="batch_sizes",
+        type=positive,
+        nargs="+",
+        default=[32],
+        help="batch sizes to time",
+    )
+    p.add_argument("--warmup", type=non_negative, default=3, help="untimed calls first")
+    p.add_argument("--repeats", type=positive, default=10, help="timed calls per model, interleaved")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile'd dense and sparse")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: the GPU when there is one)")
+    p.add_argument("--save", metavar="FILE", default=None, help="also write the results with their provenance as JSON")
+    p.add_argument("--onnx", action="store_true", help="also time the ONNX exports with onnxruntime")
+    p.add_argument(
+        "--keep-mode",
+        choices=untrained_rules(),
+        default=DEFAULT_KEEP_MODE,
+        help="a per-image mode: also time every per-image mode, calibrated to the fixed mode's counts",
+    )
+    p.add_argument(
+        "--training",
+        action="store_true",
+        help="time and memory of a training step: dense, fine-tune (also with a frozen prefix), calibrate",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def run(args: argparse.Namespace) -> None:
+    """Run ``dynamicvit bench`` on its parsed arguments."""
     check_save(args)
     bench = _bench_training if args.training else _bench_checkpoints if args.checkpoints else _bench_models
     save_result(args, {"runs": bench(args)})
@@ -113,3 +167,15 @@ def _bench_notes(r: dict) -> str:
     if r.get("merged_fraction_of_fixed") is not None:
         lines.append(f"  merged drops (same kept counts): {r['merged_fraction_of_fixed']:.3f} of sparse's img/s")
     return "\n".join(lines)
+
+
+register_command(
+    Command(
+        "bench",
+        arguments=arguments,
+        run=run,
+        help="measured img/s, latency and memory of dense vs sparse (and the slicing limit)",
+        description="Measured img/s, latency and memory of dense vs sparse, timed interleaved in one process.",
+        epilog=BENCH_EXAMPLES,
+    )
+)

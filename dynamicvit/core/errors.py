@@ -1,0 +1,19 @@
+"""The package's error types that a command reports as a user's problem (one line, exit status 2): kept
+together, and apart from the code that raises them, so that the command line can name them without loading
+the trainer or the checkpoint readers."""
+
+from __future__ import annotations
+
+__all__ = ["CheckpointError", "FolderInUseError", "TrainingError"]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or does not fit the model."""
+
+
+class FolderInUseError(ValueError):
+    """An output folder another live process holds."""
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss stayed non-finite); the last checkpoint is intact."""
