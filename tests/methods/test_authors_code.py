@@ -169,3 +169,12 @@ def test_diffrate_merge_is_a_plain_mean_with_similarity_scaled_sizes():
     weighted, weighted_size = soft_merge(x, size, torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 0.0]]), 1)
     assert torch.allclose(weighted[0, 1], torch.tensor([(1 + 1.8) / 4, 2.4 / 4]))  # ToMe's rule: by size
     assert weighted_size[0, 1, 0].item() == 4.0
+
+
+def test_dynamicvit_fine_tuned_learns_its_predictors_first(tmp_path, fake_fashion):
+    """The release freezes the backbone while the predictors start: a fine-tuning recipe gets one predictor-only
+    epoch before its own; a frozen recipe is left alone."""
+    cfg = tiny_cfg(tmp_path, fake_fashion, epochs=1, freeze_backbone_epochs=0.0)
+    recipe = METHODS["dynamicvit"].authors_recipe(cfg)
+    assert (recipe["epochs"], recipe["freeze_backbone_epochs"]) == (2, 1.0)
+    assert METHODS["dynamicvit"].authors_recipe(dataclasses.replace(cfg, freeze_backbone_epochs=1.0)) == {}
