@@ -249,7 +249,11 @@ def benchmark_training(
     backbone trainable), for plain ViTs the same with the layers before the first pruning stage frozen
     (``--freeze-prefix``: the teacher reuses them) and with the reference (unfused) masked attention
     instead of the fused one, and calibration (backbone frozen: only the new modules learn). ``device`` as
-    in :func:`bench_device`."""
+    in :func:`bench_device`.
+
+    Longer than 60 lines on purpose, as :func:`benchmark`: every variant's model, optimiser and step must be
+    built before the one interleaved timing loop, and read back after it.
+    """
     from timm.optim import create_optimizer_v2
 
     from dynamicvit.core.losses import build_criterion

@@ -64,18 +64,7 @@ def tune(
     chans, h, w = input_size(dense, img_size)
     x = torch.randn(batch_size, chans, h, w, generator=torch.Generator().manual_seed(0))
     gmacs = _gmacs_per_rate(sparse, grid, (h, w), strict=rates is not None)
-    rates = tuple(gmacs)
-
-    def at(rate: float):
-        def run(images: torch.Tensor) -> torch.Tensor:
-            sparse.keep_rate = rate
-            return sparse(images)
-
-        return run
-
-    fns = {"dense": dense, **{f"{rate}": at(rate) for rate in rates}}
-    times = {name: statistics.median(t) for name, t in time_runs(fns, x, warmup, repeats).items()}
-    curve = [_point(rate, gmacs[rate], times["dense"], times[f"{rate}"], batch_size) for rate in rates]
+    curve, times = _measured_curve(dense, sparse, gmacs, x, warmup, repeats)
     meets = [
         p for p in curve if (p["speedup"] >= target_speedup if target_ms is None else p["ms_per_batch"] <= target_ms)
     ]
@@ -100,6 +89,24 @@ def tune(
         "dense_ms_per_batch": 1e3 * times["dense"],
         "curve": curve,
     }
+
+
+def _measured_curve(
+    dense: nn.Module, sparse: nn.Module, gmacs: dict[float, float], x: torch.Tensor, warmup: int, repeats: int
+) -> tuple[list[dict], dict[str, float]]:
+    """The dense model and ``sparse`` at every keep rate of ``gmacs``, timed interleaved on ``x``: the curve's
+    points (:func:`_point`) and the median seconds per batch by variant."""
+
+    def at(rate: float):
+        def run(images: torch.Tensor) -> torch.Tensor:
+            sparse.keep_rate = rate
+            return sparse(images)
+
+        return run
+
+    fns = {"dense": dense, **{f"{rate}": at(rate) for rate in gmacs}}
+    times = {name: statistics.median(t) for name, t in time_runs(fns, x, warmup, repeats).items()}
+    return [_point(rate, gmacs[rate], times["dense"], times[f"{rate}"], x.shape[0]) for rate in gmacs], times
 
 
 def _check_targets(target_speedup: float | None, target_ms: float | None, batch_size: int, repeats: int) -> None:
