@@ -29,3 +29,25 @@ def test_only_hierarchical_families_keep_maps():
 def test_unknown_timm_name_is_a_value_error_listing_the_families():
     with pytest.raises(ValueError, match="unknown model 'no_such_net'. Supported: "):
         build_timm_model("no_such_net")
+
+
+def test_a_block_kind_registers_in_one_place():
+    """A hierarchical family's blocks are known from their registered kind alone."""
+    from torch import nn
+
+    from dynamicvit.models.hierarchical import BLOCK_KINDS, is_hierarchical
+    from dynamicvit.models.hierarchical.asymmetric import BlockKind, register_block_kind
+
+    class ToyStage(nn.Module):
+        pass
+
+    class ToyKind(BlockKind):
+        name, block, stage, models, channels_first = "toy", nn.Identity, ToyStage, (), True
+
+    net = nn.Sequential(ToyStage())
+    assert list(BLOCK_KINDS) == ["convnext", "swin"] and not is_hierarchical(net)
+    register_block_kind(ToyKind())
+    try:
+        assert is_hierarchical(net)
+    finally:
+        BLOCK_KINDS.remove("toy")

@@ -3,9 +3,9 @@
 (:mod:`~dynamicvit.models.hierarchical.family`)."""
 
 from dynamicvit.models.hierarchical.family import (
+    BLOCK_KINDS,
     DEFAULT_PRUNE_LAYERS,
     FAMILY,
-    KINDS,
     SUPPORTED_HIERARCHICAL,
     FastPath,
     is_hierarchical,
@@ -14,8 +14,8 @@ from dynamicvit.models.hierarchical.family import (
 
 __all__ = [
     "DEFAULT_PRUNE_LAYERS",
+    "BLOCK_KINDS",
     "FAMILY",
-    "KINDS",
     "SUPPORTED_HIERARCHICAL",
     "FastPath",
     "is_hierarchical",

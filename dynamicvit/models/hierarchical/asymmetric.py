@@ -43,6 +43,7 @@ from dynamicvit.core.predictor import (
     decide,
     keep_count,
 )
+from dynamicvit.core.registry import Registry
 from dynamicvit.core.tokens import (
     PackedTokens,
     SparseOutput,
@@ -57,6 +58,7 @@ from dynamicvit.core.tokens import (
 )
 
 __all__ = [
+    "BLOCK_KINDS",
     "BlockKind",
     "DynamicFeaturesMixin",
     "DynamicHierarchicalMixin",
@@ -66,6 +68,7 @@ __all__ = [
     "check_hierarchical_input",
     "check_keep_ratios",
     "default_keep_ratios",
+    "register_block_kind",
 ]
 
 
@@ -106,8 +109,10 @@ class FastPath(nn.Module):
 
 class BlockKind:
     """How asymmetric computation reads one family's blocks: the spatial mixer on the full map, the
-    per-location branch (the *slow path*), and the map layout. A family subclasses it in its own module."""
+    per-location branch (the *slow path*), and the map layout. A family subclasses it in its own module and
+    registers an instance (:func:`register_block_kind`)."""
 
+    name: str  # its name in BLOCK_KINDS
     block: type  # the family's timm block class
     stage: type  # its stage class
     models: tuple[type, ...]  # its classifier classes
@@ -378,3 +383,12 @@ def check_hierarchical_input(model: nn.Module, x: torch.Tensor) -> None:
         )
     if min(x.shape[-2:]) < 32:
         raise ValueError(f"input {x.shape[-2]}x{x.shape[-1]} is smaller than the model's total stride 32")
+
+
+BLOCK_KINDS: Registry[BlockKind] = Registry("block kind")
+
+
+def register_block_kind(kind: BlockKind) -> BlockKind:
+    """Add a family's :class:`BlockKind` to :data:`BLOCK_KINDS`: the hierarchical family then recognises and
+    sparsifies models with its blocks."""
+    return BLOCK_KINDS.register(kind.name, kind)

@@ -7,7 +7,7 @@ import torch
 from timm.models.convnext import ConvNeXt, ConvNeXtBlock, ConvNeXtStage
 from torch import nn
 
-from dynamicvit.models.hierarchical.asymmetric import BlockKind
+from dynamicvit.models.hierarchical.asymmetric import BlockKind, register_block_kind
 
 __all__ = ["ConvNeXtKind"]
 
@@ -15,6 +15,7 @@ __all__ = ["ConvNeXtKind"]
 class ConvNeXtKind(BlockKind):
     """timm ``ConvNeXtBlock`` with channels-last MLPs (``conv_mlp=False``)."""
 
+    name = "convnext"
     block, stage, models, channels_first = ConvNeXtBlock, ConvNeXtStage, (ConvNeXt,), True
 
     def mix(self, blk: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,3 +31,6 @@ class ConvNeXtKind(BlockKind):
 
     def norm_eps(self, blk: nn.Module) -> float:
         return blk.norm.eps
+
+
+register_block_kind(ConvNeXtKind())

@@ -1,7 +1,7 @@
 """The hierarchical family (T-PAMI version of DynamicViT, arXiv 2207.01580): timm ConvNeXt and Swin,
 classifiers or ``features_only`` nets, given asymmetric computation in one stage
-(:mod:`dynamicvit.models.hierarchical.asymmetric`). A hierarchical family is added by its :class:`BlockKind` module
-plus one entry in :data:`KINDS`."""
+(:mod:`dynamicvit.models.hierarchical.asymmetric`). A hierarchical family is added by its :class:`BlockKind` module,
+which registers it in :data:`BLOCK_KINDS`, and an import here."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ from dynamicvit.core.predictor import (
     default_prune_layers,
 )
 from dynamicvit.core.tokens import mixed_class
+from dynamicvit.models.hierarchical import convnext, swin  # noqa: F401  (register their block kinds)
 from dynamicvit.models.hierarchical.asymmetric import (
+    BLOCK_KINDS,
     BlockKind,
     DynamicFeaturesMixin,
     DynamicHierarchicalMixin,
@@ -26,21 +28,17 @@ from dynamicvit.models.hierarchical.asymmetric import (
     check_keep_ratios,
     default_keep_ratios,
 )
-from dynamicvit.models.hierarchical.convnext import ConvNeXtKind
-from dynamicvit.models.hierarchical.swin import SwinKind
 from dynamicvit.models.registry import register_family
 
 __all__ = [
     "DEFAULT_PRUNE_LAYERS",
     "FAMILY",
     "FastPath",
-    "KINDS",
+    "BLOCK_KINDS",
     "SUPPORTED_HIERARCHICAL",
     "is_hierarchical",
     "sparsify_hierarchical",
 ]
-
-KINDS: tuple[BlockKind, ...] = (ConvNeXtKind(), SwinKind())
 
 SUPPORTED_HIERARCHICAL = (
     "timm ConvNeXt (channels-last MLP blocks: convnext_tiny/small/base/large, ...) and SwinTransformer "
@@ -49,11 +47,11 @@ SUPPORTED_HIERARCHICAL = (
 
 
 def _kind(block: nn.Module) -> BlockKind | None:
-    return next((k for k in KINDS if isinstance(block, k.block)), None)
+    return next((k for k in BLOCK_KINDS.values() if isinstance(block, k.block)), None)
 
 
 def _stages(model: nn.Module) -> list[nn.Module]:
-    stage_types = tuple(k.stage for k in KINDS)
+    stage_types = tuple(k.stage for k in BLOCK_KINDS.values())
     return [m for m in model.modules() if isinstance(m, stage_types)]
 
 

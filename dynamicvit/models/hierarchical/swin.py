@@ -7,7 +7,7 @@ import torch
 from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock, SwinTransformerStage
 from torch import nn
 
-from dynamicvit.models.hierarchical.asymmetric import BlockKind
+from dynamicvit.models.hierarchical.asymmetric import BlockKind, register_block_kind
 
 __all__ = ["SwinKind"]
 
@@ -15,6 +15,7 @@ __all__ = ["SwinKind"]
 class SwinKind(BlockKind):
     """timm ``SwinTransformerBlock``."""
 
+    name = "swin"
     block, stage, models, channels_first = SwinTransformerBlock, SwinTransformerStage, (SwinTransformer,), False
 
     def mix(self, blk: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,3 +42,6 @@ class SwinKind(BlockKind):
                 f"the sparsified Swin stage sees a {h}x{w} map that its {ws[0]}x{ws[1]} windows do not divide; "
                 f"use an input size whose stage-3 map is a multiple of the window size"
             )
+
+
+register_block_kind(SwinKind())
