@@ -166,6 +166,7 @@ class Family:
         backbone_lr_scale: the backbone's learning rate relative to the new modules'.
         options: extra keyword arguments ``sparsify`` takes.
         keeps_maps: a hierarchical backbone whose sparse model keeps the feature maps dense heads read.
+        segments_tokens: a plain ViT: a segmenter reads its tokens put back on the patch grid.
     """
 
     name: str
@@ -176,6 +177,7 @@ class Family:
     backbone_lr_scale: float  # backbone learning rate relative to the new modules'
     options: tuple[str, ...] = ()  # extra keyword arguments ``sparsify`` takes
     keeps_maps: bool = False  # a hierarchical backbone: its sparse model keeps the feature maps dense heads read
+    segments_tokens: bool = False  # a plain ViT: a segmenter reads its tokens put back on the patch grid
 
 
 class Method:

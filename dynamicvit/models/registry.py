@@ -11,7 +11,16 @@ from torch import nn
 from dynamicvit.core.interfaces import Family
 from dynamicvit.core.registry import Registry
 
-__all__ = ["FAMILIES", "build_timm_model", "family_of", "find_family", "keeps_maps", "register_family", "supported"]
+__all__ = [
+    "FAMILIES",
+    "build_timm_model",
+    "family_of",
+    "find_family",
+    "keeps_maps",
+    "register_family",
+    "segments_tokens",
+    "supported",
+]
 
 FAMILIES: Registry[Family] = Registry("model family")
 """Backbone families :func:`dynamicvit.sparsify` knows, each registered by its module in :mod:`dynamicvit.models`
@@ -49,6 +58,12 @@ def keeps_maps(model: nn.Module) -> bool:
     """Whether ``model``'s family keeps its feature maps when sparsified (what dense prediction heads read)."""
     family = find_family(model)
     return family is not None and family.keeps_maps
+
+
+def segments_tokens(model: nn.Module) -> bool:
+    """Whether a segmenter on ``model`` reads its tokens put back on the patch grid (a plain ViT's family)."""
+    family = find_family(model)
+    return family is not None and family.segments_tokens
 
 
 def build_timm_model(name: str, pretrained: bool = False, **timm_kwargs) -> nn.Module:

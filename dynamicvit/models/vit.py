@@ -303,5 +303,6 @@ FAMILY = register_family(
         sparsify=sparsify_vit,
         ratio_weight=2.0,  # the paper's keep-ratio weight for plain ViTs
         backbone_lr_scale=0.01,  # backbone at 1/100 of the predictors' learning rate
+        segments_tokens=True,
     )
 )

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from dynamicvit.core.flops import count_flops
 from dynamicvit.core.interfaces import find_reducer
 from dynamicvit.core.tokens import SparseOutput, check_finite, check_image_batch, in_channels, nchw_maps
-from dynamicvit.models.registry import keeps_maps
+from dynamicvit.models.registry import keeps_maps, segments_tokens
 from dynamicvit.tasks.base import Task
 from dynamicvit.tasks.logits import evaluate_logits
 from dynamicvit.tasks.registry import register_task
@@ -148,7 +147,7 @@ class ViTSegmenter(Segmenter):
 def build_segmenter(backbone: nn.Module, num_classes: int, input_size: tuple[int, int, int]) -> Segmenter:
     """A :class:`Segmenter` on a timm ``features_only`` backbone (ConvNeXt/Swin), or a
     :class:`ViTSegmenter` on a plain timm ViT."""
-    if isinstance(backbone, VisionTransformer):
+    if segments_tokens(backbone):
         return ViTSegmenter(backbone, num_classes, input_size)
     if not hasattr(backbone, "feature_info"):
         raise TypeError("segmentation needs a timm features_only ConvNeXt/Swin or a timm ViT backbone")
@@ -179,7 +178,7 @@ class SegmentTask(Task):
 
     def build_dense(self, make, name, head_classes, input_size, **kwargs) -> nn.Module:
         plain = make(name, **{**kwargs, "num_classes": 0})
-        if isinstance(plain, VisionTransformer):
+        if segments_tokens(plain):
             return build_segmenter(plain, head_classes, input_size)
         if not keeps_maps(plain):
             raise ValueError(f"--task segment needs a ConvNeXt, Swin or plain ViT backbone, got {name!r}")

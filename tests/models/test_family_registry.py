@@ -5,7 +5,7 @@ import timm
 from torch import nn
 
 from dynamicvit.models import FAMILIES, family_of, find_family, register_family
-from dynamicvit.models.registry import build_timm_model, keeps_maps
+from dynamicvit.models.registry import build_timm_model, keeps_maps, segments_tokens
 
 
 def test_every_family_registers_once_in_command_line_order():
@@ -24,6 +24,8 @@ def test_only_hierarchical_families_keep_maps():
     convnext = timm.create_model("convnext_atto", num_classes=0)
     vit = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1, num_classes=0)
     assert keeps_maps(convnext) and not keeps_maps(vit) and not keeps_maps(nn.Linear(2, 2))
+    # how each segments: a ViT's tokens put back on the grid, a hierarchical net's maps
+    assert segments_tokens(vit) and not segments_tokens(convnext) and not segments_tokens(nn.Linear(2, 2))
 
 
 def test_unknown_timm_name_is_a_value_error_listing_the_families():
