@@ -23,6 +23,8 @@ A Swin fast path has no scale in the release, so its ``gamma`` is set to ones.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from timm.models.convnext import ConvNeXt
@@ -33,7 +35,9 @@ from timm.models.vision_transformer import VisionTransformer
 from timm.models.vision_transformer import checkpoint_filter_fn as vit_filter
 from torch import nn
 
-__all__ = ["convert_state_dict", "is_release_convnext", "is_release_swin"]
+from dynamicvit.core.registry import Registry
+
+__all__ = ["LAYOUTS", "Layout", "convert_state_dict", "is_release_convnext", "is_release_swin", "register_layout"]
 
 State = dict[str, torch.Tensor]
 
@@ -103,13 +107,54 @@ def _place_swin(key: str, value: torch.Tensor, stage: str) -> State:
     return out
 
 
+@dataclass(frozen=True)
+class Layout:
+    """A saved layout of one backbone family's weights that loading converts to this package's names.
+
+    Attributes:
+        name: its name in :data:`LAYOUTS`.
+        model: the timm class whose weights it holds (its subclasses too).
+        applies: whether a state dict is in this layout (it may be in the model's own names already).
+        convert: ``(state, model) -> state`` in ``model``'s names.
+    """
+
+    name: str
+    model: type
+    applies: Callable[[State], bool]
+    convert: Callable[[State, nn.Module], State]
+
+
+LAYOUTS: Registry[Layout] = Registry("weight layout")
+
+
+def register_layout(layout: Layout) -> Layout:
+    """Add a family's saved layout to :data:`LAYOUTS` (tried in registration order)."""
+    return LAYOUTS.register(layout.name, layout)
+
+
+# every ViT state goes through timm's filter: it resamples position embeddings to the model's grid
+register_layout(Layout("vit", VisionTransformer, lambda state: True, vit_filter))
+register_layout(
+    Layout(
+        "convnext-release",
+        ConvNeXt,
+        is_release_convnext,
+        lambda state, model: _convert(state, model, _CONVNEXT_ADDED, convnext_filter, _place_convnext),
+    )
+)
+register_layout(
+    Layout(
+        "swin-release",
+        SwinTransformer,
+        is_release_swin,
+        lambda state, model: _convert(state, model, _SWIN_ADDED, swin_filter, _place_swin),
+    )
+)
+
+
 def convert_state_dict(state: State, model: nn.Module) -> State:
-    """``state`` in ``model``'s names: release and original ConvNeXt/Swin layouts converted, ViT
-    states through timm's filter (position embeddings resampled to the model's grid), others as given."""
-    if isinstance(model, VisionTransformer):
-        return vit_filter(state, model)
-    if isinstance(model, ConvNeXt) and is_release_convnext(state):
-        return _convert(state, model, _CONVNEXT_ADDED, convnext_filter, _place_convnext)
-    if isinstance(model, SwinTransformer) and is_release_swin(state):
-        return _convert(state, model, _SWIN_ADDED, swin_filter, _place_swin)
-    return state
+    """``state`` in ``model``'s names: converted by the first registered :class:`Layout` of ``model``'s class
+    that ``state`` is in (the release's and the original ConvNeXt/Swin layouts; ViT states through timm's
+    filter, position embeddings resampled to the model's grid), else as given."""
+    layout = next((lay for lay in LAYOUTS.values() if isinstance(model, lay.model) and lay.applies(state)), None)
+    return state if layout is None else layout.convert(state, model)

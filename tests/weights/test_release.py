@@ -505,3 +505,19 @@ def test_release_files_through_the_commands(family, tmp_path, capsys):
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(model(x), reference(x), atol=1e-4, rtol=1e-4)  # the command's loader
+
+
+def test_a_saved_layout_registers_in_one_place():
+    """Loading converts a state in a registered layout for the model's class, and leaves other states alone."""
+    from torch import nn
+
+    from dynamicvit.weights.release import LAYOUTS, Layout, convert_state_dict, register_layout
+
+    renamed = lambda state, model: {"weight": state["w"], "bias": state["b"]}  # noqa: E731
+    register_layout(Layout("toy", nn.Linear, lambda state: "w" in state, renamed))
+    try:
+        w, b = torch.ones(2, 2), torch.zeros(2)
+        assert set(convert_state_dict({"w": w, "b": b}, nn.Linear(2, 2))) == {"weight", "bias"}
+        assert set(convert_state_dict({"w": w, "b": b}, nn.Conv1d(2, 2, 1))) == {"w", "b"}
+    finally:
+        LAYOUTS.remove("toy")
