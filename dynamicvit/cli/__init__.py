@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dynamicvit.cli.config_args import add_config_args, config_from_args
 from dynamicvit.cli.parser import build_parser
 from dynamicvit.cli.registry import COMMANDS
-from dynamicvit.core.errors import CheckpointError, TrainingError
+from dynamicvit.core.errors import CheckpointError, TrainingError, WriteError
 
 __all__ = ["add_config_args", "build_parser", "config_from_args", "main"]
 
@@ -37,9 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:
         if debug:
             raise
-        if isinstance(err, USER_ERRORS):
+        if isinstance(err, USER_ERRORS + (WriteError,)):
             print(f"dynamicvit {args.command}: error: {err}", file=sys.stderr)
-            return 2
+            return 1 if isinstance(err, WriteError) else 2
         print(
             f"dynamicvit {args.command}: internal error: {type(err).__name__}: {err} "
             "(run with --debug or DYNAMICVIT_DEBUG=1 for the traceback)",

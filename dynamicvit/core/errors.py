@@ -4,7 +4,7 @@ the trainer or the checkpoint readers."""
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "FolderInUseError", "TrainingError"]
+__all__ = ["CheckpointError", "FolderInUseError", "TrainingError", "WriteError"]
 
 
 class CheckpointError(RuntimeError):
@@ -17,3 +17,8 @@ class FolderInUseError(ValueError):
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. the loss stayed non-finite); the last checkpoint is intact."""
+
+
+class WriteError(RuntimeError):
+    """A file could not be written (no space left, a file-size limit): the message names the file, the cause
+    and the free space; the file's previous content is untouched. Not the user's input: exit status 1."""

@@ -6,8 +6,10 @@ checkpoint that cannot be read or does not fit."""
 from __future__ import annotations
 
 import datetime
+import errno
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -19,7 +21,7 @@ from typing import Any
 
 import torch
 
-from dynamicvit.core.errors import CheckpointError, FolderInUseError
+from dynamicvit.core.errors import CheckpointError, FolderInUseError, WriteError
 
 __all__ = [
     "LOCK_NAME",
@@ -81,8 +83,37 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from a shared folder's readers
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        cause = _write_failure(err, tmp)
+        if cause is None:
+            raise
+        free = shutil.disk_usage(path.parent).free / 2**20
+        raise WriteError(f"cannot write {path}: {cause} ({free:.0f} MiB free there)") from err
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _write_failure(err: BaseException, tmp: Path) -> str | None:
+    """The cause of a failed write in words (``"no space left on the device"``, ``"file too large"``), or
+    ``None`` for an error that is not the storage's. torch's zip writer reports a short write as a
+    ``RuntimeError`` without the errno, so its cause is read off the file-size limit and the free space."""
+    if isinstance(err, OSError):
+        return {
+            errno.ENOSPC: "no space left on the device",
+            errno.EFBIG: "file too large",
+            errno.EDQUOT: "disk quota exceeded",
+        }.get(err.errno)
+    if "inline_container" not in str(err) and "write" not in str(err).lower():
+        return None
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        resource = None
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0] if resource else -1
+    written = tmp.stat().st_size if tmp.exists() else 0
+    if resource and limit != resource.RLIM_INFINITY and written >= limit - 2**16:
+        return "file too large (over this process's file-size limit)"
+    return "no space left on the device" if shutil.disk_usage(tmp.parent).free < 2**24 else None
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

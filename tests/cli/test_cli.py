@@ -217,3 +217,20 @@ def test_data_the_model_cannot_take_exits_2_and_leaves_the_run_folder_alone(tmp_
     fresh = tmp_path / "fresh"
     assert main(["train", "--dense", "--data-dir", str(fake_fashion), "--train-limit", "64", "--out", str(fresh)]) == 2
     assert not fresh.exists()
+
+
+def test_a_failed_write_is_one_line_with_exit_status_1(capsys):
+    """A full disk is not the user's input (status 2) nor an internal error (a traceback hint): one line, 1."""
+    from dynamicvit.cli.registry import COMMANDS, Command, register_command
+    from dynamicvit.core.errors import WriteError
+
+    def full(args):
+        raise WriteError("cannot write out.pth: no space left on the device (0 MiB free there)")
+
+    register_command(Command("full", arguments=lambda p: None, run=full, help="fails to write"))
+    try:
+        assert main(["full"]) == 1
+    finally:
+        COMMANDS.remove("full")
+    err = capsys.readouterr().err
+    assert err == "dynamicvit full: error: cannot write out.pth: no space left on the device (0 MiB free there)\n"

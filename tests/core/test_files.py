@@ -2,6 +2,8 @@
 
 import json
 import os
+import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -90,3 +92,38 @@ def test_check_writable_names_the_flag(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(ValueError, match="is not a writable folder"):
         check_writable(tmp_path / "file" / "x.png", "--out")
+
+
+def _file_size_limit(limit: int):
+    def limit_child() -> None:  # a full disk's stand-in: writes past the limit fail with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    return limit_child
+
+
+@pytest.mark.parametrize(
+    "write",
+    ['atomic_save({"w": torch.zeros(100_000)}, sys.argv[1])', 'atomic_write_text(sys.argv[1], "x" * 400_000)'],
+    ids=["torch-zip", "text"],
+)
+def test_a_write_past_the_space_is_one_line_and_keeps_the_old_file(tmp_path, write):
+    """Under a real file-size limit (torch's zip writer fails without an errno, Python's with EFBIG): one line
+    naming the file, the cause and the free space; the previous file intact; no temporary file left."""
+    target = tmp_path / "ckpt.pth"
+    target.write_bytes(b"old")
+    code = (
+        "import sys, torch\n"
+        "from dynamicvit.core.errors import WriteError\n"
+        "from dynamicvit.core.files import atomic_save, atomic_write_text\n"
+        f"try:\n    {write}\nexcept WriteError as err:\n    print(err)\n    sys.exit(3)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(target)],
+        preexec_fn=_file_size_limit(100_000),
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 3, run.stderr[-2000:]
+    assert run.stdout.startswith(f"cannot write {target}: file too large") and "MiB free there" in run.stdout
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]
