@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import resource
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,17 @@ from dynamicvit.config import TrainConfig
 from dynamicvit.models.lvvit import LVViT
 
 TINY = dict(img_size=32, patch_size=4, embed_dim=32, depth=4, num_heads=2, num_classes=10)
+
+
+def file_size_limit(limit: int):
+    """A ``preexec_fn`` that gives a child process a real file-size limit of ``limit`` bytes with SIGXFSZ
+    ignored, so that writes past it fail with EFBIG as they do with ENOSPC on a full disk."""
+
+    def limit_child() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    return limit_child
 
 
 def tiny_vit(kind: str = "plain", **overrides) -> VisionTransformer:

@@ -2,13 +2,12 @@
 
 import json
 import os
-import resource
-import signal
 import socket
 import subprocess
 import sys
 
 import pytest
+from conftest import file_size_limit
 
 from dynamicvit.core.files import (
     LOCK_NAME,
@@ -94,14 +93,6 @@ def test_check_writable_names_the_flag(tmp_path):
         check_writable(tmp_path / "file" / "x.png", "--out")
 
 
-def _file_size_limit(limit: int):
-    def limit_child() -> None:  # a full disk's stand-in: writes past the limit fail with EFBIG
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-
-    return limit_child
-
-
 @pytest.mark.parametrize(
     "write",
     ['atomic_save({"w": torch.zeros(100_000)}, sys.argv[1])', 'atomic_write_text(sys.argv[1], "x" * 400_000)'],
@@ -120,7 +111,7 @@ def test_a_write_past_the_space_is_one_line_and_keeps_the_old_file(tmp_path, wri
     )
     run = subprocess.run(
         [sys.executable, "-c", code, str(target)],
-        preexec_fn=_file_size_limit(100_000),
+        preexec_fn=file_size_limit(100_000),
         capture_output=True,
         text=True,
     )
