@@ -9,7 +9,7 @@ import shlex
 
 from dynamicvit.core.files import atomic_write_text, check_writable
 
-__all__ = ["check_save", "per_image_lines", "printed_json", "save_result", "size_kwargs"]
+__all__ = ["check_save", "knob_text", "per_image_lines", "printed_json", "save_result", "size_kwargs"]
 
 
 def check_save(args: argparse.Namespace) -> None:
@@ -45,3 +45,8 @@ def per_image_lines(report: dict) -> str:
     for name, d in rows.items():
         lines.append(f"  {name:<16}{d['mean']:>9.3f}{d['p10']:>9.3f}{d['p50']:>9.3f}{d['p90']:>9.3f}")
     return "\n".join(lines)
+
+
+def knob_text(knob: dict[str, float]) -> str:
+    """A result's budget knob in words: ``{"keep_rate": 0.7}`` → ``keep rate 0.7``, ``{"r": 5.25}`` → ``r 5.25``."""
+    return ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in knob.items())

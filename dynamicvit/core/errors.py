@@ -1,6 +1,6 @@
-"""The package's error types that a command reports as a user's problem (one line, exit status 2): kept
-together, and apart from the code that raises them, so that the command line can name them without loading
-the trainer or the checkpoint readers."""
+"""The package's error types that a command reports in one line (exit status 2 for the user's input or files,
+1 for a failed write): kept together, and apart from the code that raises them, so that the command line can
+name them without loading the trainer or the checkpoint readers."""
 
 from __future__ import annotations
 

@@ -101,8 +101,6 @@ def benchmark(
             fns["merged drops"] = _merged_drops(sparse)
     per_image = None
     if KEEP_RULES.lookup(keep_mode).per_image:
-        if not KEEP_RULES.lookup(keep_mode).supported_by(find_reducer(sparse)):
-            raise ValueError(f"--keep-mode {keep_mode} is not one of method {method}'s keep modes")
         held_out = torch.randn(64, chans, h, w, generator=torch.Generator().manual_seed(1)).to(run_on)
         fns.update(_per_image_variants(sparse, keep_mode, held_out))
         with torch.inference_mode():
@@ -167,12 +165,13 @@ def _merged_drops(sparse: nn.Module) -> nn.Module:
 
 
 def _per_image_variants(sparse: nn.Module, keep_mode: str, held_out: torch.Tensor) -> dict:
-    """Copies of ``sparse`` in every per-image keep rule it supports (a rule with modules to train gets fresh
-    ones), each calibrated on ``held_out`` to the fixed mode's mean counts; for a ViT also ``keep_mode`` run
-    padded (``"<keep_mode> padded"``)."""
+    """Copies of ``sparse`` in ``keep_mode`` and every other per-image keep rule it supports (a rule with modules
+    to train gets fresh ones), each calibrated on ``held_out`` to the fixed mode's mean counts; for a ViT also
+    ``keep_mode`` run padded (``"<keep_mode> padded"``). A ``keep_mode`` the model lacks is refused in one line
+    by the reducer's :attr:`keep_mode` setter."""
     variants: dict = {}
     for name, rule in KEEP_RULES.items():
-        if rule.per_image and rule.supported_by(find_reducer(sparse)):
+        if name == keep_mode or (rule.per_image and rule.supported_by(find_reducer(sparse))):
             variants[name] = copy.deepcopy(sparse)
             variants[name].keep_mode = name
             calibrate(variants[name], held_out)

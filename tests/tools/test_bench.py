@@ -218,4 +218,4 @@ def test_bench_and_flops_commands_take_a_method(capsys):
     assert main(["bench", *base, "--batch-size", "1", "--repeats", "1", "--warmup", "0"]) == 0
     assert "tome, r " in capsys.readouterr().out
     assert main(["bench", *base, "--keep-mode", "adaptive"]) == 2
-    assert "not one of method tome's keep modes" in capsys.readouterr().err
+    assert "tome (ToMeVisionTransformer) has no adaptive keep mode" in capsys.readouterr().err

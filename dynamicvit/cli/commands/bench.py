@@ -10,7 +10,7 @@ from dynamicvit.cli.arguments import (
     positive,
     rate,
 )
-from dynamicvit.cli.output import check_save, per_image_lines, printed_json, save_result, size_kwargs
+from dynamicvit.cli.output import check_save, knob_text, per_image_lines, printed_json, save_result, size_kwargs
 from dynamicvit.cli.registry import Command, register_command
 from dynamicvit.core.keep import DEFAULT_KEEP_MODE, untrained_rules
 
@@ -137,7 +137,7 @@ def _bench_models(args: argparse.Namespace) -> list[dict]:
 
 def _knob(r: dict) -> str:
     """``keep rate 0.7`` for DynamicViT; ``tome, r 5.2`` for a method with another knob."""
-    shown = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in r["knob"].items())
+    shown = knob_text(r["knob"])
     return shown if r["method"] == "dynamicvit" else f"{r['method']}, {shown}"
 
 

@@ -8,7 +8,7 @@ import json
 from dynamicvit.cli.arguments import (
     add_model_args,
 )
-from dynamicvit.cli.output import check_save, per_image_lines, save_result
+from dynamicvit.cli.output import check_save, knob_text, per_image_lines, save_result
 from dynamicvit.cli.registry import Command, register_command
 from dynamicvit.core.keep import KEEP_RULES
 
@@ -33,8 +33,7 @@ def run(args: argparse.Namespace) -> None:
         return
     dense, sparse = r["dense"], r["sparse"]
     h, w = r["img_size"]
-    knob = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in r["knob"].items())
-    print(f"{r['model']} @ {h}x{w}, {r['method']} ({knob}) — GMACs per image ({r['unit']})")
+    print(f"{r['model']} @ {h}x{w}, {r['method']} ({knob_text(r['knob'])}) — GMACs per image ({r['unit']})")
     print(f"{'part':<16}{'dense':>10}{'sparse':>10}")
     for part in sparse["parts"]:
         d = dense["parts"].get(part)
