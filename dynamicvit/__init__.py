@@ -41,7 +41,7 @@ __all__ = [
 __version__ = "0.3.0"
 
 # loaded on first use, so ``import dynamicvit`` does not load the tools (and, through them, every task and data set)
-_LAZY = {"export_onnx": "dynamicvit.tools.export", "tune": "dynamicvit.tools.tune"}
+_LAZY = {"export_onnx": "dynamicvit.export", "tune": "dynamicvit.bench.tune"}
 
 
 def __getattr__(name: str):

@@ -45,7 +45,7 @@ from dynamicvit.core.calibrate import calibrate  # noqa: E402
 from dynamicvit.core.files import atomic_write_text  # noqa: E402
 from dynamicvit.core.flops import counts_per_image, per_image_gmacs  # noqa: E402
 from dynamicvit.core.interfaces import find_reducer  # noqa: E402
-from dynamicvit.tools.provenance import provenance  # noqa: E402
+from dynamicvit.core.provenance import provenance  # noqa: E402
 from dynamicvit.train.trainer import Trainer  # noqa: E402
 
 DATA = {

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from dynamicvit.config import REGIMES
 from dynamicvit.core.files import atomic_write_text
-from dynamicvit.tools.leaderboard import PROXIES, entries, open_board
-from dynamicvit.tools.leaderboard.plots import save_board_plots
-from dynamicvit.tools.leaderboard.summary import group_rows, summarise, top_entries
+from dynamicvit.experiments.leaderboard import PROXIES, entries, open_board
+from dynamicvit.experiments.leaderboard.plots import save_board_plots
+from dynamicvit.experiments.leaderboard.summary import group_rows, summarise, top_entries
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

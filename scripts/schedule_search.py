@@ -22,10 +22,10 @@ import torch
 from dynamicvit.builder import build_run_dataset, load_trained
 from dynamicvit.core.files import atomic_write_text
 from dynamicvit.core.flops import count_flops
+from dynamicvit.core.provenance import provenance
+from dynamicvit.experiments.leaderboard import open_board
+from dynamicvit.methods.schedule_search import search_schedule
 from dynamicvit.tasks.evaluate import evaluate
-from dynamicvit.tools.leaderboard import open_board
-from dynamicvit.tools.provenance import provenance
-from dynamicvit.tools.schedule import search_schedule
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

@@ -1,8 +1,10 @@
-"""The package's structure, read from its source: commands that do not train import nothing from the training
-package, nothing below the command line imports it, no import cycle between modules, every module short, and
-``import dynamicvit`` loads only the library (no task, data set or tool; no detection model beyond timm's own)."""
+"""The package's structure, read from its source: every import runs down the layers (module names in strings,
+as ``importlib`` takes them, included), commands that do not train import nothing from the training package,
+no import cycle between modules, every module short, and ``import dynamicvit`` loads only the library (no
+task, data set or tool; no detection model beyond timm's own)."""
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +13,15 @@ import dynamicvit
 
 PACKAGE = Path(dynamicvit.__file__).parent
 # the features that use a model without training it
-NOT_TRAINING = ["tools/app.py", "tools/bench.py", "tools/export.py", "tools/viz.py", "tools/tune.py",
-                "tools/flops_report.py", "builder/evaluate.py"]  # fmt: skip
+NOT_TRAINING = ["frontend/app.py", "bench/throughput.py", "export.py", "frontend/viz.py", "bench/tune.py",
+                "bench/flops_report.py", "builder/evaluate.py"]  # fmt: skip
 MAX_LINES = 400
+# bottom to top: a module imports only from its own layer or those before it (docs/architecture.md)
+LAYERS = ["core", "weights", "models", "methods", "data", "tasks", "config", "builder", "export", "bench",
+          "frontend", "train", "experiments", "cli", "docsgen"]  # fmt: skip
+# the package root is the public API over the library's layers; ``python -m dynamicvit`` is the command line
+ROOT_REACHES = {"dynamicvit": "bench", "dynamicvit.__main__": "cli"}
+MODULE_NAME = re.compile(r"dynamicvit(\.\w+)+")
 
 
 def _module(path: Path) -> str:
@@ -32,6 +40,8 @@ def _imports(path: Path) -> set[str]:
                 found.add(sub if path.with_suffix(".py").is_file() or (path / "__init__.py").is_file() else node.module)
         elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("dynamicvit")}
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and MODULE_NAME.fullmatch(node.value):
+            found.add(node.value)  # a module imported by name (``importlib.import_module``, a lazy table)
     return found
 
 
@@ -47,6 +57,23 @@ def _reach(start: str) -> set[str]:
                 seen.add(dep)
                 todo.append(dep)
     return seen
+
+
+def _layer(module: str) -> int:
+    return LAYERS.index(module.split(".")[1])
+
+
+def test_every_import_runs_down_the_layers():
+    upward = []
+    for module, deps in GRAPH.items():
+        top = LAYERS.index(ROOT_REACHES[module]) if module in ROOT_REACHES else _layer(module)
+        upward += [f"{module} -> {d}" for d in deps if _layer(d) > top]
+    assert upward == []
+
+
+def test_every_folder_has_a_layer():
+    folders = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()} | {"export"}
+    assert folders == set(LAYERS)
 
 
 def test_features_that_do_not_train_import_nothing_from_train():
@@ -78,6 +105,7 @@ def test_import_dynamicvit_loads_only_the_library():
     )
     new = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert not [m for m in new if m.startswith("torchvision.models.detection")]
-    heavy = ("dynamicvit.tasks", "dynamicvit.data", "dynamicvit.tools", "dynamicvit.train", "dynamicvit.docsgen",
-             "dynamicvit.cli", "dynamicvit.builder", "dynamicvit.config")  # fmt: skip
+    heavy = ("dynamicvit.tasks", "dynamicvit.data", "dynamicvit.bench", "dynamicvit.experiments", "dynamicvit.frontend",
+             "dynamicvit.export", "dynamicvit.train", "dynamicvit.docsgen", "dynamicvit.cli", "dynamicvit.builder",
+             "dynamicvit.config")  # fmt: skip
     assert [m for m in new if m.startswith(heavy)] == []

@@ -20,7 +20,7 @@ def check_save(args: argparse.Namespace) -> None:
 
 def save_result(args: argparse.Namespace, result: dict) -> None:
     """With ``--save FILE``: write ``result`` and its provenance there as JSON (atomically)."""
-    from dynamicvit.tools.provenance import provenance
+    from dynamicvit.core.provenance import provenance
 
     if args.save:
         command = shlex.join(["dynamicvit", *args.argv])

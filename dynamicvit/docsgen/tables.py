@@ -9,16 +9,16 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from dynamicvit.core.provenance import describe_machine
 from dynamicvit.docsgen.budgets import budgets_table
 from dynamicvit.docsgen.leaderboard import leaderboard_table, missing_board
-from dynamicvit.tools.provenance import describe_machine
-from dynamicvit.tools.report import demo_table, overlap_table
+from dynamicvit.experiments.report import demo_table, overlap_table
 from dynamicvit.weights.zoo import ZOO
 
 __all__ = ["RESULTS_DIR", "render"]
 
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "docs" / "results"
-LEADERBOARDS = ("demo", "scale", "grid14")  # the leaderboards' proxies (dynamicvit.tools.leaderboard.PROXIES)
+LEADERBOARDS = ("demo", "scale", "grid14")  # the leaderboards' proxies (dynamicvit.experiments.leaderboard.PROXIES)
 
 
 def _where(p: dict) -> str:

@@ -64,7 +64,7 @@ class TokenReductionMixin(TokenReducer):
     def keep_schedule(self) -> list[float]:
         """The fraction of the input patches alive after each stage: ρ, ρ², ρ³ (the paper's schedule) unless
         set to another non-increasing list, e.g. one searched for a MACs target
-        (:func:`dynamicvit.tools.schedule.search_schedule`). Settable; ``None`` returns to ρ**s."""
+        (:func:`dynamicvit.methods.schedule_search.search_schedule`). Settable; ``None`` returns to ρ**s."""
         return (
             list(self._keep_schedule)
             if self._keep_schedule

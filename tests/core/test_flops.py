@@ -3,8 +3,8 @@ import timm
 from conftest import tiny_vit
 
 import dynamicvit
+from dynamicvit.bench.flops_report import compare_flops
 from dynamicvit.core.flops import count_flops
-from dynamicvit.tools.flops_report import compare_flops
 
 
 def analytic_vit_macs(c, depth, patches, prefix, patch_area, classes, prune_layers=(), counts=(), mlp_ratio=4):

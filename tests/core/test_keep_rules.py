@@ -16,7 +16,7 @@ PACKAGE = Path(dynamicvit.__file__).parent
 RULES_HOME = PACKAGE / "core" / "keep"
 # result-file columns that hold a *selection* or a curve, not a model's keep mode: the demo's item overlap of
 # the predictor's choice against random tokens, and the documentation's renderers of saved result files
-RESULT_KEYS = {"tools/item_overlap.py", "tools/report.py", "docsgen/tables.py", "docsgen/budgets.py"}
+RESULT_KEYS = {"experiments/item_overlap.py", "experiments/report.py", "docsgen/tables.py", "docsgen/budgets.py"}
 
 
 class BestHalf(KeepRule):

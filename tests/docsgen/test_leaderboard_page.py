@@ -5,8 +5,8 @@ import numpy as np
 
 from dynamicvit.docsgen.leaderboard import leaderboard_table
 from dynamicvit.docsgen.tables import render
-from dynamicvit.tools.leaderboard.rows import pack_correct
-from dynamicvit.tools.leaderboard.summary import group_rows, leads
+from dynamicvit.experiments.leaderboard.rows import pack_correct
+from dynamicvit.experiments.leaderboard.summary import group_rows, leads
 
 
 def _summary() -> dict:

@@ -8,11 +8,11 @@ from hypothesis import strategies as st
 
 from dynamicvit.core.flops import count_flops
 from dynamicvit.core.interfaces import Method
+from dynamicvit.export import export_onnx
 from dynamicvit.methods import METHODS, apply_method, method_of, set_budget
 from dynamicvit.methods.budget import macs_fraction
 from dynamicvit.methods.common import ScoredKeepMixin, reduce_vit
 from dynamicvit.methods.tome import bipartite_merge
-from dynamicvit.tools.export import export_onnx
 
 BASELINES = [m for m in METHODS if m != "dynamicvit"]
 

@@ -9,12 +9,12 @@ from conftest import tiny_vit
 
 from dynamicvit.core.losses import build_criterion
 from dynamicvit.core.merging import Merge, bipartite_merge_plan, fuse_tokens
+from dynamicvit.export import export_onnx
 from dynamicvit.methods import apply_method
 from dynamicvit.methods.diffrate import survival
 from dynamicvit.methods.mctf import mctf_merge_plan, pair_scores
 from dynamicvit.methods.ppt import importance_scores, pools
 from dynamicvit.methods.tome import bipartite_merge
-from dynamicvit.tools.export import export_onnx
 
 RIVALS = ["topk", "ppt", "mctf", "diffrate"]
 

@@ -9,14 +9,14 @@ import torch
 from conftest import tiny_vit
 
 import dynamicvit
+from dynamicvit.bench.flops_report import compare_flops
+from dynamicvit.bench.forwards import padded_forward
 from dynamicvit.cli import main
 from dynamicvit.core.calibrate import calibrate
 from dynamicvit.core.flops import count_flops, per_image_gmacs
 from dynamicvit.core.losses import keep_ratio_loss
+from dynamicvit.export import export_onnx
 from dynamicvit.tasks.evaluate import evaluate
-from dynamicvit.tools.bench_forwards import padded_forward
-from dynamicvit.tools.export import export_onnx
-from dynamicvit.tools.flops_report import compare_flops
 from dynamicvit.weights.checkpoint import save_checkpoint
 
 CNX = dict(depths=(1, 1, 4, 1), dims=(8, 16, 32, 32), num_classes=5)
@@ -255,7 +255,7 @@ def test_padded_execution_equals_packed():
 
 
 def test_bench_times_packed_and_padded_adaptive():
-    from dynamicvit.tools.bench import benchmark
+    from dynamicvit.bench.throughput import benchmark
 
     r = benchmark("deit_tiny_patch16_224", img_size=32, batch_size=3, warmup=1, repeats=1, keep_mode="adaptive")
     assert {"sparse", "adaptive", "adaptive padded", "learned"} <= set(r["variants"])
@@ -267,7 +267,7 @@ def test_viz_draws_per_image_counts(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from dynamicvit.tools.viz import visualize_files
+    from dynamicvit.frontend.viz import visualize_files
 
     model = adaptive_vit()
     paths = []

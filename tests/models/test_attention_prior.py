@@ -9,8 +9,8 @@ from conftest import tiny_vit
 
 import dynamicvit
 from dynamicvit.core.attention_prior import log_prior, received_attention
+from dynamicvit.export import export_onnx
 from dynamicvit.methods.registry import apply_method
-from dynamicvit.tools.export import export_onnx
 
 
 def _prior(kind="plain", keep_rate=0.6, merge=False, seed=0, **overrides):

@@ -8,10 +8,10 @@ from timm.models.convnext import ConvNeXt
 from timm.models.swin_transformer import SwinTransformer
 
 import dynamicvit
+from dynamicvit.bench.flops_report import compare_flops
 from dynamicvit.builder import evaluate_checkpoint
 from dynamicvit.core.flops import count_flops
 from dynamicvit.models.hierarchical import FastPath
-from dynamicvit.tools.flops_report import compare_flops
 from dynamicvit.train.trainer import Trainer
 
 

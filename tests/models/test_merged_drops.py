@@ -6,8 +6,8 @@ import torch
 from conftest import tiny_vit
 
 import dynamicvit
+from dynamicvit.export import export_onnx
 from dynamicvit.models.merged_drops import merge_into_kept
-from dynamicvit.tools.export import export_onnx
 
 
 def _merging(kind="plain", **overrides):

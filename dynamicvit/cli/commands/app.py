@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> None:
     """Run ``dynamicvit app`` on its parsed arguments."""
     if args.checkpoint and not Path(args.checkpoint).is_file():
         raise FileNotFoundError(f"no checkpoint file at {args.checkpoint}")
-    from dynamicvit.tools.app import launch
+    from dynamicvit.frontend.app import launch
 
     launch(args.model, args.checkpoint, args.host, args.port)
 

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _bench_training(args: argparse.Namespace) -> list[dict]:
-    from dynamicvit.tools.bench import benchmark_training
+    from dynamicvit.bench.throughput import benchmark_training
 
     runs = [
         benchmark_training(
@@ -93,7 +93,7 @@ def _bench_training(args: argparse.Namespace) -> list[dict]:
 
 
 def _bench_checkpoints(args: argparse.Namespace) -> list[dict]:
-    from dynamicvit.tools.bench import benchmark_checkpoints
+    from dynamicvit.bench.throughput import benchmark_checkpoints
 
     r = benchmark_checkpoints(*args.checkpoints, args.batch_sizes[0], args.warmup, args.repeats, args.device)
     if printed_json(args, [r]):
@@ -106,7 +106,7 @@ def _bench_checkpoints(args: argparse.Namespace) -> list[dict]:
 
 
 def _bench_models(args: argparse.Namespace) -> list[dict]:
-    from dynamicvit.tools.bench import benchmark
+    from dynamicvit.bench.throughput import benchmark
 
     keys = ("method", "keep_rate", "img_size", "warmup", "repeats", "compile", "onnx", "device")
     options = {k: getattr(args, k) for k in keys}

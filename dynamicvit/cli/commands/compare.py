@@ -48,7 +48,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     """Run ``dynamicvit compare`` on its parsed arguments."""
-    from dynamicvit.tools.compare import run_compare
+    from dynamicvit.experiments.compare import run_compare
 
     cfg = config_from_args(args)
     run_compare(

@@ -20,7 +20,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     """Run ``dynamicvit demo`` on its parsed arguments."""
-    from dynamicvit.tools.demo import DemoConfig, run_demo
+    from dynamicvit.experiments.demo import DemoConfig, run_demo
 
     overrides = {"out_dir": args.out, "data_dir": args.data_dir, "resume": args.resume, "overwrite": args.overwrite}
     cfg = DemoConfig.quick(**overrides) if args.quick else DemoConfig(**overrides)

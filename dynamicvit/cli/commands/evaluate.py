@@ -31,7 +31,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     """Run ``dynamicvit eval`` on its parsed arguments."""
     from dynamicvit.builder import evaluate_run, load_for_eval
-    from dynamicvit.tools.viz import TASK_PICTURES
+    from dynamicvit.frontend.viz import TASK_PICTURES
 
     overrides = {
         k: getattr(args, k)

@@ -39,7 +39,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     """Run ``dynamicvit export`` on its parsed arguments."""
-    from dynamicvit.tools.export import check_opset, export_onnx
+    from dynamicvit.export import check_opset, export_onnx
 
     check_writable(args.onnx, "--onnx")
     check_opset(args.opset)

@@ -21,7 +21,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     """Run ``dynamicvit flops`` on its parsed arguments."""
-    from dynamicvit.tools.flops_report import compare_flops
+    from dynamicvit.bench.flops_report import compare_flops
 
     check_save(args)
     r = compare_flops(

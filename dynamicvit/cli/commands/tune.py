@@ -32,7 +32,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     """Run ``dynamicvit tune`` on its parsed arguments."""
-    from dynamicvit.tools.tune import tune
+    from dynamicvit.bench.tune import tune
 
     check_save(args)
     r = tune(

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> None:
     """Run ``dynamicvit viz`` on its parsed arguments."""
     from dynamicvit.builder import load_trained
     from dynamicvit.data.registry import class_names
-    from dynamicvit.tools.viz import visualize_files
+    from dynamicvit.frontend.viz import visualize_files
 
     overrides = {
         k: getattr(args, k)

@@ -3,8 +3,8 @@ import torch
 from conftest import file_size_limit, tiny_vit
 
 from dynamicvit.cli import main
+from dynamicvit.export import export_onnx, onnx_session
 from dynamicvit.methods import apply_method
-from dynamicvit.tools.export import export_onnx, onnx_session
 
 
 @pytest.mark.parametrize("method", ["dense", "dynamicvit", "evit", "tome"])
@@ -58,7 +58,7 @@ def test_an_export_past_the_space_is_one_line_naming_the_file(tmp_path):
     code = (
         "import sys, timm, dynamicvit\n"
         "from dynamicvit.core.errors import WriteError\n"
-        "from dynamicvit.tools.export import export_onnx\n"
+        "from dynamicvit.export import export_onnx\n"
         "vit = timm.create_model('vit_tiny_patch16_224', img_size=32, patch_size=8, depth=4)\n"
         "try:\n    export_onnx(dynamicvit.sparsify(vit, keep_rate=0.7).eval(), sys.argv[1], check=False)\n"
         "except WriteError as err:\n    print(err)\n    sys.exit(3)\n"

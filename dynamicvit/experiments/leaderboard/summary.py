@@ -9,10 +9,10 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from dynamicvit.tools.leaderboard.board import Board
-from dynamicvit.tools.leaderboard.entries import entries
-from dynamicvit.tools.leaderboard.paired import Lead
-from dynamicvit.tools.leaderboard.rows import unpack_correct
+from dynamicvit.experiments.leaderboard.board import Board
+from dynamicvit.experiments.leaderboard.entries import entries
+from dynamicvit.experiments.leaderboard.paired import Lead
+from dynamicvit.experiments.leaderboard.rows import unpack_correct
 
 __all__ = ["BUDGET_TOLERANCE", "group_rows", "leads", "summarise", "top_entries"]
 

@@ -12,8 +12,8 @@ from PIL import Image
 import dynamicvit
 from dynamicvit.cli import main
 from dynamicvit.config import TrainConfig
+from dynamicvit.frontend.viz import decision_cells, grey_out, kept_mask, save_kept_token_grid
 from dynamicvit.methods import apply_method
-from dynamicvit.tools.viz import decision_cells, grey_out, kept_mask, save_kept_token_grid
 
 SKIMAGE_DATA = Path(skimage.data.__file__).parent
 

@@ -7,16 +7,12 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from dynamicvit.core.interfaces import find_reducer  # noqa: E402
-from dynamicvit.core.tokens import index_mask  # noqa: E402
-from dynamicvit.tools.report import save_figure  # noqa: E402
+from dynamicvit.core.interfaces import find_reducer
+from dynamicvit.core.tokens import index_mask
+from dynamicvit.frontend.figures import plt, save_figure
 
 __all__ = [
     "decision_cells",

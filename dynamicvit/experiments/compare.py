@@ -25,20 +25,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dynamicvit.bench.timing import time_callables
 from dynamicvit.builder import build_dense_for_data, build_run_dataset, configure_reducer
 from dynamicvit.config import REGIMES, TrainConfig, default_regime, regime_config, validate
 from dynamicvit.core.files import atomic_write_text, folder_lock
 from dynamicvit.core.flops import count_flops
 from dynamicvit.core.interfaces import find_reducer
 from dynamicvit.core.keep import DEFAULT_MASK_RULE
+from dynamicvit.core.provenance import provenance
+from dynamicvit.experiments.report import save_tradeoff_plots, write_comparison_markdown
 from dynamicvit.methods.budget import knob_of, set_budget
 from dynamicvit.methods.registry import METHODS, apply_method, get_method
 from dynamicvit.models.merged_drops import merges_drops
 from dynamicvit.models.vit import has_attention_prior
 from dynamicvit.tasks.evaluate import evaluate
-from dynamicvit.tools.provenance import provenance
-from dynamicvit.tools.report import save_tradeoff_plots, write_comparison_markdown
-from dynamicvit.tools.timing import time_callables
 from dynamicvit.train.run_folder import check_report_folder
 from dynamicvit.train.trainer import Trainer
 

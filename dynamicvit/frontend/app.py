@@ -2,7 +2,7 @@
 
 Pick a model (a training checkpoint, a release file with its zoo name, or any timm/zoo name with untrained
 predictors, said so on the page), upload an image, move the keep-rate slider, switch the fixed and adaptive
-budgets, and see the tokens kept at each stage (drawn by :func:`dynamicvit.tools.viz.visualize_files`, the
+budgets, and see the tokens kept at each stage (drawn by :func:`dynamicvit.frontend.viz.visualize_files`, the
 ``viz`` command's drawing), the top-5 classes, the image's MACs and its measured latency. Models load once
 per selection (cached); bad input (not an image, too large, a checkpoint of another architecture) is a
 message on the page and the server keeps running.
@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dynamicvit.bench.timing import time_callables
 from dynamicvit.builder import build_untrained, load_trained
 from dynamicvit.core.calibrate import calibrate, random_images
 from dynamicvit.core.files import CheckpointError
@@ -26,8 +27,7 @@ from dynamicvit.core.flops import count_flops, per_image_gmacs
 from dynamicvit.core.keep import DEFAULT_KEEP_MODE as FIXED
 from dynamicvit.core.keep import KEEP_RULES, untrained_rules
 from dynamicvit.data.registry import class_names
-from dynamicvit.tools.timing import time_callables
-from dynamicvit.tools.viz import visualize_files
+from dynamicvit.frontend.viz import visualize_files
 from dynamicvit.weights.checkpoint import read_checkpoint
 from dynamicvit.weights.download import cache_path
 from dynamicvit.weights.zoo import ZOO

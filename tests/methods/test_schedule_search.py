@@ -4,7 +4,7 @@ from conftest import tiny_vit
 
 from dynamicvit import sparsify
 from dynamicvit.core.flops import count_flops
-from dynamicvit.tools.schedule import search_schedule
+from dynamicvit.methods.schedule_search import search_schedule
 
 
 def test_keep_schedule_sets_the_counts_and_keep_rate_clears_it():

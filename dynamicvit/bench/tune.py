@@ -2,7 +2,7 @@
 the machine this runs on.
 
 FLOPs do not translate into time the same way on every device, so :func:`tune` times the dense model
-and the sparse one at a grid of keep rates, interleaved in one process (:func:`dynamicvit.tools.bench.time_runs`),
+and the sparse one at a grid of keep rates, interleaved in one process (:func:`dynamicvit.bench.throughput.time_runs`),
 and picks the largest keep rate – the most accurate model – that meets the target.
 """
 
@@ -14,10 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from dynamicvit.bench.timing import time_runs
 from dynamicvit.builder import build_pair
 from dynamicvit.core.flops import count_flops, input_size
 from dynamicvit.core.predictor import check_keep_rate
-from dynamicvit.tools.timing import time_runs
 
 __all__ = ["DEFAULT_RATES", "tune"]
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from dynamicvit.tools.demo import DemoConfig, run_demo
-from dynamicvit.tools.item_overlap import item_tokens, overlap
+from dynamicvit.experiments.demo import DemoConfig, run_demo
+from dynamicvit.experiments.item_overlap import item_tokens, overlap
 
 
 def test_quick_demo_writes_full_report(tmp_path, fake_fashion):

@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dynamicvit.bench.forwards import limit_forward, padded_forward
+from dynamicvit.bench.timing import bench_device, device_name, peak_mb, peak_memory_mb, time_runs, timing_row
 from dynamicvit.builder import build_pair, load_trained
 from dynamicvit.core.attention import fused_masked_attention
 from dynamicvit.core.calibrate import calibrate
@@ -30,8 +32,6 @@ from dynamicvit.core.keep import DEFAULT_KEEP_MODE, KEEP_RULES
 from dynamicvit.methods.budget import knob_of
 from dynamicvit.models.merged_drops import merges_drops
 from dynamicvit.models.vit import DynamicViTMixin
-from dynamicvit.tools.bench_forwards import limit_forward, padded_forward
-from dynamicvit.tools.timing import bench_device, device_name, peak_mb, peak_memory_mb, time_runs, timing_row
 
 __all__ = ["benchmark", "benchmark_checkpoints", "benchmark_training", "sliced_forward"]
 
@@ -43,7 +43,7 @@ def sliced_forward(model: nn.Module, score: bool = False) -> Callable[[torch.Ten
 
 
 def _onnx_runner(model: nn.Module, path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
-    from dynamicvit.tools.export import export_onnx, onnx_session
+    from dynamicvit.export import export_onnx, onnx_session
 
     export_onnx(model, path, check=False)
     session = onnx_session(path)

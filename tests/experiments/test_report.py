@@ -2,7 +2,7 @@ import json
 
 from PIL import Image
 
-from dynamicvit.tools.report import read_jsonl, save_curves, write_markdown
+from dynamicvit.experiments.report import read_jsonl, save_curves, write_markdown
 
 
 def test_curves_from_run_folders(tmp_path):
@@ -58,7 +58,7 @@ def test_markdown_shows_measured_numbers(tmp_path):
 
 
 def test_lead_sentences_say_tie_spread_and_missed_budgets():
-    from dynamicvit.tools.report import lead_sentences
+    from dynamicvit.experiments.report import lead_sentences
 
     def row(method, top1, std=0.0, trained=True, reached=0.5):
         return {"method": method, "budget": 0.5, "regime": "finetune", "top1": top1, "top1_std": std,

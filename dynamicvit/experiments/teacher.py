@@ -18,9 +18,9 @@ from pathlib import Path
 from dynamicvit.builder import build_run_dataset
 from dynamicvit.config import TrainConfig
 from dynamicvit.core.files import atomic_write_text
+from dynamicvit.core.provenance import provenance
+from dynamicvit.experiments.report import read_jsonl
 from dynamicvit.tasks.evaluate import evaluate
-from dynamicvit.tools.provenance import provenance
-from dynamicvit.tools.report import read_jsonl
 from dynamicvit.train.trainer import Trainer
 from dynamicvit.weights.checkpoint import save_checkpoint
 

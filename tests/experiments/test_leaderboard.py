@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 from dynamicvit.core.flops import count_flops
-from dynamicvit.tools.leaderboard import PROXIES, entries, get_proxy, open_board
-from dynamicvit.tools.leaderboard.entries import default_entries
-from dynamicvit.tools.leaderboard.paired import Lead, paired_difference
-from dynamicvit.tools.leaderboard.rows import pack_correct, unpack_correct
-from dynamicvit.tools.leaderboard.summary import group_rows, leads, top_entries
-from dynamicvit.tools.teacher import converged
+from dynamicvit.experiments.leaderboard import PROXIES, entries, get_proxy, open_board
+from dynamicvit.experiments.leaderboard.entries import default_entries
+from dynamicvit.experiments.leaderboard.paired import Lead, paired_difference
+from dynamicvit.experiments.leaderboard.rows import pack_correct, unpack_correct
+from dynamicvit.experiments.leaderboard.summary import group_rows, leads, top_entries
+from dynamicvit.experiments.teacher import converged
 
 ROOT = Path(__file__).resolve().parents[2]
 BOARD = ["--proxy", "demo", "--quick", "--entries", "static", "diffrate", "--budgets", "0.5", "--regimes", "frozen"]

@@ -8,9 +8,9 @@ from conftest import tiny_cfg
 from dynamicvit.builder import build_dense_for_data, build_run_dataset
 from dynamicvit.cli import main
 from dynamicvit.core.flops import count_flops
+from dynamicvit.experiments.compare import run_compare, trains
 from dynamicvit.methods import METHODS, apply_method, set_budget
 from dynamicvit.tasks.evaluate import evaluate
-from dynamicvit.tools.compare import run_compare, trains
 from dynamicvit.train.trainer import Trainer
 
 

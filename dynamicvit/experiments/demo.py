@@ -18,25 +18,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dynamicvit.bench.timing import time_callables
 from dynamicvit.config import TrainConfig
 from dynamicvit.core.files import atomic_write_text, folder_lock
 from dynamicvit.core.flops import count_flops
 from dynamicvit.core.predictor import random_selector
+from dynamicvit.core.provenance import provenance
 from dynamicvit.data.fashion import FASHION_CLASSES
+from dynamicvit.experiments.item_overlap import kept_item_overlap
+from dynamicvit.experiments.report import save_curves, write_html, write_markdown
+from dynamicvit.frontend.viz import save_kept_token_grid
 from dynamicvit.methods.budget import set_budget
 from dynamicvit.methods.registry import apply_method
 from dynamicvit.tasks.evaluate import evaluate
-from dynamicvit.tools.item_overlap import kept_item_overlap
-from dynamicvit.tools.provenance import provenance
-from dynamicvit.tools.report import save_curves, write_html, write_markdown
-from dynamicvit.tools.timing import time_callables
-from dynamicvit.tools.viz import save_kept_token_grid
 from dynamicvit.train.run_folder import check_report_folder
 from dynamicvit.train.trainer import Trainer
 
 __all__ = ["STUDENT_RECIPE", "TEACHER_RECIPE", "DemoConfig", "run_demo"]
 
-# the demo's optimisation settings, shared with the leaderboards' proxies (dynamicvit.tools.leaderboard)
+# the demo's optimisation settings, shared with the leaderboards' proxies (dynamicvit.experiments.leaderboard)
 TEACHER_RECIPE = {"lr": 2e-3, "warmup_epochs": 0.2, "min_lr": 1e-5}
 STUDENT_RECIPE = {
     "lr": 1e-3,

@@ -5,11 +5,11 @@ import torch
 from conftest import tiny_vit
 
 import dynamicvit
+from dynamicvit.bench.flops_report import compare_flops
+from dynamicvit.bench.throughput import benchmark, benchmark_training, sliced_forward
+from dynamicvit.bench.timing import peak_memory_mb, time_callables
 from dynamicvit.cli import main
 from dynamicvit.methods import METHODS
-from dynamicvit.tools.bench import benchmark, benchmark_training, sliced_forward
-from dynamicvit.tools.flops_report import compare_flops
-from dynamicvit.tools.timing import peak_memory_mb, time_callables
 
 
 def test_sliced_limit_at_full_keep_equals_model():
@@ -42,7 +42,7 @@ def test_sliced_limit_runs_the_kept_token_counts():
 
 def test_time_callables_reports_each_function(monkeypatch):
     """A stubbed clock that each call advances by a known amount: the medians are those amounts."""
-    import dynamicvit.tools.bench as bench
+    import dynamicvit.bench.throughput as bench
 
     clock = {"now": 0.0}
     monkeypatch.setattr(bench.time, "perf_counter", lambda: clock["now"])
@@ -65,7 +65,7 @@ def test_time_callables_reports_each_function(monkeypatch):
 
 def test_benchmark_turns_timings_into_the_right_ratios(monkeypatch):
     """Timings are stubbed with known values: img/s, speed-ups and fractions of the limit follow."""
-    import dynamicvit.tools.bench as bench
+    import dynamicvit.bench.throughput as bench
 
     seconds = {"dense": [0.4, 0.5, 0.6], "sparse": [0.25, 0.2, 0.3], "limit": [0.2] * 3, "limit+predictors": [0.22] * 3}
     seconds["merged drops"] = [0.4] * 3
@@ -157,7 +157,7 @@ def test_training_step_benchmark_frozen_backbone_keeps_less(capsys):
 
 def test_noise_bound_rows_are_flagged_and_warned(monkeypatch, capsys):
     """Stubbed timings: a row whose p90 exceeds 1.5x its p50 is flagged and the command warns once."""
-    import dynamicvit.tools.bench as bench
+    import dynamicvit.bench.throughput as bench
     from dynamicvit.cli import main
 
     steady, noisy = [0.2] * 9 + [0.21], [0.2] * 8 + [0.5, 0.5]  # p90 / p50: 1.05 and 2.5
@@ -176,7 +176,7 @@ def test_noise_bound_rows_are_flagged_and_warned(monkeypatch, capsys):
 @pytest.mark.parametrize("mode", [["--training"], ["--keep-mode", "fixed"]])
 def test_bench_save_writes_every_mode_with_its_provenance(mode, tmp_path, monkeypatch, capsys):
     """--save is honoured whatever bench measures (stubbed measurements, the file is what they returned)."""
-    import dynamicvit.tools.bench as bench
+    import dynamicvit.bench.throughput as bench
     from dynamicvit.cli import main
 
     run = {"model": "m", "batch_size": 1, "repeats": 1, "seconds": {}, "peak_mb": {}, "variants": {}}

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dynamicvit.tools.app import build_app, load_model, run_image
+from dynamicvit.frontend.app import build_app, load_model, run_image
 
 DRIVER = shutil.which("chromedriver")
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -140,7 +140,7 @@ def test_a_checkpoint_of_another_architecture_is_a_user_error(tmp_path):
     import timm
     import torch
 
-    from dynamicvit.tools.app import USER_ERRORS
+    from dynamicvit.frontend.app import USER_ERRORS
 
     torch.save(timm.create_model("deit_tiny_patch16_224").state_dict(), tmp_path / "tiny.pth")
     with pytest.raises(USER_ERRORS) as caught:
@@ -149,7 +149,7 @@ def test_a_checkpoint_of_another_architecture_is_a_user_error(tmp_path):
 
 
 def test_the_page_offers_example_pictures(tmp_path):
-    from dynamicvit.tools.app import _examples
+    from dynamicvit.frontend.app import _examples
 
     names = {os.path.basename(p) for p in _examples(tmp_path)}
     assert {"cat.png", "coffee.png", "astronaut.png"} <= names  # scikit-image is a dev dependency
@@ -172,7 +172,7 @@ def test_a_training_checkpoint_runs_with_the_pages_own_defaults(tmp_path, fake_f
     from conftest import tiny_cfg
 
     from dynamicvit.core.keep import DEFAULT_KEEP_MODE
-    from dynamicvit.tools.app import DEFAULT_MODEL, _examples, page_model
+    from dynamicvit.frontend.app import DEFAULT_MODEL, _examples, page_model
     from dynamicvit.train.trainer import Trainer
 
     Trainer(tiny_cfg(tmp_path, fake_fashion, dense=True, epochs=1)).fit()

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from dynamicvit.config import TrainConfig
 from dynamicvit.data.cluttered import VAL_IMAGES
-from dynamicvit.tools.demo import STUDENT_RECIPE, TEACHER_RECIPE
-from dynamicvit.tools.teacher import TEACHER_FILE, train_converged
+from dynamicvit.experiments.demo import STUDENT_RECIPE, TEACHER_RECIPE
+from dynamicvit.experiments.teacher import TEACHER_FILE, train_converged
 
 __all__ = ["PROXIES", "Proxy", "get_proxy", "proxy_config", "proxy_teacher"]
 
@@ -101,7 +101,7 @@ def proxy_teacher(proxy: Proxy, out: Path, data_dir: str | None = None, quick: b
     """Train (or resume, or reuse) the proxy's dense teacher in ``out / "teacher"`` until it converges.
 
     Returns:
-        The teacher's curve summary (:func:`~dynamicvit.tools.teacher.train_converged`).
+        The teacher's curve summary (:func:`~dynamicvit.experiments.teacher.train_converged`).
     """
     folder = out / "teacher"
     cfg = dataclasses.replace(

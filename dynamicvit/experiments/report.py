@@ -7,13 +7,9 @@ import json
 import os
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from dynamicvit.core.files import atomic_write, atomic_write_text  # noqa: E402
-from dynamicvit.tools.provenance import describe_machine  # noqa: E402
+from dynamicvit.core.files import atomic_write_text
+from dynamicvit.core.provenance import describe_machine
+from dynamicvit.frontend.figures import plt, save_figure
 
 __all__ = [
     "demo_table",
@@ -22,7 +18,6 @@ __all__ = [
     "read_jsonl",
     "regime_rows",
     "save_curves",
-    "save_figure",
     "save_tradeoff_plots",
     "write_comparison_markdown",
     "write_html",
@@ -57,15 +52,6 @@ def save_curves(runs: dict[str, Path], path: str | os.PathLike) -> None:
     save_figure(fig, path)
 
 
-def save_figure(fig, path: str | os.PathLike) -> None:
-    """Write a matplotlib figure to ``path`` atomically (110 dpi) and close it."""
-    try:
-        with atomic_write(path) as tmp:
-            fig.savefig(tmp, dpi=110)
-    finally:
-        plt.close(fig)
-
-
 def write_markdown(summary: dict, path: str | os.PathLike) -> None:
     """The demo's report: results table, kept tokens on the item, speed, pictures, how it was made."""
     atomic_write_text(path, "\n".join(_demo_lines(summary)))
@@ -84,7 +70,7 @@ def write_html(markdown_path: str | os.PathLike, path: str | os.PathLike) -> Non
 
 def overlap_table(overlap: dict, kept: list[int]) -> list[str]:
     """The kept-tokens-on-the-item table of the demo (markdown lines): precision and recall per stage, of the
-    learned predictor and of random tokens (:func:`~dynamicvit.tools.item_overlap.kept_item_overlap`)."""
+    learned predictor and of random tokens (:func:`~dynamicvit.experiments.item_overlap.kept_item_overlap`)."""
     learned, rand = overlap["learned"], overlap["random"]
     lines = [
         f"Kept tokens on the item ({overlap['images']} test canvases; the item covers "

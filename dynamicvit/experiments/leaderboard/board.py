@@ -19,21 +19,21 @@ import numpy as np
 import torch
 from torch import nn
 
+from dynamicvit.bench.timing import time_callables
 from dynamicvit.builder import build_dense_for_data, build_run_dataset, configure_reducer
 from dynamicvit.config import REGIMES, TrainConfig, regime_config
 from dynamicvit.core.files import atomic_write_text, folder_lock
 from dynamicvit.core.flops import count_flops
+from dynamicvit.core.provenance import provenance
+from dynamicvit.experiments.compare import fine_tune, method_config, trains, tuned_model
+from dynamicvit.experiments.leaderboard.entries import Entry, default_entries, get_entry
+from dynamicvit.experiments.leaderboard.proxies import Proxy, get_proxy, proxy_config, proxy_teacher
+from dynamicvit.experiments.leaderboard.rows import RowStore, pack_correct, row_key
+from dynamicvit.experiments.report import read_jsonl
+from dynamicvit.experiments.teacher import TEACHER_FILE
 from dynamicvit.methods.budget import knob_of
 from dynamicvit.methods.registry import apply_method, get_method
 from dynamicvit.tasks.logits import evaluate_logits
-from dynamicvit.tools.compare import fine_tune, method_config, trains, tuned_model
-from dynamicvit.tools.leaderboard.entries import Entry, default_entries, get_entry
-from dynamicvit.tools.leaderboard.proxies import Proxy, get_proxy, proxy_config, proxy_teacher
-from dynamicvit.tools.leaderboard.rows import RowStore, pack_correct, row_key
-from dynamicvit.tools.provenance import provenance
-from dynamicvit.tools.report import read_jsonl
-from dynamicvit.tools.teacher import TEACHER_FILE
-from dynamicvit.tools.timing import time_callables
 
 __all__ = ["Board", "open_board"]
 
