@@ -17,7 +17,7 @@ NOT_TRAINING = ["frontend/app.py", "bench/throughput.py", "export.py", "frontend
                 "bench/flops_report.py", "builder/evaluate.py"]  # fmt: skip
 MAX_LINES = 400
 # bottom to top: a module imports only from its own layer or those before it (docs/architecture.md)
-LAYERS = ["core", "weights", "models", "methods", "data", "tasks", "config", "builder", "export", "bench",
+LAYERS = ["core", "draw", "weights", "models", "methods", "data", "tasks", "config", "builder", "export", "bench",
           "frontend", "train", "experiments", "cli", "docsgen"]  # fmt: skip
 # the package root is the public API over the library's layers; ``python -m dynamicvit`` is the command line
 ROOT_REACHES = {"dynamicvit": "bench", "dynamicvit.__main__": "cli"}

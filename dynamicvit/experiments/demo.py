@@ -25,9 +25,9 @@ from dynamicvit.core.flops import count_flops
 from dynamicvit.core.predictor import random_selector
 from dynamicvit.core.provenance import provenance
 from dynamicvit.data.fashion import FASHION_CLASSES
+from dynamicvit.draw.panels import save_kept_token_grid
 from dynamicvit.experiments.item_overlap import kept_item_overlap
 from dynamicvit.experiments.report import save_curves, write_html, write_markdown
-from dynamicvit.frontend.viz import save_kept_token_grid
 from dynamicvit.methods.budget import set_budget
 from dynamicvit.methods.registry import apply_method
 from dynamicvit.tasks.evaluate import evaluate

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dynamicvit.core.files import atomic_write_text
 from dynamicvit.core.provenance import describe_machine
-from dynamicvit.frontend.figures import plt, save_figure
+from dynamicvit.draw.figures import plt, save_figure
 
 __all__ = [
     "demo_table",

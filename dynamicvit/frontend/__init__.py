@@ -1,2 +1,1 @@
-"""What a person looks at: pictures of the kept tokens, segmentation and detection (viz.py), the browser page
-(app.py) and the one figure writer behind every plot (figures.py)."""
+"""What a person looks at: the kept tokens of image files (viz.py) and the browser page (app.py)."""

@@ -4,6 +4,7 @@ evaluation, export and the command line call a :class:`Task` and never branch on
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -28,6 +29,7 @@ class Task:
     learns_without_labels: ClassVar[bool] = True  # label-free calibration (--no-labels) applies
     shards_evaluation: ClassVar[bool] = False  # metrics add up over images: each rank evaluates a part
     targets_in_forward: ClassVar[bool] = False  # the model computes its own losses from the targets
+    picture: ClassVar[str] = ""  # what :meth:`save_picture` draws ("": the task draws none)
 
     def build_dense(
         self,
@@ -61,3 +63,8 @@ class Task:
     def check_export(self, model: nn.Module) -> None:
         """Refuse, in one line, a model of this task that ONNX export cannot write (nothing to refuse when
         the model returns one tensor)."""
+
+    def save_picture(self, model: nn.Module, dataset, path: str | os.PathLike, count: int = 4) -> None:
+        """A PNG of the model's results on the first ``count`` items of ``dataset`` (``dynamicvit eval
+        --picture``), for a task whose :attr:`picture` says what it draws."""
+        raise NotImplementedError(f"the {self.name} task draws no picture")

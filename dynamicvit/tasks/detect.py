@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -304,6 +305,7 @@ class DetectTask(Task):
     """Object detection: torchvision's FCOS on a ConvNeXt/Swin, FCOS's own losses, COCO mAP."""
 
     name = "detect"
+    picture = "boxes (labelled and predicted) and slow-path locations"
     help = "torchvision FCOS on a ConvNeXt/Swin, COCO mAP"
     learns_without_labels = False  # FCOS learns from its boxes
     targets_in_forward = True
@@ -337,6 +339,11 @@ class DetectTask(Task):
         out["backbone_gmacs"] = count_flops(model.backbone, img_size=size).gmacs
         out["gmacs"] = count_flops(model, img_size=size).gmacs
         return out | token_report(model, reducer, counts, out["gmacs"])
+
+    def save_picture(self, model: nn.Module, dataset, path: str | os.PathLike, count: int = 4) -> None:
+        from dynamicvit.draw.dense import save_detection_grid  # matplotlib only when drawing
+
+        save_detection_grid(model, dataset, path, count)
 
 
 register_task(DetectTask())

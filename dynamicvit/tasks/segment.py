@@ -10,6 +10,8 @@ stage that dropped it and all are put back at the output) gives the head the ful
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -174,6 +176,7 @@ class SegmentTask(Task):
     cross-entropy, mIoU."""
 
     name = "segment"
+    picture = "inputs, labels, predictions and kept locations"
     help = "FPN head on a ConvNeXt/Swin's maps or a ViT's restored tokens, per-pixel CE, mIoU"
 
     def build_dense(self, make, name, head_classes, input_size, **kwargs) -> nn.Module:
@@ -197,6 +200,11 @@ class SegmentTask(Task):
             out["miou"] = miou(confusion)
             out["backbone_gmacs"] = count_flops(model.backbone, img_size=tuple(dataset[0][0].shape[-2:])).gmacs
         return out
+
+    def save_picture(self, model: nn.Module, dataset, path: str | os.PathLike, count: int = 4) -> None:
+        from dynamicvit.draw.dense import save_segmentation_grid  # matplotlib only when drawing
+
+        save_segmentation_grid(model, dataset, path, count)
 
 
 register_task(SegmentTask())

@@ -12,7 +12,7 @@ from PIL import Image
 import dynamicvit
 from dynamicvit.cli import main
 from dynamicvit.config import TrainConfig
-from dynamicvit.frontend.viz import decision_cells, grey_out, kept_mask, save_kept_token_grid
+from dynamicvit.draw.panels import decision_cells, grey_out, kept_mask, save_kept_token_grid
 from dynamicvit.methods import apply_method
 
 SKIMAGE_DATA = Path(skimage.data.__file__).parent

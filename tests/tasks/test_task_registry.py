@@ -48,3 +48,28 @@ def test_unknown_task_is_one_line_error():
         get_task("count")
     with pytest.raises(ValueError, match="--task must be one of"):
         validate(TrainConfig(task="count"), training=False)
+
+
+class DrawnCountTask(CountTask):
+    """The toy task with a picture of its own: one PNG byte string per call."""
+
+    name = "drawn-count"
+    picture = "the number of images, drawn"
+
+    def save_picture(self, model, dataset, path, count=4) -> None:
+        with open(path, "wb") as f:
+            f.write(b"%d" % min(count, len(dataset)))
+
+
+def test_a_task_says_what_it_draws_and_eval_lists_it():
+    task = register_task(DrawnCountTask())
+    try:
+        eval_parser = build_parser()._subparsers._group_actions[0].choices["eval"]
+        (picture,) = [a.help for a in eval_parser._actions if "--picture" in a.option_strings]
+        assert "drawn-count: the number of images, drawn" in picture
+        assert "segment: inputs, labels" in picture
+        assert "classify:" not in picture  # the classifier draws no picture
+    finally:
+        TASKS.remove(task.name)
+    with pytest.raises(NotImplementedError, match="the classify task draws no picture"):
+        get_task("classify").save_picture(tiny_vit(), [], "x.png")

@@ -9,6 +9,7 @@ from dynamicvit.cli.config_args import DATA_FIELDS, add_config_args
 from dynamicvit.cli.output import check_save, per_image_lines, save_result
 from dynamicvit.cli.registry import Command, register_command
 from dynamicvit.core.files import check_writable
+from dynamicvit.tasks.registry import TASKS, get_task
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -19,11 +20,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--random", action="store_true", help="random token selection at the same counts")
     p.add_argument("--no-ema", action="store_true", help="the raw weights even when the checkpoint has EMA ones")
-    p.add_argument(
-        "--picture",
-        default=None,
-        help="segmentation / detection: PNG of inputs, labels or boxes, predictions, kept locations",
-    )
+    pictures = "; ".join(f"{t.name}: {t.picture}" for t in TASKS.values() if t.picture)
+    p.add_argument("--picture", default=None, metavar="PNG", help=f"a picture of the first results ({pictures})")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--save", metavar="FILE", default=None, help="also write the result with its provenance as JSON")
 
@@ -31,7 +29,6 @@ def arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     """Run ``dynamicvit eval`` on its parsed arguments."""
     from dynamicvit.builder import evaluate_run, load_for_eval
-    from dynamicvit.frontend.viz import TASK_PICTURES
 
     overrides = {
         k: getattr(args, k)
@@ -42,14 +39,13 @@ def run(args: argparse.Namespace) -> None:
         check_writable(args.picture, "--picture")
     check_save(args)
     model, dataset, cfg = load_for_eval(args.checkpoint, ema=not args.no_ema, **overrides)
-    draw = TASK_PICTURES.get(cfg.task)
-    if args.picture and draw is None:
-        raise ValueError(
-            f"--picture draws {' or '.join(TASK_PICTURES)} results; this checkpoint is a {cfg.task} model (use viz)"
-        )
+    task = get_task(cfg.task)
+    if args.picture and not task.picture:
+        drawn = " or ".join(t.name for t in TASKS.values() if t.picture)
+        raise ValueError(f"--picture draws {drawn} results; this checkpoint is a {cfg.task} model (use viz)")
     r = evaluate_run(model, dataset, cfg, random_tokens=args.random)
     if args.picture:
-        draw(model, dataset, args.picture)
+        task.save_picture(model, dataset, args.picture)
     save_result(args, {"checkpoint": args.checkpoint, **r})
     if args.json:
         print(json.dumps(r, indent=2))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dynamicvit.frontend.figures import plt, save_figure
+from dynamicvit.draw.figures import plt, save_figure
 
 __all__ = ["save_board_plots"]
 
