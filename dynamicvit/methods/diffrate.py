@@ -31,7 +31,7 @@ from dynamicvit.core.interfaces import Method, find_reducer
 from dynamicvit.core.merging import Merge, attend, slot_sums, soft_merge
 from dynamicvit.core.predictor import check_keep_rate
 from dynamicvit.core.tokens import attention_output, attention_qkv, gather_tokens, residual_mlp
-from dynamicvit.methods.common import InBlockMixin, reduce_vit
+from dynamicvit.methods.common import InBlockMixin, reduce_vit, reduction_layers
 from dynamicvit.methods.registry import register_method
 
 __all__ = ["DiffRate", "DiffRateMixin", "RateSearch", "survival"]
@@ -223,6 +223,7 @@ class DiffRate(Method):
 
     @classmethod
     def apply(cls, model: nn.Module, keep_rate: float = 0.7, prune_layers=None, **_) -> nn.Module:
+        reduction_layers(model, keep_rate, prune_layers)  # an unsupported model is refused before it is changed
         model.rate_search = RateSearch(len(model.blocks) - 1).to(next(model.parameters()).device)
         model.register_load_state_dict_post_hook(lambda module, _: module._read_rates())
         model = reduce_vit(model, DiffRateMixin, keep_rate, prune_layers)  # setting ρ sets the MACs target
