@@ -94,7 +94,7 @@ def fingerprint(backbone: str, method: str) -> dict:
     with torch.no_grad():
         out["eval"] = attempt(lambda: model(x))
         if reducer is not None and reducer.supports_adaptive:
-            reducer.keep_mode = "adaptive"
+            reducer.keep_mode = "threshold"
             out["adaptive"] = attempt(lambda: model(x))
             if reducer.supports_learned:
                 torch.manual_seed(2)

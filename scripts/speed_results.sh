@@ -16,7 +16,7 @@ for b in 1 8 32; do
 done
 for b in 1 8 32 64; do
   repeats=$(case "$b" in 1) echo 30 ;; 64) echo 20 ;; *) echo 10 ;; esac)  # batch 64: the noisiest ratios
-  $DVIT bench $M --batch-size "$b" --repeats "$repeats" --keep-mode adaptive --device cpu \
+  $DVIT bench $M --batch-size "$b" --repeats "$repeats" --keep-mode threshold --device cpu \
     --save "docs/results/bench-adaptive/deit_small-0.7-batch$b.json" > /dev/null
 done
 $DVIT bench --models convnext_tiny swin_tiny_patch4_window7_224 --keep-rate 0.7 --batch-size 32 --repeats 10 \

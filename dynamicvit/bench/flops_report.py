@@ -25,7 +25,7 @@ def compare_flops(
     (``keep_rate`` default: the zoo model's, else 0.7), reduced by ``method`` (:func:`build_pair`: ToMe's and
     MCTF's ``r`` tuned to DynamicViT's MACs at ``keep_rate``).
 
-    A per-image ``keep_mode`` (e.g. ``"adaptive"``) is calibrated to the fixed budget on 32 random images and adds
+    A per-image ``keep_mode`` (e.g. ``"threshold"``) is calibrated to the fixed budget on 32 random images and adds
     the per-image distribution (``per_image``: tokens per stage and GMACs, mean and p10/p50/p90) on them;
     with untrained predictors it shows the mechanics, not a trained model's spread."""
     dense, sparse = build_pair(model, method, keep_rate, img_size, model_kwargs=timm_kwargs)

@@ -128,7 +128,7 @@ class TrainConfig:
         "training mask: " + "; ".join(f"{name}: {rule.help}" for name, rule in MASK_RULES.items()),
         choices=MASK_RULES,
     )
-    thresholds: list[float] | None = _opt(None, "adaptive keep mode: per-stage keep-probability thresholds (calibrate)")
+    thresholds: list[float] | None = _opt(None, "threshold keep mode: the per-stage keep-probability thresholds")
     distill_weight: float = _opt(0.5, "weight of the KL distillation from the dense model")
     token_weight: float = _opt(0.5, "weight of the kept-token MSE (ViTs: hierarchical maps have no token subset)")
     mixup: float = _opt(0.0, "mixup alpha (timm Mixup)")
@@ -147,6 +147,9 @@ class TrainConfig:
     max_bad_steps: int = _opt(10, "stop after this many non-finite losses in a row")
     deterministic: bool = _opt(False, "torch deterministic algorithms")
     progress: bool = _opt(True, "hide the progress bar", flags=("--no-progress",))
+
+    def __post_init__(self) -> None:
+        self.keep_mode = KEEP_RULES.canonical(self.keep_mode)  # a former rule name (saved configs) reads as today's
 
     def data_options(self, split: str) -> DataOptions:
         """The data section for ``split`` (``"train"`` or a test split): the :class:`DataOptions` fields of this

@@ -67,7 +67,7 @@ def calibrate(
     """
     reducer = find_reducer(model)
     if reducer is None or not reducer.supports_adaptive:
-        raise TypeError(f"{type(model).__name__} has no adaptive keep mode to calibrate (DynamicViT models have)")
+        raise TypeError(f"{type(model).__name__} has no per-image keep mode to calibrate (DynamicViT models have)")
     count = len(data)
     if count < MIN_CALIBRATION_IMAGES:
         raise ValueError(f"calibration needs at least {MIN_CALIBRATION_IMAGES} images, got {count}")

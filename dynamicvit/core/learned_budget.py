@@ -4,7 +4,7 @@ apart from *which* ones.
 A stage's :class:`BudgetPredictor` reads the mean of an image's alive patch tokens and gives the fraction
 ``r_i`` of them the image keeps; the stage's token predictor ranks the tokens as in the fixed mode, and
 the image keeps its ``k_i = round(r_i · n_i)`` best (at least one). A threshold on keep probabilities
-(the ``"adaptive"`` mode) mixes the two: the predictor's global half shifts a whole image's scores, so a
+(the ``"threshold"`` mode) mixes the two: the predictor's global half shifts a whole image's scores, so a
 briefly trained model keeps all or almost none of an image's tokens.
 
 Training keeps the hard top-``k_i`` set in the forward pass and takes its gradient from a soft mask

@@ -6,6 +6,7 @@ a taken name is an error that names both places."""
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -29,6 +30,7 @@ class Registry(Mapping[str, T], Generic[T]):
         self.kind = kind
         self._items: dict[str, T] = {}
         self._where: dict[str, str] = {}
+        self._aliases: dict[str, str] = {}
 
     def register(self, name: str, obj: T) -> T:
         """Add ``obj`` under ``name`` and return it.
@@ -49,10 +51,27 @@ class Registry(Mapping[str, T], Generic[T]):
         self._where.pop(name)
         return self._items.pop(name)
 
+    def add_alias(self, old: str, name: str) -> None:
+        """Let the former name ``old`` of the entry ``name`` still be read (saved configs, scripts): it resolves
+        to ``name`` with a ``FutureWarning``, and is never listed among the choices."""
+        if name not in self._items or old in self._items:
+            raise ValueError(f"cannot alias {old!r} to {name!r} in the {self.kind} registry")
+        self._aliases[old] = name
+
+    def canonical(self, name: str) -> str:
+        """``name`` with a former name replaced by the current one (warning once per call site); any other
+        string unchanged, for the caller's own check."""
+        if name in self._aliases:
+            new = self._aliases[name]
+            warnings.warn(f"the {self.kind} {name!r} is now called {new!r}; the old name will go", FutureWarning, 3)
+            return new
+        return name
+
     def lookup(self, name: str) -> T:
-        """The object registered as ``name``, or a one-line ``ValueError`` listing the choices."""
+        """The object registered as ``name`` (or a former name of it), or a one-line ``ValueError`` listing the
+        choices."""
         try:
-            return self._items[name]
+            return self._items[self.canonical(name)]
         except KeyError:
             raise ValueError(f"unknown {self.kind} {name!r}; choose one of {', '.join(self._items)}") from None
 
@@ -62,6 +81,9 @@ class Registry(Mapping[str, T], Generic[T]):
 
     def __getitem__(self, name: str) -> T:
         return self._items[name]
+
+    def __contains__(self, name: object) -> bool:  # a former name is still a valid choice (argparse asks here)
+        return name in self._items or name in self._aliases
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._items)

@@ -224,7 +224,7 @@ def forced_keep(forced, tokens: PackedTokens, rows: torch.Tensor, num_tokens: in
     form = isinstance(forced, (list, tuple)) and len(forced) == tokens.num_images
     if not form or not all(isinstance(f, torch.Tensor) and f.dim() == 1 for f in forced):
         raise ValueError(
-            f"forced decisions in adaptive mode must be, per stage, a list of {tokens.num_images} 1-D index "
+            f"forced decisions in a per-image keep mode must be, per stage, a list of {tokens.num_images} 1-D index "
             "tensors (one per image)"
         )
     if any(index.numel() and (index.min() < 0 or index.max() >= num_tokens) for index in forced):

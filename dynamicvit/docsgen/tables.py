@@ -131,21 +131,22 @@ def _bench_matrix(files: list[dict]) -> str:
 
 
 def _bench_adaptive(files: list[dict]) -> str:
-    """One line per batch size: dense, fixed, adaptive packed and padded, and learned img/s, the adaptive
+    """One line per batch size: dense, fixed, threshold packed and padded, and learned img/s, the threshold
     mode's kept tokens (mean, p10–p90 per stage) and mean GMACs."""
     lines = [
-        "| batch | dense img/s | fixed img/s | adaptive img/s | adaptive / fixed | padded img/s | padded / fixed "
-        "| learned / fixed | adaptive kept tokens per stage, mean (p10–p90) | adaptive GMACs / image |",
+        "| batch | dense img/s | fixed img/s | threshold img/s | threshold / fixed | padded img/s | padded / fixed "
+        "| learned / fixed | threshold kept tokens per stage, mean (p10–p90) | threshold GMACs / image |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in _runs(files):
         v, report = r["variants"], r["per_image"]
+        mode = "threshold" if "threshold" in v else "adaptive"  # the rule's former name, in older result files
         kept = " / ".join(f"{d['mean']:.1f} ({d['p10']:.0f}–{d['p90']:.0f})" for d in report["tokens"].values())
         learned = r.get("learned_fraction_of_fixed")
         lines.append(
             f"| {r['batch_size']} | {v['dense']['img_per_s']:.2f} | {v['sparse']['img_per_s']:.2f} "
-            f"| {v['adaptive']['img_per_s']:.2f} | **{r['adaptive_fraction_of_fixed']:.3f}** "
-            f"| {v['adaptive padded']['img_per_s']:.2f} | {r['padded_fraction_of_fixed']:.3f} "
+            f"| {v[mode]['img_per_s']:.2f} | **{r[mode + '_fraction_of_fixed']:.3f}** "
+            f"| {v[mode + ' padded']['img_per_s']:.2f} | {r['padded_fraction_of_fixed']:.3f} "
             f"| {'–' if learned is None else f'**{learned:.3f}**'} | {kept} | {report['gmacs']['mean']:.3f} |"
         )
     return "\n".join(lines)

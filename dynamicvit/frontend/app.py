@@ -1,7 +1,7 @@
 """``dynamicvit app``: a local web page (Gradio) to try a sparse model on your own pictures.
 
 Pick a model (a training checkpoint, a release file with its zoo name, or any timm/zoo name with untrained
-predictors, said so on the page), upload an image, move the keep-rate slider, switch the fixed and adaptive
+predictors, said so on the page), upload an image, move the keep-rate slider, switch the fixed and threshold
 budgets, and see the tokens kept at each stage (drawn by :func:`dynamicvit.frontend.viz.visualize_files`, the
 ``viz`` command's drawing), the top-5 classes, the image's MACs and its measured latency. Models load once
 per selection (cached); bad input (not an image, too large, a checkpoint of another architecture) is a
@@ -74,7 +74,7 @@ def load_model(name: str, checkpoint: str = "") -> Loaded:
 
 
 def _set_budget(model: nn.Module, keep_rate: float, keep_mode: str) -> str:
-    """Apply the page's budget; the adaptive mode needs thresholds, calibrated here on random images when
+    """Apply the page's budget; the threshold mode needs thresholds, calibrated here on random images when
     the model has none for this keep rate (said in the returned note)."""
     model.keep_mode = FIXED
     model.keep_rate = keep_rate
@@ -110,7 +110,7 @@ def run_image(loaded: Loaded, image: str, keep_rate: float, keep_mode: str, out:
     row = visualize_files(model, [image], out, class_names=loaded.names, top=5)[0]
     x = row.pop("input")[None]
     latency = _latency_ms(model, x)
-    # the adaptive mode's cost follows this image's own counts, which visualize_files reported
+    # a per-image mode's cost follows this image's own counts, which visualize_files reported
     gmacs = (
         per_image_gmacs(model, [tuple(row["kept_tokens"])])[0]
         if KEEP_RULES[keep_mode].per_image

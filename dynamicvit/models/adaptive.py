@@ -27,7 +27,8 @@ class AdaptiveForwardMixin:
         before the first stage, then each stage's alive patch rows as (rows (T, C), (images, grid indices)),
         and the final ones."""
         if getattr(self, "head_reads_tokens", False) or pools_patches(self):
-            raise TypeError(f"{type(self).__name__}'s head reads patch tokens; adaptive mode needs a class-token head")
+            name = type(self).__name__
+            raise TypeError(f"{name}'s head reads patch tokens; a per-image keep mode needs a class-token head")
         prefix = self.num_prefix_tokens
         packed, kept, scores, budgets = None, [], [], []
         for s, blk in iter_stages(self.blocks, self._prune_layers):

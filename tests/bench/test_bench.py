@@ -180,7 +180,7 @@ def test_bench_save_writes_every_mode_with_its_provenance(mode, tmp_path, monkey
     from dynamicvit.cli import main
 
     run = {"model": "m", "batch_size": 1, "repeats": 1, "seconds": {}, "peak_mb": {}, "variants": {}}
-    run |= {"time_vs_dense": {}, "memory_vs_dense": {}, "adaptive_fraction_of_fixed": None, "fraction_of_limit": None}
+    run |= {"time_vs_dense": {}, "memory_vs_dense": {}, "threshold_fraction_of_fixed": None, "fraction_of_limit": None}
     monkeypatch.setattr(bench, "benchmark_training", lambda *a, **k: run)
     monkeypatch.setattr(bench, "benchmark", lambda *a, **k: run)
     out = tmp_path / "r.json"
@@ -217,5 +217,5 @@ def test_bench_and_flops_commands_take_a_method(capsys):
     assert "tome (r " in capsys.readouterr().out
     assert main(["bench", *base, "--batch-size", "1", "--repeats", "1", "--warmup", "0"]) == 0
     assert "tome, r " in capsys.readouterr().out
-    assert main(["bench", *base, "--keep-mode", "adaptive"]) == 2
-    assert "tome (ToMeVisionTransformer) has no adaptive keep mode" in capsys.readouterr().err
+    assert main(["bench", *base, "--keep-mode", "threshold"]) == 2
+    assert "tome (ToMeVisionTransformer) has no threshold keep mode" in capsys.readouterr().err

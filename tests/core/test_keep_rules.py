@@ -52,15 +52,15 @@ def test_a_registered_rule_is_a_keep_mode_choice_and_runs(toy_rule):
 
 
 def test_rules_say_what_they_support():
-    fixed, threshold, learned = (KEEP_RULES[n] for n in ("fixed", "adaptive", "learned"))
+    fixed, threshold, learned = (KEEP_RULES[n] for n in ("fixed", "threshold", "learned"))
     assert not fixed.per_image and fixed.onnx and fixed.hierarchical
     assert threshold.per_image and threshold.calibrated and threshold.hierarchical and not threshold.onnx
     assert learned.needs_training and not learned.hierarchical
-    assert untrained_rules() == ("fixed", "adaptive")
+    assert untrained_rules() == ("fixed", "threshold")
     assert calibrated_rule(fixed) is threshold and calibrated_rule(learned) is learned
     evit = dynamicvit.apply_method(tiny_vit(), "evit", keep_rate=0.7)
-    with pytest.raises(TypeError, match="no adaptive keep mode"):
-        evit.keep_mode = "adaptive"
+    with pytest.raises(TypeError, match="no threshold keep mode"):
+        evit.keep_mode = "threshold"
 
 
 def _string_constants(tree: ast.AST):
@@ -116,3 +116,22 @@ def test_topk_mask_rule_trains_with_the_inference_count():
     model.mask_mode = "gumbel"
     kept = model.forward_with_decisions(torch.randn(16, 3, 32, 32)).decisions[0].sum(dim=1)
     assert len(set(kept.tolist())) > 1
+
+
+def test_the_threshold_rules_former_name_still_loads(tmp_path):
+    """Saved configs, scripts and the command line may still say ``adaptive``: it reads as ``threshold``."""
+    from conftest import tiny_vit
+
+    from dynamicvit.cli.config_args import config_from_args
+    from dynamicvit.config import TrainConfig
+    from dynamicvit.methods import apply_method
+
+    with pytest.warns(FutureWarning, match="'adaptive' is now called 'threshold'"):
+        assert TrainConfig.from_dict({"keep_mode": "adaptive"}).keep_mode == "threshold"
+    with pytest.warns(FutureWarning):
+        args = build_parser().parse_args(["train", "--keep-mode", "adaptive"])
+        assert config_from_args(args).keep_mode == "threshold"
+    model = apply_method(tiny_vit(), "dynamicvit", keep_rate=0.5)
+    with pytest.warns(FutureWarning):
+        model.keep_mode = "adaptive"
+    assert model.keep_mode == "threshold"

@@ -101,7 +101,7 @@ def test_a_fresh_budget_keeps_the_schedule_and_the_mode_is_checked():
     tome = dynamicvit.apply_method(tiny_vit(), "tome")
     with pytest.raises(TypeError, match="no learned keep mode"):
         tome.keep_mode = "learned"
-    with pytest.raises(ValueError, match="fixed, adaptive, learned"):
+    with pytest.raises(ValueError, match="fixed, threshold, learned"):
         model.keep_mode = "learnt"
 
 

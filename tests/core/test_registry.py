@@ -37,3 +37,15 @@ def test_every_package_registry_is_one_registry_class_refusing_duplicates(regist
     name = next(iter(registry))
     with pytest.raises(ValueError, match=f"a {registry.kind} called '{name}' is already registered"):
         registry.register(name, registry[name])
+
+
+def test_a_former_name_resolves_with_a_warning_and_is_no_choice():
+    reg = Registry("widget")
+    reg.register("new", 1)
+    reg.add_alias("old", "new")
+    assert "old" in reg and reg.choices() == ("new",) and list(reg) == ["new"]
+    with pytest.warns(FutureWarning, match="the widget 'old' is now called 'new'"):
+        assert reg.lookup("old") == 1
+    assert reg.canonical("other") == "other"  # not a former name: left to the caller's own check
+    with pytest.raises(ValueError, match="cannot alias"):
+        reg.add_alias("x", "missing")

@@ -56,7 +56,7 @@ def test_run_image_reports_kept_tokens_top_classes_and_cost(tmp_path):
     assert tight["gmacs"] < wide["gmacs"] and len(tight["top_classes"]) == 5
     assert "untrained predictors" in tight["notes"][0]
     assert (tmp_path / "tight.png").stat().st_size > 0
-    adaptive = run_image(loaded, _photo(tmp_path / "a.png"), 0.5, "adaptive", str(tmp_path / "ad.png"))
+    adaptive = run_image(loaded, _photo(tmp_path / "a.png"), 0.5, "threshold", str(tmp_path / "ad.png"))
     assert "calibrated" in adaptive["notes"][1] and len(adaptive["kept_tokens"]) == 3
     (tmp_path / "bad.png").write_text("not an image")
     with pytest.raises(ValueError, match="cannot read image"):

@@ -1,4 +1,4 @@
-"""The adaptive keep mode: per-image counts by threshold, packed execution, calibration, accounting."""
+"""The threshold keep mode: per-image counts by threshold, packed execution, calibration, accounting."""
 
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def test_packed_execution_equals_fixed_mode_on_the_same_kept_tokens():
     x = torch.randn(5, 3, 32, 32)
     with torch.no_grad():
         fixed = model.forward_with_decisions(x)
-        model.keep_mode = "adaptive"
+        model.keep_mode = "threshold"
         forced = [[d.sort().values for d in stage] for stage in fixed.decisions]
         packed = model(x, decisions=forced)
     torch.testing.assert_close(packed, fixed.logits, atol=1e-5, rtol=1e-5)
@@ -106,22 +106,22 @@ def test_packed_execution_equals_fixed_mode_on_the_same_kept_tokens():
 def test_modes_thresholds_and_bad_input():
     model = dynamicvit.sparsify(tiny_vit(), keep_rate=0.7)
     assert model.keep_mode == "fixed" and model.thresholds == [0.5, 0.5, 0.5]
-    model.keep_mode = "adaptive"
+    model.keep_mode = "threshold"
     with pytest.raises(ValueError, match=r"thresholds must lie in \(0, 1\)"):
         model.thresholds = [0.5, 1.0, 0.2]
     with pytest.raises(ValueError, match="expected 3 thresholds"):
         model.thresholds = [0.5]
-    with pytest.raises(ValueError, match="unknown keep rule .*; choose one of fixed, adaptive, learned"):
+    with pytest.raises(ValueError, match="unknown keep rule .*; choose one of fixed, threshold, learned"):
         model.keep_mode = "dynamic"
     evit = dynamicvit.apply_method(tiny_vit(), "evit", keep_rate=0.7)
-    with pytest.raises(TypeError, match="no adaptive keep mode"):
-        evit.keep_mode = "adaptive"
+    with pytest.raises(TypeError, match="no threshold keep mode"):
+        evit.keep_mode = "threshold"
     x = torch.randn(2, 3, 32, 32)
     with pytest.raises(ValueError, match="list of 2 1-D index tensors"):
         model.eval()(x, decisions=[torch.zeros(2, 5, dtype=torch.long)] * 3)
     with pytest.raises(ValueError, match="nested"):
         model(x, decisions=[[torch.arange(3)] * 2, [torch.arange(5)] * 2, [torch.arange(2)] * 2])
-    with pytest.raises(TypeError, match="no adaptive keep mode to calibrate"):
+    with pytest.raises(TypeError, match="no per-image keep mode to calibrate"):
         calibrate(tiny_vit(), torch.randn(8, 3, 32, 32))
     with pytest.raises(ValueError, match="at least 8 images"):
         calibrate(model, torch.randn(3, 3, 32, 32))
@@ -136,7 +136,7 @@ def test_calibration_meets_the_fixed_budget_on_average():
     model = spread(dynamicvit.sparsify(tiny_vit(), keep_rate=0.7)).eval()
     images = torch.randn(40, 3, 32, 32)
     r = calibrate(model, images, batch_size=16)
-    assert model.keep_mode == "adaptive" and model.thresholds == r["thresholds"]
+    assert model.keep_mode == "threshold" and model.thresholds == r["thresholds"]
     fixed = [c / 64 for c in model.keep_counts(64)]  # 44, 31, 21 of 64
     assert r["targets"] == pytest.approx(fixed)
     assert r["reached"] == pytest.approx(fixed, abs=1 / 64)
@@ -159,7 +159,7 @@ def test_hierarchical_slow_path_follows_the_threshold():
     with torch.no_grad():
         model.keep_mode = "fixed"
         fixed = model.forward_with_decisions(x)
-        model.keep_mode = "adaptive"
+        model.keep_mode = "threshold"
         forced = model(x, decisions=[list(stage) for stage in fixed.decisions])
     torch.testing.assert_close(forced, fixed.logits, atol=1e-5, rtol=1e-5)
 
@@ -184,7 +184,7 @@ def test_per_image_accounting():
     assert gmacs[small] < gmacs[large]
     image = [[d[large]] for d in out.decisions]
     assert count_flops(model, decisions=image).gmacs == pytest.approx(gmacs[large])
-    report = compare_flops("deit_tiny_patch16_224", keep_rate=0.7, img_size=64, keep_mode="adaptive")
+    report = compare_flops("deit_tiny_patch16_224", keep_rate=0.7, img_size=64, keep_mode="threshold")
     tokens = report["per_image"]["tokens"]["stage 1"]
     assert report["per_image"]["images"] == 32 and tokens["p10"] <= tokens["p50"] <= tokens["p90"]
     assert tokens["mean"] == pytest.approx(11, abs=0.5)  # the fixed budget int(16 · 0.7) on average
@@ -257,9 +257,9 @@ def test_padded_execution_equals_packed():
 def test_bench_times_packed_and_padded_adaptive():
     from dynamicvit.bench.throughput import benchmark
 
-    r = benchmark("deit_tiny_patch16_224", img_size=32, batch_size=3, warmup=1, repeats=1, keep_mode="adaptive")
-    assert {"sparse", "adaptive", "adaptive padded", "learned"} <= set(r["variants"])
-    assert r["adaptive_fraction_of_fixed"] > 0 and r["learned_fraction_of_fixed"] > 0
+    r = benchmark("deit_tiny_patch16_224", img_size=32, batch_size=3, warmup=1, repeats=1, keep_mode="threshold")
+    assert {"sparse", "threshold", "threshold padded", "learned"} <= set(r["variants"])
+    assert r["threshold_fraction_of_fixed"] > 0 and r["learned_fraction_of_fixed"] > 0
     assert r["per_image"]["images"] == 3
 
 

@@ -106,7 +106,7 @@ def test_prior_models_merge_batch_independently_and_export(tmp_path):
 
 def test_where_the_prior_cannot_run_it_says_so():
     model = _prior().eval()
-    model.keep_mode = "adaptive"
+    model.keep_mode = "threshold"
     with pytest.raises(ValueError, match="fixed keep mode"):
         model(torch.randn(1, 3, 32, 32))
     beit = dynamicvit.create_model("beit_base_patch16_224", img_size=32, depth=4, embed_dim=64, num_heads=2)

@@ -62,6 +62,6 @@ def test_merging_trains_the_predictors_through_the_merge_and_exports(tmp_path):
 
 def test_what_cannot_merge_says_so():
     model = _merging().eval()
-    model.keep_mode = "adaptive"
+    model.keep_mode = "threshold"
     with pytest.raises(ValueError, match="fixed keep mode"):
         model(torch.randn(1, 3, 32, 32))

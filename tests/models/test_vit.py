@@ -251,9 +251,9 @@ def test_todays_timm_families_keep_the_contract(name, kwargs):
     assert flops.total < dense.total
     model.train()(x).sum().backward()  # the predictors learn through the masked attention
     assert model.score_predictor[0].out_conv[0].weight.grad.abs().sum() > 0
-    refused = "adaptive mode needs a class-token head|no adaptive keep mode"
+    refused = "a per-image keep mode needs a class-token head|no threshold keep mode"
     with pytest.raises(TypeError, match=refused) if "dinov2" not in name else nullcontext():
-        model.eval().keep_mode = "adaptive"
+        model.eval().keep_mode = "threshold"
         model(x)
 
 

@@ -121,7 +121,7 @@ def test_restored_tokens_same_kept_set_same_map_in_train_and_eval(reg_tokens):
     assert torch.allclose(alone, full, atol=1e-5)  # an image's map does not depend on its batch
 
 
-@pytest.mark.parametrize("mode", ["adaptive", "learned"])
+@pytest.mark.parametrize("mode", ["threshold", "learned"])
 def test_restored_tokens_in_the_per_image_modes(mode):
     """Packed restoration: with each image's kept set forced to the fixed mode's, the per-image mode restores
     the fixed mode's map; its own per-image counts give an image the same map alone as in its batch."""

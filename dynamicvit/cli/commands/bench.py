@@ -142,7 +142,7 @@ def _knob(r: dict) -> str:
 
 
 def _bench_notes(r: dict) -> str:
-    """The noise warning, the adaptive mode's and the slicing limit's lines of one benchmark result."""
+    """The noise warning, the threshold mode's and the slicing limit's lines of one benchmark result."""
     noisy = [name for name, v in r["variants"].items() if v.get("noisy")]
     lines = (
         [
@@ -152,10 +152,10 @@ def _bench_notes(r: dict) -> str:
         if noisy
         else []
     )
-    if r["adaptive_fraction_of_fixed"] is not None:
+    if r.get("threshold_fraction_of_fixed") is not None:
         padded = r["padded_fraction_of_fixed"]
         lines.append(
-            f"  adaptive (calibrated to the fixed counts, packed): {r['adaptive_fraction_of_fixed']:.3f} of fixed"
+            f"  threshold (calibrated to the fixed counts, packed): {r['threshold_fraction_of_fixed']:.3f} of fixed"
             + ("" if padded is None else f"; padded instead of packed: {padded:.3f}")
         )
         lines.append(per_image_lines(r["per_image"]))

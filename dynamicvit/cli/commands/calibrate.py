@@ -54,11 +54,11 @@ def run(args: argparse.Namespace) -> None:
     # the learned mode's offsets are buffers of its budget predictors: saved with the weights
     config = {**config, **overrides, "keep_mode": r["mode"], "thresholds": r.get("thresholds")}
     save_checkpoint(model, args.out, config=config)
-    name, values = ("threshold", r["thresholds"]) if "thresholds" in r else ("offset", r["offsets"])
+    name, values = ("min p(keep)", r["thresholds"]) if "thresholds" in r else ("offset", r["offsets"])
     print(f"calibrated on {r['images']} training images (not the test split)")
-    print(f"{'stage':<8}{name:>10}{'target':>9}{'reached':>9}")
+    print(f"{'stage':<8}{name:>12}{'target':>9}{'reached':>9}")
     for s, (t, goal, got) in enumerate(zip(values, r["targets"], r["reached"], strict=True)):
-        print(f"{s + 1:<8}{t:>10.4f}{goal:>9.4f}{got:>9.4f}")
+        print(f"{s + 1:<8}{t:>12.4f}{goal:>9.4f}{got:>9.4f}")
     print(f"written to {args.out} (keep mode {r['mode']}; dynamicvit eval --checkpoint {args.out})")
 
 

@@ -1,5 +1,6 @@
-"""The threshold keep rule (keep mode ``"adaptive"``): at inference each image keeps the tokens whose keep
-probability exceeds the stage's threshold (at least its best one), so an image with more to say keeps more.
+"""The threshold keep rule (keep mode ``"threshold"``, formerly ``"adaptive"``): at inference each image keeps
+the tokens whose keep probability exceeds the stage's threshold (at least its best one), so an image with more
+to say keeps more.
 Calibration sets each stage's threshold at the score that keeps a target count over held-out images."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ __all__ = ["ThresholdRule"]
 
 
 class ThresholdRule(KeepRule):
-    name = "adaptive"
+    name = "threshold"
     help = "per-image counts by a keep-probability threshold at inference (calibrate sets it)"
     per_image = True
     onnx = False  # each image's count depends on its data
@@ -53,3 +54,4 @@ class _ThresholdFit:
 
 
 THRESHOLD = KEEP_RULES.register(ThresholdRule.name, ThresholdRule())
+KEEP_RULES.add_alias("adaptive", ThresholdRule.name)  # its name until 0.3: saved configs and scripts still load
