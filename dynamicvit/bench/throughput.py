@@ -64,24 +64,14 @@ def benchmark(
     device: str | None = None,
     **timm_kwargs,
 ) -> dict:
-    """img/s of dense, sparse and the slicing limit for a timm or zoo model name (``keep_rate`` default:
-    the zoo model's, else 0.7), ratios to dense. ``method`` reduces the model another way (:func:`build_pair`:
-    ToMe's and MCTF's ``r`` tuned to DynamicViT's MACs at ``keep_rate``); the limit and the merged and per-image
-    variants are DynamicViT's;
-    ``variants`` adds latency percentiles and peak memory of each (a plain ViT's also merging its dropped
-    tokens, ``merged drops``), and with ``compile`` /
-    ``onnx`` the ``torch.compile``d and onnxruntime versions of dense and sparse, all timed
-    interleaved in one process. ``compile`` may name a ``torch.compile`` backend (default inductor).
-
-    A per-image ``keep_mode`` adds every per-image keep rule the model supports, each calibrated to the fixed
-    mode's average counts (on 64 other random images) and run packed (under its name), ``keep_mode`` also
-    padded (``"<keep_mode> padded"``) on a ViT, and the per-image distribution of ``keep_mode``'s kept tokens
-    on the timed batch (a rule with modules to train, e.g. learned budgets, gets fresh ones). ``device``
-    defaults to the GPU when there is one (timed with CUDA events), else the CPU.
-
-    Longer than 60 lines on purpose: every variant must be built before the one interleaved timing loop
-    and read back after it, so building, timing and reporting share one scope.
-    """
+    """img/s of dense, sparse and the slicing limit for a timm or zoo model name (``keep_rate`` default: the zoo
+    model's, else 0.7), ratios to dense, all timed interleaved in one process. ``method`` reduces the model
+    another way (:func:`build_pair`: ToMe's and MCTF's ``r`` tuned to DynamicViT's MACs at ``keep_rate``); the
+    limit and the merged and per-image variants are DynamicViT's. ``variants`` holds latency percentiles and
+    peak memory of each (a plain ViT's also merging its dropped tokens, ``merged drops``), and with ``compile``
+    (a ``torch.compile`` backend's name or ``True`` for inductor) / ``onnx`` of compiled and onnxruntime dense
+    and sparse. A per-image ``keep_mode`` adds the per-image variants (:func:`_add_per_image`). ``device``
+    defaults to the GPU when there is one (timed with CUDA events), else the CPU."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if repeats < 1:
@@ -93,66 +83,80 @@ def benchmark(
     dense, sparse = (m.to(run_on) for m in pair)
     chans, h, w = input_size(dense, img_size)
     x = torch.randn(batch_size, chans, h, w, device=run_on)
-    fns = {"dense": dense, "sparse": sparse}
-    if isinstance(sparse, DynamicViTMixin):  # asymmetric computation keeps every location: no slicing limit
-        fns["limit"] = sliced_forward(sparse)
-        fns["limit+predictors"] = sliced_forward(sparse, score=True)
-        if merges_drops(sparse):
-            fns["merged drops"] = _merged_drops(sparse)
-    per_image = None
-    if KEEP_RULES.lookup(keep_mode).per_image:
-        held_out = torch.randn(64, chans, h, w, generator=torch.Generator().manual_seed(1)).to(run_on)
-        fns.update(_per_image_variants(sparse, keep_mode, held_out))
-        with torch.inference_mode():
-            counts = counts_per_image(fns[keep_mode](x, return_decisions=True).decisions)
-        per_image = per_image_report(counts, per_image_gmacs(fns[keep_mode], counts, (h, w)))
+    fns = {"dense": dense, "sparse": sparse, **_dynamicvit_variants(sparse)}
+    per_image = _add_per_image(fns, keep_mode, x) if KEEP_RULES.lookup(keep_mode).per_image else None
     peaks = {name: peak_memory_mb(fn, x) for name, fn in fns.items()}
-    setup: dict[str, float] = {}
-    if compile:
-        for name in ("dense", "sparse"):
-            backend = compile if isinstance(compile, str) else "inductor"
-            fns[f"{name} compiled"] = torch.compile(fns[name], backend=backend)
-            start = time.perf_counter()
-            with torch.inference_mode():
-                fns[f"{name} compiled"](x)
-            setup[f"{name} compiled"] = time.perf_counter() - start
-    if onnx:
-        with tempfile.TemporaryDirectory() as tmp:
-            for name in ("dense", "sparse"):
-                fns[f"{name} onnx"] = _onnx_runner(fns[name], Path(tmp) / f"{name}.onnx")
-    times = time_runs(fns, x, warmup, repeats)
-    ips = {name: batch_size / statistics.median(t) for name, t in times.items()}
+    setup = _compile(fns, x, compile) if compile else {}
+    with tempfile.TemporaryDirectory() as tmp:
+        if onnx:
+            fns.update(
+                {f"{name} onnx": _onnx_runner(fns[name], Path(tmp) / f"{name}.onnx") for name in ("dense", "sparse")}
+            )
+        times = time_runs(fns, x, warmup, repeats)
     variants = {name: timing_row(t, batch_size, times["dense"]) for name, t in times.items()}
     for name, row in variants.items():
         row["peak_mb"] = peaks.get(name)
         if name in setup:
             row["compile_seconds"] = setup[name]
+    knobs = {"keep_rate": getattr(sparse, "keep_rate", None), "knob": knob_of(sparse)}
+    where = {"device": device_name(run_on), "threads": torch.get_num_threads(), "repeats": repeats}
+    return {"model": model, "method": method, **knobs, "batch_size": batch_size, "img_size": [h, w], **where,
+            **_ratios({name: batch_size / statistics.median(t) for name, t in times.items()}, keep_mode),
+            "per_image": per_image, "variants": variants}  # fmt: skip
+
+
+def _add_per_image(fns: dict, keep_mode: str, x: torch.Tensor) -> dict:
+    """Add to ``fns`` every per-image keep rule ``fns["sparse"]`` supports, each calibrated to the fixed mode's
+    mean counts on 64 other random images and run packed (under its name), and ``keep_mode`` also padded
+    (``"<keep_mode> padded"``) on a ViT (a rule with modules to train, e.g. learned budgets, gets fresh ones).
+    Returns the per-image distribution of ``keep_mode``'s kept tokens and MACs on ``x``."""
+    held_out = torch.randn(64, *x.shape[1:], generator=torch.Generator().manual_seed(1)).to(x.device)
+    fns.update(_per_image_variants(fns["sparse"], keep_mode, held_out))
+    with torch.inference_mode():
+        counts = counts_per_image(fns[keep_mode](x, return_decisions=True).decisions)
+    return per_image_report(counts, per_image_gmacs(fns[keep_mode], counts, tuple(x.shape[-2:])))
+
+
+def _dynamicvit_variants(sparse: nn.Module) -> dict:
+    """The slicing limit (with and without the predictors' cost) and, when it merges its drops, the merged copy
+    of a token-dropping DynamicViT; none for other methods or asymmetric computation (it keeps every
+    location)."""
+    if not isinstance(sparse, DynamicViTMixin):
+        return {}
+    fns = {"limit": sliced_forward(sparse), "limit+predictors": sliced_forward(sparse, score=True)}
+    return fns | ({"merged drops": _merged_drops(sparse)} if merges_drops(sparse) else {})
+
+
+def _compile(fns: dict, x: torch.Tensor, backend: bool | str) -> dict[str, float]:
+    """Add ``torch.compile``d dense and sparse to ``fns`` (``backend`` a name, or ``True`` for inductor), each
+    compiled by one forward of ``x``; returns the seconds that took per variant."""
+    setup = {}
+    for name in ("dense", "sparse"):
+        fns[f"{name} compiled"] = torch.compile(fns[name], backend=backend if isinstance(backend, str) else "inductor")
+        start = time.perf_counter()
+        with torch.inference_mode():
+            fns[f"{name} compiled"](x)
+        setup[f"{name} compiled"] = time.perf_counter() - start
+    return setup
+
+
+def _ratios(ips: dict[str, float], keep_mode: str) -> dict:
+    """The img/s of dense, sparse and the limit, and each variant's img/s as a ratio of the reference it is
+    compared with (dense, the limit, the fixed mode); ``None`` for a variant not timed."""
+
+    def ratio(name: str, reference: str) -> float | None:
+        return ips[name] / ips[reference] if name in ips and reference in ips else None
+
+    per_image = {f"{name}_fraction_of_fixed": ratio(name, "sparse") for name, r in KEEP_RULES.items() if r.per_image}
     return {
-        "model": model,
-        "method": method,
-        "keep_rate": getattr(sparse, "keep_rate", None),
-        "knob": knob_of(sparse),
-        "batch_size": batch_size,
-        "img_size": [h, w],
-        "device": device_name(run_on),
-        "threads": torch.get_num_threads(),
-        "repeats": repeats,
         "img_per_s": {k: ips[k] for k in ("dense", "sparse", "limit", "limit+predictors") if k in ips},
-        "speedup": ips["sparse"] / ips["dense"],
-        "limit_speedup": ips["limit"] / ips["dense"] if "limit" in ips else None,
-        "fraction_of_limit": ips["sparse"] / ips["limit"] if "limit" in ips else None,
-        "predictors_fraction_of_limit": ips["limit+predictors"] / ips["limit"] if "limit" in ips else None,
-        "merged_fraction_of_fixed": ips["merged drops"] / ips["sparse"] if "merged drops" in ips else None,
-        **{
-            f"{name}_fraction_of_fixed": ips[name] / ips["sparse"] if name in ips else None
-            for name, rule in KEEP_RULES.items()
-            if rule.per_image
-        },
-        "padded_fraction_of_fixed": ips[f"{keep_mode} padded"] / ips["sparse"]
-        if f"{keep_mode} padded" in ips
-        else None,
-        "per_image": per_image,
-        "variants": variants,
+        "speedup": ratio("sparse", "dense"),
+        "limit_speedup": ratio("limit", "dense"),
+        "fraction_of_limit": ratio("sparse", "limit"),
+        "predictors_fraction_of_limit": ratio("limit+predictors", "limit"),
+        "merged_fraction_of_fixed": ratio("merged drops", "sparse"),
+        **per_image,
+        "padded_fraction_of_fixed": ratio(f"{keep_mode} padded", "sparse"),
     }
 
 
@@ -248,14 +252,7 @@ def benchmark_training(
     backbone trainable), for plain ViTs the same with the layers before the first pruning stage frozen
     (``--freeze-prefix``: the teacher reuses them) and with the reference (unfused) masked attention
     instead of the fused one, and calibration (backbone frozen: only the new modules learn). ``device`` as
-    in :func:`bench_device`.
-
-    Longer than 60 lines on purpose, as :func:`benchmark`: every variant's model, optimiser and step must be
-    built before the one interleaved timing loop, and read back after it.
-    """
-    from timm.optim import create_optimizer_v2
-
-    from dynamicvit.core.losses import build_criterion
+    in :func:`bench_device`."""
     from dynamicvit.weights.checkpoint import freeze_weights
 
     run_on = bench_device(device)
@@ -263,45 +260,21 @@ def benchmark_training(
     dense, sparse = (
         m.to(run_on) for m in build_pair(model, keep_rate=keep_rate, img_size=img_size, model_kwargs=timm_kwargs)
     )
-    teacher = copy.deepcopy(dense).eval()
     frozen = copy.deepcopy(sparse)
     backbone = freeze_weights(frozen)
     chans, h, w = input_size(dense)
     x = torch.randn(batch_size, chans, h, w, generator=torch.Generator().manual_seed(0)).to(run_on)
     y = torch.randint(0, dense.num_classes, (batch_size,), generator=torch.Generator().manual_seed(1)).to(run_on)
     ce = torch.nn.CrossEntropyLoss()
-
-    def step(net: nn.Module, loss_of: Callable[[nn.Module], torch.Tensor]) -> Callable[[torch.Tensor], None]:
-        net.train()
-        opt = create_optimizer_v2([p for p in net.parameters() if p.requires_grad], opt="adamw", lr=1e-6)
-
-        def run(images: torch.Tensor) -> None:
-            opt.zero_grad(set_to_none=True)
-            loss_of(net).backward()
-            opt.step()
-
-        return run
-
-    def distilled(net: nn.Module) -> Callable[[nn.Module], torch.Tensor]:
-        criterion = build_criterion(net, teacher, ce, learned=True, ratio_weight=2.0)
-
-        def loss(m: nn.Module) -> torch.Tensor:
-            teacher_outputs = criterion.teacher_outputs(x)  # as the trainer does: before the student's forward
-            return criterion(x, m(x, return_decisions=True), y, teacher_outputs)[0]
-
-        return loss
-
-    fns = {
-        "dense": step(dense, lambda m: ce(m(x), y)),
-        "fine-tune": step(sparse, distilled(sparse)),
-    }
+    distilled = functools.partial(_distilled, teacher=copy.deepcopy(dense).eval(), ce=ce, x=x, y=y)
+    fns = {"dense": _step(dense, lambda m: ce(m(x), y)), "fine-tune": _step(sparse, distilled(sparse))}
     if getattr(sparse, "shares_prefix", False):  # plain ViTs: --freeze-prefix, the layers before stage 1 frozen
         prefix = copy.deepcopy(sparse)
         prefix.freeze_prefix()
-        fns["fine-tune, frozen prefix"] = step(prefix, distilled(prefix))
+        fns["fine-tune, frozen prefix"] = _step(prefix, distilled(prefix))
         unfused = copy.deepcopy(sparse)
-        fns["fine-tune, unfused attention"] = _unfused(step(unfused, distilled(unfused)))
-    fns["calibrate"] = step(frozen, distilled(frozen))
+        fns["fine-tune, unfused attention"] = _unfused(_step(unfused, distilled(unfused)))
+    fns["calibrate"] = _step(frozen, distilled(frozen))
     with torch.enable_grad():
         peaks = {name: peak_mb(fn, x) for name, fn in fns.items()}
         times = {name: statistics.median(t) for name, t in time_runs(fns, x, warmup, repeats, grad=True).items()}
@@ -318,3 +291,31 @@ def benchmark_training(
         "time_vs_dense": {k: v / times["dense"] for k, v in times.items()},
         "memory_vs_dense": {k: v / peaks["dense"] for k, v in peaks.items()},
     }
+
+
+def _step(net: nn.Module, loss_of: Callable[[nn.Module], torch.Tensor]) -> Callable[[torch.Tensor], None]:
+    """One timed training step of ``net`` (train mode, AdamW over its trainable weights) on ``loss_of(net)``."""
+    from timm.optim import create_optimizer_v2
+
+    net.train()
+    opt = create_optimizer_v2([p for p in net.parameters() if p.requires_grad], opt="adamw", lr=1e-6)
+
+    def run(images: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss_of(net).backward()
+        opt.step()
+
+    return run
+
+
+def _distilled(net: nn.Module, teacher: nn.Module, ce: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable:
+    """The DynamicViT objective of ``net`` on the batch ``x``, ``y`` with ``teacher``, as the trainer computes it."""
+    from dynamicvit.core.losses import build_criterion
+
+    criterion = build_criterion(net, teacher, ce, learned=True, ratio_weight=2.0)
+
+    def loss(m: nn.Module) -> torch.Tensor:
+        teacher_outputs = criterion.teacher_outputs(x)  # as the trainer does: before the student's forward
+        return criterion(x, m(x, return_decisions=True), y, teacher_outputs)[0]
+
+    return loss
