@@ -87,10 +87,19 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         cause = _write_failure(err, tmp)
         if cause is None:
             raise
-        free = shutil.disk_usage(path.parent).free / 2**20
-        raise WriteError(f"cannot write {path}: {cause} ({free:.0f} MiB free there)") from err
+        tmp.unlink(missing_ok=True)  # the space the failed write took is free again
+        free = _amount(shutil.disk_usage(path.parent).free)
+        raise WriteError(f"cannot write {path}: {cause} ({free} free there)") from err
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _amount(size: int) -> str:
+    """``size`` bytes in words: ``"988 KiB"``, ``"37 MiB"``, ``"1.2 GiB"``."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}" if unit == "GiB" else f"{size // scale} {unit}"
+    return f"{size // 2**10} KiB"
 
 
 def _write_failure(err: BaseException, tmp: Path) -> str | None:

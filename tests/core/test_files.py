@@ -116,5 +116,5 @@ def test_a_write_past_the_space_is_one_line_and_keeps_the_old_file(tmp_path, wri
         text=True,
     )
     assert run.returncode == 3, run.stderr[-2000:]
-    assert run.stdout.startswith(f"cannot write {target}: file too large") and "MiB free there" in run.stdout
+    assert run.stdout.startswith(f"cannot write {target}: file too large") and "iB free there" in run.stdout
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]

@@ -88,3 +88,35 @@ def test_a_second_run_into_a_held_folder_exits_2_and_the_first_finishes(tmp_path
     assert torch.load(out / "last.pth", weights_only=True)["epoch"] == 40
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 40  # only the first run's epochs
     assert (out / ".notes.tmp").read_text() == "a colleague's file" and not (out / ".dynamicvit.lock").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1.6 MB tmpfs at ``tmp_path/disk``: room for the first epoch's checkpoint of the tiny run (0.6 MB), not
+    for writing the second (1.1 MB) beside it. Mounting needs root; elsewhere the test is skipped, saying so."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1600k", "tmpfs", str(disk)]).returncode:
+        pytest.skip("a filesystem that really fills needs root to mount a tmpfs")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_full_disk_keeps_the_last_checkpoint_and_resume_finishes_the_same(
+    small_disk, fake_fashion, teacher, uninterrupted
+):
+    out = small_disk / "run"
+    run = subprocess.run(_command(out, fake_fashion, teacher), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1
+    assert run.stderr.startswith(f"dynamicvit train: error: cannot write {out / 'last.pth'}: no space left on the")
+    assert run.stderr.count("\n") == 1 and " free there)" in run.stderr
+    assert torch.load(out / "last.pth", weights_only=True)["epoch"] == 1  # the last good checkpoint, untouched
+    assert not list(out.glob(".dynamicvit-*-last.pth"))  # no temporary left taking the space
+    subprocess.run(["mount", "-o", "remount,size=8m", str(small_disk)], check=True)  # space freed
+    assert _train(out, fake_fashion, teacher, resume=True) == 0
+    a, b = _state(uninterrupted), _state(out / "last.pth")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
