@@ -34,6 +34,7 @@ from dynamicvit.core.interfaces import find_reducer
 from dynamicvit.core.keep import DEFAULT_MASK_RULE
 from dynamicvit.core.provenance import provenance
 from dynamicvit.experiments.report import save_tradeoff_plots, write_comparison_markdown
+from dynamicvit.experiments.rows import RowStore
 from dynamicvit.methods.budget import knob_of, set_budget
 from dynamicvit.methods.registry import METHODS, apply_method, get_method
 from dynamicvit.models.merged_drops import merges_drops
@@ -45,7 +46,7 @@ from dynamicvit.train.trainer import Trainer
 __all__ = ["fine_tune", "run_compare", "trains"]
 
 
-OUTPUTS = ("compare.json", "compare.md", "acc_vs_gmacs.png", "acc_vs_img_per_s.png")
+OUTPUTS = ("compare.json", "compare.md", "acc_vs_gmacs.png", "acc_vs_img_per_s.png", "rows", "recipe.json")
 
 
 def trains(method: str, cfg: TrainConfig) -> bool:
@@ -141,8 +142,9 @@ def run_compare(
 ) -> dict:
     """Run the comparison into ``out_dir``, held for this process while it runs.
 
-    A folder holding an earlier comparison needs ``cfg.resume`` (finished training runs reused) or
-    ``cfg.overwrite``.
+    Each row is written to ``out_dir/rows`` the moment it is done. A folder holding an earlier comparison needs
+    ``cfg.resume`` (finished rows read back, finished training runs reused, killed ones continued; another
+    recipe is refused in one line) or ``cfg.overwrite`` (everything starts over).
 
     Args:
         cfg: the recipe (data, teacher, schedule) every trained row shares.
@@ -163,34 +165,18 @@ def run_compare(
     out = Path(out_dir)
     with folder_lock(out):
         check_report_folder(out, OUTPUTS, cfg.resume, cfg.overwrite)
-        return _run(cfg, list(budgets), list(methods), regimes, seeds, out, bench_batch, bench_repeats)
+        store = RowStore(out, {**_recipe(cfg), "seeds": seeds}, start_over=cfg.overwrite)  # before any work
+        return _run(cfg, list(budgets), list(methods), regimes, seeds, store, bench_batch, bench_repeats)
 
 
-def _row(
-    cfg: TrainConfig,
-    regime: str,
-    budget: float,
-    method: str,
-    dense: nn.Module,
-    dense_macs: int,
-    seeds,
-    test_set,
-    out: Path,
-):
-    """One method at one budget in one regime: tuned, trained per seed when it trains, evaluated.
+def _row(cfg: TrainConfig, spot: tuple[str, float, str], dense: nn.Module, dense_macs: int, seeds, test_set, out: Path):
+    """One method at one budget in one regime (``spot``): tuned, trained per seed when it trains, evaluated.
     Returns the row and the model to time (the first seed's)."""
-    model = tuned_model(dense, method, cfg, budget, dense_macs, cfg.seed)
+    regime, budget, method = spot
     trained = trains(method, cfg)
     results, timed = [], None
     for seed in seeds if trained else [None]:
-        run = model
-        if trained:
-            run = fine_tune(
-                dataclasses.replace(cfg, seed=seed),
-                method,
-                copy.deepcopy(model),
-                out / regime / f"{method}_{budget:g}_s{seed}",
-            )
+        run = _model(cfg, spot, dense, dense_macs, seed, out)
         results.append(evaluate(run, test_set, cfg))
         timed = timed or run
     top1 = [r["top1"] for r in results]
@@ -210,6 +196,33 @@ def _row(
     return row, timed
 
 
+def _model(cfg: TrainConfig, spot: tuple[str, float, str], dense: nn.Module, dense_macs: int, seed, out: Path):
+    """The model of one seed of a row: ``dense`` reduced and tuned to the budget, then trained when the method
+    trains (a finished training run in ``out`` is reused, so a rerun rebuilds a finished row's model cheaply)."""
+    regime, budget, method = spot
+    model = tuned_model(dense, method, cfg, budget, dense_macs, cfg.seed)
+    if seed is None:
+        return model
+    return fine_tune(dataclasses.replace(cfg, seed=seed), method, model, out / regime / f"{method}_{budget:g}_s{seed}")
+
+
+def _stored_row(store: RowStore, cfg: TrainConfig, spot, dense: nn.Module, dense_macs: int, seeds, test_set, out):
+    """:func:`_row`, written to ``store`` the moment it is done; a row already there is read back (not evaluated
+    again) with its first seed's model rebuilt for the timing."""
+    key = "_".join(f"{part:g}" if isinstance(part, float) else part for part in spot)
+    if store.has(key):
+        seed = seeds[0] if store.read(key)["trained"] else None
+        return store.read(key), _model(cfg, spot, dense, dense_macs, seed, out)
+    row, model = _row(cfg, spot, dense, dense_macs, seeds, test_set, out)
+    store.write(key, row)
+    return row, model
+
+
+def _recipe(cfg: TrainConfig) -> dict:
+    """What every row of a comparison shares: the configuration without where and how it runs."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("progress", "resume", "overwrite", "out_dir")}
+
+
 def _time(rows: list[dict], models: dict[str, nn.Module], dense: nn.Module, x: torch.Tensor, repeats: int) -> dict:
     """img/s of every model at the benchmark batch and at batch 1, interleaved with the dense model's;
     fills the rows' ``img_per_s``, ``img_per_s_b1`` and ``speedup``; returns the dense model's img/s."""
@@ -223,8 +236,9 @@ def _time(rows: list[dict], models: dict[str, nn.Module], dense: nn.Module, x: t
     return {"batch": x.shape[0] / secs["dense"], "batch1": 1 / secs_b1["dense"]}
 
 
-def _run(cfg: TrainConfig, budgets, methods, regimes, seeds, out: Path, bench_batch: int, bench_repeats: int) -> dict:
-    """Every method at every budget in every regime; then the report."""
+def _run(cfg: TrainConfig, budgets, methods, regimes, seeds, store: RowStore, bench_batch: int, bench_repeats: int):
+    """Every method at every budget in every regime, each row kept in ``store``; then the report."""
+    out = store.folder
     test_set = build_run_dataset(cfg, "test")
     dense = build_dense_for_data(cfg, test_set, pretrained=cfg.pretrained).eval()
     x = torch.stack([test_set[i][0] for i in range(min(bench_batch, len(test_set)))])
@@ -233,7 +247,9 @@ def _run(cfg: TrainConfig, budgets, methods, regimes, seeds, out: Path, bench_ba
     for regime in regimes:
         rcfg = regime_config(cfg, regime)
         for budget in budgets:
-            block = [_row(rcfg, regime, budget, m, dense, dense_macs, seeds, test_set, out) for m in methods]
+            block = [
+                _stored_row(store, rcfg, (regime, budget, m), dense, dense_macs, seeds, test_set, out) for m in methods
+            ]
             rows += [r for r, _ in block]
             dense_speed.append(
                 _time([r for r, _ in block], {r["method"]: m for r, m in block}, dense, x, bench_repeats)
@@ -251,7 +267,7 @@ def _run(cfg: TrainConfig, budgets, methods, regimes, seeds, out: Path, bench_ba
         "regimes": regimes,
         "seeds": seeds,
         "labels": {m: get_method(m).label for m in methods},
-        "recipe": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("progress", "resume", "out_dir")},
+        "recipe": _recipe(cfg),
         "provenance": provenance(),
         "bench": {"batch_size": x.shape[0], "repeats": bench_repeats, "threads": torch.get_num_threads()},
     }

@@ -95,3 +95,55 @@ def test_compare_cli_errors(tmp_path, fake_fashion, teacher, capsys):
     assert "argument --budgets: must be in (0, 1], got 1.5" in capsys.readouterr().err
     assert main([*base, "--model", "vit_tiny_patch16_224"]) == 2
     assert "--teacher-checkpoint" in capsys.readouterr().err
+
+
+def _compare(out, data_dir, teacher, fault=None, resume=False):
+    """``dynamicvit compare`` in a child process (killed by ``fault``: ``DYNAMICVIT_FAULT``'s ``name:n``)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import TINY_KW
+
+    args = ["--model", "vit_tiny_patch16_224", "--model-kwargs", json.dumps(TINY_KW), "--data", "fashion-mnist"]
+    args += ["--data-dir", str(data_dir), "--img-size", "28", "--train-limit", "32", "--val-limit", "16"]
+    args += ["--batch-size", "16", "--epochs", "1", "--freeze-backbone-epochs", "0", "--warmup-epochs", "0"]
+    args += ["--teacher-checkpoint", str(teacher), "--budgets", "0.75", "--methods", "static", "dynamicvit", "topk"]
+    args += ["--bench-batch", "2", "--bench-repeats", "1", "--deterministic", "--no-progress", "--out", str(out)]
+    env = {k: v for k, v in os.environ.items() if k != "DYNAMICVIT_FAULT"}
+    env |= {"DYNAMICVIT_FAULT": fault} if fault else {}
+    cmd = [sys.executable, "-m", "dynamicvit", "compare", *args, *(["--resume"] if resume else [])]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _measured(out) -> list[dict]:
+    """The rows of a finished comparison without their timings (those differ from run to run)."""
+    rows = json.loads((out / "compare.json").read_text())["rows"]
+    return [{k: v for k, v in r.items() if k not in ("img_per_s", "img_per_s_b1", "speedup")} for r in rows]
+
+
+def test_killed_compare_resumes_with_every_row_once(tmp_path, fake_fashion, teacher):
+    """Killed right after writing a row, while training a row, and while writing its report (each kill point
+    drawn from a seeded generator among those), then rerun with --resume: the rows of an uninterrupted run,
+    each once; a rerun under another recipe is refused in one line."""
+    import random
+    import signal
+
+    assert _compare(tmp_path / "full", fake_fashion, teacher).returncode == 0
+    out, rows = tmp_path / "killed", tmp_path / "killed" / "rows"
+    points = random.Random(0).sample(["row:1", "row:2", "update:1", "update:2"], 3)
+    for kill in points:
+        assert _compare(out, fake_fashion, teacher, kill, resume=out.exists()).returncode == -signal.SIGKILL
+        assert not list(rows.glob(".dynamicvit-*"))  # no half-written row
+    finished = {p: p.stat().st_mtime_ns for p in rows.glob("*.json")}
+    assert finished  # some rows were done before the last kill
+    done = _compare(out, fake_fashion, teacher, resume=True)
+    assert done.returncode == 0, done.stderr
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished  # read back, not evaluated and written again
+    names = sorted(p.stem for p in rows.glob("*.json"))
+    assert names == ["finetune_0.75_dynamicvit", "finetune_0.75_static", "finetune_0.75_topk"]  # backbone trained
+    assert _measured(out) == _measured(tmp_path / "full")
+    recipe = json.loads((out / "recipe.json").read_text())
+    (out / "recipe.json").write_text(json.dumps({**recipe, "lr": 0.5}))
+    refused = _compare(out, fake_fashion, teacher, resume=True)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "another recipe (lr 0.5 →" in refused.stderr

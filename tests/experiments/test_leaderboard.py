@@ -78,7 +78,7 @@ def test_killed_board_loses_and_repeats_no_row(board, tmp_path, fake_fashion):
     """Killed while training the teacher, right after writing a row, and while training a row, then rerun:
     every row once, equal to an uninterrupted board's."""
     rows = tmp_path / "demo" / "rows"
-    for fault, left in (("update:1", 0), ("board-row:2", 2), ("update:1", 2)):  # dense and static, then DiffRate
+    for fault, left in (("update:1", 0), ("row:2", 2), ("update:1", 2)):  # dense and static, then DiffRate
         assert _board(tmp_path, fake_fashion, fault) == -signal.SIGKILL
         assert len(list(rows.glob("*.json"))) == left and not list(rows.glob(".dynamicvit-*"))
     assert _board(tmp_path, fake_fashion) == 0

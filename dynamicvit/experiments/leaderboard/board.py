@@ -28,8 +28,9 @@ from dynamicvit.core.provenance import provenance
 from dynamicvit.experiments.compare import fine_tune, method_config, trains, tuned_model
 from dynamicvit.experiments.leaderboard.entries import Entry, default_entries, get_entry
 from dynamicvit.experiments.leaderboard.proxies import Proxy, get_proxy, proxy_config, proxy_teacher
-from dynamicvit.experiments.leaderboard.rows import RowStore, pack_correct, row_key
+from dynamicvit.experiments.leaderboard.rows import pack_correct, row_key
 from dynamicvit.experiments.report import read_jsonl
+from dynamicvit.experiments.rows import RowStore
 from dynamicvit.experiments.teacher import TEACHER_FILE
 from dynamicvit.methods.budget import knob_of
 from dynamicvit.methods.registry import apply_method, get_method

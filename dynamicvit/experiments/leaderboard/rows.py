@@ -1,18 +1,13 @@
-"""A board's finished rows on disk: one JSON file per row, written atomically the moment it is done, so a
-killed or interrupted board resumes where it stopped and never repeats or half-writes a row. The folder
-records the recipe it was started with; a rerun with another recipe is refused before any work."""
+"""A board's row names and per-image results as rows store them (the rows themselves:
+:class:`dynamicvit.experiments.rows.RowStore`)."""
 
 from __future__ import annotations
 
 import base64
-import json
-from pathlib import Path
 
 import numpy as np
 
-from dynamicvit.core.files import atomic_write_text, fault_point
-
-__all__ = ["RowStore", "pack_correct", "row_key", "unpack_correct"]
+__all__ = ["pack_correct", "row_key", "unpack_correct"]
 
 
 def row_key(regime: str, budget: float, entry: str, seed: int | None) -> str:
@@ -28,49 +23,3 @@ def pack_correct(correct: np.ndarray) -> str:
 def unpack_correct(text: str, count: int) -> np.ndarray:
     """The inverse of :func:`pack_correct` for ``count`` images."""
     return np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8))[:count].astype(bool)
-
-
-class RowStore:
-    """The rows of one board in ``folder/rows``, and the recipe in ``folder/recipe.json``.
-
-    Args:
-        folder: the board's folder.
-        recipe: what every row shares (data, teacher, schedule); compared with the folder's.
-        defaults: the value of a field the folder's recipe lacks (a config field added since the board started
-            counts as unchanged at its default).
-    """
-
-    def __init__(self, folder: str | Path, recipe: dict, defaults: dict | None = None) -> None:
-        self.folder = Path(folder)
-        self.rows_dir = self.folder / "rows"
-        recipe_file = self.folder / "recipe.json"
-        if recipe_file.exists():
-            saved = {**(defaults or {}), **json.loads(recipe_file.read_text())}
-            changed = sorted(k for k in {*saved, *recipe} if saved.get(k) != recipe.get(k))
-            if changed:
-                shown = ", ".join(f"{k} {saved.get(k)!r} → {recipe.get(k)!r}" for k in changed[:4])
-                raise ValueError(
-                    f"{self.folder} holds a board run with another recipe ({shown}); pass another --out or remove it"
-                )
-        else:
-            atomic_write_text(recipe_file, json.dumps(recipe, indent=2, sort_keys=True))
-        self.recipe = recipe
-
-    def path(self, key: str) -> Path:
-        return self.rows_dir / f"{key}.json"
-
-    def has(self, key: str) -> bool:
-        """Whether the row ``key`` is finished."""
-        return self.path(key).exists()
-
-    def write(self, key: str, row: dict) -> None:
-        """Write the finished row ``key`` atomically."""
-        atomic_write_text(self.path(key), json.dumps(row, indent=1))
-        fault_point("board-row")
-
-    def read(self, key: str) -> dict:
-        return json.loads(self.path(key).read_text())
-
-    def all(self) -> list[dict]:
-        """Every finished row, in file-name order."""
-        return [json.loads(p.read_text()) for p in sorted(self.rows_dir.glob("*.json"))]
