@@ -168,3 +168,27 @@ def test_larger_grids_fine_tune_the_rivals_and_two_dynamicvit_variants():
     assert not {"random", "static", "pool", "dynamicvit", "dynamicvit+merge"} & set(tuned)
     assert {"tome", "mctf", "diffrate", "dynamicvit+topk", "dynamicvit+topk+merge"} <= set(tuned)
     assert default_entries("finetune", small_grid=True) == list(entries())
+
+
+def test_killed_schedule_search_resumes_without_repeating_a_student(tmp_path, fake_fashion):
+    """The schedule search over a board's fine-tuned DynamicViT students: killed after its first row, rerun,
+    every student's row once, the first not searched again; another --held-out is refused in one line."""
+    env = {k: v for k, v in os.environ.items() if k != "DYNAMICVIT_FAULT"} | {"PYTHONPATH": str(ROOT)}
+    board = [str(ROOT / "scripts" / "leaderboard.py"), "--proxy", "demo", "--quick", "--entries", "dynamicvit"]
+    board += ["--budgets", "0.5", "--regimes", "finetune", "--out", str(tmp_path), "--data-dir", str(fake_fashion)]
+    subprocess.run([sys.executable, *board], env=env, check=True, capture_output=True, timeout=300)
+    search = [sys.executable, str(ROOT / "scripts" / "schedule_search.py"), "--proxy", "demo", "--quick"]
+    search += ["--out", str(tmp_path), "--data-dir", str(fake_fashion), "--held-out", "16"]
+    killed = subprocess.run(search, env=env | {"DYNAMICVIT_FAULT": "row:1"}, capture_output=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL
+    rows = tmp_path / "demo" / "schedule" / "rows"
+    (first,) = rows.glob("*.json")
+    stamp = first.stat().st_mtime_ns
+    subprocess.run(search, env=env, check=True, capture_output=True, timeout=300)
+    assert sorted(p.stem for p in rows.glob("*.json")) == ["finetune_dynamicvit_0.5_s0", "finetune_dynamicvit_0.5_s1"]
+    assert first.stat().st_mtime_ns == stamp  # read back, not searched again
+    result = json.loads((tmp_path / "demo" / "schedule.json").read_text())
+    assert [(r["regime"], r["seed"]) for r in result["rows"]] == [("finetune", 0), ("finetune", 1)]
+    other = subprocess.run([*search[:-1], "32"], env=env, capture_output=True, text=True, timeout=300)
+    assert other.returncode == 1 and other.stderr.count("\n") == 1
+    assert "another recipe (held_out 16 → 32)" in other.stderr
