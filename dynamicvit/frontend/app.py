@@ -5,7 +5,9 @@ predictors, said so on the page), upload an image, move the keep-rate slider, sw
 budgets, and see the tokens kept at each stage (drawn by :func:`dynamicvit.frontend.viz.visualize_files`, the
 ``viz`` command's drawing), the top-5 classes, the image's MACs and its measured latency. Models load once
 per selection (cached); bad input (not an image, too large, a checkpoint of another architecture) is a
-message on the page and the server keeps running.
+message on the page and the server keeps running. Under more load than it serves the page stays responsive:
+requests run one at a time from a queue of limited size (beyond it Gradio answers that the queue is full),
+and a request without its answer after a time limit is told the page is busy instead of waiting on.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import functools
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as Timeout
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,9 +36,55 @@ from dynamicvit.weights.checkpoint import read_checkpoint
 from dynamicvit.weights.download import cache_path
 from dynamicvit.weights.zoo import ZOO
 
-__all__ = ["DEFAULT_MODEL", "Loaded", "build_app", "load_model", "page_model", "run_image", "saved_config"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "QUEUE_SIZE",
+    "REQUEST_SECONDS",
+    "Busy",
+    "Loaded",
+    "TimeLimit",
+    "build_app",
+    "load_model",
+    "page_model",
+    "run_image",
+    "saved_config",
+]
 
 USER_ERRORS = (ValueError, OSError, CheckpointError, RuntimeError, KeyError)
+QUEUE_SIZE = 8  # requests waiting behind the running one; Gradio tells any more that the queue is full
+REQUEST_SECONDS = 60.0  # how long a request waits for its answer before the page says it is busy
+
+
+class Busy(Exception):
+    """A request that got no answer within the page's time limit."""
+
+
+class TimeLimit:
+    """Runs the page's work on one worker thread, in turn; a caller waits at most ``seconds`` for its answer.
+
+    A request past the limit gets :class:`Busy` (its work, once started, finishes in the background and the
+    next request waits its turn behind it; one not yet started is dropped), so no client waits forever.
+
+    Args:
+        seconds: the longest wait for an answer.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        if not seconds > 0:
+            raise ValueError(f"the request time limit must be > 0 seconds, got {seconds}")
+        self.seconds = seconds
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dynamicvit-app")
+
+    def __call__(self, fn, *args):
+        """``fn(*args)``'s result, or :class:`Busy` after :attr:`seconds`."""
+        future = self._worker.submit(fn, *args)
+        try:
+            return future.result(timeout=self.seconds)
+        except Timeout:
+            future.cancel()
+            raise Busy(
+                f"busy: no answer within {self.seconds:g} s (other requests or a slow model); try again"
+            ) from None
 
 
 @dataclass
@@ -194,13 +244,20 @@ def _examples(folder: Path, config: dict | None = None) -> list[str]:
     return paths
 
 
-def build_app(default_model: str | None = None, default_checkpoint: str = ""):
+def build_app(
+    default_model: str | None = None,
+    default_checkpoint: str = "",
+    queue_size: int = QUEUE_SIZE,
+    request_seconds: float = REQUEST_SECONDS,
+):
     """The Gradio page (a ``gradio.Blocks``), not yet launched.
 
     Args:
         default_model: the model name the page starts with (default: :func:`page_model`'s choice: a
             training checkpoint's own model, else :data:`DEFAULT_MODEL`).
         default_checkpoint: the checkpoint path it starts with.
+        queue_size: requests that may wait behind the running one.
+        request_seconds: a request's longest wait for its answer (:class:`TimeLimit`).
 
     Returns:
         The ``gradio.Blocks`` app.
@@ -211,14 +268,20 @@ def build_app(default_model: str | None = None, default_checkpoint: str = ""):
         raise ImportError(f"the app needs Gradio ({e}); install it with: pip install 'dynamicvit[app]'") from None
 
     folder = Path(tempfile.mkdtemp(prefix="dynamicvit-app-"))
+    limit = TimeLimit(request_seconds)
+
+    def answer(file, keep_rate, keep_mode, name, checkpoint):
+        loaded = load_model(name.strip(), checkpoint.strip())
+        out = folder / f"kept-{time.monotonic_ns()}.png"
+        return str(out), _describe(run_image(loaded, file, float(keep_rate), keep_mode, str(out)))
 
     def predict(file, keep_rate, keep_mode, name, checkpoint):
         if file is None:
             return None, "upload an image"
         try:
-            loaded = load_model(name.strip(), checkpoint.strip())
-            out = folder / f"kept-{time.monotonic_ns()}.png"
-            return str(out), _describe(run_image(loaded, file, float(keep_rate), keep_mode, str(out)))
+            return limit(answer, file, keep_rate, keep_mode, name, checkpoint)
+        except Busy as e:
+            return None, f"**{e}**"
         except USER_ERRORS as e:  # shown on the page; the server keeps running
             return None, f"**error:** {e}"
 
@@ -251,9 +314,17 @@ def build_app(default_model: str | None = None, default_checkpoint: str = ""):
                 concurrency_id="model",
                 trigger_mode="always_last",
             )
-    return app
+    return app.queue(max_size=queue_size)
 
 
-def launch(model: str | None, checkpoint: str, host: str, port: int) -> None:
+def launch(
+    model: str | None,
+    checkpoint: str,
+    host: str,
+    port: int,
+    queue_size: int = QUEUE_SIZE,
+    request_seconds: float = REQUEST_SECONDS,
+) -> None:
     """Serve the page on ``host:port`` until interrupted (127.0.0.1 by default: this machine only)."""
-    build_app(model, checkpoint).launch(server_name=host, server_port=port, show_error=False)
+    app = build_app(model, checkpoint, queue_size, request_seconds)
+    app.launch(server_name=host, server_port=port, show_error=False)

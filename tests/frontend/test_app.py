@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import socket
+import time
 
 import numpy as np
 import pytest
@@ -191,3 +192,35 @@ def test_a_training_checkpoint_runs_with_the_pages_own_defaults(tmp_path, fake_f
     assert row["kept_tokens"] and (tmp_path / "kept.png").stat().st_size > 0
     canvases = {os.path.basename(p) for p in _examples(tmp_path, {"data": "cluttered-fashion-mnist", "canvas": 48})}
     assert "cat.png" not in canvases  # a demo student gets demo canvases, not photos
+
+
+def test_a_request_past_the_time_limit_is_told_the_page_is_busy_and_the_next_waits_its_turn():
+    import threading
+
+    from dynamicvit.frontend.app import Busy, TimeLimit
+
+    limit, release = TimeLimit(0.2), threading.Event()
+    assert limit(lambda a, b: a + b, 2, 3) == 5
+    start = time.monotonic()
+    with pytest.raises(Busy, match=r"busy: no answer within 0.2 s .*; try again"):
+        limit(release.wait)  # a request that would hang: answered within the limit all the same
+    assert time.monotonic() - start < 2
+    dropped = []
+    with pytest.raises(Busy):
+        limit(dropped.append, "queued behind the hung one")  # never started: dropped, not run later
+    release.set()
+    assert TimeLimit(5)(lambda: "next") == "next" and limit(lambda: "after") == "after"
+    time.sleep(0.1)
+    assert dropped == []
+    with pytest.raises(ValueError, match="time limit must be > 0"):
+        TimeLimit(0)
+
+
+def test_the_page_queues_a_bounded_number_of_requests():
+    pytest.importorskip("gradio")
+    from dynamicvit.cli import build_parser
+    from dynamicvit.frontend.app import QUEUE_SIZE, REQUEST_SECONDS, build_app
+
+    assert build_app("deit_tiny_patch16_224", queue_size=3)._queue.max_size == 3
+    args = build_parser().parse_args(["app"])  # the command's defaults are the library's
+    assert (args.queue, args.time_limit) == (QUEUE_SIZE, REQUEST_SECONDS)

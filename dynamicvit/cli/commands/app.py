@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dynamicvit.cli.arguments import (
-    port,
-)
+from dynamicvit.cli.arguments import port, positive, positive_float
 from dynamicvit.cli.registry import Command, register_command
 
 
@@ -22,6 +20,13 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default="", help="a training checkpoint (or a release file with --model)")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: this machine only)")
     p.add_argument("--port", type=port, default=7860, help="port to serve on")
+    p.add_argument(
+        "--queue", type=positive, default=8, help="requests that may wait behind the running one (more: 'queue full')"
+    )
+    p.add_argument(
+        "--time-limit", type=positive_float, default=60.0, metavar="SECONDS",
+        help="a request without its answer after this long is told the page is busy",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> None:
@@ -30,7 +35,7 @@ def run(args: argparse.Namespace) -> None:
         raise FileNotFoundError(f"no checkpoint file at {args.checkpoint}")
     from dynamicvit.frontend.app import launch
 
-    launch(args.model, args.checkpoint, args.host, args.port)
+    launch(args.model, args.checkpoint, args.host, args.port, args.queue, args.time_limit)
 
 
 register_command(
