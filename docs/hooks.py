@@ -3,6 +3,8 @@
 * ``<!-- cli -->`` becomes the ``--help`` of every command, from the argument parser itself;
 * ``<!-- results:NAME -->`` becomes the table of ``docs/results/NAME.json`` with its provenance line
   (``dynamicvit.docsgen.tables.render``), so a number typed by hand cannot appear;
+* ``<!-- promises:SECTION -->`` becomes the promises the tests make under SECTION, each with the test that
+  checks it (``dynamicvit.docsgen.promises``);
 * the Sphinx roles of the package's docstrings (``:func:`x` ``, ``:class:`~a.B` ``) become code spans in the
   rendered API reference instead of printing literally (``dynamicvit.docsgen.roles``).
 """
@@ -13,15 +15,19 @@ import re
 from pathlib import Path
 
 from dynamicvit.docsgen.cli_reference import cli_reference
+from dynamicvit.docsgen.promises import render_promises
 from dynamicvit.docsgen.roles import strip_roles
 from dynamicvit.docsgen.tables import render
 
 _RESULTS = re.compile(r"<!-- results:([\w-]+) -->")
+_PROMISES = re.compile(r"<!-- promises:([\w -]+) -->")
+TESTS = Path(__file__).resolve().parent.parent / "tests"
 
 
 def on_page_markdown(markdown: str, config, **_) -> str:
     results = Path(config["docs_dir"]) / "results"
     markdown = markdown.replace("<!-- cli -->", cli_reference())
+    markdown = _PROMISES.sub(lambda m: render_promises(m.group(1), TESTS), markdown)
     return _RESULTS.sub(lambda m: render(m.group(1), results), markdown)
 
 

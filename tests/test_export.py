@@ -49,6 +49,10 @@ def test_export_errors(tmp_path, capsys):
     assert "cannot read checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.promise(
+    "a full disk",
+    "an ONNX export past the space is one line naming the file; nothing is left behind",
+)
 def test_an_export_past_the_space_is_one_line_naming_the_file(tmp_path):
     """Under a real file-size limit the ONNX export fails as one ``WriteError`` naming the file; nothing is left."""
     import subprocess

@@ -219,6 +219,9 @@ def test_data_the_model_cannot_take_exits_2_and_leaves_the_run_folder_alone(tmp_
     assert not fresh.exists()
 
 
+@pytest.mark.promise(
+    "a full disk", "a command that cannot write exits with status 1 and one line (not a traceback, not a usage error)"
+)
 def test_a_failed_write_is_one_line_with_exit_status_1(capsys):
     """A full disk is not the user's input (status 2) nor an internal error (a traceback hint): one line, 1."""
     from dynamicvit.cli.registry import COMMANDS, Command, register_command

@@ -20,6 +20,10 @@ from dynamicvit.core.files import (
 )
 
 
+@pytest.mark.promise(
+    "a full disk",
+    "any failed write keeps the old file and leaves no temporary file",
+)
 def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
     target = tmp_path / "report.md"
     atomic_write_text(target, "old")
@@ -97,6 +101,11 @@ def test_check_writable_names_the_flag(tmp_path):
     "write",
     ['atomic_save({"w": torch.zeros(100_000)}, sys.argv[1])', 'atomic_write_text(sys.argv[1], "x" * 400_000)'],
     ids=["torch-zip", "text"],
+)
+@pytest.mark.promise(
+    "a full disk",
+    "a checkpoint or text file written past the space is one line naming the file, the cause and the free"
+    " space; the previous file stays, no temporary is left",
 )
 def test_a_write_past_the_space_is_one_line_and_keeps_the_old_file(tmp_path, write):
     """Under a real file-size limit (torch's zip writer fails without an errno, Python's with EFBIG): one line

@@ -122,6 +122,11 @@ def _measured(out) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in ("img_per_s", "img_per_s_b1", "speedup")} for r in rows]
 
 
+@pytest.mark.promise(
+    "killed runs",
+    "`compare` killed at seeded points and rerun with `--resume` gives the uninterrupted run's rows, "
+    "finished rows not evaluated again; another recipe is refused in one line",
+)
 def test_killed_compare_resumes_with_every_row_once(tmp_path, fake_fashion, teacher):
     """Killed right after writing a row, while training a row, and while writing its report (each kill point
     drawn from a seeded generator among those), then rerun with --resume: the rows of an uninterrupted run,

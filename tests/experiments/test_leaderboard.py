@@ -74,6 +74,11 @@ def test_the_speed_pass_times_models_that_cost_what_the_rows_did(board, fake_fas
     assert set(speed["blocks"]["frozen_0.5"]) == {"dense", "static", "diffrate"}
 
 
+@pytest.mark.promise(
+    "killed runs",
+    "a leaderboard killed while training its teacher, right after a row and while training a row, then "
+    "rerun, holds the uninterrupted board's rows, each once",
+)
 def test_killed_board_loses_and_repeats_no_row(board, tmp_path, fake_fashion):
     """Killed while training the teacher, right after writing a row, and while training a row, then rerun:
     every row once, equal to an uninterrupted board's."""
@@ -85,6 +90,10 @@ def test_killed_board_loses_and_repeats_no_row(board, tmp_path, fake_fashion):
     assert _rows(tmp_path) == _rows(board)
 
 
+@pytest.mark.promise(
+    "killed runs",
+    "a leaderboard rerun skips finished rows and refuses another recipe in one line",
+)
 def test_a_rerun_skips_finished_rows_and_refuses_another_recipe(board, fake_fashion):
     stamps = {p: p.stat().st_mtime_ns for p in (board / "demo" / "rows").glob("*.json")}
     with open_board("demo", board, quick=True, data_dir=str(fake_fashion)) as b:
@@ -170,6 +179,11 @@ def test_larger_grids_fine_tune_the_rivals_and_two_dynamicvit_variants():
     assert default_entries("finetune", small_grid=True) == list(entries())
 
 
+@pytest.mark.promise(
+    "killed runs",
+    "the schedule search killed after a row resumes without searching it again; another `--held-out` is "
+    "refused in one line",
+)
 def test_killed_schedule_search_resumes_without_repeating_a_student(tmp_path, fake_fashion):
     """The schedule search over a board's fine-tuned DynamicViT students: killed after its first row, rerun,
     every student's row once, the first not searched again; another --held-out is refused in one line."""

@@ -194,6 +194,11 @@ def test_a_training_checkpoint_runs_with_the_pages_own_defaults(tmp_path, fake_f
     assert "cat.png" not in canvases  # a demo student gets demo canvases, not photos
 
 
+@pytest.mark.promise(
+    "load",
+    "a request without its answer after `--time-limit` is told the page is busy; one that never started "
+    "is dropped; the next waits its turn",
+)
 def test_a_request_past_the_time_limit_is_told_the_page_is_busy_and_the_next_waits_its_turn():
     import threading
 
@@ -216,6 +221,11 @@ def test_a_request_past_the_time_limit_is_told_the_page_is_busy_and_the_next_wai
         TimeLimit(0)
 
 
+@pytest.mark.promise(
+    "load",
+    "the page queues at most `--queue` requests behind the running one (Gradio answers any more that the "
+    "queue is full)",
+)
 def test_the_page_queues_a_bounded_number_of_requests():
     pytest.importorskip("gradio")
     from dynamicvit.cli import build_parser

@@ -53,6 +53,11 @@ def _state(path):
 
 
 @pytest.mark.parametrize("fault", ["update:6", "save:2"])  # mid-epoch 2 (4 updates an epoch); the 2nd checkpoint
+@pytest.mark.promise(
+    "killed runs",
+    "a training run killed mid-epoch or while writing its checkpoint resumes to the uninterrupted run's "
+    "weights; no half-written file is read",
+)
 def test_killed_run_resumes_to_the_same_weights(tmp_path, fake_fashion, teacher, uninterrupted, fault):
     assert _train(tmp_path / "killed", fake_fashion, teacher, fault=fault) == -signal.SIGKILL
     left = torch.load(tmp_path / "killed" / "last.pth", weights_only=True)  # the last complete checkpoint
@@ -68,6 +73,10 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, fake_fashion, teacher,
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]  # each epoch logged once
 
 
+@pytest.mark.promise(
+    "killed runs",
+    "a second run into a folder another run holds exits 2 naming the holder; the first finishes untouched",
+)
 def test_a_second_run_into_a_held_folder_exits_2_and_the_first_finishes(tmp_path, fake_fashion, teacher):
     out = tmp_path / "shared"
     out.mkdir()
@@ -104,6 +113,12 @@ def small_disk(tmp_path):
         subprocess.run(["umount", str(disk)], check=True)
 
 
+@pytest.mark.promise(
+    "a full disk",
+    "a training run that fills its disk (a real tmpfs) stops in one line and keeps its last checkpoint; "
+    "after space is freed, `--resume` ends with the uninterrupted run's weights and each epoch logged "
+    "once",
+)
 def test_a_full_disk_keeps_the_last_checkpoint_and_resume_finishes_the_same(
     small_disk, fake_fashion, teacher, uninterrupted
 ):
