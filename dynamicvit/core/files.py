@@ -88,10 +88,35 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         if cause is None:
             raise
         tmp.unlink(missing_ok=True)  # the space the failed write took is free again
-        free = _amount(shutil.disk_usage(path.parent).free)
-        raise WriteError(f"cannot write {path}: {cause} ({free} free there)") from err
+        raise _write_error(path, cause) from err
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def append_text(path: str | os.PathLike, text: str) -> None:
+    """Append ``text`` to ``path`` (a log). A write that runs out of space is undone – the file cut back to its
+    old length, so no half line stays – and raised as a one-line :class:`WriteError`.
+
+    Args:
+        path: the file to append to (created when absent).
+        text: what to append.
+    """
+    path = Path(path)
+    size = path.stat().st_size if path.exists() else 0
+    try:
+        with open(path, "a") as f:
+            f.write(text)
+    except OSError as err:
+        cause = _write_failure(err, path)
+        if cause is None:
+            raise
+        os.truncate(path, size)
+        raise _write_error(path, cause) from err
+
+
+def _write_error(path: Path, cause: str) -> WriteError:
+    """The one-line error of a write to ``path`` that failed for ``cause``, with the space left there."""
+    return WriteError(f"cannot write {path}: {cause} ({_amount(shutil.disk_usage(path.parent).free)} free there)")
 
 
 def _amount(size: int) -> str:

@@ -9,7 +9,7 @@ from collections.abc import Collection
 from pathlib import Path
 
 from dynamicvit.config import TrainConfig, check_resumable
-from dynamicvit.core.files import CheckpointError, remove_own_temporaries
+from dynamicvit.core.files import CheckpointError, append_text, atomic_write_text, remove_own_temporaries
 from dynamicvit.weights.checkpoint import read_checkpoint
 
 __all__ = ["RUN_FILES", "RunFolder", "check_report_folder"]
@@ -80,9 +80,8 @@ class RunFolder:
                 (self.path / name).unlink()
 
     def append(self, name: str, records: list[dict]) -> None:
-        """Append ``records`` as JSON lines to the log ``name``."""
-        with open(self.path / name, "a") as f:
-            f.writelines(json.dumps(record) + "\n" for record in records)
+        """Append ``records`` as JSON lines to the log ``name`` (all or none of them: see :func:`append_text`)."""
+        append_text(self.path / name, "".join(json.dumps(record) + "\n" for record in records))
 
     def truncate_logs(self, epoch: int) -> set[int]:
         """Drop log lines of epochs after ``epoch`` (written before a kill, redone now); return the epochs
@@ -93,7 +92,7 @@ class RunFolder:
             if path.exists():
                 # a line a kill cut short (no JSON) is dropped with the lines of later epochs
                 lines = [ln for ln in path.read_text().splitlines() if _epoch(ln) <= epoch]
-                path.write_text("".join(ln + "\n" for ln in lines))
+                atomic_write_text(path, "".join(ln + "\n" for ln in lines))
                 kept[name] = lines
         return {json.loads(ln)["epoch"] for ln in kept.get("metrics.jsonl", [])}
 

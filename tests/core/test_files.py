@@ -127,3 +127,25 @@ def test_a_write_past_the_space_is_one_line_and_keeps_the_old_file(tmp_path, wri
     assert run.returncode == 3, run.stderr[-2000:]
     assert run.stdout.startswith(f"cannot write {target}: file too large") and "iB free there" in run.stdout
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]
+
+
+@pytest.mark.promise(
+    "a full disk",
+    "a log line appended past the space is one line naming the log; the log is cut back to its last whole line",
+)
+def test_an_append_past_the_space_is_one_line_and_leaves_no_half_line(tmp_path):
+    log = tmp_path / "metrics.jsonl"
+    log.write_text('{"epoch": 1}\n')
+    code = (
+        "import sys\n"
+        "from dynamicvit.core.errors import WriteError\n"
+        "from dynamicvit.core.files import append_text\n"
+        "try:\n    append_text(sys.argv[1], 'x' * 400_000 + '\\n')\nexcept WriteError as err:\n    print(err)\n"
+        "    sys.exit(3)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(log)], preexec_fn=file_size_limit(100_000), capture_output=True, text=True
+    )
+    assert run.returncode == 3, run.stderr[-2000:]
+    assert run.stdout.startswith(f"cannot write {log}: file too large") and run.stdout.count("\n") == 1
+    assert log.read_text() == '{"epoch": 1}\n'
