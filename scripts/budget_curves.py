@@ -40,7 +40,7 @@ from dynamicvit.builder import (
     build_run_dataset,  # noqa: E402
     evaluate,  # noqa: E402
 )
-from dynamicvit.config import TrainConfig  # noqa: E402
+from dynamicvit.config import RunConfig  # noqa: E402
 from dynamicvit.core.calibrate import calibrate  # noqa: E402
 from dynamicvit.core.files import atomic_write_text  # noqa: E402
 from dynamicvit.core.flops import counts_per_image, per_image_gmacs  # noqa: E402
@@ -59,9 +59,9 @@ METRICS = {"classify": "top1", "segment": "miou"}  # the score each task's curve
 MODES = ("fixed", "threshold", "learned", "learned, as trained", "learned, fixed counts")
 
 
-def train(cfg: TrainConfig) -> torch.nn.Module:
-    """Train, or reuse the finished run of the same configuration in ``cfg.out_dir``."""
-    cfg.resume = (Path(cfg.out_dir) / "last.pth").exists()
+def train(cfg: RunConfig) -> torch.nn.Module:
+    """Train, or reuse the finished run of the same configuration in ``cfg.run.out_dir``."""
+    cfg.run.resume = (Path(cfg.run.out_dir) / "last.pth").exists()
     with Trainer(cfg, reuse_finished=True) as trainer:
         trainer.fit()
     return trainer.model.eval()
@@ -101,8 +101,8 @@ def main() -> None:
         val_limit=args.val_limit,
         progress=False,
     )
-    metric = METRICS[TrainConfig(**common).task]
-    teacher_cfg = TrainConfig(dense=True, epochs=args.teacher_epochs, lr=2e-3, warmup_epochs=0.2, min_lr=1e-5,
+    metric = METRICS[RunConfig.of(**common).task]
+    teacher_cfg = RunConfig.of(dense=True, epochs=args.teacher_epochs, lr=2e-3, warmup_epochs=0.2, min_lr=1e-5,
                               out_dir=str(runs / "teacher"), **common)  # fmt: skip
     teacher = train(teacher_cfg)
     student = dict(
@@ -117,13 +117,13 @@ def main() -> None:
         prune_layers=[1, 2, 3],
         **common,
     )  # the demo's student recipe
-    test_set = build_run_dataset(TrainConfig(**common), "test")
-    held_out = build_run_dataset(TrainConfig(**{**common, "train_limit": args.calib_images, "seed": 1}), "train")
+    test_set = build_run_dataset(RunConfig.of(**common), "test")
+    held_out = build_run_dataset(RunConfig.of(**{**common, "train_limit": args.calib_images, "seed": 1}), "train")
     dense = evaluate(teacher, test_set)
     budgets, spreads = [], {}
     for rate in args.keep_rates:
-        fixed = train(TrainConfig(keep_rate=rate, out_dir=str(runs / f"fixed-{rate}"), **student))
-        learned = train(TrainConfig(keep_rate=rate, keep_mode="learned", ratio_loss="batch",
+        fixed = train(RunConfig.of(keep_rate=rate, out_dir=str(runs / f"fixed-{rate}"), **student))
+        learned = train(RunConfig.of(keep_rate=rate, keep_mode="learned", ratio_loss="batch",
                                     out_dir=str(runs / f"learned-{rate}"), **student))  # fmt: skip
         threshold = copy.deepcopy(fixed)
         reducer = find_reducer(fixed)

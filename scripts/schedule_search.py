@@ -13,7 +13,6 @@ without repeating one; a rerun with another ``--held-out`` is refused. Writes
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import re
 import sys
@@ -35,8 +34,8 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 def _held_out(cfg, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` training images after the training limit (no run of the leaderboard trained on them)."""
-    full = build_run_dataset(dataclasses.replace(cfg, train_limit=cfg.train_limit + count), "train")
-    samples = [full[i] for i in range(cfg.train_limit, cfg.train_limit + count)]
+    full = build_run_dataset(cfg.replace(train_limit=cfg.data.train_limit + count), "train")
+    samples = [full[i] for i in range(cfg.data.train_limit, cfg.data.train_limit + count)]
     return torch.stack([s[0] for s in samples]), torch.tensor([s[1] for s in samples])
 
 
@@ -45,9 +44,9 @@ def _search(path: Path, test_seed: int, held_out: int) -> dict:
     regime = path.parent.parent.name
     budget, seed = re.match(r"dynamicvit_([\d.]+)_s(\d+)", path.parent.name).groups()
     model, cfg = load_trained(str(path))
-    cfg = dataclasses.replace(cfg, seed=test_seed)
+    cfg = cfg.replace(seed=test_seed)
     test_set = build_run_dataset(cfg, "test")
-    dense = load_trained(cfg.teacher_checkpoint)[0]
+    dense = load_trained(cfg.model.teacher_checkpoint)[0]
     images, labels = _held_out(cfg, held_out)
     before = evaluate(model, test_set, cfg)["top1"]
     found = search_schedule(model, images, labels, float(budget), count_flops(dense).total)
@@ -68,7 +67,7 @@ def main() -> None:
     if not runs:
         raise SystemExit(f"no DynamicViT students under {Path(args.out) / args.proxy / 'runs'}")
     with open_board(args.proxy, args.out, quick=args.quick, data_dir=args.data_dir) as board:
-        test_seed = board.cfg.seed  # every row is scored on the board's test canvases (a seed redraws them)
+        test_seed = board.cfg.run.seed  # every row is scored on the board's test canvases (a seed redraws them)
     try:
         store = RowStore(Path(args.out) / args.proxy / "schedule", {"held_out": args.held_out, "test_seed": test_seed})
     except ValueError as err:  # another recipe: one line, before any search

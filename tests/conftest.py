@@ -15,7 +15,7 @@ from PIL import Image
 from timm.models.deit import VisionTransformerDistilled
 from timm.models.vision_transformer import VisionTransformer
 
-from dynamicvit.config import TrainConfig
+from dynamicvit.config import RunConfig
 from dynamicvit.models.lvvit import LVViT
 
 TINY = dict(img_size=32, patch_size=4, embed_dim=32, depth=4, num_heads=2, num_classes=10)
@@ -135,7 +135,7 @@ def make_hf(folder: Path, train: int = 32, val: int = 9, columns=("image", "labe
 TINY_KW = {"patch_size": 7, "embed_dim": 32, "depth": 4, "num_heads": 2}
 
 
-def tiny_cfg(tmp_path, data_dir, name="run", **overrides) -> TrainConfig:
+def tiny_cfg(tmp_path, data_dir, name="run", **overrides) -> RunConfig:
     """A seconds-long training config: 4-block ViT on 28×28 fake Fashion-MNIST."""
     args = dict(
         model="vit_tiny_patch16_224",
@@ -154,4 +154,4 @@ def tiny_cfg(tmp_path, data_dir, name="run", **overrides) -> TrainConfig:
         progress=False,
         deterministic=True,
     )
-    return TrainConfig(**{**args, **overrides})
+    return RunConfig.of(**{**args, **overrides})

@@ -5,13 +5,12 @@ Training, evaluation, benchmarks, export, the app and visualisation all build th
 from __future__ import annotations
 
 import copy
-import dataclasses
 import functools
 import os
 
 from torch import nn
 
-from dynamicvit.config import TrainConfig, default_regime, trusted_config, validate
+from dynamicvit.config import RunConfig, default_regime, trusted_config, validate
 from dynamicvit.core.flops import count_flops
 from dynamicvit.core.interfaces import backbone_of, find_reducer
 from dynamicvit.core.keep import DEFAULT_MASK_RULE, KEEP_RULES
@@ -44,7 +43,7 @@ __all__ = [
 
 
 def build_dense(
-    cfg: TrainConfig,
+    cfg: RunConfig,
     num_classes: int | None,
     in_chans: int,
     input_size: tuple[int, int, int] | None = None,
@@ -52,52 +51,63 @@ def build_dense(
 ) -> nn.Module:
     """The run's dense model: a timm classifier, or for ``task="segment"`` / ``"detect"`` a segmenter /
     FCOS detector on the timm backbone, taking ``input_size`` (C, H, W) images."""
-    kwargs = {"in_chans": in_chans, **cfg.model_kwargs}
+    kwargs = {"in_chans": in_chans, **cfg.model.model_kwargs}
     if num_classes is not None and "num_classes" not in kwargs:  # None: the model's (pretrained) classes
         kwargs["num_classes"] = num_classes  # --model-kwargs '{"num_classes": 0}' gives an encoder
-    if cfg.img_size is not None:
-        kwargs["img_size"] = cfg.img_size
+    if cfg.data.img_size is not None:
+        kwargs["img_size"] = cfg.data.img_size
     make = functools.partial(build_timm_model, pretrained=pretrained)
-    return get_task(cfg.task).build_dense(make, cfg.model, num_classes, input_size, **kwargs)
+    return get_task(cfg.model.task).build_dense(make, cfg.model.model, num_classes, input_size, **kwargs)
 
 
-def reduce(model: nn.Module, cfg: TrainConfig, fine_tuned: bool | None = None, **options) -> nn.Module:
-    """The run's student: ``model`` reduced by ``cfg.method`` at ``cfg.keep_rate`` (or ToMe's r); a segmenter's
-    or detector's backbone is reduced in place. The method's options for a network fine-tuned with it
+def reduce(model: nn.Module, cfg: RunConfig, fine_tuned: bool | None = None, **options) -> nn.Module:
+    """The run's student: ``model`` reduced by ``cfg.model.method`` at ``cfg.budget.keep_rate`` (or ToMe's r); a
+    segmenter's or detector's backbone is reduced in place. The method's options for a network fine-tuned with it
     (:meth:`~dynamicvit.core.interfaces.Method.regime_options`) apply when ``fine_tuned``, by default when the
     run updates the backbone."""
     target = backbone_of(model)
     tuned = default_regime(cfg) == "finetune" if fine_tuned is None else fine_tuned
-    options = {**get_method(cfg.method).regime_options(tuned), **options}
+    options = {**get_method(cfg.model.method).regime_options(tuned), **options}
     reduced = apply_method(
-        target, cfg.method, keep_rate=cfg.keep_rate, prune_layers=cfg.prune_layers, r=cfg.tome_r, **options
+        target,
+        cfg.model.method,
+        keep_rate=cfg.budget.keep_rate,
+        prune_layers=cfg.budget.prune_layers,
+        r=cfg.model.tome_r,
+        **options,
     )
-    if KEEP_RULES.lookup(cfg.keep_mode).needs_training:  # trained with its modules, not only run with them
-        set_keep_mode(reduced, cfg.keep_mode)
+    if KEEP_RULES.lookup(cfg.budget.keep_mode).needs_training:  # trained with its modules, not only run with them
+        set_keep_mode(reduced, cfg.budget.keep_mode)
     configure_reducer(reduced, cfg)
     return model if target is not model else reduced
 
 
-def configure_reducer(model: nn.Module, cfg: TrainConfig) -> None:
+def configure_reducer(model: nn.Module, cfg: RunConfig) -> None:
     """Set the DynamicViT options of ``cfg`` on ``model``'s reducing module: the training mask rule, merged drops
     and the attention prior (which must come before weights trained with it are loaded). A method without
     them refuses in one line."""
     reducer = find_reducer(model)
-    if cfg.mask_rule != DEFAULT_MASK_RULE:
-        if not get_method(cfg.method).uses_mask_rule:
-            raise ValueError(f"--mask-rule {cfg.mask_rule} shapes predictor training; method {cfg.method} has none")
-        reducer.mask_mode = cfg.mask_rule
-    if cfg.merge_dropped:
+    if cfg.loss.mask_rule != DEFAULT_MASK_RULE:
+        if not get_method(cfg.model.method).uses_mask_rule:
+            raise ValueError(
+                f"--mask-rule {cfg.loss.mask_rule} shapes predictor training; method {cfg.model.method} has none"
+            )
+        reducer.mask_mode = cfg.loss.mask_rule
+    if cfg.budget.merge_dropped:
         if not merges_drops(reducer):
-            raise ValueError(f"--merge-dropped is DynamicViT's on plain ViTs; method {cfg.method} does not drop tokens")
+            raise ValueError(
+                f"--merge-dropped is DynamicViT's on plain ViTs; method {cfg.model.method} does not drop tokens"
+            )
         reducer.merge_dropped = True
-    if cfg.attention_prior:
+    if cfg.budget.attention_prior:
         if not has_attention_prior(reducer):
-            raise ValueError(f"--attention-prior is DynamicViT's on plain ViTs; method {cfg.method} has no predictor")
+            raise ValueError(
+                f"--attention-prior is DynamicViT's on plain ViTs; method {cfg.model.method} has no predictor"
+            )
         reducer.use_attention_prior()
 
 
-def load_trained(source: str | os.PathLike | dict, ema: bool = True, **overrides) -> tuple[nn.Module, TrainConfig]:
+def load_trained(source: str | os.PathLike | dict, ema: bool = True, **overrides) -> tuple[nn.Module, RunConfig]:
     """The eval-mode model of a training checkpoint (a file, or the object read from one), rebuilt from its
     saved config (``overrides`` on top; classes and channels read off the weights), and that config.
 
@@ -111,17 +121,17 @@ def load_trained(source: str | os.PathLike | dict, ema: bool = True, **overrides
     use_ema = ema and isinstance(state, dict) and isinstance(state.get("ema"), dict)
     weights = read_state_dict(state["ema"] if use_ema else state)
     found = infer_timm_kwargs(weights)
-    chans, side = found["in_chans"], cfg.img_size or cfg.canvas
-    size = (chans, side, side) if get_task(cfg.task).fixed_input_size else None
+    chans, side = found["in_chans"], cfg.data.img_size or cfg.data.canvas
+    size = (chans, side, side) if get_task(cfg.model.task).fixed_input_size else None
     model = build_dense(cfg, found["num_classes"], chans, size)
     # a learned method's modules show in the weights; the others are known from the config alone
-    if any(is_added_key(k) for k in weights) or (not cfg.dense and not get_method(cfg.method).learned):
+    if any(is_added_key(k) for k in weights) or (not cfg.model.dense and not get_method(cfg.model.method).learned):
         model = reduce(model, cfg, **options)
     reducer = find_reducer(model)
     if reducer is not None and any("budget_predictor" in k.split(".") for k in weights):
         reducer.add_budget_predictors()  # trained in the learned mode; runs in any mode
     load_checkpoint(model, trunk(model, weights))
-    set_keep_mode(model, cfg.keep_mode, cfg.thresholds)
+    set_keep_mode(model, cfg.budget.keep_mode, cfg.budget.thresholds)
     return model.eval(), cfg
 
 
@@ -137,7 +147,7 @@ def build_untrained(
         method: a registered method, or ``"dense"``.
         keep_rate: the keep rate (default: the zoo's, else the config's default).
         img_size: input resolution (default: the model's).
-        **kwargs: ``pretrained`` (timm's dense weights) and other :class:`TrainConfig` fields.
+        **kwargs: ``pretrained`` (timm's dense weights) and other :class:`RunConfig` fields.
 
     Returns:
         The model in eval mode.
@@ -150,7 +160,7 @@ def build_untrained(
         values["keep_rate"] = keep_rate
     cfg, options = _resolved(values, keep_rate)
     model = build_dense(cfg, None, 3, pretrained=pretrained)
-    return (model if cfg.dense else reduce(model, cfg, fine_tuned=False, **options)).eval()
+    return (model if cfg.model.dense else reduce(model, cfg, fine_tuned=False, **options)).eval()
 
 
 def build_pair(
@@ -165,7 +175,7 @@ def build_pair(
         method: a registered method.
         keep_rate: the keep rate (default: the zoo's, else the config's default).
         img_size: input resolution (default: the model's).
-        **kwargs: ``pretrained`` (timm's dense weights) and other :class:`TrainConfig` fields
+        **kwargs: ``pretrained`` (timm's dense weights) and other :class:`RunConfig` fields
             (``model_kwargs``: ``timm.create_model`` arguments).
 
     Returns:
@@ -174,22 +184,22 @@ def build_pair(
     pretrained = kwargs.pop("pretrained", False)
     values = {"model": name, "img_size": img_size, "method": method, **kwargs}
     cfg, options = _resolved(values if keep_rate is None else {**values, "keep_rate": keep_rate}, keep_rate)
-    dense = build_dense(dataclasses.replace(cfg, dense=True), None, 3, pretrained=pretrained).eval()
+    dense = build_dense(cfg.replace(dense=True), None, 3, pretrained=pretrained).eval()
     reduced = reduce(copy.deepcopy(dense), cfg, fine_tuned=False, **(options if method == "dynamicvit" else {}))
     if get_method(method).knob != "keep_rate":
-        paper = reduce(copy.deepcopy(dense), dataclasses.replace(cfg, method="dynamicvit"), False, **options)
+        paper = reduce(copy.deepcopy(dense), cfg.replace(method="dynamicvit"), False, **options)
         dense_macs = count_flops(dense).total
         set_budget(reduced, macs_fraction(paper, dense_macs), dense_macs)
     return dense, reduced.eval()
 
 
-def _resolved(values: dict, keep_rate: float | None) -> tuple[TrainConfig, dict]:
+def _resolved(values: dict, keep_rate: float | None) -> tuple[RunConfig, dict]:
     """The validated config of ``values`` with a zoo name replaced by its backbone and (unless ``keep_rate``
     is given) its keep rate, and the zoo entry's sparsify options."""
-    cfg, options = TrainConfig.from_dict(values), {}
-    if cfg.model in ZOO:  # a released model: its backbone and, unless overridden, its budget
-        arch, rate, options = resolve(cfg.model, keep_rate)
-        cfg = dataclasses.replace(cfg, model=arch, keep_rate=rate)
+    cfg, options = RunConfig.from_dict(values), {}
+    if cfg.model.model in ZOO:  # a released model: its backbone and, unless overridden, its budget
+        arch, rate, options = resolve(cfg.model.model, keep_rate)
+        cfg = cfg.replace(model=arch, keep_rate=rate)
     return validate(cfg, training=False), options
 
 

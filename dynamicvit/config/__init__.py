@@ -1,5 +1,5 @@
-"""The run configuration (:class:`TrainConfig`, saved in every checkpoint) with its checks and YAML recipes:
-what training, evaluation and the model builder read."""
+"""The run configuration every command takes (:class:`RunConfig`, by section, saved flat in every checkpoint)
+with its checks and YAML recipes: what training, evaluation and the model builder read."""
 
 from dynamicvit.config.checks import (
     RESUMABLE_CHANGES,
@@ -9,7 +9,22 @@ from dynamicvit.config.checks import (
     validate,
     with_family_defaults,
 )
-from dynamicvit.config.fields import SECTIONS, TrainConfig, field_flags, field_kind, flag, section_of
+from dynamicvit.config.fields import (
+    SECTIONS,
+    BudgetConfig,
+    DataConfig,
+    LossConfig,
+    ModelConfig,
+    RunConfig,
+    RunOptions,
+    ScheduleConfig,
+    config_fields,
+    field_flags,
+    field_key,
+    field_kind,
+    flag,
+    section_of,
+)
 from dynamicvit.config.recipes import config_yaml, read_recipe
 from dynamicvit.config.regimes import REGIMES, default_regime, regime_config
 
@@ -17,12 +32,20 @@ __all__ = [
     "REGIMES",
     "RESUMABLE_CHANGES",
     "SECTIONS",
-    "TrainConfig",
+    "BudgetConfig",
+    "DataConfig",
+    "LossConfig",
+    "ModelConfig",
+    "RunConfig",
+    "RunOptions",
+    "ScheduleConfig",
     "check_resumable",
     "check_teacher",
     "config_yaml",
     "default_regime",
+    "config_fields",
     "field_flags",
+    "field_key",
     "field_kind",
     "flag",
     "read_recipe",

@@ -3,15 +3,13 @@ config may hold, the teacher a sparse run distils from, the family defaults, and
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 import timm
 from torch import nn
 
-from dynamicvit.config.fields import TrainConfig, flag
+from dynamicvit.config.fields import RunConfig, flag
 from dynamicvit.core.files import CheckpointError
 from dynamicvit.core.interfaces import FAMILY_DEFAULTED, backbone_of
 from dynamicvit.core.keep import KEEP_RULES, MASK_RULES
@@ -91,48 +89,55 @@ _RULES = (
 )
 
 
-def validate(cfg: TrainConfig, training: bool = True) -> TrainConfig:
+def validate(cfg: RunConfig, training: bool = True) -> RunConfig:
     """Raise a ``ValueError`` naming the flag of the first value out of range; return ``cfg``.
     With ``training`` also check that a sparse run has a teacher to distil from."""
     for name, ok, what in _RULES:
-        value = getattr(cfg, name)
+        value = cfg.get(name)
         if value is not None and not ok(value):
             raise ValueError(f"{flag(name)} must be {what}, got {value}")
-    task = get_task(cfg.task)
-    if cfg.keep_mode not in KEEP_RULES:
-        raise ValueError(f"--keep-mode must be one of {', '.join(KEEP_RULES)}, got {cfg.keep_mode!r}")
-    if cfg.mask_rule not in MASK_RULES:
-        raise ValueError(f"--mask-rule must be one of {', '.join(MASK_RULES)}, got {cfg.mask_rule!r}")
-    if cfg.method not in METHODS:
-        raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
-    if cfg.distractors_max is not None and cfg.distractors_max < cfg.distractors:
+    task = get_task(cfg.model.task)
+    if cfg.budget.keep_mode not in KEEP_RULES:
+        raise ValueError(f"--keep-mode must be one of {', '.join(KEEP_RULES)}, got {cfg.budget.keep_mode!r}")
+    if cfg.loss.mask_rule not in MASK_RULES:
+        raise ValueError(f"--mask-rule must be one of {', '.join(MASK_RULES)}, got {cfg.loss.mask_rule!r}")
+    if cfg.model.method not in METHODS:
+        raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {cfg.model.method!r}")
+    if cfg.data.distractors_max is not None and cfg.data.distractors_max < cfg.data.distractors:
         raise ValueError(
-            f"--distractors-max must be at least --distractors ({cfg.distractors}), got {cfg.distractors_max}"
+            f"--distractors-max must be at least --distractors ({cfg.data.distractors}), got {cfg.data.distractors_max}"
         )
-    if cfg.scene_items_max is not None and cfg.scene_items_max < cfg.scene_items:
+    if cfg.data.scene_items_max is not None and cfg.data.scene_items_max < cfg.data.scene_items:
         raise ValueError(
-            f"--scene-items-max must be at least --scene-items ({cfg.scene_items}), got {cfg.scene_items_max}"
+            f"--scene-items-max must be at least --scene-items ({cfg.data.scene_items}), got {cfg.data.scene_items_max}"
         )
-    if round(cfg.item_size * cfg.item_scale) > cfg.canvas:
-        side = round(cfg.item_size * cfg.item_scale)
-        raise ValueError(f"--item-size {cfg.item_size} and --item-scale {cfg.item_scale} make items up to {side} "
-                         f"pixels: more than the {cfg.canvas}-pixel --canvas")  # fmt: skip
-    if cfg.aa is not None:
-        check_auto_augment(cfg.aa)
-    if cfg.thresholds is not None and any(not 0 < t < 1 for t in cfg.thresholds):
-        raise ValueError(f"--thresholds must lie in (0, 1) (keep probabilities), got {cfg.thresholds}")
-    if cfg.no_labels and cfg.dense:
+    if round(cfg.data.item_size * cfg.data.item_scale) > cfg.data.canvas:
+        side = round(cfg.data.item_size * cfg.data.item_scale)
+        raise ValueError(f"--item-size {cfg.data.item_size} and --item-scale {cfg.data.item_scale} make items up to "
+                         f"{side} pixels: more than the {cfg.data.canvas}-pixel --canvas")  # fmt: skip
+    if cfg.augment.aa is not None:
+        check_auto_augment(cfg.augment.aa)
+    if cfg.budget.thresholds is not None and any(not 0 < t < 1 for t in cfg.budget.thresholds):
+        raise ValueError(f"--thresholds must lie in (0, 1) (keep probabilities), got {cfg.budget.thresholds}")
+    if cfg.loss.no_labels and cfg.model.dense:
         raise ValueError("--no-labels trains a sparse model from a dense one; --dense training needs labels")
-    if cfg.no_labels and not task.learns_without_labels:
+    if cfg.loss.no_labels and not task.learns_without_labels:
         raise ValueError(f"--no-labels does not apply to --task {task.name} (it learns from its targets)")
-    if cfg.freeze_prefix and (cfg.dense or cfg.method != "dynamicvit"):
+    if cfg.schedule.freeze_prefix and (cfg.model.dense or cfg.model.method != "dynamicvit"):
         raise ValueError("--freeze-prefix applies to DynamicViT training (--method dynamicvit, not --dense)")
-    if training and not get_dataset(cfg.data).labelled and not cfg.no_labels:
-        raise ValueError(f"--data {cfg.data} has no labels: pass --no-labels (distil from the dense model alone)")
-    if training and KEEP_RULES.lookup(cfg.keep_mode).needs_training and not cfg.dense and cfg.ratio_loss != "batch":
+    if training and not get_dataset(cfg.data.dataset).labelled and not cfg.loss.no_labels:
         raise ValueError(
-            f"--keep-mode {cfg.keep_mode} trains each image's own budget: the keep-ratio term must act on the batch "
-            "average (add --ratio-loss batch)"
+            f"--data {cfg.data.dataset} has no labels: pass --no-labels (distil from the dense model alone)"
+        )
+    if (
+        training
+        and KEEP_RULES.lookup(cfg.budget.keep_mode).needs_training
+        and not cfg.model.dense
+        and cfg.loss.ratio_loss != "batch"
+    ):
+        raise ValueError(
+            f"--keep-mode {cfg.budget.keep_mode} trains each image's own budget: the keep-ratio term must act on the "
+            "batch average (add --ratio-loss batch)"
         )
     if training:
         check_teacher(cfg)
@@ -146,7 +151,7 @@ def trusted_config(saved: Any, source: object) -> dict:
     The numeric bounds are :func:`validate`'s. A ``ValueError`` names the entry and ``source``."""
     if not isinstance(saved, dict):
         return {}
-    known = {f.name for f in fields(TrainConfig)}
+    known = set(RunConfig().to_dict())
     config = {k: v for k, v in saved.items() if k in known}
     for key, value in config.items():
         if not _plain(value):
@@ -173,24 +178,24 @@ def _registered(name: str) -> bool:
     return name in ZOO or timm.is_model(name)
 
 
-def check_teacher(cfg: TrainConfig) -> None:
+def check_teacher(cfg: RunConfig) -> None:
     """Raise unless a sparse run has a dense model to distil from (and its checkpoint file exists)."""
-    if not cfg.dense and not (cfg.pretrained or cfg.teacher_checkpoint):
+    if not cfg.model.dense and not (cfg.model.pretrained or cfg.model.teacher_checkpoint):
         raise ValueError(
             "sparse training distils from a trained dense model: pass --pretrained or "
             "--teacher-checkpoint (make one with `dynamicvit train --dense`)"
         )
-    if cfg.teacher_checkpoint and not Path(cfg.teacher_checkpoint).is_file():
-        raise ValueError(f"--teacher-checkpoint {cfg.teacher_checkpoint}: no such file")
+    if cfg.model.teacher_checkpoint and not Path(cfg.model.teacher_checkpoint).is_file():
+        raise ValueError(f"--teacher-checkpoint {cfg.model.teacher_checkpoint}: no such file")
 
 
-def with_family_defaults(cfg: TrainConfig, model: nn.Module) -> TrainConfig:
+def with_family_defaults(cfg: RunConfig, model: nn.Module) -> RunConfig:
     """``cfg`` with the recipe values left unset filled from the model's family."""
     family = family_of(backbone_of(model))
-    return dataclasses.replace(
-        cfg,
-        ratio_weight=family.ratio_weight if cfg.ratio_weight is None else cfg.ratio_weight,
-        backbone_lr_scale=family.backbone_lr_scale if cfg.backbone_lr_scale is None else cfg.backbone_lr_scale,
+    ratio, scale = cfg.loss.ratio_weight, cfg.schedule.backbone_lr_scale
+    return cfg.replace(
+        ratio_weight=family.ratio_weight if ratio is None else ratio,
+        backbone_lr_scale=family.backbone_lr_scale if scale is None else scale,
     )
 
 
@@ -201,16 +206,16 @@ RESUMABLE_CHANGES = frozenset(
 )
 
 
-def check_resumable(state: dict, cfg: TrainConfig, path) -> None:
+def check_resumable(state: dict, cfg: RunConfig, path) -> None:
     """Raise unless ``state`` is a training checkpoint whose saved config matches ``cfg`` (fields left
     ``None`` in ``cfg`` take the saved value, as they would from the family defaults; fields the saved
-    config lacks, added to :class:`TrainConfig` after it was written, count as their defaults)."""
+    config lacks, added to :class:`RunConfig` after it was written, count as their defaults)."""
     keys = set(state) if isinstance(state, dict) else set()
     missing = {"model", "optimizer", "scheduler", "epoch", "rng", "config"} - keys
     if missing:
         raise CheckpointError(f"--resume: {path} is not a training checkpoint (no {sorted(missing)})")
     # a field the checkpoint lacks is newer than it: the run behaved as the field's default says
-    now, saved = asdict(cfg), {**asdict(TrainConfig()), **state["config"]}
+    now, saved = cfg.to_dict(), {**RunConfig().to_dict(), **state["config"]}
     changed = [
         f"{k} {saved[k]!r} -> {v!r}"
         for k, v in now.items()

@@ -1,20 +1,19 @@
-"""YAML recipes: a file of config fields read into typed values (``dynamicvit train --config FILE``), and a
-config written back as one (``--dry-run``)."""
+"""YAML recipes: a file of config fields, by section or flat, read into typed values (``dynamicvit train
+--config FILE``), and a config written back as one, by section (``--dry-run``)."""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from dynamicvit.config.fields import TrainConfig, field_kind
+from dynamicvit.config.fields import SECTIONS, RunConfig, config_fields, field_key, field_kind
 
 __all__ = ["config_yaml", "read_recipe"]
 
 
 def read_recipe(path: str | Path) -> dict:
-    """The :class:`TrainConfig` fields a YAML recipe sets (``dynamicvit train --config FILE``), each value
+    """The :class:`RunConfig` fields a YAML recipe sets (``dynamicvit train --config FILE``), each value
     converted to its field's type. A ``ValueError`` names the file and the first key that is no config field
     or holds a value of the wrong kind."""
     import yaml
@@ -30,14 +29,25 @@ def read_recipe(path: str | Path) -> dict:
         return {}
     if not isinstance(values, dict):
         raise ValueError(f"--config {path}: a recipe is a mapping of config fields to values")
-    known = {f.name: f for f in fields(TrainConfig)}
+    known = {field_key(f): f for _, f in config_fields()}
     out = {}
-    for key, value in values.items():
+    for key, value in _flat(values):
         name = str(key).replace("-", "_")
         if name not in known:
             raise ValueError(f"--config {path}: {key!r} is no config field (the fields are `train --help`'s flags)")
         out[name] = _typed(known[name], value, f"--config {path}: {key}")
     return out
+
+
+def _flat(values: dict) -> list[tuple[str, Any]]:
+    """A recipe's (key, value) pairs, the fields of a section (``schedule: {epochs: 2}``) among them."""
+    pairs = []
+    for key, value in values.items():
+        if str(key) in SECTIONS and isinstance(value, dict):
+            pairs += list(value.items())
+        else:
+            pairs.append((key, value))
+    return pairs
 
 
 def _typed(f: dataclasses.Field, value: Any, where: str) -> Any:
@@ -79,8 +89,9 @@ def _scalar(kind: type, value: Any) -> Any:
     return value
 
 
-def config_yaml(cfg: TrainConfig) -> str:
-    """``cfg`` as a YAML recipe (what ``--dry-run`` prints; :func:`read_recipe` reads it back)."""
+def config_yaml(cfg: RunConfig) -> str:
+    """``cfg`` as a YAML recipe by section (what ``--dry-run`` prints; :func:`read_recipe` reads it back)."""
     import yaml
 
-    return yaml.safe_dump(asdict(cfg), sort_keys=False)
+    flat = cfg.to_dict()
+    return yaml.safe_dump({s: {k: flat[k] for k in keys} for s, keys in SECTIONS.items()}, sort_keys=False)

@@ -254,7 +254,7 @@ class Method:
     @classmethod
     def authors_recipe(cls, cfg: Any) -> dict[str, Any]:
         """Optimisation settings the method's authors train it with, as overrides of a comparison's shared
-        recipe ``cfg`` (a :class:`~dynamicvit.config.TrainConfig`); none by default.
+        recipe ``cfg`` (a :class:`~dynamicvit.config.RunConfig`); none by default.
 
         Args:
             cfg: the shared recipe.

@@ -5,7 +5,7 @@ For each budget (a fraction of the dense model's MACs) every method's knob is tu
 
 * ``frozen`` – the backbone stays as trained; only a method's own parameters learn (DynamicViT's
   predictors, DiffRate's rates), the training-free methods run on the dense weights;
-* ``finetune`` – every method is fine-tuned with the same engine and recipe (``TrainConfig``).
+* ``finetune`` – every method is fine-tuned with the same engine and recipe (``RunConfig``).
 
 A trained row is trained once per seed (the seed sets initialisation and data order) and reports
 the mean and standard deviation of top-1 over them; a training-free row is deterministic and
@@ -16,7 +16,6 @@ methods of a budget and the dense model interleaved.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import statistics
 from collections.abc import Sequence
@@ -27,7 +26,7 @@ from torch import nn
 
 from dynamicvit.bench.timing import time_callables
 from dynamicvit.builder import build_dense_for_data, build_run_dataset, configure_reducer
-from dynamicvit.config import REGIMES, TrainConfig, default_regime, regime_config, validate
+from dynamicvit.config import REGIMES, RunConfig, default_regime, regime_config, validate
 from dynamicvit.core.files import atomic_write_text, folder_lock
 from dynamicvit.core.flops import count_flops
 from dynamicvit.core.interfaces import find_reducer
@@ -49,16 +48,16 @@ __all__ = ["fine_tune", "run_compare", "trains"]
 OUTPUTS = ("compare.json", "compare.md", "acc_vs_gmacs.png", "acc_vs_img_per_s.png", "rows", "recipe.json")
 
 
-def trains(method: str, cfg: TrainConfig) -> bool:
+def trains(method: str, cfg: RunConfig) -> bool:
     """Whether ``method`` is trained under the recipe ``cfg``: always when it has parameters of its own,
     otherwise only when the recipe updates the backbone (``freeze_backbone_epochs < epochs``)."""
-    return get_method(method).learned or cfg.freeze_backbone_epochs < cfg.epochs
+    return get_method(method).learned or cfg.schedule.freeze_backbone_epochs < cfg.schedule.epochs
 
 
-def _check_args(cfg: TrainConfig, budgets, methods, regimes, seeds, bench_batch: int, bench_repeats: int) -> None:
+def _check_args(cfg: RunConfig, budgets, methods, regimes, seeds, bench_batch: int, bench_repeats: int) -> None:
     """Every argument checked before any work (the dense model's evaluation included)."""
     validate(cfg)
-    if not (cfg.pretrained or cfg.teacher_checkpoint):
+    if not (cfg.model.pretrained or cfg.model.teacher_checkpoint):
         raise ValueError("compare needs the trained dense model: pass --teacher-checkpoint PATH or --pretrained")
     for method in methods:
         get_method(method)
@@ -75,34 +74,31 @@ def _check_args(cfg: TrainConfig, budgets, methods, regimes, seeds, bench_batch:
             raise ValueError(f"{flag} must be at least 1, got {value}")
 
 
-def method_config(cfg: TrainConfig, method: str, model: nn.Module) -> TrainConfig:
+def method_config(cfg: RunConfig, method: str, model: nn.Module) -> RunConfig:
     """``cfg`` for ``method`` on ``model`` (reduced by it): DynamicViT's options (mask rule, merged drops,
     attention prior) kept where the model's reducing module has them, their defaults elsewhere, so one recipe
     serves every method of a comparison."""
     reducer = find_reducer(model)
-    return dataclasses.replace(
-        cfg,
+    return cfg.replace(
         dense=False,
         method=method,
-        mask_rule=cfg.mask_rule if get_method(method).uses_mask_rule else DEFAULT_MASK_RULE,
-        merge_dropped=cfg.merge_dropped and merges_drops(reducer),
-        attention_prior=cfg.attention_prior and has_attention_prior(reducer),
+        mask_rule=cfg.loss.mask_rule if get_method(method).uses_mask_rule else DEFAULT_MASK_RULE,
+        merge_dropped=cfg.budget.merge_dropped and merges_drops(reducer),
+        attention_prior=cfg.budget.attention_prior and has_attention_prior(reducer),
     )
 
 
-def tuned_model(
-    dense: nn.Module, method: str, cfg: TrainConfig, budget: float, dense_macs: int, seed: int
-) -> nn.Module:
+def tuned_model(dense: nn.Module, method: str, cfg: RunConfig, budget: float, dense_macs: int, seed: int) -> nn.Module:
     """A copy of ``dense`` reduced by ``method`` with ``cfg``'s options (:func:`method_config`), its knob tuned to
     ``budget`` of ``dense_macs``. Merging's own small cost is reported with the row, not tuned for (merging
     methods' authors count none), so merged drops are left for training to switch on."""
-    model = apply_method(copy.deepcopy(dense), method, prune_layers=cfg.prune_layers, seed=seed)
-    configure_reducer(model, dataclasses.replace(method_config(cfg, method, model), merge_dropped=False))
+    model = apply_method(copy.deepcopy(dense), method, prune_layers=cfg.budget.prune_layers, seed=seed)
+    configure_reducer(model, method_config(cfg, method, model).replace(merge_dropped=False))
     set_budget(model, budget, dense_macs)
     return model
 
 
-def fine_tune(cfg: TrainConfig, method: str, model: nn.Module, out_dir: Path) -> nn.Module:
+def fine_tune(cfg: RunConfig, method: str, model: nn.Module, out_dir: Path) -> nn.Module:
     """Train ``method`` at the tuned knob of ``model`` with the recipe (and the method's authors' optimisation
     settings, :meth:`~dynamicvit.core.interfaces.Method.authors_recipe`); a finished run of the same
     configuration is reused (one of another configuration is an error).
@@ -117,13 +113,12 @@ def fine_tune(cfg: TrainConfig, method: str, model: nn.Module, out_dir: Path) ->
         The trained model in eval mode.
     """
     entry = get_method(method)
-    run = dataclasses.replace(
-        method_config(cfg, method, model),
+    run = method_config(cfg, method, model).replace(
         **entry.authors_recipe(cfg),
         keep_rate=model.keep_rate,
-        tome_r=cfg.tome_r if entry.knob == "keep_rate" else getattr(model, entry.knob),
+        tome_r=cfg.model.tome_r if entry.knob == "keep_rate" else getattr(model, entry.knob),
         out_dir=str(out_dir),
-        resume=cfg.resume and (out_dir / "last.pth").exists(),
+        resume=cfg.run.resume and (out_dir / "last.pth").exists(),
     )
     with Trainer(run, reuse_finished=True) as trainer:
         trainer.fit()
@@ -131,7 +126,7 @@ def fine_tune(cfg: TrainConfig, method: str, model: nn.Module, out_dir: Path) ->
 
 
 def run_compare(
-    cfg: TrainConfig,
+    cfg: RunConfig,
     budgets: Sequence[float] = (0.5, 0.6, 0.7, 0.8, 0.9),
     methods: Sequence[str] = tuple(METHODS),
     out_dir: str = "runs/compare",
@@ -143,8 +138,8 @@ def run_compare(
     """Run the comparison into ``out_dir``, held for this process while it runs.
 
     Each row is written to ``out_dir/rows`` the moment it is done. A folder holding an earlier comparison needs
-    ``cfg.resume`` (finished rows read back, finished training runs reused, killed ones continued; another
-    recipe is refused in one line) or ``cfg.overwrite`` (everything starts over).
+    ``cfg.run.resume`` (finished rows read back, finished training runs reused, killed ones continued; another
+    recipe is refused in one line) or ``cfg.run.overwrite`` (everything starts over).
 
     Args:
         cfg: the recipe (data, teacher, schedule) every trained row shares.
@@ -159,17 +154,17 @@ def run_compare(
     Returns:
         The summary written to ``compare.json`` (also ``compare.md`` and two trade-off plots).
     """
-    seeds = list(seeds) if seeds else [cfg.seed]
+    seeds = list(seeds) if seeds else [cfg.run.seed]
     regimes = list(regimes) if regimes else [default_regime(cfg)]
     _check_args(cfg, budgets, methods, regimes, seeds, bench_batch, bench_repeats)
     out = Path(out_dir)
     with folder_lock(out):
-        check_report_folder(out, OUTPUTS, cfg.resume, cfg.overwrite)
-        store = RowStore(out, {**_recipe(cfg), "seeds": seeds}, start_over=cfg.overwrite)  # before any work
+        check_report_folder(out, OUTPUTS, cfg.run.resume, cfg.run.overwrite)
+        store = RowStore(out, {**_recipe(cfg), "seeds": seeds}, start_over=cfg.run.overwrite)  # before any work
         return _run(cfg, list(budgets), list(methods), regimes, seeds, store, bench_batch, bench_repeats)
 
 
-def _row(cfg: TrainConfig, spot: tuple[str, float, str], dense: nn.Module, dense_macs: int, seeds, test_set, out: Path):
+def _row(cfg: RunConfig, spot: tuple[str, float, str], dense: nn.Module, dense_macs: int, seeds, test_set, out: Path):
     """One method at one budget in one regime (``spot``): tuned, trained per seed when it trains, evaluated.
     Returns the row and the model to time (the first seed's)."""
     regime, budget, method = spot
@@ -196,17 +191,17 @@ def _row(cfg: TrainConfig, spot: tuple[str, float, str], dense: nn.Module, dense
     return row, timed
 
 
-def _model(cfg: TrainConfig, spot: tuple[str, float, str], dense: nn.Module, dense_macs: int, seed, out: Path):
+def _model(cfg: RunConfig, spot: tuple[str, float, str], dense: nn.Module, dense_macs: int, seed, out: Path):
     """The model of one seed of a row: ``dense`` reduced and tuned to the budget, then trained when the method
     trains (a finished training run in ``out`` is reused, so a rerun rebuilds a finished row's model cheaply)."""
     regime, budget, method = spot
-    model = tuned_model(dense, method, cfg, budget, dense_macs, cfg.seed)
+    model = tuned_model(dense, method, cfg, budget, dense_macs, cfg.run.seed)
     if seed is None:
         return model
-    return fine_tune(dataclasses.replace(cfg, seed=seed), method, model, out / regime / f"{method}_{budget:g}_s{seed}")
+    return fine_tune(cfg.replace(seed=seed), method, model, out / regime / f"{method}_{budget:g}_s{seed}")
 
 
-def _stored_row(store: RowStore, cfg: TrainConfig, spot, dense: nn.Module, dense_macs: int, seeds, test_set, out):
+def _stored_row(store: RowStore, cfg: RunConfig, spot, dense: nn.Module, dense_macs: int, seeds, test_set, out):
     """:func:`_row`, written to ``store`` the moment it is done; a row already there is read back (not evaluated
     again) with its first seed's model rebuilt for the timing."""
     key = "_".join(f"{part:g}" if isinstance(part, float) else part for part in spot)
@@ -218,9 +213,9 @@ def _stored_row(store: RowStore, cfg: TrainConfig, spot, dense: nn.Module, dense
     return row, model
 
 
-def _recipe(cfg: TrainConfig) -> dict:
+def _recipe(cfg: RunConfig) -> dict:
     """What every row of a comparison shares: the configuration without where and how it runs."""
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("progress", "resume", "overwrite", "out_dir")}
+    return {k: v for k, v in cfg.to_dict().items() if k not in ("progress", "resume", "overwrite", "out_dir")}
 
 
 def _time(rows: list[dict], models: dict[str, nn.Module], dense: nn.Module, x: torch.Tensor, repeats: int) -> dict:
@@ -236,11 +231,11 @@ def _time(rows: list[dict], models: dict[str, nn.Module], dense: nn.Module, x: t
     return {"batch": x.shape[0] / secs["dense"], "batch1": 1 / secs_b1["dense"]}
 
 
-def _run(cfg: TrainConfig, budgets, methods, regimes, seeds, store: RowStore, bench_batch: int, bench_repeats: int):
+def _run(cfg: RunConfig, budgets, methods, regimes, seeds, store: RowStore, bench_batch: int, bench_repeats: int):
     """Every method at every budget in every regime, each row kept in ``store``; then the report."""
     out = store.folder
     test_set = build_run_dataset(cfg, "test")
-    dense = build_dense_for_data(cfg, test_set, pretrained=cfg.pretrained).eval()
+    dense = build_dense_for_data(cfg, test_set, pretrained=cfg.model.pretrained).eval()
     x = torch.stack([test_set[i][0] for i in range(min(bench_batch, len(test_set)))])
     dense_result, dense_macs = evaluate(dense, test_set, cfg), count_flops(dense).total
     rows, dense_speed = [], []

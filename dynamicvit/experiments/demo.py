@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from dynamicvit.bench.timing import time_callables
-from dynamicvit.config import TrainConfig
+from dynamicvit.config import RunConfig
 from dynamicvit.core.files import atomic_write_text, folder_lock
 from dynamicvit.core.flops import count_flops
 from dynamicvit.core.predictor import random_selector
@@ -88,11 +88,11 @@ class DemoConfig:
 OUTPUTS = ("report.md", "report.html", "curves.png", "kept_tokens.png", "summary.json")
 
 
-def _train(cfg: TrainConfig, demo: DemoConfig) -> tuple[Trainer, float]:
+def _train(cfg: RunConfig, demo: DemoConfig) -> tuple[Trainer, float]:
     """Train; with ``demo.resume`` pick up a finished or killed run of the same configuration in the same
     folder (a run of another configuration there is an error naming the differences)."""
-    cfg.resume = demo.resume and (Path(cfg.out_dir) / "last.pth").exists()
-    cfg.overwrite = demo.overwrite
+    cfg.run.resume = demo.resume and (Path(cfg.run.out_dir) / "last.pth").exists()
+    cfg.run.overwrite = demo.overwrite
     start = time.perf_counter()
     with Trainer(cfg, reuse_finished=True) as trainer:
         trainer.fit()
@@ -133,7 +133,7 @@ def _run(cfg: DemoConfig, command: str) -> dict:
         seed=cfg.seed,
         progress=cfg.progress,
     )
-    teacher_cfg = TrainConfig(
+    teacher_cfg = RunConfig.of(
         dense=True,
         epochs=cfg.teacher_epochs,
         **TEACHER_RECIPE,
@@ -141,7 +141,7 @@ def _run(cfg: DemoConfig, command: str) -> dict:
         **common,
     )
     teacher_run, teacher_seconds = _train(teacher_cfg, cfg)
-    student_cfg = TrainConfig(
+    student_cfg = RunConfig.of(
         dense=False,
         teacher_checkpoint=str(out / "teacher" / "last.pth"),
         epochs=cfg.student_epochs,
@@ -182,8 +182,8 @@ def _run(cfg: DemoConfig, command: str) -> dict:
         "bench": bench,
         "keep_rate": cfg.keep_rate,
         "num_patches": student.patch_embed.num_patches,
-        "data": f"Cluttered Fashion-MNIST, {cfg.canvas}×{cfg.canvas} canvas, {cfg.distractors} distractor fragments, "
-        f"{len(teacher_run.train_set)} training / {len(test_set)} test images",
+        "data": f"Cluttered Fashion-MNIST, {cfg.canvas}×{cfg.canvas} canvas, {cfg.distractors} "
+        f"distractor fragments, {len(teacher_run.train_set)} training / {len(test_set)} test images",
         "provenance": provenance(command),
         "teacher_seconds": teacher_seconds,
         "student_seconds": student_seconds,

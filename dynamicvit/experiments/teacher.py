@@ -11,12 +11,11 @@ epoch and its curve.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 from dynamicvit.builder import build_run_dataset
-from dynamicvit.config import TrainConfig
+from dynamicvit.config import RunConfig
 from dynamicvit.core.files import atomic_write_text
 from dynamicvit.core.provenance import provenance
 from dynamicvit.experiments.report import read_jsonl
@@ -48,12 +47,12 @@ def converged(curve: list[dict], patience: int, min_gain: float) -> bool:
 
 
 def train_converged(
-    cfg: TrainConfig, max_epochs: int, patience: int = 3, min_gain: float = 0.1, heldout: int = 5000
+    cfg: RunConfig, max_epochs: int, patience: int = 3, min_gain: float = 0.1, heldout: int = 5000
 ) -> dict:
     """Train the dense model ``cfg`` describes (its ``out_dir`` the run folder) until it converges.
 
     Args:
-        cfg: a dense training recipe (``cfg.dense``); its ``epochs`` is replaced by ``max_epochs``.
+        cfg: a dense training recipe (``cfg.model.dense``); its ``epochs`` is replaced by ``max_epochs``.
         max_epochs: the cosine schedule's length and the most epochs trained.
         patience: epochs without a gain of ``min_gain`` points on the held-out canvases before stopping.
         min_gain: see ``patience``.
@@ -64,9 +63,9 @@ def train_converged(
         "provenance"}``, also written to the run folder's ``curve.json``; ``path`` is the best epoch's weights
         (:data:`TEACHER_FILE`).
     """
-    if not cfg.dense:
+    if not cfg.model.dense:
         raise ValueError("train_converged trains a dense model; set dense=True")
-    out = Path(cfg.out_dir)
+    out = Path(cfg.run.out_dir)
     curve_file = out / "curve.json"
     curve = json.loads(curve_file.read_text())["curve"] if curve_file.exists() else []
     done = len(curve) >= max_epochs or converged(curve, patience, min_gain)
@@ -75,14 +74,14 @@ def train_converged(
     if curve and not (out / "last.pth").exists():  # an unfinished curve without its run cannot be continued
         print(f"{out}: the unfinished teacher's checkpoint is missing; training it from the start", flush=True)
         curve = []
-    run = dataclasses.replace(cfg, epochs=max_epochs, resume=(out / "last.pth").exists())
-    val_set = build_run_dataset(dataclasses.replace(cfg, val_limit=heldout), "val")
+    run = cfg.replace(epochs=max_epochs, resume=(out / "last.pth").exists())
+    val_set = build_run_dataset(cfg.replace(val_limit=heldout), "val")
     with Trainer(run, reuse_finished=True) as trainer:
         while True:
             while len(curve) < trainer.epoch:  # an epoch saved but not yet scored (a killed run) first
                 top1 = evaluate(trainer.eval_model, val_set, cfg)["top1"]
                 if not curve or top1 > max(r["val_top1"] for r in curve):
-                    save_checkpoint(trainer.eval_model, out / TEACHER_FILE, config=dataclasses.asdict(run),
+                    save_checkpoint(trainer.eval_model, out / TEACHER_FILE, config=run.to_dict(),
                                     epoch=trainer.epoch)  # fmt: skip
                 curve.append({"epoch": trainer.epoch, "val_top1": top1})
                 _write(curve_file, curve, cfg, trainer.epoch, max_epochs)
@@ -93,7 +92,7 @@ def train_converged(
     return json.loads(curve_file.read_text())
 
 
-def _write(path: Path, curve: list[dict], cfg: TrainConfig, epochs: int, max_epochs: int) -> None:
+def _write(path: Path, curve: list[dict], cfg: RunConfig, epochs: int, max_epochs: int) -> None:
     best = max(curve, key=lambda r: r["val_top1"])
     trained = read_jsonl(path.parent / "metrics.jsonl")
     summary = {
@@ -104,7 +103,7 @@ def _write(path: Path, curve: list[dict], cfg: TrainConfig, epochs: int, max_epo
         "max_epochs": max_epochs,
         "train_seconds": sum(r.get("train_seconds", 0.0) for r in trained if r["epoch"] <= epochs),
         "path": str(path.parent / TEACHER_FILE),
-        "recipe": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("progress", "resume", "out_dir")},
+        "recipe": {k: v for k, v in cfg.to_dict().items() if k not in ("progress", "resume", "out_dir")},
         "provenance": provenance(),
     }
     atomic_write_text(path, json.dumps(summary, indent=2))

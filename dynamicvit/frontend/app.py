@@ -111,7 +111,7 @@ def load_model(name: str, checkpoint: str = "") -> Loaded:
     """
     if checkpoint:
         model, cfg = load_trained(checkpoint, **({"model": name} if name else {}))
-        names = class_names(getattr(model, "num_classes", 0), cfg.data)
+        names = class_names(getattr(model, "num_classes", 0), cfg.data.dataset)
         return Loaded(model.eval(), names, f"trained checkpoint {Path(checkpoint).name}")
     if not name:
         raise ValueError("give a model name or a checkpoint file")

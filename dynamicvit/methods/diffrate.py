@@ -272,12 +272,13 @@ class DiffRate(Method):
         for its own epochs, at its own backbone learning rate."""
         lr = 0.01
         recipe = {"lr": lr, "min_lr": 0.001, "warmup_epochs": 0.0}
-        if cfg.freeze_backbone_epochs >= cfg.epochs:  # only the rates learn
+        if cfg.schedule.freeze_backbone_epochs >= cfg.schedule.epochs:  # only the rates learn
             recipe.update(epochs=SEARCH_EPOCHS, freeze_backbone_epochs=float(SEARCH_EPOCHS))
         else:
             recipe.update(
-                epochs=cfg.epochs + SEARCH_EPOCHS, freeze_backbone_epochs=cfg.freeze_backbone_epochs + SEARCH_EPOCHS
+                epochs=cfg.schedule.epochs + SEARCH_EPOCHS,
+                freeze_backbone_epochs=cfg.schedule.freeze_backbone_epochs + SEARCH_EPOCHS,
             )
-        if cfg.backbone_lr_scale is not None:
-            recipe["backbone_lr_scale"] = cfg.lr * cfg.backbone_lr_scale / lr
+        if cfg.schedule.backbone_lr_scale is not None:
+            recipe["backbone_lr_scale"] = cfg.schedule.lr * cfg.schedule.backbone_lr_scale / lr
         return recipe

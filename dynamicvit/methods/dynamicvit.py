@@ -33,9 +33,9 @@ class DynamicViT(Method):
         ImageNet epochs), then the whole network. A recipe that fine-tunes the backbone gets
         :data:`PREDICTOR_EPOCHS` of predictor-only training before its own epochs; a frozen recipe is unchanged.
         """
-        if cfg.freeze_backbone_epochs >= cfg.epochs:
+        if cfg.schedule.freeze_backbone_epochs >= cfg.schedule.epochs:
             return {}
         return {
-            "epochs": cfg.epochs + PREDICTOR_EPOCHS,
-            "freeze_backbone_epochs": cfg.freeze_backbone_epochs + PREDICTOR_EPOCHS,
+            "epochs": cfg.schedule.epochs + PREDICTOR_EPOCHS,
+            "freeze_backbone_epochs": cfg.schedule.freeze_backbone_epochs + PREDICTOR_EPOCHS,
         }

@@ -70,7 +70,7 @@ def knn_top1(reference: tuple[torch.Tensor, torch.Tensor], query: tuple[torch.Te
 def _evaluate_encoder(model: nn.Module, dataset, cfg: Any, batch_size: int, reference) -> dict:
     was_training = model.training
     model.eval()
-    workers = cfg.workers if cfg else 0
+    workers = cfg.run.workers if cfg else 0
     query = embed(model, dataset, batch_size, workers)
     out = {"knn_top1": None, "img_per_s": len(dataset) / float(query[2]), "images": len(dataset)}
     if reference is not None and bool((query[1] >= 0).all()):

@@ -335,7 +335,7 @@ class DetectTask(Task):
         size = tuple(dataset[0][0].shape[-2:])
         reducer = find_reducer(model)
         counts = [] if reducer is not None and reducer.per_image else None
-        out = evaluate_detection(model, dataset, batch_size, cfg.workers if cfg else 0, counts)
+        out = evaluate_detection(model, dataset, batch_size, cfg.run.workers if cfg else 0, counts)
         out["backbone_gmacs"] = count_flops(model.backbone, img_size=size).gmacs
         out["gmacs"] = count_flops(model, img_size=size).gmacs
         return out | token_report(model, reducer, counts, out["gmacs"])

@@ -53,7 +53,7 @@ def evaluate_logits(
     counts: list[tuple[int, ...]] = []
     correct = total = 0
     loss_sum, compute = 0.0, 0.0
-    for x, y in DataLoader(dataset, batch_size=batch_size, num_workers=cfg.workers if cfg else 0):
+    for x, y in DataLoader(dataset, batch_size=batch_size, num_workers=cfg.run.workers if cfg else 0):
         x, y = x.to(device), y.to(device)
         start = time.perf_counter()
         logits = _forward(model, x, reducer, decisions_fn, counts if adaptive else None)

@@ -4,7 +4,6 @@ and loading one back."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 from dynamicvit.config import check_resumable
@@ -37,7 +36,7 @@ class Checkpointing:
             "skipped_steps": self.skipped_steps,
             "rng": ranks[0],  # rank 0's, as single-process checkpoints have always held
             "rng_ranks": ranks,
-            "config": asdict(self.cfg),
+            "config": self.cfg.to_dict(),
             "record": self._last_record,  # the epoch's training figures, in case validation is cut short
         }
 
@@ -58,7 +57,7 @@ class Checkpointing:
         load_checkpoint(self.model, read_state_dict(state))
         self.optimizer.load_state_dict(state["optimizer"])
         ranks = state.get("rng_ranks") or [state["rng"]]  # each saving process's random state
-        if state["config"].get("epochs") == self.cfg.epochs and len(ranks) == self.world:
+        if state["config"].get("epochs") == self.cfg.schedule.epochs and len(ranks) == self.world:
             # otherwise the new plan stands (re-planned for more epochs or another number of processes)
             self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler and state.get("scaler"):
@@ -72,7 +71,7 @@ class Checkpointing:
         if self.rank < len(ranks):
             set_rng_state(ranks[self.rank])
         else:  # a process the saved run did not have: its own stream from the seed
-            seed_all(self.cfg.seed + self.rank + 100_003 * self.epoch)
+            seed_all(self.cfg.run.seed + self.rank + 100_003 * self.epoch)
         unvalidated = False
         if self.rank == 0:
             validated = self.folder.truncate_logs(self.epoch)
@@ -86,7 +85,7 @@ class Checkpointing:
         before = state["updates"] // state["epoch"] if state["epoch"] else None
         self.updates = self.epoch * self.updates_per_epoch  # the scheduler was planned for this run's updates
         if self.rank == 0:
-            batch = self.cfg.batch_size * self.cfg.accum_steps
+            batch = self.cfg.schedule.batch_size * self.cfg.schedule.accum_steps
             print(
                 f"resuming a run of {saved_world} processes with {self.world}: global batch {batch * saved_world} -> "
                 f"{batch * self.world}, updates per epoch {before} -> {self.updates_per_epoch}; the learning-rate "

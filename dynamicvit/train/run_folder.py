@@ -8,7 +8,7 @@ import json
 from collections.abc import Collection
 from pathlib import Path
 
-from dynamicvit.config import TrainConfig, check_resumable
+from dynamicvit.config import RunConfig, check_resumable
 from dynamicvit.core.files import CheckpointError, append_text, atomic_write_text, remove_own_temporaries
 from dynamicvit.weights.checkpoint import read_checkpoint
 
@@ -32,22 +32,22 @@ class RunFolder:
         """The run files the folder holds (none: it holds no run)."""
         return [name for name in RUN_FILES if (self.path / name).exists()]
 
-    def check(self, cfg: TrainConfig) -> dict | None:
+    def check(self, cfg: RunConfig) -> dict | None:
         """Refuse to reuse a folder that holds a run unless resuming (or overwriting one that is a dynamicvit
         run's); return the checkpoint to resume from (its config checked against ``cfg``). Writes nothing."""
-        if cfg.resume and cfg.overwrite:
+        if cfg.run.resume and cfg.run.overwrite:
             raise ValueError("--resume and --overwrite exclude each other")
-        if cfg.resume and not self.checkpoint.exists():
+        if cfg.run.resume and not self.checkpoint.exists():
             raise CheckpointError(f"--resume: no checkpoint at {self.checkpoint}")
         held = self.held()
-        if held and not (cfg.resume or cfg.overwrite):
+        if held and not (cfg.run.resume or cfg.run.overwrite):
             raise ValueError(
                 f"--out {self.path} already holds a run ({', '.join(held)}); "
                 "pass --resume to continue it or --overwrite to start over"
             )
-        if held and cfg.overwrite:
+        if held and cfg.run.overwrite:
             self._check_ours(held)
-        state = read_checkpoint(self.checkpoint) if cfg.resume else None
+        state = read_checkpoint(self.checkpoint) if cfg.run.resume else None
         if state is not None:
             check_resumable(state, cfg, self.checkpoint)
         return state

@@ -35,23 +35,23 @@ class RunSetup:
         self.train_set = build_run_dataset(cfg, "train")
         self.val_set = build_run_dataset(cfg, "test")
         self.loader = EpochLoader(
-            self.train_set, cfg.batch_size, self.rank, self.world, cfg.workers, cfg.seed, self.device
+            self.train_set, cfg.schedule.batch_size, self.rank, self.world, cfg.run.workers, cfg.run.seed, self.device
         )
-        if len(self.loader) < cfg.accum_steps:
+        if len(self.loader) < cfg.schedule.accum_steps:
             raise ValueError(
                 f"{len(self.train_set)} training images are fewer than one optimiser step of "
-                f"{cfg.batch_size} x {self.world} processes x {cfg.accum_steps} accumulation steps"
+                f"{cfg.schedule.batch_size} x {self.world} processes x {cfg.schedule.accum_steps} accumulation steps"
             )
 
     def _build_models(self) -> None:
         """The model to train and its frozen teacher, on the run's device; the config's family defaults."""
         cfg = self.cfg
         self.model, self.teacher = build_teacher_student(cfg, self.train_set)
-        self.task = get_task(cfg.task)
+        self.task = get_task(cfg.model.task)
         # what --freeze-backbone-epochs freezes: the trainable weights that sparsification did not add
-        self.backbone_params = [] if cfg.dense else backbone_weights(self.model)
+        self.backbone_params = [] if cfg.model.dense else backbone_weights(self.model)
         self._frozen = False
-        memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        memory = torch.channels_last if cfg.run.channels_last else torch.contiguous_format
         self.model = self.model.to(self.device, memory_format=memory)
         if self.teacher is not None:
             self.teacher = self.teacher.to(self.device, memory_format=memory).eval()
@@ -61,41 +61,41 @@ class RunSetup:
         """timm's AdamW, cosine schedule (per update), mixup, the objective, EMA, the fp16 scaler and DDP."""
         cfg = self.cfg
         self.optimizer = create_optimizer_v2(
-            param_groups(self.model, cfg), opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay
+            param_groups(self.model, cfg), opt="adamw", lr=cfg.schedule.lr, weight_decay=cfg.schedule.weight_decay
         )
         self.scheduler, _ = create_scheduler_v2(
             self.optimizer,
             sched="cosine",
-            num_epochs=cfg.epochs,
-            warmup_epochs=cfg.warmup_epochs,
-            min_lr=cfg.min_lr,
-            warmup_lr=cfg.min_lr,
+            num_epochs=cfg.schedule.epochs,
+            warmup_epochs=cfg.schedule.warmup_epochs,
+            min_lr=cfg.schedule.min_lr,
+            warmup_lr=cfg.schedule.min_lr,
             updates_per_epoch=self.updates_per_epoch,
             step_on_epochs=False,
         )
         self.mixup = None
-        if cfg.mixup > 0 or cfg.cutmix > 0:
+        if cfg.augment.mixup > 0 or cfg.augment.cutmix > 0:
             self.mixup = Mixup(
-                mixup_alpha=cfg.mixup,
-                cutmix_alpha=cfg.cutmix,
-                label_smoothing=cfg.smoothing,
+                mixup_alpha=cfg.augment.mixup,
+                cutmix_alpha=cfg.augment.cutmix,
+                label_smoothing=cfg.augment.smoothing,
                 num_classes=self.train_set.num_classes,
             )
         self.base_criterion = self._base_criterion()
-        self.criterion = None if cfg.dense else self._distillation()
-        self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay) if cfg.ema_decay else None
-        use_scaler = cfg.amp and self.device.type == "cuda"
+        self.criterion = None if cfg.model.dense else self._distillation()
+        self.ema = ModelEmaV3(self.model, decay=cfg.schedule.ema_decay) if cfg.schedule.ema_decay else None
+        use_scaler = cfg.run.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
         self.ddp = DistributedDataParallel(self.model) if self.world > 1 else self.model
-        if cfg.compile:  # the compiled module shares the weights; checkpoints keep saving self.model's
+        if cfg.run.compile:  # the compiled module shares the weights; checkpoints keep saving self.model's
             self.ddp = torch.compile(self.ddp)
-        if self.rank == 0 and cfg.progress:
-            batch = cfg.batch_size * self.world * cfg.accum_steps
-            backbone = "" if cfg.dense else f" (backbone x{cfg.backbone_lr_scale:g})"
+        if self.rank == 0 and cfg.run.progress:
+            batch = cfg.schedule.batch_size * self.world * cfg.schedule.accum_steps
+            backbone = "" if cfg.model.dense else f" (backbone x{cfg.schedule.backbone_lr_scale:g})"
             print(
-                f"global batch {batch} ({cfg.batch_size} x {self.world} processes x {cfg.accum_steps} accumulation "
-                f"steps), peak lr {cfg.lr:g}{backbone}, {self.updates_per_epoch} updates per epoch on "
-                f"{self.device.type}",
+                f"global batch {batch} ({cfg.schedule.batch_size} x {self.world} processes x "
+                f"{cfg.schedule.accum_steps} accumulation steps), peak lr {cfg.schedule.lr:g}{backbone}, "
+                f"{self.updates_per_epoch} updates per epoch on {self.device.type}",
                 flush=True,
             )
 
@@ -107,7 +107,7 @@ class RunSetup:
         own = self.task.base_criterion()  # e.g. a detector's: its own losses
         if own is not None:
             return own
-        return LabelSmoothingCrossEntropy(cfg.smoothing) if cfg.smoothing > 0 else nn.CrossEntropyLoss()
+        return LabelSmoothingCrossEntropy(cfg.augment.smoothing) if cfg.augment.smoothing > 0 else nn.CrossEntropyLoss()
 
     def _distillation(self) -> nn.Module:
         """DynamicViT's objective around the base one (keep-ratio, distillation terms)."""
@@ -116,10 +116,10 @@ class RunSetup:
             self.model,
             self.teacher,
             self.base_criterion,
-            learned=get_method(cfg.method).learned,
-            ratio_weight=cfg.ratio_weight,
-            distill_weight=cfg.distill_weight,
-            token_weight=cfg.token_weight,
-            ratio_loss=cfg.ratio_loss,
-            labels=not cfg.no_labels,
+            learned=get_method(cfg.model.method).learned,
+            ratio_weight=cfg.loss.ratio_weight,
+            distill_weight=cfg.loss.distill_weight,
+            token_weight=cfg.loss.token_weight,
+            ratio_loss=cfg.loss.ratio_loss,
+            labels=not cfg.loss.no_labels,
         )

@@ -10,19 +10,17 @@ models and the objective come from :mod:`dynamicvit.builder`, :mod:`dynamicvit.t
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
 import sys
 import time
 import weakref
-from dataclasses import asdict
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from dynamicvit.config import RESUMABLE_CHANGES, TrainConfig, check_resumable, validate
+from dynamicvit.config import RESUMABLE_CHANGES, RunConfig, check_resumable, validate
 from dynamicvit.core.errors import TrainingError
 from dynamicvit.core.files import atomic_save, fault_point, folder_lock
 from dynamicvit.core.interfaces import FAMILY_DEFAULTED
@@ -47,21 +45,21 @@ __all__ = ["RESUMABLE_CHANGES", "RUN_FILES", "Trainer", "TrainingError", "check_
 class Trainer(Checkpointing, RunSetup):
     """One training run; ``fit()`` trains (resuming if asked), ``state_dict()`` is what a checkpoint saves."""
 
-    def __init__(self, cfg: TrainConfig, reuse_finished: bool = False) -> None:
+    def __init__(self, cfg: RunConfig, reuse_finished: bool = False) -> None:
         """Check the config, take the run folder's lock (held until :meth:`close`; a folder another live
         process holds is an error) and check the folder, then build data, models, optimiser, scheduler,
-        objective and EMA; with ``cfg.resume`` load the run's checkpoint (whose saved config must
+        objective and EMA; with ``cfg.run.resume`` load the run's checkpoint (whose saved config must
         match, see :data:`RESUMABLE_CHANGES`). A finished run is an error unless ``reuse_finished``."""
         validate(cfg)
         self.cfg = cfg
         self.rank, self.world, _ = dist_info()  # selects this process's GPU before the group exists
         self.device = run_device()
-        self.folder = RunFolder(cfg.out_dir, self.rank)
+        self.folder = RunFolder(cfg.run.out_dir, self.rank)
         self.out_dir = self.folder.path
         self._hold = contextlib.ExitStack()  # the run folder's lock, released by close()
         weakref.finalize(self, self._hold.close)
         if self.rank == 0:
-            self._hold.enter_context(folder_lock(cfg.out_dir))
+            self._hold.enter_context(folder_lock(cfg.run.out_dir))
         try:
             self._set_up(reuse_finished)
         except BaseException:
@@ -71,9 +69,9 @@ class Trainer(Checkpointing, RunSetup):
     def _set_up(self, reuse_finished: bool) -> None:
         held = self.folder.held()
         resume_state = self._resume_state(self.folder.check(self.cfg), reuse_finished)
-        if self.cfg.deterministic:
+        if self.cfg.run.deterministic:
             torch.use_deterministic_algorithms(True)
-        seed_all(self.cfg.seed + self.rank)
+        seed_all(self.cfg.run.seed + self.rank)
         self._build_data()
         self._build_models()
         self._build_optimisation()
@@ -81,7 +79,7 @@ class Trainer(Checkpointing, RunSetup):
         self._last_record: dict = {}
         if resume_state is not None:
             self.load(resume_state)
-        self.folder.claim(self.cfg.overwrite, held)
+        self.folder.claim(self.cfg.run.overwrite, held)
 
     def close(self) -> None:
         """Release the run folder (another run may use it from now on)."""
@@ -99,9 +97,9 @@ class Trainer(Checkpointing, RunSetup):
         if state is None:
             return None
         saved, cfg = state["config"], self.cfg
-        unset = {k: saved[k] for k in FAMILY_DEFAULTED if getattr(cfg, k) is None and k in saved}
-        self.cfg = dataclasses.replace(cfg, **unset)
-        if state["epoch"] >= self.cfg.epochs and not reuse_finished:
+        unset = {k: saved[k] for k in FAMILY_DEFAULTED if cfg.get(k) is None and k in saved}
+        self.cfg = cfg.replace(**unset)
+        if state["epoch"] >= self.cfg.schedule.epochs and not reuse_finished:
             raise ValueError(
                 f"the run in {self.out_dir} already finished its {state['epoch']} epochs; "
                 "pass a larger --epochs to train it further"
@@ -123,13 +121,13 @@ class Trainer(Checkpointing, RunSetup):
             record = {**record, **{f"val_{k}": v for k, v in result.items()}}
         if self.rank == 0:
             self.folder.append("metrics.jsonl", [record])
-            if self.cfg.progress:
+            if self.cfg.run.progress:
                 print(_summary(record), flush=True)
         return record
 
     # -- training ----------------------------------------------------------------------------
     def _autocast(self):
-        if not self.cfg.amp:
+        if not self.cfg.run.amp:
             return contextlib.nullcontext()
         dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
         return torch.autocast(self.device.type, dtype=dtype)
@@ -143,26 +141,28 @@ class Trainer(Checkpointing, RunSetup):
     @property
     def updates_per_epoch(self) -> int:
         """Optimiser steps per epoch: the loader's batches over ``accum_steps`` (a partial group is dropped)."""
-        return len(self.loader) // self.cfg.accum_steps
+        return len(self.loader) // self.cfg.schedule.accum_steps
 
     def train_one_epoch(self) -> dict:
         """One pass over the training data; the epoch's mean loss terms, speed and learning rate. With
         ``accum_steps`` N the gradients of N batches are summed (each loss divided by N, DDP synchronising the
         last only) before one optimiser step."""
-        cfg, accum = self.cfg, self.cfg.accum_steps
+        cfg, accum = self.cfg, self.cfg.schedule.accum_steps
         self.model.train()
         if self.criterion is not None:
             self.criterion.train()
         self.loader.set_epoch(self.epoch)
-        frozen_until = 0 if cfg.dense else cfg.freeze_backbone_epochs * self.updates_per_epoch  # in updates
+        frozen_until = (
+            0 if cfg.model.dense else cfg.schedule.freeze_backbone_epochs * self.updates_per_epoch
+        )  # in updates
         meter, skipped_before = _Meter(self.world), skipped_records(self.train_set)
         bad_in_row, group_ok = 0, True
         batches = itertools.islice(self.loader, self.updates_per_epoch * accum)
         bar = tqdm(
             batches,
             total=self.updates_per_epoch * accum,
-            desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
-            disable=not cfg.progress or self.rank,
+            desc=f"epoch {self.epoch + 1}/{cfg.schedule.epochs}",
+            disable=not cfg.run.progress or self.rank,
             dynamic_ncols=True,
             leave=False,
         )
@@ -192,7 +192,7 @@ class Trainer(Checkpointing, RunSetup):
         ``last`` batch of a group only); ``False`` when the loss was not finite on some rank (the group's
         gradients are dropped on every rank)."""
         x = x.to(self.device, non_blocking=True)
-        if self.cfg.channels_last:
+        if self.cfg.run.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         y = self.task.batch_to(y, self.device)
         if self.mixup is not None:
@@ -203,7 +203,7 @@ class Trainer(Checkpointing, RunSetup):
             if not self._all_finite(loss):
                 self.optimizer.zero_grad(set_to_none=True)
                 return False
-            scaled = loss / self.cfg.accum_steps
+            scaled = loss / self.cfg.schedule.accum_steps
             (self.scaler.scale(scaled) if self.scaler else scaled).backward()
         meter.add(terms, x.shape[0])
         return True
@@ -214,7 +214,7 @@ class Trainer(Checkpointing, RunSetup):
     def _skip_step(self, bad_in_row: int) -> int:
         """Count a step skipped for a non-finite loss; stop the run after ``max_bad_steps`` in a row."""
         self.skipped_steps += 1
-        if bad_in_row >= self.cfg.max_bad_steps:
+        if bad_in_row >= self.cfg.run.max_bad_steps:
             raise TrainingError(
                 f"loss was non-finite for {bad_in_row} steps in a row (epoch {self.epoch + 1}); stopped. "
                 f"The last good checkpoint is {self.checkpoint_path}; lower --lr or enable --clip-grad."
@@ -237,7 +237,7 @@ class Trainer(Checkpointing, RunSetup):
         """The batch's loss and its named terms: the base objective (dense) or the distillation one."""
         given = self.task.forward_kwargs(y)
         with self._autocast():
-            if self.cfg.dense:
+            if self.cfg.model.dense:
                 loss = self.base_criterion(self.ddp(x, **given), y)
                 return loss, {"loss": loss.detach()}
             teacher = self.criterion.teacher_outputs(x)  # before the student: a lower peak memory
@@ -251,8 +251,8 @@ class Trainer(Checkpointing, RunSetup):
                 p.grad = None
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
-        if cfg.clip_grad:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+        if cfg.schedule.clip_grad:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.schedule.clip_grad)
         if self.scaler:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -274,7 +274,7 @@ class Trainer(Checkpointing, RunSetup):
         cfg = self.cfg
         self.scheduler.step_update(self.updates)
         record: dict = {}
-        stop = min(until_epoch or cfg.epochs, cfg.epochs)
+        stop = min(until_epoch or cfg.schedule.epochs, cfg.schedule.epochs)
         try:
             while self.epoch < stop:
                 record = self._last_record = {"epoch": self.epoch + 1, **self.train_one_epoch()}
@@ -286,7 +286,12 @@ class Trainer(Checkpointing, RunSetup):
         except KeyboardInterrupt:
             if self.rank == 0:
                 atomic_save(
-                    {"model": self.model.state_dict(), "epoch": self.epoch, "config": asdict(cfg), "interrupted": True},
+                    {
+                        "model": self.model.state_dict(),
+                        "epoch": self.epoch,
+                        "config": cfg.to_dict(),
+                        "interrupted": True,
+                    },
                     self.out_dir / "interrupted.pth",
                 )
                 print(
@@ -314,7 +319,7 @@ def _summary(record: dict) -> str:
     return line + (f", {skipped} unreadable records skipped" if skipped else "")
 
 
-def train(cfg: TrainConfig) -> dict:
+def train(cfg: RunConfig) -> dict:
     """Run a whole training (the Python call behind ``dynamicvit train``); returns the last record. Under
     ``torchrun`` the process group is destroyed at the end: left to interpreter exit, gloo's threads can
     abort the process ("terminate called without an active exception")."""

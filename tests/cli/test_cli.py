@@ -1,4 +1,3 @@
-import dataclasses
 import json
 import subprocess
 import sys
@@ -6,7 +5,7 @@ import sys
 import pytest
 
 from dynamicvit.cli import build_parser, config_from_args, main
-from dynamicvit.config import TrainConfig
+from dynamicvit.config import RunConfig, config_fields
 
 
 def test_flops_json(capsys):
@@ -132,16 +131,26 @@ def test_train_flags_are_generated_from_the_config(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "10000")  # no line wrapping inside the help texts
     assert main(["train", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
-    for f in dataclasses.fields(TrainConfig):
+    for _, f in config_fields():
         assert " ".join(f.metadata["help"].split()) in text, f.name
     args = build_parser().parse_args(
         ["train", "--teacher", "deit_tiny_patch16_224", "--prune-layers", "1", "2", "--no-progress", "--amp"]
         + ["--model-kwargs", '{"depth": 3}', "--out", "somewhere", "--lr", "0.5", "--method", "evit"]
     )
     cfg = config_from_args(args)
-    assert (cfg.model, cfg.prune_layers, cfg.progress, cfg.amp) == ("deit_tiny_patch16_224", [1, 2], False, True)
-    assert (cfg.model_kwargs, cfg.out_dir, cfg.lr, cfg.method) == ({"depth": 3}, "somewhere", 0.5, "evit")
-    assert config_from_args(build_parser().parse_args(["train"])) == TrainConfig()
+    assert (cfg.model.model, cfg.budget.prune_layers, cfg.run.progress, cfg.run.amp) == (
+        "deit_tiny_patch16_224",
+        [1, 2],
+        False,
+        True,
+    )
+    assert (cfg.model.model_kwargs, cfg.run.out_dir, cfg.schedule.lr, cfg.model.method) == (
+        {"depth": 3},
+        "somewhere",
+        0.5,
+        "evit",
+    )
+    assert config_from_args(build_parser().parse_args(["train"])) == RunConfig()
 
 
 def _release_deit_tiny(tmp_path):

@@ -11,15 +11,18 @@ from conftest import make_hf, make_shards
 from test_bad_inputs import _snapshot
 
 from dynamicvit.cli import main
-from dynamicvit.config import TrainConfig, read_recipe
+from dynamicvit.config import SECTIONS, RunConfig, read_recipe
 
 RECIPE_DIR = Path(__file__).parents[2] / "recipes"
 RECIPES = sorted(RECIPE_DIR.glob("*.yaml"))
 
 
 def _dry_run(capsys, *args: str) -> dict:
+    """The resolved config ``--dry-run`` prints (by section), flat."""
     assert main(["train", "--dry-run", *args]) == 0
-    return yaml.safe_load(capsys.readouterr().out)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert set(printed) == set(SECTIONS)
+    return {k: v for section in printed.values() for k, v in section.items()}
 
 
 def test_there_is_a_recipe_per_release_run():
@@ -47,7 +50,7 @@ def test_each_recipe_resolves_and_round_trips(recipe, capsys, tmp_path):
     again = tmp_path / "resolved.yaml"
     again.write_text(yaml.safe_dump(resolved))
     assert _dry_run(capsys, "--config", str(again)) == resolved
-    assert TrainConfig.from_dict(resolved) == TrainConfig(**resolved)
+    assert RunConfig.from_dict(resolved) == RunConfig.of(**resolved)
 
 
 def test_release_values_and_flags_over_the_file(capsys):

@@ -123,14 +123,14 @@ def test_the_threshold_rules_former_name_still_loads(tmp_path):
     from conftest import tiny_vit
 
     from dynamicvit.cli.config_args import config_from_args
-    from dynamicvit.config import TrainConfig
+    from dynamicvit.config import RunConfig
     from dynamicvit.methods import apply_method
 
     with pytest.warns(FutureWarning, match="'adaptive' is now called 'threshold'"):
-        assert TrainConfig.from_dict({"keep_mode": "adaptive"}).keep_mode == "threshold"
+        assert RunConfig.from_dict({"keep_mode": "adaptive"}).budget.keep_mode == "threshold"
     with pytest.warns(FutureWarning):
         args = build_parser().parse_args(["train", "--keep-mode", "adaptive"])
-        assert config_from_args(args).keep_mode == "threshold"
+        assert config_from_args(args).budget.keep_mode == "threshold"
     model = apply_method(tiny_vit(), "dynamicvit", keep_rate=0.5)
     with pytest.warns(FutureWarning):
         model.keep_mode = "adaptive"

@@ -139,10 +139,10 @@ def test_training_in_the_learned_mode(tmp_path, fake_fashion):
     cfg = tiny_cfg(
         tmp_path, fake_fashion, "learned", teacher_checkpoint=str(tmp_path / "teacher" / "last.pth"), epochs=1
     )
-    cfg.keep_mode = "learned"
+    cfg.budget.keep_mode = "learned"
     with pytest.raises(ValueError, match="--ratio-loss batch"):
         validate(cfg, training=True)
-    cfg.ratio_loss = "batch"
+    cfg.loss.ratio_loss = "batch"
     with Trainer(cfg) as run:
         start = [p.detach().clone() for p in run.model.budget_predictor.parameters()]
         run.fit()

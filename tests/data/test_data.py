@@ -127,12 +127,12 @@ def test_scenes_with_a_varying_number_of_items(fake_fashion):
     assert all(torch.equal(plain[i][1], same[i][1]) for i in range(4))
     with pytest.raises(ValueError, match="items_max"):
         build_dataset("cluttered-fashion-scenes", "train", fake_fashion, scene_items=4, scene_items_max=2, limit=4)
-    from dynamicvit.config import TrainConfig, validate
+    from dynamicvit.config import RunConfig, validate
 
     with pytest.raises(ValueError, match="--scene-items-max must be at least --scene-items"):
-        validate(TrainConfig(scene_items=3, scene_items_max=2))
+        validate(RunConfig.of(scene_items=3, scene_items_max=2))
     with pytest.raises(ValueError, match="--scene-items must be 1 to 64"):
-        validate(TrainConfig(scene_items=0))
+        validate(RunConfig.of(scene_items=0))
 
 
 def test_data_sets_register_once_and_name_their_classes():

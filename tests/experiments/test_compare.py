@@ -79,7 +79,7 @@ def test_seeds_and_regimes(tmp_path, fake_fashion, teacher):
 def test_baselines_train_when_the_backbone_does(tmp_path, fake_fashion):
     cfg = tiny_cfg(tmp_path, fake_fashion, epochs=2, freeze_backbone_epochs=1)
     assert trains("evit", cfg) and trains("dynamicvit", cfg)
-    cfg.freeze_backbone_epochs = 2
+    cfg.schedule.freeze_backbone_epochs = 2
     assert not trains("evit", cfg) and trains("dynamicvit", cfg)
 
 

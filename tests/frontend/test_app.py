@@ -180,7 +180,7 @@ def test_a_training_checkpoint_runs_with_the_pages_own_defaults(tmp_path, fake_f
     cfg = tiny_cfg(tmp_path, fake_fashion, "student", teacher_checkpoint=str(tmp_path / "run" / "last.pth"), epochs=1)
     Trainer(cfg).fit()
     checkpoint = str(tmp_path / "student" / "last.pth")
-    assert page_model(None, checkpoint) == cfg.model != DEFAULT_MODEL
+    assert page_model(None, checkpoint) == cfg.model.model != DEFAULT_MODEL
     assert (
         page_model(None, "") == DEFAULT_MODEL
         and page_model("vit_tiny_patch16_224", checkpoint) == "vit_tiny_patch16_224"

@@ -1,4 +1,3 @@
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ from PIL import Image
 
 import dynamicvit
 from dynamicvit.cli import main
-from dynamicvit.config import TrainConfig
+from dynamicvit.config import RunConfig
 from dynamicvit.draw.panels import decision_cells, grey_out, kept_mask, save_kept_token_grid
 from dynamicvit.methods import apply_method
 
@@ -51,7 +50,7 @@ def test_grid_on_a_real_photo(tmp_path, source):
 
 
 def _checkpoint(tmp_path, method="dynamicvit", dense=False, in_chans=1, data="fashion-mnist"):
-    cfg = TrainConfig(
+    cfg = RunConfig.of(
         model="vit_tiny_patch16_224",
         model_kwargs=TINY_KW,
         img_size=28,
@@ -60,11 +59,11 @@ def _checkpoint(tmp_path, method="dynamicvit", dense=False, in_chans=1, data="fa
         method=method,
         prune_layers=[1, 2, 3],
     )
-    model = timm.create_model(cfg.model, img_size=28, num_classes=10, in_chans=in_chans, **TINY_KW)
+    model = timm.create_model(cfg.model.model, img_size=28, num_classes=10, in_chans=in_chans, **TINY_KW)
     if not dense:
         model = apply_method(model, method, prune_layers=[1, 2, 3])
     path = tmp_path / f"{method}{dense}{in_chans}.pth"
-    torch.save({"model": model.state_dict(), "config": asdict(cfg)}, path)
+    torch.save({"model": model.state_dict(), "config": cfg.to_dict()}, path)
     return path
 
 
@@ -96,10 +95,10 @@ def test_viz_bad_input(tmp_path, capsys):
 
 def test_viz_hierarchical_shows_slow_path_locations(tmp_path, capsys):
     small = {"dims": [8, 16, 32, 48], "depths": [1, 1, 4, 1]}
-    cfg = TrainConfig(model="convnext_tiny", model_kwargs=small, data="cluttered-fashion-mnist")
+    cfg = RunConfig.of(model="convnext_tiny", model_kwargs=small, data="cluttered-fashion-mnist")
     model = dynamicvit.sparsify(timm.create_model("convnext_tiny", num_classes=10, in_chans=1, **small))
     ckpt = tmp_path / "convnext.pth"
-    torch.save({"model": model.state_dict(), "config": asdict(cfg)}, ckpt)
+    torch.save({"model": model.state_dict(), "config": cfg.to_dict()}, ckpt)
     out = tmp_path / "fast.png"
     assert main(["viz", str(SKIMAGE_DATA / "coffee.png"), "--checkpoint", str(ckpt), "--out", str(out)]) == 0
     assert "kept 137 / 98 / 58 tokens" in capsys.readouterr().out  # 14x14 stage-3 map at 224, [0.7, 0.5, 0.3]

@@ -2,7 +2,6 @@
 earlier reading of that method."""
 
 import copy
-import dataclasses
 
 import pytest
 import torch
@@ -155,7 +154,7 @@ def test_diffrate_starts_uniform_and_searches_at_the_authors_rate(tmp_path, fake
     recipe = METHODS["diffrate"].authors_recipe(cfg)  # fine-tunes: the search, then the recipe's epoch
     assert (recipe["lr"], recipe["min_lr"], recipe["epochs"], recipe["freeze_backbone_epochs"]) == (0.01, 0.001, 4, 3)
     assert recipe["lr"] * recipe["backbone_lr_scale"] == pytest.approx(1e-4)  # the backbone keeps the recipe's
-    frozen = METHODS["diffrate"].authors_recipe(dataclasses.replace(cfg, freeze_backbone_epochs=1))
+    frozen = METHODS["diffrate"].authors_recipe(cfg.replace(freeze_backbone_epochs=1))
     assert (frozen["epochs"], frozen["freeze_backbone_epochs"]) == (3, 3)  # the authors' three epochs of search
 
 
@@ -177,4 +176,4 @@ def test_dynamicvit_fine_tuned_learns_its_predictors_first(tmp_path, fake_fashio
     cfg = tiny_cfg(tmp_path, fake_fashion, epochs=1, freeze_backbone_epochs=0.0)
     recipe = METHODS["dynamicvit"].authors_recipe(cfg)
     assert (recipe["epochs"], recipe["freeze_backbone_epochs"]) == (2, 1.0)
-    assert METHODS["dynamicvit"].authors_recipe(dataclasses.replace(cfg, freeze_backbone_epochs=1.0)) == {}
+    assert METHODS["dynamicvit"].authors_recipe(cfg.replace(freeze_backbone_epochs=1.0)) == {}

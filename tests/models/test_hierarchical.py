@@ -139,7 +139,9 @@ def test_engine_trains_convnext_with_family_defaults(tmp_path, fake_fashion):
     trainer = Trainer(
         tiny_cfg(tmp_path, fake_fashion, teacher_checkpoint=str(tmp_path / "teacher" / "last.pth"), epochs=1, **common)
     )
-    assert trainer.cfg.ratio_weight == 10.0 and trainer.cfg.backbone_lr_scale == 0.2  # the journal version's recipe
+    assert (
+        trainer.cfg.loss.ratio_weight == 10.0 and trainer.cfg.schedule.backbone_lr_scale == 0.2
+    )  # the journal version's recipe
     assert trainer.criterion.ratios(3) == [0.7, 0.5, 0.3]
     scales = {id(p): g["lr_scale"] for g in trainer.optimizer.param_groups for p in g["params"]}
     stage = trainer.model.dynamic_stage

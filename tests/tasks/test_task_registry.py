@@ -7,7 +7,7 @@ from conftest import tiny_vit
 from torch.utils.data import TensorDataset
 
 from dynamicvit.cli import build_parser
-from dynamicvit.config import TrainConfig, validate
+from dynamicvit.config import RunConfig, validate
 from dynamicvit.tasks import TASKS, get_task, register_task, task_of
 from dynamicvit.tasks.classify import ClassifyTask
 from dynamicvit.tasks.evaluate import evaluate
@@ -32,7 +32,7 @@ def count_task():
 
 def test_registered_task_reaches_config_cli_and_evaluation(count_task):
     assert get_task("count") is count_task
-    validate(TrainConfig(task="count", dense=True), training=False)  # accepted as a --task value
+    validate(RunConfig.of(task="count", dense=True), training=False)  # accepted as a --task value
     args = build_parser().parse_args(["train", "--task", "count"])
     assert args.task == "count"
     model = tiny_vit()
@@ -47,7 +47,7 @@ def test_unknown_task_is_one_line_error():
     with pytest.raises(ValueError, match="--task must be one of classify, segment, detect, got 'count'"):
         get_task("count")
     with pytest.raises(ValueError, match="--task must be one of"):
-        validate(TrainConfig(task="count"), training=False)
+        validate(RunConfig.of(task="count"), training=False)
 
 
 class DrawnCountTask(CountTask):

@@ -1,4 +1,3 @@
-import dataclasses
 import json
 
 import numpy as np
@@ -336,7 +335,7 @@ def test_resume_keeps_the_runs_family_defaulted_values(tmp_path, fake_fashion):
     on resume; giving another value is still a configuration change."""
     Trainer(tiny_cfg(tmp_path, fake_fashion, dense=True, epochs=1, backbone_lr_scale=0.5, ratio_weight=3.0)).fit()
     resumed = Trainer(tiny_cfg(tmp_path, fake_fashion, dense=True, epochs=2, resume=True))
-    assert (resumed.cfg.backbone_lr_scale, resumed.cfg.ratio_weight) == (0.5, 3.0)
+    assert (resumed.cfg.schedule.backbone_lr_scale, resumed.cfg.loss.ratio_weight) == (0.5, 3.0)
     with pytest.raises(ValueError, match=r"backbone_lr_scale 0\.5 -> 0\.2"):
         Trainer(tiny_cfg(tmp_path, fake_fashion, dense=True, epochs=2, resume=True, backbone_lr_scale=0.2))
 
@@ -356,14 +355,14 @@ def test_label_free_training_on_a_folder_of_images(tmp_path, fake_fashion):
     dynamicvit.save_checkpoint(teacher, tmp_path / "teacher.pth")
     cfg = tiny_cfg(tmp_path, tmp_path / "photos", data="images", epochs=1)
     with pytest.raises(ValueError, match="--data images has no labels: pass --no-labels"):
-        Trainer(dataclasses.replace(cfg, teacher_checkpoint=str(tmp_path / "teacher.pth")))
-    run = Trainer(dataclasses.replace(cfg, teacher_checkpoint=str(tmp_path / "teacher.pth"), no_labels=True))
+        Trainer(cfg.replace(teacher_checkpoint=str(tmp_path / "teacher.pth")))
+    run = Trainer(cfg.replace(teacher_checkpoint=str(tmp_path / "teacher.pth"), no_labels=True))
     assert len(run.train_set) == 40 and run.model.head.out_features == 7  # classes from the teacher
     record = run.fit()
     assert "train_ce" not in record and {"train_ratio", "train_cls_kl", "train_token_mse"} <= set(record)
     assert record["val_top1"] is None and record["val_gmacs"] > 0  # no labels: no accuracy, the costs still
     with pytest.raises(ValueError, match="--dense training needs labels"):
-        Trainer(dataclasses.replace(cfg, dense=True, no_labels=True))
+        Trainer(cfg.replace(dense=True, no_labels=True))
 
 
 def test_encoder_without_classifier_distils_its_embedding_and_is_scored_by_knn(
@@ -372,7 +371,7 @@ def test_encoder_without_classifier_distils_its_embedding_and_is_scored_by_knn(
     """num_classes 0: the classifier teacher's trunk becomes the dense encoder; the sparse encoder learns from
     its pooled embedding and kept tokens; evaluation is k-NN top-1 against training images."""
     cfg = tiny_cfg(tmp_path, fake_fashion, epochs=1, model_kwargs={**TINY_KW, "num_classes": 0})
-    run = Trainer(dataclasses.replace(cfg, teacher_checkpoint=str(teacher_ckpt)))
+    run = Trainer(cfg.replace(teacher_checkpoint=str(teacher_ckpt)))
     assert run.model.num_classes == 0 and run.teacher.num_classes == 0
     record = run.fit()
     assert {"train_ratio", "train_embed_mse", "train_token_mse"} <= set(record) and "train_ce" not in record
@@ -386,7 +385,7 @@ def test_encoder_without_classifier_distils_its_embedding_and_is_scored_by_knn(
     assert main(["eval", "--checkpoint", str(teacher_ckpt), *as_encoder, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["knn_top1"] == pytest.approx(dense["knn_top1"])
     with pytest.raises(ValueError, match="no labels to learn from"):
-        Trainer(dataclasses.replace(cfg, dense=True, out_dir=str(tmp_path / "dense")))
+        Trainer(cfg.replace(dense=True, out_dir=str(tmp_path / "dense")))
 
 
 def test_knn_top1_by_hand():

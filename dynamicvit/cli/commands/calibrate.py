@@ -4,7 +4,6 @@ adaptive mode's thresholds, or a learned-mode model's budget offsets)."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 from dynamicvit.cli.arguments import (
@@ -25,9 +24,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=positive, default=64, help="images per calibration forward")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--no-ema", action="store_true", help="the raw weights even when the checkpoint has EMA ones")
-    add_config_args(
-        p, names=("model", "model_kwargs", "keep_rate", "img_size", *DATA_FIELDS)
-    )  # default: the checkpoint's
+    add_config_args(p, names=("model", "model_kwargs", "keep_rate", *DATA_FIELDS))  # default: the checkpoint's
 
 
 def run(args: argparse.Namespace) -> None:
@@ -43,12 +40,12 @@ def run(args: argparse.Namespace) -> None:
         raise ValueError(f"--out {args.out} exists; pass --overwrite to replace it")
     overrides = {
         k: getattr(args, k)
-        for k in (*DATA_FIELDS, "model", "model_kwargs", "keep_rate", "img_size")
+        for k in (*DATA_FIELDS, "model", "model_kwargs", "keep_rate")
         if getattr(args, k, None) is not None
     }
     saved = read_checkpoint(args.checkpoint)
     model, cfg = load_trained(saved, ema=not args.no_ema, **overrides)
-    held_out = build_run_dataset(dataclasses.replace(cfg, train_limit=args.images), "train")  # not the test split
+    held_out = build_run_dataset(cfg.replace(train_limit=args.images), "train")  # not the test split
     r = calibrate(model, held_out, batch_size=args.batch_size)
     config = saved.get("config", {}) if isinstance(saved, dict) else {}
     # the learned mode's offsets are buffers of its budget predictors: saved with the weights

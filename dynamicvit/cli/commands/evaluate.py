@@ -15,9 +15,7 @@ from dynamicvit.tasks.registry import TASKS, get_task
 def arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``dynamicvit eval``."""
     p.add_argument("--checkpoint", required=True, help="a training checkpoint or a release file to evaluate")
-    add_config_args(
-        p, names=("model", "model_kwargs", "keep_rate", "task", "img_size", "keep_mode", "thresholds", *DATA_FIELDS)
-    )
+    add_config_args(p, names=("model", "model_kwargs", "keep_rate", "task", "keep_mode", "thresholds", *DATA_FIELDS))
     p.add_argument("--random", action="store_true", help="random token selection at the same counts")
     p.add_argument("--no-ema", action="store_true", help="the raw weights even when the checkpoint has EMA ones")
     pictures = "; ".join(f"{t.name}: {t.picture}" for t in TASKS.values() if t.picture)
@@ -32,17 +30,17 @@ def run(args: argparse.Namespace) -> None:
 
     overrides = {
         k: getattr(args, k)
-        for k in (*DATA_FIELDS, "model", "model_kwargs", "keep_rate", "task", "img_size", "keep_mode", "thresholds")
+        for k in (*DATA_FIELDS, "model", "model_kwargs", "keep_rate", "task", "keep_mode", "thresholds")
         if getattr(args, k, None) is not None
     }
     if args.picture:
         check_writable(args.picture, "--picture")
     check_save(args)
     model, dataset, cfg = load_for_eval(args.checkpoint, ema=not args.no_ema, **overrides)
-    task = get_task(cfg.task)
+    task = get_task(cfg.model.task)
     if args.picture and not task.picture:
         drawn = " or ".join(t.name for t in TASKS.values() if t.picture)
-        raise ValueError(f"--picture draws {drawn} results; this checkpoint is a {cfg.task} model (use viz)")
+        raise ValueError(f"--picture draws {drawn} results; this checkpoint is a {cfg.model.task} model (use viz)")
     r = evaluate_run(model, dataset, cfg, random_tokens=args.random)
     if args.picture:
         task.save_picture(model, dataset, args.picture)

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> None:
     if missing:
         raise FileNotFoundError(f"no image file at {', '.join(missing)}")
     model, cfg = load_trained(args.checkpoint, ema=not args.no_ema, **overrides)
-    names = class_names(getattr(model, "num_classes", 0), cfg.data)
+    names = class_names(getattr(model, "num_classes", 0), cfg.data.dataset)
     for row in visualize_files(model, args.images, args.out, class_names=names):
         print(f"{row['image']}: {row['prediction']}, kept {' / '.join(map(str, row['kept_tokens']))} tokens")
     print(f"written to {args.out}")

@@ -21,7 +21,7 @@ from torch import nn
 
 from dynamicvit.bench.timing import time_callables
 from dynamicvit.builder import build_dense_for_data, build_run_dataset, configure_reducer
-from dynamicvit.config import REGIMES, TrainConfig, regime_config
+from dynamicvit.config import REGIMES, RunConfig, regime_config
 from dynamicvit.core.files import atomic_write_text, folder_lock
 from dynamicvit.core.flops import count_flops
 from dynamicvit.core.provenance import provenance
@@ -56,7 +56,7 @@ class Board:
 
     proxy: Proxy
     folder: Path
-    cfg: TrainConfig
+    cfg: RunConfig
     teacher: dict
     store: RowStore
 
@@ -102,14 +102,14 @@ class Board:
 
     def _row(self, regime, budget, entry: Entry, seed, dense, dense_macs, test_set) -> dict:
         """One row: tuned to the budget, trained when it trains, evaluated on every test canvas."""
-        cfg = dataclasses.replace(regime_config(self.cfg, regime), **entry.fields)
+        cfg = regime_config(self.cfg, regime).replace(**entry.fields)
         method = get_method(entry.method)
         model = tuned_model(dense, entry.method, cfg, budget, dense_macs, seed or 0)
         knob = knob_of(model)
         trained, run, seconds = trains(entry.method, cfg), None, 0.0
         if trained:
             run = self.folder / "runs" / regime / f"{entry.name}_{budget:g}_s{seed}"
-            model = fine_tune(dataclasses.replace(cfg, seed=seed), entry.method, model, run)
+            model = fine_tune(cfg.replace(seed=seed), entry.method, model, run)
             seconds = sum(r.get("train_seconds", 0.0) for r in read_jsonl(run / "metrics.jsonl"))
         result, correct = _evaluate(model, test_set, cfg)
         return {
@@ -169,9 +169,9 @@ class Board:
         its entry's fields and what its method searched. The cost of a fixed-count reduction does not depend on
         the trained weights, so the speed pass needs no training run (those stay on the machine that trained)."""
         method = get_method(row["method"])
-        model = apply_method(copy.deepcopy(dense), row["method"], prune_layers=self.cfg.prune_layers,
+        model = apply_method(copy.deepcopy(dense), row["method"], prune_layers=self.cfg.budget.prune_layers,
                              seed=row["seed"] or 0)  # fmt: skip
-        cfg = dataclasses.replace(self.cfg, **get_entry(row["entry"]).fields)
+        cfg = self.cfg.replace(**get_entry(row["entry"]).fields)
         configure_reducer(model, method_config(cfg, row["method"], model))
         setattr(model, method.knob, next(iter(row["knob"].values())))
         if row["searched"]:
@@ -180,7 +180,7 @@ class Board:
 
 
 @torch.inference_mode()
-def _evaluate(model: nn.Module, test_set, cfg: TrainConfig) -> tuple[dict, np.ndarray]:
+def _evaluate(model: nn.Module, test_set, cfg: RunConfig) -> tuple[dict, np.ndarray]:
     """Top-1, GMACs and kept tokens of ``model`` with its per-image correctness."""
     correct: list[torch.Tensor] = []
     result = evaluate_logits(model, test_set, cfg, 256, None, lambda pred, y, _: correct.append((pred == y).cpu()))
@@ -211,10 +211,10 @@ class _Opened:
         try:
             teacher = proxy_teacher(proxy, folder, data_dir, quick)
             cfg = proxy_config(proxy, folder / "runs", folder / "teacher" / TEACHER_FILE, data_dir, quick)
-            cfg = dataclasses.replace(cfg, resume=True)  # a killed row's training continues from its checkpoint
-            recipe = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RECIPE_SKIPS}
+            cfg = cfg.replace(resume=True)  # a killed row's training continues from its checkpoint
+            recipe = {k: v for k, v in cfg.to_dict().items() if k not in RECIPE_SKIPS}
             recipe["teacher"] = {k: teacher[k] for k in ("best_epoch", "val_top1", "epochs")}
-            defaults = {k: v for k, v in dataclasses.asdict(TrainConfig()).items() if k in recipe}
+            defaults = {k: v for k, v in RunConfig().to_dict().items() if k in recipe}
             return Board(proxy, folder, cfg, teacher, RowStore(folder, recipe, defaults))
         except BaseException:
             self._lock.__exit__(None, None, None)

@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dynamicvit.config import TrainConfig
+from dynamicvit.config import RunConfig
 from dynamicvit.data.cluttered import VAL_IMAGES
 from dynamicvit.experiments.demo import STUDENT_RECIPE, TEACHER_RECIPE
 from dynamicvit.experiments.teacher import TEACHER_FILE, train_converged
@@ -73,12 +73,10 @@ def get_proxy(name: str, quick: bool = False) -> Proxy:
     return dataclasses.replace(PROXIES[name], **QUICK) if quick else PROXIES[name]
 
 
-def proxy_config(
-    proxy: Proxy, out: Path, teacher: Path, data_dir: str | None = None, quick: bool = False
-) -> TrainConfig:
+def proxy_config(proxy: Proxy, out: Path, teacher: Path, data_dir: str | None = None, quick: bool = False) -> RunConfig:
     """The shared recipe of a proxy's students (the demo's student recipe, one epoch) on ``teacher``."""
     assert proxy.train_images <= FASHION_TRAIN - VAL_IMAGES, "students must not train on the held-out canvases"
-    return TrainConfig(
+    return RunConfig.of(
         model="dvit_tiny_fmnist",
         model_kwargs={"depth": 6},
         data="cluttered-fashion-mnist",
@@ -104,8 +102,7 @@ def proxy_teacher(proxy: Proxy, out: Path, data_dir: str | None = None, quick: b
         The teacher's curve summary (:func:`~dynamicvit.experiments.teacher.train_converged`).
     """
     folder = out / "teacher"
-    cfg = dataclasses.replace(
-        proxy_config(proxy, folder, folder / TEACHER_FILE, data_dir, quick),
+    cfg = proxy_config(proxy, folder, folder / TEACHER_FILE, data_dir, quick).replace(
         dense=True, teacher_checkpoint=None, **TEACHER_RECIPE, train_limit=proxy.teacher_images,
         val_limit=32 if quick else 1000,  # the trainer's own per-epoch check; convergence is judged on "val"
     )  # fmt: skip
