@@ -2,16 +2,18 @@
 sections; flat configs (checkpoints, recipes written before the sections) and sectioned ones load alike."""
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
+from dynamicvit.builder import load_trained
 from dynamicvit.cli import build_parser
-from dynamicvit.config import SECTIONS, RunConfig, config_fields, field_key, trusted_config
+from dynamicvit.config import SECTIONS, RunConfig, config_fields, field_key
 from dynamicvit.config.fields import _opt
 
-ROOT = Path(__file__).resolve().parents[2]
+DATA = Path(__file__).resolve().parent / "data"
 
 
 def test_each_field_is_declared_once_in_its_section():
@@ -36,13 +38,19 @@ def test_flat_and_sectioned_dicts_load_alike_and_replace_routes_by_key():
         cfg.replace(nope=1)
 
 
-def test_a_checkpoint_written_before_the_sections_loads_and_round_trips():
-    """The committed 6x6 leaderboard teacher was saved with the flat config of the release before sections."""
-    saved = torch.load(ROOT / "runs/leaderboard/demo/teacher/teacher.pth", weights_only=False)["config"]
+def test_a_checkpoint_written_before_the_sections_loads_to_the_same_logits():
+    """``data/run_before_sections.pth`` was written by the release before the sections (its flat config beside
+    the weights); its logits on a seeded input were recorded then (``run_before_sections.json``)."""
+    path = DATA / "run_before_sections.pth"
+    saved = torch.load(path, weights_only=True)["config"]
     assert "epochs" in saved and "schedule" not in saved  # flat, as written
-    cfg = RunConfig.from_dict(trusted_config(saved, "teacher.pth"))
-    assert cfg.to_dict() == {**RunConfig().to_dict(), **{k: v for k, v in saved.items() if k in cfg.to_dict()}}
-    assert cfg.model.dense and cfg.data.dataset == saved["data"] and cfg.schedule.lr == saved["lr"]
+    model, cfg = load_trained(str(path))
+    assert cfg.to_dict() == {**RunConfig().to_dict(), **saved}  # every saved value where the sections put it
+    assert (cfg.budget.keep_rate, cfg.data.dataset, cfg.model.model) == (0.5, "fashion-mnist", saved["model"])
+    recorded = json.loads((DATA / "run_before_sections.json").read_text())
+    x = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), torch.tensor(recorded["logits"]))
 
 
 def test_a_field_declared_in_a_section_becomes_a_flag_with_its_help_and_default(monkeypatch, capsys):
