@@ -6,6 +6,8 @@ import gzip
 import io
 import resource
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,19 @@ def file_size_limit(limit: int):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
     return limit_child
+
+
+def write_under_limit(setup: str, write: str, target, limit: int) -> subprocess.CompletedProcess:
+    """Run ``setup`` (imports) then ``write`` (a statement writing to ``sys.argv[1]`` = ``target``) in a child
+    process under a real ``limit``-byte file-size limit (:func:`file_size_limit`); a ``WriteError`` is printed
+    and exits 3, so the test sees the one line a user would."""
+    code = (
+        f"import sys\nfrom dynamicvit.core.errors import WriteError\n{setup}\n"
+        f"try:\n    {write}\nexcept WriteError as err:\n    print(err)\n    sys.exit(3)\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, str(target)], preexec_fn=file_size_limit(limit), capture_output=True, text=True
+    )
 
 
 def tiny_vit(kind: str = "plain", **overrides) -> VisionTransformer:

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import file_size_limit, tiny_vit
+from conftest import tiny_vit, write_under_limit
 
 from dynamicvit.cli import main
 from dynamicvit.export import export_onnx, onnx_session
@@ -55,21 +55,13 @@ def test_export_errors(tmp_path, capsys):
 )
 def test_an_export_past_the_space_is_one_line_naming_the_file(tmp_path):
     """Under a real file-size limit the ONNX export fails as one ``WriteError`` naming the file; nothing is left."""
-    import subprocess
-    import sys
-
     target = tmp_path / "model.onnx"
-    code = (
-        "import sys, timm, dynamicvit\n"
-        "from dynamicvit.core.errors import WriteError\n"
-        "from dynamicvit.export import export_onnx\n"
-        "vit = timm.create_model('vit_tiny_patch16_224', img_size=32, patch_size=8, depth=4)\n"
-        "try:\n    export_onnx(dynamicvit.sparsify(vit, keep_rate=0.7).eval(), sys.argv[1], check=False)\n"
-        "except WriteError as err:\n    print(err)\n    sys.exit(3)\n"
+    setup = (
+        "import timm, dynamicvit\nfrom dynamicvit.export import export_onnx\n"
+        "vit = timm.create_model('vit_tiny_patch16_224', img_size=32, patch_size=8, depth=4)"
     )
-    run = subprocess.run(
-        [sys.executable, "-c", code, str(target)], preexec_fn=file_size_limit(200_000), capture_output=True, text=True
-    )
+    write = "export_onnx(dynamicvit.sparsify(vit, keep_rate=0.7).eval(), sys.argv[1], check=False)"
+    run = write_under_limit(setup, write, target, 200_000)
     assert run.returncode == 3, run.stderr[-2000:]
     assert run.stdout.startswith(f"cannot write {target}: file too large")
     assert list(tmp_path.iterdir()) == []

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import file_size_limit
+from conftest import write_under_limit
 
 from dynamicvit.core.files import (
     LOCK_NAME,
@@ -112,18 +112,8 @@ def test_a_write_past_the_space_is_one_line_and_keeps_the_old_file(tmp_path, wri
     naming the file, the cause and the free space; the previous file intact; no temporary file left."""
     target = tmp_path / "ckpt.pth"
     target.write_bytes(b"old")
-    code = (
-        "import sys, torch\n"
-        "from dynamicvit.core.errors import WriteError\n"
-        "from dynamicvit.core.files import atomic_save, atomic_write_text\n"
-        f"try:\n    {write}\nexcept WriteError as err:\n    print(err)\n    sys.exit(3)\n"
-    )
-    run = subprocess.run(
-        [sys.executable, "-c", code, str(target)],
-        preexec_fn=file_size_limit(100_000),
-        capture_output=True,
-        text=True,
-    )
+    run = write_under_limit("import torch\nfrom dynamicvit.core.files import atomic_save, atomic_write_text", write,
+                            target, 100_000)  # fmt: skip
     assert run.returncode == 3, run.stderr[-2000:]
     assert run.stdout.startswith(f"cannot write {target}: file too large") and "iB free there" in run.stdout
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]
@@ -136,16 +126,8 @@ def test_a_write_past_the_space_is_one_line_and_keeps_the_old_file(tmp_path, wri
 def test_an_append_past_the_space_is_one_line_and_leaves_no_half_line(tmp_path):
     log = tmp_path / "metrics.jsonl"
     log.write_text('{"epoch": 1}\n')
-    code = (
-        "import sys\n"
-        "from dynamicvit.core.errors import WriteError\n"
-        "from dynamicvit.core.files import append_text\n"
-        "try:\n    append_text(sys.argv[1], 'x' * 400_000 + '\\n')\nexcept WriteError as err:\n    print(err)\n"
-        "    sys.exit(3)\n"
-    )
-    run = subprocess.run(
-        [sys.executable, "-c", code, str(log)], preexec_fn=file_size_limit(100_000), capture_output=True, text=True
-    )
+    run = write_under_limit("from dynamicvit.core.files import append_text",
+                            "append_text(sys.argv[1], 'x' * 400_000 + '\\n')", log, 100_000)  # fmt: skip
     assert run.returncode == 3, run.stderr[-2000:]
     assert run.stdout.startswith(f"cannot write {log}: file too large") and run.stdout.count("\n") == 1
     assert log.read_text() == '{"epoch": 1}\n'
