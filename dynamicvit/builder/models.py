@@ -73,7 +73,7 @@ def reduce(model: nn.Module, cfg: RunConfig, fine_tuned: bool | None = None, **o
         cfg.model.method,
         keep_rate=cfg.budget.keep_rate,
         prune_layers=cfg.budget.prune_layers,
-        r=cfg.model.tome_r,
+        r=cfg.model.merge_r,
         **options,
     )
     if KEEP_RULES.lookup(cfg.budget.keep_mode).needs_training:  # trained with its modules, not only run with them

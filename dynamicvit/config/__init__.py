@@ -10,6 +10,7 @@ from dynamicvit.config.checks import (
     with_family_defaults,
 )
 from dynamicvit.config.fields import (
+    FORMER_KEYS,
     SECTIONS,
     BudgetConfig,
     DataConfig,
@@ -29,6 +30,7 @@ from dynamicvit.config.recipes import config_yaml, read_recipe
 from dynamicvit.config.regimes import REGIMES, default_regime, regime_config
 
 __all__ = [
+    "FORMER_KEYS",
     "REGIMES",
     "RESUMABLE_CHANGES",
     "SECTIONS",

@@ -9,7 +9,7 @@ from typing import Any
 import timm
 from torch import nn
 
-from dynamicvit.config.fields import RunConfig, flag
+from dynamicvit.config.fields import FORMER_KEYS, RunConfig, flag
 from dynamicvit.core.files import CheckpointError
 from dynamicvit.core.interfaces import FAMILY_DEFAULTED, backbone_of
 from dynamicvit.core.keep import KEEP_RULES, MASK_RULES
@@ -61,7 +61,7 @@ _RULES = (
     ("freeze_backbone_epochs", lambda v: v >= 0, "0 or more"),
     ("weight_decay", lambda v: v >= 0, "0 or more"),
     ("keep_rate", lambda v: 0 < v <= 1, "in (0, 1]"),
-    ("tome_r", lambda v: v >= 0, "0 or more"),
+    ("merge_r", lambda v: v >= 0, "0 or more"),
     ("canvas", lambda v: 28 <= v <= MAX_SIDE, f"28 (a Fashion-MNIST item is 28x28) to {MAX_SIDE}"),
     ("distractors", lambda v: v >= 0, "0 or more"),
     ("distractors_max", lambda v: v >= 0, "0 or more"),
@@ -151,7 +151,7 @@ def trusted_config(saved: Any, source: object) -> dict:
     The numeric bounds are :func:`validate`'s. A ``ValueError`` names the entry and ``source``."""
     if not isinstance(saved, dict):
         return {}
-    known = set(RunConfig().to_dict())
+    known = set(RunConfig().to_dict()) | set(FORMER_KEYS)
     config = {k: v for k, v in saved.items() if k in known}
     for key, value in config.items():
         if not _plain(value):
@@ -215,7 +215,7 @@ def check_resumable(state: dict, cfg: RunConfig, path) -> None:
     if missing:
         raise CheckpointError(f"--resume: {path} is not a training checkpoint (no {sorted(missing)})")
     # a field the checkpoint lacks is newer than it: the run behaved as the field's default says
-    now, saved = cfg.to_dict(), {**RunConfig().to_dict(), **state["config"]}
+    now, saved = cfg.to_dict(), RunConfig.from_dict(state["config"]).to_dict()
     changed = [
         f"{k} {saved[k]!r} -> {v!r}"
         for k, v in now.items()

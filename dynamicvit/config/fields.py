@@ -20,6 +20,7 @@ from dynamicvit.methods.registry import METHODS
 from dynamicvit.tasks.registry import TASKS
 
 __all__ = [
+    "FORMER_KEYS",
     "SECTIONS",
     "AugmentConfig",
     "BudgetConfig",
@@ -62,7 +63,11 @@ class ModelConfig:
         choices=TASKS,  # the registry itself: a task registered later is a valid choice
     )
     method: str = _opt("dynamicvit", "token reduction to train (baselines train with CE + KL)", choices=tuple(METHODS))
-    tome_r: float = _opt(8.0, "tokens merged per block (methods tome and mctf); a fraction is spread over the blocks")
+    merge_r: float = _opt(
+        8.0,
+        "tokens merged per block (methods tome and mctf: their r); a fraction is spread over the blocks",
+        flags=("--merge-r", "--tome-r"),  # --tome-r: its name until 0.3
+    )
     pretrained: bool = _opt(False, "start from timm's pretrained weights")
     teacher_checkpoint: str | None = _opt(None, "dense checkpoint for the teacher and the student's backbone")
     model_kwargs: dict = _opt({}, "extra timm kwargs as JSON, e.g. '{\"drop_path_rate\": 0.1}'")
@@ -239,7 +244,7 @@ class RunConfig:
         for section in cls.sections():
             if isinstance(flat.get(section), dict):  # a sectioned dict; "model" and "data" are also flat keys
                 flat.update(flat.pop(section))
-        flat = {_FORMER.get(k, k): v for k, v in flat.items()}
+        flat = {FORMER_KEYS.get(k, k): v for k, v in flat.items()}
         return cls(**{
             name: kind(**{f.name: flat[field_key(f)] for f in fields(kind) if field_key(f) in flat})
             for name, kind in cls.sections().items()
@@ -299,7 +304,7 @@ def field_flags(f: dataclasses.Field) -> tuple[str, ...]:
 
 
 _FIELDS = {field_key(f): (section, f) for section, f in config_fields()}
-_FORMER: dict[str, str] = {}  # a field's former flat key → today's (none yet)
+FORMER_KEYS: dict[str, str] = {"tome_r": "merge_r"}  # a field's former flat key → today's (saved configs, recipes)
 # each section's fields by flat key: the command line's argument groups, in the order a reader meets them
 SECTIONS: dict[str, tuple[str, ...]] = {
     name: tuple(field_key(f) for f in fields(kind)) for name, kind in RunConfig.sections().items()

@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from dynamicvit.config.fields import SECTIONS, RunConfig, config_fields, field_key, field_kind
+from dynamicvit.config.fields import FORMER_KEYS, SECTIONS, RunConfig, config_fields, field_key, field_kind
 
 __all__ = ["config_yaml", "read_recipe"]
 
@@ -32,7 +32,7 @@ def read_recipe(path: str | Path) -> dict:
     known = {field_key(f): f for _, f in config_fields()}
     out = {}
     for key, value in _flat(values):
-        name = str(key).replace("-", "_")
+        name = FORMER_KEYS.get(str(key).replace("-", "_"), str(key).replace("-", "_"))
         if name not in known:
             raise ValueError(f"--config {path}: {key!r} is no config field (the fields are `train --help`'s flags)")
         out[name] = _typed(known[name], value, f"--config {path}: {key}")

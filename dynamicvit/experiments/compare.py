@@ -26,7 +26,7 @@ from torch import nn
 
 from dynamicvit.bench.timing import time_callables
 from dynamicvit.builder import build_dense_for_data, build_run_dataset, configure_reducer
-from dynamicvit.config import REGIMES, RunConfig, default_regime, regime_config, validate
+from dynamicvit.config import FORMER_KEYS, REGIMES, RunConfig, default_regime, regime_config, validate
 from dynamicvit.core.files import atomic_write_text, folder_lock
 from dynamicvit.core.flops import count_flops
 from dynamicvit.core.interfaces import find_reducer
@@ -116,7 +116,7 @@ def fine_tune(cfg: RunConfig, method: str, model: nn.Module, out_dir: Path) -> n
     run = method_config(cfg, method, model).replace(
         **entry.authors_recipe(cfg),
         keep_rate=model.keep_rate,
-        tome_r=cfg.model.tome_r if entry.knob == "keep_rate" else getattr(model, entry.knob),
+        merge_r=cfg.model.merge_r if entry.knob == "keep_rate" else getattr(model, entry.knob),
         out_dir=str(out_dir),
         resume=cfg.run.resume and (out_dir / "last.pth").exists(),
     )
@@ -160,7 +160,8 @@ def run_compare(
     out = Path(out_dir)
     with folder_lock(out):
         check_report_folder(out, OUTPUTS, cfg.run.resume, cfg.run.overwrite)
-        store = RowStore(out, {**_recipe(cfg), "seeds": seeds}, start_over=cfg.run.overwrite)  # before any work
+        recipe = {**_recipe(cfg), "seeds": seeds}  # checked before any work
+        store = RowStore(out, recipe, start_over=cfg.run.overwrite, renamed=FORMER_KEYS)
         return _run(cfg, list(budgets), list(methods), regimes, seeds, store, bench_batch, bench_repeats)
 
 

@@ -23,9 +23,17 @@ class RowStore:
         defaults: the value of a field the folder's recipe lacks (a config field added since the board started
             counts as unchanged at its default).
         start_over: drop the folder's rows and recipe first (``--overwrite``).
+        renamed: former key → today's, for a recipe saved before a field was renamed.
     """
 
-    def __init__(self, folder: str | Path, recipe: dict, defaults: dict | None = None, start_over: bool = False):
+    def __init__(
+        self,
+        folder: str | Path,
+        recipe: dict,
+        defaults: dict | None = None,
+        start_over: bool = False,
+        renamed: dict[str, str] | None = None,
+    ):
         self.folder = Path(folder)
         self.rows_dir = self.folder / "rows"
         recipe_file = self.folder / "recipe.json"
@@ -33,7 +41,8 @@ class RowStore:
             shutil.rmtree(self.rows_dir, ignore_errors=True)
             recipe_file.unlink(missing_ok=True)
         if recipe_file.exists():
-            saved = {**(defaults or {}), **json.loads(recipe_file.read_text())}
+            written = {(renamed or {}).get(k, k): v for k, v in json.loads(recipe_file.read_text()).items()}
+            saved = {**(defaults or {}), **written}
             changed = sorted(k for k in {*saved, *recipe} if saved.get(k) != recipe.get(k))
             if changed:
                 shown = ", ".join(f"{k} {saved.get(k)!r} → {recipe.get(k)!r}" for k in changed[:4])

@@ -10,7 +10,8 @@ import torch
 
 from dynamicvit.builder import load_trained
 from dynamicvit.cli import build_parser
-from dynamicvit.config import SECTIONS, RunConfig, config_fields, field_key
+from dynamicvit.cli.config_args import config_from_args
+from dynamicvit.config import FORMER_KEYS, SECTIONS, RunConfig, config_fields, field_key
 from dynamicvit.config.fields import _opt
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -45,7 +46,8 @@ def test_a_checkpoint_written_before_the_sections_loads_to_the_same_logits():
     saved = torch.load(path, weights_only=True)["config"]
     assert "epochs" in saved and "schedule" not in saved  # flat, as written
     model, cfg = load_trained(str(path))
-    assert cfg.to_dict() == {**RunConfig().to_dict(), **saved}  # every saved value where the sections put it
+    renamed = {FORMER_KEYS.get(k, k): v for k, v in saved.items()}  # tome_r is merge_r now
+    assert cfg.to_dict() == {**RunConfig().to_dict(), **renamed}  # every saved value where the sections put it
     assert (cfg.budget.keep_rate, cfg.data.dataset, cfg.model.model) == (0.5, "fashion-mnist", saved["model"])
     recorded = json.loads((DATA / "run_before_sections.json").read_text())
     x = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
@@ -63,3 +65,22 @@ def test_a_field_declared_in_a_section_becomes_a_flag_with_its_help_and_default(
     (knob,) = group._group_actions
     assert knob.option_strings == ["--toy-knob"] and knob.help == "how much toy to use (default: 3)"
     assert parser.parse_args(["train", "--toy-knob", "5"]).toy_knob == 5
+
+
+def test_a_renamed_field_still_reads_under_its_former_name(tmp_path):
+    """ToMe's and MCTF's r was the config's ``tome_r``; saved configs, recipes, flags and resumed runs still say
+    so."""
+    from dynamicvit.config import check_resumable, read_recipe, trusted_config
+
+    assert RunConfig.from_dict(trusted_config({"tome_r": 4.0}, "old.pth")).model.merge_r == 4.0
+    (tmp_path / "old.yaml").write_text("tome_r: 2\n")
+    assert read_recipe(tmp_path / "old.yaml") == {"merge_r": 2.0}
+    assert config_from_args(build_parser().parse_args(["train", "--tome-r", "3"])).model.merge_r == 3.0
+    state = {k: {} for k in ("model", "optimizer", "scheduler", "rng")} | {"epoch": 1}
+    check_resumable({**state, "config": {**RunConfig.of(merge_r=4.0).to_dict(), "tome_r": 4.0}}, RunConfig.of(
+        merge_r=4.0), "old.pth")  # fmt: skip
+    saved = RunConfig.of(merge_r=4.0).to_dict()
+    del saved["merge_r"]
+    check_resumable({**state, "config": {**saved, "tome_r": 4.0}}, RunConfig.of(merge_r=4.0), "old.pth")
+    with pytest.raises(ValueError, match="merge_r 4.0 -> 5.0"):
+        check_resumable({**state, "config": {**saved, "tome_r": 4.0}}, RunConfig.of(merge_r=5.0), "old.pth")

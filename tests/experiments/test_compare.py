@@ -71,7 +71,7 @@ def test_seeds_and_regimes(tmp_path, fake_fashion, teacher):
     assert tuned["top1"] == pytest.approx(sum(tuned["top1_runs"]) / 2)
     assert tuned["top1_std"] == pytest.approx(abs(tuned["top1_runs"][0] - tuned["top1_runs"][1]) / 2**0.5)
     saved = torch.load(tmp_path / "cmp" / "finetune" / "mctf_0.7_s1" / "last.pth", weights_only=False)
-    assert saved["config"]["tome_r"] == tuned["knob"]["r"] and saved["config"]["seed"] == 1
+    assert saved["config"]["merge_r"] == tuned["knob"]["r"] and saved["config"]["seed"] == 1
     report = (tmp_path / "cmp" / "compare.md").read_text()
     assert report.count("leads") == 2 and "(frozen)" in report and "(finetune)" in report
 

@@ -31,8 +31,8 @@ def test_tome_keeps_unmerged_tokens_in_order_of_position():
 
 
 def test_tome_proportional_attention_only_off_the_shelf(tmp_path, fake_fashion):
-    finetune = tiny_cfg(tmp_path, fake_fashion, method="tome", tome_r=4.0, epochs=2, freeze_backbone_epochs=0)
-    frozen = tiny_cfg(tmp_path, fake_fashion, method="tome", tome_r=4.0, epochs=2, freeze_backbone_epochs=2)
+    finetune = tiny_cfg(tmp_path, fake_fashion, method="tome", merge_r=4.0, epochs=2, freeze_backbone_epochs=0)
+    frozen = tiny_cfg(tmp_path, fake_fashion, method="tome", merge_r=4.0, epochs=2, freeze_backbone_epochs=2)
     assert reduce(tiny_vit(), finetune).prop_attn is False
     assert reduce(tiny_vit(), frozen).prop_attn is True
     assert build_untrained("vit_tiny_patch16_224", "tome", img_size=32).prop_attn is True
@@ -112,7 +112,7 @@ def test_mctf_stops_fusing_at_ten_tokens():
 
 
 def test_mctf_consistency_loss_when_fine_tuned(tmp_path, fake_fashion):
-    cfg = tiny_cfg(tmp_path, fake_fashion, method="mctf", tome_r=4.0, epochs=2, freeze_backbone_epochs=0)
+    cfg = tiny_cfg(tmp_path, fake_fashion, method="mctf", merge_r=4.0, epochs=2, freeze_backbone_epochs=0)
     model = reduce(tiny_vit(), cfg).train()
     assert model.consistency and not apply_method(tiny_vit(), "mctf").consistency
     x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])

@@ -21,7 +21,7 @@ from torch import nn
 
 from dynamicvit.bench.timing import time_callables
 from dynamicvit.builder import build_dense_for_data, build_run_dataset, configure_reducer
-from dynamicvit.config import REGIMES, RunConfig, regime_config
+from dynamicvit.config import FORMER_KEYS, REGIMES, RunConfig, regime_config
 from dynamicvit.core.files import atomic_write_text, folder_lock
 from dynamicvit.core.flops import count_flops
 from dynamicvit.core.provenance import provenance
@@ -215,7 +215,7 @@ class _Opened:
             recipe = {k: v for k, v in cfg.to_dict().items() if k not in RECIPE_SKIPS}
             recipe["teacher"] = {k: teacher[k] for k in ("best_epoch", "val_top1", "epochs")}
             defaults = {k: v for k, v in RunConfig().to_dict().items() if k in recipe}
-            return Board(proxy, folder, cfg, teacher, RowStore(folder, recipe, defaults))
+            return Board(proxy, folder, cfg, teacher, RowStore(folder, recipe, defaults, renamed=FORMER_KEYS))
         except BaseException:
             self._lock.__exit__(None, None, None)
             raise
