@@ -28,6 +28,10 @@ def test_a_well_formed_set_reads(tmp_path):
     assert data.class_names == ("box",) and data[0][1]["boxes"].shape == (1, 4)
 
 
+@pytest.mark.promise(
+    "hostile files",
+    "a COCO annotation file that is a list: `not a COCO annotation object`",
+)
 def test_an_annotation_file_that_is_a_list(tmp_path):
     images, ann = _coco(tmp_path)
     ann.write_text("[]")
@@ -35,17 +39,29 @@ def test_an_annotation_file_that_is_a_list(tmp_path):
         CocoDetection(images, ann)
 
 
+@pytest.mark.promise(
+    "hostile files",
+    "a COCO category without a name: `categories [...] have no name`",
+)
 def test_a_category_without_a_name(tmp_path):
     with pytest.raises(ValueError, match=r"categories \[1\] have no name"):
         CocoDetection(*_coco(tmp_path, categories=[{"id": 1}]))
 
 
+@pytest.mark.promise(
+    "hostile files",
+    "a COCO annotation without `bbox`: `COCO annotation N of image …: no bbox`",
+)
 def test_an_annotation_without_a_box(tmp_path):
     with pytest.raises(ValueError, match="COCO annotation 7 of image .*a.png .*: no bbox"):
         CocoDetection(*_coco(tmp_path, annotations=[{"id": 7, "image_id": 1, "category_id": 1}]))
 
 
 @pytest.mark.parametrize("name", ["../outside.png", "/etc/hostname"])
+@pytest.mark.promise(
+    "hostile files",
+    "a COCO `file_name` that is absolute or climbs out with `../`: `file_name must name a file inside IMAGE_DIR`",
+)
 def test_file_names_stay_inside_the_image_folder(tmp_path, name):
     Image.fromarray(np.zeros((20, 20, 3), dtype=np.uint8)).save(tmp_path / "outside.png")
     images = [{"id": 1, "file_name": name, "width": 20, "height": 20}]
@@ -53,6 +69,10 @@ def test_file_names_stay_inside_the_image_folder(tmp_path, name):
         CocoDetection(*_coco(tmp_path, images=images))
 
 
+@pytest.mark.promise(
+    "hostile files",
+    "an image over PIL's decompression-bomb pixel limit is refused from its header, before decoding",
+)
 def test_an_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path, monkeypatch):
     Image.fromarray(np.zeros((20, 30, 3), dtype=np.uint8)).save(tmp_path / "big.png")
     monkeypatch.setattr(folders, "MAX_PIXELS", 599)
@@ -62,6 +82,10 @@ def test_an_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path, monk
     assert load_image(tmp_path / "big.png", (8, 8), 3)[0].shape == (3, 8, 8)
 
 
+@pytest.mark.promise(
+    "hostile files",
+    "a gzip idx file that inflates beyond its size limit stops there: `holds more than … bytes (uncompressed)`",
+)
 def test_a_gzip_bomb_stops_at_the_size_limit(tmp_path, monkeypatch):
     header = bytes([0, 0, 8, 1]) + (4096).to_bytes(4, "big")
     with gzip.open(tmp_path / "bomb-idx1-ubyte.gz", "wb") as f:
@@ -73,6 +97,10 @@ def test_a_gzip_bomb_stops_at_the_size_limit(tmp_path, monkeypatch):
     assert read_idx(tmp_path / "bomb-idx1-ubyte.gz").shape == (4096,)
 
 
+@pytest.mark.promise(
+    "hostile files",
+    "a corrupt image inside a training set is skipped, named on stderr once and counted in the data set's `skipped`",
+)
 def test_a_corrupt_training_image_is_skipped_and_counted(tmp_path, capsys):
     from dynamicvit.data import build_dataset
     from dynamicvit.data.skipping import skipped_records

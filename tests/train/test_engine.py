@@ -122,6 +122,19 @@ def test_resume_equals_uninterrupted(tmp_path, fake_fashion, teacher_ckpt):
     assert resumed.epoch == 2 and resumed.updates == full.updates
 
 
+@pytest.mark.promise(
+    "hostile files",
+    "a log line cut short by a kill is dropped on `--resume`, with the lines of later epochs",
+)
+def test_a_log_line_cut_short_by_a_kill_is_dropped_on_resume(tmp_path, fake_fashion):
+    Trainer(tiny_cfg(tmp_path, fake_fashion, dense=True, epochs=2)).fit(until_epoch=1)
+    log = tmp_path / "run" / "metrics.jsonl"
+    with open(log, "a") as f:  # the kill came while the next line was being written
+        f.write('{"epoch": 2, "val_to')
+    Trainer(tiny_cfg(tmp_path, fake_fashion, dense=True, epochs=2, resume=True)).fit()
+    assert [json.loads(line)["epoch"] for line in log.read_text().splitlines()] == [1, 2]
+
+
 def test_resume_errors_are_clear(tmp_path, fake_fashion):
     with pytest.raises(CheckpointError, match="no checkpoint"):
         Trainer(tiny_cfg(tmp_path, fake_fashion, dense=True, resume=True)).fit()

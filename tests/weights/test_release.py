@@ -442,6 +442,11 @@ def _release_like(dst):
     torch.save({"model": {"score_predictor.0.w": torch.ones(2), "head.weight": torch.zeros(1000, 4)}}, dst)
 
 
+@pytest.mark.promise(
+    "hostile files",
+    "a zoo download that is an HTML error page is not cached (`cannot read checkpoint …`); a bad file "
+    "already in the cache is named with the way out (`delete PATH and download it again`)",
+)
 def test_a_download_is_checked_before_it_is_cached(tmp_path, monkeypatch, capsys):
     name = "dynamicvit_swin_tiny.r0_7"
     _serve(monkeypatch, lambda dst: Path(dst).write_text("<html>quota exceeded</html>"))  # an error page
@@ -456,6 +461,10 @@ def test_a_download_is_checked_before_it_is_cached(tmp_path, monkeypatch, capsys
         download(name, tmp_path)
 
 
+@pytest.mark.promise(
+    "hostile files",
+    "a zoo download with the wrong digest is not cached: `SHA-256 … is not the release's …`",
+)
 def test_a_known_digest_is_checked(tmp_path, monkeypatch):
     name = "dynamicvit_deit_small.r0_7"
     monkeypatch.setitem(ZOO, name, dataclasses.replace(ZOO[name], sha256="0" * 64))
