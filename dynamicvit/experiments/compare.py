@@ -207,8 +207,8 @@ def _stored_row(store: RowStore, cfg: RunConfig, spot, dense: nn.Module, dense_m
     again) with its first seed's model rebuilt for the timing."""
     key = "_".join(f"{part:g}" if isinstance(part, float) else part for part in spot)
     if store.has(key):
-        seed = seeds[0] if store.read(key)["trained"] else None
-        return store.read(key), _model(cfg, spot, dense, dense_macs, seed, out)
+        row = store.read(key)
+        return row, _model(cfg, spot, dense, dense_macs, seeds[0] if row["trained"] else None, out)
     row, model = _row(cfg, spot, dense, dense_macs, seeds, test_set, out)
     store.write(key, row)
     return row, model
