@@ -27,6 +27,12 @@ def test_onnx_matches_pytorch_at_any_batch(tmp_path, method):
         assert abs(out - ref.numpy()).max() <= 1e-4
 
 
+@pytest.mark.promise(
+    "bad input",
+    "`--opset 7` → `--opset must be 18 to 23 (torch's ONNX exporter), got 7`; an ONNX export whose "
+    "onnxruntime check exceeds `--tolerance` (1e-4) → `the ONNX export differs from PyTorch by … > "
+    "--tolerance …; PATH was not written`",
+)
 def test_export_cli(tmp_path, capsys):
     out = tmp_path / "deit.onnx"
     args = ["export", "--onnx", str(out), "--model", "deit_tiny_patch16_224", "--img-size", "32", "--keep-rate", "0.5"]

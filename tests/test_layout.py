@@ -3,13 +3,12 @@ as ``importlib`` takes them, included), commands that do not train import nothin
 no import cycle between modules, every module short, and ``import dynamicvit`` loads only the library (no
 task, data set or tool; no detection model beyond timm's own)."""
 
-import ast
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import dynamicvit
+from dynamicvit.docsgen.imports import imported_modules
 
 PACKAGE = Path(dynamicvit.__file__).parent
 # the features that use a model without training it
@@ -21,7 +20,6 @@ LAYERS = ["core", "draw", "weights", "models", "methods", "data", "tasks", "conf
           "frontend", "train", "experiments", "cli", "docsgen"]  # fmt: skip
 # the package root is the public API over the library's layers; ``python -m dynamicvit`` is the command line
 ROOT_REACHES = {"dynamicvit": "bench", "dynamicvit.__main__": "cli"}
-MODULE_NAME = re.compile(r"dynamicvit(\.\w+)+")
 
 
 def _module(path: Path) -> str:
@@ -29,23 +27,7 @@ def _module(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imports(path: Path) -> set[str]:
-    """The dynamicvit modules ``path`` imports (module level or inside functions)."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("dynamicvit"):
-            for alias in node.names:  # ``from package import module`` imports the module
-                sub = f"{node.module}.{alias.name}"
-                path = PACKAGE.parent / sub.replace(".", "/")
-                found.add(sub if path.with_suffix(".py").is_file() or (path / "__init__.py").is_file() else node.module)
-        elif isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.startswith("dynamicvit")}
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and MODULE_NAME.fullmatch(node.value):
-            found.add(node.value)  # a module imported by name (``importlib.import_module``, a lazy table)
-    return found
-
-
-GRAPH = {_module(p): _imports(p) for p in PACKAGE.rglob("*.py")}
+GRAPH = {_module(p): imported_modules(p, PACKAGE) for p in PACKAGE.rglob("*.py")}
 
 
 def _reach(start: str) -> set[str]:

@@ -3,13 +3,14 @@ config may hold, the teacher a sparse run distils from, the family defaults, and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import timm
 from torch import nn
 
-from dynamicvit.config.fields import FORMER_KEYS, RunConfig, flag
+from dynamicvit.config.fields import FORMER_KEYS, RunConfig, config_fields, field_key, flag
 from dynamicvit.core.files import CheckpointError
 from dynamicvit.core.interfaces import FAMILY_DEFAULTED, backbone_of
 from dynamicvit.core.keep import KEEP_RULES, MASK_RULES
@@ -30,11 +31,6 @@ __all__ = [
 ]
 
 
-MAX_WORKERS, MAX_SIDE, MAX_SCENE_ITEMS = (
-    256,
-    8192,
-    64,
-)  # bounds that also keep a foreign checkpoint's config from exhausting a machine
 # timm.create_model arguments that load files, reach the network or change what is built beyond the
 # architecture: refused in a config read from a checkpoint
 _UNSAFE_MODEL_KWARGS = frozenset(
@@ -51,48 +47,16 @@ _UNSAFE_MODEL_KWARGS = frozenset(
     }
 )
 
-# (field, test, what it must be): checked before any work, the error names the flag
-_RULES = (
-    ("epochs", lambda v: v >= 1, "at least 1"),
-    ("batch_size", lambda v: v >= 1, "at least 1"),
-    ("lr", lambda v: v > 0, "positive"),
-    ("min_lr", lambda v: v >= 0, "0 or more"),
-    ("warmup_epochs", lambda v: v >= 0, "0 or more"),
-    ("freeze_backbone_epochs", lambda v: v >= 0, "0 or more"),
-    ("weight_decay", lambda v: v >= 0, "0 or more"),
-    ("keep_rate", lambda v: 0 < v <= 1, "in (0, 1]"),
-    ("merge_r", lambda v: v >= 0, "0 or more"),
-    ("canvas", lambda v: 28 <= v <= MAX_SIDE, f"28 (a Fashion-MNIST item is 28x28) to {MAX_SIDE}"),
-    ("distractors", lambda v: v >= 0, "0 or more"),
-    ("distractors_max", lambda v: v >= 0, "0 or more"),
-    ("item_scale", lambda v: 1 <= v <= 4, "in [1, 4]"),
-    ("item_size", lambda v: 4 <= v <= MAX_SIDE, f"4 to {MAX_SIDE} pixels"),
-    ("scene_items", lambda v: 1 <= v <= MAX_SCENE_ITEMS, f"1 to {MAX_SCENE_ITEMS}"),
-    ("scene_items_max", lambda v: 1 <= v <= MAX_SCENE_ITEMS, f"1 to {MAX_SCENE_ITEMS}"),
-    ("img_size", lambda v: 1 <= v <= MAX_SIDE, f"1 to {MAX_SIDE} pixels"),
-    ("train_limit", lambda v: v >= 1, "a positive number of images"),
-    ("val_limit", lambda v: v >= 1, "a positive number of images"),
-    ("mixup", lambda v: v >= 0, "0 or more"),
-    ("cutmix", lambda v: v >= 0, "0 or more"),
-    ("smoothing", lambda v: 0 <= v < 1, "in [0, 1)"),
-    ("ema_decay", lambda v: 0 < v < 1, "in (0, 1)"),
-    ("clip_grad", lambda v: v > 0, "positive"),
-    ("workers", lambda v: 0 <= v <= MAX_WORKERS, f"0 to {MAX_WORKERS}"),
-    ("accum_steps", lambda v: 1 <= v <= 1024, "1 to 1024"),
-    ("reprob", lambda v: 0 <= v <= 1, "in [0, 1]"),
-    ("color_jitter", lambda v: v >= 0, "0 or more"),
-    ("max_bad_steps", lambda v: v >= 1, "at least 1"),
-    ("ratio_weight", lambda v: v >= 0, "0 or more"),
-    ("distill_weight", lambda v: v >= 0, "0 or more"),
-    ("token_weight", lambda v: v >= 0, "0 or more"),
-    ("backbone_lr_scale", lambda v: v >= 0, "0 or more"),
-)
+
+def _declared_rules() -> list[tuple[str, Callable[[Any], bool], str]]:
+    """Each field's range as declared with it (``option(..., valid=(test, what))``), in declaration order."""
+    return [(field_key(f), *f.metadata["valid"]) for _, f in config_fields() if "valid" in f.metadata]
 
 
 def validate(cfg: RunConfig, training: bool = True) -> RunConfig:
     """Raise a ``ValueError`` naming the flag of the first value out of range; return ``cfg``.
     With ``training`` also check that a sparse run has a teacher to distil from."""
-    for name, ok, what in _RULES:
+    for name, ok, what in _declared_rules():
         value = cfg.get(name)
         if value is not None and not ok(value):
             raise ValueError(f"{flag(name)} must be {what}, got {value}")
@@ -103,18 +67,7 @@ def validate(cfg: RunConfig, training: bool = True) -> RunConfig:
         raise ValueError(f"--mask-rule must be one of {', '.join(MASK_RULES)}, got {cfg.loss.mask_rule!r}")
     if cfg.model.method not in METHODS:
         raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {cfg.model.method!r}")
-    if cfg.data.distractors_max is not None and cfg.data.distractors_max < cfg.data.distractors:
-        raise ValueError(
-            f"--distractors-max must be at least --distractors ({cfg.data.distractors}), got {cfg.data.distractors_max}"
-        )
-    if cfg.data.scene_items_max is not None and cfg.data.scene_items_max < cfg.data.scene_items:
-        raise ValueError(
-            f"--scene-items-max must be at least --scene-items ({cfg.data.scene_items}), got {cfg.data.scene_items_max}"
-        )
-    if round(cfg.data.item_size * cfg.data.item_scale) > cfg.data.canvas:
-        side = round(cfg.data.item_size * cfg.data.item_scale)
-        raise ValueError(f"--item-size {cfg.data.item_size} and --item-scale {cfg.data.item_scale} make items up to "
-                         f"{side} pixels: more than the {cfg.data.canvas}-pixel --canvas")  # fmt: skip
+    cfg.data_options("train").check(flag)  # the data set's own options together
     if cfg.augment.aa is not None:
         check_auto_augment(cfg.augment.aa)
     if cfg.budget.thresholds is not None and any(not 0 < t < 1 for t in cfg.budget.thresholds):

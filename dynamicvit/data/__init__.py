@@ -7,7 +7,15 @@ from dynamicvit.data.coco import CocoDetection
 from dynamicvit.data.fashion import DEFAULT_FASHION_DIR, FASHION_CLASSES, FashionMNIST, load_fashion_mnist, read_idx
 from dynamicvit.data.folders import ImageFiles, load_image
 from dynamicvit.data.huggingface import HFImages
-from dynamicvit.data.registry import DATASETS, DataSet, build_dataset, class_names, get_dataset, register_dataset
+from dynamicvit.data.registry import (
+    DATASETS,
+    DataOptions,
+    DataSet,
+    build_dataset,
+    class_names,
+    get_dataset,
+    register_dataset,
+)
 from dynamicvit.data.skipping import skipped_records
 from dynamicvit.data.targets import collate_detection
 from dynamicvit.data.webdataset import ShardedImages
@@ -20,6 +28,7 @@ __all__ = [
     "ClutteredFashionMNIST",
     "ClutteredFashionScenes",
     "CocoDetection",
+    "DataOptions",
     "DataSet",
     "FashionMNIST",
     "HFImages",

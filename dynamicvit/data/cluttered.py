@@ -11,19 +11,96 @@ Three sets: classification (:class:`ClutteredFashionMNIST`), segmentation scenes
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from dynamicvit.core.options import option
 from dynamicvit.data.fashion import FASHION_CLASSES, load_fashion_mnist, to_tensor
-from dynamicvit.data.registry import DataSet, register_dataset
+from dynamicvit.data.registry import MAX_SIDE, DataOptions, DataSet, register_dataset
 from dynamicvit.data.targets import collate_detection, detection_target
 
-__all__ = ["VAL_IMAGES", "ClutteredFashionDetection", "ClutteredFashionMNIST", "ClutteredFashionScenes"]
+__all__ = [
+    "MAX_SCENE_ITEMS",
+    "VAL_IMAGES",
+    "CanvasOptions",
+    "ClutteredOptions",
+    "SceneOptions",
+    "ClutteredFashionDetection",
+    "ClutteredFashionMNIST",
+    "ClutteredFashionScenes",
+]
 
 VAL_IMAGES = 10_000  # the held-out "val" split: the last Fashion-MNIST training images
+MAX_SCENE_ITEMS = 64
+
+
+@dataclass(frozen=True)
+class CanvasOptions(DataOptions):
+    """The knob every cluttered set has: the canvas the items are placed on."""
+
+    canvas: int = option(
+        64, "canvas side", valid=(lambda v: 28 <= v <= MAX_SIDE, f"28 (a Fashion-MNIST item is 28x28) to {MAX_SIDE}")
+    )
+
+
+@dataclass(frozen=True)
+class ClutteredOptions(CanvasOptions):
+    """The classification canvases' knobs: clutter and the item's size."""
+
+    distractors: int = option(4, "fragments per canvas", valid=(lambda v: v >= 0, "0 or more"))
+    distractors_max: int | None = option(
+        None,
+        "a random count in [--distractors, this] per canvas (difficulty varies)",
+        valid=(lambda v: v >= 0, "0 or more"),
+    )
+    item_scale: float = option(
+        1.0,
+        "each item resized by a factor in [1/this, this] (log-uniform; size varies)",
+        valid=(lambda v: 1 <= v <= 4, "in [1, 4]"),
+    )
+    item_size: int = option(
+        28,
+        "the item's side in pixels before --item-scale (Fashion-MNIST's own 28)",
+        valid=(lambda v: 4 <= v <= MAX_SIDE, f"4 to {MAX_SIDE} pixels"),
+    )
+
+    def check(self, flag) -> None:
+        if self.distractors_max is not None and self.distractors_max < self.distractors:
+            raise ValueError(
+                f"{flag('distractors_max')} must be at least {flag('distractors')} ({self.distractors}), "
+                f"got {self.distractors_max}"
+            )
+        side = round(self.item_size * self.item_scale)
+        if side > self.canvas:
+            raise ValueError(
+                f"{flag('item_size')} {self.item_size} and {flag('item_scale')} {self.item_scale} make items up to "
+                f"{side} pixels: more than the {self.canvas}-pixel {flag('canvas')}"
+            )
+
+
+@dataclass(frozen=True)
+class SceneOptions(CanvasOptions):
+    """The scene sets' knobs: how many items a scene holds."""
+
+    scene_items: int = option(
+        3, "items per scene", valid=(lambda v: 1 <= v <= MAX_SCENE_ITEMS, f"1 to {MAX_SCENE_ITEMS}")
+    )
+    scene_items_max: int | None = option(
+        None,
+        "a random count in [--scene-items, this] per scene (content varies)",
+        valid=(lambda v: 1 <= v <= MAX_SCENE_ITEMS, f"1 to {MAX_SCENE_ITEMS}"),
+    )
+
+    def check(self, flag) -> None:
+        if self.scene_items_max is not None and self.scene_items_max < self.scene_items:
+            raise ValueError(
+                f"{flag('scene_items_max')} must be at least {flag('scene_items')} ({self.scene_items}), "
+                f"got {self.scene_items_max}"
+            )
 
 
 class _Canvases(Dataset):
@@ -234,8 +311,8 @@ class ClutteredFashionDetection(ClutteredFashionScenes):
         return to_tensor(canvas), detection_target([label for label, _ in items], [box for _, box in items])
 
 
-def _scene_options(o) -> dict:
-    """The scene data sets' keyword arguments from a run's :class:`DataOptions`."""
+def _scene_options(o: SceneOptions) -> dict:
+    """The scene data sets' keyword arguments from a run's :class:`SceneOptions`."""
     return dict(canvas=o.canvas, items=o.scene_items, items_max=o.scene_items_max, seed=o.seed, limit=o.limit)
 
 
@@ -254,6 +331,7 @@ register_dataset(
             item_size=o.item_size,
         ),
         classes=FASHION_CLASSES,
+        options=ClutteredOptions,
     )
 )
 register_dataset(
@@ -262,6 +340,7 @@ register_dataset(
         lambda s, o: ClutteredFashionScenes(s, o.data_dir, **_scene_options(o)),
         task=ClutteredFashionScenes.task,
         classes=FASHION_CLASSES,
+        options=SceneOptions,
     )
 )
 register_dataset(
@@ -270,5 +349,6 @@ register_dataset(
         lambda s, o: ClutteredFashionDetection(s, o.data_dir, **_scene_options(o)),
         task=ClutteredFashionDetection.task,
         classes=FASHION_CLASSES,
+        options=SceneOptions,
     )
 )

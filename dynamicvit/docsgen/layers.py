@@ -4,14 +4,12 @@ everything it imports."""
 
 from __future__ import annotations
 
-import ast
 import graphlib
-import re
 from pathlib import Path
 
-__all__ = ["folder_imports", "render_layers"]
+from dynamicvit.docsgen.imports import imported_modules
 
-_MODULE = re.compile(r"dynamicvit(\.\w+)+")
+__all__ = ["folder_imports", "render_layers"]
 
 
 def folder_imports(package: Path) -> dict[str, set[str]]:
@@ -23,22 +21,8 @@ def folder_imports(package: Path) -> dict[str, set[str]]:
             continue  # the public API and the entry point stand above every layer
         here = parts[0].removesuffix(".py")
         found = edges.setdefault(here, set())
-        for node in ast.walk(ast.parse(path.read_text())):
-            for name in _imported(node):
-                there = name.split(".")[1]
-                if there != here:
-                    found.add(there)
+        found |= {name.split(".")[1] for name in imported_modules(path, package) if "." in name} - {here}
     return edges
-
-
-def _imported(node: ast.AST) -> list[str]:
-    if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("dynamicvit."):
-        return [node.module]
-    if isinstance(node, ast.Import):
-        return [a.name for a in node.names if a.name.startswith("dynamicvit.")]
-    if isinstance(node, ast.Constant) and isinstance(node.value, str) and _MODULE.fullmatch(node.value):
-        return [node.value]
-    return []
 
 
 def render_layers(package: Path) -> str:

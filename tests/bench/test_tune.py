@@ -20,6 +20,12 @@ def test_tune_picks_the_largest_rate_that_meets_the_target_and_reports_the_curve
     assert only_fast["keep_rate"] == 0.5 and len(only_fast["curve"]) == 2
 
 
+@pytest.mark.promise(
+    "bad input",
+    "keep ratios that leave nothing → `keep ratios [...] leave no locations or exceed 1 …`; a "
+    "latency target out of reach → `target speed-up 1000x is out of reach for … at batch 1 on this "
+    "machine: keep rates 0.3-0.9 measured 0.60-0.64x the dense model (…)`",
+)
 def test_tune_skips_rates_convnext_cannot_take_and_says_when_the_target_is_out_of_reach():
     small = {"dims": [8, 16, 32, 48], "depths": [1, 1, 4, 1]}
     r = dynamicvit.tune("convnext_tiny", target_speedup=1e-3, batch_size=1, img_size=64, repeats=1, warmup=0, **small)

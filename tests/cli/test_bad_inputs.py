@@ -63,6 +63,12 @@ def test_the_table_covers_every_command_three_times():
     assert counts == dict.fromkeys(COMMANDS, 3)
 
 
+@pytest.mark.promise(
+    "bad input",
+    "a count that must be positive (`--repeats 0`, `--batch-size 0`, `--img-size 0`, `--bench-batch "
+    "0`) → `argument --repeats: must be at least 1, got 0`; `--keep-rate 2` (commands other than "
+    "train) → `argument --keep-rate: must be in (0, 1], got 2`",
+)
 @pytest.mark.parametrize(("line", "names"), CASES, ids=[case for case, _ in CASES])
 def test_bad_input_is_one_line_exit_2_and_touches_nothing(line, names, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a command that wrongly writes into the current folder shows too

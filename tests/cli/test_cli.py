@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -56,18 +57,38 @@ def test_bad_arguments_exit_2_with_message(capsys):
         (["--epochs", "0"], "--epochs must be at least 1, got 0"),
         (["--min-lr", "-0.001"], "--min-lr must be 0 or more, got -0.001"),
         (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+        (["--keep-rate", "1.5"], "--keep-rate must be in (0, 1], got 1.5"),
     ],
 )
+@pytest.mark.promise(
+    "bad input",
+    "`--val-limit 0`, `--train-limit -3` → `--val-limit must be a positive number of images, got 0`",
+)
+@pytest.mark.promise(
+    "bad input",
+    "`--distractors -1`, `--min-lr -0.001`, … → `--distractors must be 0 or more, got -1`",
+)
+@pytest.mark.promise("bad input", "`--epochs 0`, `--batch-size 0` → `--epochs must be at least 1, got 0`")
+@pytest.mark.promise("bad input", "`--keep-rate 1.5` (train) → `--keep-rate must be in (0, 1], got 1.5`")
 def test_bad_training_values_exit_2_before_any_work(tmp_path, capsys, args, message):
     assert main(["train", "--dense", "--out", str(tmp_path / "run"), *args]) == 2
     err = capsys.readouterr().err
     assert err == f"dynamicvit train: error: {message}\n" and not (tmp_path / "run").exists()
 
 
+@pytest.mark.promise(
+    "bad input",
+    "`--out` / `--picture` / `--onnx` where nothing can be written → "
+    "`cannot write to --out afile/run/…: afile is not a writable folder` (same for `--picture`, `--onnx`)",
+)
 def test_unwritable_outputs_exit_2_before_any_work(tmp_path, capsys):
     (tmp_path / "file").write_text("a file, not a folder")
     assert main(["train", "--dense", "--out", str(tmp_path / "file" / "run")]) == 2
-    assert "cannot write to --out" in capsys.readouterr().err
+    assert re.search(
+        r"^dynamicvit train: error: cannot write to --out .*file/run/\S+: .*file is not a writable folder$",
+        capsys.readouterr().err,
+        re.M,
+    )
     args = ["eval", "--checkpoint", str(tmp_path / "missing.pth"), "--picture", str(tmp_path / "file" / "x.png")]
     assert main(args) == 2  # found before the checkpoint is even read
     assert "--picture" in capsys.readouterr().err

@@ -89,6 +89,10 @@ def test_lock_is_shared_inside_a_process_and_an_empty_new_folder_removed(tmp_pat
     assert not new.exists()  # created for the run, still empty: removed again
 
 
+@pytest.mark.promise(
+    "bad input",
+    "a file flag naming a folder (`--picture`, `viz --out`, `--onnx`) → `--picture D is a folder; give a file name`",
+)
 def test_check_writable_names_the_flag(tmp_path):
     with pytest.raises(ValueError, match=f"--picture {tmp_path} is a folder; give a file name"):
         check_writable(tmp_path, "--picture")

@@ -16,6 +16,11 @@ from dynamicvit.data import (
 from dynamicvit.data.fashion import to_tensor
 
 
+@pytest.mark.promise(
+    "bad input",
+    "a corrupt or truncated `.gz` data file → "
+    "`cannot read idx file …/train-images-idx3-ubyte.gz (corrupt or truncated): …`",
+)
 def test_read_idx_roundtrip_and_corruption(tmp_path):
     arr = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
     write_idx(tmp_path / "a.gz", arr)
@@ -31,12 +36,22 @@ def test_read_idx_roundtrip_and_corruption(tmp_path):
         read_idx(tmp_path / "short.gz")
     packed = (tmp_path / "a.gz").read_bytes()
     (tmp_path / "corrupt.gz").write_bytes(packed[:12] + bytes(b ^ 0xFF for b in packed[12:40]) + packed[40:])
-    with pytest.raises(ValueError, match=r"corrupt\.gz \(corrupt or truncated\)"):  # zlib's error, named
+    with pytest.raises(
+        ValueError, match=r"^cannot read idx file .*corrupt\.gz \(corrupt or truncated\): "
+    ):  # zlib's error, named
         read_idx(tmp_path / "corrupt.gz")
 
 
+@pytest.mark.promise(
+    "bad input",
+    "missing Fashion-MNIST → "
+    "`Fashion-MNIST (train) not found in …. Install it with apt-get install dataset-fashion-mnist …`",
+)
 def test_missing_data_says_how_to_get_it(tmp_path):
-    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"^Fashion-MNIST \(train\) not found in .*nothing.*apt-get install dataset-fashion-mnist",
+    ):
         load_fashion_mnist("train", tmp_path / "nothing")
 
 
@@ -130,7 +145,7 @@ def test_scenes_with_a_varying_number_of_items(fake_fashion):
     from dynamicvit.config import RunConfig, validate
 
     with pytest.raises(ValueError, match="--scene-items-max must be at least --scene-items"):
-        validate(RunConfig.of(scene_items=3, scene_items_max=2))
+        validate(RunConfig.of(data="cluttered-fashion-scenes", scene_items=3, scene_items_max=2))
     with pytest.raises(ValueError, match="--scene-items must be 1 to 64"):
         validate(RunConfig.of(scene_items=0))
 
@@ -174,3 +189,21 @@ def test_items_of_varying_scale(fake_fashion):
     assert all(plain.item_image(i).shape == (28, 28) for i in range(4))
     with pytest.raises(ValueError, match="fit its items"):
         build_dataset("cluttered-fashion-mnist", "train", fake_fashion, canvas=48, item_scale=2.0, limit=4)
+
+
+@pytest.mark.promise(
+    "bad input",
+    "a cluttered set's options that do not go together → `--distractors-max must be at least --distractors (3), "
+    "got 1`, `--item-size 40 and --item-scale 1.5 make items up to 60 pixels: more than the 48-pixel --canvas`",
+)
+def test_the_cluttered_sets_check_their_own_options_together():
+    """Each in range, together impossible: the set's own ``check`` names them as flags before any work."""
+    from dynamicvit.config import RunConfig, validate
+
+    with pytest.raises(ValueError, match=r"^--distractors-max must be at least --distractors \(3\), got 1$"):
+        validate(RunConfig.of(distractors=3, distractors_max=1), training=False)
+    with pytest.raises(ValueError, match="^--item-size 40 and --item-scale 1.5 make items up to 60 pixels: more than"):
+        validate(RunConfig.of(canvas=48, item_size=40, item_scale=1.5), training=False)
+    validate(
+        RunConfig.of(data="cluttered-fashion-scenes", canvas=48, item_size=40, item_scale=1.5), training=False
+    )  # not its knobs

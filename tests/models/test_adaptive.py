@@ -103,29 +103,63 @@ def test_packed_execution_equals_fixed_mode_on_the_same_kept_tokens():
     torch.testing.assert_close(packed, fixed.logits, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.promise(
+    "bad input",
+    "a calibration set that is too small → `calibration needs at least 8 images, got 3`; ONNX export "
+    "of a per-image keep mode → `the threshold keep mode cannot be exported: each image's token "
+    "count depends on its data, …`",
+)
+@pytest.mark.promise(
+    "bad input",
+    "a per-image keep mode with forced decisions of the wrong form → `forced decisions in a "
+    "per-image keep mode must be, per stage, a list of 2 1-D index tensors (one per image)`",
+)
+@pytest.mark.promise(
+    "bad input",
+    "a keep mode a model or method does not have → `evit (EViTVisionTransformer) has no threshold "
+    "keep mode; DynamicViT on timm ViTs and ConvNeXt/Swin has`, `unknown keep rule 'dynamic'; choose "
+    "one of fixed, threshold, learned`",
+)
+@pytest.mark.promise(
+    "bad input",
+    "thresholds outside (0, 1) or of the wrong number → `thresholds must lie in (0, 1) (keep "
+    "probabilities), got [0.5, 1.0, 0.2]`, `expected 3 thresholds (one per stage), got 1`",
+)
 def test_modes_thresholds_and_bad_input():
     model = dynamicvit.sparsify(tiny_vit(), keep_rate=0.7)
     assert model.keep_mode == "fixed" and model.thresholds == [0.5, 0.5, 0.5]
     model.keep_mode = "threshold"
-    with pytest.raises(ValueError, match=r"thresholds must lie in \(0, 1\)"):
+    with pytest.raises(
+        ValueError, match=r"^thresholds must lie in \(0, 1\) \(keep probabilities\), got \[0\.5, 1\.0, 0\.2\]$"
+    ):
         model.thresholds = [0.5, 1.0, 0.2]
-    with pytest.raises(ValueError, match="expected 3 thresholds"):
+    with pytest.raises(ValueError, match=r"^expected 3 thresholds \(one per stage\), got 1$"):
         model.thresholds = [0.5]
-    with pytest.raises(ValueError, match="unknown keep rule .*; choose one of fixed, threshold, learned"):
+    with pytest.raises(ValueError, match="^unknown keep rule 'dynamic'; choose one of fixed, threshold, learned"):
         model.keep_mode = "dynamic"
     evit = dynamicvit.apply_method(tiny_vit(), "evit", keep_rate=0.7)
-    with pytest.raises(TypeError, match="no threshold keep mode"):
+    with pytest.raises(
+        TypeError,
+        match=r"^evit \(EViTVisionTransformer\) has no threshold keep mode; DynamicViT on timm ViTs and "
+        "ConvNeXt/Swin has",
+    ):
         evit.keep_mode = "threshold"
     x = torch.randn(2, 3, 32, 32)
-    with pytest.raises(ValueError, match="list of 2 1-D index tensors"):
+    with pytest.raises(
+        ValueError,
+        match=r"^forced decisions in a per-image keep mode must be, per stage, a list of 2 1-D index tensors "
+        r"\(one per image\)",
+    ):
         model.eval()(x, decisions=[torch.zeros(2, 5, dtype=torch.long)] * 3)
     with pytest.raises(ValueError, match="nested"):
         model(x, decisions=[[torch.arange(3)] * 2, [torch.arange(5)] * 2, [torch.arange(2)] * 2])
     with pytest.raises(TypeError, match="no per-image keep mode to calibrate"):
         calibrate(tiny_vit(), torch.randn(8, 3, 32, 32))
-    with pytest.raises(ValueError, match="at least 8 images"):
+    with pytest.raises(ValueError, match="^calibration needs at least 8 images, got 3$"):
         calibrate(model, torch.randn(3, 3, 32, 32))
-    with pytest.raises(ValueError, match="cannot be exported"):
+    with pytest.raises(
+        ValueError, match="^the threshold keep mode cannot be exported: each image's token count depends on its data"
+    ):
         export_onnx(model, "/tmp/never-written.onnx")
     model.train()  # train mode is the masked Gumbel path whatever the keep mode
     out = model(x, return_decisions=True)
@@ -204,6 +238,11 @@ def test_evaluate_reports_the_distribution(fake_fashion):
     assert adaptive["gmacs"] == pytest.approx(fixed["gmacs"], rel=0.1)
 
 
+@pytest.mark.promise(
+    "bad input",
+    "`calibrate --images 2`, `eval --thresholds 0.5 1.5 0.5` → `--images must be at least 8, got 2`, "
+    "`--thresholds must lie in (0, 1) …`",
+)
 def test_calibrate_and_eval_commands(tmp_path, fake_fashion, capsys):
     model = spread(dynamicvit.sparsify(tiny_vit(img_size=28, patch_size=7, in_chans=1), keep_rate=0.7))
     kwargs = {"img_size": 28, "patch_size": 7, "in_chans": 1, "embed_dim": 32, "depth": 4, "num_heads": 2}

@@ -14,6 +14,7 @@ def test_every_family_registers_once_in_command_line_order():
         register_family(FAMILIES["ViT"])
 
 
+@pytest.mark.promise("bad input", "an unsupported model → `Linear is not supported; supported: …`")
 def test_unsupported_model_lists_the_families():
     assert find_family(nn.Linear(2, 2)) is None
     with pytest.raises(TypeError, match="Linear is not supported; supported: .*ConvNeXt"):
@@ -28,6 +29,7 @@ def test_only_hierarchical_families_keep_maps():
     assert segments_tokens(vit) and not segments_tokens(convnext) and not segments_tokens(nn.Linear(2, 2))
 
 
+@pytest.mark.promise("bad input", "an unknown model → `unknown model 'no_such_net'. Supported: …`")
 def test_unknown_timm_name_is_a_value_error_listing_the_families():
     with pytest.raises(ValueError, match="unknown model 'no_such_net'. Supported: "):
         build_timm_model("no_such_net")

@@ -53,6 +53,10 @@ def test_converted_model_equals_the_hugging_face_one_and_keeps_the_contract(kind
     assert not torch.allclose(pruned.logits, dense_output, atol=1e-3)  # pruning changed the output
 
 
+@pytest.mark.promise(
+    "bad input",
+    "a Hugging Face block the family cannot follow → `cannot convert ViTModel: activation 'gelu_new' …`",
+)
 def test_unsupported_hugging_face_models_are_named():
     config = ViTConfig(**{**VIT, "hidden_act": "gelu_new"})
     with pytest.raises(TypeError, match="activation 'gelu_new'"):

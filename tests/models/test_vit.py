@@ -155,12 +155,17 @@ def test_state_dict_uses_release_key_layout():
     assert "blocks.0.attn.qkv.weight" in keys and "cls_token" in keys
 
 
+@pytest.mark.promise(
+    "bad input",
+    "`keep_rate=0`, prune layers out of range or unsorted (API) → `keep_rate must be in (0, 1], got 0.0`, "
+    "`prune_layers must lie in [1, 3] for a 4-block model, got [0, 2]`",
+)
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        ({"keep_rate": 0.0}, "keep_rate"),
+        ({"keep_rate": 0.0}, r"^keep_rate must be in \(0, 1\], got 0\.0$"),
         ({"keep_rate": 1.5}, "keep_rate"),
-        ({"prune_layers": [0, 2]}, r"\[1, 3\]"),
+        ({"prune_layers": [0, 2]}, r"^prune_layers must lie in \[1, 3\] for a 4-block model, got \[0, 2\]$"),
         ({"prune_layers": [1, 4]}, r"\[1, 3\]"),
         ({"prune_layers": [2, 1]}, "increasing"),
         ({"prune_layers": []}, "at least one"),
@@ -171,17 +176,22 @@ def test_bad_configuration_is_rejected(kwargs, match):
         dynamicvit.sparsify(tiny_vit(), **kwargs)
 
 
+@pytest.mark.promise(
+    "bad input",
+    "wrong input size, channels, shape; NaN/Inf pixels → `input is 64x64 but the model was built for 32x32; …`, "
+    "`model expects 3 input channels, got 1`, `input contains NaN or Inf values`",
+)
 def test_bad_inputs_get_clear_errors():
     model = dynamicvit.sparsify(tiny_vit()).eval()
-    with pytest.raises(ValueError, match="built for 32x32"):
+    with pytest.raises(ValueError, match="^input is 64x64 but the model was built for 32x32"):
         model(torch.randn(1, 3, 64, 64))
-    with pytest.raises(ValueError, match="channels"):
+    with pytest.raises(ValueError, match="^model expects 3 input channels, got 1$"):
         model(torch.randn(1, 1, 32, 32))
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
         model(torch.randn(3, 32, 32))
     x = torch.randn(1, 3, 32, 32)
     x[0, 0, 5, 5] = float("nan")
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match="^input contains NaN or Inf values"):
         model(x)
     x[0, 0, 5, 5] = float("inf")
     with pytest.raises(ValueError, match="NaN or Inf"):
@@ -194,6 +204,11 @@ def test_bad_inputs_get_clear_errors():
         model.keep_rate = 0
 
 
+@pytest.mark.promise(
+    "bad input",
+    "a ViT head the family cannot follow → `cannot sparsify VisionTransformer: global_pool 'token' "
+    "without a class token. Supported: …`",
+)
 def test_unsupported_models_are_named():
     with pytest.raises(TypeError, match="(?i)supported:"):
         dynamicvit.sparsify(nn.Linear(3, 3))

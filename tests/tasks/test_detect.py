@@ -12,6 +12,7 @@ import dynamicvit
 from dynamicvit.builder import evaluate_checkpoint
 from dynamicvit.cli import main
 from dynamicvit.data import ClutteredFashionDetection, CocoDetection, collate_detection
+from dynamicvit.tasks import get_task
 from dynamicvit.tasks.detect import LEVELS, DetectionDistillLoss, build_detector, coco_map
 from dynamicvit.train.trainer import Trainer
 
@@ -67,6 +68,12 @@ def test_coco_loader_scales_boxes_maps_categories_and_allows_empty_images(tmp_pa
     assert data[1][1]["boxes"].shape == (0, 4)  # an image without boxes is fine
 
 
+@pytest.mark.promise(
+    "bad input",
+    "a malformed COCO annotation file → `COCO annotation 9 of image D/a.png (image id 1): box [x, y, "
+    "w, h] = [30, 2, 20, 5] lies outside the 40x20 image` (also a non-positive size, an unknown "
+    "category id, a missing image file)",
+)
 @pytest.mark.parametrize(
     "annotation, image, message",
     [
@@ -219,6 +226,12 @@ def test_train_and_eval_detect_dense_and_sparse(tmp_path, fake_fashion, capsys):
     assert per_image["images"] == sparse["images"] and last["p90"] > last["p10"]  # each scene its own count
 
 
+@pytest.mark.promise(
+    "bad input",
+    "a task and a data set that do not go together → `--task detect needs --data "
+    "cluttered-fashion-boxes or coco; --data cluttered-fashion-mnist is a classify set (--task "
+    "classify)`, `--task detect needs a ConvNeXt or Swin backbone, got 'dvit_tiny_fmnist'`",
+)
 def test_detect_needs_a_hierarchical_backbone_and_box_data(tmp_path, fake_fashion):
     with pytest.raises(ValueError, match="needs a ConvNeXt or Swin backbone"):
         Trainer(tiny_cfg(tmp_path, fake_fashion, task="detect", dense=True, data="cluttered-fashion-boxes", canvas=28))
@@ -228,8 +241,27 @@ def test_detect_needs_a_hierarchical_backbone_and_box_data(tmp_path, fake_fashio
         Trainer(tiny_cfg(tmp_path, fake_fashion, dense=True, data="cluttered-fashion-boxes", canvas=28))
 
 
+@pytest.mark.promise(
+    "bad input",
+    "ONNX export of a detector → `Detector returns a list of detections per image; export writes "
+    "models with one logits tensor (classifiers, segmenters) – export its backbone (model.backbone) "
+    "instead`",
+)
 def test_export_refuses_a_detector_in_one_line(tmp_path):
     """A detector returns one dict of boxes per image: export refuses it before writing anything."""
     with pytest.raises(ValueError, match="Detector returns a list of detections per image; export"):
         dynamicvit.export_onnx(tiny_detector().eval(), tmp_path / "d.onnx")
     assert not (tmp_path / "d.onnx").exists()
+
+
+@pytest.mark.promise(
+    "bad input",
+    "random tokens on a detector → `forced token selection (e.g. random tokens) is evaluated on "
+    "classifiers and segmenters`",
+)
+def test_forced_token_selection_is_refused_on_a_detector():
+    """Random-token baselines score logits; a detector returns boxes, so forcing its selection is refused."""
+    with pytest.raises(
+        ValueError, match=r"^forced token selection \(e\.g\. random tokens\) is evaluated on classifiers"
+    ):
+        get_task("detect").evaluate(tiny_detector().eval(), [], None, 1, lambda *_: None, None)

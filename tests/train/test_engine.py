@@ -36,9 +36,17 @@ def test_dense_run_writes_metrics_and_checkpoint(tmp_path, fake_fashion):
     assert not (tmp_path / "run" / ".dynamicvit.lock").exists()
 
 
+@pytest.mark.promise(
+    "bad input",
+    "sparse training without a teacher, or a missing teacher file → `sparse training distils from a "
+    "trained dense model: pass --pretrained or --teacher-checkpoint …`, `--teacher-checkpoint t.pth: "
+    "no such file`",
+)
 def test_sparse_needs_a_teacher(tmp_path, fake_fashion):
-    with pytest.raises(ValueError, match="teacher-checkpoint"):
+    with pytest.raises(ValueError, match="^sparse training distils from a trained dense model: pass --pretrained or "):
         Trainer(tiny_cfg(tmp_path, fake_fashion))
+    with pytest.raises(ValueError, match=r"^--teacher-checkpoint .*t\.pth: no such file$"):
+        Trainer(tiny_cfg(tmp_path, fake_fashion, teacher_checkpoint=str(tmp_path / "t.pth")))
 
 
 def test_recipe_param_groups_and_frozen_tokens(tmp_path, fake_fashion, teacher_ckpt):
@@ -79,6 +87,11 @@ def test_frozen_prefix_never_trains_and_the_teacher_reuses_it(tmp_path, fake_fas
     assert not teacher_embeds  # every step resumed the teacher from the student's tokens
 
 
+@pytest.mark.promise(
+    "bad input",
+    "`--freeze-prefix` without DynamicViT → `--freeze-prefix applies to DynamicViT training "
+    "(--method dynamicvit, not --dense)`",
+)
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [({"method": "evit"}, "--freeze-prefix applies to DynamicViT"), ({"dense": True}, "--freeze-prefix applies")],
@@ -90,6 +103,10 @@ def test_frozen_prefix_is_refused_where_it_does_not_apply(tmp_path, fake_fashion
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.promise(
+    "bad input",
+    "`--freeze-prefix` on ConvNeXt/Swin → `--freeze-prefix needs DynamicViT on a timm ViT; convnext_tiny here is …`",
+)
 def test_frozen_prefix_is_refused_for_a_hierarchical_model(tmp_path, fake_fashion):
     kw = dict(
         model="convnext_tiny",
@@ -243,6 +260,11 @@ def _files(folder):
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 
 
+@pytest.mark.promise(
+    "bad input",
+    "`--out` in a folder that holds a run → `--out D already holds a run (last.pth, metrics.jsonl, "
+    "steps.jsonl); pass --resume to continue it or --overwrite to start over`",
+)
 def test_a_folder_holding_a_run_is_never_reused_silently(tmp_path, fake_fashion):
     Trainer(tiny_cfg(tmp_path, fake_fashion, dense=True, epochs=1)).fit()
     before = _files(tmp_path / "run")
@@ -254,9 +276,20 @@ def test_a_folder_holding_a_run_is_never_reused_silently(tmp_path, fake_fashion)
     assert len(lines) == 1 and _files(tmp_path / "run")["last.pth"] != before["last.pth"]
 
 
+@pytest.mark.promise(
+    "bad input",
+    "`--resume` with other settings → `D/last.pth was written with another configuration (lr 0.001 "
+    "-> 0.002; …); resume with the same settings (only epochs may grow), …`; `--resume` of a "
+    "finished run → `the run in D already finished its 4 epochs; pass a larger --epochs to train it "
+    "further`",
+)
 def test_resume_refuses_another_configuration_and_a_finished_run(tmp_path, fake_fashion):
     Trainer(tiny_cfg(tmp_path, fake_fashion, dense=True, epochs=1)).fit()
-    with pytest.raises(ValueError, match=r"lr 0\.001 -> 0\.002; seed 0 -> 3"):
+    with pytest.raises(
+        ValueError,
+        match=r"last\.pth was written with another configuration \(lr 0\.001 -> 0\.002; seed 0 -> 3\); "
+        "resume with the same settings",
+    ):
         Trainer(tiny_cfg(tmp_path, fake_fashion, dense=True, epochs=2, resume=True, lr=2e-3, seed=3))
     with pytest.raises(ValueError, match="already finished its 1 epochs"):
         Trainer(tiny_cfg(tmp_path, fake_fashion, dense=True, epochs=1, resume=True))
@@ -353,6 +386,11 @@ def test_resume_keeps_the_runs_family_defaulted_values(tmp_path, fake_fashion):
         Trainer(tiny_cfg(tmp_path, fake_fashion, dense=True, epochs=2, resume=True, backbone_lr_scale=0.2))
 
 
+@pytest.mark.promise(
+    "bad input",
+    "labels that are not there → `--data images has no labels: pass --no-labels …`, `--no-labels "
+    "trains a sparse model from a dense one; --dense training needs labels`",
+)
 def test_label_free_training_on_a_folder_of_images(tmp_path, fake_fashion):
     """--no-labels on any folder of images (no class folders): distillation and keep ratio only."""
     from PIL import Image
@@ -378,6 +416,11 @@ def test_label_free_training_on_a_folder_of_images(tmp_path, fake_fashion):
         Trainer(cfg.replace(dense=True, no_labels=True))
 
 
+@pytest.mark.promise(
+    "bad input",
+    "an encoder without classifier trained dense → `an encoder without classifier (num_classes 0) "
+    "has no labels to learn from: …`",
+)
 def test_encoder_without_classifier_distils_its_embedding_and_is_scored_by_knn(
     tmp_path, fake_fashion, teacher_ckpt, capsys
 ):

@@ -391,6 +391,11 @@ def test_converted_hierarchical_models_use_the_release_epsilons_and_scales(tmp_p
     assert torch.equal(stage.blocks[1].fast_path.gamma, torch.ones_like(stage.blocks[1].fast_path.gamma))
 
 
+@pytest.mark.promise(
+    "bad input",
+    "a release checkpoint into a dense model → `checkpoint … does not fit ConvNeXt … – unexpected "
+    "keys: score_predictor.0.in_conv.0.bias, …`",
+)
 def test_release_checkpoint_into_a_dense_model_names_the_extra_keys(tmp_path):
     state = fill(convnext_spec(PRUNE))
     import timm
@@ -421,6 +426,12 @@ def test_zoo_models_build_with_the_release_budget():
     assert model.keep_rate == 0.5 and model.prune_layers == [1, 2, 3]
 
 
+@pytest.mark.promise(
+    "bad input",
+    "a zoo model offline (nothing is cached) → `cannot download dynamicvit_swin_tiny.r0_7 from "
+    "https://cloud.tsinghua.edu.cn/f/…/?dl=1 (…); download it where you are online and pass it with "
+    "checkpoint_path=FILE …`",
+)
 def test_zoo_download_offline_names_the_url_and_the_way_out(tmp_path, monkeypatch):
     def offline(url, dst, **_):
         raise OSError("network is unreachable")
@@ -482,6 +493,10 @@ ZOO_NAMES = {
 }
 
 
+@pytest.mark.promise(
+    "bad input",
+    "a per-image keep mode on a head that reads patch tokens → `… a per-image keep mode needs a class-token head`",
+)
 @pytest.mark.parametrize("family", ["deit", "lvvit", "convnext", "swin"])
 def test_release_files_through_the_commands(family, tmp_path, capsys):
     """viz, export, eval and calibrate read a release file with a zoo name of every family, as the Python
