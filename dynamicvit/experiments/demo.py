@@ -28,7 +28,7 @@ from dynamicvit.data.fashion import FASHION_CLASSES
 from dynamicvit.draw.panels import save_kept_token_grid
 from dynamicvit.experiments.item_overlap import kept_item_overlap
 from dynamicvit.experiments.report import save_curves, write_html, write_markdown
-from dynamicvit.methods.budget import set_budget
+from dynamicvit.methods.budget import knob_of, set_budget
 from dynamicvit.methods.registry import apply_method
 from dynamicvit.tasks.evaluate import evaluate
 from dynamicvit.train.run_folder import check_report_folder
@@ -38,6 +38,7 @@ __all__ = ["STUDENT_RECIPE", "TEACHER_RECIPE", "DemoConfig", "run_demo"]
 
 # the demo's optimisation settings, shared with the leaderboards' proxies (dynamicvit.experiments.leaderboard)
 TEACHER_RECIPE = {"lr": 2e-3, "warmup_epochs": 0.2, "min_lr": 1e-5}
+RIVALS = ("tome", "evit")  # training-free methods shown beside the student at its MACs
 STUDENT_RECIPE = {
     "lr": 1e-3,
     "backbone_lr_scale": 0.1,
@@ -161,7 +162,7 @@ def _run(cfg: DemoConfig, command: str) -> dict:
         "dense": evaluate(teacher, test_set),
         "sparse": evaluate(student, test_set),
         "random": evaluate(student, test_set, decisions_fn=random_selector(cfg.seed)),
-        "tome": _tome_at_equal_macs(teacher, student, test_set),
+        **{rival: _rival_at_equal_macs(rival, teacher, student, test_set) for rival in RIVALS},
         "item_overlap": kept_item_overlap(student, test_set, count=cfg.overlap_images, seed=cfg.seed),
     }
     x = torch.stack([test_set[i][0] for i in range(min(cfg.bench_batch, len(test_set)))])
@@ -195,12 +196,12 @@ def _run(cfg: DemoConfig, command: str) -> dict:
     return summary
 
 
-def _tome_at_equal_macs(teacher: torch.nn.Module, student: torch.nn.Module, test_set) -> dict:
-    """ToMe (training-free token merging) on a copy of the teacher, its ``r`` set to the student's MACs."""
+def _rival_at_equal_macs(method: str, teacher: torch.nn.Module, student: torch.nn.Module, test_set) -> dict:
+    """A training-free rival (ToMe, EViT) on a copy of the teacher, its knob tuned to the student's MACs."""
     dense_macs = count_flops(teacher).total
-    tome = apply_method(copy.deepcopy(teacher), "tome")
-    fraction = set_budget(tome, count_flops(student).total / dense_macs, dense_macs)
-    return {**evaluate(tome.eval(), test_set), "r": tome.tome_r, "macs_fraction": fraction}
+    rival = apply_method(copy.deepcopy(teacher), method)
+    fraction = set_budget(rival, count_flops(student).total / dense_macs, dense_macs)
+    return {**evaluate(rival.eval(), test_set), **knob_of(rival), "macs_fraction": fraction}
 
 
 def _save_pictures(model, dataset, path: Path, count: int = 6) -> None:

@@ -89,7 +89,7 @@ def overlap_table(overlap: dict, kept: list[int]) -> list[str]:
 
 def demo_table(summary: dict) -> list[str]:
     """The demo's results table (markdown lines): the dense teacher, DynamicViT, the same weights with random
-    tokens, and ToMe on the teacher at the same MACs."""
+    tokens, and ToMe and EViT on the teacher at the same MACs."""
     d, s, r, t, b = (summary[k] for k in ("dense", "sparse", "random", "tome", "bench"))
     return [
         "| model | top-1 (%) | GMACs / image | img/s (batch {}) | kept patches per stage |".format(b["batch_size"]),
@@ -102,6 +102,11 @@ def demo_table(summary: dict) -> list[str]:
         f"{' / '.join(map(str, r['kept_tokens']))} |",
         f"| ToMe r={t['r']:g} on the teacher (no training) | {t['top1']:.2f} | {t['gmacs']:.4f} | – | "
         f"{' / '.join(map(str, t['kept_tokens']))} |",
+        *(
+            f"| EViT keep rate {e['keep_rate']:g} on the teacher (no training) | {e['top1']:.2f} | {e['gmacs']:.4f} "
+            f"| – | {' / '.join(map(str, e['kept_tokens']))} |"
+            for e in [summary[k] for k in ("evit",) if k in summary]  # results written before it lack the row
+        ),
     ]
 
 

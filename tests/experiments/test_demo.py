@@ -19,7 +19,10 @@ def test_quick_demo_writes_full_report(tmp_path, fake_fashion):
     report = (out / "report.md").read_text()
     assert f"{summary['sparse']['top1']:.2f}" in report and "random tokens" in report
     tome, overlaps = summary["tome"], summary["item_overlap"]
-    assert abs(tome["gmacs"] / summary["sparse"]["gmacs"] - 1) < 0.1 and f"ToMe r={tome['r']}" in report
+    assert abs(tome["gmacs"] / summary["sparse"]["gmacs"] - 1) < 0.1 and f"ToMe r={tome['r']:g}" in report
+    evit = summary["evit"]  # the other training-free rival, tuned to the same MACs
+    assert abs(evit["macs_fraction"] - summary["sparse"]["gmacs"] / summary["dense"]["gmacs"]) < 0.05
+    assert f"| EViT keep rate {evit['keep_rate']:g} on the teacher (no training) | {evit['top1']:.2f} |" in report
     assert overlaps["images"] == 64 and set(overlaps) >= {"learned", "random", "item_tokens"}
     for rule in ("learned", "random"):
         assert all(len(overlaps[rule][k]) == 3 for k in ("precision", "recall"))
