@@ -3,6 +3,7 @@ with its checks and YAML recipes: what training, evaluation and the model builde
 
 from dynamicvit.config.checks import (
     RESUMABLE_CHANGES,
+    changed_settings,
     check_resumable,
     check_teacher,
     trusted_config,
@@ -41,6 +42,7 @@ __all__ = [
     "RunConfig",
     "RunOptions",
     "ScheduleConfig",
+    "changed_settings",
     "check_resumable",
     "check_teacher",
     "config_yaml",

@@ -23,6 +23,7 @@ from dynamicvit.weights.zoo import ZOO
 
 __all__ = [
     "RESUMABLE_CHANGES",
+    "changed_settings",
     "check_resumable",
     "check_teacher",
     "trusted_config",
@@ -159,6 +160,18 @@ RESUMABLE_CHANGES = frozenset(
 )
 
 
+def changed_settings(saved: dict, cfg: RunConfig) -> list[str]:
+    """What ``cfg`` sets otherwise than the saved flat config ``saved`` (``"lr 0.001 -> 0.002"``), leaving out
+    what a resumed run may change (:data:`RESUMABLE_CHANGES`) and fields ``cfg`` leaves to the family
+    defaults; a field ``saved`` lacks is newer than it, and counts as its default."""
+    now, before = cfg.to_dict(), RunConfig.from_dict(saved).to_dict()
+    return [
+        f"{k} {before[k]!r} -> {v!r}"
+        for k, v in now.items()
+        if k not in RESUMABLE_CHANGES and v != before[k] and not (v is None and k in FAMILY_DEFAULTED)
+    ]
+
+
 def check_resumable(state: dict, cfg: RunConfig, path) -> None:
     """Raise unless ``state`` is a training checkpoint whose saved config matches ``cfg`` (fields left
     ``None`` in ``cfg`` take the saved value, as they would from the family defaults; fields the saved
@@ -167,13 +180,7 @@ def check_resumable(state: dict, cfg: RunConfig, path) -> None:
     missing = {"model", "optimizer", "scheduler", "epoch", "rng", "config"} - keys
     if missing:
         raise CheckpointError(f"--resume: {path} is not a training checkpoint (no {sorted(missing)})")
-    # a field the checkpoint lacks is newer than it: the run behaved as the field's default says
-    now, saved = cfg.to_dict(), RunConfig.from_dict(state["config"]).to_dict()
-    changed = [
-        f"{k} {saved[k]!r} -> {v!r}"
-        for k, v in now.items()
-        if k not in RESUMABLE_CHANGES and v != saved[k] and not (v is None and k in FAMILY_DEFAULTED)
-    ]
+    changed = changed_settings(state["config"], cfg)
     if changed:
         raise ValueError(
             f"{path} was written with another configuration ({'; '.join(changed)}); resume with the same "

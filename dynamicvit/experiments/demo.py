@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from dynamicvit.bench.timing import time_callables
+from dynamicvit.builder import load_trained
 from dynamicvit.config import RunConfig
 from dynamicvit.core.files import atomic_write_text, folder_lock
 from dynamicvit.core.flops import count_flops
@@ -28,13 +29,14 @@ from dynamicvit.data.fashion import FASHION_CLASSES
 from dynamicvit.draw.panels import save_kept_token_grid
 from dynamicvit.experiments.item_overlap import kept_item_overlap
 from dynamicvit.experiments.report import save_curves, write_html, write_markdown
+from dynamicvit.experiments.shipped_teacher import shipped_teacher, unpack_teacher
 from dynamicvit.methods.budget import knob_of, set_budget
 from dynamicvit.methods.registry import apply_method
 from dynamicvit.tasks.evaluate import evaluate
 from dynamicvit.train.run_folder import check_report_folder
 from dynamicvit.train.trainer import Trainer
 
-__all__ = ["STUDENT_RECIPE", "TEACHER_RECIPE", "DemoConfig", "run_demo"]
+__all__ = ["RIVALS", "STUDENT_RECIPE", "TEACHER_RECIPE", "DemoConfig", "run_demo", "teacher_config"]
 
 # the demo's optimisation settings, shared with the leaderboards' proxies (dynamicvit.experiments.leaderboard)
 TEACHER_RECIPE = {"lr": 2e-3, "warmup_epochs": 0.2, "min_lr": 1e-5}
@@ -69,6 +71,7 @@ class DemoConfig:
     progress: bool = True
     resume: bool = False  # reuse the finished runs of an earlier demo in out_dir, continue killed ones
     overwrite: bool = False  # start over in an out_dir that holds an earlier demo
+    train_teacher: bool = False  # train the teacher here instead of starting from the one shipped with the package
 
     @classmethod
     def quick(cls, **overrides) -> DemoConfig:
@@ -111,40 +114,44 @@ def run_demo(cfg: DemoConfig, command: str = "dynamicvit demo") -> dict:
         return _run(cfg, command)
 
 
+def _common(demo: DemoConfig) -> dict:
+    """The settings the demo's teacher and student share: model, data, batch, seed."""
+    return dict(
+        model="dvit_tiny_fmnist",
+        model_kwargs={"depth": demo.depth},
+        data="cluttered-fashion-mnist",
+        data_dir=demo.data_dir,
+        canvas=demo.canvas,
+        distractors=demo.distractors,
+        img_size=demo.canvas,
+        batch_size=demo.batch_size,
+        train_limit=demo.train_limit,
+        val_limit=demo.val_limit,
+        seed=demo.seed,
+        progress=demo.progress,
+    )
+
+
+def teacher_config(demo: DemoConfig) -> RunConfig:
+    """The run configuration of the demo's dense teacher (the shipped one was trained with the defaults')."""
+    out_dir = str(Path(demo.out_dir) / "teacher")
+    return RunConfig.of(dense=True, epochs=demo.teacher_epochs, **TEACHER_RECIPE, out_dir=out_dir, **_common(demo))
+
+
 def _run(cfg: DemoConfig, command: str) -> dict:
     """The demo's recipe.
 
-    Longer than 60 lines on purpose: it is the demo's recipe read top to bottom (teacher config, student
-    config, the evaluations and the report), mostly keyword arguments; split up, a reader would have to
-    jump between helpers to see one recipe.
+    Longer than 60 lines on purpose: it is the demo's recipe read top to bottom (teacher, student config, the
+    evaluations and the report), mostly keyword arguments; split up further, a reader would have to jump
+    between helpers to see one recipe.
     """
     start = time.perf_counter()
     out = Path(cfg.out_dir)
-    common = dict(
-        model="dvit_tiny_fmnist",
-        model_kwargs={"depth": cfg.depth},
-        data="cluttered-fashion-mnist",
-        data_dir=cfg.data_dir,
-        canvas=cfg.canvas,
-        distractors=cfg.distractors,
-        img_size=cfg.canvas,
-        batch_size=cfg.batch_size,
-        train_limit=cfg.train_limit,
-        val_limit=cfg.val_limit,
-        seed=cfg.seed,
-        progress=cfg.progress,
-    )
-    teacher_cfg = RunConfig.of(
-        dense=True,
-        epochs=cfg.teacher_epochs,
-        **TEACHER_RECIPE,
-        out_dir=str(out / "teacher"),
-        **common,
-    )
-    teacher_run, teacher_seconds = _train(teacher_cfg, cfg)
+    common, teacher_cfg = _common(cfg), teacher_config(cfg)
+    teacher, teacher_path, teacher_seconds, shipped = _teacher(teacher_cfg, cfg)
     student_cfg = RunConfig.of(
         dense=False,
-        teacher_checkpoint=str(out / "teacher" / "last.pth"),
+        teacher_checkpoint=str(teacher_path),
         epochs=cfg.student_epochs,
         **STUDENT_RECIPE,
         # the paper's schedule in miniature: the predictors alone first (backbone frozen), then the backbone too
@@ -155,7 +162,7 @@ def _run(cfg: DemoConfig, command: str) -> dict:
         **common,
     )
     student_run, student_seconds = _train(student_cfg, cfg)
-    teacher, student = teacher_run.model.eval(), student_run.model.eval()
+    teacher, student = teacher.eval(), student_run.model.eval()
     test_set = student_run.val_set
 
     results = {
@@ -184,9 +191,10 @@ def _run(cfg: DemoConfig, command: str) -> dict:
         "keep_rate": cfg.keep_rate,
         "num_patches": student.patch_embed.num_patches,
         "data": f"Cluttered Fashion-MNIST, {cfg.canvas}×{cfg.canvas} canvas, {cfg.distractors} "
-        f"distractor fragments, {len(teacher_run.train_set)} training / {len(test_set)} test images",
+        f"distractor fragments, {len(student_run.train_set)} training / {len(test_set)} test images",
         "provenance": provenance(command),
         "teacher_seconds": teacher_seconds,
+        "teacher_shipped": shipped,
         "student_seconds": student_seconds,
         "total_seconds": time.perf_counter() - start,
     }
@@ -194,6 +202,19 @@ def _run(cfg: DemoConfig, command: str) -> dict:
     write_markdown(summary, out / "report.md")
     write_html(out / "report.md", out / "report.html")
     return summary
+
+
+def _teacher(teacher_cfg: RunConfig, demo: DemoConfig) -> tuple[torch.nn.Module, Path, float, dict | None]:
+    """The dense teacher, its checkpoint, the seconds spent training it here and, when it is the one shipped
+    with the package (same recipe and data, ``--train-teacher`` not given), its record."""
+    shipped = None if demo.train_teacher else shipped_teacher(teacher_cfg)
+    if shipped is None:
+        run, seconds = _train(teacher_cfg, demo)
+        return run.model, Path(teacher_cfg.run.out_dir) / "last.pth", seconds, None
+    folder = Path(teacher_cfg.run.out_dir)
+    record = unpack_teacher(shipped, folder)  # its weights and curves where a run trained here leaves them
+    model, _ = load_trained(folder / "last.pth")
+    return model, folder / "last.pth", 0.0, {**record["provenance"], "train_seconds": record["train_seconds"]}
 
 
 def _rival_at_equal_macs(method: str, teacher: torch.nn.Module, student: torch.nn.Module, test_set) -> dict:

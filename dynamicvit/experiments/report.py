@@ -110,6 +110,17 @@ def demo_table(summary: dict) -> list[str]:
     ]
 
 
+def _teacher_time(summary: dict) -> str:
+    """How long the teacher took: trained here, or shipped with the package (trained once, by its command)."""
+    shipped = summary.get("teacher_shipped")
+    if not shipped:
+        return f"teacher {summary['teacher_seconds']:.0f} s"
+    return (
+        f"teacher shipped with the package (trained in {shipped['train_seconds']:.0f} s by `{shipped['command']}`, "
+        f"{shipped['date'][:10]}; `--train-teacher` trains it here)"
+    )
+
+
 def _demo_lines(summary: dict) -> list[str]:
     d, s, r, b = (summary[k] for k in ("dense", "sparse", "random", "bench"))
     return [
@@ -124,8 +135,8 @@ def _demo_lines(summary: dict) -> list[str]:
         f"fewer MACs, {b['speedup']:.2f}× the dense throughput (median of {b['repeats']} interleaved runs, "
         f"{b['threads']} threads).",
         f"- Learned predictor vs random selection at the same token counts: {s['top1'] - r['top1']:+.2f} points.",
-        f"- Training time: teacher {summary['teacher_seconds']:.0f} s, sparse fine-tuning "
-        f"{summary['student_seconds']:.0f} s; whole demo {summary['total_seconds']:.0f} s.",
+        f"- Training time: {_teacher_time(summary)}, sparse fine-tuning {summary['student_seconds']:.0f} s; whole "
+        f"demo {summary['total_seconds']:.0f} s.",
         "",
         *overlap_table(summary["item_overlap"], s["kept_tokens"]),
         "",

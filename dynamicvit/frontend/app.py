@@ -252,6 +252,9 @@ def build_app(
 ):
     """The Gradio page (a ``gradio.Blocks``), not yet launched.
 
+    Longer than 60 lines on purpose: the page's layout reads top to bottom, one Gradio widget per line, and its
+    two callbacks are closures over the page's picture folder and time limit.
+
     Args:
         default_model: the model name the page starts with (default: :func:`page_model`'s choice: a
             training checkpoint's own model, else :data:`DEFAULT_MODEL`).

@@ -60,3 +60,39 @@ def test_precision_and_recall_of_kept_tokens_by_hand():
     # image 0: 2 of 3 kept on the item, 2 of 4 item tokens kept; image 1 keeps nothing; image 2 has no item
     assert precision.tolist() == pytest.approx([2 / 3, 0.0, 0.0])
     assert recall.tolist() == pytest.approx([0.5, 0.0, 1.0])
+
+
+def test_the_demo_starts_from_the_shipped_teacher_when_its_settings_match(tmp_path, fake_fashion, monkeypatch):
+    """A teacher shipped from a demo that trained it is used, not retrained, by a demo of the same settings
+    (same weights: same dense top-1; no teacher seconds; the report names where it came from); a demo of other
+    settings, or with --train-teacher, trains its own."""
+    from dynamicvit.experiments import shipped_teacher
+
+    monkeypatch.setattr(shipped_teacher, "ASSETS", tmp_path / "assets")
+    quick = dict(data_dir=str(fake_fashion), progress=False)
+    trained = run_demo(DemoConfig.quick(out_dir=str(tmp_path / "a"), train_teacher=True, **quick))
+    shipped_teacher.ship_teacher(tmp_path / "a" / "teacher", trained["teacher_seconds"], "dynamicvit demo --quick")
+    reused = run_demo(DemoConfig.quick(out_dir=str(tmp_path / "b"), **quick))
+    assert reused["teacher_seconds"] == 0 and reused["teacher_shipped"]["command"] == "dynamicvit demo --quick"
+    same = ("top1", "gmacs", "kept_tokens")
+    assert all(reused[m].get(k) == trained[m].get(k) for m in ("dense", "sparse", "tome", "evit") for k in same)
+    assert "teacher shipped with the package" in (tmp_path / "b" / "report.md").read_text()
+    assert (tmp_path / "b" / "curves.png").stat().st_size > 0
+    other = run_demo(DemoConfig.quick(out_dir=str(tmp_path / "c"), seed=1, **quick))
+    assert other["teacher_shipped"] is None and other["teacher_seconds"] > 0
+
+
+def test_the_shipped_teacher_is_the_default_demos_and_says_how_it_was_made():
+    """Changing the demo's teacher recipe or data without re-shipping its teacher would make every demo train
+    it again: the shipped files must match the defaults (re-ship with scripts/ship_demo_teacher.py)."""
+    from dynamicvit.builder import load_trained
+    from dynamicvit.experiments.demo import teacher_config
+    from dynamicvit.experiments.shipped_teacher import shipped_teacher
+
+    weights = shipped_teacher(teacher_config(DemoConfig()))
+    assert weights is not None, "the shipped teacher was trained with other settings than the demo's defaults"
+    record = json.loads(weights.with_suffix(".json").read_text())
+    assert {"command", "commit", "machine", "date"} <= set(record["provenance"]) and record["train_seconds"] > 0
+    assert len(record["metrics"]) == DemoConfig().teacher_epochs and record["steps"]
+    model, cfg = load_trained(weights)
+    assert cfg.model.dense and model(torch.zeros(1, 1, 48, 48)).shape == (1, 10)

@@ -1,4 +1,5 @@
-"""``dynamicvit demo``: train a dense teacher and a DynamicViT on Cluttered Fashion-MNIST; report."""
+"""``dynamicvit demo``: a dense teacher (shipped, or trained here) and a DynamicViT on Cluttered Fashion-MNIST;
+report."""
 
 from __future__ import annotations
 
@@ -16,13 +17,25 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="seconds-long smoke run on a few hundred images")
     p.add_argument("--resume", action="store_true", help="reuse the finished runs of an earlier demo in --out")
     p.add_argument("--overwrite", action="store_true", help="start over in an --out that holds an earlier demo")
+    p.add_argument(
+        "--train-teacher",
+        action="store_true",
+        help="train the dense teacher here (default: start from the one shipped with the package, when the demo's "
+        "settings are those it was trained with)",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
     """Run ``dynamicvit demo`` on its parsed arguments."""
     from dynamicvit.experiments.demo import DemoConfig, run_demo
 
-    overrides = {"out_dir": args.out, "data_dir": args.data_dir, "resume": args.resume, "overwrite": args.overwrite}
+    overrides = {
+        "out_dir": args.out,
+        "data_dir": args.data_dir,
+        "resume": args.resume,
+        "overwrite": args.overwrite,
+        "train_teacher": args.train_teacher,
+    }
     cfg = DemoConfig.quick(**overrides) if args.quick else DemoConfig(**overrides)
     summary = run_demo(cfg, command=shlex.join(["dynamicvit", *args.argv]))
     print((Path(args.out) / "report.md").read_text())
