@@ -20,6 +20,7 @@ import torch
 
 from dynamicvit.bench.timing import time_callables
 from dynamicvit.builder import load_trained
+from dynamicvit.builder.data import build_run_dataset
 from dynamicvit.config import RunConfig
 from dynamicvit.core.files import atomic_write_text, folder_lock
 from dynamicvit.core.flops import count_flops
@@ -211,6 +212,7 @@ def _teacher(teacher_cfg: RunConfig, demo: DemoConfig) -> tuple[torch.nn.Module,
     if shipped is None:
         run, seconds = _train(teacher_cfg, demo)
         return run.model, Path(teacher_cfg.run.out_dir) / "last.pth", seconds, None
+    build_run_dataset(teacher_cfg, "test")  # missing data is an error before anything is written
     folder = Path(teacher_cfg.run.out_dir)
     record = unpack_teacher(shipped, folder)  # its weights and curves where a run trained here leaves them
     model, _ = load_trained(folder / "last.pth")
