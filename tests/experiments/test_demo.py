@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from dynamicvit.core.files import CheckpointError
 from dynamicvit.experiments.demo import DemoConfig, run_demo
 from dynamicvit.experiments.item_overlap import item_tokens, overlap
 
@@ -78,6 +79,9 @@ def test_the_demo_starts_from_the_shipped_teacher_when_its_settings_match(tmp_pa
     assert all(reused[m].get(k) == trained[m].get(k) for m in ("dense", "sparse", "tome", "evit") for k in same)
     assert "teacher shipped with the package" in (tmp_path / "b" / "report.md").read_text()
     assert (tmp_path / "b" / "curves.png").stat().st_size > 0
+    # training the teacher into a folder that holds the shipped one: its weights are no training checkpoint
+    with pytest.raises(CheckpointError, match=r"teacher/last\.pth is not a training checkpoint"):
+        run_demo(DemoConfig.quick(out_dir=str(tmp_path / "b"), train_teacher=True, resume=True, **quick))
     other = run_demo(DemoConfig.quick(out_dir=str(tmp_path / "c"), seed=1, **quick))
     assert other["teacher_shipped"] is None and other["teacher_seconds"] > 0
 
