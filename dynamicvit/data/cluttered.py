@@ -38,6 +38,13 @@ VAL_IMAGES = 10_000  # the held-out "val" split: the last Fashion-MNIST training
 MAX_SCENE_ITEMS = 64
 
 
+def _check_range_order(options: DataOptions, name: str, flag) -> None:
+    """A count drawn from [NAME, NAME_max] per image: the upper end, when given, is not below the lower."""
+    low, high = getattr(options, name), getattr(options, f"{name}_max")
+    if high is not None and high < low:
+        raise ValueError(f"{flag(f'{name}_max')} must be at least {flag(name)} ({low}), got {high}")
+
+
 @dataclass(frozen=True)
 class CanvasOptions(DataOptions):
     """The knob every cluttered set has: the canvas the items are placed on."""
@@ -69,11 +76,7 @@ class ClutteredOptions(CanvasOptions):
     )
 
     def check(self, flag) -> None:
-        if self.distractors_max is not None and self.distractors_max < self.distractors:
-            raise ValueError(
-                f"{flag('distractors_max')} must be at least {flag('distractors')} ({self.distractors}), "
-                f"got {self.distractors_max}"
-            )
+        _check_range_order(self, "distractors", flag)
         side = round(self.item_size * self.item_scale)
         if side > self.canvas:
             raise ValueError(
@@ -96,11 +99,7 @@ class SceneOptions(CanvasOptions):
     )
 
     def check(self, flag) -> None:
-        if self.scene_items_max is not None and self.scene_items_max < self.scene_items:
-            raise ValueError(
-                f"{flag('scene_items_max')} must be at least {flag('scene_items')} ({self.scene_items}), "
-                f"got {self.scene_items_max}"
-            )
+        _check_range_order(self, "scene_items", flag)
 
 
 class _Canvases(Dataset):

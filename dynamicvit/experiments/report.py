@@ -87,27 +87,32 @@ def overlap_table(overlap: dict, kept: list[int]) -> list[str]:
     return lines
 
 
+# the demo's training-free rivals: their key in a summary and their row's label (a summary may lack a rival
+# added after it was written)
+_RIVAL_LABELS = {"tome": "ToMe r={r:g}", "evit": "EViT keep rate {keep_rate:g}"}
+
+
 def demo_table(summary: dict) -> list[str]:
     """The demo's results table (markdown lines): the dense teacher, DynamicViT, the same weights with random
     tokens, and ToMe and EViT on the teacher at the same MACs."""
-    d, s, r, t, b = (summary[k] for k in ("dense", "sparse", "random", "tome", "bench"))
+    b = summary["bench"]
     return [
         "| model | top-1 (%) | GMACs / image | img/s (batch {}) | kept patches per stage |".format(b["batch_size"]),
         "|---|---|---|---|---|",
-        f"| dense teacher | {d['top1']:.2f} | {d['gmacs']:.4f} | {b['img_per_s']['dense']:.0f} | "
-        f"{summary['num_patches']} |",
-        f"| DynamicViT ρ={summary['keep_rate']} | {s['top1']:.2f} | {s['gmacs']:.4f} | "
-        f"{b['img_per_s']['sparse']:.0f} | {' / '.join(map(str, s['kept_tokens']))} |",
-        f"| same weights, random tokens | {r['top1']:.2f} | {r['gmacs']:.4f} | – | "
-        f"{' / '.join(map(str, r['kept_tokens']))} |",
-        f"| ToMe r={t['r']:g} on the teacher (no training) | {t['top1']:.2f} | {t['gmacs']:.4f} | – | "
-        f"{' / '.join(map(str, t['kept_tokens']))} |",
+        _demo_row("dense teacher", summary["dense"], f"{b['img_per_s']['dense']:.0f}", str(summary["num_patches"])),
+        _demo_row(f"DynamicViT ρ={summary['keep_rate']}", summary["sparse"], f"{b['img_per_s']['sparse']:.0f}"),
+        _demo_row("same weights, random tokens", summary["random"]),
         *(
-            f"| EViT keep rate {e['keep_rate']:g} on the teacher (no training) | {e['top1']:.2f} | {e['gmacs']:.4f} "
-            f"| – | {' / '.join(map(str, e['kept_tokens']))} |"
-            for e in [summary[k] for k in ("evit",) if k in summary]  # results written before it lack the row
+            _demo_row(f"{label.format(**summary[key])} on the teacher (no training)", summary[key])
+            for key, label in _RIVAL_LABELS.items()
+            if key in summary
         ),
     ]
+
+
+def _demo_row(label: str, result: dict, img_per_s: str = "–", kept: str | None = None) -> str:
+    kept = kept or " / ".join(map(str, result["kept_tokens"]))
+    return f"| {label} | {result['top1']:.2f} | {result['gmacs']:.4f} | {img_per_s} | {kept} |"
 
 
 def _teacher_time(summary: dict) -> str:
