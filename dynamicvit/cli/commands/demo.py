@@ -7,6 +7,7 @@ import argparse
 import shlex
 from pathlib import Path
 
+from dynamicvit.cli.arguments import non_negative
 from dynamicvit.cli.registry import Command, register_command
 
 
@@ -17,6 +18,13 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="seconds-long smoke run on a few hundred images")
     p.add_argument("--resume", action="store_true", help="reuse the finished runs of an earlier demo in --out")
     p.add_argument("--overwrite", action="store_true", help="start over in an --out that holds an earlier demo")
+    p.add_argument("--seed", type=non_negative, default=0, help="the student's seed (the teacher's is 0)")
+    p.add_argument(
+        "--mask-rule",
+        choices=("topk", "gumbel"),
+        default="topk",
+        help="the student's training masks: the top-k rule, or the paper's Gumbel-Softmax samples",
+    )
     p.add_argument(
         "--train-teacher",
         action="store_true",
@@ -35,6 +43,8 @@ def run(args: argparse.Namespace) -> None:
         "resume": args.resume,
         "overwrite": args.overwrite,
         "train_teacher": args.train_teacher,
+        "seed": args.seed,
+        "mask_rule": args.mask_rule,
     }
     cfg = DemoConfig.quick(**overrides) if args.quick else DemoConfig(**overrides)
     summary = run_demo(cfg, command=shlex.join(["dynamicvit", *args.argv]))
