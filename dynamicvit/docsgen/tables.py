@@ -12,7 +12,7 @@ from pathlib import Path
 from dynamicvit.core.provenance import describe_machine
 from dynamicvit.docsgen.budgets import budgets_table
 from dynamicvit.docsgen.leaderboard import leaderboard_table, missing_board
-from dynamicvit.experiments.report import demo_table, overlap_table
+from dynamicvit.experiments.report import demo_report, demo_table, overlap_table, student_label
 from dynamicvit.weights.zoo import ZOO
 
 __all__ = ["RESULTS_DIR", "render"]
@@ -54,6 +54,29 @@ def _demo(r: dict) -> str:
         *overlap_table(r["item_overlap"], sparse["kept_tokens"]),
     ]
     return "\n".join(rows)
+
+
+def _demo_seeds(result: dict) -> str:
+    """``scripts/demo_seeds.py``'s result: the default demo's top-1 per student seed, with the training-free
+    rivals at the student's MACs, and on how many seeds the student is at or above each of them."""
+    rows = result["rows"]
+    rivals = [k for k in ("tome", "evit") if all(k in r["top1"] for r in rows)]
+    names = {"tome": "ToMe", "evit": "EViT"}
+    lines = [
+        f"| seed | dense teacher | {student_label(rows[0])} | "
+        + " | ".join(f"{names[k]} (same MACs)" for k in rivals)
+        + " | random tokens | demo minutes |",
+        "|---" * (5 + len(rivals)) + "|",
+    ]
+    for r in rows:
+        t = r["top1"]
+        lines.append(
+            f"| {r['seed']} | {t['dense']:.2f} | {t['sparse']:.2f} | "
+            + " | ".join(f"{t[k]:.2f}" for k in rivals)
+            + f" | {t['random']:.2f} | {r['total_seconds'] / 60:.1f} |"
+        )
+    wins = [f"{names[k]} on {sum(r['top1']['sparse'] >= r['top1'][k] for r in rows)} of {len(rows)}" for k in rivals]
+    return "\n".join(lines) + f"\n\nSeeds on which DynamicViT is at or above the rival: {'; '.join(wins)}."
 
 
 def _flops(rows: list[dict]) -> str:
@@ -255,6 +278,7 @@ def _tune(r: dict) -> str:
 
 _RENDERERS: dict[str, Callable[[dict], str]] = {
     "demo": _demo,
+    "demo-seeds": _demo_seeds,
     "schedule-demo": _schedule,
     **{f"leaderboard-{proxy}": leaderboard_table for proxy in LEADERBOARDS},
     "budgets-scale": budgets_table,
@@ -262,6 +286,8 @@ _RENDERERS: dict[str, Callable[[dict], str]] = {
     "budgets-scenes": budgets_table,
     "tune": _tune,
 }
+# renderings of another name's result file: the demo's whole report (docs/demo/report.md, its pictures beside it)
+_SOURCES = {"demo-report": ("demo", demo_report)}
 # one file per row (or per run), in a folder of the table's name
 _TABLES: dict[str, Callable[[list[dict]], str]] = {
     "flops": _flops,
@@ -296,8 +322,12 @@ def render(name: str, folder: Path = RESULTS_DIR) -> str:
         if not rows:
             raise ValueError(f"no result files in {folder / name}")
         return _TABLES[name](rows) + "\n\n" + _shared_provenance([r["provenance"] for r in rows])
+    if name in _SOURCES:
+        source, renderer = _SOURCES[name]
+        return renderer(json.loads((folder / f"{source}.json").read_text()))
     if name not in _RENDERERS:
-        raise ValueError(f"no renderer for result {name!r}; known: {', '.join([*_RENDERERS, *_TABLES])}")
+        known = ", ".join([*_RENDERERS, *_SOURCES, *_TABLES])
+        raise ValueError(f"no renderer for result {name!r}; known: {known}")
     if name.startswith("leaderboard-") and not (folder / f"{name}.json").exists():
         return missing_board(name)  # a board still being run
     result = json.loads((folder / f"{name}.json").read_text())

@@ -12,11 +12,13 @@ from dynamicvit.core.provenance import describe_machine
 from dynamicvit.draw.figures import plt, save_figure
 
 __all__ = [
+    "demo_report",
     "demo_table",
     "lead_sentences",
     "overlap_table",
     "read_jsonl",
     "regime_rows",
+    "student_label",
     "save_curves",
     "save_tradeoff_plots",
     "write_comparison_markdown",
@@ -54,7 +56,13 @@ def save_curves(runs: dict[str, Path], path: str | os.PathLike) -> None:
 
 def write_markdown(summary: dict, path: str | os.PathLike) -> None:
     """The demo's report: results table, kept tokens on the item, speed, pictures, how it was made."""
-    atomic_write_text(path, "\n".join(_demo_lines(summary)))
+    atomic_write_text(path, demo_report(summary))
+
+
+def demo_report(summary: dict) -> str:
+    """The demo's report (markdown) from its ``summary.json``: what the run writes as ``report.md`` and the
+    documentation renders from ``docs/results/demo.json``; its pictures are read beside it."""
+    return "\n".join(_demo_lines(summary))
 
 
 def write_html(markdown_path: str | os.PathLike, path: str | os.PathLike) -> None:
@@ -100,7 +108,7 @@ def demo_table(summary: dict) -> list[str]:
         "| model | top-1 (%) | GMACs / image | img/s (batch {}) | kept patches per stage |".format(b["batch_size"]),
         "|---|---|---|---|---|",
         _demo_row("dense teacher", summary["dense"], f"{b['img_per_s']['dense']:.0f}", str(summary["num_patches"])),
-        _demo_row(f"DynamicViT ρ={summary['keep_rate']}", summary["sparse"], f"{b['img_per_s']['sparse']:.0f}"),
+        _demo_row(student_label(summary), summary["sparse"], f"{b['img_per_s']['sparse']:.0f}"),
         _demo_row("same weights, random tokens", summary["random"]),
         *(
             _demo_row(f"{label.format(**summary[key])} on the teacher (no training)", summary[key])
@@ -108,6 +116,13 @@ def demo_table(summary: dict) -> list[str]:
             if key in summary
         ),
     ]
+
+
+def student_label(summary: dict) -> str:
+    """``DynamicViT ρ=0.7, top-k rule``: the keep rate and training rule of a demo's summary (or of a row
+    with ``keep_rate`` and ``mask_rule``; one without a rule predates the top-k rule: the paper's)."""
+    rule = "top-k rule" if summary.get("mask_rule") == "topk" else "Gumbel rule"
+    return f"DynamicViT ρ={summary['keep_rate']}, {rule}"
 
 
 def _demo_row(label: str, result: dict, img_per_s: str = "–", kept: str | None = None) -> str:

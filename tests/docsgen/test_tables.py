@@ -62,6 +62,16 @@ def test_the_readme_table_is_its_result_file_rendered():
     assert render("demo", RESULTS_DIR) in (ROOT / "README.md").read_text()
 
 
+def test_the_demo_report_page_is_the_runs_report_rendered_from_its_result_file(tmp_path):
+    """docs/demo/report.md is generated: the report a demo run writes, from docs/results/demo.json."""
+    from dynamicvit.experiments.report import write_markdown
+
+    assert (ROOT / "docs" / "demo" / "report.md").read_text().strip() == "<!-- results:demo-report -->"
+    write_markdown(json.loads((RESULTS_DIR / "demo.json").read_text()), tmp_path / "report.md")
+    assert render("demo-report", RESULTS_DIR) == (tmp_path / "report.md").read_text()
+    assert render("demo", RESULTS_DIR).split("\n")[0] in render("demo-report", RESULTS_DIR)
+
+
 def test_a_changed_figure_changes_the_rendering(tmp_path):
     result = json.loads((RESULTS_DIR / "demo.json").read_text())
     result["sparse"]["top1"] += 1.0
@@ -178,3 +188,13 @@ def test_the_budget_table_of_a_segmentation_curve_reads_miou(tmp_path):
     table = _budgets_table(tmp_path, result)
     assert "| 0.5 | 20.75, 20.00 | +0.75 | +0.25 |" in table
     assert "**met** (3 of 3)" in table and "budgets' own share" in table and "**not met** (0 of 3)" in table
+
+
+def test_the_demo_seeds_table_has_a_row_per_seed_and_counts_the_seeds_at_or_above_each_rival(tmp_path):
+    result = json.loads((RESULTS_DIR / "demo-seeds.json").read_text())
+    row = result["rows"][0]
+    row["top1"]["tome"] = row["top1"]["sparse"] + 1
+    result["rows"] = [row, {**row, "seed": 7, "top1": {**row["top1"], "tome": row["top1"]["sparse"]}}]
+    (tmp_path / "demo-seeds.json").write_text(json.dumps(result))
+    table = render("demo-seeds", tmp_path)
+    assert len(re.findall(r"^\| [07] \| ", table, re.M)) == 2 and "ToMe on 1 of 2; EViT on 2 of 2" in table

@@ -103,3 +103,15 @@ def test_the_shipped_teacher_is_the_default_demos_and_says_how_it_was_made():
     assert len(record["metrics"]) == DemoConfig().teacher_epochs and record["steps"]
     model, cfg = load_trained(weights)
     assert cfg.model.dense and model(torch.zeros(1, 1, 48, 48)).shape == (1, 10)
+
+
+def test_a_seeds_row_is_its_demo_then_read_back_not_run_again(tmp_path, fake_fashion, monkeypatch):
+    """scripts/demo_seeds.py resumes: a seed whose demo finished is read from its summary, not trained again."""
+    from dynamicvit.experiments import demo_seeds
+
+    cfg = DemoConfig.quick(out_dir=str(tmp_path / "seed-1"), seed=1, data_dir=str(fake_fashion), progress=False)
+    row = demo_seeds.seed_row(cfg)
+    assert row["seed"] == 1 and set(row["top1"]) == {"dense", "sparse", "random", "tome", "evit"}
+    assert row["macs_fraction"]["dense"] == 1 and 0 < row["macs_fraction"]["sparse"] < 1
+    monkeypatch.setattr(demo_seeds, "run_demo", lambda *a, **k: pytest.fail("a finished seed ran again"))
+    assert demo_seeds.seed_row(cfg) == row
