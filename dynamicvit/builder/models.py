@@ -83,9 +83,9 @@ def reduce(model: nn.Module, cfg: RunConfig, fine_tuned: bool | None = None, **o
 
 
 def configure_reducer(model: nn.Module, cfg: RunConfig) -> None:
-    """Set the DynamicViT options of ``cfg`` on ``model``'s reducing module: the training mask rule, merged drops
-    and the attention prior (which must come before weights trained with it are loaded). A method without
-    them refuses in one line."""
+    """Set the DynamicViT options of ``cfg`` on ``model``'s reducing module: the training mask rule, merged drops,
+    the predictors' width and the attention prior (the last two before weights trained with them are loaded). A
+    method without them refuses in one line."""
     reducer = find_reducer(model)
     if cfg.loss.mask_rule != DEFAULT_MASK_RULE:
         if not get_method(cfg.model.method).uses_mask_rule:
@@ -99,6 +99,12 @@ def configure_reducer(model: nn.Module, cfg: RunConfig) -> None:
                 f"--merge-dropped is DynamicViT's on plain ViTs; method {cfg.model.method} does not drop tokens"
             )
         reducer.merge_dropped = True
+    if cfg.budget.predictor_width != 1.0:
+        if not has_attention_prior(reducer):
+            raise ValueError(
+                f"--predictor-width is DynamicViT's on ViTs; method {cfg.model.method} has no such predictor"
+            )
+        reducer.use_predictor_width(cfg.budget.predictor_width)
     if cfg.budget.attention_prior:
         if not has_attention_prior(reducer):
             raise ValueError(

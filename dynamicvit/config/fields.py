@@ -195,6 +195,12 @@ class BudgetConfig:
         "DynamicViT on plain ViTs: each stage decides inside its block after the attention and adds a learned "
         "multiple of the log attention each patch receives to the predictor's score (it starts as Top-K)",
     )
+    predictor_width: float = option(
+        1.0,
+        "DynamicViT on ViTs: the predictors' MLP width as a fraction of the model's (1: the paper's); a narrower "
+        "one costs fewer MACs, which a MACs budget spends on kept tokens",
+        valid=(lambda v: 0 < v <= 1, "in (0, 1]"),
+    )
 
 
 @dataclass

@@ -106,21 +106,24 @@ class TokenPredictor(nn.Module):
     concatenated with the mean of the alive tokens' global features.
 
     Args:
-        embed_dim: the tokens' channels (even, at least 8).
+        embed_dim: the tokens' channels.
         eps: the LayerNorm's epsilon (the release uses 1e-5 for ViTs and Swin, 1e-6 for ConvNeXt).
+        hidden: the MLP's width (even, at least 8; default ``embed_dim``, the paper's). A narrower one costs
+            fewer MACs per token, which an equal-MACs budget spends on kept tokens instead.
     """
 
-    def __init__(self, embed_dim: int, eps: float = 1e-5) -> None:
+    def __init__(self, embed_dim: int, eps: float = 1e-5, hidden: int | None = None) -> None:
         super().__init__()
-        if embed_dim < 8 or embed_dim % 2:
-            raise ValueError(f"TokenPredictor needs an even embed_dim >= 8, got {embed_dim}")
-        self.in_conv = nn.Sequential(nn.LayerNorm(embed_dim, eps=eps), nn.Linear(embed_dim, embed_dim), nn.GELU())
+        hidden = embed_dim if hidden is None else hidden
+        if hidden < 8 or hidden % 2:
+            raise ValueError(f"TokenPredictor needs an even width >= 8, got {hidden}")
+        self.in_conv = nn.Sequential(nn.LayerNorm(embed_dim, eps=eps), nn.Linear(embed_dim, hidden), nn.GELU())
         self.out_conv = nn.Sequential(
-            nn.Linear(embed_dim, embed_dim // 2),
+            nn.Linear(hidden, hidden // 2),
             nn.GELU(),
-            nn.Linear(embed_dim // 2, embed_dim // 4),
+            nn.Linear(hidden // 2, hidden // 4),
             nn.GELU(),
-            nn.Linear(embed_dim // 4, 2),
+            nn.Linear(hidden // 4, 2),
             nn.LogSoftmax(dim=-1),
         )
         self.register_parameter("prior_weight", None)  # the attention prior's weight (use_attention_prior)
@@ -181,18 +184,18 @@ class TokenPredictor(nn.Module):
         ops and no submodule calls, because it runs in every inference and at batch 1 the
         per-op overhead is a visible part of the latency. (The activations are exact GELUs.)"""
         b, n, c = x.shape
-        half, fc_mix = c // 2, self.out_conv[0]
         x = self._token_features(x.reshape(b * n, c))
-        global_x = F.linear(x.view(b, n, c)[..., half:].mean(dim=1), fc_mix.weight[:, half:], fc_mix.bias)
+        width, fc_mix = x.shape[-1], self.out_conv[0]
+        half = width // 2
+        global_x = F.linear(x.view(b, n, width)[..., half:].mean(dim=1), fc_mix.weight[:, half:], fc_mix.bias)
         x = (x[:, :half] @ fc_mix.weight[:, :half].t()).view(b, n, -1).add_(global_x.unsqueeze(1))
         return self._keep_logit(x.view(b * n, -1)).view(b, n)
 
     def keep_score_packed(self, x: torch.Tensor, seg: torch.Tensor, num_images: int) -> torch.Tensor:
         """:meth:`keep_score` of packed tokens ``x`` (T, C) of ``num_images`` images (``seg``: each row's
         image): the global half is the mean over each image's own rows."""
-        c = x.shape[-1]
-        half, fc_mix = c // 2, self.out_conv[0]
         x = self._token_features(x)
+        half, fc_mix = x.shape[-1] // 2, self.out_conv[0]
         global_x = F.linear(packed_means(x[:, half:], seg, num_images), fc_mix.weight[:, half:], fc_mix.bias)
         x = (x[:, :half] @ fc_mix.weight[:, :half].t()).add_(global_x.index_select(0, seg))
         return self._keep_logit(x).view(-1)
@@ -204,7 +207,7 @@ class TokenPredictor(nn.Module):
         return F.gelu(torch.addmm(fc_in.bias, x, fc_in.weight.t()))
 
     def _keep_logit(self, x: torch.Tensor) -> torch.Tensor:
-        """The rest of ``out_conv`` after its first projection (R, C/2) → keep log-odds (R, 1): the
+        """The rest of ``out_conv`` after its first projection (R, width/2) → keep log-odds (R, 1): the
         difference of the two output logits, so no softmax is needed."""
         _, _, fc_mid, _, fc_out, _ = self.out_conv
         x = F.gelu(torch.addmm(fc_mid.bias, F.gelu(x), fc_mid.weight.t()))
@@ -287,10 +290,12 @@ def gumbel_keep_mask(log_probs: torch.Tensor, prev_mask: torch.Tensor, tau: floa
     return hard * prev_mask
 
 
-def build_predictors(embed_dim: int, keep_probabilities: list[float], eps: float = 1e-5) -> nn.ModuleList:
-    """One fresh :class:`TokenPredictor` per stage: linear weights truncated-normal (std 0.02),
-    biases zero, then each starting at its stage's keep probability."""
-    predictors = nn.ModuleList(TokenPredictor(embed_dim, eps) for _ in keep_probabilities)
+def build_predictors(
+    embed_dim: int, keep_probabilities: list[float], eps: float = 1e-5, hidden: int | None = None
+) -> nn.ModuleList:
+    """One fresh :class:`TokenPredictor` (of width ``hidden``, default ``embed_dim``) per stage: linear weights
+    truncated-normal (std 0.02), biases zero, then each starting at its stage's keep probability."""
+    predictors = nn.ModuleList(TokenPredictor(embed_dim, eps, hidden) for _ in keep_probabilities)
     for module in predictors.modules():
         if isinstance(module, nn.Linear):
             nn.init.trunc_normal_(module.weight, std=0.02)

@@ -31,7 +31,7 @@ from dynamicvit.core.attention import masked_attention
 from dynamicvit.core.attention_prior import attention_half, log_prior
 from dynamicvit.core.interfaces import Family
 from dynamicvit.core.learned_budget import build_budget_predictors
-from dynamicvit.core.predictor import decide
+from dynamicvit.core.predictor import build_predictors, decide
 from dynamicvit.core.tokens import (
     check_finite,
     forced_at,
@@ -230,6 +230,17 @@ class DynamicViTMixin(MergedDropsMixin, AdaptiveForwardMixin, SharedPrefixMixin,
             raise ValueError(f"the attention prior runs on plain timm ViT blocks, not {type(self).__name__}")
         for predictor in self.score_predictor:
             predictor.use_attention_prior()
+
+    def use_predictor_width(self, fraction: float) -> None:
+        """Replace the fresh predictors by ones whose MLP is ``fraction`` of the model's width (a multiple of 8,
+        at least 8): fewer MACs per scored token, spent on kept tokens under an equal-MACs budget. Once, before
+        the attention prior, training or loading weights trained with it."""
+        if self.attention_prior:
+            raise ValueError("set the predictors' width before turning the attention prior on")
+        ref = next(self.score_predictor.parameters())
+        hidden = max(8, round(self.embed_dim * fraction / 8) * 8)
+        rates = [self._keep_rate] * len(self.score_predictor)
+        self.score_predictor = build_predictors(self.embed_dim, rates, hidden=hidden).to(ref.device, ref.dtype)
 
     def _stage_attention(
         self, blk: nn.Module, x: torch.Tensor, policy: torch.Tensor | None = None, size: torch.Tensor | None = None

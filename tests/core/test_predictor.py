@@ -44,10 +44,11 @@ def test_split_projection_equals_concat_reference():
 
 
 @settings(max_examples=15, deadline=None)
-@given(b=st.integers(1, 3), n=st.integers(1, 20))
-def test_keep_score_is_the_log_odds_of_keep(b, n):
-    """The eval score (one output, no softmax) is log p_keep - log p_drop, so it ranks as the log-probability."""
-    pred = TokenPredictor(16).double()
+@given(b=st.integers(1, 3), n=st.integers(1, 20), hidden=st.sampled_from([None, 8, 24]))
+def test_keep_score_is_the_log_odds_of_keep(b, n, hidden):
+    """The eval score (one output, no softmax) is log p_keep - log p_drop, so it ranks as the log-probability;
+    for a predictor of the model's width and for narrower or wider ones."""
+    pred = TokenPredictor(16, hidden=hidden).double()
     for p in pred.parameters():
         torch.nn.init.normal_(p, std=0.5)
     x = torch.randn(b, n, 16, dtype=torch.double)
@@ -56,6 +57,8 @@ def test_keep_score_is_the_log_odds_of_keep(b, n):
     assert score.shape == (b, n)
     assert torch.allclose(score, log_probs[..., 0] - log_probs[..., 1], atol=1e-10)
     assert torch.equal(score.argsort(dim=1), log_probs[..., 0].argsort(dim=1))
+    seg = torch.arange(b).repeat_interleave(n)  # the same tokens packed, each image's mean over its own rows
+    assert torch.allclose(pred.keep_score_packed(x.reshape(b * n, 16), seg, b), score.reshape(-1), atol=1e-10)
 
 
 def test_global_summary_ignores_dropped_tokens():
@@ -84,9 +87,11 @@ def test_gumbel_mask_is_straight_through():
     assert logits.grad is not None and logits.grad.abs().sum() > 0
 
 
-def test_even_embed_dim_required():
-    with pytest.raises(ValueError, match="even embed_dim"):
+def test_even_width_required():
+    with pytest.raises(ValueError, match="even width >= 8, got 31"):
         TokenPredictor(31)
+    with pytest.raises(ValueError, match="even width >= 8, got 4"):
+        TokenPredictor(32, hidden=4)
     assert math.isclose(check_keep_rate(1), 1.0)
 
 

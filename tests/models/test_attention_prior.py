@@ -112,3 +112,38 @@ def test_where_the_prior_cannot_run_it_says_so():
     beit = dynamicvit.create_model("beit_base_patch16_224", img_size=32, depth=4, embed_dim=64, num_heads=2)
     with pytest.raises(ValueError, match="plain timm ViT blocks"):
         beit.use_attention_prior()
+
+
+@pytest.mark.parametrize("prior", [False, True])
+def test_narrower_predictors_cost_fewer_macs_keep_the_same_counts_and_round_trip(prior):
+    """--predictor-width: the same kept counts for a fraction of the predictors' MACs, with or without the
+    prior (which still starts as Top-K's ranking); a checkpoint of such a model loads back into the same
+    layout and outputs; a method without DynamicViT's predictors refuses it in one line."""
+    from dynamicvit.builder import build_dense, configure_reducer, load_trained
+    from dynamicvit.builder.models import reduce
+    from dynamicvit.config import RunConfig
+    from dynamicvit.core.flops import count_flops
+
+    cfg = RunConfig.of(
+        model="vit_tiny_patch16_224",
+        model_kwargs={"depth": 4, "embed_dim": 32, "num_heads": 2, "patch_size": 4},
+        img_size=32,
+        keep_rate=0.6,
+        predictor_width=0.25,
+        attention_prior=prior,
+    )
+    torch.manual_seed(0)
+    narrow = reduce(build_dense(cfg, 10, 3), cfg).eval()
+    paper = reduce(build_dense(cfg, 10, 3), cfg.replace(predictor_width=1.0, attention_prior=False)).eval()
+    assert narrow.score_predictor[0].in_conv[1].out_features == 8 and narrow.attention_prior == prior
+    ours, theirs = count_flops(narrow), count_flops(paper)
+    assert ours.tokens == theirs.tokens and ours.parts["predictors"] < theirs.parts["predictors"] / 3
+    with torch.no_grad():
+        for p in narrow.score_predictor.parameters():
+            p.normal_(0, 0.5)
+    loaded, _ = load_trained({"model": narrow.state_dict(), "config": cfg.to_dict()})
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), narrow(x))
+    with pytest.raises(ValueError, match="--predictor-width is DynamicViT's"):
+        configure_reducer(apply_method(tiny_vit(), "tome"), cfg.replace(attention_prior=False, method="tome"))

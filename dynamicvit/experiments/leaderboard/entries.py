@@ -16,7 +16,8 @@ class Entry:
     Attributes:
         name: the entry's name on the board (``dynamicvit+topk``).
         method: the registered method.
-        fields: config fields of the variant (``mask_rule``, ``merge_dropped``, ``attention_prior``).
+        fields: config fields of the variant (``mask_rule``, ``merge_dropped``, ``attention_prior``,
+            ``predictor_width``).
         label: its name in tables.
     """
 
@@ -46,6 +47,9 @@ VARIANTS = (
     Entry("dynamicvit+prior+topk+merge", "dynamicvit",
           {"attention_prior": True, "mask_rule": "topk", "merge_dropped": True},
           "DynamicViT (attention prior, top-k rule, merged drops)"),
+    Entry("dynamicvit+light", "dynamicvit", {"predictor_width": 0.25}, "DynamicViT (quarter-width predictors)"),
+    Entry("dynamicvit+topk+light", "dynamicvit", {"mask_rule": "topk", "predictor_width": 0.25},
+          "DynamicViT (top-k rule, quarter-width predictors)"),
 )  # fmt: skip
 FROZEN_ONLY = ("random", "static", "pool")  # baselines without a fine-tuned regime on the larger grids
 # DynamicViT's entries fine-tuned on the larger grids: its two best variants of the 6×6 board (the top-k rule,
