@@ -4,12 +4,17 @@ verdicts. The columns are the result files' keys."""
 
 from __future__ import annotations
 
-__all__ = ["budgets_table"]
+__all__ = ["budgets_summary", "budgets_table"]
 
 BUDGET_MODES = ("fixed", "threshold", "learned")
 AS_TRAINED = "learned, as trained"
 FIXED_COUNTS = "learned, fixed counts"
 METRIC_NAMES = {"top1": "top-1", "miou": "mIoU"}
+DATA_NAMES = {
+    "scenes": "scenes with 1 to 6 items",
+    "scale": "objects of varying size",
+    "clutter": "the demo's canvases",
+}
 
 
 def budgets_table(r: dict) -> str:
@@ -131,3 +136,30 @@ def _as_trained(rows: list[dict], metric: str = "top1") -> tuple[list[str], list
         cells = f"{own[metric]:.2f}, {1e3 * own['gmacs']:.2f} | {at_macs} | {for_score}"
         lines.append(f"| {row['keep_rate']:g} | {cells} |")
     return lines, wins
+
+
+def budgets_summary(*results: dict) -> str:
+    """One line per ``scripts/budget_curves.py`` result, each cell a value per keep rate (ρ ascending): what the
+    learned budgets add to the same student at the fixed counts, what the learned student's training adds at
+    those counts over the fixed student, the threshold mode against the fixed one, and how the mean test cost
+    of the calibrated per-image modes carries over (against the fixed mode's)."""
+    lines = [
+        "| data (score) | ρ | learned − same student at fixed counts | that student − fixed student "
+        "| threshold − fixed | test MACs vs fixed: learned | test MACs vs fixed: threshold |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        rows, metric = sorted(r["budgets"], key=lambda row: row["keep_rate"]), r.get("metric", "top1")
+        diffs = [
+            [row["learned"][metric] - row[FIXED_COUNTS][metric] for row in rows],
+            [row[FIXED_COUNTS][metric] - row["fixed"][metric] for row in rows],
+            [row["threshold"][metric] - row["fixed"][metric] for row in rows],
+        ]
+        costs = [[100 * (row[m]["gmacs"] / row["fixed"]["gmacs"] - 1) for row in rows] for m in BUDGET_MODES[:0:-1]]
+        cells = [
+            " / ".join(f"{row['keep_rate']:g}" for row in rows),
+            *(" / ".join(f"{v:+.2f}" for v in d) for d in diffs),
+            *(" / ".join(f"{v:+.1f} %" for v in c) for c in costs),
+        ]
+        lines.append(f"| {DATA_NAMES.get(r['data'], r['data'])} ({METRIC_NAMES[metric]}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dynamicvit.core.provenance import describe_machine
-from dynamicvit.docsgen.budgets import budgets_table
+from dynamicvit.docsgen.budgets import budgets_summary, budgets_table
 from dynamicvit.docsgen.leaderboard import leaderboard_table, missing_board
 from dynamicvit.experiments.report import demo_report, demo_table, overlap_table, student_label
 from dynamicvit.weights.zoo import ZOO
@@ -286,8 +286,12 @@ _RENDERERS: dict[str, Callable[[dict], str]] = {
     "budgets-scenes": budgets_table,
     "tune": _tune,
 }
-# renderings of another name's result file: the demo's whole report (docs/demo/report.md, its pictures beside it)
-_SOURCES = {"demo-report": ("demo", demo_report)}
+# renderings of other names' result files: the demo's whole report (docs/demo/report.md, its pictures beside it);
+# the per-image budgets' findings over their three data sets
+_SOURCES: dict[str, tuple[tuple[str, ...], Callable[..., str]]] = {
+    "demo-report": (("demo",), demo_report),
+    "budgets-summary": (("budgets-scenes", "budgets-scale", "budgets-clutter"), budgets_summary),
+}
 # one file per row (or per run), in a folder of the table's name
 _TABLES: dict[str, Callable[[list[dict]], str]] = {
     "flops": _flops,
@@ -323,8 +327,8 @@ def render(name: str, folder: Path = RESULTS_DIR) -> str:
             raise ValueError(f"no result files in {folder / name}")
         return _TABLES[name](rows) + "\n\n" + _shared_provenance([r["provenance"] for r in rows])
     if name in _SOURCES:
-        source, renderer = _SOURCES[name]
-        return renderer(json.loads((folder / f"{source}.json").read_text()))
+        sources, renderer = _SOURCES[name]
+        return renderer(*(json.loads((folder / f"{source}.json").read_text()) for source in sources))
     if name not in _RENDERERS:
         known = ", ".join([*_RENDERERS, *_SOURCES, *_TABLES])
         raise ValueError(f"no renderer for result {name!r}; known: {known}")

@@ -198,3 +198,12 @@ def test_the_demo_seeds_table_has_a_row_per_seed_and_counts_the_seeds_at_or_abov
     (tmp_path / "demo-seeds.json").write_text(json.dumps(result))
     table = render("demo-seeds", tmp_path)
     assert len(re.findall(r"^\| [07] \| ", table, re.M)) == 2 and "ToMe on 1 of 2; EViT on 2 of 2" in table
+
+
+def test_the_budgets_summary_has_a_line_per_data_set_with_a_value_per_budget():
+    table = render("budgets-summary", RESULTS_DIR)
+    for name in ("budgets-scenes", "budgets-scale", "budgets-clutter"):
+        r = json.loads((RESULTS_DIR / f"{name}.json").read_text())
+        metric, rows = r.get("metric", "top1"), sorted(r["budgets"], key=lambda row: row["keep_rate"])
+        gains = " / ".join(f"{row['learned, fixed counts'][metric] - row['fixed'][metric]:+.2f}" for row in rows)
+        assert f"| {gains} |" in table, name
