@@ -1,6 +1,8 @@
 """mkdocs hook: pages take generated content instead of typed copies.
 
 * ``<!-- cli -->`` becomes the ``--help`` of every command, from the argument parser itself;
+* ``<!-- methods -->`` becomes the table of token-reduction methods, from the method registry
+  (``dynamicvit.docsgen.methods``);
 * ``<!-- results:NAME -->`` becomes the table of ``docs/results/NAME.json`` with its provenance line
   (``dynamicvit.docsgen.tables.render``), so a number typed by hand cannot appear;
 * ``<!-- layers -->`` becomes the diagram of which folder imports which, drawn from the code
@@ -19,6 +21,7 @@ from pathlib import Path
 import dynamicvit
 from dynamicvit.docsgen.cli_reference import cli_reference
 from dynamicvit.docsgen.layers import render_layers
+from dynamicvit.docsgen.methods import methods_table
 from dynamicvit.docsgen.promises import render_promises
 from dynamicvit.docsgen.roles import strip_roles
 from dynamicvit.docsgen.tables import render
@@ -31,6 +34,8 @@ TESTS = Path(__file__).resolve().parent.parent / "tests"
 def on_page_markdown(markdown: str, config, **_) -> str:
     results = Path(config["docs_dir"]) / "results"
     markdown = markdown.replace("<!-- cli -->", cli_reference())
+    if "<!-- methods -->" in markdown:
+        markdown = markdown.replace("<!-- methods -->", methods_table())
     if "<!-- layers -->" in markdown:
         markdown = markdown.replace("<!-- layers -->", render_layers(Path(dynamicvit.__file__).parent))
     markdown = _PROMISES.sub(lambda m: render_promises(m.group(1), TESTS), markdown)

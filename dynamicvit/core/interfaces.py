@@ -194,10 +194,17 @@ class Method:
         keeps_subset: its decisions are kept indices (else tokens are mixtures of patches).
         uses_mask_rule: its training masks follow a mask rule (``--mask-rule``).
         apply_options: the keyword options of :meth:`apply` beyond the knob (e.g. ToMe's ``prop_attn``).
+        summary: what it does, in one line (the documentation's table of methods).
+        paper: its paper's arXiv id, or ``""`` for a baseline of this library.
+        per_image: images keep different numbers of tokens (by default; DynamicViT's per-image keep modes are
+            options).
     """
 
     name: ClassVar[str]
     label: ClassVar[str]  # for tables and plots
+    summary: ClassVar[str]
+    paper: ClassVar[str] = ""
+    per_image: ClassVar[bool] = False
     knob: ClassVar[str] = "keep_rate"  # the model attribute that sets the budget
     knob_label: ClassVar[str] = "keep_rate"
     exportable: ClassVar[bool] = True  # no run-time randomness: ONNX export works

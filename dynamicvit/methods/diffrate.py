@@ -218,6 +218,8 @@ def _mean_merge(x: torch.Tensor, size: torch.Tensor, prefix: int, merge: int) ->
 class DiffRate(Method):
     name = "diffrate"
     label = "DiffRate (searched rates)"
+    summary = "per-block prune and merge counts searched for the MACs target"
+    paper = "2305.17997"
     learned = True
     keeps_subset = False
 

@@ -18,6 +18,8 @@ PREDICTOR_EPOCHS = 1  # predictor-only epochs before a comparison fine-tunes the
 class DynamicViT(Method):
     name = "dynamicvit"
     label = "DynamicViT"
+    summary = "learned predictors drop tokens at three stages (per-image budgets: `--keep-mode`)"
+    paper = "2106.02034"
     accepts_decisions = True
     learned = True
     uses_mask_rule = True

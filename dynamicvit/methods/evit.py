@@ -69,6 +69,8 @@ class EViTMixin(BaselineMixin):
 class EViT(Method):
     name = "evit"
     label = "EViT (CLS attention + fuse)"
+    summary = "keeps what the class token attends to, fuses the rest into one token"
+    paper = "2202.07800"
     keeps_subset = False  # its fused token is a mixture of patches
 
     @classmethod

@@ -188,6 +188,8 @@ class MCTFMixin(InBlockMixin):
 class MCTF(MergePerBlock):
     name = "mctf"
     label = "MCTF (multi-criteria fusion)"
+    summary = "multi-criteria fusion (similarity, informativeness, size), bidirectional"
+    paper = "2403.10030"
     knob = "mctf_r"
     merges = "fused"
     mixin = MCTFMixin

@@ -47,6 +47,7 @@ class GridPoolMixin(BaselineMixin):
 class GridPool(Method):
     name = "pool"
     label = "grid pooling"
+    summary = "average-pools the token grid at each stage"
     keeps_subset = False
 
     @classmethod

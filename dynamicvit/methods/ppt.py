@@ -99,6 +99,9 @@ class PPTMixin(BaselineMixin):
 class PPT(Method):
     name = "ppt"
     label = "PPT (prune or pool)"
+    summary = "per image: prune by importance, or pool (merge) when the scores are even"
+    paper = "2310.01812"
+    per_image = True
 
     @classmethod
     def apply(

@@ -25,6 +25,7 @@ class RandomKeepMixin(ScoredKeepMixin):
 class RandomKeep(Method):
     name = "random"
     label = "random keep"
+    summary = "random patches at DynamicViT's counts"
     exportable = False  # draws from a Python-side generator at run time
 
     @classmethod

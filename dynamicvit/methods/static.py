@@ -32,6 +32,7 @@ class StaticKeepMixin(ScoredKeepMixin):
 class StaticKeep(Method):
     name = "static"
     label = "static centre keep"
+    summary = "the centre patches at DynamicViT's counts"
 
     @classmethod
     def apply(cls, model: nn.Module, keep_rate: float = 0.7, prune_layers=None, **_) -> nn.Module:

@@ -85,6 +85,8 @@ class ToMeMixin(InBlockMixin):
 class ToMe(MergePerBlock):
     name = "tome"
     label = "ToMe (merging)"
+    summary = "bipartite merging of r tokens in every block"
+    paper = "2210.09461"
     knob = "tome_r"
     mixin = ToMeMixin
     apply_options = ("prop_attn",)

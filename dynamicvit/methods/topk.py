@@ -27,6 +27,8 @@ class TopKMixin(EViTMixin):
 class TopK(Method):
     name = "topk"
     label = "Top-K (CLS attention)"
+    summary = "keeps what the class token attends to, drops the rest (EViT without fusion)"
+    paper = "2308.04657"
 
     @classmethod
     def apply(cls, model: nn.Module, keep_rate: float = 0.7, prune_layers=None, **_) -> nn.Module:
