@@ -18,7 +18,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="seconds-long smoke run on a few hundred images")
     p.add_argument("--resume", action="store_true", help="reuse the finished runs of an earlier demo in --out")
     p.add_argument("--overwrite", action="store_true", help="start over in an --out that holds an earlier demo")
-    p.add_argument("--seed", type=non_negative, default=0, help="the student's seed (the teacher's is 0)")
+    p.add_argument("--seed", type=non_negative, default=0, help="the student's seed (the teacher is seed 0's)")
     p.add_argument(
         "--mask-rule",
         choices=("topk", "gumbel"),
