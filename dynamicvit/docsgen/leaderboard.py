@@ -68,11 +68,13 @@ def leaderboard_table(summary: dict) -> str:
         if speed
         else " Not timed yet (the speed pass has not run)."
     )
+    runs = [x for g in summary["rows"] for x in g["train_seconds"] if x]
     head = (
         f"Dense teacher: {d['top1']:.2f} % top-1 on the {d['images']} test canvases; its held-out top-1 peaked at "
         f"{t['val_top1']:.2f} % in epoch {t['best_epoch']} of {t['epochs']} trained (schedule {t['max_epochs']} "
         f"epochs, stopped when it stopped rising; {t['train_seconds'] / 3600:.1f} h of training). Students: "
-        f"{r['train_limit']} training canvases, {r['epochs']} epoch, seeds {', '.join(map(str, seeds))}. Each "
+        f"{r['train_limit']} training canvases, {r['epochs']} epoch, seeds {', '.join(map(str, seeds))}; "
+        f"{len(runs)} trained runs, {sum(runs) / 3600:.1f} h of training in all, on the machine below. Each "
         "cell: top-1 (%) ± standard deviation (seeds), then the "
         f"fraction of the dense MACs reached and the speed-up.{timing} Bold: the leader, where its lead's 95 % "
         "interval (test images and seeds) lies above zero; `=`: the entries of a tie for the lead."

@@ -40,6 +40,7 @@ def test_bold_only_where_the_lead_holds_and_ties_marked():
     assert mctf.split(" | ")[1].startswith("= ") and evit.split(" | ")[1].startswith("= ")  # 0.5: a tie
     assert evit.split(" | ")[2].startswith("**")  # 0.65: EViT's lead over ToMe holds
     assert "MCTF ties with EViT" in table and "EViT leads: " in table and "Not timed yet" in table
+    assert "10 trained runs, 0.0 h of training in all" in table  # the board's measured cost: 5 rows × 2 seeds
 
 
 def test_a_board_not_yet_published_says_so(tmp_path):
