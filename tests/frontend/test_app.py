@@ -1,12 +1,9 @@
 """The app in a real browser: headless Chromium (Debian's ``chromium`` and ``chromium-driver``) driven by
 Selenium against the Gradio page served on a free local port. Without a browser the test is skipped with
-its reason, unless ``DYNAMICVIT_REQUIRE_BROWSER=1`` (set by ``.ci/run``) makes that a failure; with
-``DYNAMICVIT_APP_SCREENSHOT=FILE`` it saves the page it checked there (the README's picture)."""
+its reason, unless ``DYNAMICVIT_REQUIRE_BROWSER=1`` (set by ``.ci/run``) makes that a failure. The page is
+driven by :mod:`dynamicvit.frontend.browser`, which also takes the documentation's picture of it."""
 
 import os
-import re
-import shutil
-import socket
 import time
 
 import numpy as np
@@ -14,9 +11,7 @@ import pytest
 from PIL import Image
 
 from dynamicvit.frontend.app import build_app, load_model, run_image
-
-DRIVER = shutil.which("chromedriver")
-BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+from dynamicvit.frontend.browser import BROWSER, DRIVER, Page, launch
 
 
 def _browser_or_skip():
@@ -30,12 +25,6 @@ def _browser_or_skip():
         pytest.fail(f"the browser test needs {', '.join(missing)}")
     if missing:
         pytest.skip(f"no {', '.join(missing)} (scripts/setup.sh installs them)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _photo(path, seed=0):
@@ -66,73 +55,24 @@ def test_run_image_reports_kept_tokens_top_classes_and_cost(tmp_path):
 
 def test_the_page_in_a_browser(tmp_path):
     _browser_or_skip()
-    from selenium import webdriver
-    from selenium.common.exceptions import StaleElementReferenceException
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    port = _free_port()
     app = build_app("deit_tiny_patch16_224")
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    options = webdriver.ChromeOptions()
-    flags = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1300,1100")
-    for flag in flags:
-        options.add_argument(flag)
-    options.binary_location = BROWSER
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
-    # Gradio re-renders components while it updates them: a found element may go stale before it is read,
-    # so every read and every action retries until it succeeds
-    wait = WebDriverWait(driver, 120, ignored_exceptions=(StaleElementReferenceException,))
     try:
-        driver.get(f"http://127.0.0.1:{port}/")
-        info = lambda: driver.find_element(By.ID, "info").text  # noqa: E731
-        picture = lambda: driver.find_element(By.CSS_SELECTOR, "#picture img").get_attribute("src")  # noqa: E731
-
-        def kept(text: str) -> list[int]:
-            found = re.search(r"kept tokens per stage: ([\d / ]+)", text)
-            return [int(v) for v in found.group(1).split("/")] if found else []
-
-        def act(action) -> None:
-            wait.until(lambda _: action() or True)
-
-        def set_keep_rate(value: str) -> None:
-            # the whole value at once: typed key by key, its first digit ("0") is out of the slider's range
-            fill = "arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('input', {bubbles: true}));"
-            act(lambda: driver.execute_script(fill, element("#keep-rate input[type=number]"), value))
-            act(lambda: element("#keep-rate input[type=number]").send_keys(Keys.ENTER))
-
-        def element(css: str):
-            wait.until(lambda _: driver.find_elements(By.CSS_SELECTOR, css))
-            return driver.find_element(By.CSS_SELECTOR, css)
-
-        def upload(path: str) -> None:
-            if not driver.find_elements(By.CSS_SELECTOR, "#upload input[type=file]"):
-                act(lambda: element("#upload button[aria-label='Clear']").click())  # the previous file
-            act(lambda: element("#upload input[type=file]").send_keys(path))
-
-        element("#upload input[type=file]")  # the page has rendered
-        upload(_photo(tmp_path / "photo.png"))
-        wait.until(lambda _: kept(info()))
-        set_keep_rate("0.9")
-        wait.until(lambda _: kept(info()) == [176, 158, 142])
-        wide_picture = wait.until(lambda _: picture())
-        set_keep_rate("0.5")
-        wait.until(lambda _: kept(info()) == [98, 49, 24])
-        assert wait.until(lambda _: picture()) != wide_picture  # a new drawing for the new budget
-        if os.environ.get("DYNAMICVIT_APP_SCREENSHOT"):
-            settled = lambda _: "processing" not in driver.find_element(By.TAG_NAME, "body").text  # noqa: E731
-            wait.until(lambda _: settled(_) and picture() and kept(info()) == [98, 49, 24])
-            driver.save_screenshot(os.environ["DYNAMICVIT_APP_SCREENSHOT"])
-
-        (tmp_path / "notes.png").write_text("not an image")
-        upload(str(tmp_path / "notes.png"))
-        wait.until(lambda _: "error" in info() and "cannot read image" in info())
-        upload(_photo(tmp_path / "second.png", seed=1))  # the server survived the bad file
-        wait.until(lambda _: kept(info()) == [98, 49, 24])
+        with Page(launch(app)) as page:
+            page.upload(_photo(tmp_path / "photo.png"))
+            page.until(page.kept)
+            page.set_keep_rate("0.9")
+            page.until(lambda: page.kept() == [176, 158, 142])
+            wide_picture = page.until(page.picture)
+            page.set_keep_rate("0.5")
+            page.until(lambda: page.kept() == [98, 49, 24])
+            assert page.until(page.picture) != wide_picture  # a new drawing for the new budget
+            (tmp_path / "notes.png").write_text("not an image")
+            page.upload(str(tmp_path / "notes.png"))
+            page.until(lambda: "error" in page.info() and "cannot read image" in page.info())
+            page.upload(_photo(tmp_path / "second.png", seed=1))  # the server survived the bad file
+            page.until(lambda: page.kept() == [98, 49, 24])
     finally:
-        driver.quit()
         app.close()
 
 
