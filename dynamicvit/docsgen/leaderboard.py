@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import statistics
 
-__all__ = ["leaderboard_table", "missing_board"]
+__all__ = ["leaderboard_table", "leaderboards_summary", "missing_board"]
 
 
 def _cell(g: dict, lead: dict | None) -> str:
@@ -98,3 +98,33 @@ def missing_board(name: str) -> str:
     """What a leaderboard page shows before its board published a result file."""
     proxy = name.removeprefix("leaderboard-")
     return f"*No result file yet: `python scripts/leaderboard.py --proxy {proxy} --publish` writes it.*"
+
+
+def leaderboards_summary(*summaries: dict | None) -> str:
+    """Who leads at each token grid, regime and budget, from the boards' result files (``None``: a board not yet
+    published): the leader, or the entries tied for the lead, the gap to the runner-up with its 95 % interval,
+    and DynamicViT's best variant with its gap; the frozen regime is what a pretrained model gets without
+    training, the fine-tuned one what a short fine-tune gives."""
+    lines = [
+        "| tokens | regime | MACs | leads (or ties for the lead) | gap to the runner-up (95 % interval) "
+        "| best DynamicViT variant, gap |",
+        "|---|---|---|---|---|---|",
+    ]
+    for summary in (s for s in summaries if s is not None):
+        lines += [_lead_line(x, summary["proxy"]["grid"], summary["labels"]) for x in summary["leads"]]
+    missing = len(summaries) - sum(s is not None for s in summaries)
+    if missing == len(summaries):
+        return "*No board published yet (`python scripts/leaderboard.py --proxy PROXY --publish` writes one).*"
+    return "\n".join(lines) + (f"\n\n*{missing} of {len(summaries)} boards not yet published.*" if missing else "")
+
+
+def _lead_line(x: dict, grid: int, labels: dict[str, str]) -> str:
+    """The summary's line of one regime and budget of a board (an entry of its ``leads``)."""
+    runner = min(x["gaps"], key=lambda k: x["gaps"][k]["gap"])
+    g, ours = x["gaps"][runner], x["dynamicvit"]
+    who = " = ".join(labels.get(k, k) for k in [x["leader"], *x["tied"]])
+    theirs = "leads" if ours == x["leader"] else f"{x['gaps'][ours]['gap']:.2f} behind" if ours else "–"
+    return (
+        f"| {grid}×{grid} | {x['regime']} | {x['budget']:g} | {who} | {g['gap']:.2f} ({g['low']:+.2f} to "
+        f"{g['high']:+.2f}) | {labels.get(ours, ours) if ours else '–'}: {theirs} |"
+    )

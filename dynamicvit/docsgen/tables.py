@@ -11,7 +11,7 @@ from pathlib import Path
 
 from dynamicvit.core.provenance import describe_machine
 from dynamicvit.docsgen.budgets import budgets_summary, budgets_table
-from dynamicvit.docsgen.leaderboard import leaderboard_table, missing_board
+from dynamicvit.docsgen.leaderboard import leaderboard_table, leaderboards_summary, missing_board
 from dynamicvit.experiments.report import demo_report, demo_table, overlap_table, student_label
 from dynamicvit.weights.zoo import ZOO
 
@@ -291,6 +291,7 @@ _RENDERERS: dict[str, Callable[[dict], str]] = {
 _SOURCES: dict[str, tuple[tuple[str, ...], Callable[..., str]]] = {
     "demo-report": (("demo",), demo_report),
     "budgets-summary": (("budgets-scenes", "budgets-scale", "budgets-clutter"), budgets_summary),
+    "leaderboards-summary": (tuple(f"leaderboard-{proxy}" for proxy in LEADERBOARDS), leaderboards_summary),
 }
 # one file per row (or per run), in a folder of the table's name
 _TABLES: dict[str, Callable[[list[dict]], str]] = {
@@ -308,6 +309,14 @@ _TABLES: dict[str, Callable[[list[dict]], str]] = {
     **{task: _dense_prediction for task in ("segment", "vit-segment", "detect")},
     **{f"{task}-speed": _checkpoint_speed for task in ("segment", "vit-segment", "detect")},
 }
+
+
+def _source(folder: Path, name: str) -> dict | None:
+    """The result file ``folder/name.json``; ``None`` for a leaderboard not yet published."""
+    path = folder / f"{name}.json"
+    if not path.exists() and name.startswith("leaderboard-"):
+        return None
+    return json.loads(path.read_text())
 
 
 def render(name: str, folder: Path = RESULTS_DIR) -> str:
@@ -328,7 +337,7 @@ def render(name: str, folder: Path = RESULTS_DIR) -> str:
         return _TABLES[name](rows) + "\n\n" + _shared_provenance([r["provenance"] for r in rows])
     if name in _SOURCES:
         sources, renderer = _SOURCES[name]
-        return renderer(*(json.loads((folder / f"{source}.json").read_text()) for source in sources))
+        return renderer(*(_source(folder, source) for source in sources))
     if name not in _RENDERERS:
         known = ", ".join([*_RENDERERS, *_SOURCES, *_TABLES])
         raise ValueError(f"no renderer for result {name!r}; known: {known}")

@@ -45,3 +45,15 @@ def test_bold_only_where_the_lead_holds_and_ties_marked():
 
 def test_a_board_not_yet_published_says_so(tmp_path):
     assert render("leaderboard-grid14", tmp_path).startswith("*No result file yet")
+
+
+def test_the_summary_names_each_boards_leader_or_tie_with_the_gap_to_the_runner_up():
+    from dynamicvit.docsgen.leaderboard import leaderboards_summary
+
+    table = leaderboards_summary(_summary(), None)
+    line = lambda budget: next(x for x in table.splitlines() if x.startswith(f"| 6×6 | frozen | {budget} |"))  # noqa: E731
+    tie, lead = line("0.5"), line("0.65")
+    assert "| MCTF = EViT |" in tie or "| EViT = MCTF |" in tie
+    assert "| EViT |" in lead and "| –: – |" in lead  # no DynamicViT entry on this board
+    assert table.endswith("*1 of 2 boards not yet published.*")
+    assert leaderboards_summary(None, None).startswith("*No board published yet")
