@@ -37,6 +37,7 @@ def seed_row(cfg: DemoConfig) -> dict:
         "macs_fraction": {k: summary[k]["gmacs"] / summary["dense"]["gmacs"] for k in models},
         "keep_rate": summary["keep_rate"],
         "mask_rule": summary["mask_rule"],
+        "predictor_width": summary.get("predictor_width", 1.0),
         "total_seconds": summary["total_seconds"],
         "demo_commit": summary["provenance"]["commit"],
     }

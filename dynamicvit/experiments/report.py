@@ -119,10 +119,12 @@ def demo_table(summary: dict) -> list[str]:
 
 
 def student_label(summary: dict) -> str:
-    """``DynamicViT ρ=0.7, top-k rule``: the keep rate and training rule of a demo's summary (or of a row
-    with ``keep_rate`` and ``mask_rule``; one without a rule predates the top-k rule: the paper's)."""
+    """``DynamicViT ρ=0.7, top-k rule, predictors 0.25× wide``: the keep rate, training rule and predictor width
+    of a demo's summary (or of a row with ``keep_rate``, ``mask_rule``, ``predictor_width``; one without a rule
+    or width predates them: the paper's)."""
     rule = "top-k rule" if summary.get("mask_rule") == "topk" else "Gumbel rule"
-    return f"DynamicViT ρ={summary['keep_rate']}, {rule}"
+    width = summary.get("predictor_width", 1.0)
+    return f"DynamicViT ρ={summary['keep_rate']}, {rule}" + (f", predictors {width:g}× wide" if width != 1 else "")
 
 
 def _demo_row(label: str, result: dict, img_per_s: str = "–", kept: str | None = None) -> str:

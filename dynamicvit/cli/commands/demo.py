@@ -7,7 +7,7 @@ import argparse
 import shlex
 from pathlib import Path
 
-from dynamicvit.cli.arguments import non_negative
+from dynamicvit.cli.arguments import non_negative, rate
 from dynamicvit.cli.registry import Command, register_command
 
 
@@ -24,6 +24,12 @@ def arguments(p: argparse.ArgumentParser) -> None:
         choices=("topk", "gumbel"),
         default="topk",
         help="the student's training masks: the top-k rule, or the paper's Gumbel-Softmax samples",
+    )
+    p.add_argument(
+        "--predictor-width",
+        type=rate,
+        default=0.25,
+        help="the student's predictor MLP width as a fraction of the model's (1: the paper's)",
     )
     p.add_argument(
         "--train-teacher",
@@ -45,6 +51,7 @@ def run(args: argparse.Namespace) -> None:
         "train_teacher": args.train_teacher,
         "seed": args.seed,
         "mask_rule": args.mask_rule,
+        "predictor_width": args.predictor_width,
     }
     cfg = DemoConfig.quick(**overrides) if args.quick else DemoConfig(**overrides)
     summary = run_demo(cfg, command=shlex.join(["dynamicvit", *args.argv]))
