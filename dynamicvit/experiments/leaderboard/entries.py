@@ -52,10 +52,10 @@ VARIANTS = (
           "DynamicViT (top-k rule, quarter-width predictors)"),
 )  # fmt: skip
 FROZEN_ONLY = ("random", "static", "pool")  # baselines without a fine-tuned regime on the larger grids
-# DynamicViT's entries fine-tuned on the larger grids: its two best variants of the 6×6 board (the top-k rule,
-# with and without merged drops) and the paper's rule, its best variant in the 10×10 board's frozen regime;
-# ``--entries`` picks others
-LARGE_GRID_VARIANTS = ("dynamicvit", "dynamicvit+topk", "dynamicvit+topk+merge")
+# DynamicViT's entries fine-tuned on the larger grids: its best variants of the 6×6 board (the top-k rule, with
+# merged drops or quarter-width predictors) and the paper's rule, the best full-width one in the 10×10 board's
+# frozen regime; ``--entries`` picks others
+LARGE_GRID_VARIANTS = ("dynamicvit", "dynamicvit+topk", "dynamicvit+topk+merge", "dynamicvit+topk+light")
 
 
 def entries() -> dict[str, Entry]:
