@@ -5,9 +5,10 @@ import json
 import re
 from pathlib import Path
 
-from dynamicvit.docsgen.tables import RESULTS_DIR, render
+from dynamicvit.docsgen.tables import render
 
 ROOT = Path(__file__).resolve().parents[2]
+RESULTS_DIR = ROOT / "docs" / "results"  # the source tree's (also in the sdist), not the installed package's
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 # what reads as a measurement: a percentage, a signed difference, a ratio, a quantity with a measured unit
 FIGURE = re.compile(
