@@ -115,10 +115,11 @@ def test_where_the_prior_cannot_run_it_says_so():
 
 
 @pytest.mark.parametrize("prior", [False, True])
-def test_narrower_predictors_cost_fewer_macs_keep_the_same_counts_and_round_trip(prior):
+def test_narrower_predictors_cost_fewer_macs_keep_the_same_counts_and_round_trip(tmp_path, prior):
     """--predictor-width: the same kept counts for a fraction of the predictors' MACs, with or without the
-    prior (which still starts as Top-K's ranking); a checkpoint of such a model loads back into the same
-    layout and outputs; a method without DynamicViT's predictors refuses it in one line."""
+    prior; a checkpoint of such a model loads back into the same layout and outputs, an image's output does
+    not depend on its batch, and it exports to ONNX; a method without DynamicViT's predictors refuses it in
+    one line."""
     from dynamicvit.builder import build_dense, configure_reducer, load_trained
     from dynamicvit.builder.models import reduce
     from dynamicvit.config import RunConfig
@@ -145,5 +146,7 @@ def test_narrower_predictors_cost_fewer_macs_keep_the_same_counts_and_round_trip
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(loaded(x), narrow(x))
+        assert torch.allclose(torch.cat([narrow(x[:1]), narrow(x[1:])]), narrow(x), atol=1e-5)
+    assert export_onnx(narrow, tmp_path / "narrow.onnx")["max_abs_diff"] < 1e-4
     with pytest.raises(ValueError, match="--predictor-width is DynamicViT's"):
         configure_reducer(apply_method(tiny_vit(), "tome"), cfg.replace(attention_prior=False, method="tome"))
