@@ -86,8 +86,9 @@ def export_onnx(
     return result
 
 
-def _export(model: nn.Module, path: Path, opset: int | None) -> None:
-    """``torch.onnx.export`` (dynamo) of ``model`` to ``path``, its log kept off the console."""
+def _export(model: nn.Module, tmp: Path, opset: int | None) -> None:
+    """``torch.onnx.export`` (dynamo) of ``model`` to ``tmp`` (an :func:`atomic_write` temporary), its log kept
+    off the console."""
     x = torch.randn(2, *input_size(model))
     batch = torch.export.Dim("batch", min=1, max=4096)
     log = io.StringIO()
@@ -102,7 +103,7 @@ def _export(model: nn.Module, path: Path, opset: int | None) -> None:
             opset_version=opset,
             external_data=False,
         )
-    program.save(str(path))
+    program.save(str(tmp))
 
 
 def onnx_session(path: str | os.PathLike, threads: int | None = None):

@@ -85,7 +85,7 @@ def fingerprint(backbone: str, method: str) -> dict:
     model = make()
     try:
         model = dynamicvit.apply_method(model, method, keep_rate=0.5, r=2)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, AttributeError) as err:
         return {"unsupported": str(err).splitlines()[0][:80]}
     x = torch.randn(3, 3, side, side, generator=torch.Generator().manual_seed(1))
     out = {}
@@ -112,7 +112,8 @@ def fingerprint(backbone: str, method: str) -> dict:
         criterion = dynamicvit.build_criterion(model, None, torch.nn.CrossEntropyLoss(), learned=True, ratio_weight=2)
         try:
             loss, _ = criterion(x, model(x), torch.tensor([1, 2, 3]))
-        except ValueError as err:  # e.g. a distilled DeiT's two heads: the criterion needs its wrapper
+        except (ValueError, RuntimeError) as err:  # a distilled DeiT's two heads, LV-ViT's token labels: the
+            # criterion needs its wrapper or its targets
             out["loss"] = str(err).splitlines()[0][:80]
             return out
         loss.backward()

@@ -26,7 +26,7 @@ from torch import nn
 from dynamicvit.bench.timing import time_callables
 from dynamicvit.builder import build_untrained, load_trained
 from dynamicvit.core.calibrate import calibrate, random_images
-from dynamicvit.core.files import CheckpointError
+from dynamicvit.core.files import CheckpointError, atomic_write
 from dynamicvit.core.flops import count_flops, per_image_gmacs
 from dynamicvit.core.keep import DEFAULT_KEEP_MODE as FIXED
 from dynamicvit.core.keep import KEEP_RULES, untrained_rules
@@ -239,7 +239,8 @@ def _examples(folder: Path, config: dict | None = None) -> list[str]:
         pass
     paths = []
     for name, array in pictures.items():
-        Image.fromarray(array).save(folder / f"{name}.png")
+        with atomic_write(folder / f"{name}.png") as tmp:
+            Image.fromarray(array).save(tmp, format="PNG")
         paths.append(str(folder / f"{name}.png"))
     return paths
 

@@ -135,3 +135,52 @@ def test_an_append_past_the_space_is_one_line_and_leaves_no_half_line(tmp_path):
     assert run.returncode == 3, run.stderr[-2000:]
     assert run.stdout.startswith(f"cannot write {log}: file too large") and run.stdout.count("\n") == 1
     assert log.read_text() == '{"epoch": 1}\n'
+
+
+_DIRECT_WRITES = {"write_text", "write_bytes", "torch.save", "json.dump", "np.save", "np.savez"}
+_SAVES = {"save", "savefig"}  # a writer's own save: fine only into the temporary of an atomic_write block
+
+
+def _direct_writes(path) -> list[str]:
+    """The calls in ``path`` that write a file without :func:`atomic_write`: a direct writer, ``open`` for
+    writing, or a ``.save``/``.savefig`` whose target is not the name an ``atomic_write`` block bound."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    temporaries = {
+        item.optional_vars.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.With)
+        for item in node.items
+        if "atomic_write" in ast.unparse(item.context_expr) and isinstance(item.optional_vars, ast.Name)
+    }
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        name = ast.unparse(node.func)
+        attr = name.rsplit(".", 1)[-1]
+        opened = name == "open" and any(m in ast.unparse(a) for a in node.args[1:2] for m in "wax")
+        targets = [n for a in [*node.args, *(k.value for k in node.keywords)] for n in ast.walk(a)]
+        saved = attr in _SAVES and not any(isinstance(n, ast.Name) and n.id in temporaries for n in targets)
+        if name in _DIRECT_WRITES or attr in ("write_text", "write_bytes") or opened or (saved and node.args):
+            found.append(f"{path.name}:{node.lineno}: {name}")
+    return found
+
+
+def test_every_file_the_package_writes_goes_through_an_atomic_write():
+    """A writer that bypasses core.files would leave a half-written file and a cryptic error on a full disk."""
+    import dynamicvit
+
+    root = __import__("pathlib").Path(dynamicvit.__file__).parent
+    offenders = [hit for path in sorted(root.rglob("*.py")) if path.name != "files.py" for hit in _direct_writes(path)]
+    assert offenders == []
+
+
+def test_the_direct_write_scan_finds_a_planted_writer(tmp_path):
+    planted = tmp_path / "planted.py"
+    planted.write_text(
+        "def a(p, fig, img, model):\n    p.write_text('x')\n    fig.savefig(p)\n    open(p, 'w')\n"
+        "    with atomic_write(p) as tmp:\n        img.save(tmp)\n    model.save()\n"
+    )
+    assert [hit.split(": ")[1] for hit in _direct_writes(planted)] == ["p.write_text", "fig.savefig", "open"]
