@@ -19,23 +19,27 @@ from torch import nn
 
 from dynamicvit.core.attention import masked_attention
 from dynamicvit.core.attention_prior import log_prior
-from dynamicvit.core.merging import attend, soft_merge
+from dynamicvit.core.merging import soft_merge
 from dynamicvit.core.predictor import decide
 from dynamicvit.core.tokens import forced_at, gather_tokens, iter_stages, patch_tokens, residual_attention, residual_mlp
 
 __all__ = ["MergedDropsMixin", "merge_into_kept", "merges_drops"]
 
 
-def merge_into_kept(patches: torch.Tensor, size: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def merge_into_kept(
+    patches: torch.Tensor, size: torch.Tensor | None, keep: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Every patch summed into a slot of the kept positions ``keep`` (B, k): a kept patch into its own slot, a
     dropped one into the slot of the kept patch most cosine-similar to it (hidden states compared).
 
     One similarity matmul over all patches and one row ``index_add_`` of the size-weighted patches with
-    their sizes (a one-hot matmul while exporting to ONNX): no list of dropped positions is built.
+    their sizes (a one-hot matmul while exporting to ONNX): no list of dropped positions is built. The
+    nearest kept token is the argmax of ``patch · kept / |kept|`` (a patch's own norm does not change which
+    one), so only the k kept tokens are normalised.
 
     Args:
         patches: patch tokens (B, n, C).
-        size: patches each token stands for (B, n, 1), float32.
+        size: patches each token stands for (B, n, 1), float32; ``None`` for one each.
         keep: kept positions (B, k).
 
     Returns:
@@ -43,17 +47,31 @@ def merge_into_kept(patches: torch.Tensor, size: torch.Tensor, keep: torch.Tenso
     """
     b, n, c = patches.shape
     k = keep.shape[1]
-    keys = F.normalize(patches.detach().float(), dim=-1)
-    target = (keys @ gather_tokens(keys, keep).transpose(1, 2)).argmax(dim=-1)  # (B, n): nearest kept token
+    tokens = patches.detach().float()
+    target = (tokens @ F.normalize(gather_tokens(tokens, keep), dim=-1).transpose(1, 2)).argmax(dim=-1)
     target = target.scatter(1, keep, torch.arange(k, device=keep.device).expand(b, k))  # kept: own slot
-    packed = torch.cat([patches.float() * size, size], dim=-1)  # (B, n, C + 1)
+    if size is None:
+        packed = F.pad(patches.float(), (0, 1), value=1.0)  # (B, n, C + 1): each token and its size
+    else:
+        packed = torch.cat([patches.float() * size, size], dim=-1)
     if torch.onnx.is_in_onnx_export():
         onehot = (target[:, None, :] == torch.arange(k, device=keep.device)[None, :, None]).float()
         sums = onehot @ packed
     else:
-        rows = (target + torch.arange(b, device=keep.device)[:, None] * k).flatten()
+        rows = (target + torch.arange(b, device=keep.device)[:, None] * k).flatten() if b > 1 else target[0]
         sums = packed.new_zeros(b * k, c + 1).index_add_(0, rows, packed.flatten(0, 1)).view(b, k, c + 1)
     return (sums[..., :c] / sums[..., c:]).to(patches.dtype), sums[..., c:]
+
+
+def _proportional_block(blk: nn.Module, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """timm ``Block.forward`` in eval mode with proportional attention: ``bias`` (B, 1, 1, N) is ``log size``
+    of each key, computed once per stage rather than in every block."""
+    scale = blk.attn.scale
+
+    def heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=scale)
+
+    return residual_mlp(blk, residual_attention(blk, x, heads))
 
 
 def _sized_masked_block(blk: nn.Module, x: torch.Tensor, policy: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
@@ -103,26 +121,31 @@ class MergedDropsMixin:
         prefix = self.num_prefix_tokens
         n = x.shape[1] - prefix
         counts = self.keep_counts(n)
-        size, index, kept = None, None, []
+        size, bias, index, kept = None, None, None, []  # size: of the patch tokens (prefix tokens: one each)
         for s, blk in iter_stages(self.blocks, self._prune_layers):
             received = None
             if s is not None:
-                x, received = self._stage_attention(blk, x, None, size)
+                whole = None if size is None else _with_prefix_sizes(size, prefix)
+                x, received = self._stage_attention(blk, x, None, whole)
                 patches = patch_tokens(x, prefix)
                 prior = None if received is None else log_prior(received)
                 keep = decide(self.score_predictor[s], patches, counts[s], False, index, forced_at(decisions, s), n,
                               prior=prior)  # fmt: skip
-                sizes = x.new_ones(x.shape[0], x.shape[1], 1, dtype=torch.float32) if size is None else size
-                merged, merged_size = merge_into_kept(patches, sizes[:, prefix:], keep)
+                merged, size = merge_into_kept(patches, size, keep)
                 x = torch.cat([x[:, :prefix], merged], dim=1)
-                size = torch.cat([sizes[:, :prefix], merged_size], dim=1)
+                bias = F.pad(size[..., 0].log(), (prefix, 0))[:, None, None, :]  # + log size on each key
                 index = keep if index is None else index.gather(1, keep)
                 kept.append(index)
             if received is not None:
                 x = residual_mlp(blk, x)
             else:
-                x = blk(x) if size is None else residual_mlp(blk, attend(blk, x, size)[0])
+                x = blk(x) if bias is None else _proportional_block(blk, x, bias)
         return x, kept
+
+
+def _with_prefix_sizes(size: torch.Tensor, prefix: int) -> torch.Tensor:
+    """Sizes of the whole sequence (B, prefix + n, 1) from those of its patch tokens: a prefix token is one."""
+    return F.pad(size, (0, 0, prefix, 0), value=1.0)
 
 
 def merges_drops(reducer: object) -> bool:
