@@ -153,6 +153,21 @@ def _bench_matrix(files: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _bench_merged(files: list[dict]) -> str:
+    """One line per model, image size and batch size: plain dropping's and merged drops' img/s at the same kept
+    counts, and their ratio."""
+    lines = ["| model | image | batch | repeats | plain dropping img/s | merged drops img/s | merged / plain |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in sorted(_runs(files), key=lambda r: (r["model"], r["img_size"], r["batch_size"])):
+        ips = r["variants"]
+        lines.append(
+            f"| {r['model']}, ρ {r['keep_rate']} | {r['img_size'][0]} px | {r['batch_size']} | {r['repeats']} "
+            f"| {ips['sparse']['img_per_s']:.1f} | {ips['merged drops']['img_per_s']:.1f} "
+            f"| {r['merged_fraction_of_fixed']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
 def _bench_adaptive(files: list[dict]) -> str:
     """One line per batch size: dense, fixed, threshold packed and padded, and learned img/s, the threshold
     mode's kept tokens (mean, p10–p90 per stage) and mean GMACs."""
@@ -301,6 +316,7 @@ _TABLES: dict[str, Callable[[list[dict]], str]] = {
     "bench-backbones": _bench,
     "bench-matrix": _bench_matrix,
     "bench-adaptive": _bench_adaptive,
+    "bench-merged": _bench_merged,
     "bench-hierarchical": _bench_pairs,
     "training": _training,
     "label-free": _evaluations,
