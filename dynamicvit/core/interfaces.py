@@ -220,6 +220,11 @@ class Method:
         raise NotImplementedError
 
     @classmethod
+    def short_label(cls) -> str:
+        """The label without its gloss in parentheses (``ToMe``), for messages and narrow tables."""
+        return cls.label.split(" (")[0]
+
+    @classmethod
     def macs_fraction(cls, model: nn.Module, dense_macs: int) -> float | None:
         """The fraction of ``dense_macs`` that ``model`` costs when that is not what a forward counts (a method
         whose cost is only known after training reports its target); ``None``: count it on a forward.

@@ -13,6 +13,7 @@ from dynamicvit.core.provenance import describe_machine
 from dynamicvit.docsgen.budgets import budgets_summary, budgets_table
 from dynamicvit.docsgen.leaderboard import leaderboard_table, leaderboards_summary, missing_board
 from dynamicvit.experiments.report import demo_report, demo_table, overlap_table, student_label
+from dynamicvit.methods.registry import get_method
 from dynamicvit.weights.zoo import ZOO
 
 __all__ = ["RESULTS_DIR", "render"]
@@ -60,8 +61,9 @@ def _demo_seeds(result: dict) -> str:
     """``scripts/demo_seeds.py``'s result: the default demo's top-1 per student seed, with the training-free
     rivals at the student's MACs, and on how many seeds the student is at or above each of them."""
     rows = result["rows"]
-    rivals = [k for k in ("tome", "evit") if all(k in r["top1"] for r in rows)]
-    names = {"tome": "ToMe", "evit": "EViT"}
+    own = ("dense", "sparse", "random")  # the demo's own rows; the rest are rivals run at the student's MACs
+    rivals = [k for k in rows[0]["top1"] if k not in own and all(k in r["top1"] for r in rows)]
+    names = {k: get_method(k).short_label() for k in rivals}
     lines = [
         f"| seed | dense teacher | {student_label(rows[0])} | "
         + " | ".join(f"{names[k]} (same MACs)" for k in rivals)
@@ -327,12 +329,14 @@ _TABLES: dict[str, Callable[[list[dict]], str]] = {
 }
 
 
+def _unpublished(folder: Path, name: str) -> bool:
+    """Whether ``name`` is a leaderboard still being run: its result file is written when it is published."""
+    return name.startswith("leaderboard-") and not (folder / f"{name}.json").exists()
+
+
 def _source(folder: Path, name: str) -> dict | None:
     """The result file ``folder/name.json``; ``None`` for a leaderboard not yet published."""
-    path = folder / f"{name}.json"
-    if not path.exists() and name.startswith("leaderboard-"):
-        return None
-    return json.loads(path.read_text())
+    return None if _unpublished(folder, name) else json.loads((folder / f"{name}.json").read_text())
 
 
 def render(name: str, folder: Path = RESULTS_DIR) -> str:
@@ -357,7 +361,7 @@ def render(name: str, folder: Path = RESULTS_DIR) -> str:
     if name not in _RENDERERS:
         known = ", ".join([*_RENDERERS, *_SOURCES, *_TABLES])
         raise ValueError(f"no renderer for result {name!r}; known: {known}")
-    if name.startswith("leaderboard-") and not (folder / f"{name}.json").exists():
-        return missing_board(name)  # a board still being run
-    result = json.loads((folder / f"{name}.json").read_text())
+    result = _source(folder, name)
+    if result is None:
+        return missing_board(name)
     return _RENDERERS[name](result) + "\n\n" + _provenance(result["provenance"])

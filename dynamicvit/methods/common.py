@@ -104,8 +104,7 @@ class MergePerBlock(Method):
     @classmethod
     def apply(cls, model: nn.Module, keep_rate: float = 0.7, prune_layers=None, r: float = 8, **options) -> nn.Module:
         if not float(r) >= 0:
-            name = cls.label.split(" (")[0]
-            raise ValueError(f"{name}'s r (tokens {cls.merges} per block) must be >= 0, got {r}")
+            raise ValueError(f"{cls.short_label()}'s r (tokens {cls.merges} per block) must be >= 0, got {r}")
         extra = {k: options[k] for k in cls.apply_options if k in options}
         return reduce_vit(model, cls.mixin, keep_rate, prune_layers, **{cls.knob: float(r)}, **extra)
 
