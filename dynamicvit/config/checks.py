@@ -66,6 +66,8 @@ def validate(cfg: RunConfig, training: bool = True) -> RunConfig:
         raise ValueError(f"--keep-mode must be one of {', '.join(KEEP_RULES)}, got {cfg.budget.keep_mode!r}")
     if cfg.loss.mask_rule not in MASK_RULES:
         raise ValueError(f"--mask-rule must be one of {', '.join(MASK_RULES)}, got {cfg.loss.mask_rule!r}")
+    if cfg.loss.mask_noise != "always" and cfg.loss.mask_rule != "topk":
+        raise ValueError(f"--mask-noise {cfg.loss.mask_noise} applies to --mask-rule topk (the Gumbel rule draws)")
     if cfg.model.method not in METHODS:
         raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {cfg.model.method!r}")
     cfg.data_options("train").check(flag)  # the data set's own options together

@@ -222,6 +222,13 @@ class LossConfig:
         "training mask: " + "; ".join(f"{name}: {rule.help}" for name, rule in MASK_RULES.items()),
         choices=MASK_RULES,
     )
+    mask_noise: str = option(
+        "always",
+        "top-k rule: Gumbel noise on the keep scores in every training step (exploration), or only while the "
+        "backbone is frozen ('frozen': the backbone then trains on the tokens inference keeps)",
+        choices=("always", "frozen"),
+        valid=(lambda v: v in ("always", "frozen"), "always or frozen"),
+    )
     no_labels: bool = option(
         False,
         "train from the dense model alone: distillation and keep-ratio terms, no cross-entropy "

@@ -38,6 +38,8 @@ class TokenReducer:
         supports_learned: whether it can add budget predictors (the learned keep mode).
         last_grid: the token grid of the latest forward.
         keep_mode: the eval forward's keep rule by name (settable); ``mask_mode`` the training mask rule's.
+        explore: whether the training mask rule adds its exploration noise (the trainer turns it off once
+            the backbone trains, with ``mask_noise="frozen"``).
     """
 
     method: ClassVar[str]  # registry name of the reducing method
@@ -48,6 +50,7 @@ class TokenReducer:
     _keep_rule: KeepRule = KEEP_RULES[DEFAULT_KEEP_MODE]
     _mask_rule: MaskRule = MASK_RULES[DEFAULT_MASK_RULE]
     _thresholds: list[float] | None = None
+    explore: bool = True  # the training mask rule adds its exploration noise (off: the top-k rule keeps exact)
 
     @property
     def keep_mode(self) -> str:

@@ -245,6 +245,7 @@ def decide(
     budget: BudgetPredictor | None = None,
     rule: Any = None,
     prior: torch.Tensor | None = None,
+    explore: bool = True,
 ) -> torch.Tensor:
     """One stage's decision over ``tokens`` (B, n, C), the alive tokens of a grid of ``num_tokens``.
 
@@ -259,7 +260,8 @@ def decide(
     the paper's Gumbel rule). With a ``budget`` predictor (the learned keep mode) the train mask keeps each
     image's own count of its best tokens (:func:`~dynamicvit.core.learned_budget.soft_topk_mask`) instead of
     a Gumbel choice per token. ``prior`` (train: (B, N); eval: (B, n)) is the attention prior's ``log(n · a)``
-    of the tokens (:mod:`dynamicvit.core.attention_prior`), for a predictor that uses it.
+    of the tokens (:mod:`dynamicvit.core.attention_prior`), for a predictor that uses it. ``explore`` is passed
+    to the rule (its exploration noise on or off).
     """
     if training:
         alive = previous if previous is not None else tokens.new_ones(tokens.shape[:2], dtype=torch.float32)
@@ -269,7 +271,7 @@ def decide(
         if budget is not None:
             ratio = budget(image_means(tokens, alive))
             return soft_topk_mask(log_probs[..., 0] - log_probs[..., 1], alive, ratio).to(alive.dtype)
-        return gumbel_keep_mask(log_probs, alive) if rule is None else rule.mask(log_probs, alive, count)
+        return gumbel_keep_mask(log_probs, alive) if rule is None else rule.mask(log_probs, alive, count, explore)
     if forced is not None:
         return forced_positions(previous, forced.to(tokens.device, torch.long), num_tokens or tokens.shape[1])
     return predictor.keep_score(tokens, prior).topk(count, dim=1).indices

@@ -103,7 +103,8 @@ class MergedDropsMixin:
                 patches = patch_tokens(x, prefix)
                 prior = None if received is None else log_prior(received, alive)
                 mask = decide(self.score_predictor[s], patches, counts[s], True, alive, forced_at(decisions, s),
-                              budget=self.budget_at(s), rule=self.mask_rule, prior=prior)  # fmt: skip
+                              budget=self.budget_at(s), rule=self.mask_rule, prior=prior,
+                              explore=self.explore)  # fmt: skip
                 before = torch.ones_like(mask) if alive is None else alive
                 # a token the stage drops sends ``alive − kept`` of itself to its kept partner
                 x, size = soft_merge(x, size, (before.float() - mask.float()).clamp_min(0), mask.float(), prefix)

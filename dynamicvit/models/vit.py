@@ -189,6 +189,7 @@ class DynamicViTMixin(MergedDropsMixin, AdaptiveForwardMixin, SharedPrefixMixin,
                     budget=self.budget_at(s),
                     rule=self.mask_rule,
                     prior=None if received is None else log_prior(received, mask),
+                    explore=self.explore,
                 )
                 masks.append(mask)
                 policy = torch.cat([mask.new_ones(mask.shape[0], prefix), mask], dim=1)

@@ -15,6 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from dynamicvit.builder import build_run_dataset
 from dynamicvit.config import with_family_defaults
+from dynamicvit.core.interfaces import find_reducer
 from dynamicvit.core.losses import build_criterion
 from dynamicvit.methods.registry import get_method
 from dynamicvit.tasks.registry import get_task
@@ -48,6 +49,7 @@ class RunSetup:
         cfg = self.cfg
         self.model, self.teacher = build_teacher_student(cfg, self.train_set)
         self.task = get_task(cfg.model.task)
+        self.reducer = find_reducer(self.model)  # the student's reducing module (None for a dense run)
         # what --freeze-backbone-epochs freezes: the trainable weights that sparsification did not add
         self.backbone_params = [] if cfg.model.dense else backbone_weights(self.model)
         self._frozen = False

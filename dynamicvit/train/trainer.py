@@ -170,6 +170,7 @@ class Trainer(Checkpointing, RunSetup):
             frozen = self.updates < frozen_until
             if i % accum == 0:
                 self._freeze_backbone(frozen)
+                self._explore(frozen)
                 self.optimizer.zero_grad(set_to_none=True)
                 group_ok = True
             last = (i + 1) % accum == 0
@@ -258,6 +259,12 @@ class Trainer(Checkpointing, RunSetup):
             self.scaler.update()
         else:
             self.optimizer.step()
+
+    def _explore(self, frozen: bool) -> None:
+        """With ``mask_noise="frozen"``, the mask rule explores only while the backbone is frozen: once the
+        backbone trains, it trains on the tokens inference keeps (the top-k rule without its noise)."""
+        if self.cfg.loss.mask_noise == "frozen" and self.reducer is not None:
+            self.reducer.explore = frozen
 
     def _freeze_backbone(self, frozen: bool) -> None:
         """While the backbone is frozen, one process computes no gradients for it (its weights need none;

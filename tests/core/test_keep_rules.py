@@ -118,6 +118,31 @@ def test_topk_mask_rule_trains_with_the_inference_count():
     assert len(set(kept.tolist())) > 1
 
 
+def test_the_topk_rule_without_exploration_keeps_what_inference_keeps():
+    """``explore = False`` (the trainer's setting once the backbone trains, with ``mask_noise="frozen"``): the
+    training forward keeps each stage's inference set, so the backbone trains on the tokens it will see; with
+    exploration the sets are sampled and differ from inference's."""
+    from conftest import tiny_vit
+
+    from dynamicvit import sparsify
+    from dynamicvit.core.tokens import index_mask
+
+    torch.manual_seed(0)
+    model = sparsify(tiny_vit(), keep_rate=0.5)
+    model.mask_mode = "topk"
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        kept = model.eval().forward_with_decisions(x).decisions[-1]  # grid indices after the last stage
+        inference = index_mask(kept, model.num_patches).float()
+        model.train()
+        model.explore = False
+        steady = model.forward_with_decisions(x).decisions[-1]
+        model.explore = True
+        sampled = model.forward_with_decisions(x).decisions[-1]
+    assert torch.equal(steady.round(), inference)
+    assert not torch.equal(sampled.round(), inference)
+
+
 def test_the_threshold_rules_former_name_still_loads(tmp_path):
     """Saved configs, scripts and the command line may still say ``adaptive``: it reads as ``threshold``."""
     from conftest import tiny_vit

@@ -256,6 +256,17 @@ def test_fractional_freeze_counts_updates(tmp_path, fake_fashion, teacher_ckpt):
     assert seen == [False, False, True, True]
 
 
+@pytest.mark.parametrize("noise, expected", [("frozen", [True] * 4 + [False] * 4), ("always", [True] * 8)])
+def test_mask_noise_frozen_explores_only_while_the_backbone_is_frozen(tmp_path, fake_fashion, teacher_ckpt, noise,
+                                                                       expected):  # fmt: skip
+    trainer = Trainer(tiny_cfg(tmp_path, fake_fashion, teacher_checkpoint=str(teacher_ckpt), freeze_backbone_epochs=1,
+                               mask_rule="topk", mask_noise=noise))  # fmt: skip
+    seen = []
+    trainer.model.register_forward_pre_hook(lambda m, _: seen.append(m.explore) if m.training else None)
+    trainer.fit()
+    assert seen == expected  # 4 updates per epoch
+
+
 def _files(folder):
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 

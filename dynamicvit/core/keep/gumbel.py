@@ -15,8 +15,8 @@ class GumbelRule(MaskRule):
     name = "gumbel"
     help = "a hard Gumbel-softmax keep sample per token, straight-through gradient (the paper)"
 
-    def mask(self, log_probs: torch.Tensor, alive: torch.Tensor, count: int) -> torch.Tensor:
-        return gumbel_keep_mask(log_probs, alive)
+    def mask(self, log_probs: torch.Tensor, alive: torch.Tensor, count: int, explore: bool = True) -> torch.Tensor:
+        return gumbel_keep_mask(log_probs, alive)  # the sample is the rule: it always draws
 
 
 GUMBEL = MASK_RULES.register(GumbelRule.name, GumbelRule())

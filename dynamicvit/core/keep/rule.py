@@ -88,9 +88,10 @@ class MaskRule:
     name: ClassVar[str]
     help: ClassVar[str]
 
-    def mask(self, log_probs: torch.Tensor, alive: torch.Tensor, count: int) -> torch.Tensor:
+    def mask(self, log_probs: torch.Tensor, alive: torch.Tensor, count: int, explore: bool = True) -> torch.Tensor:
         """The (B, N) keep mask of ``log_probs`` (B, N, 2) (keep, drop), nested in ``alive`` (B, N); ``count``
-        is the tokens the stage keeps at inference (the fixed mode's schedule)."""
+        is the tokens the stage keeps at inference (the fixed mode's schedule); ``explore``: whether a rule
+        with exploration noise adds it (the reducer's :attr:`~dynamicvit.core.interfaces.TokenReducer.explore`)."""
         raise NotImplementedError
 
 

@@ -20,9 +20,9 @@ class TopKRule(MaskRule):
     name = "topk"
     help = "each image's best k alive tokens (the stage's inference count), soft top-k gradient"
 
-    def mask(self, log_probs: torch.Tensor, alive: torch.Tensor, count: int) -> torch.Tensor:
+    def mask(self, log_probs: torch.Tensor, alive: torch.Tensor, count: int, explore: bool = True) -> torch.Tensor:
         ratio = (count / alive.float().sum(dim=1).clamp_min(1)).clamp(max=1.0)
-        return soft_topk_mask(log_probs[..., 0] - log_probs[..., 1], alive, ratio).to(alive.dtype)
+        return soft_topk_mask(log_probs[..., 0] - log_probs[..., 1], alive, ratio, noise=explore).to(alive.dtype)
 
 
 TOPK = MASK_RULES.register(TopKRule.name, TopKRule())

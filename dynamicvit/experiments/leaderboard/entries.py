@@ -50,12 +50,23 @@ VARIANTS = (
     Entry("dynamicvit+light", "dynamicvit", {"predictor_width": 0.25}, "DynamicViT (quarter-width predictors)"),
     Entry("dynamicvit+topk+light", "dynamicvit", {"mask_rule": "topk", "predictor_width": 0.25},
           "DynamicViT (top-k rule, quarter-width predictors)"),
+    Entry("dynamicvit+topk+light+frozen-noise", "dynamicvit",
+          {"mask_rule": "topk", "predictor_width": 0.25, "mask_noise": "frozen"},
+          "DynamicViT (top-k rule, quarter-width predictors, noise only while frozen)"),
 )  # fmt: skip
 FROZEN_ONLY = ("random", "static", "pool")  # baselines without a fine-tuned regime on the larger grids
+# variants that differ only once the backbone trains: in the frozen regime they are another entry's rows
+FINETUNE_ONLY = ("dynamicvit+topk+light+frozen-noise",)
 # DynamicViT's entries fine-tuned on the larger grids: its best variants of the 6×6 board (the top-k rule, with
 # merged drops or quarter-width predictors) and the paper's rule, the best full-width one in the 10×10 board's
 # frozen regime; ``--entries`` picks others
-LARGE_GRID_VARIANTS = ("dynamicvit", "dynamicvit+topk", "dynamicvit+topk+merge", "dynamicvit+topk+light")
+LARGE_GRID_VARIANTS = (
+    "dynamicvit",
+    "dynamicvit+topk",
+    "dynamicvit+topk+merge",
+    "dynamicvit+topk+light",
+    "dynamicvit+topk+light+frozen-noise",
+)
 
 
 def entries() -> dict[str, Entry]:
@@ -74,9 +85,12 @@ def get_entry(name: str) -> Entry:
 
 def default_entries(regime: str, small_grid: bool) -> list[str]:
     """The entries a board runs in ``regime``: every one on the 6×6 grid; on larger grids the frozen regime
-    for every entry, the fine-tuned one for every rival and :data:`LARGE_GRID_VARIANTS`."""
+    for every entry, the fine-tuned one for every rival and :data:`LARGE_GRID_VARIANTS`; the
+    :data:`FINETUNE_ONLY` variants in the fine-tuned regime only."""
     names = list(entries())
-    if small_grid or regime == "frozen":
+    if regime == "frozen":
+        return [n for n in names if n not in FINETUNE_ONLY]
+    if small_grid:
         return names
     rivals = [n for n in names if n not in FROZEN_ONLY and get_entry(n).method != "dynamicvit"]
     return [*rivals, *LARGE_GRID_VARIANTS]

@@ -268,6 +268,7 @@ class DynamicStageMixin(TokenReducer):
                         None,
                         forced_at(forced, s),
                         rule=self.mask_rule,
+                        explore=self.explore,
                     )
                 decisions.append(decision)
                 # once per decision, not once per block
