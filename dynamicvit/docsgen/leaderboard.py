@@ -94,10 +94,18 @@ def leaderboard_table(summary: dict) -> str:
     return "\n\n".join(x for x in parts if x)
 
 
+# the result files a board's runs write, by name prefix (then the proxy), with the command that writes each
+BOARD_RESULTS = {
+    "leaderboard-": "python scripts/leaderboard.py --proxy {proxy} --publish",
+    "schedule-": "python scripts/schedule_search.py --proxy {proxy}",
+}
+
+
 def missing_board(name: str) -> str:
-    """What a leaderboard page shows before its board published a result file."""
-    proxy = name.removeprefix("leaderboard-")
-    return f"*No result file yet: `python scripts/leaderboard.py --proxy {proxy} --publish` writes it.*"
+    """What a leaderboard page shows before its board (or the search over its students) wrote ``name``'s file."""
+    prefix = next(p for p in BOARD_RESULTS if name.startswith(p))
+    command = BOARD_RESULTS[prefix].format(proxy=name.removeprefix(prefix))
+    return f"*No result file yet: `{command}` writes it.*"
 
 
 def leaderboards_summary(*summaries: dict | None) -> str:

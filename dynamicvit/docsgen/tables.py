@@ -11,7 +11,7 @@ from pathlib import Path
 
 from dynamicvit.core.provenance import describe_machine
 from dynamicvit.docsgen.budgets import budgets_summary, budgets_table
-from dynamicvit.docsgen.leaderboard import leaderboard_table, leaderboards_summary, missing_board
+from dynamicvit.docsgen.leaderboard import BOARD_RESULTS, leaderboard_table, leaderboards_summary, missing_board
 from dynamicvit.experiments.report import demo_report, demo_table, overlap_table, student_label
 from dynamicvit.methods.registry import get_method
 from dynamicvit.weights.zoo import ZOO
@@ -330,8 +330,8 @@ _TABLES: dict[str, Callable[[list[dict]], str]] = {
 
 
 def _unpublished(folder: Path, name: str) -> bool:
-    """Whether ``name`` is a leaderboard still being run: its result file is written when it is published."""
-    return name.startswith("leaderboard-") and not (folder / f"{name}.json").exists()
+    """Whether ``name`` is the result of a board still being run: its file is written when it is published."""
+    return name.startswith(tuple(BOARD_RESULTS)) and not (folder / f"{name}.json").exists()
 
 
 def _source(folder: Path, name: str) -> dict | None:

@@ -1,5 +1,6 @@
-"""The app's page driven in a headless Chromium, as a user would: what its browser test checks and what takes
-the documentation's picture of it (``scripts/app_screenshot.py``). Needs Selenium, Chromium and chromedriver
+"""Pages driven in a headless Chromium, as a user would: the app's page for its browser test and the
+documentation's picture of it (``scripts/app_screenshot.py``), and the built documentation's pages for their
+pictures (``scripts/site_screenshots.py``). Needs Selenium, Chromium and chromedriver
 (``scripts/setup.sh`` installs them); the package itself does not import this module."""
 
 from __future__ import annotations
@@ -7,8 +8,11 @@ from __future__ import annotations
 import re
 import shutil
 import socket
+from pathlib import Path
 
-__all__ = ["BROWSER", "DRIVER", "Page", "launch"]
+from dynamicvit.core.files import atomic_write
+
+__all__ = ["BROWSER", "DRIVER", "Browser", "Page", "launch"]
 
 DRIVER = shutil.which("chromedriver")
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -23,14 +27,14 @@ def launch(app) -> str:
     return f"http://127.0.0.1:{port}/"
 
 
-class Page:
-    """The page at ``url`` in a headless Chromium window of 1300×1100 pixels; a context manager that closes it.
+class Browser:
+    """The page at ``url`` in a headless Chromium window of ``size`` pixels; a context manager that closes it.
 
-    Gradio re-renders components while it updates them: a found element may go stale before it is read, so
-    every read and every action retries until it succeeds or ``seconds`` pass.
+    Pages may re-render elements while they update them (Gradio does): a found element may go stale before it
+    is read, so every read and every action retries until it succeeds or ``seconds`` pass.
     """
 
-    def __init__(self, url: str, seconds: float = 120) -> None:
+    def __init__(self, url: str, seconds: float = 120, size: tuple[int, int] = (1300, 1100)) -> None:
         from selenium import webdriver
         from selenium.common.exceptions import StaleElementReferenceException
         from selenium.webdriver.chrome.service import Service
@@ -39,14 +43,13 @@ class Page:
         options = webdriver.ChromeOptions()
         for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
             options.add_argument(flag)
-        options.add_argument("--window-size=1300,1100")
+        options.add_argument(f"--window-size={size[0]},{size[1]}")
         options.binary_location = BROWSER
         self.driver = webdriver.Chrome(service=Service(DRIVER), options=options)
         self.wait = WebDriverWait(self.driver, seconds, ignored_exceptions=(StaleElementReferenceException,))
         self.driver.get(url)
-        self.element("#upload input[type=file]")  # the page has rendered
 
-    def __enter__(self) -> Page:
+    def __enter__(self) -> Browser:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -64,6 +67,19 @@ class Page:
 
     def act(self, action) -> None:
         self.until(lambda: action() or True)
+
+    def screenshot(self, path: str | Path) -> None:
+        """Save the window as a PNG at ``path`` (atomically)."""
+        with atomic_write(path) as tmp:
+            tmp.write_bytes(self.driver.get_screenshot_as_png())
+
+
+class Page(Browser):
+    """The app's page (``dynamicvit app``), once it has rendered, with what a user does on it."""
+
+    def __init__(self, url: str, seconds: float = 120) -> None:
+        super().__init__(url, seconds)
+        self.element("#upload input[type=file]")  # the page has rendered
 
     def info(self) -> str:
         """The text of the results panel."""
@@ -98,6 +114,3 @@ class Page:
         fill = "arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('input', {bubbles: true}));"
         self.act(lambda: self.driver.execute_script(fill, self.element("#keep-rate input[type=number]"), value))
         self.act(lambda: self.element("#keep-rate input[type=number]").send_keys(Keys.ENTER))
-
-    def screenshot(self, path: str) -> None:
-        self.driver.save_screenshot(path)

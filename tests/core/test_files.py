@@ -163,7 +163,10 @@ def _direct_writes(path) -> list[str]:
         opened = name == "open" and any(m in ast.unparse(a) for a in node.args[1:2] for m in "wax")
         targets = [n for a in [*node.args, *(k.value for k in node.keywords)] for n in ast.walk(a)]
         saved = attr in _SAVES and not any(isinstance(n, ast.Name) and n.id in temporaries for n in targets)
-        if name in _DIRECT_WRITES or attr in ("write_text", "write_bytes") or opened or (saved and node.args):
+        receiver = node.func.value if isinstance(node.func, ast.Attribute) else None
+        into_temporary = isinstance(receiver, ast.Name) and receiver.id in temporaries
+        written = attr in ("write_text", "write_bytes") and not into_temporary
+        if name in _DIRECT_WRITES or written or opened or (saved and node.args):
             found.append(f"{path.name}:{node.lineno}: {name}")
     return found
 
@@ -181,6 +184,6 @@ def test_the_direct_write_scan_finds_a_planted_writer(tmp_path):
     planted = tmp_path / "planted.py"
     planted.write_text(
         "def a(p, fig, img, model):\n    p.write_text('x')\n    fig.savefig(p)\n    open(p, 'w')\n"
-        "    with atomic_write(p) as tmp:\n        img.save(tmp)\n    model.save()\n"
+        "    with atomic_write(p) as tmp:\n        img.save(tmp)\n        tmp.write_bytes(b'')\n    model.save()\n"
     )
     assert [hit.split(": ")[1] for hit in _direct_writes(planted)] == ["p.write_text", "fig.savefig", "open"]
