@@ -68,6 +68,7 @@ class DemoConfig:
     # (1: the paper's), whose saved MACs go to kept tokens
     mask_rule: str = "topk"
     predictor_width: float = 0.25
+    mask_noise: str = "always"  # "frozen": the top-k rule's noise only in the predictor-only epoch
     train_limit: int | None = None
     val_limit: int | None = None
     bench_batch: int = 32
@@ -167,6 +168,7 @@ def _run(cfg: DemoConfig, command: str) -> dict:
         keep_rate=cfg.keep_rate,
         mask_rule=cfg.mask_rule,
         predictor_width=cfg.predictor_width,
+        mask_noise=cfg.mask_noise,
         prune_layers=list(cfg.prune_layers),
         out_dir=str(out / "sparse"),
         **common,
@@ -201,6 +203,7 @@ def _run(cfg: DemoConfig, command: str) -> dict:
         "keep_rate": cfg.keep_rate,
         "mask_rule": cfg.mask_rule,
         "predictor_width": cfg.predictor_width,
+        "mask_noise": cfg.mask_noise,
         "num_patches": student.patch_embed.num_patches,
         "data": f"Cluttered Fashion-MNIST, {cfg.canvas}×{cfg.canvas} canvas, {cfg.distractors} "
         f"distractor fragments, {len(student_run.train_set)} training / {len(test_set)} test images",

@@ -119,10 +119,11 @@ def demo_table(summary: dict) -> list[str]:
 
 
 def student_label(summary: dict) -> str:
-    """``DynamicViT ρ=0.7, top-k rule, predictors 0.25× wide``: the keep rate, training rule and predictor width
-    of a demo's summary (or of a row with ``keep_rate``, ``mask_rule``, ``predictor_width``; one without a rule
-    or width predates them: the paper's)."""
+    """``DynamicViT ρ=0.7, top-k rule, predictors 0.25× wide``: the keep rate, training rule (and its noise) and
+    predictor width of a demo's summary (or of a row with ``keep_rate``, ``mask_rule``, ``predictor_width``,
+    ``mask_noise``; one without a rule, width or noise predates them: the paper's, always noisy)."""
     rule = "top-k rule" if summary.get("mask_rule") == "topk" else "Gumbel rule"
+    rule += ", noise only while frozen" if summary.get("mask_noise") == "frozen" else ""
     width = summary.get("predictor_width", 1.0)
     return f"DynamicViT ρ={summary['keep_rate']}, {rule}" + (f", predictors {width:g}× wide" if width != 1 else "")
 

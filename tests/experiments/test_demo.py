@@ -115,3 +115,23 @@ def test_a_seeds_row_is_its_demo_then_read_back_not_run_again(tmp_path, fake_fas
     assert row["macs_fraction"]["dense"] == 1 and 0 < row["macs_fraction"]["sparse"] < 1
     monkeypatch.setattr(demo_seeds, "run_demo", lambda *a, **k: pytest.fail("a finished seed ran again"))
     assert demo_seeds.seed_row(cfg) == row
+
+
+def test_the_demo_flags_reach_the_students_training_config(tmp_path, monkeypatch, capsys):
+    """``demo --mask-rule/--predictor-width/--mask-noise`` set the student's run config (what its checkpoint
+    saves), not only the report's label."""
+    from dynamicvit.cli import main
+    from dynamicvit.experiments import demo
+
+    seen = {}
+
+    def stop(student_cfg, cfg):
+        seen.update(student_cfg.to_dict())
+        raise SystemExit(0)
+
+    monkeypatch.setattr(demo, "_teacher", lambda teacher_cfg, cfg: (None, tmp_path / "t.pth", 0.0, True))
+    monkeypatch.setattr(demo, "_train", stop)
+    flags = ["--mask-rule", "topk", "--predictor-width", "0.5", "--mask-noise", "frozen"]
+    with pytest.raises(SystemExit):
+        main(["demo", "--out", str(tmp_path / "demo"), *flags])
+    assert (seen["mask_rule"], seen["predictor_width"], seen["mask_noise"]) == ("topk", 0.5, "frozen")

@@ -32,6 +32,13 @@ def arguments(p: argparse.ArgumentParser) -> None:
         help="the student's predictor MLP width as a fraction of the model's (1: the paper's)",
     )
     p.add_argument(
+        "--mask-noise",
+        choices=("always", "frozen"),
+        default="always",
+        help="the top-k rule's Gumbel noise in every step, or only in the predictor-only first epoch (then the "
+        "backbone trains on the tokens inference keeps)",
+    )
+    p.add_argument(
         "--train-teacher",
         action="store_true",
         help="train the dense teacher here (default: start from the one shipped with the package, when the demo's "
@@ -52,6 +59,7 @@ def run(args: argparse.Namespace) -> None:
         "seed": args.seed,
         "mask_rule": args.mask_rule,
         "predictor_width": args.predictor_width,
+        "mask_noise": args.mask_noise,
     }
     cfg = DemoConfig.quick(**overrides) if args.quick else DemoConfig(**overrides)
     summary = run_demo(cfg, command=shlex.join(["dynamicvit", *args.argv]))
