@@ -208,3 +208,14 @@ def test_killed_schedule_search_resumes_without_repeating_a_student(tmp_path, fa
     other = subprocess.run([*search[:-1], "32"], env=env, capture_output=True, text=True, timeout=300)
     assert other.returncode == 1 and other.stderr.count("\n") == 1
     assert "another recipe (held_out 16 → 32)" in other.stderr
+
+
+def test_a_finetune_only_entry_named_for_the_frozen_regime_is_not_planned_there(tmp_path):
+    from dynamicvit.experiments.leaderboard.board import Board
+    from dynamicvit.experiments.leaderboard.proxies import get_proxy, proxy_config
+
+    proxy = get_proxy("scale", quick=True)
+    board = Board(proxy, tmp_path, proxy_config(proxy, tmp_path, tmp_path / "t.pth"), {}, None)
+    names = ["dynamicvit+topk+light", "dynamicvit+topk+light+frozen-noise"]
+    planned = {(regime, entry.name) for regime, _, entry, _ in board.plan(("frozen", "finetune"), (0.5,), names, (0,))}
+    assert planned == {("frozen", names[0]), ("finetune", names[0]), ("finetune", names[1])}

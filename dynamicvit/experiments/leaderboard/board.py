@@ -26,7 +26,7 @@ from dynamicvit.core.files import atomic_write_text, folder_lock
 from dynamicvit.core.flops import count_flops
 from dynamicvit.core.provenance import provenance
 from dynamicvit.experiments.compare import fine_tune, method_config, trains, tuned_model
-from dynamicvit.experiments.leaderboard.entries import Entry, default_entries, get_entry
+from dynamicvit.experiments.leaderboard.entries import FINETUNE_ONLY, Entry, default_entries, get_entry
 from dynamicvit.experiments.leaderboard.proxies import Proxy, get_proxy, proxy_config, proxy_teacher
 from dynamicvit.experiments.leaderboard.rows import pack_correct, row_key
 from dynamicvit.experiments.report import read_jsonl
@@ -73,6 +73,8 @@ class Board:
             rcfg = regime_config(self.cfg, regime)
             for budget in budgets:
                 for name in names or default_entries(regime, self.proxy.grid <= 6):
+                    if regime == "frozen" and name in FINETUNE_ONLY:  # its frozen rows are another entry's
+                        continue
                     entry = get_entry(name)
                     per_seed = trains(entry.method, rcfg) or entry.randomised
                     out += [(regime, budget, entry, seed) for seed in (seeds if per_seed else [None])]
