@@ -10,7 +10,7 @@ import os
 
 from torch import nn
 
-from dynamicvit.config import RunConfig, default_regime, trusted_config, validate
+from dynamicvit.config import RunConfig, default_regime, saved_defaults, trusted_config, validate
 from dynamicvit.core.flops import count_flops
 from dynamicvit.core.interfaces import backbone_of, find_reducer
 from dynamicvit.core.keep import DEFAULT_MASK_RULE, KEEP_RULES
@@ -123,7 +123,7 @@ def load_trained(source: str | os.PathLike | dict, ema: bool = True, **overrides
     state = source if isinstance(source, dict) else read_checkpoint(source)
     origin = "the checkpoint" if isinstance(source, dict) else source
     saved = trusted_config(state.get("config") if isinstance(state, dict) else None, origin)
-    cfg, options = _resolved({**saved, **overrides}, overrides.get("keep_rate"))
+    cfg, options = _resolved({**saved_defaults(), **saved, **overrides}, overrides.get("keep_rate"))
     use_ema = ema and isinstance(state, dict) and isinstance(state.get("ema"), dict)
     weights = read_state_dict(state["ema"] if use_ema else state)
     found = infer_timm_kwargs(weights)

@@ -25,6 +25,7 @@ from dynamicvit.config.fields import (
     field_key,
     field_kind,
     flag,
+    saved_defaults,
     section_of,
 )
 from dynamicvit.config.recipes import config_yaml, read_recipe
@@ -54,6 +55,7 @@ __all__ = [
     "flag",
     "read_recipe",
     "regime_config",
+    "saved_defaults",
     "section_of",
     "trusted_config",
     "validate",

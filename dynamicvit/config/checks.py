@@ -165,8 +165,9 @@ RESUMABLE_CHANGES = frozenset(
 def changed_settings(saved: dict, cfg: RunConfig) -> list[str]:
     """What ``cfg`` sets otherwise than the saved flat config ``saved`` (``"lr 0.001 -> 0.002"``), leaving out
     what a resumed run may change (:data:`RESUMABLE_CHANGES`) and fields ``cfg`` leaves to the family
-    defaults; a field ``saved`` lacks is newer than it, and counts as its default."""
-    now, before = cfg.to_dict(), RunConfig.from_dict(saved).to_dict()
+    defaults; a field ``saved`` lacks is newer than it, and counts as what the code did before it
+    (:meth:`RunConfig.from_saved`)."""
+    now, before = cfg.to_dict(), RunConfig.from_saved(saved).to_dict()
     return [
         f"{k} {before[k]!r} -> {v!r}"
         for k, v in now.items()

@@ -38,6 +38,7 @@ __all__ = [
     "field_kind",
     "flag",
     "section_of",
+    "saved_defaults",
 ]
 
 
@@ -189,17 +190,20 @@ class BudgetConfig:
         False,
         "DynamicViT: merge each dropped token into its most similar kept token (proportional attention) "
         "instead of discarding it",
+        before=False,
     )
     attention_prior: bool = option(
         False,
         "DynamicViT on plain ViTs: each stage decides inside its block after the attention and adds a learned "
         "multiple of the log attention each patch receives to the predictor's score (it starts as Top-K)",
+        before=False,
     )
     predictor_width: float = option(
         1.0,
         "DynamicViT on ViTs: the predictors' MLP width as a fraction of the model's (1: the paper's); a narrower "
         "one costs fewer MACs, which a MACs budget spends on kept tokens",
         valid=(lambda v: 0 < v <= 1, "in (0, 1]"),
+        before=1.0,
     )
 
 
@@ -221,6 +225,7 @@ class LossConfig:
         DEFAULT_MASK_RULE,
         "training mask: " + "; ".join(f"{name}: {rule.help}" for name, rule in MASK_RULES.items()),
         choices=MASK_RULES,
+        before="gumbel",
     )
     mask_noise: str = option(
         "always",
@@ -228,6 +233,7 @@ class LossConfig:
         "backbone is frozen ('frozen': the backbone then trains on the tokens inference keeps)",
         choices=("always", "frozen"),
         valid=(lambda v: v in ("always", "frozen"), "always or frozen"),
+        before="always",
     )
     no_labels: bool = option(
         False,
@@ -291,6 +297,19 @@ class RunConfig:
         return cls.from_dict(values)
 
     @classmethod
+    def from_saved(cls, values: dict) -> RunConfig:
+        """The config a saved one (a checkpoint's, a finished run's) was trained with: a field it lacks takes
+        its :func:`saved_defaults` value – what the code did before the field existed – not today's default.
+
+        Args:
+            values: the saved flat config (``{}`` for a checkpoint without one, as the release's).
+
+        Returns:
+            The config.
+        """
+        return cls.from_dict({**saved_defaults(), **values})
+
+    @classmethod
     def from_dict(cls, values: dict) -> RunConfig:
         """A config from a flat dict (a checkpoint's, a recipe's: one key per field) or a sectioned one (``{"model":
         {...}, ...}``); unknown keys are ignored, a former field name reads as today's."""
@@ -339,6 +358,12 @@ class RunConfig:
 def config_fields() -> list[tuple[str, dataclasses.Field]]:
     """Every field of :class:`RunConfig` with its section name, in declaration order."""
     return [(name, f) for name, kind in RunConfig.sections().items() for f in fields(kind)]
+
+
+def saved_defaults() -> dict:
+    """What a saved config without a field means, by flat key, for the fields declared with ``before`` (the paper's
+    behaviour, where today's default differs or may come to)."""
+    return {field_key(f): f.metadata["before"] for _, f in config_fields() if "before" in f.metadata}
 
 
 def field_key(f: dataclasses.Field) -> str:

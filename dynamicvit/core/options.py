@@ -13,7 +13,12 @@ __all__ = ["option"]
 
 
 def option(
-    default: Any, help: str, *, valid: tuple[Callable[[Any], bool], str] | None = None, **cli
+    default: Any,
+    help: str,
+    *,
+    valid: tuple[Callable[[Any], bool], str] | None = None,
+    before: Any = dataclasses.MISSING,
+    **cli,
 ) -> dataclasses.Field:
     """A dataclass field with its help text.
 
@@ -22,6 +27,8 @@ def option(
         help: one line for ``--help``.
         valid: ``(test, what it must be)``: a value failing ``test`` is refused before any work with
             ``--flag must be WHAT, got VALUE``.
+        before: what a saved config without the field means, where that is not ``default`` (a checkpoint
+            written before the field existed, or with no config, as the release's: the paper's behaviour).
         **cli: ``flags`` (the command line's, else ``--name-with-dashes``), ``choices``, ``key`` (its name in
             flat configs when that differs from the field's).
 
@@ -29,6 +36,7 @@ def option(
         The field, for a dataclass body (``canvas: int = option(64, "canvas side")``).
     """
     metadata = {"help": help, **cli} | ({"valid": valid} if valid else {})
+    metadata |= {} if before is dataclasses.MISSING else {"before": before}
     if isinstance(default, dict):
         return dataclasses.field(default_factory=dict, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)

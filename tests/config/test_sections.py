@@ -140,3 +140,17 @@ def test_a_renamed_field_still_reads_under_its_former_name(tmp_path):
     check_resumable({**state, "config": {**saved, "tome_r": 4.0}}, RunConfig.of(merge_r=4.0), "old.pth")
     with pytest.raises(ValueError, match="merge_r 4.0 -> 5.0"):
         check_resumable({**state, "config": {**saved, "tome_r": 4.0}}, RunConfig.of(merge_r=5.0), "old.pth")
+
+
+def test_a_saved_config_lacking_a_field_reads_as_the_paper_the_code_ran_before_it():
+    """A checkpoint with no config (the release's) or one written before DynamicViT's options existed was
+    trained by the paper's rule with full-width predictors: it must load that way whatever today's defaults
+    are, so a changed default never changes an old checkpoint's model."""
+    from dynamicvit.config import saved_defaults
+
+    paper = {"mask_rule": "gumbel", "predictor_width": 1.0, "mask_noise": "always", "merge_dropped": False,
+             "attention_prior": False}  # fmt: skip
+    assert saved_defaults() == paper
+    loaded = RunConfig.from_saved({"keep_rate": 0.5}).to_dict()
+    assert {k: loaded[k] for k in paper} == paper and loaded["keep_rate"] == 0.5
+    assert RunConfig.from_saved({"mask_rule": "topk"}).loss.mask_rule == "topk"  # what it saved wins
