@@ -64,11 +64,12 @@ class DemoConfig:
     keep_rate: float = 0.7
     prune_layers: tuple[int, ...] = (1, 2, 3)
     # DynamicViT's strongest variant on the leaderboard of the demo's canvases (docs/leaderboards): masks by
-    # the top-k rule in training ("gumbel": the paper's rule) and predictors a quarter of the model's width
-    # (1: the paper's), whose saved MACs go to kept tokens
+    # the top-k rule in training ("gumbel": the paper's rule), its exploration noise only in the predictor-only
+    # epoch ("always": in the backbone's too), and predictors a quarter of the model's width (1: the paper's),
+    # whose saved MACs go to kept tokens
     mask_rule: str = "topk"
     predictor_width: float = 0.25
-    mask_noise: str = "always"  # "frozen": the top-k rule's noise only in the predictor-only epoch
+    mask_noise: str = "frozen"
     train_limit: int | None = None
     val_limit: int | None = None
     bench_batch: int = 32

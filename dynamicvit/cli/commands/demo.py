@@ -34,7 +34,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--mask-noise",
         choices=("always", "frozen"),
-        default="always",
+        default="frozen",
         help="the top-k rule's Gumbel noise in every step, or only in the predictor-only first epoch (then the "
         "backbone trains on the tokens inference keeps)",
     )
