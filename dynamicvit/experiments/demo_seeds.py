@@ -38,6 +38,7 @@ def seed_row(cfg: DemoConfig) -> dict:
         "keep_rate": summary["keep_rate"],
         "mask_rule": summary["mask_rule"],
         "predictor_width": summary.get("predictor_width", 1.0),
+        "mask_noise": summary.get("mask_noise", "always"),
         "total_seconds": summary["total_seconds"],
         "demo_commit": summary["provenance"]["commit"],
     }
