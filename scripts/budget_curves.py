@@ -30,23 +30,20 @@ import sys
 import time
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+import torch
 
 from dynamicvit.builder import (
-    build_run_dataset,  # noqa: E402
-    evaluate,  # noqa: E402
+    build_run_dataset,
+    evaluate,
 )
-from dynamicvit.config import RunConfig  # noqa: E402
-from dynamicvit.core.calibrate import calibrate  # noqa: E402
-from dynamicvit.core.files import atomic_write_text  # noqa: E402
-from dynamicvit.core.flops import counts_per_image, per_image_gmacs  # noqa: E402
-from dynamicvit.core.interfaces import find_reducer  # noqa: E402
-from dynamicvit.core.provenance import provenance  # noqa: E402
-from dynamicvit.train.trainer import Trainer  # noqa: E402
+from dynamicvit.config import RunConfig
+from dynamicvit.core.calibrate import calibrate
+from dynamicvit.core.files import atomic_write_text
+from dynamicvit.core.flops import counts_per_image, per_image_gmacs
+from dynamicvit.core.interfaces import find_reducer
+from dynamicvit.core.provenance import provenance
+from dynamicvit.draw.figures import plt, save_figure
+from dynamicvit.train.trainer import Trainer
 
 DATA = {
     "scale": dict(canvas=64, img_size=64, distractors=2, item_scale=2.0),
@@ -186,8 +183,7 @@ def plot(result: dict, spreads: dict, path: Path) -> None:
     spread.set_ylabel("MMACs per image (p25–p75, whiskers 1.5 IQR)")
     fig.suptitle(f"Cluttered Fashion-MNIST ({result['data']}): keep modes at three budgets", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from timm.models.swin_transformer import SwinTransformer
 from timm.models.vision_transformer import VisionTransformer
 
 import dynamicvit
+from dynamicvit.core.files import atomic_write_text
 
 VIT = dict(img_size=32, patch_size=4, embed_dim=32, depth=4, num_heads=2, num_classes=10)
 BACKBONES = {
@@ -126,8 +127,7 @@ def main(path: str) -> None:
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
     results = {f"{b}/{m}": fingerprint(b, m) for b in BACKBONES for m in dynamicvit.METHODS}
-    with open(path, "w") as f:
-        json.dump(results, f, indent=1, sort_keys=True)
+    atomic_write_text(path, json.dumps(results, indent=1, sort_keys=True))
     print(f"{len(results)} models fingerprinted into {path}")
 
 
