@@ -171,12 +171,15 @@ def _direct_writes(path) -> list[str]:
     return found
 
 
-def test_every_file_the_package_writes_goes_through_an_atomic_write():
+def test_every_file_the_package_and_its_scripts_write_goes_through_an_atomic_write():
     """A writer that bypasses core.files would leave a half-written file and a cryptic error on a full disk."""
+    from pathlib import Path
+
     import dynamicvit
 
-    root = __import__("pathlib").Path(dynamicvit.__file__).parent
-    offenders = [hit for path in sorted(root.rglob("*.py")) if path.name != "files.py" for hit in _direct_writes(path)]
+    package = Path(dynamicvit.__file__).parent
+    sources = [*package.rglob("*.py"), *(package.parent / "scripts").glob("*.py")]
+    offenders = [hit for path in sorted(sources) if path.name != "files.py" for hit in _direct_writes(path)]
     assert offenders == []
 
 
