@@ -259,18 +259,23 @@ def _checkpoint_speed(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _searched_entry(row: dict) -> str:
+    """The board entry whose student a schedule-search row searched (rows without one: the paper's rule)."""
+    return row.get("entry", "dynamicvit")
+
+
 def _schedule(result: dict) -> str:
     """``scripts/schedule_search.py``'s result: per trained student, test top-1 with the ρ schedule and with the
     schedule searched on held-out images for the same MACs, and the searched fractions."""
     lines = [
-        "| regime | MACs budget | seed | top-1, ρ schedule | top-1, searched | searched fractions per stage |",
-        "|---|---|---|---|---|---|",
+        "| entry | regime | MACs budget | seed | top-1, ρ schedule | top-1, searched | searched fractions per stage |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for r in sorted(result["rows"], key=lambda r: (r["regime"], r["budget"], r["seed"])):
+    for r in sorted(result["rows"], key=lambda r: (_searched_entry(r), r["regime"], r["budget"], r["seed"])):
         fractions = " / ".join(f"{f:.2f}" for f in r["best"]["schedule"])
         lines.append(
-            f"| {r['regime']} | {r['budget']:g} | {r['seed']} | {r['rho_top1']:.2f} | {r['searched_top1']:.2f} "
-            f"| {fractions} |"
+            f"| `{_searched_entry(r)}` | {r['regime']} | {r['budget']:g} | {r['seed']} | {r['rho_top1']:.2f} "
+            f"| {r['searched_top1']:.2f} | {fractions} |"
         )
     gains = [r["searched_top1"] - r["rho_top1"] for r in result["rows"]]
     mean = sum(gains) / len(gains)

@@ -194,7 +194,7 @@ def test_killed_schedule_search_resumes_without_repeating_a_student(tmp_path, fa
     board += ["--budgets", "0.5", "--regimes", "finetune", "--out", str(tmp_path), "--data-dir", str(fake_fashion)]
     subprocess.run([sys.executable, *board], env=env, check=True, capture_output=True, timeout=300)
     search = [sys.executable, str(ROOT / "scripts" / "schedule_search.py"), "--proxy", "demo", "--quick"]
-    search += ["--out", str(tmp_path), "--data-dir", str(fake_fashion), "--held-out", "16"]
+    search += ["--out", str(tmp_path), "--held-out", "16"]
     killed = subprocess.run(search, env=env | {"DYNAMICVIT_FAULT": "row:1"}, capture_output=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL
     rows = tmp_path / "demo" / "schedule" / "rows"
