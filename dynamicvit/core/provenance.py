@@ -48,7 +48,8 @@ def _version() -> str | None:
 
 def describe_machine(m: dict) -> str:
     """One line for a :func:`machine` record, for reports."""
-    return f"{m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), torch {m['torch']}, timm {m['timm']}"
+    threads = f"{m['torch_threads']} torch thread" + ("s" if m["torch_threads"] != 1 else "")
+    return f"{m['cpu']}, {m['cores']} cores ({threads}), torch {m['torch']}, timm {m['timm']}"
 
 
 def machine() -> dict:
