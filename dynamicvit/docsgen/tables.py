@@ -301,7 +301,7 @@ def _tune(r: dict) -> str:
 _RENDERERS: dict[str, Callable[[dict], str]] = {
     "demo": _demo,
     "demo-seeds": _demo_seeds,
-    "schedule-demo": _schedule,
+    **{f"schedule-{proxy}": _schedule for proxy in LEADERBOARDS},
     **{f"leaderboard-{proxy}": leaderboard_table for proxy in LEADERBOARDS},
     "budgets-scale": budgets_table,
     "budgets-clutter": budgets_table,
