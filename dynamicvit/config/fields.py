@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field, fields
 
-from dynamicvit.core.keep import DEFAULT_KEEP_MODE, DEFAULT_MASK_RULE, KEEP_RULES, MASK_RULES
+from dynamicvit.core.keep import DEFAULT_KEEP_MODE, DEFAULT_MASK_RULE, KEEP_RULES, MASK_NOISES, MASK_RULES
 from dynamicvit.core.options import option
 from dynamicvit.data.registry import DATASETS, MAX_SIDE, DataOptions, dataset_options, get_dataset
 from dynamicvit.methods.registry import METHODS
@@ -231,8 +231,8 @@ class LossConfig:
         "always",
         "top-k rule: Gumbel noise on the keep scores in every training step (exploration), or only while the "
         "backbone is frozen ('frozen': the backbone then trains on the tokens inference keeps)",
-        choices=("always", "frozen"),
-        valid=(lambda v: v in ("always", "frozen"), "always or frozen"),
+        choices=MASK_NOISES,
+        valid=(lambda v: v in MASK_NOISES, " or ".join(MASK_NOISES)),
         before="always",
     )
     no_labels: bool = option(

@@ -27,8 +27,8 @@ def option(
         help: one line for ``--help``.
         valid: ``(test, what it must be)``: a value failing ``test`` is refused before any work with
             ``--flag must be WHAT, got VALUE``.
-        before: what a saved config without the field means, where that is not ``default`` (a checkpoint
-            written before the field existed, or with no config, as the release's: the paper's behaviour).
+        before: what a saved config without the field means (a checkpoint written before the field existed, or
+            with no config, as the release's: the paper's behaviour), for fields whose default may differ.
         **cli: ``flags`` (the command line's, else ``--name-with-dashes``), ``choices``, ``key`` (its name in
             flat configs when that differs from the field's).
 

@@ -22,6 +22,7 @@ __all__ = [
     "PackedTokens",
     "SparseOutput",
     "attention_output",
+    "flat_rows",
     "attention_qkv",
     "check_finite",
     "check_image_batch",
@@ -61,8 +62,9 @@ class SparseOutput(NamedTuple):
 
 
 # -- gather / scatter ------------------------------------------------------------------------
-def _flat_rows(index: torch.Tensor, tokens_per_image: int) -> torch.Tensor:
-    """Per-image token indices (B, k) as row indices (B·k,) into the batch flattened to (B·N, C)."""
+def flat_rows(index: torch.Tensor, tokens_per_image: int) -> torch.Tensor:
+    """Per-image token indices (B, k) as row indices (B·k,) into the batch flattened to (B·N, C) (for
+    ``index_select``/``index_add_`` on it)."""
     offsets = torch.arange(index.shape[0], device=index.device).unsqueeze(1) * tokens_per_image
     return (index + offsets).flatten()
 
@@ -74,7 +76,7 @@ def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     index expanded over channels, which matters at batch 1 where pruning overhead is exposed.
     """
     b, n, c = x.shape
-    return x.reshape(b * n, c).index_select(0, _flat_rows(index, n)).view(b, index.shape[1], c)
+    return x.reshape(b * n, c).index_select(0, flat_rows(index, n)).view(b, index.shape[1], c)
 
 
 def index_mask(indices, num_tokens: int) -> torch.Tensor:

@@ -21,7 +21,15 @@ from dynamicvit.core.attention import masked_attention
 from dynamicvit.core.attention_prior import log_prior
 from dynamicvit.core.merging import soft_merge
 from dynamicvit.core.predictor import decide
-from dynamicvit.core.tokens import forced_at, gather_tokens, iter_stages, patch_tokens, residual_attention, residual_mlp
+from dynamicvit.core.tokens import (
+    flat_rows,
+    forced_at,
+    gather_tokens,
+    iter_stages,
+    patch_tokens,
+    residual_attention,
+    residual_mlp,
+)
 
 __all__ = ["MergedDropsMixin", "merge_into_kept", "merges_drops"]
 
@@ -58,8 +66,8 @@ def merge_into_kept(
         onehot = (target[:, None, :] == torch.arange(k, device=keep.device)[None, :, None]).float()
         sums = onehot @ packed
     else:
-        rows = (target + torch.arange(b, device=keep.device)[:, None] * k).flatten() if b > 1 else target[0]
-        sums = packed.new_zeros(b * k, c + 1).index_add_(0, rows, packed.flatten(0, 1)).view(b, k, c + 1)
+        sums = packed.new_zeros(b * k, c + 1).index_add_(0, flat_rows(target, k), packed.flatten(0, 1))
+        sums = sums.view(b, k, c + 1)
     return (sums[..., :c] / sums[..., c:]).to(patches.dtype), sums[..., c:]
 
 
@@ -126,7 +134,8 @@ class MergedDropsMixin:
         for s, blk in iter_stages(self.blocks, self._prune_layers):
             received = None
             if s is not None:
-                whole = None if size is None else _with_prefix_sizes(size, prefix)
+                # the attention prior's stage block needs the whole sequence's sizes; without it, none
+                whole = None if size is None or not self.attention_prior else _with_prefix_sizes(size, prefix)
                 x, received = self._stage_attention(blk, x, None, whole)
                 patches = patch_tokens(x, prefix)
                 prior = None if received is None else log_prior(received)

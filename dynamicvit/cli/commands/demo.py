@@ -9,6 +9,7 @@ from pathlib import Path
 
 from dynamicvit.cli.arguments import non_negative, rate
 from dynamicvit.cli.registry import Command, register_command
+from dynamicvit.core.keep import MASK_NOISES
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -33,7 +34,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--mask-noise",
-        choices=("always", "frozen"),
+        choices=MASK_NOISES,
         default="frozen",
         help="the top-k rule's Gumbel noise in every step, or only in the predictor-only first epoch (then the "
         "backbone trains on the tokens inference keeps)",

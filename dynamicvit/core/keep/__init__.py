@@ -15,11 +15,13 @@ from dynamicvit.core.keep.rule import KEEP_RULES, MASK_RULES, KeepRule, MaskRule
 
 DEFAULT_KEEP_MODE: str = fixed.FixedRule.name  # what a model runs unless told otherwise: the paper's counts
 DEFAULT_MASK_RULE: str = gumbel.GumbelRule.name  # what a model trains with unless told otherwise: the paper's
+MASK_NOISES = topk.NOISES
 
 __all__ = [
     "DEFAULT_KEEP_MODE",
     "DEFAULT_MASK_RULE",
     "KEEP_RULES",
+    "MASK_NOISES",
     "MASK_RULES",
     "KeepRule",
     "MaskRule",

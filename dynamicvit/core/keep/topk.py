@@ -13,7 +13,9 @@ import torch
 from dynamicvit.core.keep.rule import MASK_RULES, MaskRule
 from dynamicvit.core.learned_budget import soft_topk_mask
 
-__all__ = ["TopKRule"]
+__all__ = ["NOISES", "TopKRule"]
+
+NOISES = ("always", "frozen")  # when the rule adds its exploration noise: every step, or while the backbone is frozen
 
 
 class TopKRule(MaskRule):
